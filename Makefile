@@ -1,0 +1,94 @@
+# reghook — build, run and test.
+#
+#   make            build build/reghook
+#   make run        install what is missing, build, serve (private PostgreSQL under ./var)
+#   make test       install what is missing, build (also with sanitizers), run every test
+#   make bench      the benchmarks under tests/bench/
+#   make format     reformat the C with the pinned clang-format; format-check only checks
+#
+# Two build trees share one set of rules: build/ (optimised) and build/asan/
+# (AddressSanitizer + UndefinedBehaviorSanitizer), which the tests run.
+
+VERSION := 0.1.0
+PKGS    := libevent yajl libcurl libpq openssl
+
+CC      ?= cc
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+ifneq ($(CI),)
+WARN    += -Werror
+endif
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -DREGHOOK_VERSION='"$(VERSION)"' $(WARN) \
+	-Icommon -Idispatcher -I$(B)/gen $(PKG_CFLAGS) -MMD -MP
+
+B        := build
+OPT      := -O2 -g
+SAN      :=
+
+COMMON_SRC     := $(wildcard common/*.c)
+DISPATCHER_SRC := $(filter-out dispatcher/main.c,$(wildcard dispatcher/*.c))
+UNIT_SRC       := $(wildcard tests/unit/test_*.c)
+SCHEMA_SQL     := $(sort $(wildcard schema/[0-9][0-9][0-9]_*.sql))
+
+objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
+
+.PHONY: all asan run test unit bench format format-check install-deps clean
+all: build/reghook
+
+# --- one rule set, instantiated for each build tree ---------------------------
+define TREE
+$(1)/obj/%.o: %.c | $(1)/gen/schema.h
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(BASE_CFLAGS) $(2) -c $$< -o $$@
+
+$(1)/gen/schema.h: $(SCHEMA_SQL) packaging/embed-schema
+	@mkdir -p $$(dir $$@)
+	packaging/embed-schema $(SCHEMA_SQL) > $$@.tmp && mv $$@.tmp $$@
+
+$(1)/obj/dispatcher/migrate.o: $(1)/gen/schema.h
+
+$(1)/reghook: $(call objs,$(1),dispatcher/main.c $(DISPATCHER_SRC) $(COMMON_SRC))
+	$$(CC) $(2) -o $$@ $$^ $$(PKG_LIBS) -lm
+
+$(1)/tests/unit/%: $(1)/obj/tests/unit/%.o $(call objs,$(1),$(DISPATCHER_SRC) $(COMMON_SRC))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $(2) -o $$@ $$^ $$(PKG_LIBS) -lm
+endef
+
+SANFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+$(eval $(call TREE,build,$(OPT)))
+$(eval $(call TREE,build/asan,$(SANFLAGS)))
+
+UNIT_BINS      := $(patsubst tests/unit/%.c,build/asan/tests/unit/%,$(UNIT_SRC))
+
+asan: build/asan/reghook $(UNIT_BINS)
+
+install-deps:
+	@packaging/install-deps
+
+run: install-deps
+	@$(MAKE) --no-print-directory build/reghook
+	packaging/run-local build/reghook
+
+test: install-deps
+	@$(MAKE) --no-print-directory build/reghook asan
+	tests/run build build/asan $(TESTS)
+
+unit: asan
+	@for t in $(UNIT_BINS); do $$t || exit 1; done
+
+bench: install-deps
+	@$(MAKE) --no-print-directory build/reghook
+	tests/bench/run build/reghook
+
+FORMAT_FILES = $(wildcard common/*.[ch] dispatcher/*.[ch] tests/unit/*.[ch])
+format:
+	clang-format -i $(FORMAT_FILES)
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_FILES)
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,40 @@
+/*
+ * buf: a growable byte buffer, always NUL-terminated so that its contents
+ * can be handed to C string functions when they are text. Allocation
+ * failure is fatal: a daemon out of memory has no better move.
+ */
+#ifndef REGHOOK_BUF_H
+#define REGHOOK_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+struct buf {
+	char *data; /* owned; NULL until the first append */
+	size_t len;
+	size_t cap;
+};
+
+#define BUF_INIT {NULL, 0, 0}
+
+void buf_reserve(struct buf *b, size_t extra);
+void buf_append(struct buf *b, const void *data, size_t len);
+void buf_puts(struct buf *b, const char *s);
+void buf_putc(struct buf *b, char c);
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Appends s as a JSON string literal, quotes included. */
+void buf_json_str(struct buf *b, const char *s, size_t len);
+void buf_reset(struct buf *b);
+/* Hands the contents to the caller (who frees them) and empties b. */
+char *buf_steal(struct buf *b);
+void buf_free(struct buf *b);
+const char *buf_cstr(struct buf *b);
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+
+#endif

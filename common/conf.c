@@ -1,0 +1,353 @@
+/*
+ * conf: see conf.h.
+ */
+#include "conf.h"
+#include "buf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Parses a non-negative decimal prefix; returns the rest of s or NULL. */
+static const char *parse_number(const char *s, long long *out)
+{
+	if (!isdigit((unsigned char)*s))
+		return NULL;
+	errno = 0;
+	char *end;
+	long long v = strtoll(s, &end, 10);
+	if (errno == ERANGE)
+		return NULL;
+	*out = v;
+	return end;
+}
+
+static bool scale(long long v, long long unit, long long *out)
+{
+	if (v > LLONG_MAX / unit)
+		return false;
+	*out = v * unit;
+	return true;
+}
+
+bool conf_parse_duration(const char *s, long long *ms)
+{
+	static const struct {
+		const char *suffix;
+		long long ms;
+	} units[] = {{"", 1000},     {"ms", 1},       {"s", 1000},        {"m", 60000},
+		     {"h", 3600000}, {"d", 86400000}, {"w", 604800000LL}};
+	long long v;
+	const char *rest = parse_number(s, &v);
+	if (!rest)
+		return false;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strcmp(rest, units[i].suffix) == 0)
+			return scale(v, units[i].ms, ms);
+	return false;
+}
+
+bool conf_parse_size(const char *s, long long *bytes)
+{
+	static const struct {
+		const char *suffix;
+		long long bytes;
+	} units[] = {{"", 1},			{"B", 1},		{"K", 1024},
+		     {"KiB", 1024},		{"KB", 1024},		{"M", 1048576},
+		     {"MiB", 1048576},		{"MB", 1048576},	{"G", 1073741824LL},
+		     {"GiB", 1073741824LL}, {"GB", 1073741824LL}};
+	long long v;
+	const char *rest = parse_number(s, &v);
+	if (!rest)
+		return false;
+	while (*rest == ' ')
+		rest++;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strcmp(rest, units[i].suffix) == 0)
+			return scale(v, units[i].bytes, bytes);
+	return false;
+}
+
+bool conf_parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = {"1", "true", "yes", "on"};
+	static const char *const no[] = {"0", "false", "no", "off"};
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return true;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Keys are written with '_' but accepted with '-' (flags) and any case (env). */
+static bool key_equal(const char *name, const char *key, size_t keylen)
+{
+	size_t i = 0;
+	for (; i < keylen && name[i]; i++) {
+		char c = (char)tolower((unsigned char)key[i]);
+		if (c == '-')
+			c = '_';
+		if (c != name[i])
+			return false;
+	}
+	return i == keylen && name[i] == '\0';
+}
+
+static const struct conf_key *find_key(const struct conf_key *tab, size_t n, const char *key,
+				       size_t keylen)
+{
+	for (size_t i = 0; i < n; i++)
+		if (key_equal(tab[i].name, key, keylen))
+			return &tab[i];
+	return NULL;
+}
+
+const struct conf_key *conf_find(const struct conf_key *tab, size_t n, const char *name)
+{
+	return find_key(tab, n, name, strlen(name));
+}
+
+static bool set_key(const struct conf_key *k, void *settings, const char *value, char *err,
+		    size_t errlen)
+{
+	char *field = (char *)settings + k->offset;
+	long long v = 0;
+	bool b;
+	const char *why = NULL;
+
+	switch (k->type) {
+	case CONF_STRING:
+		break;
+	case CONF_INT: {
+		char *end;
+		errno = 0;
+		v = strtoll(value, &end, 10);
+		if (*value == '\0' || *end != '\0' || errno == ERANGE)
+			why = "not an integer";
+		break;
+	}
+	case CONF_BOOL:
+		if (!conf_parse_bool(value, &b))
+			why = "not a boolean (true/false, on/off, yes/no, 1/0)";
+		break;
+	case CONF_DURATION:
+		if (!conf_parse_duration(value, &v))
+			why = "not a duration (e.g. 500ms, 10s, 5m, 2h, 30d)";
+		break;
+	case CONF_SIZE:
+		if (!conf_parse_size(value, &v))
+			why = "not a size (e.g. 65536, 64KiB, 1MiB)";
+		break;
+	}
+	if (!why && k->type != CONF_STRING && k->type != CONF_BOOL && (k->min || k->max) &&
+	    (v < k->min || v > k->max))
+		why = "out of range";
+	if (!why && k->check)
+		why = k->check(value);
+	if (why) {
+		snprintf(err, errlen, "%s: %s: '%s'", k->name, why, value);
+		return false;
+	}
+	switch (k->type) {
+	case CONF_STRING:
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		break;
+	case CONF_BOOL:
+		*(bool *)field = b;
+		break;
+	default:
+		*(long long *)field = v;
+	}
+	return true;
+}
+
+bool conf_set(const struct conf_key *tab, size_t n, void *settings, const char *key,
+	      const char *value, char *err, size_t errlen)
+{
+	const struct conf_key *k = conf_find(tab, n, key);
+	if (!k) {
+		snprintf(err, errlen, "%s: unknown configuration key", key);
+		return false;
+	}
+	return set_key(k, settings, value, err, errlen);
+}
+
+static char *trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	char *e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+static bool load_file(const struct conf_key *tab, size_t n, void *settings, const char *path,
+		      char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, errlen, "config: cannot read %s: %s", path, strerror(errno));
+		return false;
+	}
+	char line[8192], why[512];
+	int lineno = 0;
+	bool ok = true;
+	while (ok && fgets(line, sizeof(line), f)) {
+		lineno++;
+		char *s = trim(line);
+		if (*s == '\0' || *s == '#')
+			continue;
+		char *eq = strchr(s, '=');
+		if (!eq) {
+			snprintf(err, errlen, "%s:%d: expected 'key = value'", path, lineno);
+			ok = false;
+			break;
+		}
+		*eq = '\0';
+		char *key = trim(s), *value = trim(eq + 1);
+		size_t vl = strlen(value);
+		if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
+			value[vl - 1] = '\0';
+			value++;
+		}
+		const struct conf_key *k = find_key(tab, n, key, strlen(key));
+		if (!k) {
+			snprintf(err, errlen, "%s:%d: %s: unknown configuration key", path, lineno, key);
+			ok = false;
+		} else if (!set_key(k, settings, value, why, sizeof(why))) {
+			snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
+			ok = false;
+		}
+	}
+	fclose(f);
+	return ok;
+}
+
+static bool load_env(const struct conf_key *tab, size_t n, void *settings, const char *prefix,
+		     char *err, size_t errlen)
+{
+	char var[256];
+	for (size_t i = 0; i < n; i++) {
+		snprintf(var, sizeof(var), "%s%s", prefix, tab[i].name);
+		for (char *p = var; *p; p++)
+			*p = (char)toupper((unsigned char)*p);
+		const char *v = getenv(var);
+		if (v && !set_key(&tab[i], settings, v, err, errlen))
+			return false;
+	}
+	return true;
+}
+
+/* Finds --config FILE / --config=FILE in argv, consuming it. */
+static bool take_config_flag(int *argc, char **argv, const char **path, char *err, size_t errlen)
+{
+	for (int i = 1; i < *argc; i++) {
+		int used = 0;
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "--config") == 0) {
+			if (i + 1 >= *argc) {
+				snprintf(err, errlen, "--config: needs a file");
+				return false;
+			}
+			*path = argv[i + 1];
+			used = 2;
+		} else if (strncmp(argv[i], "--config=", 9) == 0) {
+			*path = argv[i] + 9;
+			used = 1;
+		}
+		if (used) {
+			memmove(&argv[i], &argv[i + used], (size_t)(*argc - i - used + 1) * sizeof(char *));
+			*argc -= used;
+			i--;
+		}
+	}
+	return true;
+}
+
+static bool load_flags(const struct conf_key *tab, size_t n, void *settings, int *argc,
+		       char **argv, char *err, size_t errlen)
+{
+	for (int i = 1; i < *argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--") == 0)
+			break;
+		if (strncmp(a, "--", 2) != 0)
+			continue;
+		const char *name = a + 2, *eq = strchr(name, '=');
+		size_t len = eq ? (size_t)(eq - name) : strlen(name);
+		const struct conf_key *k = find_key(tab, n, name, len);
+		if (!k)
+			continue; /* the command's own option */
+		const char *value;
+		int used = 1;
+		if (eq) {
+			value = eq + 1;
+		} else if (i + 1 < *argc && (k->type != CONF_BOOL || strncmp(argv[i + 1], "--", 2) != 0)) {
+			value = argv[i + 1];
+			used = 2;
+		} else if (k->type == CONF_BOOL) {
+			value = "true";
+		} else {
+			snprintf(err, errlen, "%s: missing value for --%.*s", k->name, (int)len, name);
+			return false;
+		}
+		if (!set_key(k, settings, value, err, errlen))
+			return false;
+		memmove(&argv[i], &argv[i + used], (size_t)(*argc - i - used + 1) * sizeof(char *));
+		*argc -= used;
+		i--;
+	}
+	return true;
+}
+
+bool conf_load(const struct conf_key *tab, size_t n, void *settings, const char *env_prefix,
+	       int *argc, char **argv, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < n; i++)
+		if (tab[i].def && !set_key(&tab[i], settings, tab[i].def, err, errlen))
+			return false;
+
+	char var[256];
+	snprintf(var, sizeof(var), "%sCONFIG", env_prefix);
+	const char *path = getenv(var);
+	if (!take_config_flag(argc, argv, &path, err, errlen))
+		return false;
+	if (path && *path && !load_file(tab, n, settings, path, err, errlen))
+		return false;
+	if (!load_env(tab, n, settings, env_prefix, err, errlen))
+		return false;
+	return load_flags(tab, n, settings, argc, argv, err, errlen);
+}
+
+void conf_free(const struct conf_key *tab, size_t n, void *settings)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (tab[i].type == CONF_STRING) {
+			char **field = (char **)((char *)settings + tab[i].offset);
+			free(*field);
+			*field = NULL;
+		}
+	}
+}
+
+void conf_print_help(const struct conf_key *tab, size_t n, FILE *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		fprintf(out, "  --%-26s %s", tab[i].name, tab[i].help);
+		if (tab[i].def && *tab[i].def)
+			fprintf(out, " (default %s)", tab[i].def);
+		fputc('\n', out);
+	}
+}

@@ -1,0 +1,59 @@
+/*
+ * conf: table-driven configuration from a file, the environment and flags.
+ *
+ * A daemon describes its settings once, as a const table of conf_key rows
+ * (name, type, default, bounds, help) pointing at fields of its own settings
+ * struct. conf_load() fills that struct from the defaults, then a
+ * `key = value` file, then PREFIX_KEY environment variables, then
+ * `--key value` flags, later sources winning; the same table prints --help.
+ * Every error names the key and the reason, so a bad value stops start-up
+ * with one line.
+ */
+#ifndef REGHOOK_CONF_H
+#define REGHOOK_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+enum conf_type {
+	CONF_STRING,   /* char * (owned by the settings struct) */
+	CONF_INT,      /* long long */
+	CONF_BOOL,     /* bool */
+	CONF_DURATION, /* long long, milliseconds; "500ms", "10s", "5m", "2h", "30d", bare = s */
+	CONF_SIZE,     /* long long, bytes; "64KiB", "1MiB", "1G", bare = bytes */
+};
+
+struct conf_key {
+	const char *name;
+	enum conf_type type;
+	const char *def; /* default as text; NULL leaves the field unset */
+	size_t offset;   /* of the field in the settings struct */
+	long long min, max; /* bounds for numeric types; both 0: none */
+	/* Extra validation: returns NULL if value is fine, else the reason. */
+	const char *(*check)(const char *value);
+	const char *help;
+};
+
+bool conf_parse_duration(const char *s, long long *ms) __attribute__((warn_unused_result));
+bool conf_parse_size(const char *s, long long *bytes) __attribute__((warn_unused_result));
+bool conf_parse_bool(const char *s, bool *out) __attribute__((warn_unused_result));
+
+/* Sets one key from text. err receives "KEY: reason" on failure. */
+bool conf_set(const struct conf_key *tab, size_t n, void *settings, const char *key,
+	      const char *value, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/*
+ * Fills settings from defaults, the file named by --config (or
+ * PREFIX_CONFIG), the environment and flags. Consumes the flags it knows
+ * from argv (compacting it and updating *argc); leaves the rest, in order,
+ * for the caller. On failure err holds one line naming the key.
+ */
+bool conf_load(const struct conf_key *tab, size_t n, void *settings, const char *env_prefix,
+	       int *argc, char **argv, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+const struct conf_key *conf_find(const struct conf_key *tab, size_t n, const char *name);
+void conf_free(const struct conf_key *tab, size_t n, void *settings);
+void conf_print_help(const struct conf_key *tab, size_t n, FILE *out);
+
+#endif

@@ -1,0 +1,118 @@
+/*
+ * log: see log.h. The level and format are process-wide settings made at
+ * start-up (and on reload); nothing else here is mutable.
+ */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static enum log_level min_level = LOG_LEVEL_INFO;
+static bool json_lines;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void log_set_level(enum log_level level)
+{
+	min_level = level;
+}
+
+void log_set_json(bool json)
+{
+	json_lines = json;
+}
+
+bool log_enabled(enum log_level level)
+{
+	return level >= min_level;
+}
+
+bool log_parse_level(const char *name, enum log_level *out)
+{
+	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+		if (strcmp(name, level_names[i]) == 0) {
+			*out = (enum log_level)i;
+			return true;
+		}
+	}
+	if (strcmp(name, "warning") == 0) {
+		*out = LOG_LEVEL_WARN;
+		return true;
+	}
+	return false;
+}
+
+/* Appends s to out as the inside of a JSON string. */
+static size_t json_escape(char *out, size_t cap, const char *s)
+{
+	size_t n = 0;
+	for (; *s && n + 7 < cap; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\') {
+			out[n++] = '\\';
+			out[n++] = (char)c;
+		} else if (c < 0x20) {
+			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+		} else {
+			out[n++] = (char)c;
+		}
+	}
+	out[n] = '\0';
+	return n;
+}
+
+static void log_write(enum log_level level, const char *fmt, va_list ap)
+{
+	char msg[2048], line[4608], stamp[40];
+	struct timespec ts;
+	struct tm tm;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(stamp + n, sizeof(stamp) - n, ".%03ldZ", ts.tv_nsec / 1000000);
+
+	int len;
+	if (json_lines) {
+		char esc[4200];
+		json_escape(esc, sizeof(esc), msg);
+		len = snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"pid\":%d,\"msg\":\"%s\"}\n",
+			       stamp, level_names[level], (int)getpid(), esc);
+	} else {
+		len = snprintf(line, sizeof(line), "%s %-5s [%d] %s\n", stamp, level_names[level],
+			       (int)getpid(), msg);
+	}
+	if (len < 0)
+		return;
+	if ((size_t)len >= sizeof(line)) {
+		len = sizeof(line) - 1;
+		line[len - 1] = '\n';
+	}
+	/* A failed log write has nowhere to be reported. */
+	ssize_t w = write(STDERR_FILENO, line, (size_t)len);
+	(void)w;
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+	if (level < min_level)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	log_write(level, fmt, ap);
+	va_end(ap);
+}
+
+void fatal(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_write(LOG_LEVEL_ERROR, fmt, ap);
+	va_end(ap);
+	exit(1);
+}

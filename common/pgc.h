@@ -1,0 +1,63 @@
+/*
+ * pgc: one asynchronous PostgreSQL connection driven by a libevent loop.
+ *
+ * Nothing here blocks: the connection is opened with PQconnectStart and
+ * PQconnectPoll, queries are sent with PQsendQuery[Params] on a
+ * non-blocking socket, and results are read as the socket becomes readable.
+ * Queries queue in order; each one's callback gets its final result. When
+ * the server goes away every queued query is answered with a NULL result
+ * (its outcome is unknown: the caller decides whether to retry) and the
+ * connection reconnects by itself with a capped exponential backoff.
+ *
+ * Owners learn of the connection coming up and going down through hooks,
+ * and of LISTEN notifications through a third; they may queue queries from
+ * any callback, and may pgc_free() from any callback: the object is freed
+ * once the stack has unwound.
+ */
+#ifndef REGHOOK_PGC_H
+#define REGHOOK_PGC_H
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+struct pgc;
+
+struct pgc_hooks {
+	void (*up)(struct pgc *c, void *arg);
+	void (*down)(struct pgc *c, const char *why, void *arg);
+	void (*notify)(struct pgc *c, const char *channel, const char *payload, void *arg);
+};
+
+/*
+ * A query's result: res is the last result of the query, or the first error
+ * result if any statement failed; NULL if the connection failed before the
+ * query completed. res is borrowed: it is cleared after the callback.
+ */
+typedef void (*pgc_result_fn)(struct pgc *c, PGresult *res, void *arg);
+
+struct pgc *pgc_new(struct event_base *base, const char *conninfo, const struct pgc_hooks *hooks,
+		    void *arg);
+void pgc_free(struct pgc *c);
+
+/* Queues a query; params are copied. With nparams 0 the text may hold several statements. */
+void pgc_query(struct pgc *c, const char *sql, int nparams, const char *const *params,
+	       pgc_result_fn fn, void *arg);
+
+/* Connected (a query may be running). */
+bool pgc_is_up(const struct pgc *c);
+/* Connected and nothing queued or running. */
+bool pgc_is_idle(const struct pgc *c);
+/* Queries queued or running. */
+int pgc_queued(const struct pgc *c);
+/* Drops the connection now (answering queued queries with NULL) and reconnects. */
+void pgc_reset(struct pgc *c, const char *why);
+
+/* True if res is a successful command or tuples result. */
+bool pgc_ok(const PGresult *res);
+/* The error text of a failed result, or a fixed text for a lost connection. */
+const char *pgc_error(const PGresult *res);
+/* The SQLSTATE of a failed result, "" if none. */
+const char *pgc_sqlstate(const PGresult *res);
+
+#endif

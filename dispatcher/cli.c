@@ -1,0 +1,79 @@
+/*
+ * cli: helpers shared by the subcommands (see cli.h): usage errors, help,
+ * configuration and a blocking database connection.
+ */
+#include "cli.h"
+#include "buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+void cli_print_command_help(const struct cli_command *cmd)
+{
+	printf("usage: reghook %s\n\n%s\n", cmd->usage, cmd->help);
+	if (cmd->details)
+		printf("\n%s", cmd->details);
+	printf("\n");
+	config_print_help(stdout);
+}
+
+int cli_usage_error(const struct cli_command *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "reghook %s: ", cmd->name);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (usage: reghook %s)\n", cmd->usage);
+	return CLI_USAGE;
+}
+
+bool cli_wants_help(const struct cli_command *cmd, int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			cli_print_command_help(cmd);
+			return true;
+		}
+	}
+	return false;
+}
+
+bool cli_config(const struct cli_command *cmd, struct config *cfg, int *argc, char **argv)
+{
+	return config_load(cfg, argc, argv);
+}
+
+PGconn *cli_connect(const struct config *cfg)
+{
+	if (!cfg->database_url || !*cfg->database_url) {
+		fprintf(stderr, "reghook: configuration: database_url: not set (use --database-url, "
+				"REGHOOK_DATABASE_URL or the config file)\n");
+		return NULL;
+	}
+	PGconn *conn = PQconnectdb(cfg->database_url);
+	if (PQstatus(conn) != CONNECTION_OK) {
+		fprintf(stderr, "reghook: cannot connect to the database: %s", PQerrorMessage(conn));
+		PQfinish(conn);
+		return NULL;
+	}
+	return conn;
+}
+
+PGresult *cli_exec(PGconn *conn, const char *sql, int nparams, const char *const *params)
+{
+	PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	ExecStatusType st = PQresultStatus(res);
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+		return res;
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+	fprintf(stderr, "reghook: %s\n", msg ? msg : PQerrorMessage(conn));
+	if (hint)
+		fprintf(stderr, "hint: %s\n", hint);
+	PQclear(res);
+	return NULL;
+}

@@ -1,0 +1,47 @@
+/*
+ * cli: the command table of the reghook binary and the helpers shared by
+ * its subcommands. Every command but serve is a thin wrapper over SQL in
+ * schema reghook, run over an ordinary blocking libpq connection (commands
+ * run no event loop, so blocking is right there).
+ */
+#ifndef REGHOOK_CLI_H
+#define REGHOOK_CLI_H
+
+#include "config.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+/* Exit codes of every command. */
+enum {
+	CLI_OK = 0,
+	CLI_FAILED = 1, /* the command ran and failed: database error, not found, ... */
+	CLI_USAGE = 2,	/* bad usage or configuration; nothing was done */
+};
+
+struct cli_command {
+	const char *name;
+	int (*run)(const struct cli_command *cmd, int argc, char **argv);
+	const char *usage; /* after "reghook " */
+	const char *help;  /* one line */
+	const char *details; /* options, printed by CMD --help; may be NULL */
+};
+
+/* Prints "reghook: <cmd>: reason" and the usage line, returns CLI_USAGE. */
+int cli_usage_error(const struct cli_command *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* True (after printing help) if argv asks for --help. */
+bool cli_wants_help(const struct cli_command *cmd, int argc, char **argv);
+void cli_print_command_help(const struct cli_command *cmd);
+
+/* Loads configuration for a command; false after printing the reason. */
+bool cli_config(const struct cli_command *cmd, struct config *cfg, int *argc, char **argv);
+/* Connects (blocking); NULL after printing the reason. */
+PGconn *cli_connect(const struct config *cfg);
+/* Runs a parameterised query; NULL after printing the database's message. */
+PGresult *cli_exec(PGconn *conn, const char *sql, int nparams, const char *const *params);
+
+int cmd_serve(const struct cli_command *cmd, int argc, char **argv);
+int cmd_migrate(const struct cli_command *cmd, int argc, char **argv);
+
+#endif

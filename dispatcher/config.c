@@ -1,0 +1,158 @@
+/*
+ * config: the table of reghook's settings. Each row is a key with its type,
+ * default, bounds and help; `reghook --help` prints this table, so the help
+ * and the behaviour cannot drift apart.
+ */
+#include "config.h"
+#include "conf.h"
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *check_log_level(const char *v)
+{
+	enum log_level l;
+	return log_parse_level(v, &l) ? NULL : "not one of debug, info, warn, error";
+}
+
+static const char *check_log_format(const char *v)
+{
+	return strcmp(v, "text") == 0 || strcmp(v, "json") == 0 ? NULL : "not one of text, json";
+}
+
+static const char *check_listen(const char *v)
+{
+	const char *colon = strrchr(v, ':');
+	if (!colon || colon == v)
+		return "not HOST:PORT";
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	if (*end || port < 0 || port > 65535 || colon[1] == '\0')
+		return "port is not a number from 0 to 65535";
+	return NULL;
+}
+
+static const char *check_schedule(const char *v)
+{
+	long long ms[CONFIG_MAX_RETRY_STEPS];
+	return config_parse_schedule(v, ms, CONFIG_MAX_RETRY_STEPS) > 0
+		       ? NULL
+		       : "not a comma-separated list of up to 32 durations";
+}
+
+static const char *check_base_url(const char *v)
+{
+	if (*v == '\0')
+		return NULL;
+	if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
+		return "not an http:// or https:// URL";
+	return NULL;
+}
+
+#define F(field) offsetof(struct config, field)
+#define DAY (86400000LL)
+
+static const struct conf_key config_keys[] = {
+	{"database_url", CONF_STRING, "", F(database_url), 0, 0, NULL,
+	 "PostgreSQL connection: libpq conninfo or postgresql:// URI"},
+	{"listen", CONF_STRING, "127.0.0.1:8080", F(listen), 0, 0, check_listen,
+	 "address and port of the HTTP receiver"},
+	{"public_url", CONF_STRING, "", F(public_url), 0, 0, check_base_url,
+	 "base URL at which endpoints reach reghook (callback_url); default http://<listen>"},
+	{"registry_url", CONF_STRING, "", F(registry_url), 0, 0, check_base_url,
+	 "base URL of the registry, for repo_url in payloads"},
+	{"max_in_flight", CONF_INT, "256", F(max_in_flight), 1, 100000, NULL,
+	 "deliveries in flight at once, all webhooks"},
+	{"max_in_flight_per_webhook", CONF_INT, "16", F(max_in_flight_per_webhook), 1, 100000,
+	 NULL, "deliveries in flight at once to one webhook"},
+	{"request_timeout", CONF_DURATION, "10s", F(request_timeout_ms), 1, DAY, NULL,
+	 "time allowed for one delivery request"},
+	{"connect_timeout", CONF_DURATION, "5s", F(connect_timeout_ms), 1, DAY, NULL,
+	 "time allowed to connect to an endpoint"},
+	{"max_attempts", CONF_INT, "8", F(max_attempts), 1, 100, NULL,
+	 "attempts per delivery before it is failed"},
+	{"retry_schedule", CONF_STRING, "0,5s,5m,30m,2h,5h,10h,10h", F(retry_schedule), 0, 0,
+	 check_schedule, "delay before each attempt, +-20% jitter; the last repeats"},
+	{"allow_private_targets", CONF_BOOL, "false", F(allow_private_targets), 0, 0, NULL,
+	 "allow webhooks to loopback, private and link-local addresses"},
+	{"max_request_body", CONF_SIZE, "1MiB", F(max_request_body), 1024, 1LL << 30, NULL,
+	 "largest accepted POST /events body"},
+	{"response_body_limit", CONF_SIZE, "64KiB", F(response_body_limit), 0, 16LL << 20, NULL,
+	 "bytes of each endpoint response kept in history"},
+	{"history_retention", CONF_DURATION, "30d", F(history_retention_ms), 3600000LL,
+	 3650 * DAY, NULL, "delivery history older than this is pruned"},
+	{"log_level", CONF_STRING, "info", F(log_level), 0, 0, check_log_level,
+	 "debug, info, warn or error"},
+	{"log_format", CONF_STRING, "text", F(log_format), 0, 0, check_log_format,
+	 "text, or json for one JSON object per line"},
+	{"db_connections", CONF_INT, "4", F(db_connections), 1, 64, NULL,
+	 "database connections of the receiver (group commit runs on each)"},
+	{"max_events_per_envelope", CONF_INT, "1000", F(max_events_per_envelope), 1, 1000000,
+	 NULL, "most events accepted in one POST /events"},
+	{"instance_name", CONF_STRING, "", F(instance_name), 0, 0, NULL,
+	 "name of this instance in leases and history; default host:pid"},
+};
+
+#define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+int config_parse_schedule(const char *s, long long *ms, int max)
+{
+	int n = 0;
+	const char *p = s;
+	while (*p) {
+		char item[64];
+		size_t len = strcspn(p, ",");
+		while (len > 0 && *p == ' ') {
+			p++;
+			len--;
+		}
+		if (len == 0 || len >= sizeof(item) || n >= max)
+			return -1;
+		memcpy(item, p, len);
+		item[len] = '\0';
+		for (size_t i = len; i > 0 && item[i - 1] == ' '; i--)
+			item[i - 1] = '\0';
+		if (!conf_parse_duration(item, &ms[n]))
+			return -1;
+		n++;
+		p += len;
+		if (*p == ',') {
+			p++;
+			if (*p == '\0')
+				return -1;
+		}
+	}
+	return n;
+}
+
+bool config_load(struct config *cfg, int *argc, char **argv)
+{
+	char err[1024];
+	memset(cfg, 0, sizeof(*cfg));
+	if (!conf_load(config_keys, NKEYS, cfg, "REGHOOK_", argc, argv, err, sizeof(err))) {
+		fprintf(stderr, "reghook: configuration: %s\n", err);
+		config_free(cfg);
+		return false;
+	}
+	cfg->retry_steps = config_parse_schedule(cfg->retry_schedule, cfg->retry_ms,
+						 CONFIG_MAX_RETRY_STEPS);
+	enum log_level level = LOG_LEVEL_INFO;
+	if (!log_parse_level(cfg->log_level, &level))
+		level = LOG_LEVEL_INFO;
+	log_set_level(level);
+	log_set_json(strcmp(cfg->log_format, "json") == 0);
+	return true;
+}
+
+void config_free(struct config *cfg)
+{
+	conf_free(config_keys, NKEYS, cfg);
+}
+
+void config_print_help(FILE *out)
+{
+	fprintf(out, "Configuration (--config FILE with 'key = value' lines, REGHOOK_<KEY> "
+		     "environment variables, or --key value; later wins):\n");
+	conf_print_help(config_keys, NKEYS, out);
+}

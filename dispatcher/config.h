@@ -1,0 +1,51 @@
+/*
+ * config: reghook's settings, described once in a const table (config.c)
+ * that feeds the parser, `reghook --help` and the README's table.
+ */
+#ifndef REGHOOK_CONFIG_H
+#define REGHOOK_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#define CONFIG_MAX_RETRY_STEPS 32
+
+struct config {
+	char *database_url;
+	char *listen;
+	char *public_url;
+	char *registry_url;
+	long long max_in_flight;
+	long long max_in_flight_per_webhook;
+	long long request_timeout_ms;
+	long long connect_timeout_ms;
+	long long max_attempts;
+	char *retry_schedule;
+	bool allow_private_targets;
+	long long max_request_body;
+	long long response_body_limit;
+	long long history_retention_ms;
+	char *log_level;
+	char *log_format;
+	long long db_connections;
+	long long max_events_per_envelope;
+	char *instance_name;
+
+	/* Derived after loading. */
+	int retry_steps;
+	long long retry_ms[CONFIG_MAX_RETRY_STEPS];
+};
+
+/*
+ * Loads the configuration for a command from defaults, file, environment and
+ * flags (consuming the flags it knows from argv). On a bad value prints one
+ * line naming the key and returns false; the caller exits 2.
+ */
+bool config_load(struct config *cfg, int *argc, char **argv) __attribute__((warn_unused_result));
+void config_free(struct config *cfg);
+void config_print_help(FILE *out);
+/* Parses "0,5s,5m" into delays; returns the count or -1. */
+int config_parse_schedule(const char *s, long long *ms, int max);
+
+#endif

@@ -1,0 +1,163 @@
+/*
+ * http: the HTTP routes of the daemon, as one const table. Every request
+ * goes through route(), which finds the path, then the method (405 with an
+ * Allow header when the path exists but the method does not), so that
+ * unknown paths and methods get the same clear answers everywhere.
+ */
+#include "buf.h"
+#include "daemon.h"
+#include "log.h"
+#include "migrate.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <string.h>
+
+struct route {
+	const char *path;   /* exact, or a prefix when it ends in '/' */
+	enum evhttp_cmd_type method;
+	void (*handle)(struct daemon *d, struct evhttp_request *req, const char *rest);
+	const char *help;
+};
+
+void http_reply_json(struct evhttp_request *req, int status, const char *body)
+{
+	struct evbuffer *out = evbuffer_new();
+	evbuffer_add(out, body, strlen(body));
+	evbuffer_add(out, "\n", 1);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "application/json");
+	evhttp_send_reply(req, status, NULL, out);
+	evbuffer_free(out);
+}
+
+void http_reply_error(struct evhttp_request *req, int status, const char *message)
+{
+	struct buf b = BUF_INIT;
+	buf_puts(&b, "{\"error\":");
+	buf_json_str(&b, message, strlen(message));
+	buf_puts(&b, "}");
+	http_reply_json(req, status, b.data);
+	buf_free(&b);
+}
+
+static void handle_healthz(struct daemon *d, struct evhttp_request *req, const char *rest)
+{
+	http_reply_json(req, 200, "{\"status\":\"ok\"}");
+}
+
+static void readyz_answer(struct pgc *c, PGresult *res, void *arg)
+{
+	struct evhttp_request *req = arg;
+	if (pgc_ok(res) && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+		http_reply_json(req, 200, "{\"status\":\"ready\"}");
+	else if (!res || !pgc_ok(res))
+		http_reply_error(req, 503, "database not reachable");
+	else
+		http_reply_error(req, 503, "database schema not current");
+}
+
+static void handle_readyz(struct daemon *d, struct evhttp_request *req, const char *rest)
+{
+	if (!pgc_is_up(d->control)) {
+		http_reply_error(req, 503, "database not reachable");
+		return;
+	}
+	if (!d->schema_ok) {
+		http_reply_error(req, 503, "database schema not current");
+		return;
+	}
+	/* A live round trip: the connection may look up while the server is gone. */
+	char version[16];
+	snprintf(version, sizeof(version), "%d", migrate_latest_version());
+	const char *params[] = {version};
+	pgc_query(d->control, migrate_current_sql, 1, params, readyz_answer, req);
+}
+
+static const struct route routes[] = {
+	{"/healthz", EVHTTP_REQ_GET, handle_healthz, "200 while the process runs"},
+	{"/healthz", EVHTTP_REQ_HEAD, handle_healthz, NULL},
+	{"/readyz", EVHTTP_REQ_GET, handle_readyz,
+	 "200 when the database is reachable and the schema current, else 503"},
+	{"/readyz", EVHTTP_REQ_HEAD, handle_readyz, NULL},
+};
+
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+static const char *method_name(enum evhttp_cmd_type m)
+{
+	switch (m) {
+	case EVHTTP_REQ_GET:
+		return "GET";
+	case EVHTTP_REQ_POST:
+		return "POST";
+	case EVHTTP_REQ_HEAD:
+		return "HEAD";
+	case EVHTTP_REQ_PUT:
+		return "PUT";
+	case EVHTTP_REQ_DELETE:
+		return "DELETE";
+	default:
+		return "OTHER";
+	}
+}
+
+static bool path_matches(const struct route *r, const char *path, const char **rest)
+{
+	size_t n = strlen(r->path);
+	if (r->path[n - 1] == '/') {
+		if (strncmp(path, r->path, n) != 0 || path[n] == '\0')
+			return false;
+		*rest = path + n;
+		return true;
+	}
+	*rest = "";
+	return strcmp(path, r->path) == 0;
+}
+
+static void route(struct evhttp_request *req, void *arg)
+{
+	struct daemon *d = arg;
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	enum evhttp_cmd_type method = evhttp_request_get_command(req);
+	struct buf allow = BUF_INIT;
+	const char *rest;
+
+	if (!path || !*path)
+		path = "/";
+	log_debug("%s %s", method_name(method), path);
+	for (size_t i = 0; i < NROUTES; i++) {
+		if (!path_matches(&routes[i], path, &rest))
+			continue;
+		if (routes[i].method == method) {
+			buf_free(&allow);
+			routes[i].handle(d, req, rest);
+			return;
+		}
+		if (!strstr(buf_cstr(&allow), method_name(routes[i].method)))
+			buf_printf(&allow, "%s%s", allow.len ? ", " : "", method_name(routes[i].method));
+	}
+	if (allow.len) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow.data);
+		http_reply_error(req, 405, "method not allowed");
+	} else {
+		http_reply_error(req, 404, "not found");
+	}
+	buf_free(&allow);
+}
+
+bool http_routes_init(struct daemon *d)
+{
+	evhttp_set_gencb(d->http, route, d);
+	evhttp_set_allowed_methods(d->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+						    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+						    EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+	evhttp_set_max_body_size(d->http, (ev_ssize_t)d->cfg->max_request_body);
+	evhttp_set_max_headers_size(d->http, 64 * 1024);
+	/* A client that trickles its request is cut off, not waited for forever. */
+	evhttp_set_timeout(d->http, 30);
+	return true;
+}

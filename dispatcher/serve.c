@@ -1,0 +1,168 @@
+/*
+ * serve: `reghook serve`, the daemon. One libevent loop carries the HTTP
+ * receiver, the database connections and (in later modules) the delivery
+ * workers. A control connection applies the migrations whenever it
+ * connects, so a daemon started before its database comes up, or a
+ * database restored from an old dump, is brought current without a restart.
+ * SIGINT and SIGTERM stop it: no new requests, what is running finishes,
+ * then the loop ends.
+ */
+#include "buf.h"
+#include "cli.h"
+#include "daemon.h"
+#include "log.h"
+#include "migrate.h"
+
+#include <event2/http.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void on_migrated(bool ok, const char *error, int applied, void *arg)
+{
+	struct daemon *d = arg;
+	if (!ok) {
+		log_error("schema migration failed: %s", error);
+		d->schema_ok = false;
+		return;
+	}
+	if (applied)
+		log_info("schema migrated: %d migration(s) applied", applied);
+	d->schema_ok = true;
+}
+
+static void control_up(struct pgc *c, void *arg)
+{
+	struct daemon *d = arg;
+	log_info("database connected");
+	migrate_run(c, on_migrated, d);
+}
+
+static void control_down(struct pgc *c, const char *why, void *arg)
+{
+	struct daemon *d = arg;
+	if (d->schema_ok)
+		log_warn("database connection lost: %s", why);
+	else
+		log_debug("database not reachable: %s", why);
+	d->schema_ok = false;
+}
+
+static const struct pgc_hooks control_hooks = {control_up, control_down, NULL};
+
+static void check_stopped(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	event_base_loopexit(d->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	if (d->stopping) {
+		log_warn("second signal: stopping now");
+		event_base_loopexit(d->base, NULL);
+		return;
+	}
+	log_info("%s received: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	d->stopping = true;
+	/* No new connections; requests already read are answered. */
+	evhttp_free(d->http);
+	d->http = NULL;
+	struct timeval tick = {0, 50000};
+	event_add(d->stop_timer, &tick);
+}
+
+static bool listen_on(struct daemon *d)
+{
+	char host[256];
+	const char *listen = d->cfg->listen;
+	const char *colon = strrchr(listen, ':');
+	size_t hl = (size_t)(colon - listen);
+	if (hl >= sizeof(host))
+		hl = sizeof(host) - 1;
+	memcpy(host, listen, hl);
+	host[hl] = '\0';
+	/* [::1]:8080 */
+	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+		memmove(host, host + 1, hl - 2);
+		host[hl - 2] = '\0';
+	}
+	int port = atoi(colon + 1);
+	if (!evhttp_bind_socket_with_handle(d->http, host, (ev_uint16_t)port)) {
+		log_error("cannot listen on %s", listen);
+		return false;
+	}
+	log_info("listening on http://%s", listen);
+	return true;
+}
+
+static void daemon_free(struct daemon *d)
+{
+	if (d->http)
+		evhttp_free(d->http);
+	pgc_free(d->control);
+	if (d->sigint)
+		event_free(d->sigint);
+	if (d->sigterm)
+		event_free(d->sigterm);
+	if (d->stop_timer)
+		event_free(d->stop_timer);
+	if (d->base)
+		event_base_free(d->base);
+}
+
+int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
+{
+	struct config cfg;
+	struct daemon d;
+	int rc = CLI_FAILED;
+
+	if (cli_wants_help(cmd, argc, argv))
+		return CLI_OK;
+	if (!cli_config(cmd, &cfg, &argc, argv))
+		return CLI_USAGE;
+	if (argc > 1) {
+		config_free(&cfg);
+		return cli_usage_error(cmd, "unexpected argument '%s'", argv[1]);
+	}
+	if (!*cfg.database_url) {
+		fprintf(stderr, "reghook: configuration: database_url: not set\n");
+		config_free(&cfg);
+		return CLI_USAGE;
+	}
+
+	memset(&d, 0, sizeof(d));
+	d.cfg = &cfg;
+	if (*cfg.instance_name) {
+		snprintf(d.instance, sizeof(d.instance), "%s", cfg.instance_name);
+	} else {
+		char host[64] = "localhost";
+		gethostname(host, sizeof(host) - 1);
+		snprintf(d.instance, sizeof(d.instance), "%s:%d", host, (int)getpid());
+	}
+	signal(SIGPIPE, SIG_IGN);
+	d.base = event_base_new();
+	if (!d.base)
+		fatal("cannot create the event loop");
+	d.http = evhttp_new(d.base);
+	d.control = pgc_new(d.base, cfg.database_url, &control_hooks, &d);
+	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
+	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
+	d.stop_timer = event_new(d.base, -1, EV_PERSIST, check_stopped, &d);
+	event_add(d.sigint, NULL);
+	event_add(d.sigterm, NULL);
+
+	if (!http_routes_init(&d) || !listen_on(&d))
+		goto failed;
+	log_info("reghook %s serving as %s", REGHOOK_VERSION, d.instance);
+	event_base_dispatch(d.base);
+	log_info("stopped");
+	rc = CLI_OK;
+failed:
+	daemon_free(&d);
+	config_free(&cfg);
+	return rc;
+}
