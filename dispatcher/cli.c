@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void cli_print_command_help(const struct cli_command *cmd)
@@ -76,4 +77,78 @@ PGresult *cli_exec(PGconn *conn, const char *sql, int nparams, const char *const
 		fprintf(stderr, "hint: %s\n", hint);
 	PQclear(res);
 	return NULL;
+}
+
+static void remove_args(int *argc, char **argv, int at, int n)
+{
+	memmove(&argv[at], &argv[at + n], (size_t)(*argc - at - n + 1) * sizeof(char *));
+	*argc -= n;
+}
+
+int cli_take_option(int *argc, char **argv, const char *name, const char **value)
+{
+	size_t n = strlen(name);
+	for (int i = 1; i < *argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strncmp(argv[i], name, n) != 0)
+			continue;
+		if (argv[i][n] == '=') {
+			*value = argv[i] + n + 1;
+			remove_args(argc, argv, i, 1);
+			return 1;
+		}
+		if (argv[i][n] == '\0') {
+			if (i + 1 >= *argc)
+				return -1;
+			*value = argv[i + 1];
+			remove_args(argc, argv, i, 2);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+bool cli_take_flag(int *argc, char **argv, const char *name)
+{
+	for (int i = 1; i < *argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], name) == 0) {
+			remove_args(argc, argv, i, 1);
+			return true;
+		}
+	}
+	return false;
+}
+
+const char *cli_unknown_option(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strncmp(argv[i], "--", 2) == 0 || (argv[i][0] == '-' && argv[i][1] != '\0'))
+			return argv[i];
+	}
+	return NULL;
+}
+
+void cli_print_table(const PGresult *res)
+{
+	int rows = PQntuples(res), cols = PQnfields(res);
+	size_t *width = calloc((size_t)cols, sizeof(size_t));
+	for (int c = 0; c < cols; c++) {
+		width[c] = strlen(PQfname(res, c));
+		for (int r = 0; r < rows; r++)
+			if ((size_t)PQgetlength(res, r, c) > width[c])
+				width[c] = (size_t)PQgetlength(res, r, c);
+	}
+	for (int c = 0; c < cols; c++)
+		printf("%-*s%s", c == cols - 1 ? 0 : (int)width[c], PQfname(res, c),
+		       c == cols - 1 ? "\n" : "  ");
+	for (int r = 0; r < rows; r++)
+		for (int c = 0; c < cols; c++)
+			printf("%-*s%s", c == cols - 1 ? 0 : (int)width[c], PQgetvalue(res, r, c),
+			       c == cols - 1 ? "\n" : "  ");
+	free(width);
 }

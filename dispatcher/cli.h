@@ -41,7 +41,21 @@ PGconn *cli_connect(const struct config *cfg);
 /* Runs a parameterised query; NULL after printing the database's message. */
 PGresult *cli_exec(PGconn *conn, const char *sql, int nparams, const char *const *params);
 
+/*
+ * Takes "--name value" or "--name=value" out of argv. Returns 1 if found
+ * (*value borrowed from argv), 0 if absent, -1 if the value is missing.
+ */
+int cli_take_option(int *argc, char **argv, const char *name, const char **value);
+/* Takes a flag without value ("--private") out of argv. */
+bool cli_take_flag(int *argc, char **argv, const char *name);
+/* After options are taken: the first leftover "--x", or NULL. */
+const char *cli_unknown_option(int argc, char **argv);
+/* Prints a result as an aligned table (or nothing but the header if empty). */
+void cli_print_table(const PGresult *res);
+
 int cmd_serve(const struct cli_command *cmd, int argc, char **argv);
 int cmd_migrate(const struct cli_command *cmd, int argc, char **argv);
+int cmd_registry(const struct cli_command *cmd, int argc, char **argv);
+int cmd_namespace(const struct cli_command *cmd, int argc, char **argv);
 
 #endif

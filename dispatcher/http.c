@@ -6,6 +6,7 @@
  */
 #include "buf.h"
 #include "daemon.h"
+#include "ingest.h"
 #include "log.h"
 #include "migrate.h"
 
@@ -76,7 +77,14 @@ static void handle_readyz(struct daemon *d, struct evhttp_request *req, const ch
 	pgc_query(d->control, migrate_current_sql, 1, params, readyz_answer, req);
 }
 
+static void handle_events(struct daemon *d, struct evhttp_request *req, const char *rest)
+{
+	ingest_handle(d->ingest, req);
+}
+
 static const struct route routes[] = {
+	{"/events", EVHTTP_REQ_POST, handle_events,
+	 "registry notification envelopes; answered after their events are committed"},
 	{"/healthz", EVHTTP_REQ_GET, handle_healthz, "200 while the process runs"},
 	{"/healthz", EVHTTP_REQ_HEAD, handle_healthz, NULL},
 	{"/readyz", EVHTTP_REQ_GET, handle_readyz,

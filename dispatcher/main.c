@@ -14,6 +14,16 @@ static const struct cli_command commands[] = {
 	 "run the daemon: receiver, delivery workers, janitor", NULL},
 	{"migrate", cmd_migrate, "migrate [--config FILE] [--database-url URL]",
 	 "apply the schema migrations (serve also does it at start)", NULL},
+	{"registry", cmd_registry, "registry add NAME [--namespaces NS,..] | registry list",
+	 "registry sources: add prints the token and the config.yml snippet",
+	 "  --namespaces NS,..   the namespaces (and those below them) this registry may\n"
+	 "                       post events for; by default all\n"},
+	{"namespace", cmd_namespace,
+	 "namespace add NAME [--private] [--description T] | namespace list | "
+	 "namespace grant NS ROLE owner|contributor|viewer",
+	 "namespaces, and which database roles may see and manage them",
+	 "  --private            shown as is_private in payloads\n"
+	 "  --description T      shown as the repository description in payloads\n"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

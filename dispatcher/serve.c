@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "cli.h"
 #include "daemon.h"
+#include "ingest.h"
 #include "log.h"
 #include "migrate.h"
 
@@ -19,6 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+static void on_listening(struct pgc *c, PGresult *res, void *arg)
+{
+	if (!pgc_ok(res) && res)
+		log_error("LISTEN failed: %s", pgc_error(res));
+}
 
 static void on_migrated(bool ok, const char *error, int applied, void *arg)
 {
@@ -31,6 +38,9 @@ static void on_migrated(bool ok, const char *error, int applied, void *arg)
 	if (applied)
 		log_info("schema migrated: %d migration(s) applied", applied);
 	d->schema_ok = true;
+	/* Told of every change to registry sources from now on. */
+	pgc_query(d->control, "LISTEN reghook_sources", 0, NULL, on_listening, d);
+	ingest_schema_ready(d->ingest);
 }
 
 static void control_up(struct pgc *c, void *arg)
@@ -50,11 +60,20 @@ static void control_down(struct pgc *c, const char *why, void *arg)
 	d->schema_ok = false;
 }
 
-static const struct pgc_hooks control_hooks = {control_up, control_down, NULL};
+static void control_notify(struct pgc *c, const char *channel, const char *payload, void *arg)
+{
+	struct daemon *d = arg;
+	if (strcmp(channel, "reghook_sources") == 0)
+		ingest_sources_changed(d->ingest);
+}
+
+static const struct pgc_hooks control_hooks = {control_up, control_down, control_notify};
 
 static void check_stopped(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
+	if (ingest_busy(d->ingest))
+		return;
 	event_base_loopexit(d->base, NULL);
 }
 
@@ -103,6 +122,7 @@ static void daemon_free(struct daemon *d)
 {
 	if (d->http)
 		evhttp_free(d->http);
+	ingest_free(d->ingest);
 	pgc_free(d->control);
 	if (d->sigint)
 		event_free(d->sigint);
@@ -148,6 +168,7 @@ int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 	if (!d.base)
 		fatal("cannot create the event loop");
 	d.http = evhttp_new(d.base);
+	d.ingest = ingest_new(&d);
 	d.control = pgc_new(d.base, cfg.database_url, &control_hooks, &d);
 	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);

@@ -45,8 +45,7 @@ CREATE TABLE reghook.registry_sources (
     name         text NOT NULL UNIQUE CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'),
     token_sha256 bytea NOT NULL UNIQUE CHECK (length(token_sha256) = 32),
     namespaces   text[],
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    last_event_at timestamptz
+    created_at   timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE reghook.registry_sources IS
     'Registries allowed to post events, each with its own bearer token.';
@@ -56,7 +55,6 @@ COMMENT ON COLUMN reghook.registry_sources.token_sha256 IS
 COMMENT ON COLUMN reghook.registry_sources.namespaces IS
     'Namespaces this registry may post events for; NULL means all. Events for others are rejected.';
 COMMENT ON COLUMN reghook.registry_sources.created_at IS 'When the source was created.';
-COMMENT ON COLUMN reghook.registry_sources.last_event_at IS 'When the source last posted an event that was stored.';
 
 CREATE TABLE reghook.events (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -1,0 +1,83 @@
+/*
+ * cmd_namespace: `reghook namespace add NAME [--private] [--description T]`,
+ * `namespace list` and `namespace grant NS ROLE owner|contributor|viewer`,
+ * wrapping reghook.namespace_add() and reghook.namespace_grant().
+ */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int run(PGconn *conn, const char *sql, int n, const char *const *params, bool table)
+{
+	PGresult *res = cli_exec(conn, sql, n, params);
+	if (!res)
+		return CLI_FAILED;
+	if (table)
+		cli_print_table(res);
+	PQclear(res);
+	return CLI_OK;
+}
+
+int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
+{
+	struct config cfg;
+	const char *description = NULL;
+	int rc = CLI_USAGE;
+
+	if (cli_wants_help(cmd, argc, argv))
+		return CLI_OK;
+	if (!cli_config(cmd, &cfg, &argc, argv))
+		return CLI_USAGE;
+	bool private = cli_take_flag(&argc, argv, "--private");
+	const char *sub = argc >= 2 ? argv[1] : "";
+	bool is_add = strcmp(sub, "add") == 0;
+	if (cli_take_option(&argc, argv, "--description", &description) < 0) {
+		rc = cli_usage_error(cmd, "--description needs a value");
+	} else if (cli_unknown_option(argc, argv)) {
+		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
+	} else if (argc < 2) {
+		rc = cli_usage_error(cmd, "missing subcommand");
+	} else if (!is_add && (private || description)) {
+		rc = cli_usage_error(cmd, "--private and --description go with add");
+	} else if (is_add && argc != 3) {
+		rc = cli_usage_error(cmd, "add takes one NAME");
+	} else if (strcmp(sub, "list") == 0 && argc != 2) {
+		rc = cli_usage_error(cmd, "list takes no argument");
+	} else if (strcmp(sub, "grant") == 0 && argc != 5) {
+		rc = cli_usage_error(cmd, "grant takes NS ROLE owner|contributor|viewer");
+	} else if (!is_add && strcmp(sub, "list") != 0 && strcmp(sub, "grant") != 0) {
+		rc = cli_usage_error(cmd, "unknown subcommand '%s'", sub);
+	} else {
+		PGconn *conn = cli_connect(&cfg);
+		rc = CLI_FAILED;
+		if (conn && is_add) {
+			const char *params[] = {argv[2], description ? description : "",
+						private ? "true" : "false"};
+			rc = run(conn, "SELECT reghook.namespace_add($1, $2, $3::boolean)", 3, params,
+				 false);
+			if (rc == CLI_OK)
+				printf("Namespace \"%s\" added.\n", argv[2]);
+		} else if (conn && strcmp(sub, "list") == 0) {
+			rc = run(conn,
+				 "SELECT n.name, CASE WHEN n.is_private THEN 'private' ELSE 'public' END"
+				 " AS visibility, n.description,"
+				 " (SELECT count(*) FROM reghook.webhooks w WHERE w.namespace_id = n.id)"
+				 " AS webhooks,"
+				 " coalesce((SELECT string_agg(m.role_name || ':' || m.access, ', '"
+				 " ORDER BY m.role_name) FROM reghook.namespace_members m"
+				 " WHERE m.namespace_id = n.id), '') AS members"
+				 " FROM reghook.namespaces n ORDER BY n.name",
+				 0, NULL, true);
+		} else if (conn) {
+			const char *params[] = {argv[2], argv[3], argv[4]};
+			rc = run(conn, "SELECT reghook.namespace_grant($1, $2, $3)", 3, params, false);
+			if (rc == CLI_OK)
+				printf("%s is now %s of namespace \"%s\".\n", argv[3], argv[4], argv[2]);
+		}
+		if (conn)
+			PQfinish(conn);
+	}
+	config_free(&cfg);
+	return rc;
+}

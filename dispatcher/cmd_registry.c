@@ -1,0 +1,146 @@
+/*
+ * cmd_registry: `reghook registry add NAME [--namespaces NS,..]` and
+ * `reghook registry list`. add wraps reghook.registry_add() and prints the
+ * token (once: only its hash is kept) with the notifications: block to
+ * paste into the registry's config.yml.
+ */
+#include "buf.h"
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* "a,b" -> "{a,b}", a text[] literal; names hold no quotes or braces (checked by SQL). */
+static char *array_literal(const char *list)
+{
+	struct buf b = BUF_INIT;
+	buf_putc(&b, '{');
+	for (const char *p = list; *p;) {
+		size_t n = strcspn(p, ",");
+		buf_putc(&b, '"');
+		for (size_t i = 0; i < n; i++) {
+			if (p[i] == '"' || p[i] == '\\')
+				buf_putc(&b, '\\');
+			if (p[i] != ' ')
+				buf_putc(&b, p[i]);
+		}
+		buf_putc(&b, '"');
+		p += n;
+		if (*p == ',') {
+			p++;
+			buf_putc(&b, ',');
+		}
+	}
+	buf_putc(&b, '}');
+	return buf_steal(&b);
+}
+
+static void print_snippet(const struct config *cfg, const char *token)
+{
+	struct buf base = BUF_INIT;
+	if (*cfg->public_url)
+		buf_puts(&base, cfg->public_url);
+	else
+		buf_printf(&base, "http://%s", cfg->listen);
+	while (base.len && base.data[base.len - 1] == '/')
+		base.data[--base.len] = '\0';
+	printf("notifications:\n"
+	       "  events:\n"
+	       "    includereferences: true\n"
+	       "  endpoints:\n"
+	       "    - name: reghook\n"
+	       "      url: %s/events\n"
+	       "      headers:\n"
+	       "        Authorization: [Bearer %s]\n"
+	       "      timeout: 5s\n"
+	       "      threshold: 5\n"
+	       "      backoff: 5s\n"
+	       "      # Recommended: the registry then sends no blob, pull or mount events at all.\n"
+	       "      ignore:\n"
+	       "        mediatypes:\n"
+	       "          - application/octet-stream\n"
+	       "        actions:\n"
+	       "          - pull\n"
+	       "          - mount\n",
+	       base.data, token);
+	buf_free(&base);
+}
+
+static int registry_add(const struct cli_command *cmd, const struct config *cfg, int argc,
+			char **argv, const char *namespaces)
+{
+	if (argc != 3)
+		return cli_usage_error(cmd, argc < 3 ? "missing NAME" : "unexpected argument '%s'",
+				       argc < 3 ? "" : argv[3]);
+	PGconn *conn = cli_connect(cfg);
+	if (!conn)
+		return CLI_FAILED;
+	char *scope = namespaces ? array_literal(namespaces) : NULL;
+	const char *params[] = {argv[2], scope};
+	PGresult *res = cli_exec(conn, "SELECT id, token FROM reghook.registry_add($1, $2::text[])", 2,
+				 params);
+	free(scope);
+	if (!res) {
+		PQfinish(conn);
+		return CLI_FAILED;
+	}
+	const char *token = PQgetvalue(res, 0, 1);
+	printf("Registry source \"%s\" created (id %s)%s%s.\n\n", argv[2], PQgetvalue(res, 0, 0),
+	       namespaces ? ", limited to namespaces " : "", namespaces ? namespaces : "");
+	printf("Its token, shown this once (reghook keeps only a hash of it):\n\n    %s\n\n", token);
+	printf("Paste this into the registry's config.yml and restart the registry:\n\n");
+	print_snippet(cfg, token);
+	PQclear(res);
+	PQfinish(conn);
+	return CLI_OK;
+}
+
+static int registry_list(const struct cli_command *cmd, const struct config *cfg, int argc,
+			 char **argv)
+{
+	if (argc != 2)
+		return cli_usage_error(cmd, "unexpected argument '%s'", argv[2]);
+	PGconn *conn = cli_connect(cfg);
+	if (!conn)
+		return CLI_FAILED;
+	PGresult *res = cli_exec(conn,
+				 "SELECT id, name, coalesce(array_to_string(namespaces, ','), '(all)')"
+				 " AS namespaces, date_trunc('second', created_at) AS created_at"
+				 " FROM reghook.registry_sources ORDER BY id",
+				 0, NULL);
+	int rc = res ? CLI_OK : CLI_FAILED;
+	if (res)
+		cli_print_table(res);
+	PQclear(res);
+	PQfinish(conn);
+	return rc;
+}
+
+int cmd_registry(const struct cli_command *cmd, int argc, char **argv)
+{
+	struct config cfg;
+	const char *namespaces = NULL;
+	int rc;
+
+	if (cli_wants_help(cmd, argc, argv))
+		return CLI_OK;
+	if (!cli_config(cmd, &cfg, &argc, argv))
+		return CLI_USAGE;
+	if (cli_take_option(&argc, argv, "--namespaces", &namespaces) < 0)
+		rc = cli_usage_error(cmd, "--namespaces needs a value");
+	else if (cli_unknown_option(argc, argv))
+		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
+	else if (argc < 2)
+		rc = cli_usage_error(cmd, "missing subcommand");
+	else if (strcmp(argv[1], "add") == 0)
+		rc = registry_add(cmd, &cfg, argc, argv, namespaces);
+	else if (namespaces)
+		rc = cli_usage_error(cmd, "--namespaces goes with add");
+	else if (strcmp(argv[1], "list") == 0)
+		rc = registry_list(cmd, &cfg, argc, argv);
+	else
+		rc = cli_usage_error(cmd, "unknown subcommand '%s'", argv[1]);
+	config_free(&cfg);
+	return rc;
+}

@@ -1,0 +1,241 @@
+-- 002_ingest: from registry event to stored event and deliveries.
+--
+-- The receiver parses and classifies each envelope in C, then hands a batch
+-- of events (from many concurrent requests: group commit) to ingest(), one
+-- statement that routes each event to its namespace, enforces the
+-- registry source's scope, deduplicates by event id, stores the event and
+-- creates its deliveries, all in the one transaction whose commit the
+-- receiver waits for before it answers 200.
+
+-- All whole-component prefixes of a repository path, longest first:
+-- 'a/b/c' gives {a/b/c, a/b, a}.
+CREATE FUNCTION reghook.path_prefixes(path text) RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg(array_to_string(parts[1:k], '/') ORDER BY k DESC), '{}')
+    FROM (SELECT string_to_array(path, '/') AS parts) p,
+         generate_series(1, cardinality(p.parts)) AS k
+$$;
+COMMENT ON FUNCTION reghook.path_prefixes(text) IS
+    'Whole-component prefixes of a repository path, longest first.';
+
+-- The namespace a repository belongs to: the longest registered namespace
+-- that is a whole-component prefix of its path.
+CREATE FUNCTION reghook.route(repository text)
+RETURNS TABLE (namespace_id bigint, namespace text, name text)
+LANGUAGE sql STABLE STRICT AS $$
+    SELECT n.id, n.name,
+           CASE WHEN n.name = repository THEN '' ELSE substr(repository, length(n.name) + 2) END
+    FROM reghook.namespaces n
+    WHERE n.name = ANY (reghook.path_prefixes(repository))
+    ORDER BY length(n.name) DESC
+    LIMIT 1
+$$;
+COMMENT ON FUNCTION reghook.route(text) IS
+    'Namespace of a repository (longest whole-component prefix) and the repository name below it.';
+
+-- Shell-style glob: * any run of characters, ? one character, all else literal.
+CREATE FUNCTION reghook.glob_match(pattern text, subject text) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT subject LIKE replace(replace(replace(replace(replace(pattern,
+        '\', '\\'), '%', '\%'), '_', '\_'), '*', '%'), '?', '_')
+$$;
+COMMENT ON FUNCTION reghook.glob_match(text, text) IS
+    'True if subject matches the glob pattern (* any characters, ? one character).';
+
+-- True if a source scoped to `scope` may post events for namespace `ns`:
+-- NULL scope allows all; a scope entry covers that namespace and those below it.
+CREATE FUNCTION reghook.scope_allows(scope text[], ns text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT scope IS NULL
+        OR EXISTS (SELECT 1 FROM unnest(scope) AS s
+                   WHERE ns = s OR left(ns, length(s) + 1) = s || '/')
+$$;
+COMMENT ON FUNCTION reghook.scope_allows(text[], text) IS
+    'True if a registry source limited to scope may post events for namespace ns.';
+
+-- Deliveries wake the dispatchers: one NOTIFY per statement (and PostgreSQL
+-- folds repeats within a transaction), never one per row.
+CREATE FUNCTION reghook.notify_deliveries() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM changed WHERE status = 'pending') THEN
+        PERFORM pg_notify('reghook_deliveries', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER deliveries_notify_insert AFTER INSERT ON reghook.deliveries
+    REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION reghook.notify_deliveries();
+CREATE TRIGGER deliveries_notify_update AFTER UPDATE ON reghook.deliveries
+    REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION reghook.notify_deliveries();
+
+-- Registry sources are cached by the receivers; a change tells them to reload.
+CREATE FUNCTION reghook.notify_sources() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('reghook_sources', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER registry_sources_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON reghook.registry_sources
+    FOR EACH STATEMENT EXECUTE FUNCTION reghook.notify_sources();
+
+-- ingest(batch): stores a batch of classified events and creates their
+-- deliveries. batch is a JSON array of objects:
+--   i           position in the batch (returned with the outcome)
+--   s           registry_sources.id of the poster
+--   id          the registry's event id
+--   action      push | delete
+--   repository  full repository path
+--   tag, digest, media_type, request_id, actor   (may be null)
+--   ts          event timestamp (ISO 8601)
+--   raw         the event as received
+-- Returns one row per element: i, its outcome (accepted, duplicate,
+-- unrouted, rejected) and the namespace it was routed to.
+CREATE FUNCTION reghook.ingest(batch jsonb)
+RETURNS TABLE (i integer, outcome text, namespace text)
+LANGUAGE sql AS $$
+    WITH input AS (
+        SELECT x.*
+        FROM jsonb_to_recordset(batch) AS x(i integer, s bigint, id text, action text,
+            repository text, tag text, digest text, media_type text, request_id text,
+            actor text, ts timestamptz, raw jsonb)
+    ),
+    routed AS (
+        SELECT input.*, r.namespace_id, r.namespace, r.name,
+               reghook.scope_allows(src.namespaces, r.namespace) AS allowed,
+               -- One row per (source, event id) is stored: the first in the batch.
+               row_number() OVER (PARTITION BY input.s, input.id ORDER BY input.i) AS nth
+        FROM input
+        JOIN reghook.registry_sources src ON src.id = input.s
+        LEFT JOIN LATERAL reghook.route(input.repository) r ON true
+    ),
+    stored AS (
+        INSERT INTO reghook.events AS e (source_id, event_uuid, namespace_id, repository, name,
+            action, tag, digest, media_type, request_id, actor, occurred_at, raw)
+        SELECT r.s, r.id, r.namespace_id, r.repository, r.name, r.action,
+               nullif(r.tag, ''),
+               coalesce(nullif(r.digest, ''),
+                   -- A tag delete carries the digest of the delete-by-digest
+                   -- request it belongs to: stored earlier, or in this batch.
+                   CASE WHEN r.action = 'delete' AND nullif(r.request_id, '') IS NOT NULL THEN
+                       coalesce(
+                           (SELECT p.digest FROM reghook.events p
+                            WHERE p.source_id = r.s AND p.request_id = r.request_id
+                              AND p.action = 'delete' AND p.digest IS NOT NULL
+                            LIMIT 1),
+                           (SELECT nullif(p.digest, '') FROM input p
+                            WHERE p.s = r.s AND p.request_id = r.request_id
+                              AND p.action = 'delete' AND nullif(p.digest, '') IS NOT NULL
+                            LIMIT 1))
+                   END),
+               nullif(r.media_type, ''), nullif(r.request_id, ''), coalesce(r.actor, ''),
+               r.ts, r.raw
+        FROM routed r
+        WHERE r.namespace_id IS NOT NULL AND r.allowed AND r.nth = 1
+        ON CONFLICT (source_id, event_uuid) DO NOTHING
+        RETURNING e.id, e.source_id, e.event_uuid, e.namespace_id, e.name, e.action, e.tag
+    ),
+    -- A data-modifying CTE runs to completion whether or not it is read.
+    delivered AS (
+        INSERT INTO reghook.deliveries (webhook_id, event_id, action)
+        SELECT w.id, st.id, st.action
+        FROM stored st
+        JOIN reghook.webhooks w ON w.namespace_id = st.namespace_id AND w.enabled
+        WHERE st.action = ANY (w.actions)
+          -- An untagged manifest push (a platform child of an index) is kept
+          -- but announces nothing.
+          AND NOT (st.action = 'push' AND st.tag IS NULL)
+          AND reghook.glob_match(w.repository_glob, st.name)
+          AND (w.tag_glob = '*' OR reghook.glob_match(w.tag_glob, st.tag))
+        RETURNING 1
+    )
+    SELECT r.i,
+           CASE WHEN r.namespace_id IS NULL THEN 'unrouted'
+                WHEN NOT r.allowed THEN 'rejected'
+                WHEN st.id IS NOT NULL THEN 'accepted'
+                ELSE 'duplicate' END,
+           r.namespace
+    FROM routed r
+    LEFT JOIN stored st ON st.source_id = r.s AND st.event_uuid = r.id AND r.nth = 1
+    ORDER BY r.i
+$$;
+COMMENT ON FUNCTION reghook.ingest(jsonb) IS
+    'Stores a batch of classified registry events (deduplicated) and creates their deliveries; returns each event''s outcome.';
+
+-- Registry sources, namespaces and members, as the CLI manages them.
+
+CREATE FUNCTION reghook.registry_add(name text, namespaces text[] DEFAULT NULL)
+RETURNS TABLE (id bigint, token text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    missing text;
+    new_token text := 'rgh_' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
+    new_id bigint;
+BEGIN
+    SELECT s INTO missing FROM unnest(namespaces) AS s
+    WHERE NOT EXISTS (SELECT 1 FROM reghook.namespaces n WHERE n.name = s) LIMIT 1;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'namespace "%" does not exist', missing
+            USING ERRCODE = 'foreign_key_violation', HINT = 'Add it first with namespace add.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM reghook.registry_sources r WHERE r.name = registry_add.name) THEN
+        RAISE EXCEPTION 'registry "%" already exists', registry_add.name USING ERRCODE = 'unique_violation';
+    END IF;
+    INSERT INTO reghook.registry_sources (name, token_sha256, namespaces)
+    VALUES (registry_add.name, sha256(convert_to(new_token, 'UTF8')), registry_add.namespaces)
+    RETURNING registry_sources.id INTO new_id;
+    RETURN QUERY SELECT new_id, new_token;
+END
+$$;
+COMMENT ON FUNCTION reghook.registry_add(text, text[]) IS
+    'Creates a registry source; returns its bearer token, which is stored only as a SHA-256 hash.';
+
+CREATE FUNCTION reghook.namespace_add(name text, description text DEFAULT '', is_private boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE new_id bigint;
+BEGIN
+    IF EXISTS (SELECT 1 FROM reghook.namespaces n WHERE n.name = namespace_add.name) THEN
+        RAISE EXCEPTION 'namespace "%" already exists', namespace_add.name USING ERRCODE = 'unique_violation';
+    END IF;
+    INSERT INTO reghook.namespaces (name, description, is_private)
+    VALUES (namespace_add.name, coalesce(namespace_add.description, ''), coalesce(namespace_add.is_private, false))
+    RETURNING id INTO new_id;
+    RETURN new_id;
+EXCEPTION WHEN check_violation THEN
+    RAISE EXCEPTION 'invalid namespace name "%"', namespace_add.name
+        USING ERRCODE = 'check_violation',
+              HINT = 'Lower-case path components of letters, digits and single separators . _ __ -, joined by /.';
+END
+$$;
+COMMENT ON FUNCTION reghook.namespace_add(text, text, boolean) IS 'Registers a namespace.';
+
+CREATE FUNCTION reghook.namespace_grant(namespace text, role_name name, access text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE ns_id bigint;
+BEGIN
+    SELECT n.id INTO ns_id FROM reghook.namespaces n WHERE n.name = namespace_grant.namespace;
+    IF ns_id IS NULL THEN
+        RAISE EXCEPTION 'namespace "%" does not exist', namespace_grant.namespace USING ERRCODE = 'no_data_found';
+    END IF;
+    IF access IS NULL OR access NOT IN ('viewer', 'contributor', 'owner') THEN
+        RAISE EXCEPTION 'access must be owner, contributor or viewer, not "%"', access
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = namespace_grant.role_name) THEN
+        RAISE EXCEPTION 'role "%" does not exist', namespace_grant.role_name
+            USING ERRCODE = 'undefined_object', HINT = 'Create the login role first: CREATE ROLE name LOGIN.';
+    END IF;
+    INSERT INTO reghook.namespace_members (namespace_id, role_name, access)
+    VALUES (ns_id, namespace_grant.role_name, namespace_grant.access)
+    ON CONFLICT (namespace_id, role_name)
+    DO UPDATE SET access = excluded.access, granted_at = now();
+END
+$$;
+COMMENT ON FUNCTION reghook.namespace_grant(text, name, text) IS
+    'Grants a role owner, contributor or viewer access to a namespace (replacing its earlier access).';
