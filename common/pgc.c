@@ -63,7 +63,8 @@ static const char *const state_names[] = {"down", "connecting", "idle", "busy"};
 
 static void pgc_set_state(struct pgc *c, enum pgc_state s)
 {
-	if (c->state != s)
+	/* Connection changes are worth a debug line; query traffic is not. */
+	if (c->state != s && (s <= PGC_CONNECTING || c->state <= PGC_CONNECTING))
 		log_debug("pgc %p: %s -> %s", (void *)c, state_names[c->state], state_names[s]);
 	c->state = s;
 }

@@ -152,3 +152,14 @@ void cli_print_table(const PGresult *res)
 			       c == cols - 1 ? "\n" : "  ");
 	free(width);
 }
+
+int cli_run(PGconn *conn, const char *sql, int nparams, const char *const *params, bool table)
+{
+	PGresult *res = cli_exec(conn, sql, nparams, params);
+	if (!res)
+		return CLI_FAILED;
+	if (table)
+		cli_print_table(res);
+	PQclear(res);
+	return CLI_OK;
+}

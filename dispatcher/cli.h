@@ -50,6 +50,8 @@ int cli_take_option(int *argc, char **argv, const char *name, const char **value
 bool cli_take_flag(int *argc, char **argv, const char *name);
 /* After options are taken: the first leftover "--x", or NULL. */
 const char *cli_unknown_option(int argc, char **argv);
+/* Runs a statement; prints its result as a table if table is set. CLI_OK or CLI_FAILED. */
+int cli_run(PGconn *conn, const char *sql, int nparams, const char *const *params, bool table);
 /* Prints a result as an aligned table (or nothing but the header if empty). */
 void cli_print_table(const PGresult *res);
 
@@ -57,5 +59,6 @@ int cmd_serve(const struct cli_command *cmd, int argc, char **argv);
 int cmd_migrate(const struct cli_command *cmd, int argc, char **argv);
 int cmd_registry(const struct cli_command *cmd, int argc, char **argv);
 int cmd_namespace(const struct cli_command *cmd, int argc, char **argv);
+int cmd_webhook(const struct cli_command *cmd, int argc, char **argv);
 
 #endif

@@ -8,17 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static int run(PGconn *conn, const char *sql, int n, const char *const *params, bool table)
-{
-	PGresult *res = cli_exec(conn, sql, n, params);
-	if (!res)
-		return CLI_FAILED;
-	if (table)
-		cli_print_table(res);
-	PQclear(res);
-	return CLI_OK;
-}
-
 int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
 {
 	struct config cfg;
@@ -54,12 +43,12 @@ int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
 		if (conn && is_add) {
 			const char *params[] = {argv[2], description ? description : "",
 						private ? "true" : "false"};
-			rc = run(conn, "SELECT reghook.namespace_add($1, $2, $3::boolean)", 3, params,
+			rc = cli_run(conn, "SELECT reghook.namespace_add($1, $2, $3::boolean)", 3, params,
 				 false);
 			if (rc == CLI_OK)
 				printf("Namespace \"%s\" added.\n", argv[2]);
 		} else if (conn && strcmp(sub, "list") == 0) {
-			rc = run(conn,
+			rc = cli_run(conn,
 				 "SELECT n.name, CASE WHEN n.is_private THEN 'private' ELSE 'public' END"
 				 " AS visibility, n.description,"
 				 " (SELECT count(*) FROM reghook.webhooks w WHERE w.namespace_id = n.id)"
@@ -71,7 +60,7 @@ int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
 				 0, NULL, true);
 		} else if (conn) {
 			const char *params[] = {argv[2], argv[3], argv[4]};
-			rc = run(conn, "SELECT reghook.namespace_grant($1, $2, $3)", 3, params, false);
+			rc = cli_run(conn, "SELECT reghook.namespace_grant($1, $2, $3)", 3, params, false);
 			if (rc == CLI_OK)
 				printf("%s is now %s of namespace \"%s\".\n", argv[3], argv[4], argv[2]);
 		}

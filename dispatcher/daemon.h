@@ -14,6 +14,7 @@
 #include <stdbool.h>
 
 struct ingest;
+struct dispatcher;
 
 struct daemon {
 	struct event_base *base; /* owned */
@@ -25,6 +26,7 @@ struct daemon {
 
 	struct evhttp *http;     /* owned */
 	struct ingest *ingest;   /* owned: POST /events */
+	struct dispatcher *dispatcher; /* owned: outbound deliveries */
 
 	struct event *sigint, *sigterm; /* owned */
 	struct event *stop_timer;       /* owned: polls for a clean stop */

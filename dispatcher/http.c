@@ -5,6 +5,7 @@
  * unknown paths and methods get the same clear answers everywhere.
  */
 #include "buf.h"
+#include <stdlib.h>
 #include "daemon.h"
 #include "ingest.h"
 #include "log.h"
@@ -15,6 +16,7 @@
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <string.h>
+#include <yajl/yajl_tree.h>
 
 struct route {
 	const char *path;   /* exact, or a prefix when it ends in '/' */
@@ -82,7 +84,71 @@ static void handle_events(struct daemon *d, struct evhttp_request *req, const ch
 	ingest_handle(d->ingest, req);
 }
 
+/* A callback body field: absent or null is NULL; anything but a string is an error. */
+static bool callback_field(yajl_val tree, const char *name, const char **out)
+{
+	const char *path[] = {name, NULL};
+	yajl_val v = yajl_tree_get(tree, path, yajl_t_any);
+	*out = NULL;
+	if (!v || YAJL_IS_NULL(v))
+		return true;
+	if (!YAJL_IS_STRING(v) || strlen(v->u.string) > 4096)
+		return false;
+	*out = v->u.string;
+	return true;
+}
+
+static void callback_recorded(struct pgc *c, PGresult *res, void *arg)
+{
+	struct evhttp_request *req = arg;
+	if (!pgc_ok(res)) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "5");
+		http_reply_error(req, 503, "database unavailable; retry");
+	} else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+		http_reply_error(req, 404, "unknown callback token");
+	} else {
+		http_reply_json(req, 200, "{\"status\":\"recorded\"}");
+	}
+}
+
+static void handle_callback(struct daemon *d, struct evhttp_request *req, const char *token)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	char err[128];
+	const char *state, *description, *context, *target_url;
+
+	if (len == 0 || len > 65536) {
+		http_reply_error(req, 400, len ? "body too large" : "empty body");
+		return;
+	}
+	char *text = xstrndup((const char *)evbuffer_pullup(in, -1), len);
+	yajl_val tree = strlen(text) == len ? yajl_tree_parse(text, err, sizeof(err)) : NULL;
+	free(text);
+	if (!tree || !YAJL_IS_OBJECT(tree)) {
+		http_reply_error(req, 400, "body is not a JSON object");
+	} else if (!callback_field(tree, "state", &state) || !state ||
+		   (strcmp(state, "success") && strcmp(state, "failure") && strcmp(state, "error"))) {
+		http_reply_error(req, 400, "state must be \"success\", \"failure\" or \"error\"");
+	} else if (!callback_field(tree, "description", &description) ||
+		   !callback_field(tree, "context", &context) ||
+		   !callback_field(tree, "target_url", &target_url)) {
+		http_reply_error(req, 400, "description, context and target_url must be strings");
+	} else if (!pgc_is_up(d->control) || !d->schema_ok) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "5");
+		http_reply_error(req, 503, "database unavailable; retry");
+	} else {
+		const char *params[] = {token, state, description, context, target_url};
+		pgc_query(d->control, "SELECT reghook.record_callback($1, $2, $3, $4, $5)", 5, params,
+			  callback_recorded, req);
+	}
+	if (tree)
+		yajl_tree_free(tree);
+}
+
 static const struct route routes[] = {
+	{"/callback/", EVHTTP_REQ_POST, handle_callback,
+	 "Docker Hub callback: the endpoint reports state for the delivery named by the token"},
 	{"/events", EVHTTP_REQ_POST, handle_events,
 	 "registry notification envelopes; answered after their events are committed"},
 	{"/healthz", EVHTTP_REQ_GET, handle_healthz, "200 while the process runs"},

@@ -24,6 +24,15 @@ static const struct cli_command commands[] = {
 	 "namespaces, and which database roles may see and manage them",
 	 "  --private            shown as is_private in payloads\n"
 	 "  --description T      shown as the repository description in payloads\n"},
+	{"webhook", cmd_webhook,
+	 "webhook add NS URL [options] | list [NS] | show ID | set ID [options] | enable ID | "
+	 "disable ID | remove ID | test ID",
+	 "webhooks: where a namespace's events are delivered",
+	 "  --name T, --method M, --content-type T, --header 'Name: value' (repeatable),\n"
+	 "  --username U, --password P, --secret whsec_..., --actions push,delete,\n"
+	 "  --repository GLOB, --tag GLOB, --format dockerhub|registry, --timeout 30s,\n"
+	 "  --max-attempts N, --url URL (set only)\n"
+	 "URL may hold {namespace} {name} {repository} {tag} {digest} {action}.\n"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

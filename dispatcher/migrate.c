@@ -110,7 +110,13 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 			  " version integer PRIMARY KEY, name text NOT NULL,"
 			  " applied_at timestamptz NOT NULL DEFAULT now());"
 			  "COMMENT ON TABLE reghook.schema_migrations IS "
-			  "'Migrations of schema/ applied to this database, by version.'",
+			  "'Migrations of schema/ applied to this database, by version.';"
+			  "COMMENT ON COLUMN reghook.schema_migrations.version IS "
+			  "'Number of the migration (its file name''s prefix).';"
+			  "COMMENT ON COLUMN reghook.schema_migrations.name IS "
+			  "'Name of the migration (its file name''s rest).';"
+			  "COMMENT ON COLUMN reghook.schema_migrations.applied_at IS "
+			  "'When it was applied.'",
 			  0, NULL, on_result, m);
 		break;
 	case MIGRATE_BOOTSTRAP:

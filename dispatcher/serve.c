@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "cli.h"
 #include "daemon.h"
+#include "delivery.h"
 #include "ingest.h"
 #include "log.h"
 #include "migrate.h"
@@ -41,6 +42,7 @@ static void on_migrated(bool ok, const char *error, int applied, void *arg)
 	/* Told of every change to registry sources from now on. */
 	pgc_query(d->control, "LISTEN reghook_sources", 0, NULL, on_listening, d);
 	ingest_schema_ready(d->ingest);
+	dispatcher_schema_ready(d->dispatcher);
 }
 
 static void control_up(struct pgc *c, void *arg)
@@ -72,7 +74,7 @@ static const struct pgc_hooks control_hooks = {control_up, control_down, control
 static void check_stopped(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	if (ingest_busy(d->ingest))
+	if (ingest_busy(d->ingest) || dispatcher_busy(d->dispatcher))
 		return;
 	event_base_loopexit(d->base, NULL);
 }
@@ -90,6 +92,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	/* No new connections; requests already read are answered. */
 	evhttp_free(d->http);
 	d->http = NULL;
+	dispatcher_stop(d->dispatcher);
 	struct timeval tick = {0, 50000};
 	event_add(d->stop_timer, &tick);
 }
@@ -123,6 +126,7 @@ static void daemon_free(struct daemon *d)
 	if (d->http)
 		evhttp_free(d->http);
 	ingest_free(d->ingest);
+	dispatcher_free(d->dispatcher);
 	pgc_free(d->control);
 	if (d->sigint)
 		event_free(d->sigint);
@@ -169,6 +173,7 @@ int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 		fatal("cannot create the event loop");
 	d.http = evhttp_new(d.base);
 	d.ingest = ingest_new(&d);
+	d.dispatcher = dispatcher_new(&d);
 	d.control = pgc_new(d.base, cfg.database_url, &control_hooks, &d);
 	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);

@@ -35,6 +35,7 @@ CREATE TABLE reghook.namespace_members (
 CREATE INDEX namespace_members_role ON reghook.namespace_members (role_name);
 COMMENT ON TABLE reghook.namespace_members IS
     'Who may see and manage a namespace: PostgreSQL login roles and their access.';
+COMMENT ON COLUMN reghook.namespace_members.namespace_id IS 'The namespace.';
 COMMENT ON COLUMN reghook.namespace_members.role_name IS 'A PostgreSQL role (login role or group) granted access.';
 COMMENT ON COLUMN reghook.namespace_members.access IS
     'viewer reads webhooks and history; contributor also manages webhooks and retriggers; owner also manages members.';
@@ -116,7 +117,8 @@ CREATE TABLE reghook.webhooks (
     updated_at      timestamptz NOT NULL DEFAULT now(),
     last_success_at timestamptz,
     last_failure_at timestamptz,
-    failures_in_a_row integer NOT NULL DEFAULT 0
+    failures_in_a_row integer NOT NULL DEFAULT 0,
+    failing_since   timestamptz
 );
 CREATE INDEX webhooks_namespace ON reghook.webhooks (namespace_id) WHERE enabled;
 COMMENT ON TABLE reghook.webhooks IS 'Endpoints that a namespace''s events are delivered to.';
@@ -140,6 +142,8 @@ COMMENT ON COLUMN reghook.webhooks.updated_at IS 'When the webhook was last chan
 COMMENT ON COLUMN reghook.webhooks.last_success_at IS 'Time of the last 2xx answer.';
 COMMENT ON COLUMN reghook.webhooks.last_failure_at IS 'Time of the last failed attempt.';
 COMMENT ON COLUMN reghook.webhooks.failures_in_a_row IS 'Failed attempts since the last success.';
+COMMENT ON COLUMN reghook.webhooks.failing_since IS
+    'Time of the first failure since the last success; after 5 days of failures the webhook is disabled.';
 
 CREATE TABLE reghook.webhook_secrets (
     webhook_id bigint PRIMARY KEY REFERENCES reghook.webhooks ON DELETE CASCADE,
@@ -186,7 +190,7 @@ CREATE TABLE reghook.deliveries (
     callback_target_url text,
     callback_at     timestamptz
 );
-CREATE INDEX deliveries_due ON reghook.deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_due ON reghook.deliveries (webhook_id, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX deliveries_lease ON reghook.deliveries (lease_expires_at) WHERE status = 'in_flight';
 CREATE INDEX deliveries_webhook ON reghook.deliveries (webhook_id, created_at);
 CREATE INDEX deliveries_event ON reghook.deliveries (event_id);
@@ -251,3 +255,11 @@ COMMENT ON COLUMN reghook.delivery_attempts.error_class IS
     'For a failure: dns, connect, tls, timeout, blocked (refused target), http (non-2xx or redirect), other.';
 COMMENT ON COLUMN reghook.delivery_attempts.error_message IS 'What went wrong, for a person.';
 COMMENT ON COLUMN reghook.delivery_attempts.instance IS 'The dispatcher instance that made the attempt.';
+
+COMMENT ON COLUMN reghook.namespaces.id IS 'Identifier.';
+COMMENT ON COLUMN reghook.registry_sources.id IS 'Identifier.';
+COMMENT ON COLUMN reghook.events.id IS 'Identifier, in order of storage.';
+COMMENT ON COLUMN reghook.webhooks.id IS 'Identifier, used by the webhook commands and functions.';
+COMMENT ON COLUMN reghook.webhook_secrets.webhook_id IS 'The webhook.';
+COMMENT ON COLUMN reghook.webhook_headers.webhook_id IS 'The webhook.';
+COMMENT ON COLUMN reghook.delivery_attempts.delivery_id IS 'The delivery tried.';

@@ -1,0 +1,298 @@
+/*
+ * cmd_webhook: `reghook webhook add|list|show|set|enable|disable|remove|test`,
+ * wrapping reghook.webhook_add(), webhook_set() and friends. Options are
+ * checked here first (method, actions, format, durations, URL template,
+ * secret, header syntax), so a typo gets a one-line reason and exit 2
+ * before anything reaches the database.
+ */
+#include "buf.h"
+#include "cli.h"
+#include "conf.h"
+#include "sign.h"
+#include "urltemplate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Options that set webhook fields: flag, field in webhook_set(), kind. */
+enum opt_kind { OPT_TEXT, OPT_METHOD, OPT_ACTIONS, OPT_FORMAT, OPT_DURATION, OPT_INT, OPT_SECRET };
+
+static const struct webhook_opt {
+	const char *flag;
+	const char *field;
+	enum opt_kind kind;
+	const char *help;
+} webhook_opts[] = {
+	{"--name", "name", OPT_TEXT, "label shown in lists and history (default: the URL's host)"},
+	{"--url", "url", OPT_TEXT, "new target URL (set only)"},
+	{"--method", "method", OPT_METHOD, "GET, POST, PUT, PATCH or DELETE (default POST)"},
+	{"--content-type", "content_type", OPT_TEXT, "Content-Type of the body (default application/json)"},
+	{"--username", "username", OPT_TEXT, "HTTP basic auth user"},
+	{"--password", "password", OPT_TEXT, "HTTP basic auth password (write-only)"},
+	{"--secret", "secret", OPT_SECRET, "Standard Webhooks signing key, whsec_<base64> (write-only)"},
+	{"--actions", "actions", OPT_ACTIONS, "push,delete: which events are delivered (default push)"},
+	{"--repository", "repository", OPT_TEXT, "glob on the repository name (default *)"},
+	{"--tag", "tag", OPT_TEXT, "glob on the tag (default *)"},
+	{"--format", "format", OPT_FORMAT, "dockerhub (default) or registry (the event as received)"},
+	{"--timeout", "timeout_ms", OPT_DURATION, "request timeout, e.g. 30s (default: request_timeout)"},
+	{"--max-attempts", "max_attempts", OPT_INT, "attempts before failing (default: max_attempts)"},
+};
+
+#define NOPTS (sizeof(webhook_opts) / sizeof(webhook_opts[0]))
+
+static bool check_value(const struct webhook_opt *o, const char *v, struct buf *json, char *err,
+			size_t errlen)
+{
+	static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+	long long n;
+	buf_printf(json, "%s\"%s\":", json->len > 1 ? "," : "", o->field);
+	switch (o->kind) {
+	case OPT_METHOD:
+		for (size_t i = 0; i < 5; i++) {
+			if (strcasecmp(v, methods[i]) == 0) {
+				buf_json_str(json, methods[i], strlen(methods[i]));
+				return true;
+			}
+		}
+		snprintf(err, errlen, "--method: '%s' is not GET, POST, PUT, PATCH or DELETE", v);
+		return false;
+	case OPT_ACTIONS: {
+		buf_putc(json, '[');
+		const char *p = v;
+		int count = 0;
+		while (*p) {
+			size_t len = strcspn(p, ",");
+			if (!((len == 4 && strncmp(p, "push", 4) == 0) ||
+			      (len == 6 && strncmp(p, "delete", 6) == 0))) {
+				snprintf(err, errlen, "--actions: '%.*s' is not push or delete", (int)len, p);
+				return false;
+			}
+			buf_printf(json, "%s\"%.*s\"", count++ ? "," : "", (int)len, p);
+			p += len + (p[len] == ',');
+		}
+		buf_putc(json, ']');
+		if (!count) {
+			snprintf(err, errlen, "--actions: give push, delete or push,delete");
+			return false;
+		}
+		return true;
+	}
+	case OPT_FORMAT:
+		if (strcmp(v, "dockerhub") != 0 && strcmp(v, "registry") != 0) {
+			snprintf(err, errlen, "--format: '%s' is not dockerhub or registry", v);
+			return false;
+		}
+		break;
+	case OPT_DURATION:
+		if (!conf_parse_duration(v, &n) || n < 1 || n > 86400000) {
+			snprintf(err, errlen, "--timeout: '%s' is not a duration such as 500ms, 10s, 2m", v);
+			return false;
+		}
+		buf_printf(json, "%lld", n);
+		return true;
+	case OPT_INT: {
+		char *end;
+		n = strtoll(v, &end, 10);
+		if (!*v || *end || n < 1 || n > 100) {
+			snprintf(err, errlen, "--max-attempts: '%s' is not a number from 1 to 100", v);
+			return false;
+		}
+		buf_printf(json, "%lld", n);
+		return true;
+	}
+	case OPT_SECRET:
+		if (*v && !sign_secret_valid(v)) {
+			snprintf(err, errlen, "--secret: not a signing key of the form whsec_<base64>");
+			return false;
+		}
+		break;
+	case OPT_TEXT:
+		if (strcmp(o->flag, "--url") == 0 && !urltemplate_check(v, err, errlen))
+			return false;
+		break;
+	}
+	buf_json_str(json, v, strlen(v));
+	return true;
+}
+
+/* Takes every field option out of argv into a JSON object for webhook_set(). */
+static bool take_fields(int *argc, char **argv, struct buf *json, char *err, size_t errlen)
+{
+	const char *v;
+	int r;
+	buf_putc(json, '{');
+	for (size_t i = 0; i < NOPTS; i++) {
+		r = cli_take_option(argc, argv, webhook_opts[i].flag, &v);
+		if (r < 0) {
+			snprintf(err, errlen, "%s needs a value", webhook_opts[i].flag);
+			return false;
+		}
+		if (r > 0 && !check_value(&webhook_opts[i], v, json, err, errlen))
+			return false;
+	}
+	/* --header is repeatable; all of them replace the webhook's headers. */
+	int headers = 0;
+	while ((r = cli_take_option(argc, argv, "--header", &v)) != 0) {
+		const char *colon = r > 0 ? strchr(v, ':') : NULL;
+		if (!colon || colon == v || strpbrk(v, "\r\n")) {
+			snprintf(err, errlen, "--header: expected 'Name: value'");
+			return false;
+		}
+		buf_puts(json, headers++ ? "," : (json->len > 1 ? ",\"headers\":[" : "\"headers\":["));
+		buf_json_str(json, v, strlen(v));
+	}
+	if (headers)
+		buf_putc(json, ']');
+	buf_putc(json, '}');
+	return true;
+}
+
+static bool parse_id(const char *s)
+{
+	char *end;
+	long long v = strtoll(s, &end, 10);
+	return *s && !*end && v > 0;
+}
+
+static const char list_sql[] =
+	"SELECT w.id, n.name AS namespace, w.name, w.method, w.url,"
+	" array_to_string(w.actions, ',') AS actions,"
+	" CASE WHEN w.enabled THEN 'enabled' ELSE 'disabled' END AS state,"
+	" coalesce(w.disabled_reason, '') AS reason"
+	" FROM reghook.webhooks w JOIN reghook.namespaces n ON n.id = w.namespace_id"
+	" WHERE $1::text IS NULL OR n.name = $1 ORDER BY w.id";
+
+static const char show_sql[] =
+	"SELECT w.id, n.name AS namespace, w.name, w.url, w.method, w.content_type,"
+	" coalesce(w.username, '') AS username,"
+	" (s.password IS NOT NULL) AS has_password, (s.secret IS NOT NULL) AS has_secret,"
+	" array_to_string(w.actions, ',') AS actions, w.repository_glob AS repository,"
+	" w.tag_glob AS tag, w.format, w.enabled, coalesce(w.disabled_reason, '') AS disabled_reason,"
+	" coalesce(w.timeout_ms::text, 'default') AS timeout_ms,"
+	" coalesce(w.max_attempts::text, 'default') AS max_attempts,"
+	" coalesce((SELECT string_agg(h.name || ': ' || h.value, E'\\n' ORDER BY h.position)"
+	"  FROM reghook.webhook_headers h WHERE h.webhook_id = w.id), '') AS headers,"
+	" w.last_success_at, w.last_failure_at, w.failures_in_a_row"
+	" FROM reghook.webhooks w JOIN reghook.namespaces n ON n.id = w.namespace_id"
+	" LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id WHERE w.id = $1";
+
+static int webhook_show(PGconn *conn, const char *id)
+{
+	const char *params[] = {id};
+	PGresult *res = cli_exec(conn, show_sql, 1, params);
+	if (!res)
+		return CLI_FAILED;
+	if (PQntuples(res) == 0) {
+		fprintf(stderr, "reghook: webhook %s does not exist\n", id);
+		PQclear(res);
+		return CLI_FAILED;
+	}
+	for (int c = 0; c < PQnfields(res); c++)
+		printf("%-18s %s\n", PQfname(res, c), PQgetvalue(res, 0, c));
+	PQclear(res);
+	return CLI_OK;
+}
+
+static int run(const struct cli_command *cmd, const struct config *cfg, int argc, char **argv,
+	       const char *fields)
+{
+	const char *sub = argv[1];
+	bool has_fields = strcmp(fields, "{}") != 0;
+	bool is_add = strcmp(sub, "add") == 0, is_set = strcmp(sub, "set") == 0;
+	bool is_list = strcmp(sub, "list") == 0;
+	static const char *const by_id[] = {"show", "enable", "disable", "remove", "test"};
+	bool known = is_add || is_set || is_list;
+	for (size_t i = 0; i < 5; i++)
+		known = known || strcmp(sub, by_id[i]) == 0;
+
+	if (!known)
+		return cli_usage_error(cmd, "unknown subcommand '%s'", sub);
+	if (has_fields && !is_add && !is_set)
+		return cli_usage_error(cmd, "field options go with add and set");
+	if (is_add && argc != 4)
+		return cli_usage_error(cmd, "add takes NAMESPACE URL");
+	if (is_list && argc > 3)
+		return cli_usage_error(cmd, "list takes at most a NAMESPACE");
+	if (!is_add && !is_list) {
+		if (argc != 3)
+			return cli_usage_error(cmd, "%s takes one webhook ID", sub);
+		if (!parse_id(argv[2]))
+			return cli_usage_error(cmd, "'%s' is not a webhook id", argv[2]);
+	}
+	if (is_set && !has_fields)
+		return cli_usage_error(cmd, "set needs at least one field option");
+	char err[256];
+	if (is_add && !urltemplate_check(argv[3], err, sizeof(err)))
+		return cli_usage_error(cmd, "URL: %s", err);
+
+	PGconn *conn = cli_connect(cfg);
+	if (!conn)
+		return CLI_FAILED;
+	int rc;
+	if (is_add) {
+		const char *params[] = {argv[2], argv[3], fields};
+		PGresult *res = cli_exec(conn, "SELECT reghook.webhook_add($1, $2, $3::jsonb)", 3, params);
+		rc = res ? CLI_OK : CLI_FAILED;
+		if (res)
+			printf("Webhook %s added to namespace \"%s\". It starts disabled: "
+			       "'reghook webhook enable %s' to start deliveries.\n",
+			       PQgetvalue(res, 0, 0), argv[2], PQgetvalue(res, 0, 0));
+		PQclear(res);
+	} else if (is_list) {
+		const char *params[] = {argc == 3 ? argv[2] : NULL};
+		rc = cli_run(conn, list_sql, 1, params, true);
+	} else if (strcmp(sub, "show") == 0) {
+		rc = webhook_show(conn, argv[2]);
+	} else if (is_set) {
+		const char *params[] = {argv[2], fields};
+		rc = cli_run(conn, "SELECT reghook.webhook_set($1, $2::jsonb)", 2, params, false);
+		if (rc == CLI_OK)
+			printf("Webhook %s changed.\n", argv[2]);
+	} else if (strcmp(sub, "test") == 0) {
+		const char *params[] = {argv[2]};
+		PGresult *res = cli_exec(conn, "SELECT reghook.test_webhook($1)", 1, params);
+		rc = res ? CLI_OK : CLI_FAILED;
+		if (res)
+			printf("Test push queued for webhook %s: delivery %s.\n", argv[2],
+			       PQgetvalue(res, 0, 0));
+		PQclear(res);
+	} else {
+		char sql[64];
+		snprintf(sql, sizeof(sql), "SELECT reghook.webhook_%s($1)", sub);
+		const char *params[] = {argv[2]};
+		rc = cli_run(conn, sql, 1, params, false);
+		if (rc == CLI_OK)
+			printf("Webhook %s %s.\n", argv[2],
+			       strcmp(sub, "remove") == 0 ? "removed"
+			       : strcmp(sub, "enable") == 0 ? "enabled"
+							    : "disabled");
+	}
+	PQfinish(conn);
+	return rc;
+}
+
+int cmd_webhook(const struct cli_command *cmd, int argc, char **argv)
+{
+	struct config cfg;
+	struct buf fields = BUF_INIT;
+	char err[256];
+	int rc;
+
+	if (cli_wants_help(cmd, argc, argv))
+		return CLI_OK;
+	if (!cli_config(cmd, &cfg, &argc, argv))
+		return CLI_USAGE;
+	if (!take_fields(&argc, argv, &fields, err, sizeof(err)))
+		rc = cli_usage_error(cmd, "%s", err);
+	else if (cli_unknown_option(argc, argv))
+		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
+	else if (argc < 2)
+		rc = cli_usage_error(cmd, "missing subcommand");
+	else
+		rc = run(cmd, &cfg, argc, argv, fields.data);
+	buf_free(&fields);
+	config_free(&cfg);
+	return rc;
+}

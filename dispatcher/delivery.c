@@ -1,0 +1,448 @@
+/*
+ * delivery: see delivery.h.
+ *
+ * DESIGN. Two database connections: `claim` (LISTEN reghook_deliveries,
+ * claim_deliveries, reclaim_expired) and `done` (complete_deliveries), so a
+ * slow write never delays the next claim. A claim asks for as many
+ * deliveries as there are free slots, per webhook and in all, and every
+ * claimed delivery starts at once, so a lease only ever covers a running
+ * request. Finished attempts queue as JSON and are written as one batch
+ * whenever the done connection is idle (group commit again); if that
+ * connection drops, the batch is kept and written after the reconnect,
+ * and if the process dies the leases expire and another dispatcher
+ * retries: at-least-once.
+ */
+#include "delivery.h"
+#include "buf.h"
+#include "daemon.h"
+#include "httpc.h"
+#include "log.h"
+#include "request.h"
+#include "retry.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define POLL_MS 1000	     /* backstop for missed NOTIFYs and due retries */
+#define RECLAIM_MS 10000     /* how often expired leases are looked for */
+#define WRITE_BATCH_MAX 2000 /* attempts per complete_deliveries() */
+
+struct inflight {
+	struct inflight *prev, *next;
+	struct dispatcher *dp;
+	struct request *req; /* owned */
+	long long webhook_id;
+	int attempt;
+	int max_attempts;
+};
+
+struct webhook_slots {
+	long long webhook_id;
+	int in_flight;
+};
+
+struct dispatcher {
+	struct daemon *d;	 /* borrowed */
+	struct pgc *claim;	 /* owned */
+	struct pgc *done;	 /* owned */
+	struct httpc *http;	 /* owned */
+	struct event *poll;	 /* owned */
+	struct event *reclaim;	 /* owned */
+	bool started;		 /* the schema is current */
+	bool claiming;		 /* a claim query is running */
+	bool claim_again;	 /* woken while claiming */
+	bool stopping;
+
+	struct inflight *running; /* owned list */
+	int in_flight;
+	struct webhook_slots *slots; /* owned array */
+	int nslots;
+
+	struct buf results;	/* JSON elements waiting to be written */
+	int nresults;
+	struct buf writing;	/* the batch being written */
+	int nwriting;
+	bool write_busy;
+};
+
+static void claim(struct dispatcher *dp);
+static void write_results(struct dispatcher *dp);
+
+static struct webhook_slots *slots_for(struct dispatcher *dp, long long webhook_id)
+{
+	for (int i = 0; i < dp->nslots; i++)
+		if (dp->slots[i].webhook_id == webhook_id)
+			return &dp->slots[i];
+	dp->slots = xrealloc(dp->slots, (size_t)(dp->nslots + 1) * sizeof(*dp->slots));
+	dp->slots[dp->nslots] = (struct webhook_slots){webhook_id, 0};
+	return &dp->slots[dp->nslots++];
+}
+
+/* Drops idle slot entries so the array tracks only busy webhooks. */
+static void slots_release(struct dispatcher *dp, long long webhook_id)
+{
+	for (int i = 0; i < dp->nslots; i++) {
+		if (dp->slots[i].webhook_id != webhook_id)
+			continue;
+		if (--dp->slots[i].in_flight <= 0)
+			dp->slots[i] = dp->slots[--dp->nslots];
+		return;
+	}
+}
+
+static double jitter01(void)
+{
+	return (double)random() / ((double)RAND_MAX + 1.0);
+}
+
+static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
+{
+	struct inflight *f = arg;
+	struct dispatcher *dp = f->dp;
+	struct request *r = f->req;
+	const struct config *cfg = dp->d->cfg;
+	const char *outcome;
+	long long delay = 0;
+
+	request_finish(r, result);
+	switch (request_outcome(r)) {
+	case REQUEST_SUCCEEDED:
+		outcome = "succeeded";
+		break;
+	case REQUEST_GONE:
+		outcome = "gone";
+		break;
+	case REQUEST_INVALID:
+		outcome = "failed";
+		break;
+	default:
+		if (f->attempt >= f->max_attempts) {
+			outcome = "failed";
+		} else {
+			outcome = "retry";
+			delay = retry_delay_ms(cfg->retry_ms, cfg->retry_steps, f->attempt + 1,
+					       jitter01());
+			struct timespec now;
+			clock_gettime(CLOCK_REALTIME, &now);
+			delay = retry_after_clamp_ms(delay, request_retry_after(r),
+						     (long long)now.tv_sec);
+		}
+	}
+	log_debug("delivery attempt %d of webhook %lld: %s (%s)", f->attempt, f->webhook_id,
+		  outcome, request_error(r));
+	if (dp->nresults)
+		buf_putc(&dp->results, ',');
+	request_record_json(r, &dp->results, outcome, delay);
+	dp->nresults++;
+
+	/* Unlink and free; curl has already let go of the handle. */
+	if (f->prev)
+		f->prev->next = f->next;
+	else
+		dp->running = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
+	dp->in_flight--;
+	slots_release(dp, f->webhook_id);
+	request_free(r);
+	free(f);
+
+	write_results(dp);
+	claim(dp);
+}
+
+/* A column of a claimed row by name; NULL for SQL NULL. */
+static const char *col(PGresult *res, int row, const char *name)
+{
+	int c = PQfnumber(res, name);
+	return c < 0 || PQgetisnull(res, row, c) ? NULL : PQgetvalue(res, row, c);
+}
+
+/* The same, "" for SQL NULL: for columns the claim query never leaves null. */
+static const char *colz(PGresult *res, int row, const char *name)
+{
+	const char *v = col(res, row, name);
+	return v ? v : "";
+}
+
+static void start_one(struct dispatcher *dp, PGresult *res, int row)
+{
+	const struct config *cfg = dp->d->cfg;
+	struct request_spec s = {
+		.delivery_id = colz(res, row, "delivery_id"),
+		.attempt = atoi(colz(res, row, "attempt")),
+		.action = colz(res, row, "action"),
+		.is_test = strcmp(colz(res, row, "is_test"), "t") == 0,
+		.callback_token = colz(res, row, "callback_token"),
+		.webhook_id = atoll(colz(res, row, "webhook_id")),
+		.url_template = colz(res, row, "url"),
+		.method = colz(res, row, "method"),
+		.content_type = colz(res, row, "content_type"),
+		.username = col(res, row, "username"),
+		.password = col(res, row, "password"),
+		.secret = col(res, row, "secret"),
+		.format = colz(res, row, "format"),
+		.timeout_ms = atoll(colz(res, row, "timeout_ms")),
+		.headers_json = col(res, row, "headers"),
+		.repository = col(res, row, "repository"),
+		.name = col(res, row, "name"),
+		.tag = col(res, row, "tag"),
+		.digest = col(res, row, "digest"),
+		.actor = col(res, row, "actor"),
+		.occurred_at = atoll(colz(res, row, "occurred_at")),
+		.raw = col(res, row, "raw"),
+		.namespace_ = colz(res, row, "namespace"),
+		.description = col(res, row, "description"),
+		.is_private = strcmp(colz(res, row, "is_private"), "t") == 0,
+		.namespace_created_at = atoll(colz(res, row, "namespace_created_at")),
+	};
+	const char *max = col(res, row, "max_attempts");
+	struct inflight *f = xcalloc(1, sizeof(*f));
+	f->dp = dp;
+	f->webhook_id = s.webhook_id;
+	f->attempt = s.attempt;
+	f->max_attempts = max ? atoi(max) : (int)cfg->max_attempts;
+	f->req = request_new(&s, cfg);
+	f->next = dp->running;
+	if (dp->running)
+		dp->running->prev = f;
+	dp->running = f;
+	dp->in_flight++;
+	slots_for(dp, f->webhook_id)->in_flight++;
+
+	CURL *easy = request_easy(f->req);
+	if (!easy || !httpc_add(dp->http, easy, on_transfer_done, f))
+		on_transfer_done(easy, CURLE_FAILED_INIT, f);
+}
+
+static void on_claimed(struct pgc *c, PGresult *res, void *arg)
+{
+	struct dispatcher *dp = arg;
+	dp->claiming = false;
+	if (!pgc_ok(res)) {
+		if (res)
+			log_error("claiming deliveries: %s", pgc_error(res));
+		return;
+	}
+	int n = PQntuples(res);
+	for (int i = 0; i < n; i++)
+		start_one(dp, res, i);
+	if (n > 0)
+		log_debug("claimed %d deliveries (%d in flight)", n, dp->in_flight);
+	/* A full claim means more may be due; so does a wake-up while we were busy. */
+	if (n > 0 || dp->claim_again) {
+		dp->claim_again = false;
+		claim(dp);
+	}
+}
+
+static void claim(struct dispatcher *dp)
+{
+	const struct config *cfg = dp->d->cfg;
+	int room = (int)cfg->max_in_flight - dp->in_flight;
+
+	if (!dp->started || dp->stopping || !pgc_is_up(dp->claim))
+		return;
+	if (dp->claiming) {
+		dp->claim_again = true;
+		return;
+	}
+	if (room <= 0)
+		return;
+	struct buf busy = BUF_INIT;
+	buf_putc(&busy, '{');
+	for (int i = 0; i < dp->nslots; i++)
+		buf_printf(&busy, "%s\"%lld\":%d", i ? "," : "", dp->slots[i].webhook_id,
+			   dp->slots[i].in_flight);
+	buf_putc(&busy, '}');
+	char total[16], per[16], timeout[24];
+	snprintf(total, sizeof(total), "%d", room);
+	snprintf(per, sizeof(per), "%lld", cfg->max_in_flight_per_webhook);
+	snprintf(timeout, sizeof(timeout), "%lld", cfg->request_timeout_ms);
+	const char *params[] = {dp->d->instance, total, per, busy.data, timeout};
+	dp->claiming = true;
+	pgc_query(dp->claim, "SELECT * FROM reghook.claim_deliveries($1, $2, $3, $4, $5)", 5,
+		  params, on_claimed, dp);
+	buf_free(&busy);
+}
+
+static void on_written(struct pgc *c, PGresult *res, void *arg)
+{
+	struct dispatcher *dp = arg;
+	dp->write_busy = false;
+	if (!res) {
+		/* Connection lost: the batch goes back in front, written after the reconnect. */
+		log_warn("writing %d delivery attempts: connection lost; will retry", dp->nwriting);
+		if (dp->nresults) {
+			buf_putc(&dp->writing, ',');
+			buf_append(&dp->writing, dp->results.data, dp->results.len);
+		}
+		buf_free(&dp->results);
+		dp->results = dp->writing;
+		dp->nresults += dp->nwriting;
+		dp->writing = (struct buf)BUF_INIT;
+		dp->nwriting = 0;
+		return;
+	}
+	if (!pgc_ok(res))
+		/* Not retryable as it is; the leases expire and the deliveries are retried. */
+		log_error("writing %d delivery attempts: %s", dp->nwriting, pgc_error(res));
+	buf_reset(&dp->writing);
+	dp->nwriting = 0;
+	write_results(dp);
+}
+
+static void write_results(struct dispatcher *dp)
+{
+	if (dp->write_busy || dp->nresults == 0 || !pgc_is_up(dp->done))
+		return;
+	/* Swap the queue into the write buffer; new results gather meanwhile. */
+	struct buf tmp = dp->writing;
+	dp->writing = dp->results;
+	dp->results = tmp;
+	buf_reset(&dp->results);
+	dp->nwriting = dp->nresults;
+	dp->nresults = 0;
+
+	struct buf json = BUF_INIT;
+	buf_putc(&json, '[');
+	buf_append(&json, dp->writing.data, dp->writing.len);
+	buf_putc(&json, ']');
+	const char *params[] = {dp->d->instance, json.data};
+	dp->write_busy = true;
+	pgc_query(dp->done, "SELECT reghook.complete_deliveries($1, $2::jsonb)", 2, params,
+		  on_written, dp);
+	buf_free(&json);
+}
+
+static void on_poll(evutil_socket_t fd, short what, void *arg)
+{
+	claim(arg);
+}
+
+static void on_reclaimed(struct pgc *c, PGresult *res, void *arg)
+{
+	struct dispatcher *dp = arg;
+	if (pgc_ok(res) && PQntuples(res) == 1 && atoi(PQgetvalue(res, 0, 0)) > 0) {
+		log_warn("%s deliveries had an expired lease and were queued again",
+			 PQgetvalue(res, 0, 0));
+		claim(dp);
+	} else if (res && !pgc_ok(res)) {
+		log_error("reclaiming expired leases: %s", pgc_error(res));
+	}
+}
+
+static void on_reclaim(evutil_socket_t fd, short what, void *arg)
+{
+	struct dispatcher *dp = arg;
+	if (!dp->started || dp->stopping || !pgc_is_up(dp->done))
+		return;
+	char max[16];
+	snprintf(max, sizeof(max), "%lld", dp->d->cfg->max_attempts);
+	const char *params[] = {max};
+	pgc_query(dp->done, "SELECT reghook.reclaim_expired($1)", 1, params, on_reclaimed, dp);
+}
+
+static void on_listening(struct pgc *c, PGresult *res, void *arg)
+{
+	if (res && !pgc_ok(res))
+		log_error("LISTEN reghook_deliveries: %s", pgc_error(res));
+	claim(arg);
+}
+
+static void claim_up(struct pgc *c, void *arg)
+{
+	struct dispatcher *dp = arg;
+	if (dp->started)
+		pgc_query(c, "LISTEN reghook_deliveries", 0, NULL, on_listening, dp);
+}
+
+static void claim_down(struct pgc *c, const char *why, void *arg)
+{
+	struct dispatcher *dp = arg;
+	dp->claiming = false;
+}
+
+static void claim_notify(struct pgc *c, const char *channel, const char *payload, void *arg)
+{
+	claim(arg);
+}
+
+static void done_up(struct pgc *c, void *arg)
+{
+	write_results(arg);
+}
+
+static const struct pgc_hooks claim_hooks = {claim_up, claim_down, claim_notify};
+static const struct pgc_hooks done_hooks = {done_up, NULL, NULL};
+
+struct dispatcher *dispatcher_new(struct daemon *d)
+{
+	struct dispatcher *dp = xcalloc(1, sizeof(*dp));
+	dp->d = d;
+	dp->http = httpc_new(d->base, (long)d->cfg->max_in_flight);
+	if (!dp->http)
+		fatal("cannot initialise libcurl");
+	if (!httpc_async_dns())
+		log_warn("this libcurl resolves names synchronously: a slow DNS server will stall "
+			 "the event loop");
+	dp->claim = pgc_new(d->base, d->cfg->database_url, &claim_hooks, dp);
+	dp->done = pgc_new(d->base, d->cfg->database_url, &done_hooks, dp);
+	dp->poll = event_new(d->base, -1, EV_PERSIST, on_poll, dp);
+	dp->reclaim = event_new(d->base, -1, EV_PERSIST, on_reclaim, dp);
+	struct timeval poll = {POLL_MS / 1000, (POLL_MS % 1000) * 1000};
+	struct timeval reclaim = {RECLAIM_MS / 1000, (RECLAIM_MS % 1000) * 1000};
+	event_add(dp->poll, &poll);
+	event_add(dp->reclaim, &reclaim);
+	return dp;
+}
+
+void dispatcher_schema_ready(struct dispatcher *dp)
+{
+	bool first = !dp->started;
+	dp->started = true;
+	if (first && pgc_is_up(dp->claim))
+		pgc_query(dp->claim, "LISTEN reghook_deliveries", 0, NULL, on_listening, dp);
+	on_reclaim(-1, 0, dp);
+}
+
+void dispatcher_stop(struct dispatcher *dp)
+{
+	dp->stopping = true;
+	event_del(dp->poll);
+	event_del(dp->reclaim);
+	if (dp->in_flight)
+		log_info("waiting for %d delivery request(s) in flight", dp->in_flight);
+}
+
+bool dispatcher_busy(const struct dispatcher *dp)
+{
+	/* Results that cannot be written (database gone) do not hold the stop up. */
+	return dp->in_flight > 0 ||
+	       ((dp->nresults > 0 || dp->write_busy) && pgc_is_up(dp->done));
+}
+
+void dispatcher_free(struct dispatcher *dp)
+{
+	if (!dp)
+		return;
+	while (dp->running) {
+		struct inflight *f = dp->running;
+		dp->running = f->next;
+		CURL *easy = request_easy(f->req);
+		if (easy)
+			httpc_remove(dp->http, easy);
+		request_free(f->req);
+		free(f);
+	}
+	httpc_free(dp->http);
+	pgc_free(dp->claim);
+	pgc_free(dp->done);
+	event_free(dp->poll);
+	event_free(dp->reclaim);
+	buf_free(&dp->results);
+	buf_free(&dp->writing);
+	free(dp->slots);
+	free(dp);
+}

@@ -1,0 +1,44 @@
+/*
+ * payload: the `dockerhub` webhook body, shaped as Docker Hub sends it so
+ * that consumers written for Docker Hub (Portainer, Watchtower-style
+ * redeployers, CI triggers) work unchanged. A push carries `push_data`; a
+ * delete carries `delete_data` instead, so a consumer that redeploys on
+ * `push_data` never misfires on a delete. The SPEC's "Payloads" section is
+ * the contract; the key order here follows it.
+ *
+ * Generated with yajl_gen, which escapes every string and refuses invalid
+ * UTF-8, so no event field can break the JSON. Pure: no I/O.
+ */
+#ifndef REGHOOK_PAYLOAD_H
+#define REGHOOK_PAYLOAD_H
+
+#include "buf.h"
+
+#include <stdbool.h>
+
+/* One event as a webhook sees it; every string borrowed. */
+struct payload_event {
+	const char *action;	 /* "push" or "delete" */
+	const char *namespace_;	 /* e.g. team-a */
+	const char *name;	 /* below the namespace, e.g. app; "" when the repository is the
+				    namespace itself */
+	const char *repository;	 /* full path, e.g. team-a/app */
+	const char *tag;	 /* NULL: none (a delete by digest) */
+	const char *digest;	 /* NULL: none (a delete by tag whose digest is unknown) */
+	const char *actor;	 /* NULL or "": unknown */
+	long long occurred_at;	 /* epoch seconds: pushed_at / deleted_at */
+	const char *description; /* the namespace's */
+	bool is_private;
+	long long namespace_created_at; /* epoch seconds: date_created */
+	const char *callback_url;	/* full URL */
+	const char *registry_url;	/* base of repo_url; may be "" */
+};
+
+/*
+ * Appends the payload for ev to out. False, with out unchanged, if the
+ * action is neither push nor delete or a string is not valid UTF-8.
+ */
+bool payload_dockerhub(const struct payload_event *ev, struct buf *out)
+	__attribute__((warn_unused_result));
+
+#endif

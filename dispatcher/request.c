@@ -1,0 +1,443 @@
+/*
+ * request: see request.h.
+ */
+#include "request.h"
+#include "log.h"
+#include "netguard.h"
+#include "payload.h"
+#include "sign.h"
+#include "urltemplate.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <yajl/yajl_tree.h>
+
+struct request {
+	char delivery_id[40];
+	int attempt;
+	long long webhook_id;
+	char method[8];
+	bool allow_private;
+	size_t body_limit;
+
+	CURL *easy;		     /* owned; NULL once finished */
+	struct curl_slist *headers;  /* owned */
+	struct buf url;		     /* expanded target */
+	struct buf body;	     /* sent body (empty for GET and DELETE) */
+	struct buf sent_headers;     /* JSON array, redacted, for history */
+
+	struct buf resp_body;	     /* first body_limit bytes */
+	bool truncated;
+	struct buf resp_headers;     /* JSON array of the final answer's headers */
+	char retry_after[64];
+
+	long long started_ms; /* epoch */
+	struct timespec started;
+	long duration_ms;
+	long status;
+	enum request_outcome outcome;
+	const char *error_class; /* static string or NULL */
+	char error[512];
+	char blocked[160]; /* set by the socket guard */
+};
+
+static const char user_agent[] = "reghook/" REGHOOK_VERSION;
+
+static bool is_sensitive(const char *name)
+{
+	static const char *const words[] = {"authorization", "signature", "token", "secret",
+					    "cookie", "api-key", "apikey", "password"};
+	char lower[128];
+	size_t n = strlen(name);
+	if (n >= sizeof(lower))
+		n = sizeof(lower) - 1;
+	for (size_t i = 0; i < n; i++)
+		lower[i] = (char)tolower((unsigned char)name[i]);
+	lower[n] = '\0';
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strstr(lower, words[i]))
+			return true;
+	return false;
+}
+
+/* Adds a request header to curl and to the history record (redacted where it must be). */
+static void add_header(struct request *r, const char *name, const char *value)
+{
+	struct buf line = BUF_INIT;
+	buf_printf(&line, "%s: %s", name, value);
+	r->headers = curl_slist_append(r->headers, line.data);
+	buf_free(&line);
+
+	/* sent_headers holds "[" and the pairs so far; request_new() closes it. */
+	if (r->sent_headers.len > 1)
+		buf_putc(&r->sent_headers, ',');
+	buf_putc(&r->sent_headers, '[');
+	buf_json_str(&r->sent_headers, name, strlen(name));
+	buf_putc(&r->sent_headers, ',');
+	if (is_sensitive(name))
+		buf_puts(&r->sent_headers, "\"[redacted]\"");
+	else
+		buf_json_str(&r->sent_headers, value, strlen(value));
+	buf_putc(&r->sent_headers, ']');
+}
+
+static void finish_invalid(struct request *r, const char *why)
+{
+	r->outcome = REQUEST_INVALID;
+	r->error_class = "other";
+	snprintf(r->error, sizeof(r->error), "%s", why);
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION: the SSRF guard, on the address really connected to. */
+static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+	struct request *r = arg;
+	enum netguard_class c = netguard_classify(&addr->addr);
+	if (!netguard_allowed(c, r->allow_private)) {
+		snprintf(r->blocked, sizeof(r->blocked),
+			 "target address is %s; refused (allow_private_targets is off)",
+			 netguard_class_name(c));
+		return CURL_SOCKET_BAD;
+	}
+	return socket(addr->family, addr->socktype, addr->protocol);
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *arg)
+{
+	struct request *r = arg;
+	size_t len = size * n;
+	size_t room = r->body_limit > r->resp_body.len ? r->body_limit - r->resp_body.len : 0;
+	if (len > room)
+		r->truncated = true;
+	buf_append(&r->resp_body, data, len < room ? len : room);
+	return len; /* the rest is read and dropped; the request timeout bounds it */
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *arg)
+{
+	struct request *r = arg;
+	size_t len = size * n;
+	/* A new status line (after 100 Continue, say) starts a new header set. */
+	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+		buf_reset(&r->resp_headers);
+		r->retry_after[0] = '\0';
+		return len;
+	}
+	const char *colon = memchr(data, ':', len);
+	if (!colon || r->resp_headers.len > 32768)
+		return len;
+	size_t nl = (size_t)(colon - data);
+	const char *v = colon + 1;
+	size_t vl = len - nl - 1;
+	while (vl && (*v == ' ' || *v == '\t'))
+		v++, vl--;
+	while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+		vl--;
+	buf_putc(&r->resp_headers, r->resp_headers.len ? ',' : '[');
+	buf_putc(&r->resp_headers, '[');
+	buf_json_str(&r->resp_headers, data, nl);
+	buf_putc(&r->resp_headers, ',');
+	buf_json_str(&r->resp_headers, v, vl);
+	buf_putc(&r->resp_headers, ']');
+	if (nl == 11 && strncasecmp(data, "Retry-After", 11) == 0)
+		snprintf(r->retry_after, sizeof(r->retry_after), "%.*s", (int)vl, v);
+	return len;
+}
+
+static bool add_custom_headers(struct request *r, const char *json)
+{
+	char err[128];
+	yajl_val tree = yajl_tree_parse(json ? json : "[]", err, sizeof(err));
+	if (!tree || !YAJL_IS_ARRAY(tree)) {
+		if (tree)
+			yajl_tree_free(tree);
+		return false;
+	}
+	for (size_t i = 0; i < tree->u.array.len; i++) {
+		yajl_val pair = tree->u.array.values[i];
+		if (YAJL_IS_ARRAY(pair) && pair->u.array.len == 2 &&
+		    YAJL_IS_STRING(pair->u.array.values[0]) && YAJL_IS_STRING(pair->u.array.values[1]))
+			add_header(r, pair->u.array.values[0]->u.string,
+				   pair->u.array.values[1]->u.string);
+	}
+	yajl_tree_free(tree);
+	return true;
+}
+
+static bool build_body(struct request *r, const struct request_spec *s, const struct config *cfg)
+{
+	if (strcmp(r->method, "GET") == 0 || strcmp(r->method, "DELETE") == 0)
+		return true;
+	if (strcmp(s->format, "registry") == 0 && s->raw) {
+		buf_puts(&r->body, s->raw);
+		return true;
+	}
+	struct buf callback = BUF_INIT, base = BUF_INIT;
+	if (*cfg->public_url)
+		buf_puts(&base, cfg->public_url);
+	else
+		buf_printf(&base, "http://%s", cfg->listen);
+	while (base.len && base.data[base.len - 1] == '/')
+		base.data[--base.len] = '\0';
+	buf_printf(&callback, "%s/callback/%s", base.data, s->callback_token);
+	struct payload_event ev = {
+		.action = s->action,
+		.namespace_ = s->namespace_,
+		.name = s->name ? s->name : "",
+		.repository = s->repository ? s->repository : s->namespace_,
+		.tag = s->tag,
+		.digest = s->digest,
+		.actor = s->actor,
+		.occurred_at = s->occurred_at,
+		.description = s->description ? s->description : "",
+		.is_private = s->is_private,
+		.namespace_created_at = s->namespace_created_at,
+		.callback_url = callback.data,
+		.registry_url = cfg->registry_url,
+	};
+	bool ok = payload_dockerhub(&ev, &r->body);
+	buf_free(&callback);
+	buf_free(&base);
+	return ok;
+}
+
+struct request *request_new(const struct request_spec *s, const struct config *cfg)
+{
+	struct request *r = xcalloc(1, sizeof(*r));
+	char err[256];
+
+	snprintf(r->delivery_id, sizeof(r->delivery_id), "%s", s->delivery_id);
+	snprintf(r->method, sizeof(r->method), "%s", s->method);
+	r->attempt = s->attempt;
+	r->webhook_id = s->webhook_id;
+	r->allow_private = cfg->allow_private_targets;
+	r->body_limit = (size_t)cfg->response_body_limit;
+	buf_puts(&r->sent_headers, "[");
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	r->started_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	clock_gettime(CLOCK_MONOTONIC, &r->started);
+
+	struct urltemplate_vars vars = {s->namespace_, s->name,	  s->repository,
+					s->tag,	       s->digest, s->action};
+	if (!urltemplate_expand(s->url_template, &vars, &r->url, err, sizeof(err))) {
+		buf_puts(&r->url, s->url_template);
+		finish_invalid(r, err);
+		return r;
+	}
+	if (!build_body(r, s, cfg)) {
+		finish_invalid(r, "payload could not be generated");
+		return r;
+	}
+	bool has_body = strcmp(r->method, "GET") != 0 && strcmp(r->method, "DELETE") != 0;
+	if (has_body)
+		add_header(r, "Content-Type", s->content_type);
+	add_header(r, "User-Agent", user_agent);
+	add_header(r, "X-Reghook-Event", s->action);
+	add_header(r, "X-Reghook-Delivery", s->delivery_id);
+	if (!add_custom_headers(r, s->headers_json)) {
+		finish_invalid(r, "webhook headers are not readable");
+		return r;
+	}
+	if (s->secret && *s->secret) {
+		char sig[128], ts[32];
+		long long t = (long long)now.tv_sec;
+		if (!sign_standard_webhooks(s->secret, s->delivery_id, t, r->body.data ? r->body.data : "",
+					    r->body.len, sig, sizeof(sig))) {
+			finish_invalid(r, "the webhook's signing secret is not valid");
+			return r;
+		}
+		snprintf(ts, sizeof(ts), "%lld", t);
+		add_header(r, "webhook-id", s->delivery_id);
+		add_header(r, "webhook-timestamp", ts);
+		add_header(r, "webhook-signature", sig);
+	}
+	if (s->username && *s->username) {
+		/* curl writes the header itself; history shows it was sent, not its value. */
+		buf_puts(&r->sent_headers, ",[\"Authorization\",\"[redacted]\"]");
+	}
+	buf_putc(&r->sent_headers, ']');
+	/* No "Expect: 100-continue" round trip. */
+	r->headers = curl_slist_append(r->headers, "Expect:");
+
+	CURL *e = curl_easy_init();
+	if (!e) {
+		finish_invalid(r, "out of memory creating a transfer");
+		return r;
+	}
+	r->easy = e;
+	long long timeout = s->timeout_ms > 0 ? s->timeout_ms : cfg->request_timeout_ms;
+	curl_easy_setopt(e, CURLOPT_URL, r->url.data);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, r);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
+	if (s->username && *s->username) {
+		curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+		curl_easy_setopt(e, CURLOPT_USERNAME, s->username);
+		curl_easy_setopt(e, CURLOPT_PASSWORD, s->password ? s->password : "");
+	}
+	if (strcmp(r->method, "GET") == 0) {
+		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	} else if (strcmp(r->method, "DELETE") == 0) {
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "DELETE");
+	} else {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body.data ? r->body.data : "");
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body.len);
+		if (strcmp(r->method, "POST") != 0)
+			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+	}
+	return r;
+}
+
+CURL *request_easy(struct request *r)
+{
+	return r->easy;
+}
+
+static const char *curl_class(CURLcode c)
+{
+	switch (c) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return "dns";
+	case CURLE_OPERATION_TIMEDOUT:
+		return "timeout";
+	case CURLE_COULDNT_CONNECT:
+		return "connect";
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+	case CURLE_USE_SSL_FAILED:
+		return "tls";
+	default:
+		return "other";
+	}
+}
+
+void request_finish(struct request *r, CURLcode result)
+{
+	struct timespec end;
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	r->duration_ms = (long)((end.tv_sec - r->started.tv_sec) * 1000 +
+				(end.tv_nsec - r->started.tv_nsec) / 1000000);
+	if (r->outcome == REQUEST_INVALID)
+		return;
+	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+	if (result != CURLE_OK) {
+		r->outcome = REQUEST_FAILED;
+		r->status = 0;
+		if (r->blocked[0]) {
+			r->error_class = "blocked";
+			snprintf(r->error, sizeof(r->error), "%s", r->blocked);
+		} else {
+			r->error_class = curl_class(result);
+			snprintf(r->error, sizeof(r->error), "%s", curl_easy_strerror(result));
+		}
+	} else if (r->status >= 200 && r->status < 300) {
+		r->outcome = REQUEST_SUCCEEDED;
+	} else {
+		r->outcome = r->status == 410 ? REQUEST_GONE : REQUEST_FAILED;
+		r->error_class = "http";
+		snprintf(r->error, sizeof(r->error), "HTTP %ld%s", r->status,
+			 r->status >= 300 && r->status < 400 ? " (redirects are not followed)" : "");
+	}
+}
+
+enum request_outcome request_outcome(const struct request *r)
+{
+	return r->outcome;
+}
+
+const char *request_retry_after(const struct request *r)
+{
+	return r->retry_after[0] ? r->retry_after : NULL;
+}
+
+long request_status(const struct request *r)
+{
+	return r->status;
+}
+
+const char *request_error(const struct request *r)
+{
+	return r->error[0] ? r->error : "ok";
+}
+
+static void json_kv(struct buf *b, const char *key, const char *value, size_t len)
+{
+	buf_printf(b, ",\"%s\":", key);
+	if (value)
+		buf_json_str(b, value, len);
+	else
+		buf_puts(b, "null");
+}
+
+void request_record_json(const struct request *r, struct buf *b, const char *outcome,
+			 long long delay_ms)
+{
+	struct buf url = BUF_INIT;
+	if (!urltemplate_strip_credentials(r->url.data ? r->url.data : "", &url))
+		buf_puts(&url, "(unparseable URL)");
+	buf_printf(b, "{\"id\":\"%s\",\"attempt\":%d,\"webhook_id\":%lld,\"attempted_at\":%lld,"
+		      "\"duration_ms\":%ld,\"truncated\":%s,\"delay_ms\":%lld",
+		   r->delivery_id, r->attempt, r->webhook_id, r->started_ms, r->duration_ms,
+		   r->truncated ? "true" : "false", delay_ms);
+	json_kv(b, "outcome", outcome, strlen(outcome));
+	json_kv(b, "method", r->method, strlen(r->method));
+	json_kv(b, "url", url.data, url.len);
+	buf_printf(b, ",\"request_headers\":%s", r->sent_headers.len > 1 ? r->sent_headers.data : "[]");
+	json_kv(b, "request_body", r->body.len ? r->body.data : NULL, r->body.len);
+	if (r->status)
+		buf_printf(b, ",\"response_status\":%ld", r->status);
+	buf_printf(b, ",\"response_headers\":%s]", r->resp_headers.len ? r->resp_headers.data : "[");
+	/* The body may be anything: hex keeps it exact through JSON into bytea. */
+	buf_puts(b, ",\"response_body\":\"");
+	static const char hex[] = "0123456789abcdef";
+	buf_reserve(b, r->resp_body.len * 2);
+	for (size_t i = 0; i < r->resp_body.len; i++) {
+		unsigned char c = (unsigned char)r->resp_body.data[i];
+		b->data[b->len++] = hex[c >> 4];
+		b->data[b->len++] = hex[c & 15];
+	}
+	b->data[b->len] = '\0';
+	buf_putc(b, '"');
+	json_kv(b, "error_class", r->error_class, r->error_class ? strlen(r->error_class) : 0);
+	json_kv(b, "error_message", r->error[0] ? r->error : NULL, strlen(r->error));
+	buf_putc(b, '}');
+	buf_free(&url);
+}
+
+void request_free(struct request *r)
+{
+	if (!r)
+		return;
+	if (r->easy)
+		curl_easy_cleanup(r->easy);
+	curl_slist_free_all(r->headers);
+	buf_free(&r->url);
+	buf_free(&r->body);
+	buf_free(&r->sent_headers);
+	buf_free(&r->resp_body);
+	buf_free(&r->resp_headers);
+	free(r);
+}

@@ -1,0 +1,250 @@
+-- 003_delivery: the dispatcher's side of the queue.
+--
+-- Deliveries are claimed in batches with FOR UPDATE SKIP LOCKED and held
+-- under a lease (status in_flight, lease_owner, lease_expires_at); no
+-- transaction stays open while the HTTP request runs. Results come back in
+-- batches through complete_deliveries(), which records each attempt and
+-- moves the delivery on, but only while the lease is still the caller's:
+-- a dispatcher that lost its lease (it stalled past it and another took
+-- over) cannot overwrite the newer state. Expired leases are reclaimed by
+-- any dispatcher, which is what makes delivery at-least-once.
+
+-- claim_deliveries: leases up to `max_total` due deliveries, at most
+-- `per_webhook` in flight per webhook counting `in_flight` (a JSON object
+-- {webhook_id: number already in flight at the caller}). Webhooks are
+-- visited in random order so that a busy one cannot starve the others.
+CREATE FUNCTION reghook.claim_deliveries(instance text, max_total integer, per_webhook integer,
+                                         in_flight jsonb, default_timeout_ms integer)
+RETURNS TABLE (
+    delivery_id uuid, attempt integer, action text, is_test boolean, callback_token text,
+    webhook_id bigint, url text, method text, content_type text, username text,
+    password text, secret text, format text, timeout_ms integer, max_attempts integer,
+    headers text, repository text, name text, tag text, digest text, actor text,
+    occurred_at bigint, raw text, namespace text, description text, is_private boolean,
+    namespace_created_at bigint)
+LANGUAGE sql AS $$
+    WITH picked AS (
+        SELECT d.id
+        FROM (SELECT w.id, w.enabled FROM reghook.webhooks w ORDER BY random()) w
+        CROSS JOIN LATERAL (
+            SELECT d.id FROM reghook.deliveries d
+            WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+              -- A disabled webhook's deliveries wait; a test push goes anyway.
+              AND (w.enabled OR d.is_test)
+            ORDER BY d.next_attempt_at
+            LIMIT greatest(0, per_webhook - coalesce((in_flight ->> w.id::text)::integer, 0))
+            FOR UPDATE OF d SKIP LOCKED
+        ) d
+        LIMIT max_total
+    ),
+    claimed AS (
+        UPDATE reghook.deliveries d
+        SET status = 'in_flight', attempts = d.attempts + 1, lease_owner = instance,
+            lease_expires_at = now() + make_interval(
+                secs => (coalesce(w.timeout_ms, default_timeout_ms) + 60000) / 1000.0)
+        FROM picked, reghook.webhooks w
+        WHERE d.id = picked.id AND w.id = d.webhook_id
+        RETURNING d.*
+    )
+    SELECT c.id, c.attempts, c.action, c.is_test, c.callback_token,
+           w.id, w.url, w.method, w.content_type, w.username, s.password, s.secret,
+           w.format, w.timeout_ms, w.max_attempts,
+           (SELECT coalesce(json_agg(json_build_array(h.name, h.value) ORDER BY h.position), '[]')
+            FROM reghook.webhook_headers h WHERE h.webhook_id = w.id)::text,
+           -- A test push (test_webhook) has no event: it names a made-up repository.
+           coalesce(e.repository, n.name || '/reghook-test'),
+           coalesce(e.name, CASE WHEN c.is_test THEN 'reghook-test' END),
+           coalesce(e.tag, CASE WHEN c.is_test THEN 'test' END),
+           e.digest, coalesce(e.actor, CASE WHEN c.is_test THEN session_user::text END),
+           extract(epoch FROM coalesce(e.occurred_at, c.created_at))::bigint,
+           e.raw::text, n.name, n.description, n.is_private,
+           extract(epoch FROM n.created_at)::bigint
+    FROM claimed c
+    JOIN reghook.webhooks w ON w.id = c.webhook_id
+    JOIN reghook.namespaces n ON n.id = w.namespace_id
+    LEFT JOIN reghook.events e ON e.id = c.event_id
+    LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id
+$$;
+COMMENT ON FUNCTION reghook.claim_deliveries(text, integer, integer, jsonb, integer) IS
+    'Dispatcher: leases due deliveries (per-webhook fair) and returns what is needed to send them.';
+
+-- reclaim_expired: deliveries whose dispatcher vanished go back to the
+-- queue; the lost attempt is recorded as such.
+CREATE FUNCTION reghook.reclaim_expired(default_max_attempts integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE n integer;
+BEGIN
+    WITH expired AS (
+        SELECT d.id, d.attempts, d.webhook_id, d.lease_owner,
+               d.attempts >= coalesce(w.max_attempts, default_max_attempts) AS exhausted
+        FROM reghook.deliveries d JOIN reghook.webhooks w ON w.id = d.webhook_id
+        WHERE d.status = 'in_flight' AND d.lease_expires_at < now()
+        FOR UPDATE OF d SKIP LOCKED
+    ),
+    lost AS (
+        INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+            duration_ms, method, url, request_headers, error_class, error_message, instance)
+        SELECT x.id, x.attempts, x.webhook_id, now(), 0, '', '', '[]', 'other',
+               'no result: the dispatcher holding the delivery stopped before its lease ran out',
+               coalesce(x.lease_owner, '')
+        FROM expired x
+        ON CONFLICT DO NOTHING
+    )
+    UPDATE reghook.deliveries d
+    SET status = CASE WHEN x.exhausted THEN 'failed' ELSE 'pending' END,
+        completed_at = CASE WHEN x.exhausted THEN now() END,
+        next_attempt_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+        last_error = 'dispatcher lost (lease expired)'
+    FROM expired x WHERE d.id = x.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION reghook.reclaim_expired(integer) IS
+    'Dispatcher: returns deliveries with an expired lease to the queue, recording the lost attempt.';
+
+-- release_deliveries: a stopping dispatcher gives back what it holds.
+CREATE FUNCTION reghook.release_deliveries(instance text, ids uuid[]) RETURNS integer
+LANGUAGE sql AS $$
+    WITH r AS (
+        UPDATE reghook.deliveries d
+        SET status = 'pending', attempts = d.attempts - 1, next_attempt_at = now(),
+            lease_owner = NULL, lease_expires_at = NULL
+        WHERE d.id = ANY (ids) AND d.lease_owner = instance AND d.status = 'in_flight'
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM r
+$$;
+COMMENT ON FUNCTION reghook.release_deliveries(text, uuid[]) IS
+    'Dispatcher: gives back leased deliveries that were never attempted.';
+
+-- complete_deliveries: records a batch of finished attempts. Each element:
+--   id, attempt, webhook_id, attempted_at (epoch ms), duration_ms, method,
+--   url, request_headers, request_body, response_status, response_headers,
+--   response_body (hex), truncated, error_class, error_message,
+--   outcome (succeeded | retry | failed | gone), delay_ms (for retry)
+-- Returns the number of attempts recorded (lost leases are skipped).
+CREATE FUNCTION reghook.complete_deliveries(instance text, batch jsonb) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE n integer;
+BEGIN
+    CREATE TEMP TABLE IF NOT EXISTS pg_temp.reghook_done (
+        id uuid, attempt integer, webhook_id bigint, attempted_at timestamptz,
+        duration_ms integer, method text, url text, request_headers jsonb, request_body text,
+        response_status integer, response_headers jsonb, response_body text, truncated boolean,
+        error_class text, error_message text, outcome text, delay_ms bigint
+    ) ON COMMIT DELETE ROWS;
+
+    -- Only attempts whose lease is still ours count.
+    INSERT INTO pg_temp.reghook_done
+    SELECT b.id, b.attempt, b.webhook_id, to_timestamp(b.attempted_at / 1000.0), b.duration_ms,
+           b.method, b.url, b.request_headers, b.request_body, b.response_status,
+           b.response_headers, b.response_body, coalesce(b.truncated, false),
+           b.error_class, b.error_message, b.outcome, b.delay_ms
+    FROM jsonb_to_recordset(batch) AS b(id uuid, attempt integer, webhook_id bigint,
+        attempted_at double precision, duration_ms integer, method text, url text,
+        request_headers jsonb, request_body text, response_status integer,
+        response_headers jsonb, response_body text, truncated boolean, error_class text,
+        error_message text, outcome text, delay_ms bigint)
+    JOIN reghook.deliveries d ON d.id = b.id
+    WHERE d.lease_owner = instance AND d.status = 'in_flight' AND d.attempts = b.attempt;
+    GET DIAGNOSTICS n = ROW_COUNT;
+
+    INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+        duration_ms, method, url, request_headers, request_body, response_status,
+        response_headers, response_body, response_truncated, error_class, error_message, instance)
+    SELECT id, attempt, webhook_id, attempted_at, duration_ms, method, url, request_headers,
+           request_body, response_status, response_headers, decode(response_body, 'hex'),
+           truncated, error_class, error_message, instance
+    FROM pg_temp.reghook_done
+    ON CONFLICT (delivery_id, attempt) DO NOTHING;
+
+    UPDATE reghook.deliveries d
+    SET status = CASE x.outcome WHEN 'succeeded' THEN 'succeeded'
+                                WHEN 'retry' THEN 'pending'
+                                ELSE 'failed' END,
+        next_attempt_at = CASE WHEN x.outcome = 'retry'
+                               THEN now() + make_interval(secs => x.delay_ms / 1000.0)
+                               ELSE d.next_attempt_at END,
+        completed_at = CASE WHEN x.outcome = 'retry' THEN NULL ELSE now() END,
+        last_error = CASE WHEN x.outcome = 'succeeded' THEN NULL
+                          ELSE coalesce(x.error_message, 'HTTP ' || x.response_status) END,
+        lease_owner = NULL, lease_expires_at = NULL
+    FROM pg_temp.reghook_done x
+    WHERE d.id = x.id;
+
+    -- Webhook health: successes reset the failure run; the run's start is kept.
+    WITH per_webhook AS (
+        SELECT webhook_id,
+               max(attempted_at) FILTER (WHERE outcome = 'succeeded') AS last_ok,
+               max(attempted_at) FILTER (WHERE outcome <> 'succeeded') AS last_bad,
+               bool_or(outcome = 'gone') AS gone
+        FROM pg_temp.reghook_done GROUP BY webhook_id
+    ),
+    runs AS (
+        SELECT p.*,
+               (SELECT count(*) FROM pg_temp.reghook_done x
+                WHERE x.webhook_id = p.webhook_id AND x.outcome <> 'succeeded'
+                  AND (p.last_ok IS NULL OR x.attempted_at > p.last_ok)) AS fails_after,
+               (SELECT min(x.attempted_at) FROM pg_temp.reghook_done x
+                WHERE x.webhook_id = p.webhook_id AND x.outcome <> 'succeeded'
+                  AND (p.last_ok IS NULL OR x.attempted_at > p.last_ok)) AS first_fail_after
+        FROM per_webhook p
+    )
+    UPDATE reghook.webhooks w
+    SET last_success_at = coalesce(r.last_ok, w.last_success_at),
+        last_failure_at = coalesce(r.last_bad, w.last_failure_at),
+        failures_in_a_row = CASE WHEN r.last_ok IS NOT NULL THEN r.fails_after
+                                 ELSE w.failures_in_a_row + r.fails_after END,
+        failing_since = CASE WHEN r.last_ok IS NOT NULL THEN r.first_fail_after
+                             ELSE coalesce(w.failing_since, r.first_fail_after) END,
+        enabled = w.enabled AND NOT r.gone,
+        disabled_reason = CASE WHEN r.gone AND w.enabled
+                               THEN 'endpoint answered 410 Gone' ELSE w.disabled_reason END
+    FROM runs r WHERE w.id = r.webhook_id;
+
+    UPDATE reghook.webhooks w
+    SET enabled = false,
+        disabled_reason = 'no successful delivery for 5 days of failures (since '
+                          || to_char(w.failing_since, 'YYYY-MM-DD HH24:MI:SS TZ') || ')'
+    WHERE w.enabled AND w.failing_since < now() - interval '5 days'
+      AND w.id IN (SELECT webhook_id FROM pg_temp.reghook_done);
+
+    TRUNCATE pg_temp.reghook_done;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION reghook.complete_deliveries(text, jsonb) IS
+    'Dispatcher: records a batch of attempts and moves their deliveries on (lease permitting).';
+
+-- record_callback: a Docker Hub style callback from an endpoint.
+CREATE FUNCTION reghook.record_callback(token text, state text, description text,
+                                        context text, target_url text)
+RETURNS uuid
+LANGUAGE sql AS $$
+    UPDATE reghook.deliveries
+    SET callback_state = state, callback_description = description,
+        callback_context = context, callback_target_url = target_url, callback_at = now()
+    WHERE callback_token = token
+    RETURNING id
+$$;
+COMMENT ON FUNCTION reghook.record_callback(text, text, text, text, text) IS
+    'Records what an endpoint reported through its callback_url; NULL for an unknown token.';
+
+-- test_webhook: queues a test push to a webhook (enabled or not) and wakes
+-- the dispatchers; returns the delivery id.
+CREATE FUNCTION reghook.test_webhook(webhook bigint) RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE new_id uuid;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM reghook.webhooks WHERE id = webhook) THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook USING ERRCODE = 'no_data_found';
+    END IF;
+    INSERT INTO reghook.deliveries (webhook_id, event_id, action, is_test)
+    VALUES (webhook, NULL, 'push', true)
+    RETURNING id INTO new_id;
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION reghook.test_webhook(bigint) IS
+    'Queues a test push (repository <namespace>/reghook-test, tag test) to a webhook; returns the delivery id.';

@@ -1,0 +1,156 @@
+"""pytest fixtures for reghook's integration tests (servers in harness.py).
+
+Databases:
+  pg_server        one PostgreSQL cluster for the whole session
+  pg               a fresh database on it for each test (a harness.Database);
+                   afterwards every database and role the test made is dropped
+  pg_own           a cluster of the test's own (a harness.Postgres), for tests
+                   that stop or restart PostgreSQL
+Programs under test and their peers:
+  reghook_factory  starts `reghook serve` daemons on the test's database
+  reghook          one such daemon with the default configuration
+  registry_factory starts docker-registry instances
+  endpoint_factory starts webhook endpoints
+  samples_dir      the recorded registry notifications (shared/samples)
+
+Everything a fixture starts is stopped at teardown, even when the test
+failed. A sanitizer report in a reghook's log, or a reghook that ignores
+SIGTERM, fails the test at teardown.
+"""
+
+import itertools
+import os
+import pathlib
+
+import pytest
+
+from harness import Database, Endpoint, Postgres, Registry, Reghook, tail
+
+_db_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope='session')
+def pg_server():
+    server = Postgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg(pg_server):
+    """A fresh database test_<n> on the session's cluster."""
+    db = Database(pg_server, f'test_{next(_db_numbers)}')
+    pg_server.create_db(db.dbname)
+    try:
+        yield db
+    finally:
+        db.close_connections()
+        pg_server.reset()
+
+
+@pytest.fixture
+def pg_own():
+    """A cluster of this test's own; its default database is reghook."""
+    server = Postgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def reghook_factory(request):
+    """start(config=None, database_url=None, wait=True, bin=None) -> harness.Reghook
+
+    Starts a `reghook serve`. database_url defaults to the test's database:
+    that of pg_own when the test uses pg_own, else that of pg. config adds or
+    overrides config keys. wait=False returns before /readyz answers 200
+    (for a daemon expected not to become ready); otherwise it waits. bin
+    replaces $REGHOOK_BIN (the sanitizer build).
+    """
+    # Requested here rather than as a parameter, so that a test on pg_own
+    # does not also create a database on the shared cluster. pytest then
+    # tears this fixture down before the database.
+    db = request.getfixturevalue('pg_own' if 'pg_own' in request.fixturenames else 'pg')
+    started = []
+
+    def start(config=None, database_url=None, wait=True, bin=None):
+        daemon = Reghook(database_url or db.url(), config, bin)
+        started.append(daemon)
+        daemon.start()
+        if wait:
+            daemon.wait_ready()
+        return daemon
+
+    yield start
+
+    problems = []
+    for daemon in started:
+        daemon.stop()
+        # Captured output is shown only when the test fails.
+        print(f'--- reghook on port {daemon.port}, end of its log:\n{tail(daemon.log_path)}')
+        problems += [f'reghook on port {daemon.port}: {p}' for p in daemon.problems()]
+        daemon.cleanup()
+    if problems:
+        pytest.fail('\n\n'.join(problems), pytrace=False)
+
+
+@pytest.fixture
+def reghook(reghook_factory):
+    """One ready `reghook serve` with the default configuration."""
+    return reghook_factory()
+
+
+@pytest.fixture
+def registry_factory():
+    """start(events_url=None, token=None, ignore=None) -> harness.Registry
+
+    Starts a docker-registry; with events_url and token it sends its
+    notifications there (ignore: the endpoint's optional ignore block).
+    """
+    started = []
+
+    def start(events_url=None, token=None, ignore=None):
+        registry = Registry(events_url, token, ignore)
+        started.append(registry)
+        registry.start()
+        return registry
+
+    yield start
+
+    for registry in started:
+        registry.stop()
+        print(f'--- registry on port {registry.port}, end of its log:\n'
+              f'{tail(registry.log_path, 20)}')
+        registry.cleanup()
+
+
+@pytest.fixture
+def endpoint_factory():
+    """start() -> harness.Endpoint, a recording webhook target."""
+    started = []
+
+    def start():
+        endpoint = Endpoint()
+        started.append(endpoint)
+        return endpoint
+
+    yield start
+
+    for endpoint in started:
+        endpoint.stop()
+
+
+@pytest.fixture(scope='session')
+def samples_dir():
+    """pathlib.Path of the registry notification samples: $REGHOOK_SAMPLES,
+    else shared/samples beside the checkout. Skips the test when absent."""
+    default = pathlib.Path(__file__).resolve().parents[3] / 'shared' / 'samples'
+    path = pathlib.Path(os.environ.get('REGHOOK_SAMPLES') or default)
+    if not path.is_dir():
+        pytest.skip(f'no registry samples at {path}')
+    return path

@@ -1,0 +1,867 @@
+"""Real servers and helpers for reghook's integration tests.
+
+Every class here runs one real server on a free loopback port, with its
+files in a temporary directory of its own that cleanup (destroy for
+Postgres) removes:
+
+- Postgres: a private PostgreSQL cluster (initdb + pg_ctl); Database: one
+  database on such a cluster, and the ways a test reaches it (URL, psql,
+  psycopg2).
+- Reghook: the `reghook serve` under test ($REGHOOK_BIN, normally the
+  sanitizer build), with its config file and log.
+- Registry: Debian's docker-registry with htpasswd auth and, optionally, a
+  notification endpoint; images are built with umoci and pushed with skopeo.
+- Endpoint: a webhook target that records every request and answers as the
+  test scripts it.
+
+conftest.py turns these into fixtures that stop everything even when a test
+fails. Nothing here depends on pytest, so a helper can be tried by hand.
+"""
+
+import collections
+import dataclasses
+import glob
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import psycopg2
+import yaml
+
+IS_ROOT = os.geteuid() == 0
+
+# Markers of AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer
+# reports in a sanitizer build's output.
+SANITIZER_MARKERS = ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:')
+
+# Sanitizer settings for the programs under test, unless the caller (tests/run)
+# set its own: report leaks, and stop at the first undefined behaviour.
+SANITIZER_ENV = {
+    'ASAN_OPTIONS': 'abort_on_error=0:detect_leaks=1',
+    'UBSAN_OPTIONS': 'print_stacktrace=1:halt_on_error=1',
+}
+
+# registry_url given to reghook when a test does not care: the base of the
+# repo_url in payloads. Nothing ever connects to it.
+DEFAULT_REGISTRY_URL = 'https://registry.reghook.test'
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def wait_until(fn, timeout=10, interval=0.05, msg=''):
+    """Calls fn until it returns something true, and returns that.
+
+    Raises AssertionError, naming msg, when timeout seconds pass first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f'timed out after {timeout}s waiting for {msg or fn}')
+        time.sleep(interval)
+
+
+def child_env():
+    """Environment for the programs under test and the tools run by tests.
+
+    libpq's PG* variables and reghook's own REGHOOK_* variables (which
+    reghook reads as configuration, above its config file) are removed, so
+    that only what a test sets reaches them.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith('PG') and not k.startswith('REGHOOK_')}
+    for key, value in SANITIZER_ENV.items():
+        env.setdefault(key, value)
+    return env
+
+
+def http_request(port, method, path, body=None, headers=None, timeout=30):
+    """One HTTP/1.1 request to 127.0.0.1:port.
+
+    Returns (status, headers, body) with header names lower-cased (a repeated
+    header keeps its last value).
+    """
+    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def sanitizer_report(text, context=30):
+    """The sanitizer reports in text: each marker line and the lines after it."""
+    lines = text.splitlines()
+    keep = set()
+    for i, line in enumerate(lines):
+        if any(m in line for m in SANITIZER_MARKERS):
+            keep.update(range(i, min(i + context + 1, len(lines))))
+    return '\n'.join(lines[i] for i in sorted(keep))
+
+
+def tail(path, lines=60):
+    """The last lines of a text file, or '' when it does not exist."""
+    try:
+        with open(path, errors='replace') as f:
+            return ''.join(collections.deque(f, maxlen=lines))
+    except FileNotFoundError:
+        return ''
+
+
+def stop_process(proc, timeout):
+    """SIGTERM, then SIGKILL after timeout seconds.
+
+    Returns True when the process exited by itself in time.
+    """
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
+def _quote_ident(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL
+
+
+class PsqlError(Exception):
+    """psql failed; the message holds its stderr (e.g. 'permission denied')."""
+
+
+def _pg_bindir():
+    """Where the PostgreSQL server programs are: pg_config's bindir when it
+    holds them, else the newest /usr/lib/postgresql/*/bin (as run-local)."""
+    try:
+        bindir = subprocess.run(['pg_config', '--bindir'], capture_output=True,
+                                text=True).stdout.strip()
+    except FileNotFoundError:
+        bindir = ''
+    if bindir and os.path.exists(os.path.join(bindir, 'postgres')):
+        return bindir
+
+    def version(path):
+        v = path.split('/')[-2]
+        return int(v) if v.isdigit() else 0
+
+    candidates = sorted(glob.glob('/usr/lib/postgresql/*/bin'), key=version)
+    candidates = [d for d in candidates if os.path.exists(os.path.join(d, 'postgres'))]
+    if not candidates:
+        raise RuntimeError('no PostgreSQL server installed (run packaging/install-deps)')
+    return candidates[-1]
+
+
+def _as_postgres(argv):
+    """PostgreSQL refuses to run as root; root runs it as user postgres."""
+    return ['runuser', '-u', 'postgres', '--', *argv] if IS_ROOT else argv
+
+
+def _initdb_locale():
+    out = subprocess.run(['locale', '-a'], capture_output=True, text=True).stdout
+    has_c_utf8 = any(l.lower() in ('c.utf8', 'c.utf-8') for l in out.split())
+    return 'C.UTF-8' if has_c_utf8 else 'C'
+
+
+class Database:
+    """One database of a PostgreSQL server, as a test reaches it.
+
+    Every method defaults to this database and to the superuser postgres;
+    user and dbname select another role or database of the same server
+    (authentication is trust, so any login role connects without password).
+    """
+
+    def __init__(self, server, dbname):
+        self.server = server
+        self.port = server.port
+        self.dbname = dbname
+        self._conns = []
+
+    def url(self, user='postgres', dbname=None):
+        """libpq URI, e.g. postgresql://postgres@127.0.0.1:5432/reghook."""
+        return f'postgresql://{user}@127.0.0.1:{self.port}/{dbname or self.dbname}'
+
+    def psql(self, sql, user='postgres', dbname=None):
+        """Runs sql (one or more statements) with psql; returns its stdout:
+        unaligned rows, columns separated by '|', no headers or command tags.
+        Raises PsqlError when a statement fails."""
+        argv = ['/usr/bin/psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
+                '-d', self.url(user, dbname)]
+        proc = subprocess.run(argv, input=sql, capture_output=True, text=True,
+                              env=child_env(), timeout=120)
+        if proc.returncode != 0:
+            raise PsqlError(f'psql as {user} failed: {proc.stderr.strip()}\nSQL: {sql}')
+        return proc.stdout
+
+    def connect(self, user='postgres', dbname=None):
+        """A psycopg2 connection in autocommit mode, closed at teardown."""
+        conn = psycopg2.connect(self.url(user, dbname))
+        conn.autocommit = True
+        self._conns.append(conn)
+        return conn
+
+    def create_db(self, name):
+        self.psql(f'CREATE DATABASE {_quote_ident(name)}', dbname='postgres')
+
+    def create_login_role(self, name):
+        """A role that can log in (no password needed: trust). Returns name."""
+        self.psql(f'CREATE ROLE {_quote_ident(name)} LOGIN', dbname='postgres')
+        return name
+
+    def close_connections(self):
+        for conn in self._conns:
+            conn.close()
+        self._conns.clear()
+
+
+class Postgres(Database):
+    """A private PostgreSQL cluster in a temporary directory.
+
+    It listens on 127.0.0.1 at a free port (kept across restarts) and on a
+    unix socket in its directory, trusts every local connection, and runs
+    without fsync (a crash of the machine is not what tests simulate).
+    Its default database is `reghook`, created at the first start.
+    """
+
+    SETTINGS = """
+# added by tests/integration/harness.py
+listen_addresses = '127.0.0.1'
+port = {port}
+unix_socket_directories = '{dir}'
+fsync = off
+full_page_writes = off
+"""
+
+    def __init__(self):
+        self.port = free_port()
+        super().__init__(self, 'reghook')
+        self.dir = tempfile.mkdtemp(prefix='reghook-pg-')
+        self.datadir = os.path.join(self.dir, 'data')
+        self.logfile = os.path.join(self.dir, 'postgres.log')
+        self.bindir = _pg_bindir()
+        self.running = False
+        self._baseline = None  # databases and roles after the first start
+        try:
+            self._initdb()
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
+    def _initdb(self):
+        if IS_ROOT:
+            pw = pwd.getpwnam('postgres')
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            if subprocess.run(_as_postgres(['test', '-w', self.dir])).returncode != 0:
+                raise RuntimeError(f'user postgres cannot reach {self.dir}: '
+                                   'set TMPDIR to a directory it can reach')
+        self._run('initdb', '-D', self.datadir, '--auth=trust', '-U', 'postgres',
+                  '--encoding=UTF8', f'--locale={_initdb_locale()}', '--no-sync',
+                  '--no-instructions')
+        with open(os.path.join(self.datadir, 'postgresql.conf'), 'a') as f:
+            f.write(self.SETTINGS.format(port=self.port, dir=self.dir))
+
+    def _run(self, program, *args):
+        """Runs a server program (initdb, pg_ctl) as the cluster's owner."""
+        argv = _as_postgres([os.path.join(self.bindir, program), *args])
+        proc = subprocess.run(argv, cwd=self.dir, capture_output=True, text=True,
+                              env=child_env(), timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f'{program} failed ({proc.returncode}): {proc.stdout}'
+                               f'{proc.stderr}\nserver log:\n{tail(self.logfile)}')
+
+    def start(self):
+        self._run('pg_ctl', 'start', '-w', '-t', '60', '-D', self.datadir, '-l', self.logfile)
+        self.running = True
+        if self._baseline is None:
+            self.create_db('reghook')
+            self._baseline = self._names()
+
+    def stop(self, mode='fast'):
+        """Stops the server (mode: smart, fast or immediate)."""
+        if self.running:
+            self._run('pg_ctl', 'stop', '-w', '-t', '60', '-D', self.datadir, '-m', mode)
+            self.running = False
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def destroy(self):
+        """Stops the server and removes its directory."""
+        self.close_connections()
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _names(self):
+        """The databases and the non-builtin roles of the cluster."""
+        dbs = self.psql('SELECT datname FROM pg_database', dbname='postgres').split()
+        roles = self.psql("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_'",
+                          dbname='postgres').split()
+        return set(dbs), set(roles)
+
+    def reset(self):
+        """Drops the databases and roles made since the first start.
+
+        A cluster shared by many tests is reset after each, so that every
+        test sees the databases and roles of a fresh cluster (roles are
+        cluster-wide: those that reghook's migrations or a test create would
+        otherwise leak into the next test).
+        """
+        base_dbs, base_roles = self._baseline
+        dbs, roles = self._names()
+        for name in sorted(dbs - base_dbs):
+            self.psql(f'DROP DATABASE {_quote_ident(name)} WITH (FORCE)', dbname='postgres')
+        extra_roles = sorted(roles - base_roles)
+        if not extra_roles:
+            return
+        names = ', '.join(_quote_ident(r) for r in extra_roles)
+        # What the roles own or were granted in the remaining databases goes
+        # first; DROP ROLE refuses otherwise.
+        allowed = self.psql('SELECT datname FROM pg_database WHERE datallowconn',
+                            dbname='postgres').split()
+        for db in allowed:
+            self.psql(f'DROP OWNED BY {names}', dbname=db)
+        self.psql(f'DROP ROLE {names}', dbname='postgres')
+
+
+# --------------------------------------------------------------------------
+# reghook
+
+
+def run_reghook(args, database_url=None, input=None, check=True, timeout=60, cwd=None):
+    """Runs `$REGHOOK_BIN ARGS [--database-url URL]` (a CLI command) and
+    returns the CompletedProcess (text). check=True raises AssertionError on
+    a non-zero exit; a sanitizer report on stderr raises it always."""
+    argv = [_reghook_bin(), *(str(a) for a in args)]
+    if database_url is not None:
+        argv += ['--database-url', database_url]
+    proc = subprocess.run(argv, input=input, capture_output=True, text=True,
+                          env=child_env(), timeout=timeout, cwd=cwd)
+    report = sanitizer_report(proc.stderr)
+    if report:
+        raise AssertionError(f'sanitizer report from {argv}:\n{report}')
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{argv} exited {proc.returncode}\nstdout:\n{proc.stdout}'
+                             f'\nstderr:\n{proc.stderr}')
+    return proc
+
+
+def _reghook_bin():
+    path = os.environ.get('REGHOOK_BIN')
+    if not path:
+        raise RuntimeError('REGHOOK_BIN is not set: run the tests with `make test` '
+                           '(tests/run), or set it to a built reghook')
+    return path
+
+
+class Reghook:
+    """One `reghook serve`, configured by a file in its temporary directory.
+
+    The defaults listen on a free loopback port, allow loopback webhook
+    targets (the test endpoints) and log at debug level; config adds or
+    overrides keys (True/False are written as true/false). bin replaces
+    $REGHOOK_BIN, e.g. with $REGHOOK_PLAIN_BIN, the build without sanitizers.
+    """
+
+    def __init__(self, database_url, config=None, bin=None):
+        self.bin = bin or _reghook_bin()
+        self.dir = tempfile.mkdtemp(prefix='reghook-')
+        self.port = free_port()
+        self.database_url = database_url
+        self.config = {
+            'database_url': database_url,
+            'listen': f'127.0.0.1:{self.port}',
+            'public_url': f'http://127.0.0.1:{self.port}',
+            'registry_url': DEFAULT_REGISTRY_URL,
+            'allow_private_targets': True,
+            'log_level': 'debug',
+        }
+        self.config.update(config or {})
+        self.config_path = os.path.join(self.dir, 'reghook.conf')
+        with open(self.config_path, 'w') as f:
+            for key, value in self.config.items():
+                if isinstance(value, bool):
+                    value = 'true' if value else 'false'
+                f.write(f'{key} = {value}\n')
+        self.log_path = os.path.join(self.dir, 'reghook.log')
+        self.proc = None
+        self._problems = []  # what teardown must report besides sanitizer output
+
+    def start(self):
+        """Starts the daemon (it appends to the same log on a restart)."""
+        with open(self.log_path, 'ab') as log:
+            # Its own session: a Ctrl-C on pytest's terminal reaches it only
+            # through stop(), as it would under a service manager.
+            self.proc = subprocess.Popen(
+                [self.bin, 'serve', '--config', self.config_path],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.dir, env=child_env(), start_new_session=True)
+
+    def wait_ready(self, timeout=30):
+        """Waits until GET /readyz answers 200."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f'reghook exited with {self.proc.returncode} before '
+                                     f'it was ready; log:\n{tail(self.log_path)}')
+            try:
+                if self.get('/readyz', timeout=2)[0] == 200:
+                    return
+            except (OSError, http.client.HTTPException):
+                pass
+            if time.monotonic() >= deadline:
+                raise AssertionError(f'reghook not ready after {timeout}s; log:\n'
+                                     f'{tail(self.log_path)}')
+            time.sleep(0.05)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def url(self, path='/'):
+        return f'http://127.0.0.1:{self.port}{path}'
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        """(status, headers with lower-case names, body bytes)."""
+        return http_request(self.port, method, path, body, headers, timeout)
+
+    def get(self, path, headers=None, timeout=30):
+        return self.request('GET', path, None, headers, timeout)
+
+    def post(self, path, body, headers=None, timeout=30):
+        return self.request('POST', path, body, headers, timeout)
+
+    def run_cli(self, *args, check=True, database_url=None, input=None):
+        """`reghook ARGS --database-url URL`, by default this daemon's URL."""
+        return run_reghook(args, database_url or self.database_url, input=input,
+                           check=check, cwd=self.dir)
+
+    def stop(self, timeout=15):
+        """SIGTERM and wait; SIGKILL after timeout seconds, which teardown
+        then reports as a failure. Returns the exit status."""
+        if self.proc is None:
+            return None
+        if not stop_process(self.proc, timeout):
+            self._problems.append(f'did not exit within {timeout}s of SIGTERM; killed')
+        return self.proc.returncode
+
+    def kill9(self):
+        """Kills the daemon at once, as a crash would."""
+        if self.running():
+            self.proc.kill()
+        self.proc.wait()
+
+    def restart(self):
+        self.stop()
+        self.start()
+        self.wait_ready()
+
+    def log(self):
+        with open(self.log_path, errors='replace') as f:
+            return f.read()
+
+    def problems(self):
+        """What makes the test fail at teardown: sanitizer reports in the log
+        and a shutdown that needed SIGKILL."""
+        found = list(self._problems)
+        if os.path.exists(self.log_path):
+            report = sanitizer_report(self.log())
+            if report:
+                found.append('sanitizer report in its log:\n' + report)
+        return found
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# Images and the registry
+
+# The tag under which build_image() and build_index() leave their image in
+# the OCI layout they make.
+IMAGE_TAG = 'image'
+
+
+def _umoci(*args):
+    proc = subprocess.run(['umoci', *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f'umoci {" ".join(args)} failed: {proc.stderr.strip()}')
+
+
+def _add_image(layout, tag, workdir, arch=None):
+    """Adds to an OCI layout an image of one small layer holding a file with
+    a random name, so that its digest is unique."""
+    bundle = os.path.join(workdir, f'bundle-{tag}')
+    _umoci('new', '--image', f'{layout}:{tag}')
+    _umoci('unpack', '--rootless', '--image', f'{layout}:{tag}', bundle)
+    unique = uuid.uuid4().hex
+    with open(os.path.join(bundle, 'rootfs', f'reghook-test-{unique}'), 'w') as f:
+        f.write(unique + '\n')
+    _umoci('repack', '--image', f'{layout}:{tag}', bundle)
+    if arch:
+        _umoci('config', '--image', f'{layout}:{tag}', '--architecture', arch, '--os', 'linux')
+    shutil.rmtree(bundle)
+
+
+def _new_layout(parent_dir):
+    workdir = tempfile.mkdtemp(prefix='image-', dir=parent_dir)
+    layout = os.path.join(workdir, 'oci')
+    _umoci('init', '--layout', layout)
+    return workdir, layout
+
+
+def build_image(parent_dir):
+    """A new OCI layout under parent_dir holding one unique single-platform
+    image tagged IMAGE_TAG. Returns the layout's path."""
+    workdir, layout = _new_layout(parent_dir)
+    _add_image(layout, IMAGE_TAG, workdir)
+    return layout
+
+
+def build_index(parent_dir, archs=('amd64', 'arm64')):
+    """A new OCI layout under parent_dir whose IMAGE_TAG is a multi-platform
+    image index over one unique image per architecture. Pushing it makes the
+    registry send one untagged manifest push per platform, then the tagged
+    index. Returns the layout's path."""
+    workdir, layout = _new_layout(parent_dir)
+    for arch in archs:
+        _add_image(layout, arch, workdir, arch=arch)
+    index_path = os.path.join(layout, 'index.json')
+    with open(index_path) as f:
+        top = json.load(f)
+    by_tag = {m['annotations']['org.opencontainers.image.ref.name']: m for m in top['manifests']}
+    manifests = []
+    for arch in archs:
+        desc = {k: v for k, v in by_tag[arch].items() if k != 'annotations'}
+        desc['platform'] = {'architecture': arch, 'os': 'linux'}
+        manifests.append(desc)
+    blob = json.dumps({'schemaVersion': 2,
+                       'mediaType': 'application/vnd.oci.image.index.v1+json',
+                       'manifests': manifests}).encode()
+    digest = hashlib.sha256(blob).hexdigest()
+    with open(os.path.join(layout, 'blobs', 'sha256', digest), 'wb') as f:
+        f.write(blob)
+    top['manifests'].append({'mediaType': 'application/vnd.oci.image.index.v1+json',
+                             'digest': f'sha256:{digest}', 'size': len(blob),
+                             'annotations': {'org.opencontainers.image.ref.name': IMAGE_TAG}})
+    with open(index_path, 'w') as f:
+        json.dump(top, f)
+    return layout
+
+
+class Registry:
+    """Debian's docker-registry (distribution 2.8) on a free loopback port.
+
+    htpasswd auth with one user, alice, whose password is random. With
+    events_url and token, it posts its notifications there with
+    `Authorization: Bearer <token>` (timeout 2s, threshold 5, backoff 1s);
+    ignore is the endpoint's optional `ignore` block, e.g.
+    {'actions': ['pull']}.
+    """
+
+    USER = 'alice'
+
+    def __init__(self, events_url=None, token=None, ignore=None):
+        self.dir = tempfile.mkdtemp(prefix='reghook-registry-')
+        self.port = free_port()
+        self.password = uuid.uuid4().hex
+        self.log_path = os.path.join(self.dir, 'registry.log')
+        self.proc = None
+
+        htpasswd = os.path.join(self.dir, 'htpasswd')
+        out = subprocess.run(['htpasswd', '-Bbn', self.USER, self.password], check=True,
+                             capture_output=True, text=True).stdout
+        with open(htpasswd, 'w') as f:
+            f.write(out)
+
+        config = {
+            'version': 0.1,
+            'log': {'level': 'info'},
+            'storage': {'filesystem': {'rootdirectory': os.path.join(self.dir, 'storage')},
+                        'delete': {'enabled': True}},
+            'http': {'addr': self.host, 'secret': uuid.uuid4().hex},
+            'auth': {'htpasswd': {'realm': 'reghook-test', 'path': htpasswd}},
+        }
+        if events_url:
+            endpoint = {'name': 'reghook', 'url': events_url,
+                        'headers': {'Authorization': [f'Bearer {token}']},
+                        'timeout': '2s', 'threshold': 5, 'backoff': '1s'}
+            if ignore:
+                endpoint['ignore'] = ignore
+            config['notifications'] = {'endpoints': [endpoint]}
+        self.config_path = os.path.join(self.dir, 'config.yml')
+        with open(self.config_path, 'w') as f:
+            yaml.safe_dump(config, f)
+
+    @property
+    def host(self):
+        return f'127.0.0.1:{self.port}'
+
+    @property
+    def creds(self):
+        return f'{self.USER}:{self.password}'
+
+    def url(self, path='/'):
+        return f'http://{self.host}{path}'
+
+    def start(self, timeout=30):
+        """Starts it and waits until GET /v2/ asks for credentials (401)."""
+        with open(self.log_path, 'ab') as log:
+            self.proc = subprocess.Popen(
+                ['/usr/bin/docker-registry', 'serve', self.config_path],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.dir, env=child_env(), start_new_session=True)
+
+        def answers():
+            if self.proc.poll() is not None:
+                raise AssertionError(f'docker-registry exited with {self.proc.returncode}; '
+                                     f'log:\n{tail(self.log_path)}')
+            try:
+                return http_request(self.port, 'GET', '/v2/', timeout=2)[0] == 401
+            except (OSError, http.client.HTTPException):
+                return False
+
+        wait_until(answers, timeout=timeout, msg='docker-registry to answer /v2/')
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc, 10)
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self):
+        with open(self.log_path, errors='replace') as f:
+            return f.read()
+
+    def skopeo(self, *args):
+        """Runs skopeo (with no signature policy: the images are our own)."""
+        proc = subprocess.run(['skopeo', '--insecure-policy', *args], capture_output=True,
+                              text=True, env=child_env(), timeout=120)
+        if proc.returncode != 0:
+            raise AssertionError(f'skopeo {" ".join(args)} failed: {proc.stderr.strip()}')
+        return proc.stdout
+
+    def _copy(self, src, dst, src_creds=False):
+        """skopeo copy src dst; returns the digest of the manifest written.
+        --all copies every platform of an index and changes nothing else."""
+        digestfile = os.path.join(tempfile.mkdtemp(dir=self.dir), 'digest')
+        args = ['copy', '--quiet', '--all', '--dest-tls-verify=false',
+                '--dest-creds', self.creds, '--digestfile', digestfile]
+        if src_creds:
+            args += ['--src-tls-verify=false', '--src-creds', self.creds]
+        self.skopeo(*args, src, dst)
+        with open(digestfile) as f:
+            return f.read().strip()
+
+    def push(self, repo_tag, image_dir=None):
+        """Pushes an image to REPO:TAG and returns its manifest digest.
+
+        image_dir is a layout from build_image() or build_index() (push the
+        same one twice to get the same digest); by default a new unique
+        image is built.
+        """
+        if image_dir is None:
+            image_dir = build_image(self.dir)
+        return self._copy(f'oci:{image_dir}:{IMAGE_TAG}', f'docker://{self.host}/{repo_tag}')
+
+    def copy(self, src_repo_tag, dst_repo_tag):
+        """Copies an image within this registry (e.g. app:1.0 to app:latest);
+        returns the digest, unchanged by the copy."""
+        return self._copy(f'docker://{self.host}/{src_repo_tag}',
+                          f'docker://{self.host}/{dst_repo_tag}', src_creds=True)
+
+    def delete(self, repo_ref):
+        """Deletes REPO@DIGEST, or the manifest REPO:TAG points at (and with
+        it every tag pointing there: distribution 2.8 deletes by digest)."""
+        self.skopeo('delete', '--tls-verify=false', '--creds', self.creds,
+                    f'docker://{self.host}/{repo_ref}')
+
+
+# --------------------------------------------------------------------------
+# Webhook endpoints
+
+
+@dataclasses.dataclass
+class Response:
+    """How an Endpoint answers one request.
+
+    delay: seconds to wait before answering (a slow target); drop: close the
+    connection without answering (a broken target).
+    """
+    status: int = 200
+    body: bytes = b''
+    headers: dict = dataclasses.field(default_factory=dict)
+    delay: float = 0
+    drop: bool = False
+
+
+@dataclasses.dataclass
+class Request:
+    """A request as an Endpoint received it. path and query are raw (still
+    percent-encoded); headers are (name, value) pairs in the order sent."""
+    method: str
+    path: str
+    query: str
+    headers: list
+    body: bytes
+    received_at: float  # time.time() when the whole request had arrived
+
+    def header(self, name, default=None):
+        """The first value of a header, by case-insensitive name."""
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return default
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class _EndpointHandler(http.server.BaseHTTPRequestHandler):
+    # HTTP/1.1 keeps connections alive, as curl expects, and answers
+    # `Expect: 100-continue` by itself.
+    protocol_version = 'HTTP/1.1'
+
+    def _handle(self):
+        endpoint = self.server.endpoint
+        body = self._read_body()
+        path, _, query = self.path.partition('?')
+        endpoint._record(Request(self.command, path, query, list(self.headers.items()),
+                                 body, time.time()))
+        resp = endpoint._next_response()
+        if resp.delay:
+            endpoint._stopping.wait(resp.delay)
+        if resp.drop:
+            self.close_connection = True
+            return
+        self.send_response(resp.status)
+        headers = resp.headers.items() if isinstance(resp.headers, dict) else resp.headers
+        for name, value in headers:
+            self.send_header(name, value)
+        if not any(name.lower() == 'content-length' for name, _ in headers):
+            self.send_header('Content-Length', str(len(resp.body)))
+        self.end_headers()
+        if self.command != 'HEAD':
+            self.wfile.write(resp.body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+    def _read_body(self):
+        if 'chunked' in self.headers.get('Transfer-Encoding', '').lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b';')[0], 16)
+                if size == 0:
+                    # trailers end with an empty line
+                    while self.rfile.readline() not in (b'\r\n', b'\n', b''):
+                        pass
+                    return b''.join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get('Content-Length') or 0)
+        return self.rfile.read(length) if length else b''
+
+    def log_message(self, format, *args):
+        pass  # the requests are recorded; stderr stays quiet
+
+
+class _EndpointServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # stop() must not wait for a delayed answer
+
+    def handle_error(self, request, client_address):
+        # A client that hangs up (reghook timing out on a delayed answer)
+        # is part of the test; anything else is a harness bug worth seeing.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class Endpoint:
+    """An HTTP server on a free loopback port that records every request and
+    answers 200 `ok` unless told otherwise by respond() or script()."""
+
+    def __init__(self):
+        self.requests = []
+        self._cond = threading.Condition()
+        self._default = Response(200, b'ok')
+        self._queue = collections.deque()
+        self._stopping = threading.Event()
+        self._server = _EndpointServer(('127.0.0.1', 0), _EndpointHandler)
+        self._server.endpoint = self
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={'poll_interval': 0.05}, daemon=True)
+        self._thread.start()
+
+    def url(self, path='/'):
+        return f'http://127.0.0.1:{self.port}{path}'
+
+    def respond(self, status, body=b'', headers=None, delay=0, drop=False):
+        """Sets the answer used once the script is used up."""
+        with self._cond:
+            self._default = Response(status, body, headers or {}, delay, drop)
+
+    def script(self, responses):
+        """Sets the answers to the next requests, in order: each a Response,
+        a status code, or a tuple of Response's fields (status, body, ...)."""
+        def as_response(r):
+            if isinstance(r, Response):
+                return r
+            if isinstance(r, int):
+                return Response(r)
+            return Response(*r)
+        with self._cond:
+            self._queue = collections.deque(as_response(r) for r in responses)
+
+    def wait_for(self, n, timeout=10):
+        """Waits until at least n requests arrived; returns all received so far."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.requests) >= n, timeout):
+                raise AssertionError(f'endpoint {self.url()} got {len(self.requests)} '
+                                     f'requests in {timeout}s, expected {n}')
+            return list(self.requests)
+
+    def stop(self):
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def _record(self, request):
+        with self._cond:
+            self.requests.append(request)
+            self._cond.notify_all()
+
+    def _next_response(self):
+        with self._cond:
+            return self._queue.popleft() if self._queue else self._default

@@ -1,0 +1,183 @@
+"""The ground every feature stands on: command line, configuration,
+migrations, readiness and the HTTP skeleton, each used as an operator would."""
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+
+from harness import child_env, http_request, run_reghook, sanitizer_report, wait_until
+
+
+def run_with_env(args, env):
+    """Runs the CLI with REGHOOK_* variables (which run_reghook strips)."""
+    proc = subprocess.run([os.environ['REGHOOK_BIN'], *args], capture_output=True, text=True,
+                          env={**child_env(), **env}, timeout=60)
+    assert not sanitizer_report(proc.stderr), proc.stderr
+    return proc
+
+
+def test_help_lists_commands_and_every_config_key():
+    out = run_reghook(['--help']).stdout
+    for word in ('serve', 'migrate', 'registry', 'namespace', 'webhook'):
+        assert f'  {word}' in out
+    for key in ('database_url', 'listen', 'public_url', 'registry_url', 'max_in_flight',
+                'max_in_flight_per_webhook', 'request_timeout', 'connect_timeout',
+                'max_attempts', 'retry_schedule', 'allow_private_targets', 'max_request_body',
+                'response_body_limit', 'history_retention', 'log_level'):
+        assert f'--{key}' in out, key
+    serve = run_reghook(['serve', '--help']).stdout
+    assert serve.startswith('usage: reghook serve')
+    assert '--request_timeout' in serve
+
+
+def test_bad_usage_exits_2_with_one_line():
+    for args in (['frobnicate'], [], ['serve', 'extra-argument'], ['namespace', 'add'],
+                 ['registry', 'add', 'x', '--namespaces']):
+        proc = run_reghook(args, check=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+
+
+def test_bad_config_value_names_the_key(tmp_path):
+    cases = [
+        (['serve', '--database-url', 'x', '--request-timeout', 'soon'], {}, 'request_timeout'),
+        (['serve', '--database-url', 'x', '--max_attempts=0'], {}, 'max_attempts'),
+        (['serve', '--database-url', 'x', '--listen', 'nowhere'], {}, 'listen'),
+        (['serve', '--database-url', 'x', '--retry-schedule', '1s,,2s'], {}, 'retry_schedule'),
+        (['serve', '--database-url', 'x'], {'REGHOOK_MAX_REQUEST_BODY': 'huge'},
+         'max_request_body'),
+        (['serve', '--database-url', 'x'], {'REGHOOK_LOG_LEVEL': 'loud'}, 'log_level'),
+        (['serve', '--database-url', 'x', '--allow-private-targets', 'maybe'], {},
+         'allow_private_targets'),
+    ]
+    for args, env, key in cases:
+        proc = run_with_env(args, env)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and key in lines[0], (args, proc.stderr)
+
+    conf = tmp_path / 'reghook.conf'
+    conf.write_text('# a comment\nlisten = 127.0.0.1:1\nno_such_key = 1\n')
+    proc = run_reghook(['serve', '--config', str(conf)], check=False)
+    assert proc.returncode == 2
+    assert 'no_such_key' in proc.stderr and ':3:' in proc.stderr
+
+    conf.write_text('connect_timeout = forever\n')
+    proc = run_reghook(['migrate', '--config', str(conf)], check=False)
+    assert proc.returncode == 2 and 'connect_timeout' in proc.stderr
+
+    proc = run_reghook(['serve', '--config', str(tmp_path / 'missing.conf')], check=False)
+    assert proc.returncode == 2 and 'missing.conf' in proc.stderr
+
+
+def test_config_file_env_and_flags_later_wins(pg, tmp_path):
+    """database_url from the file, overridden by the environment, overridden by a flag."""
+    bad = 'postgresql://nobody@127.0.0.1:1/none'
+    conf = tmp_path / 'reghook.conf'
+    conf.write_text(f'database_url = {bad}\n')
+    assert run_reghook(['migrate', '--config', str(conf)], check=False).returncode == 1
+    env = {'REGHOOK_DATABASE_URL': pg.url()}
+    proc = run_with_env(['migrate', '--config', str(conf)], env)
+    assert 'schema current' in proc.stdout, proc.stderr
+    proc = run_with_env(['migrate', '--config', str(conf), '--database-url', bad], env)
+    assert proc.returncode == 1
+    conf.write_text(f'database_url = {bad}\n')
+    assert 'schema current' in run_reghook(['migrate', '--config', str(conf)],
+                                           database_url=pg.url()).stdout
+
+
+def test_migrate_is_idempotent(pg):
+    first = run_reghook(['migrate'], database_url=pg.url())
+    versions = pg.psql('SELECT count(*) FROM reghook.schema_migrations').strip()
+    assert int(versions) >= 1
+    assert f'({versions} migration(s) applied)' in first.stdout
+    second = run_reghook(['migrate'], database_url=pg.url())
+    assert '(0 migration(s) applied)' in second.stdout
+    assert pg.psql('SELECT count(*) FROM reghook.schema_migrations').strip() == versions
+
+
+def test_migrate_concurrently_applies_each_once(pg):
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        procs = list(pool.map(lambda _: run_reghook(['migrate'], database_url=pg.url(),
+                                                    check=False), range(6)))
+    assert all(p.returncode == 0 for p in procs), [p.stderr for p in procs]
+    applied = [int(p.stdout.split('(')[1].split()[0]) for p in procs]
+    versions = int(pg.psql('SELECT count(*) FROM reghook.schema_migrations').strip())
+    # Every migration was applied by exactly one of the six.
+    assert sum(applied) == versions
+    assert pg.psql('SELECT count(DISTINCT version) FROM reghook.schema_migrations').strip() \
+        == str(versions)
+
+
+def test_migrate_reports_unreachable_database():
+    proc = run_reghook(['migrate'], database_url='postgresql://nobody@127.0.0.1:1/none',
+                       check=False)
+    assert proc.returncode == 1
+    assert 'database' in proc.stderr
+
+
+def test_every_table_and_column_is_documented(reghook, pg):
+    missing = pg.psql("""
+        SELECT c.relname || coalesce('.' || a.attname, '')
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE n.nspname = 'reghook' AND c.relkind = 'r'
+          AND (a.attname IS NULL AND obj_description(c.oid, 'pg_class') IS NULL
+               OR a.attname IS NOT NULL AND col_description(c.oid, a.attnum) IS NULL)
+    """).split()
+    assert missing == []
+
+
+def test_health_ready_and_unknown_routes(reghook):
+    status, _, body = reghook.get('/healthz')
+    assert status == 200
+    status, _, _ = reghook.get('/readyz')
+    assert status == 200
+    status, _, body = reghook.get('/nope')
+    assert status == 404 and b'not found' in body
+    status, headers, _ = reghook.request('DELETE', '/healthz')
+    assert status == 405
+    assert 'GET' in headers.get('allow', '')
+    status, _, _ = reghook.get('/events')
+    assert status == 405
+
+
+def test_readyz_follows_the_database_without_restart(pg_own, reghook_factory):
+    daemon = reghook_factory()
+    pid = daemon.proc.pid
+    assert daemon.get('/readyz')[0] == 200
+
+    pg_own.stop()
+    wait_until(lambda: daemon.get('/readyz')[0] == 503, timeout=15, msg='readyz 503')
+    assert daemon.get('/healthz')[0] == 200
+
+    pg_own.start()
+    wait_until(lambda: daemon.get('/readyz')[0] == 200, timeout=30, msg='readyz 200 again')
+    assert daemon.proc.pid == pid and daemon.running()
+
+
+def test_serve_starts_before_its_database(pg_own, reghook_factory):
+    """A daemon started while PostgreSQL is down is not ready, then migrates
+    and becomes ready by itself once the database comes up."""
+    pg_own.stop()
+    daemon = reghook_factory(wait=False)
+    wait_until(lambda: _status(daemon, '/healthz') == 200, timeout=15, msg='healthz')
+    assert daemon.get('/readyz')[0] == 503
+    pg_own.start()
+    daemon.wait_ready(timeout=30)
+    assert int(pg_own.psql('SELECT count(*) FROM reghook.schema_migrations')) >= 1
+
+
+def test_sigint_stops_cleanly(reghook_factory):
+    daemon = reghook_factory()
+    daemon.proc.send_signal(signal.SIGINT)
+    assert daemon.proc.wait(15) == 0
+    assert 'stopped' in daemon.log()
+
+
+def _status(daemon, path):
+    try:
+        return http_request(daemon.port, 'GET', path, timeout=2)[0]
+    except OSError:
+        return None

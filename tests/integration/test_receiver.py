@@ -1,0 +1,354 @@
+"""POST /events: what a registry gets back, and what is stored, for every
+kind of event and every kind of bad request; then the real registry,
+pushed to with skopeo, including while PostgreSQL is down."""
+
+import concurrent.futures
+import copy
+import json
+import uuid
+
+import pytest
+
+from harness import wait_until
+
+V1 = 'application/vnd.docker.distribution.events.v1+json'
+DIGEST = 'sha256:' + 'ab' * 32
+
+
+def register(daemon, *namespaces, scope=None, name='main'):
+    for ns in namespaces:
+        daemon.run_cli('namespace', 'add', ns)
+    args = ['registry', 'add', name] + (['--namespaces', scope] if scope else [])
+    out = daemon.run_cli(*args).stdout
+    return next(w for w in out.split() if w.startswith('rgh_'))
+
+
+def post(daemon, token, body, content_type=V1, raw=False):
+    headers = {'Content-Type': content_type}
+    if token is not None:
+        headers['Authorization'] = f'Bearer {token}'
+    data = body if raw else json.dumps(body).encode()
+    status, hdrs, out = daemon.post('/events', data, headers)
+    try:
+        return status, hdrs, json.loads(out)
+    except ValueError:
+        return status, hdrs, out
+
+
+def event(action='push', repository='team-a/app', tag='1.0', digest=DIGEST,
+          media_type='application/vnd.oci.image.manifest.v1+json', request_id=None, **extra):
+    target = {'mediaType': media_type, 'size': 344, 'digest': digest, 'length': 344,
+              'repository': repository,
+              'url': f'http://127.0.0.1:5000/v2/{repository}/manifests/{digest}'}
+    if tag is not None:
+        target['tag'] = tag
+    ev = {'id': str(uuid.uuid4()), 'timestamp': '2026-11-22T18:20:32.255357202Z',
+          'action': action, 'target': target,
+          'request': {'id': request_id or str(uuid.uuid4()), 'method': 'PUT'},
+          'actor': {'name': 'alice'}, 'source': {'addr': 'vm:5000'}}
+    ev.update(extra)
+    return ev
+
+
+def events(pg, where='true'):
+    rows = pg.psql(f"""SELECT coalesce(json_agg(e ORDER BY e.id), '[]') FROM (
+        SELECT ev.id, ev.event_uuid, n.name AS namespace, ev.repository, ev.name, ev.action,
+               ev.tag, ev.digest, ev.actor, ev.request_id, ev.occurred_at
+        FROM reghook.events ev JOIN reghook.namespaces n ON n.id = ev.namespace_id
+        WHERE {where}) e""")
+    return json.loads(rows)
+
+
+def counts(accepted=0, duplicates=0, ignored=0, rejected=0):
+    return {'accepted': accepted, 'duplicates': duplicates, 'ignored': ignored,
+            'rejected': rejected}
+
+
+def test_samples_are_classified_and_linked(reghook, pg, samples_dir):
+    token = register(reghook, 'team-a')
+    expected = {'push-blob': counts(ignored=1), 'pull': counts(ignored=1),
+                'push-manifest-tag': counts(accepted=1), 'delete': counts(accepted=1)}
+    for path in sorted(samples_dir.glob('*.json')):
+        status, _, body = post(reghook, token, path.read_bytes(), raw=True)
+        kind = next(k for k in expected if k in path.name)
+        assert (status, body) == (200, expected[kind]), path.name
+    rows = events(pg)
+    assert [(r['action'], r['tag']) for r in rows] == [
+        ('push', '1.0'), ('push', 'latest'), ('delete', None), ('delete', 'latest'),
+        ('delete', '1.0')]
+    assert {r['actor'] for r in rows} == {'alice'}
+    assert {r['namespace'] for r in rows} == {'team-a'} and {r['name'] for r in rows} == {'app'}
+    digest = rows[0]['digest']
+    # The tag deletes carry the digest of the delete-by-digest request they came from.
+    assert all(r['digest'] == digest for r in rows)
+    assert len({r['request_id'] for r in rows[2:]}) == 1
+    assert rows[0]['occurred_at'].startswith('2026-11-22T18:20:32.255357')
+
+
+def test_untagged_manifest_is_stored_and_triggers_nothing(reghook, pg, endpoint_factory):
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(reghook, 'team-a', hook.url('/'), '--actions', 'push,delete')
+    status, _, body = post(reghook, token, {'events': [event(tag=None)]})
+    assert (status, body) == (200, counts(accepted=1))
+    assert len(events(pg)) == 1
+    assert deliveries(pg, webhook_id) == 0
+
+
+def add_webhook(daemon, ns, url, *options, enable=True):
+    out = daemon.run_cli('webhook', 'add', ns, url, *options).stdout
+    webhook_id = out.split()[1]
+    if enable:
+        daemon.run_cli('webhook', 'enable', webhook_id)
+    return webhook_id
+
+
+def deliveries(pg, webhook_id):
+    return int(pg.psql(f'SELECT count(*) FROM reghook.deliveries WHERE webhook_id = {webhook_id}'))
+
+
+def test_deliveries_only_for_enabled_matching_webhooks(reghook, pg, endpoint_factory):
+    token = register(reghook, 'team-a', 'team-b')
+    url = endpoint_factory().url('/')
+    every = add_webhook(reghook, 'team-a', url, '--actions', 'push,delete')
+    push_only = add_webhook(reghook, 'team-a', url)
+    delete_only = add_webhook(reghook, 'team-a', url, '--actions', 'delete')
+    app_only = add_webhook(reghook, 'team-a', url, '--repository', 'app')
+    release_tags = add_webhook(reghook, 'team-a', url, '--tag', 'v?.*')
+    disabled = add_webhook(reghook, 'team-a', url, enable=False)
+    other_ns = add_webhook(reghook, 'team-b', url, '--actions', 'push,delete')
+
+    post(reghook, token, {'events': [event(tag='v1.2')]})
+    post(reghook, token, {'events': [event(repository='team-a/tools', tag='latest')]})
+    post(reghook, token, {'events': [event(action='delete', tag='old', digest='')]})
+
+    assert deliveries(pg, every) == 3
+    assert deliveries(pg, push_only) == 2
+    assert deliveries(pg, delete_only) == 1
+    assert deliveries(pg, app_only) == 1  # its push; it takes no deletes
+    assert deliveries(pg, release_tags) == 1
+    assert deliveries(pg, disabled) == 0
+    assert deliveries(pg, other_ns) == 0
+
+
+def test_enabling_later_does_not_replay_old_events(reghook, pg, endpoint_factory):
+    token = register(reghook, 'team-a')
+    webhook_id = add_webhook(reghook, 'team-a', endpoint_factory().url('/'), enable=False)
+    post(reghook, token, {'events': [event()]})
+    reghook.run_cli('webhook', 'enable', webhook_id)
+    assert deliveries(pg, webhook_id) == 0
+    post(reghook, token, {'events': [event(tag='2.0')]})
+    assert deliveries(pg, webhook_id) == 1
+
+
+def test_longest_namespace_wins_and_unrouted_is_not_stored(reghook, pg):
+    token = register(reghook, 'team-a', 'team-a/sub')
+    status, _, body = post(reghook, token, {'events': [
+        event(repository='team-a/sub/app'), event(repository='team-a/subway'),
+        event(repository='team-a'), event(repository='elsewhere/app'),
+        event(repository='team-ab/app')]})
+    assert (status, body) == (200, counts(accepted=3, ignored=2))
+    rows = events(pg)
+    assert sorted((r['namespace'], r['name']) for r in rows) == [
+        ('team-a', ''), ('team-a', 'subway'), ('team-a/sub', 'app')]
+
+
+def test_scoped_token_rejects_foreign_namespaces(reghook, pg):
+    register(reghook, 'team-a', 'team-b', 'team-b/sub')
+    token = register(reghook, scope='team-b', name='scoped')
+    status, _, body = post(reghook, token, {'events': [
+        event(repository='team-a/app'), event(repository='team-b/app'),
+        event(repository='team-b/sub/app')]})
+    assert (status, body) == (200, counts(accepted=2, rejected=1))
+    assert sorted(r['namespace'] for r in events(pg)) == ['team-b', 'team-b/sub']
+    assert 'may not post events for namespace team-a' in reghook.log()
+
+
+def test_duplicates_sequential_and_concurrent(reghook, pg, endpoint_factory):
+    token = register(reghook, 'team-a')
+    webhook_id = add_webhook(reghook, 'team-a', endpoint_factory().url('/'))
+    ev = event()
+    assert post(reghook, token, {'events': [ev]})[2] == counts(accepted=1)
+    assert post(reghook, token, {'events': [ev]})[2] == counts(duplicates=1)
+    # The same event twice in one envelope counts once.
+    twin = event()
+    assert post(reghook, token, {'events': [twin, twin]})[2] == counts(accepted=1, duplicates=1)
+
+    racer = event(tag='race')
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: post(reghook, token, {'events': [racer]}), range(16)))
+    assert all(r[0] == 200 for r in results)
+    assert sum(r[2]['accepted'] for r in results) == 1
+    assert sum(r[2]['duplicates'] for r in results) == 15
+    assert len(events(pg, f"event_uuid = '{racer['id']}'")) == 1
+    assert deliveries(pg, webhook_id) == 3
+
+
+def test_concurrent_requests_share_commits(reghook, pg):
+    """Many clients at once: every one answered after its own events are stored."""
+    token = register(reghook, 'team-a')
+    sent = [event(tag=f't{i}') for i in range(200)]
+
+    def send(ev):
+        status, _, body = post(reghook, token, {'events': [ev]})
+        # Answered 200 means committed: the row is readable now.
+        stored = events(pg, f"event_uuid = '{ev['id']}'") if status == 200 else []
+        return status, body, len(stored)
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(send, sent))
+    assert all(r == (200, counts(accepted=1), 1) for r in results)
+
+
+def test_v2_delete_shapes_and_timestamps(reghook, pg):
+    token = register(reghook, 'team-a')
+    request_id = str(uuid.uuid4())
+    by_digest = event(action='delete', tag=None, media_type='', request_id=request_id)
+    by_digest['target'] = {'repository': 'team-a/app', 'digest': DIGEST, 'size': 0,
+                           'mediaType': ''}
+    by_digest['timestamp'] = '2026-11-22T20:20:32.5+02:00'
+    tag_delete = event(action='delete', request_id=request_id)
+    tag_delete['target'] = {'repository': 'team-a/app', 'tag': 'latest', 'digest': '',
+                            'mediaType': '', 'size': 0}
+    tag_delete['timestamp'] = '2026-11-22T18:20:32Z'
+    status, _, body = post(reghook, token, {'events': [by_digest]},
+                           content_type='application/vnd.docker.distribution.events.v2+json')
+    assert (status, body) == (200, counts(accepted=1))
+    status, _, body = post(reghook, token, {'events': [tag_delete]},
+                           content_type='application/json; charset=utf-8')
+    assert (status, body) == (200, counts(accepted=1))
+    rows = events(pg)
+    assert [(r['tag'], r['digest']) for r in rows] == [(None, DIGEST), ('latest', DIGEST)]
+    assert rows[0]['occurred_at'].startswith('2026-11-22T18:20:32.5')
+
+
+BAD_BODIES = [
+    (b'', 'empty body'),
+    (b'not json', 'not JSON'),
+    (b'{"events": [', 'not JSON'),
+    (b'[1, 2]', 'not an envelope'),
+    (b'{"event": []}', 'not an envelope'),
+    (b'{"events": {}}', 'events: not an array'),
+    (b'{"events": [5]}', 'events[0]: not an object'),
+    (b'{"events": [{"id": "x"}]}', 'events[0].action: missing'),
+    (b'{"events": [{"action": 7}]}', 'events[0].action: not a string'),
+    (b'{"events": [{"action": "push", "target": {"tag": 5}}]}', 'events[0].target.tag'),
+    (b'{"events": [{"action": "push", "target": []}]}', 'events[0].target: not an object'),
+    (b'{"events": [{"action": "push", "target": {"tag": "1", "repository": "team-a/x",'
+     b' "digest": "sha256:1"}, "timestamp": "2026-11-22T18:20:32Z"}]}', 'events[0].id: missing'),
+    (b'{"events": [{"id": "1", "action": "push", "target": {"tag": "1", "repository": "team-a/x"},'
+     b' "timestamp": "2026-11-22T18:20:32Z"}]}', 'events[0].target.digest: missing'),
+    (b'{"events": [{"id": "1", "action": "push", "target": {"tag": "1", "repository": "team-a/x",'
+     b' "digest": "sha256:1"}, "timestamp": "yesterday"}]}', 'events[0].timestamp'),
+    (b'{"events": [{"id": "1", "action": "delete", "target": {"repository": "team-a/x"},'
+     b' "timestamp": "2026-11-22T18:20:32Z"}]}', 'target.digest or target.tag'),
+    (b'{"events": []}\x00', 'NUL'),
+    (b'{"events": ["\xff\xfe"]}', 'not JSON'),
+    (b'[' * 5000 + b']' * 5000, 'nested deeper'),
+]
+
+
+def test_bad_envelopes_get_400_naming_the_problem(reghook, pg):
+    token = register(reghook, 'team-a')
+    good = event()
+    for body, fragment in BAD_BODIES:
+        status, headers, out = post(reghook, token, body, raw=True)
+        assert status == 400, (body[:60], out)
+        assert fragment in out['error'], (body[:60], out)
+        assert headers['content-type'] == 'application/json'
+    # A bad event fails its whole envelope: nothing of it is stored.
+    mixed = {'events': [good, {'action': 'push', 'target': {'tag': 1}}]}
+    assert post(reghook, token, mixed)[0] == 400
+    assert events(pg) == []
+    # And the daemon is none the worse.
+    assert post(reghook, token, {'events': [good]})[2] == counts(accepted=1)
+
+
+def test_auth_media_type_and_size_errors(reghook_factory, pg):
+    daemon = reghook_factory({'max_request_body': '4KiB', 'max_events_per_envelope': '3'})
+    token = register(daemon, 'team-a')
+    body = {'events': [event()]}
+
+    status, headers, out = post(daemon, None, body)
+    assert status == 401 and 'missing' in out['error']
+    assert headers.get('www-authenticate', '').startswith('Bearer')
+    assert post(daemon, 'rgh_wrong', body)[0] == 401
+    assert post(daemon, token[:-1], body)[0] == 401
+    status, _, out = daemon.post('/events', json.dumps(body).encode(),
+                                 {'Authorization': f'Basic {token}', 'Content-Type': V1})
+    assert status == 401
+
+    assert post(daemon, token, body, content_type='text/plain')[0] == 415
+    big = copy.deepcopy(body)
+    big['events'][0]['actor']['name'] = 'x' * 5000
+    assert post(daemon, token, big)[0] == 413
+    status, _, out = post(daemon, token, {'events': [event() for _ in range(4)]})
+    assert status == 413 and 'at most 3' in out['error']
+    assert events(pg) == []
+    assert post(daemon, token, body)[2] == counts(accepted=1)
+
+
+# --- the real registry ------------------------------------------------------
+
+
+def registry_for(daemon, registry_factory, token, **kw):
+    return registry_factory(daemon.url('/events'), token, **kw)
+
+
+def test_registry_push_retag_delete(reghook, pg, registry_factory, endpoint_factory):
+    token = register(reghook, 'team-a', 'team-a/sub')
+    url = endpoint_factory().url('/')
+    push_hook = add_webhook(reghook, 'team-a', url)
+    delete_hook = add_webhook(reghook, 'team-a', url, '--actions', 'delete')
+    other_hook = add_webhook(reghook, 'team-a', url, '--repository', 'other')
+    registry = registry_for(reghook, registry_factory, token)
+
+    digest = registry.push('team-a/app:1.0')
+    wait_until(lambda: len(events(pg)) == 1, timeout=30, msg='the push event')
+    row = events(pg)[0]
+    assert (row['namespace'], row['name'], row['action'], row['tag'], row['digest'],
+            row['actor']) == ('team-a', 'app', 'push', '1.0', digest, 'alice')
+    assert deliveries(pg, push_hook) == 1
+    assert deliveries(pg, delete_hook) == 0 and deliveries(pg, other_hook) == 0
+
+    registry.push('elsewhere/app:1.0')
+    registry.push('team-a/sub/tool:2.0')
+    wait_until(lambda: len(events(pg)) == 2, timeout=30, msg='the nested push')
+    assert (events(pg)[1]['namespace'], events(pg)[1]['name']) == ('team-a/sub', 'tool')
+
+    registry.copy('team-a/app:1.0', 'team-a/app:latest')
+    wait_until(lambda: len(events(pg, "tag = 'latest'")) == 1, timeout=30, msg='the re-tag')
+
+    registry.delete(f'team-a/app@{digest}')
+    wait_until(lambda: len(events(pg, "action = 'delete'")) == 3, timeout=30,
+               msg='digest delete and its two tag deletes')
+    deletes = events(pg, "action = 'delete'")
+    assert sorted(str(r['tag']) for r in deletes) == ['1.0', 'None', 'latest']
+    assert {r['digest'] for r in deletes} == {digest}
+    assert len({r['request_id'] for r in deletes}) == 1
+    assert deliveries(pg, delete_hook) == 3
+    # Nothing of the unregistered namespace was kept.
+    assert events(pg, "repository LIKE 'elsewhere/%'") == []
+
+
+def test_registry_retries_land_once_after_database_outage(pg_own, reghook_factory,
+                                                          registry_factory):
+    daemon = reghook_factory()
+    token = register(daemon, 'team-a')
+    registry = registry_for(daemon, registry_factory, token,
+                            ignore={'mediatypes': ['application/octet-stream']})
+    registry.push('team-a/app:before')
+    wait_until(lambda: len(events(pg_own)) == 1, timeout=30, msg='the first push')
+
+    pg_own.stop()
+    wait_until(lambda: daemon.get('/readyz')[0] == 503, timeout=15, msg='not ready')
+    pushed = [registry.push(f'team-a/app:during-{i}') for i in range(3)]
+    # Meanwhile the registry is told 503 and keeps retrying.
+    assert daemon.get('/readyz')[0] == 503
+    pg_own.start()
+    wait_until(lambda: len(events(pg_own)) == 4, timeout=60, msg='every event after the outage')
+    rows = events(pg_own)
+    assert sorted(r['tag'] for r in rows) == ['before', 'during-0', 'during-1', 'during-2']
+    assert {r['digest'] for r in rows[1:]} == set(pushed)
+    # None doubled, even after more retries could have arrived.
+    assert len({r['event_uuid'] for r in rows}) == 4

@@ -1,0 +1,352 @@
+/*
+ * Unit tests for common/conf.c: the value parsers, conf_load's precedence
+ * (defaults < file < environment < flags), that every error names its key
+ * (and a file error its line), and that only the flags conf knows are
+ * taken out of argv. A small settings table of its own stands in for the
+ * daemon's; environment variables use the prefix RHUNIT_ so that nothing
+ * in the caller's environment can leak in.
+ */
+#include "conf.h"
+#include "unit.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PREFIX "RHUNIT_"
+
+struct settings {
+	char *listen;
+	char *name;
+	long long max_in_flight;
+	bool verbose;
+	long long timeout_ms;
+	long long body_limit;
+	char *mode;
+};
+
+static const char *check_mode(const char *v)
+{
+	return strcmp(v, "fast") == 0 || strcmp(v, "slow") == 0 ? NULL : "must be fast or slow";
+}
+
+#define F(field) offsetof(struct settings, field)
+static const struct conf_key table[] = {
+	{"listen", CONF_STRING, "127.0.0.1:8080", F(listen), 0, 0, NULL, "address to listen on"},
+	{"name", CONF_STRING, NULL, F(name), 0, 0, NULL, "a name, unset by default"},
+	{"max_in_flight", CONF_INT, "10", F(max_in_flight), 1, 1000, NULL, "deliveries at once"},
+	{"verbose", CONF_BOOL, "false", F(verbose), 0, 0, NULL, "say more"},
+	{"request_timeout", CONF_DURATION, "10s", F(timeout_ms), 0, 0, NULL, "per request"},
+	{"max_request_body", CONF_SIZE, "1MiB", F(body_limit), 0, 0, NULL, "largest body"},
+	{"mode", CONF_STRING, "fast", F(mode), 0, 0, check_mode, "fast or slow"},
+};
+#define N (sizeof(table) / sizeof(table[0]))
+
+static const char *const env_vars[] = {
+	PREFIX "CONFIG",	   PREFIX "LISTEN",  PREFIX "NAME",
+	PREFIX "MAX_IN_FLIGHT",	   PREFIX "VERBOSE", PREFIX "REQUEST_TIMEOUT",
+	PREFIX "MAX_REQUEST_BODY", PREFIX "MODE"};
+
+static void clear_env(void)
+{
+	for (size_t i = 0; i < sizeof(env_vars) / sizeof(env_vars[0]); i++)
+		unsetenv(env_vars[i]);
+}
+
+/* Writes text to a new temporary file; its path goes to path (caller unlinks). */
+static bool temp_file(const char *text, char *path, size_t pathlen)
+{
+	const char *dir = getenv("TMPDIR");
+	snprintf(path, pathlen, "%s/reghook-conf-XXXXXX", dir && *dir ? dir : "/tmp");
+	int fd = mkstemp(path);
+	if (fd < 0)
+		return false;
+	size_t len = strlen(text);
+	bool ok = write(fd, text, len) == (ssize_t)len;
+	close(fd);
+	return ok;
+}
+
+/* conf_load over a NULL-terminated argument list; argc/argv are what it leaves. */
+static bool load(struct settings *s, char **argv, int *argc, char *err, size_t errlen)
+{
+	*argc = 0;
+	while (argv[*argc])
+		(*argc)++;
+	memset(s, 0, sizeof(*s));
+	return conf_load(table, N, s, PREFIX, argc, argv, err, errlen);
+}
+
+UNIT_TEST(durations)
+{
+	static const struct {
+		const char *text;
+		long long ms;
+	} good[] = {
+		{"0", 0},	{"7", 7000},	 {"500ms", 500},	{"10s", 10000},
+		{"5m", 300000}, {"2h", 7200000}, {"30d", 2592000000LL}, {"1w", 604800000LL},
+		{"0ms", 0},
+	};
+	static const char *const bad[] = {"",
+					  "s",
+					  "10x",
+					  "-5s",
+					  "5 s",
+					  "1.5s",
+					  "10S",
+					  " 10s",
+					  "10s ",
+					  "1h30m",
+					  "99999999999999999999",
+					  "9223372036854775807d"};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		long long ms = -1;
+		UNIT_CHECK(conf_parse_duration(good[i].text, &ms), "'%s' refused", good[i].text);
+		UNIT_CHECK(ms == good[i].ms, "'%s' gave %lld, want %lld", good[i].text, ms,
+			   good[i].ms);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		long long ms;
+		UNIT_CHECK(!conf_parse_duration(bad[i], &ms), "'%s' accepted", bad[i]);
+	}
+}
+
+UNIT_TEST(sizes)
+{
+	static const struct {
+		const char *text;
+		long long bytes;
+	} good[] = {
+		{"0", 0},
+		{"65536", 65536},
+		{"64KiB", 65536},
+		{"64K", 65536},
+		{"64KB", 65536},
+		{"1MiB", 1048576},
+		{"1M", 1048576},
+		{"1 MiB", 1048576},
+		{"2G", 2147483648LL},
+		{"3GiB", 3221225472LL},
+		{"100B", 100},
+	};
+	static const char *const bad[] = {"",	  "KiB",    "-1",    "1TiB",
+					  "1kib", "1.5MiB", "1MiB ", "99999999999G"};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		long long b = -1;
+		UNIT_CHECK(conf_parse_size(good[i].text, &b), "'%s' refused", good[i].text);
+		UNIT_CHECK(b == good[i].bytes, "'%s' gave %lld, want %lld", good[i].text, b,
+			   good[i].bytes);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		long long b;
+		UNIT_CHECK(!conf_parse_size(bad[i], &b), "'%s' accepted", bad[i]);
+	}
+}
+
+UNIT_TEST(bools)
+{
+	static const char *const yes[] = {"1", "true", "yes", "on", "TRUE", "On"};
+	static const char *const no[] = {"0", "false", "no", "off", "False", "OFF"};
+	static const char *const bad[] = {"", "2", "y", "enabled", "true ", "nope"};
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		bool b = false;
+		UNIT_CHECK(conf_parse_bool(yes[i], &b) && b, "'%s' is not true", yes[i]);
+	}
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+		bool b = true;
+		UNIT_CHECK(conf_parse_bool(no[i], &b) && !b, "'%s' is not false", no[i]);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		bool b;
+		UNIT_CHECK(!conf_parse_bool(bad[i], &b), "'%s' accepted", bad[i]);
+	}
+}
+
+UNIT_TEST(defaults)
+{
+	struct settings s;
+	char err[512] = "", *argv[] = {"prog", NULL};
+	int argc;
+	clear_env();
+	UNIT_CHECK(load(&s, argv, &argc, err, sizeof(err)), "%s", err);
+	UNIT_CHECK_STR(s.listen, "127.0.0.1:8080");
+	UNIT_CHECK(s.name == NULL, "name set without a default");
+	UNIT_CHECK(s.max_in_flight == 10, "max_in_flight %lld", s.max_in_flight);
+	UNIT_CHECK(!s.verbose, "verbose on");
+	UNIT_CHECK(s.timeout_ms == 10000, "timeout %lld", s.timeout_ms);
+	UNIT_CHECK(s.body_limit == 1048576, "body limit %lld", s.body_limit);
+	UNIT_CHECK_STR(s.mode, "fast");
+	UNIT_CHECK(argc == 1, "argc %d", argc);
+	conf_free(table, N, &s);
+	UNIT_CHECK(s.listen == NULL && s.mode == NULL, "conf_free left strings");
+}
+
+UNIT_TEST(precedence)
+{
+	struct settings s;
+	char path[512], err[512] = "";
+	clear_env();
+	UNIT_CHECK(temp_file("# a comment\n"
+			     "\n"
+			     "  listen = 0.0.0.0:9000  \n"
+			     "max_in_flight=20\n"
+			     "request_timeout = 30s\n"
+			     "mode = \"slow\"\n"
+			     "name = from file\n",
+			     path, sizeof(path)),
+		   "cannot write a temporary file");
+	setenv(PREFIX "MAX_IN_FLIGHT", "30", 1);
+	setenv(PREFIX "REQUEST_TIMEOUT", "1m", 1);
+	setenv(PREFIX "VERBOSE", "yes", 1);
+	char *argv[] = {"prog", "--config", path, "--request-timeout", "2m", NULL};
+	int argc;
+	UNIT_CHECK(load(&s, argv, &argc, err, sizeof(err)), "%s", err);
+	UNIT_CHECK_STR(s.listen, "0.0.0.0:9000"); /* file over default */
+	UNIT_CHECK_STR(s.name, "from file");	  /* inner spaces kept */
+	UNIT_CHECK_STR(s.mode, "slow");		  /* quotes removed */
+	UNIT_CHECK(s.max_in_flight == 30, "max_in_flight %lld, want 30 (env over file)",
+		   s.max_in_flight);
+	UNIT_CHECK(s.timeout_ms == 120000, "timeout %lld, want 120000 (flag over env)",
+		   s.timeout_ms);
+	UNIT_CHECK(s.verbose, "verbose from env not applied");
+	UNIT_CHECK(s.body_limit == 1048576, "body limit %lld, want the default", s.body_limit);
+	UNIT_CHECK(argc == 1 && argv[1] == NULL, "argc %d: --config and flags not consumed", argc);
+	conf_free(table, N, &s);
+
+	/* The file can also be named by PREFIX_CONFIG. */
+	setenv(PREFIX "CONFIG", path, 1);
+	char *argv2[] = {"prog", NULL};
+	UNIT_CHECK(load(&s, argv2, &argc, err, sizeof(err)), "%s", err);
+	UNIT_CHECK_STR(s.listen, "0.0.0.0:9000");
+	conf_free(table, N, &s);
+	clear_env();
+	unlink(path);
+}
+
+/* Loads with one bad source and checks the error mentions want. */
+static void expect_error(char **argv, const char *want)
+{
+	struct settings s;
+	char err[512] = "";
+	int argc;
+	UNIT_CHECK(!load(&s, argv, &argc, err, sizeof(err)), "loaded, want error '%s'", want);
+	UNIT_CHECK(strstr(err, want), "error \"%s\", want \"%s\"", err, want);
+	conf_free(table, N, &s);
+}
+
+/* Loads from a file holding text (and no other source) and checks the error mentions want. */
+static void expect_file_error(const char *text, const char *want)
+{
+	char path[512], arg[600];
+	UNIT_CHECK(temp_file(text, path, sizeof(path)), "cannot write a temporary file");
+	snprintf(arg, sizeof(arg), "--config=%s", path);
+	char *argv[] = {"prog", arg, NULL};
+	expect_error(argv, want);
+	unlink(path);
+}
+
+UNIT_TEST(errors_name_the_key)
+{
+	clear_env();
+	expect_file_error(
+		"listen = x\n\nrequest_timeout = soon\n",
+		":3: request_timeout: not a duration (e.g. 500ms, 10s, 5m, 2h, 30d): 'soon'");
+	expect_file_error("listen = x\ncolour = blue\n", ":2: colour: unknown configuration key");
+	expect_file_error("listen x\n", ":1: expected 'key = value'");
+
+	char *a1[] = {"prog", "--config", "/nonexistent/reghook.conf", NULL};
+	expect_error(a1, "config: cannot read /nonexistent/reghook.conf");
+	char *a2[] = {"prog", "--config", NULL};
+	expect_error(a2, "--config: needs a file");
+
+	setenv(PREFIX "MAX_IN_FLIGHT", "lots", 1);
+	char *a3[] = {"prog", NULL};
+	expect_error(a3, "max_in_flight: not an integer: 'lots'");
+	clear_env();
+
+	char *a4[] = {"prog", "--max-in-flight", "0", NULL};
+	expect_error(a4, "max_in_flight: out of range: '0'");
+	char *a5[] = {"prog", "--max_in_flight=1001", NULL};
+	expect_error(a5, "max_in_flight: out of range: '1001'");
+	char *a6[] = {"prog", "--mode", "medium", NULL};
+	expect_error(a6, "mode: must be fast or slow: 'medium'");
+	char *a7[] = {"prog", "--listen", NULL};
+	expect_error(a7, "listen: missing value for --listen");
+	char *a8[] = {"prog", "--verbose=maybe", NULL};
+	expect_error(a8, "verbose: not a boolean");
+	char *a9[] = {"prog", "--max-request-body", "lots", NULL};
+	expect_error(a9, "max_request_body: not a size");
+
+	struct settings s = {0};
+	char err[256];
+	UNIT_CHECK(!conf_set(table, N, &s, "colour", "blue", err, sizeof(err)), "conf_set colour");
+	UNIT_CHECK_STR(err, "colour: unknown configuration key");
+	UNIT_CHECK(conf_set(table, N, &s, "max-in-flight", "5", err, sizeof(err)), "%s", err);
+	UNIT_CHECK(s.max_in_flight == 5, "conf_set max-in-flight gave %lld", s.max_in_flight);
+}
+
+UNIT_TEST(flags_consumed_others_kept)
+{
+	struct settings s;
+	char err[512] = "";
+	int argc;
+	clear_env();
+	char *argv[] = {"reghook",   "webhook",	  "add",      "--listen", "0.0.0.0:9",
+			"team-a",    "--verbose", "--method", "GET",	  "--max-in-flight=7",
+			"https://x", "--",	  "--listen", "after",	  NULL};
+	UNIT_CHECK(load(&s, argv, &argc, err, sizeof(err)), "%s", err);
+	static const char *const want[] = {"reghook", "webhook",   "add", "team-a",   "--method",
+					   "GET",     "https://x", "--",  "--listen", "after"};
+	int n = (int)(sizeof(want) / sizeof(want[0]));
+	UNIT_CHECK(argc == n, "argc %d, want %d", argc, n);
+	for (int i = 0; i < n && i < argc; i++)
+		UNIT_CHECK_STR(argv[i], want[i]);
+	UNIT_CHECK(argv[argc] == NULL, "argv[argc] is not NULL");
+	UNIT_CHECK_STR(s.listen, "0.0.0.0:9"); /* not "after": '--' ends the flags */
+	UNIT_CHECK(s.verbose, "--verbose before another flag is true");
+	UNIT_CHECK(s.max_in_flight == 7, "max_in_flight %lld", s.max_in_flight);
+	conf_free(table, N, &s);
+
+	char *argv2[] = {"prog", "--verbose=off", "--verbose", "true", NULL};
+	UNIT_CHECK(load(&s, argv2, &argc, err, sizeof(err)), "%s", err);
+	UNIT_CHECK(s.verbose && argc == 1, "the last --verbose wins and both are consumed");
+	conf_free(table, N, &s);
+}
+
+UNIT_TEST(find_and_help)
+{
+	UNIT_CHECK(conf_find(table, N, "max_in_flight") == &table[2], "max_in_flight");
+	UNIT_CHECK(conf_find(table, N, "MAX-IN-FLIGHT") == &table[2], "MAX-IN-FLIGHT");
+	UNIT_CHECK(conf_find(table, N, "max_in") == NULL, "a prefix matched");
+	UNIT_CHECK(conf_find(table, N, "max_in_flight_x") == NULL, "a longer name matched");
+
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	UNIT_CHECK(f, "open_memstream");
+	if (!f)
+		return;
+	conf_print_help(table, N, f);
+	fclose(f);
+	UNIT_CHECK(strstr(text, "--listen") && strstr(text, "address to listen on (default "
+							    "127.0.0.1:8080)"),
+		   "help lacks listen: %s", text);
+	UNIT_CHECK(strstr(text, "--request_timeout") && strstr(text, "(default 10s)"),
+		   "help lacks request_timeout");
+	UNIT_CHECK(strstr(text, "a name, unset by default\n"), "a key without default");
+	free(text);
+}
+
+int main(void)
+{
+	UNIT_RUN(durations);
+	UNIT_RUN(sizes);
+	UNIT_RUN(bools);
+	UNIT_RUN(defaults);
+	UNIT_RUN(precedence);
+	UNIT_RUN(errors_name_the_key);
+	UNIT_RUN(flags_consumed_others_kept);
+	UNIT_RUN(find_and_help);
+	return UNIT_DONE();
+}

@@ -1,0 +1,239 @@
+/*
+ * Unit tests of dispatcher/envelope.c: the recorded docker-registry 2.8.2
+ * envelopes give the right normalised events, distribution 3.x shapes and
+ * timestamp variants are understood, and malformed envelopes give errors
+ * that name the problem.
+ */
+#include "envelope.h"
+#include "unit.h"
+
+#include <stdlib.h>
+
+static char *read_sample(const char *name, size_t *len)
+{
+	const char *dir = getenv("REGHOOK_SAMPLES");
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/%s", dir ? dir : "../shared/samples", name);
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	char *data = malloc(1 << 20);
+	*len = fread(data, 1, (1 << 20) - 1, f);
+	data[*len] = '\0';
+	fclose(f);
+	return data;
+}
+
+struct expect {
+	const char *file;
+	enum event_kind kind;
+	const char *tag;
+	const char *digest_prefix;
+};
+
+UNIT_TEST(samples_classify)
+{
+	static const struct expect cases[] = {
+		{"01-push-blob.json", EVENT_IGNORED, NULL, "sha256:47a2"},
+		{"02-push-blob.json", EVENT_IGNORED, NULL, "sha256:"},
+		{"03-push-manifest-tag.json", EVENT_IMAGE_PUSH, "1.0", "sha256:33d3"},
+		{"04-pull-manifest-tag.json", EVENT_IGNORED, "1.0", "sha256:33d3"},
+		{"05-pull-blob.json", EVENT_IGNORED, NULL, "sha256:"},
+		{"08-push-manifest-tag.json", EVENT_IMAGE_PUSH, "latest", "sha256:33d3"},
+		{"10-delete-digest.json", EVENT_DELETE, NULL, "sha256:33d3"},
+		{"11-delete-tag.json", EVENT_DELETE, "latest", NULL},
+		{"12-delete-tag.json", EVENT_DELETE, "1.0", NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t len;
+		char err[256];
+		struct envelope env;
+		char *data = read_sample(cases[i].file, &len);
+		UNIT_CHECK(data != NULL, "cannot read sample %s (set REGHOOK_SAMPLES)", cases[i].file);
+		if (!data)
+			continue;
+		enum envelope_status st = envelope_parse(data, len, 10, &env, err, sizeof(err));
+		UNIT_CHECK(st == ENVELOPE_OK, "%s: %s", cases[i].file, err);
+		if (st == ENVELOPE_OK) {
+			const struct reg_event *ev = &env.events[0];
+			UNIT_CHECK(env.count == 1, "%s: %zu events", cases[i].file, env.count);
+			UNIT_CHECK(ev->kind == cases[i].kind, "%s: kind %d", cases[i].file, ev->kind);
+			UNIT_CHECK(unit_streq(ev->tag, cases[i].tag), "%s: tag %s", cases[i].file,
+				   ev->tag ? ev->tag : "(null)");
+			UNIT_CHECK(cases[i].digest_prefix
+					   ? ev->digest && strncmp(ev->digest, cases[i].digest_prefix,
+								  strlen(cases[i].digest_prefix)) == 0
+					   : ev->digest == NULL,
+				   "%s: digest %s", cases[i].file, ev->digest ? ev->digest : "(null)");
+			UNIT_CHECK(unit_streq(ev->repository, "team-a/app"), "%s: repository",
+				   cases[i].file);
+			UNIT_CHECK(unit_streq(ev->actor, "alice"), "%s: actor", cases[i].file);
+			if (ev->kind != EVENT_IGNORED) {
+				UNIT_CHECK(ev->raw && strstr(ev->raw, ev->id), "%s: raw", cases[i].file);
+				UNIT_CHECK(ev->request_id != NULL, "%s: request id", cases[i].file);
+			}
+			envelope_free(&env);
+		}
+		free(data);
+	}
+}
+
+UNIT_TEST(delete_events_share_request_id)
+{
+	const char *files[] = {"10-delete-digest.json", "11-delete-tag.json", "12-delete-tag.json"};
+	char first[128] = "";
+	for (int i = 0; i < 3; i++) {
+		size_t len;
+		char err[256];
+		struct envelope env;
+		char *data = read_sample(files[i], &len);
+		if (!data || envelope_parse(data, len, 10, &env, err, sizeof(err)) != ENVELOPE_OK) {
+			UNIT_CHECK(0, "%s did not parse", files[i]);
+			free(data);
+			continue;
+		}
+		if (i == 0)
+			snprintf(first, sizeof(first), "%s", env.events[0].request_id);
+		UNIT_CHECK(unit_streq(first, env.events[0].request_id), "%s: request id differs",
+			   files[i]);
+		envelope_free(&env);
+		free(data);
+	}
+}
+
+UNIT_TEST(classify_rules)
+{
+	UNIT_CHECK(envelope_classify("push", "application/octet-stream", "http://r/v2/a/blobs/x",
+				     NULL) == EVENT_IGNORED,
+		   "blob push");
+	UNIT_CHECK(envelope_classify("push", "application/vnd.oci.image.index.v1+json", NULL,
+				     NULL) == EVENT_MANIFEST_PUSH,
+		   "untagged index");
+	UNIT_CHECK(envelope_classify("push", "application/vnd.example.future+json",
+				     "http://r/v2/a/manifests/sha256:1", NULL) == EVENT_MANIFEST_PUSH,
+		   "unknown manifest type by URL");
+	UNIT_CHECK(envelope_classify("push", "", NULL, "v1") == EVENT_IMAGE_PUSH, "tagged");
+	UNIT_CHECK(envelope_classify("pull", "x", NULL, "v1") == EVENT_IGNORED, "pull");
+	UNIT_CHECK(envelope_classify("mount", "x", NULL, NULL) == EVENT_IGNORED, "mount");
+	UNIT_CHECK(envelope_classify("delete", "", NULL, NULL) == EVENT_DELETE, "delete");
+	UNIT_CHECK(envelope_classify(NULL, NULL, NULL, NULL) == EVENT_IGNORED, "no action");
+}
+
+UNIT_TEST(timestamps)
+{
+	static const struct {
+		const char *in, *out;
+	} ok[] = {
+		{"2026-11-22T18:20:32.255357202Z", "2026-11-22T18:20:32.255357Z"},
+		{"2026-11-22T18:20:32.3978632Z", "2026-11-22T18:20:32.397863Z"},
+		{"2026-11-22T18:20:32Z", "2026-11-22T18:20:32Z"},
+		{"2026-11-22T18:20:32.5+02:00", "2026-11-22T18:20:32.5+02:00"},
+		{"2026-11-22t18:20:32.123456789-05:30", "2026-11-22T18:20:32.123456-05:30"},
+	};
+	static const char *const bad[] = {
+		"", "yesterday", "2026-11-22", "2026-11-22T18:20:32", "2026-13-22T18:20:32Z",
+		"2026-11-22T18:20:32.Z", "2026-11-22T18:20:32.1234567890Z", "2026-11-22T18:20:32+2",
+		"2026-11-22T18:20:32Zjunk", "2026-11-22T25:20:32Z",
+	};
+	char out[64];
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		bool parsed = envelope_timestamp(ok[i].in, out, sizeof(out));
+		UNIT_CHECK(parsed && strcmp(out, ok[i].out) == 0, "%s gave %s", ok[i].in,
+			   parsed ? out : "(error)");
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		UNIT_CHECK(!envelope_timestamp(bad[i], out, sizeof(out)), "'%s' accepted", bad[i]);
+}
+
+UNIT_TEST(v2_delete_shape)
+{
+	const char *body = "{\"events\":[{\"id\":\"e1\",\"timestamp\":\"2026-01-01T00:00:00Z\","
+			   "\"action\":\"delete\",\"target\":{\"mediaType\":\"\",\"digest\":\"\","
+			   "\"size\":0,\"repository\":\"team-a/app\",\"tag\":\"v1\"},"
+			   "\"request\":{\"id\":\"r1\"}}]}";
+	struct envelope env;
+	char err[256];
+	UNIT_CHECK(envelope_parse(body, strlen(body), 10, &env, err, sizeof(err)) == ENVELOPE_OK,
+		   "%s", err);
+	if (env.count == 1) {
+		UNIT_CHECK(env.events[0].kind == EVENT_DELETE, "kind");
+		UNIT_CHECK(env.events[0].digest == NULL, "empty digest is absent");
+		UNIT_CHECK(unit_streq(env.events[0].tag, "v1"), "tag");
+		UNIT_CHECK(env.events[0].actor == NULL, "no actor");
+	}
+	envelope_free(&env);
+}
+
+UNIT_TEST(malformed_envelopes)
+{
+	static const struct {
+		const char *body;
+		enum envelope_status status;
+		const char *fragment;
+	} cases[] = {
+		{"", ENVELOPE_BAD, "empty body"},
+		{"{", ENVELOPE_BAD, "not JSON"},
+		{"null", ENVELOPE_BAD, "not an envelope"},
+		{"{\"events\":\"x\"}", ENVELOPE_BAD, "events: not an array"},
+		{"{\"events\":[[]]}", ENVELOPE_BAD, "events[0]: not an object"},
+		{"{\"events\":[{\"action\":\"pull\"},{}]}", ENVELOPE_BAD, "events[1].action: missing"},
+		{"{\"events\":[{\"action\":\"push\",\"target\":{\"repository\":1}}]}", ENVELOPE_BAD,
+		 "events[0].target.repository: not a string"},
+		{"{\"events\":[{\"action\":\"push\",\"id\":\"1\",\"timestamp\":\"2026-01-01T00:00:00Z\","
+		 "\"target\":{\"tag\":\"t\",\"digest\":\"d\"}}]}",
+		 ENVELOPE_BAD, "target.repository: missing"},
+		{"{\"events\":[{\"action\":\"push\"},{\"action\":\"push\"},{\"action\":\"push\"}]}",
+		 ENVELOPE_TOO_MANY, "3 events"},
+		{"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]", ENVELOPE_BAD,
+		 "nested deeper"},
+		{"{\"events\":[\"\xc3\x28\"]}", ENVELOPE_BAD, "not JSON"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct envelope env;
+		char err[256] = "";
+		enum envelope_status st =
+			envelope_parse(cases[i].body, strlen(cases[i].body), 2, &env, err, sizeof(err));
+		UNIT_CHECK(st == cases[i].status, "case %zu: status %d (%s)", i, st, err);
+		UNIT_CHECK(strstr(err, cases[i].fragment) != NULL, "case %zu: error '%s' lacks '%s'", i,
+			   err, cases[i].fragment);
+		UNIT_CHECK(env.events == NULL && env.tree == NULL, "case %zu: not freed", i);
+	}
+	/* A NUL inside the body. */
+	struct envelope env;
+	char err[256];
+	UNIT_CHECK(envelope_parse("{\"events\":[]}\0x", 15, 2, &env, err, sizeof(err)) ==
+			   ENVELOPE_BAD,
+		   "NUL accepted");
+}
+
+UNIT_TEST(batch_json)
+{
+	const char *body = "{\"events\":[{\"id\":\"e\\\"1\",\"timestamp\":\"2026-01-01T00:00:00Z\","
+			   "\"action\":\"push\",\"target\":{\"mediaType\":\"application/vnd.oci.image."
+			   "manifest.v1+json\",\"digest\":\"sha256:1\",\"repository\":\"team-a/app\","
+			   "\"tag\":\"v1\",\"size\":12.5e3}}]}";
+	struct envelope env;
+	char err[256];
+	struct buf b = BUF_INIT;
+	UNIT_CHECK(envelope_parse(body, strlen(body), 10, &env, err, sizeof(err)) == ENVELOPE_OK,
+		   "%s", err);
+	envelope_event_json(&b, &env.events[0], 7, 42);
+	UNIT_CHECK(strstr(b.data, "\"i\":7,\"s\":42") != NULL, "%s", b.data);
+	UNIT_CHECK(strstr(b.data, "\"id\":\"e\\\"1\"") != NULL, "escaped id: %s", b.data);
+	UNIT_CHECK(strstr(b.data, "\"actor\":null") != NULL, "null actor: %s", b.data);
+	UNIT_CHECK(strstr(b.data, "12.5e3") != NULL, "number kept as written: %s", b.data);
+	buf_free(&b);
+	envelope_free(&env);
+}
+
+int main(void)
+{
+	UNIT_RUN(samples_classify);
+	UNIT_RUN(delete_events_share_request_id);
+	UNIT_RUN(classify_rules);
+	UNIT_RUN(timestamps);
+	UNIT_RUN(v2_delete_shape);
+	UNIT_RUN(malformed_envelopes);
+	UNIT_RUN(batch_json);
+	return UNIT_DONE();
+}
