@@ -86,7 +86,7 @@ static const struct conf_key config_keys[] = {
 	 "debug, info, warn or error"},
 	{"log_format", CONF_STRING, "text", F(log_format), 0, 0, check_log_format,
 	 "text, or json for one JSON object per line"},
-	{"db_connections", CONF_INT, "4", F(db_connections), 1, 64, NULL,
+	{"db_connections", CONF_INT, "2", F(db_connections), 1, 64, NULL,
 	 "database connections of the receiver (group commit runs on each)"},
 	{"max_events_per_envelope", CONF_INT, "1000", F(max_events_per_envelope), 1, 1000000,
 	 NULL, "most events accepted in one POST /events"},

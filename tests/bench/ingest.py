@@ -25,7 +25,8 @@ def main():
     rh = None
     try:
         pg.start()
-        rh = harness.Reghook(pg.url(), {'log_level': 'warn'})
+        rh = harness.Reghook(pg.url(), {'log_level': 'warn',
+                                         'db_connections': os.environ.get('BENCH_DB_CONNECTIONS', '2')})
         rh.start()
         rh.wait_ready()
         rh.run_cli('namespace', 'add', 'team-a')
