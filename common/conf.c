@@ -38,7 +38,7 @@ bool conf_parse_duration(const char *s, long long *ms)
 	static const struct {
 		const char *suffix;
 		long long ms;
-	} units[] = {{"", 1000},     {"ms", 1},       {"s", 1000},        {"m", 60000},
+	} units[] = {{"", 1000},     {"ms", 1},	      {"s", 1000},	 {"m", 60000},
 		     {"h", 3600000}, {"d", 86400000}, {"w", 604800000LL}};
 	long long v;
 	const char *rest = parse_number(s, &v);
@@ -55,10 +55,17 @@ bool conf_parse_size(const char *s, long long *bytes)
 	static const struct {
 		const char *suffix;
 		long long bytes;
-	} units[] = {{"", 1},			{"B", 1},		{"K", 1024},
-		     {"KiB", 1024},		{"KB", 1024},		{"M", 1048576},
-		     {"MiB", 1048576},		{"MB", 1048576},	{"G", 1073741824LL},
-		     {"GiB", 1073741824LL}, {"GB", 1073741824LL}};
+	} units[] = {{"", 1},
+		     {"B", 1},
+		     {"K", 1024},
+		     {"KiB", 1024},
+		     {"KB", 1024},
+		     {"M", 1048576},
+		     {"MiB", 1048576},
+		     {"MB", 1048576},
+		     {"G", 1073741824LL},
+		     {"GiB", 1073741824LL},
+		     {"GB", 1073741824LL}};
 	long long v;
 	const char *rest = parse_number(s, &v);
 	if (!rest)
@@ -223,7 +230,8 @@ static bool load_file(const struct conf_key *tab, size_t n, void *settings, cons
 		}
 		const struct conf_key *k = find_key(tab, n, key, strlen(key));
 		if (!k) {
-			snprintf(err, errlen, "%s:%d: %s: unknown configuration key", path, lineno, key);
+			snprintf(err, errlen, "%s:%d: %s: unknown configuration key", path, lineno,
+				 key);
 			ok = false;
 		} else if (!set_key(k, settings, value, why, sizeof(why))) {
 			snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
@@ -268,7 +276,8 @@ static bool take_config_flag(int *argc, char **argv, const char **path, char *er
 			used = 1;
 		}
 		if (used) {
-			memmove(&argv[i], &argv[i + used], (size_t)(*argc - i - used + 1) * sizeof(char *));
+			memmove(&argv[i], &argv[i + used],
+				(size_t)(*argc - i - used + 1) * sizeof(char *));
 			*argc -= used;
 			i--;
 		}
@@ -276,8 +285,8 @@ static bool take_config_flag(int *argc, char **argv, const char **path, char *er
 	return true;
 }
 
-static bool load_flags(const struct conf_key *tab, size_t n, void *settings, int *argc,
-		       char **argv, char *err, size_t errlen)
+static bool load_flags(const struct conf_key *tab, size_t n, void *settings, int *argc, char **argv,
+		       char *err, size_t errlen)
 {
 	for (int i = 1; i < *argc; i++) {
 		const char *a = argv[i];
@@ -294,13 +303,15 @@ static bool load_flags(const struct conf_key *tab, size_t n, void *settings, int
 		int used = 1;
 		if (eq) {
 			value = eq + 1;
-		} else if (i + 1 < *argc && (k->type != CONF_BOOL || strncmp(argv[i + 1], "--", 2) != 0)) {
+		} else if (i + 1 < *argc &&
+			   (k->type != CONF_BOOL || strncmp(argv[i + 1], "--", 2) != 0)) {
 			value = argv[i + 1];
 			used = 2;
 		} else if (k->type == CONF_BOOL) {
 			value = "true";
 		} else {
-			snprintf(err, errlen, "%s: missing value for --%.*s", k->name, (int)len, name);
+			snprintf(err, errlen, "%s: missing value for --%.*s", k->name, (int)len,
+				 name);
 			return false;
 		}
 		if (!set_key(k, settings, value, err, errlen))

@@ -27,8 +27,8 @@ enum conf_type {
 struct conf_key {
 	const char *name;
 	enum conf_type type;
-	const char *def; /* default as text; NULL leaves the field unset */
-	size_t offset;   /* of the field in the settings struct */
+	const char *def;    /* default as text; NULL leaves the field unset */
+	size_t offset;	    /* of the field in the settings struct */
 	long long min, max; /* bounds for numeric types; both 0: none */
 	/* Extra validation: returns NULL if value is fine, else the reason. */
 	const char *(*check)(const char *value);
@@ -50,7 +50,8 @@ bool conf_set(const struct conf_key *tab, size_t n, void *settings, const char *
  * for the caller. On failure err holds one line naming the key.
  */
 bool conf_load(const struct conf_key *tab, size_t n, void *settings, const char *env_prefix,
-	       int *argc, char **argv, char *err, size_t errlen) __attribute__((warn_unused_result));
+	       int *argc, char **argv, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 
 const struct conf_key *conf_find(const struct conf_key *tab, size_t n, const char *name);
 void conf_free(const struct conf_key *tab, size_t n, void *settings);

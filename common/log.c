@@ -81,7 +81,8 @@ static void log_write(enum log_level level, const char *fmt, va_list ap)
 	if (json_lines) {
 		char esc[4200];
 		json_escape(esc, sizeof(esc), msg);
-		len = snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"pid\":%d,\"msg\":\"%s\"}\n",
+		len = snprintf(line, sizeof(line),
+			       "{\"ts\":\"%s\",\"level\":\"%s\",\"pid\":%d,\"msg\":\"%s\"}\n",
 			       stamp, level_names[level], (int)getpid(), esc);
 	} else {
 		len = snprintf(line, sizeof(line), "%s %-5s [%d] %s\n", stamp, level_names[level],

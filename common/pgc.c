@@ -16,10 +16,11 @@
 #include <string.h>
 
 enum pgc_state {
-	PGC_DOWN,	/* not connected: entered at start and on any failure; left when the retry timer fires */
+	PGC_DOWN, /* not connected: entered at start and on any failure; left when the retry timer
+		     fires */
 	PGC_CONNECTING, /* PQconnectPoll under way: left for IDLE on success, DOWN on failure */
-	PGC_IDLE,	/* connected, nothing sent: left for BUSY when a query is sent, DOWN on failure */
-	PGC_BUSY,	/* a query sent, its results not all read: left for IDLE or DOWN */
+	PGC_IDLE, /* connected, nothing sent: left for BUSY when a query is sent, DOWN on failure */
+	PGC_BUSY, /* a query sent, its results not all read: left for IDLE or DOWN */
 };
 
 struct pgc_query {
@@ -47,8 +48,8 @@ struct pgc {
 	int queued;
 	PGresult *result; /* owned: the result kept for the running query */
 
-	int depth;    /* callbacks on the stack */
-	bool doomed;  /* pgc_free() called while depth > 0 */
+	int depth;   /* callbacks on the stack */
+	bool doomed; /* pgc_free() called while depth > 0 */
 };
 
 #define CONNECT_TIMEOUT_MS 10000

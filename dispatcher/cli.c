@@ -51,13 +51,15 @@ bool cli_config(const struct cli_command *cmd, struct config *cfg, int *argc, ch
 PGconn *cli_connect(const struct config *cfg)
 {
 	if (!cfg->database_url || !*cfg->database_url) {
-		fprintf(stderr, "reghook: configuration: database_url: not set (use --database-url, "
-				"REGHOOK_DATABASE_URL or the config file)\n");
+		fprintf(stderr,
+			"reghook: configuration: database_url: not set (use --database-url, "
+			"REGHOOK_DATABASE_URL or the config file)\n");
 		return NULL;
 	}
 	PGconn *conn = PQconnectdb(cfg->database_url);
 	if (PQstatus(conn) != CONNECTION_OK) {
-		fprintf(stderr, "reghook: cannot connect to the database: %s", PQerrorMessage(conn));
+		fprintf(stderr, "reghook: cannot connect to the database: %s",
+			PQerrorMessage(conn));
 		PQfinish(conn);
 		return NULL;
 	}

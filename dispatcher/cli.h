@@ -22,8 +22,8 @@ enum {
 struct cli_command {
 	const char *name;
 	int (*run)(const struct cli_command *cmd, int argc, char **argv);
-	const char *usage; /* after "reghook " */
-	const char *help;  /* one line */
+	const char *usage;   /* after "reghook " */
+	const char *help;    /* one line */
 	const char *details; /* options, printed by CMD --help; may be NULL */
 };
 

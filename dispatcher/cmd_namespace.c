@@ -43,26 +43,31 @@ int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
 		if (conn && is_add) {
 			const char *params[] = {argv[2], description ? description : "",
 						private ? "true" : "false"};
-			rc = cli_run(conn, "SELECT reghook.namespace_add($1, $2, $3::boolean)", 3, params,
-				 false);
+			rc = cli_run(conn, "SELECT reghook.namespace_add($1, $2, $3::boolean)", 3,
+				     params, false);
 			if (rc == CLI_OK)
 				printf("Namespace \"%s\" added.\n", argv[2]);
 		} else if (conn && strcmp(sub, "list") == 0) {
-			rc = cli_run(conn,
-				 "SELECT n.name, CASE WHEN n.is_private THEN 'private' ELSE 'public' END"
-				 " AS visibility, n.description,"
-				 " (SELECT count(*) FROM reghook.webhooks w WHERE w.namespace_id = n.id)"
-				 " AS webhooks,"
-				 " coalesce((SELECT string_agg(m.role_name || ':' || m.access, ', '"
-				 " ORDER BY m.role_name) FROM reghook.namespace_members m"
-				 " WHERE m.namespace_id = n.id), '') AS members"
-				 " FROM reghook.namespaces n ORDER BY n.name",
-				 0, NULL, true);
+			rc = cli_run(
+				conn,
+				"SELECT n.name, CASE WHEN n.is_private THEN 'private' ELSE "
+				"'public' END"
+				" AS visibility, n.description,"
+				" (SELECT count(*) FROM reghook.webhooks w WHERE w.namespace_id = "
+				"n.id)"
+				" AS webhooks,"
+				" coalesce((SELECT string_agg(m.role_name || ':' || m.access, ', '"
+				" ORDER BY m.role_name) FROM reghook.namespace_members m"
+				" WHERE m.namespace_id = n.id), '') AS members"
+				" FROM reghook.namespaces n ORDER BY n.name",
+				0, NULL, true);
 		} else if (conn) {
 			const char *params[] = {argv[2], argv[3], argv[4]};
-			rc = cli_run(conn, "SELECT reghook.namespace_grant($1, $2, $3)", 3, params, false);
+			rc = cli_run(conn, "SELECT reghook.namespace_grant($1, $2, $3)", 3, params,
+				     false);
 			if (rc == CLI_OK)
-				printf("%s is now %s of namespace \"%s\".\n", argv[3], argv[4], argv[2]);
+				printf("%s is now %s of namespace \"%s\".\n", argv[3], argv[4],
+				       argv[2]);
 		}
 		if (conn)
 			PQfinish(conn);

@@ -56,7 +56,8 @@ static void print_snippet(const struct config *cfg, const char *token)
 	       "      timeout: 5s\n"
 	       "      threshold: 5\n"
 	       "      backoff: 5s\n"
-	       "      # Recommended: the registry then sends no blob, pull or mount events at all.\n"
+	       "      # Recommended: the registry then sends no blob, pull or mount events at "
+	       "all.\n"
 	       "      ignore:\n"
 	       "        mediatypes:\n"
 	       "          - application/octet-stream\n"
@@ -78,8 +79,8 @@ static int registry_add(const struct cli_command *cmd, const struct config *cfg,
 		return CLI_FAILED;
 	char *scope = namespaces ? array_literal(namespaces) : NULL;
 	const char *params[] = {argv[2], scope};
-	PGresult *res = cli_exec(conn, "SELECT id, token FROM reghook.registry_add($1, $2::text[])", 2,
-				 params);
+	PGresult *res = cli_exec(conn, "SELECT id, token FROM reghook.registry_add($1, $2::text[])",
+				 2, params);
 	free(scope);
 	if (!res) {
 		PQfinish(conn);
@@ -88,7 +89,8 @@ static int registry_add(const struct cli_command *cmd, const struct config *cfg,
 	const char *token = PQgetvalue(res, 0, 1);
 	printf("Registry source \"%s\" created (id %s)%s%s.\n\n", argv[2], PQgetvalue(res, 0, 0),
 	       namespaces ? ", limited to namespaces " : "", namespaces ? namespaces : "");
-	printf("Its token, shown this once (reghook keeps only a hash of it):\n\n    %s\n\n", token);
+	printf("Its token, shown this once (reghook keeps only a hash of it):\n\n    %s\n\n",
+	       token);
 	printf("Paste this into the registry's config.yml and restart the registry:\n\n");
 	print_snippet(cfg, token);
 	PQclear(res);
@@ -104,11 +106,12 @@ static int registry_list(const struct cli_command *cmd, const struct config *cfg
 	PGconn *conn = cli_connect(cfg);
 	if (!conn)
 		return CLI_FAILED;
-	PGresult *res = cli_exec(conn,
-				 "SELECT id, name, coalesce(array_to_string(namespaces, ','), '(all)')"
-				 " AS namespaces, date_trunc('second', created_at) AS created_at"
-				 " FROM reghook.registry_sources ORDER BY id",
-				 0, NULL);
+	PGresult *res =
+		cli_exec(conn,
+			 "SELECT id, name, coalesce(array_to_string(namespaces, ','), '(all)')"
+			 " AS namespaces, date_trunc('second', created_at) AS created_at"
+			 " FROM reghook.registry_sources ORDER BY id",
+			 0, NULL);
 	int rc = res ? CLI_OK : CLI_FAILED;
 	if (res)
 		cli_print_table(res);

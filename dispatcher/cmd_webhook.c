@@ -28,16 +28,22 @@ static const struct webhook_opt {
 	{"--name", "name", OPT_TEXT, "label shown in lists and history (default: the URL's host)"},
 	{"--url", "url", OPT_TEXT, "new target URL (set only)"},
 	{"--method", "method", OPT_METHOD, "GET, POST, PUT, PATCH or DELETE (default POST)"},
-	{"--content-type", "content_type", OPT_TEXT, "Content-Type of the body (default application/json)"},
+	{"--content-type", "content_type", OPT_TEXT,
+	 "Content-Type of the body (default application/json)"},
 	{"--username", "username", OPT_TEXT, "HTTP basic auth user"},
 	{"--password", "password", OPT_TEXT, "HTTP basic auth password (write-only)"},
-	{"--secret", "secret", OPT_SECRET, "Standard Webhooks signing key, whsec_<base64> (write-only)"},
-	{"--actions", "actions", OPT_ACTIONS, "push,delete: which events are delivered (default push)"},
+	{"--secret", "secret", OPT_SECRET,
+	 "Standard Webhooks signing key, whsec_<base64> (write-only)"},
+	{"--actions", "actions", OPT_ACTIONS,
+	 "push,delete: which events are delivered (default push)"},
 	{"--repository", "repository", OPT_TEXT, "glob on the repository name (default *)"},
 	{"--tag", "tag", OPT_TEXT, "glob on the tag (default *)"},
-	{"--format", "format", OPT_FORMAT, "dockerhub (default) or registry (the event as received)"},
-	{"--timeout", "timeout_ms", OPT_DURATION, "request timeout, e.g. 30s (default: request_timeout)"},
-	{"--max-attempts", "max_attempts", OPT_INT, "attempts before failing (default: max_attempts)"},
+	{"--format", "format", OPT_FORMAT,
+	 "dockerhub (default) or registry (the event as received)"},
+	{"--timeout", "timeout_ms", OPT_DURATION,
+	 "request timeout, e.g. 30s (default: request_timeout)"},
+	{"--max-attempts", "max_attempts", OPT_INT,
+	 "attempts before failing (default: max_attempts)"},
 };
 
 #define NOPTS (sizeof(webhook_opts) / sizeof(webhook_opts[0]))
@@ -66,7 +72,8 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 			size_t len = strcspn(p, ",");
 			if (!((len == 4 && strncmp(p, "push", 4) == 0) ||
 			      (len == 6 && strncmp(p, "delete", 6) == 0))) {
-				snprintf(err, errlen, "--actions: '%.*s' is not push or delete", (int)len, p);
+				snprintf(err, errlen, "--actions: '%.*s' is not push or delete",
+					 (int)len, p);
 				return false;
 			}
 			buf_printf(json, "%s\"%.*s\"", count++ ? "," : "", (int)len, p);
@@ -87,7 +94,8 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 		break;
 	case OPT_DURATION:
 		if (!conf_parse_duration(v, &n) || n < 1 || n > 86400000) {
-			snprintf(err, errlen, "--timeout: '%s' is not a duration such as 500ms, 10s, 2m", v);
+			snprintf(err, errlen,
+				 "--timeout: '%s' is not a duration such as 500ms, 10s, 2m", v);
 			return false;
 		}
 		buf_printf(json, "%lld", n);
@@ -96,7 +104,8 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 		char *end;
 		n = strtoll(v, &end, 10);
 		if (!*v || *end || n < 1 || n > 100) {
-			snprintf(err, errlen, "--max-attempts: '%s' is not a number from 1 to 100", v);
+			snprintf(err, errlen, "--max-attempts: '%s' is not a number from 1 to 100",
+				 v);
 			return false;
 		}
 		buf_printf(json, "%lld", n);
@@ -104,7 +113,8 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 	}
 	case OPT_SECRET:
 		if (*v && !sign_secret_valid(v)) {
-			snprintf(err, errlen, "--secret: not a signing key of the form whsec_<base64>");
+			snprintf(err, errlen,
+				 "--secret: not a signing key of the form whsec_<base64>");
 			return false;
 		}
 		break;
@@ -140,7 +150,8 @@ static bool take_fields(int *argc, char **argv, struct buf *json, char *err, siz
 			snprintf(err, errlen, "--header: expected 'Name: value'");
 			return false;
 		}
-		buf_puts(json, headers++ ? "," : (json->len > 1 ? ",\"headers\":[" : "\"headers\":["));
+		buf_puts(json,
+			 headers++ ? "," : (json->len > 1 ? ",\"headers\":[" : "\"headers\":["));
 		buf_json_str(json, v, strlen(v));
 	}
 	if (headers)
@@ -169,7 +180,8 @@ static const char show_sql[] =
 	" coalesce(w.username, '') AS username,"
 	" (s.password IS NOT NULL) AS has_password, (s.secret IS NOT NULL) AS has_secret,"
 	" array_to_string(w.actions, ',') AS actions, w.repository_glob AS repository,"
-	" w.tag_glob AS tag, w.format, w.enabled, coalesce(w.disabled_reason, '') AS disabled_reason,"
+	" w.tag_glob AS tag, w.format, w.enabled, coalesce(w.disabled_reason, '') AS "
+	"disabled_reason,"
 	" coalesce(w.timeout_ms::text, 'default') AS timeout_ms,"
 	" coalesce(w.max_attempts::text, 'default') AS max_attempts,"
 	" coalesce((SELECT string_agg(h.name || ': ' || h.value, E'\\n' ORDER BY h.position)"
@@ -233,7 +245,8 @@ static int run(const struct cli_command *cmd, const struct config *cfg, int argc
 	int rc;
 	if (is_add) {
 		const char *params[] = {argv[2], argv[3], fields};
-		PGresult *res = cli_exec(conn, "SELECT reghook.webhook_add($1, $2, $3::jsonb)", 3, params);
+		PGresult *res =
+			cli_exec(conn, "SELECT reghook.webhook_add($1, $2, $3::jsonb)", 3, params);
 		rc = res ? CLI_OK : CLI_FAILED;
 		if (res)
 			printf("Webhook %s added to namespace \"%s\". It starts disabled: "
@@ -265,7 +278,7 @@ static int run(const struct cli_command *cmd, const struct config *cfg, int argc
 		rc = cli_run(conn, sql, 1, params, false);
 		if (rc == CLI_OK)
 			printf("Webhook %s %s.\n", argv[2],
-			       strcmp(sub, "remove") == 0 ? "removed"
+			       strcmp(sub, "remove") == 0   ? "removed"
 			       : strcmp(sub, "enable") == 0 ? "enabled"
 							    : "disabled");
 	}

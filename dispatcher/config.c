@@ -64,8 +64,8 @@ static const struct conf_key config_keys[] = {
 	 "base URL of the registry, for repo_url in payloads"},
 	{"max_in_flight", CONF_INT, "256", F(max_in_flight), 1, 100000, NULL,
 	 "deliveries in flight at once, all webhooks"},
-	{"max_in_flight_per_webhook", CONF_INT, "16", F(max_in_flight_per_webhook), 1, 100000,
-	 NULL, "deliveries in flight at once to one webhook"},
+	{"max_in_flight_per_webhook", CONF_INT, "16", F(max_in_flight_per_webhook), 1, 100000, NULL,
+	 "deliveries in flight at once to one webhook"},
 	{"request_timeout", CONF_DURATION, "10s", F(request_timeout_ms), 1, DAY, NULL,
 	 "time allowed for one delivery request"},
 	{"connect_timeout", CONF_DURATION, "5s", F(connect_timeout_ms), 1, DAY, NULL,
@@ -80,16 +80,16 @@ static const struct conf_key config_keys[] = {
 	 "largest accepted POST /events body"},
 	{"response_body_limit", CONF_SIZE, "64KiB", F(response_body_limit), 0, 16LL << 20, NULL,
 	 "bytes of each endpoint response kept in history"},
-	{"history_retention", CONF_DURATION, "30d", F(history_retention_ms), 3600000LL,
-	 3650 * DAY, NULL, "delivery history older than this is pruned"},
+	{"history_retention", CONF_DURATION, "30d", F(history_retention_ms), 3600000LL, 3650 * DAY,
+	 NULL, "delivery history older than this is pruned"},
 	{"log_level", CONF_STRING, "info", F(log_level), 0, 0, check_log_level,
 	 "debug, info, warn or error"},
 	{"log_format", CONF_STRING, "text", F(log_format), 0, 0, check_log_format,
 	 "text, or json for one JSON object per line"},
 	{"db_connections", CONF_INT, "2", F(db_connections), 1, 64, NULL,
 	 "database connections of the receiver (group commit runs on each)"},
-	{"max_events_per_envelope", CONF_INT, "1000", F(max_events_per_envelope), 1, 1000000,
-	 NULL, "most events accepted in one POST /events"},
+	{"max_events_per_envelope", CONF_INT, "1000", F(max_events_per_envelope), 1, 1000000, NULL,
+	 "most events accepted in one POST /events"},
 	{"instance_name", CONF_STRING, "", F(instance_name), 0, 0, NULL,
 	 "name of this instance in leases and history; default host:pid"},
 };
@@ -135,8 +135,8 @@ bool config_load(struct config *cfg, int *argc, char **argv)
 		config_free(cfg);
 		return false;
 	}
-	cfg->retry_steps = config_parse_schedule(cfg->retry_schedule, cfg->retry_ms,
-						 CONFIG_MAX_RETRY_STEPS);
+	cfg->retry_steps =
+		config_parse_schedule(cfg->retry_schedule, cfg->retry_ms, CONFIG_MAX_RETRY_STEPS);
 	enum log_level level = LOG_LEVEL_INFO;
 	if (!log_parse_level(cfg->log_level, &level))
 		level = LOG_LEVEL_INFO;

@@ -18,18 +18,18 @@ struct dispatcher;
 
 struct daemon {
 	struct event_base *base; /* owned */
-	struct config *cfg;      /* borrowed from main */
-	char instance[128];      /* instance name in leases and history */
+	struct config *cfg;	 /* borrowed from main */
+	char instance[128];	 /* instance name in leases and history */
 
-	struct pgc *control;     /* owned: migrations, readiness, LISTEN */
-	bool schema_ok;          /* migrations applied on the current control session */
+	struct pgc *control; /* owned: migrations, readiness, LISTEN */
+	bool schema_ok;	     /* migrations applied on the current control session */
 
-	struct evhttp *http;     /* owned */
-	struct ingest *ingest;   /* owned: POST /events */
+	struct evhttp *http;	       /* owned */
+	struct ingest *ingest;	       /* owned: POST /events */
 	struct dispatcher *dispatcher; /* owned: outbound deliveries */
 
 	struct event *sigint, *sigterm; /* owned */
-	struct event *stop_timer;       /* owned: polls for a clean stop */
+	struct event *stop_timer;	/* owned: polls for a clean stop */
 	bool stopping;
 };
 

@@ -43,15 +43,15 @@ struct webhook_slots {
 };
 
 struct dispatcher {
-	struct daemon *d;	 /* borrowed */
-	struct pgc *claim;	 /* owned */
-	struct pgc *done;	 /* owned */
-	struct httpc *http;	 /* owned */
-	struct event *poll;	 /* owned */
-	struct event *reclaim;	 /* owned */
-	bool started;		 /* the schema is current */
-	bool claiming;		 /* a claim query is running */
-	bool claim_again;	 /* woken while claiming */
+	struct daemon *d;      /* borrowed */
+	struct pgc *claim;     /* owned */
+	struct pgc *done;      /* owned */
+	struct httpc *http;    /* owned */
+	struct event *poll;    /* owned */
+	struct event *reclaim; /* owned */
+	bool started;	       /* the schema is current */
+	bool claiming;	       /* a claim query is running */
+	bool claim_again;      /* woken while claiming */
 	bool stopping;
 
 	struct inflight *running; /* owned list */
@@ -59,9 +59,9 @@ struct dispatcher {
 	struct webhook_slots *slots; /* owned array */
 	int nslots;
 
-	struct buf results;	/* JSON elements waiting to be written */
+	struct buf results; /* JSON elements waiting to be written */
 	int nresults;
-	struct buf writing;	/* the batch being written */
+	struct buf writing; /* the batch being written */
 	int nwriting;
 	bool write_busy;
 };
@@ -419,8 +419,7 @@ void dispatcher_stop(struct dispatcher *dp)
 bool dispatcher_busy(const struct dispatcher *dp)
 {
 	/* Results that cannot be written (database gone) do not hold the stop up. */
-	return dp->in_flight > 0 ||
-	       ((dp->nresults > 0 || dp->write_busy) && pgc_is_up(dp->done));
+	return dp->in_flight > 0 || ((dp->nresults > 0 || dp->write_busy) && pgc_is_up(dp->done));
 }
 
 void dispatcher_free(struct dispatcher *dp)

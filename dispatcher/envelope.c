@@ -62,9 +62,9 @@ bool envelope_timestamp(const char *in, char *out, size_t outlen)
 {
 	/* YYYY-MM-DDTHH:MM:SS */
 	if (strlen(in) < 20 || !digits(in, 4) || in[4] != '-' || !digits(in + 5, 2) ||
-	    in[7] != '-' || !digits(in + 8, 2) || (in[10] != 'T' && in[10] != 't' && in[10] != ' ') ||
-	    !digits(in + 11, 2) || in[13] != ':' || !digits(in + 14, 2) || in[16] != ':' ||
-	    !digits(in + 17, 2))
+	    in[7] != '-' || !digits(in + 8, 2) ||
+	    (in[10] != 'T' && in[10] != 't' && in[10] != ' ') || !digits(in + 11, 2) ||
+	    in[13] != ':' || !digits(in + 14, 2) || in[16] != ':' || !digits(in + 17, 2))
 		return false;
 	int mon = num(in + 5, 2), day = num(in + 8, 2), hour = num(in + 11, 2),
 	    min = num(in + 14, 2), sec = num(in + 17, 2);
@@ -87,8 +87,8 @@ bool envelope_timestamp(const char *in, char *out, size_t outlen)
 	if (*p == 'Z' || *p == 'z') {
 		snprintf(zone, sizeof(zone), "Z");
 		p++;
-	} else if ((*p == '+' || *p == '-') && digits(p + 1, 2) && p[3] == ':' && digits(p + 4, 2) &&
-		   num(p + 1, 2) <= 23 && num(p + 4, 2) <= 59) {
+	} else if ((*p == '+' || *p == '-') && digits(p + 1, 2) && p[3] == ':' &&
+		   digits(p + 4, 2) && num(p + 1, 2) <= 23 && num(p + 4, 2) <= 59) {
 		snprintf(zone, sizeof(zone), "%.6s", p);
 		p += 6;
 	} else {
@@ -246,7 +246,7 @@ static bool parse_event(yajl_val e, size_t idx, struct reg_event *ev, char *err,
 	const char *missing = !ev->id		? "id"
 			      : !ts		? "timestamp"
 			      : !ev->repository ? "target.repository"
-					       : NULL;
+						: NULL;
 	if (!missing && ev->kind != EVENT_DELETE && !ev->digest)
 		missing = "target.digest";
 	if (!missing && ev->kind == EVENT_DELETE && !ev->digest && !ev->tag)
@@ -256,7 +256,8 @@ static bool parse_event(yajl_val e, size_t idx, struct reg_event *ev, char *err,
 		return false;
 	}
 	if (!envelope_timestamp(ts, ev->timestamp, sizeof(ev->timestamp))) {
-		snprintf(err, errlen, "events[%zu].timestamp: not an RFC 3339 time: '%.64s'", idx, ts);
+		snprintf(err, errlen, "events[%zu].timestamp: not an RFC 3339 time: '%.64s'", idx,
+			 ts);
 		return false;
 	}
 	ev->raw = serialise(e);
@@ -293,7 +294,8 @@ enum envelope_status envelope_parse(const char *body, size_t len, size_t max_eve
 	out->tree = tree;
 	yajl_val events = yajl_tree_get(tree, (const char *[]){"events", NULL}, yajl_t_any);
 	if (!YAJL_IS_OBJECT(tree) || !events) {
-		snprintf(err, errlen, "not an envelope: expected an object with an \"events\" array");
+		snprintf(err, errlen,
+			 "not an envelope: expected an object with an \"events\" array");
 		goto bad;
 	}
 	if (!YAJL_IS_ARRAY(events)) {

@@ -61,7 +61,8 @@ void envelope_free(struct envelope *env);
 enum event_kind envelope_classify(const char *action, const char *media_type, const char *url,
 				  const char *tag);
 /* Normalises an RFC 3339 timestamp (1-9 fraction digits, Z or offset). */
-bool envelope_timestamp(const char *in, char *out, size_t outlen) __attribute__((warn_unused_result));
+bool envelope_timestamp(const char *in, char *out, size_t outlen)
+	__attribute__((warn_unused_result));
 /* Appends the event as one element of a batch for reghook.ingest(). */
 void envelope_event_json(struct buf *b, const struct reg_event *ev, int index, long long source_id);
 

@@ -19,7 +19,7 @@
 #include <yajl/yajl_tree.h>
 
 struct route {
-	const char *path;   /* exact, or a prefix when it ends in '/' */
+	const char *path; /* exact, or a prefix when it ends in '/' */
 	enum evhttp_cmd_type method;
 	void (*handle)(struct daemon *d, struct evhttp_request *req, const char *rest);
 	const char *help;
@@ -128,7 +128,8 @@ static void handle_callback(struct daemon *d, struct evhttp_request *req, const 
 	if (!tree || !YAJL_IS_OBJECT(tree)) {
 		http_reply_error(req, 400, "body is not a JSON object");
 	} else if (!callback_field(tree, "state", &state) || !state ||
-		   (strcmp(state, "success") && strcmp(state, "failure") && strcmp(state, "error"))) {
+		   (strcmp(state, "success") && strcmp(state, "failure") &&
+		    strcmp(state, "error"))) {
 		http_reply_error(req, 400, "state must be \"success\", \"failure\" or \"error\"");
 	} else if (!callback_field(tree, "description", &description) ||
 		   !callback_field(tree, "context", &context) ||
@@ -139,8 +140,8 @@ static void handle_callback(struct daemon *d, struct evhttp_request *req, const 
 		http_reply_error(req, 503, "database unavailable; retry");
 	} else {
 		const char *params[] = {token, state, description, context, target_url};
-		pgc_query(d->control, "SELECT reghook.record_callback($1, $2, $3, $4, $5)", 5, params,
-			  callback_recorded, req);
+		pgc_query(d->control, "SELECT reghook.record_callback($1, $2, $3, $4, $5)", 5,
+			  params, callback_recorded, req);
 	}
 	if (tree)
 		yajl_tree_free(tree);
@@ -212,7 +213,8 @@ static void route(struct evhttp_request *req, void *arg)
 			return;
 		}
 		if (!strstr(buf_cstr(&allow), method_name(routes[i].method)))
-			buf_printf(&allow, "%s%s", allow.len ? ", " : "", method_name(routes[i].method));
+			buf_printf(&allow, "%s%s", allow.len ? ", " : "",
+				   method_name(routes[i].method));
 	}
 	if (allow.len) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow.data);

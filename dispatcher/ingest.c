@@ -34,15 +34,15 @@ struct ingest_req {
 	struct envelope env;	    /* owned */
 	long long source_id;
 	char source[64];
-	bool alone;		  /* retry in a batch of its own */
-	int stored;		  /* events sent to the database */
+	bool alone; /* retry in a batch of its own */
+	int stored; /* events sent to the database */
 	int accepted, duplicates, ignored, rejected;
 };
 
 struct ingest_conn {
 	struct ingest *in;
-	struct pgc *pgc;  /* owned */
-	bool busy;	  /* a batch is running on it */
+	struct pgc *pgc; /* owned */
+	bool busy;	 /* a batch is running on it */
 };
 
 struct ingest_batch {
@@ -82,13 +82,12 @@ static void reply_counts(struct ingest_req *r)
 {
 	char body[160];
 	snprintf(body, sizeof(body),
-		 "{\"accepted\":%d,\"duplicates\":%d,\"ignored\":%d,\"rejected\":%d}",
-		 r->accepted, r->duplicates, r->ignored, r->rejected);
+		 "{\"accepted\":%d,\"duplicates\":%d,\"ignored\":%d,\"rejected\":%d}", r->accepted,
+		 r->duplicates, r->ignored, r->rejected);
 	http_reply_json(r->req, 200, body);
 }
 
-static void reply_unavailable(struct evhttp_request *req, const char *retry_after,
-			      const char *why)
+static void reply_unavailable(struct evhttp_request *req, const char *retry_after, const char *why)
 {
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", retry_after);
 	http_reply_error(req, 503, why);
@@ -161,7 +160,8 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 
 	conn->busy = false;
 	if (!res) {
-		log_warn("ingest: database connection lost during a batch of %d request(s)", b->nreqs);
+		log_warn("ingest: database connection lost during a batch of %d request(s)",
+			 b->nreqs);
 		fail_batch(in, b, "database unavailable; retry");
 	} else if (!pgc_ok(res)) {
 		const char *state = pgc_sqlstate(res);
@@ -212,9 +212,10 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 				r->duplicates++;
 			} else if (strcmp(outcome, "rejected") == 0) {
 				r->rejected++;
-				log_warn("ingest: registry %s may not post events for namespace %s: "
-					 "event rejected",
-					 r->source, PQgetvalue(res, row, 2));
+				log_warn(
+					"ingest: registry %s may not post events for namespace %s: "
+					"event rejected",
+					r->source, PQgetvalue(res, row, 2));
 			} else {
 				r->ignored++; /* unrouted */
 			}
@@ -239,7 +240,8 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 	while (in->pending_head) {
 		struct ingest_req *r = in->pending_head;
 		/* A request retried alone runs alone; a batch fills up to BATCH_MAX. */
-		if (b->nreqs > 0 && (r->alone || b->reqs->alone || b->nitems + r->stored > BATCH_MAX))
+		if (b->nreqs > 0 &&
+		    (r->alone || b->reqs->alone || b->nitems + r->stored > BATCH_MAX))
 			break;
 		dequeue(in);
 		*tail = r;
@@ -263,8 +265,8 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 	in->in_batches += b->nreqs;
 	conn->busy = true;
 	const char *params[] = {json.data};
-	pgc_query(conn->pgc, "SELECT i, outcome, namespace FROM reghook.ingest($1::jsonb)", 1, params,
-		  on_batch_done, b);
+	pgc_query(conn->pgc, "SELECT i, outcome, namespace FROM reghook.ingest($1::jsonb)", 1,
+		  params, on_batch_done, b);
 	buf_free(&json);
 }
 
@@ -382,7 +384,8 @@ struct ingest *ingest_new(struct daemon *d)
 	in->conns = xcalloc((size_t)in->nconns, sizeof(*in->conns));
 	for (int i = 0; i < in->nconns; i++) {
 		in->conns[i].in = in;
-		in->conns[i].pgc = pgc_new(d->base, d->cfg->database_url, &conn_hooks, &in->conns[i]);
+		in->conns[i].pgc =
+			pgc_new(d->base, d->cfg->database_url, &conn_hooks, &in->conns[i]);
 	}
 	return in;
 }

@@ -80,15 +80,17 @@ static void apply_next(struct pgc *c, struct migrate *m)
 		m->next++;
 	if (m->next >= NMIGRATIONS) {
 		m->step = MIGRATE_UNLOCKING;
-		pgc_query(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", 0, NULL, on_result, m);
+		pgc_query(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", 0, NULL, on_result,
+			  m);
 		return;
 	}
 	const struct migration_src *src = &migration_srcs[m->next];
 	struct buf sql = BUF_INIT;
 	log_info("applying migration %03d_%s", src->version, src->name);
-	buf_printf(&sql, "BEGIN;\nSET LOCAL search_path = reghook, pg_catalog;\n%s\n;"
-			 "INSERT INTO reghook.schema_migrations (version, name) VALUES (%d, '%s');\n"
-			 "COMMIT;",
+	buf_printf(&sql,
+		   "BEGIN;\nSET LOCAL search_path = reghook, pg_catalog;\n%s\n;"
+		   "INSERT INTO reghook.schema_migrations (version, name) VALUES (%d, '%s');\n"
+		   "COMMIT;",
 		   src->sql, src->version, src->name);
 	m->step = MIGRATE_APPLYING;
 	pgc_query(c, sql.data, 0, NULL, on_result, m);
@@ -123,7 +125,8 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 		if (!pgc_ok(res))
 			return fail(c, m, "creating schema reghook", res);
 		m->step = MIGRATE_READING;
-		pgc_query(c, "SELECT version FROM reghook.schema_migrations", 0, NULL, on_result, m);
+		pgc_query(c, "SELECT version FROM reghook.schema_migrations", 0, NULL, on_result,
+			  m);
 		break;
 	case MIGRATE_READING:
 		if (!pgc_ok(res))
@@ -155,7 +158,8 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 		break;
 	case MIGRATE_ROLLBACK:
 		m->step = MIGRATE_UNLOCKING;
-		pgc_query(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", 0, NULL, on_result, m);
+		pgc_query(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", 0, NULL, on_result,
+			  m);
 		break;
 	case MIGRATE_UNLOCKING:
 		finish(m);

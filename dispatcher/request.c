@@ -24,15 +24,15 @@ struct request {
 	bool allow_private;
 	size_t body_limit;
 
-	CURL *easy;		     /* owned; NULL once finished */
-	struct curl_slist *headers;  /* owned */
-	struct buf url;		     /* expanded target */
-	struct buf body;	     /* sent body (empty for GET and DELETE) */
-	struct buf sent_headers;     /* JSON array, redacted, for history */
+	CURL *easy;		    /* owned; NULL once finished */
+	struct curl_slist *headers; /* owned */
+	struct buf url;		    /* expanded target */
+	struct buf body;	    /* sent body (empty for GET and DELETE) */
+	struct buf sent_headers;    /* JSON array, redacted, for history */
 
-	struct buf resp_body;	     /* first body_limit bytes */
+	struct buf resp_body; /* first body_limit bytes */
 	bool truncated;
-	struct buf resp_headers;     /* JSON array of the final answer's headers */
+	struct buf resp_headers; /* JSON array of the final answer's headers */
 	char retry_after[64];
 
 	long long started_ms; /* epoch */
@@ -49,8 +49,8 @@ static const char user_agent[] = "reghook/" REGHOOK_VERSION;
 
 static bool is_sensitive(const char *name)
 {
-	static const char *const words[] = {"authorization", "signature", "token", "secret",
-					    "cookie", "api-key", "apikey", "password"};
+	static const char *const words[] = {"authorization", "signature", "token",  "secret",
+					    "cookie",	     "api-key",	  "apikey", "password"};
 	char lower[128];
 	size_t n = strlen(name);
 	if (n >= sizeof(lower))
@@ -160,7 +160,8 @@ static bool add_custom_headers(struct request *r, const char *json)
 	for (size_t i = 0; i < tree->u.array.len; i++) {
 		yajl_val pair = tree->u.array.values[i];
 		if (YAJL_IS_ARRAY(pair) && pair->u.array.len == 2 &&
-		    YAJL_IS_STRING(pair->u.array.values[0]) && YAJL_IS_STRING(pair->u.array.values[1]))
+		    YAJL_IS_STRING(pair->u.array.values[0]) &&
+		    YAJL_IS_STRING(pair->u.array.values[1]))
 			add_header(r, pair->u.array.values[0]->u.string,
 				   pair->u.array.values[1]->u.string);
 	}
@@ -246,8 +247,9 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 	if (s->secret && *s->secret) {
 		char sig[128], ts[32];
 		long long t = (long long)now.tv_sec;
-		if (!sign_standard_webhooks(s->secret, s->delivery_id, t, r->body.data ? r->body.data : "",
-					    r->body.len, sig, sizeof(sig))) {
+		if (!sign_standard_webhooks(s->secret, s->delivery_id, t,
+					    r->body.data ? r->body.data : "", r->body.len, sig,
+					    sizeof(sig))) {
 			finish_invalid(r, "the webhook's signing secret is not valid");
 			return r;
 		}
@@ -359,7 +361,8 @@ void request_finish(struct request *r, CURLcode result)
 		r->outcome = r->status == 410 ? REQUEST_GONE : REQUEST_FAILED;
 		r->error_class = "http";
 		snprintf(r->error, sizeof(r->error), "HTTP %ld%s", r->status,
-			 r->status >= 300 && r->status < 400 ? " (redirects are not followed)" : "");
+			 r->status >= 300 && r->status < 400 ? " (redirects are not followed)"
+							     : "");
 	}
 }
 
@@ -398,18 +401,21 @@ void request_record_json(const struct request *r, struct buf *b, const char *out
 	struct buf url = BUF_INIT;
 	if (!urltemplate_strip_credentials(r->url.data ? r->url.data : "", &url))
 		buf_puts(&url, "(unparseable URL)");
-	buf_printf(b, "{\"id\":\"%s\",\"attempt\":%d,\"webhook_id\":%lld,\"attempted_at\":%lld,"
-		      "\"duration_ms\":%ld,\"truncated\":%s,\"delay_ms\":%lld",
+	buf_printf(b,
+		   "{\"id\":\"%s\",\"attempt\":%d,\"webhook_id\":%lld,\"attempted_at\":%lld,"
+		   "\"duration_ms\":%ld,\"truncated\":%s,\"delay_ms\":%lld",
 		   r->delivery_id, r->attempt, r->webhook_id, r->started_ms, r->duration_ms,
 		   r->truncated ? "true" : "false", delay_ms);
 	json_kv(b, "outcome", outcome, strlen(outcome));
 	json_kv(b, "method", r->method, strlen(r->method));
 	json_kv(b, "url", url.data, url.len);
-	buf_printf(b, ",\"request_headers\":%s", r->sent_headers.len > 1 ? r->sent_headers.data : "[]");
+	buf_printf(b, ",\"request_headers\":%s",
+		   r->sent_headers.len > 1 ? r->sent_headers.data : "[]");
 	json_kv(b, "request_body", r->body.len ? r->body.data : NULL, r->body.len);
 	if (r->status)
 		buf_printf(b, ",\"response_status\":%ld", r->status);
-	buf_printf(b, ",\"response_headers\":%s]", r->resp_headers.len ? r->resp_headers.data : "[");
+	buf_printf(b, ",\"response_headers\":%s]",
+		   r->resp_headers.len ? r->resp_headers.data : "[");
 	/* The body may be anything: hex keeps it exact through JSON into bytea. */
 	buf_puts(b, ",\"response_body\":\"");
 	static const char hex[] = "0123456789abcdef";

@@ -29,7 +29,7 @@ struct request_spec {
 	const char *password;
 	const char *secret; /* NULL: unsigned */
 	const char *format;
-	long long timeout_ms; /* 0: configured default */
+	long long timeout_ms;	  /* 0: configured default */
 	const char *headers_json; /* [[name, value], ...] */
 	const char *repository, *name, *tag, *digest, *actor;
 	long long occurred_at;

@@ -72,8 +72,8 @@ static void on_loaded(struct pgc *c, PGresult *res, void *arg)
 			src->id = atoll(PQgetvalue(res, i, 0));
 			src->name = xstrdup(PQgetvalue(res, i, 1));
 			for (int j = 0; j < SHA256_DIGEST_LENGTH && hex[2 * j]; j++)
-				src->hash[j] =
-					(unsigned char)(hexval(hex[2 * j]) << 4 | hexval(hex[2 * j + 1]));
+				src->hash[j] = (unsigned char)(hexval(hex[2 * j]) << 4 |
+							       hexval(hex[2 * j + 1]));
 		}
 		s->loaded = true;
 		log_debug("registry sources loaded: %d", s->count);
@@ -91,8 +91,8 @@ void sources_reload(struct sources *s, struct pgc *c)
 		return;
 	}
 	s->reloading = true;
-	pgc_query(c, "SELECT id, name, encode(token_sha256, 'hex') FROM reghook.registry_sources", 0,
-		  NULL, on_loaded, s);
+	pgc_query(c, "SELECT id, name, encode(token_sha256, 'hex') FROM reghook.registry_sources",
+		  0, NULL, on_loaded, s);
 }
 
 bool sources_ready(const struct sources *s)

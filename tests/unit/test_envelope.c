@@ -49,7 +49,8 @@ UNIT_TEST(samples_classify)
 		char err[256];
 		struct envelope env;
 		char *data = read_sample(cases[i].file, &len);
-		UNIT_CHECK(data != NULL, "cannot read sample %s (set REGHOOK_SAMPLES)", cases[i].file);
+		UNIT_CHECK(data != NULL, "cannot read sample %s (set REGHOOK_SAMPLES)",
+			   cases[i].file);
 		if (!data)
 			continue;
 		enum envelope_status st = envelope_parse(data, len, 10, &env, err, sizeof(err));
@@ -57,19 +58,22 @@ UNIT_TEST(samples_classify)
 		if (st == ENVELOPE_OK) {
 			const struct reg_event *ev = &env.events[0];
 			UNIT_CHECK(env.count == 1, "%s: %zu events", cases[i].file, env.count);
-			UNIT_CHECK(ev->kind == cases[i].kind, "%s: kind %d", cases[i].file, ev->kind);
+			UNIT_CHECK(ev->kind == cases[i].kind, "%s: kind %d", cases[i].file,
+				   ev->kind);
 			UNIT_CHECK(unit_streq(ev->tag, cases[i].tag), "%s: tag %s", cases[i].file,
 				   ev->tag ? ev->tag : "(null)");
-			UNIT_CHECK(cases[i].digest_prefix
-					   ? ev->digest && strncmp(ev->digest, cases[i].digest_prefix,
-								  strlen(cases[i].digest_prefix)) == 0
-					   : ev->digest == NULL,
-				   "%s: digest %s", cases[i].file, ev->digest ? ev->digest : "(null)");
+			UNIT_CHECK(
+				cases[i].digest_prefix
+					? ev->digest && strncmp(ev->digest, cases[i].digest_prefix,
+								strlen(cases[i].digest_prefix)) == 0
+					: ev->digest == NULL,
+				"%s: digest %s", cases[i].file, ev->digest ? ev->digest : "(null)");
 			UNIT_CHECK(unit_streq(ev->repository, "team-a/app"), "%s: repository",
 				   cases[i].file);
 			UNIT_CHECK(unit_streq(ev->actor, "alice"), "%s: actor", cases[i].file);
 			if (ev->kind != EVENT_IGNORED) {
-				UNIT_CHECK(ev->raw && strstr(ev->raw, ev->id), "%s: raw", cases[i].file);
+				UNIT_CHECK(ev->raw && strstr(ev->raw, ev->id), "%s: raw",
+					   cases[i].file);
 				UNIT_CHECK(ev->request_id != NULL, "%s: request id", cases[i].file);
 			}
 			envelope_free(&env);
@@ -110,7 +114,8 @@ UNIT_TEST(classify_rules)
 				     NULL) == EVENT_MANIFEST_PUSH,
 		   "untagged index");
 	UNIT_CHECK(envelope_classify("push", "application/vnd.example.future+json",
-				     "http://r/v2/a/manifests/sha256:1", NULL) == EVENT_MANIFEST_PUSH,
+				     "http://r/v2/a/manifests/sha256:1",
+				     NULL) == EVENT_MANIFEST_PUSH,
 		   "unknown manifest type by URL");
 	UNIT_CHECK(envelope_classify("push", "", NULL, "v1") == EVENT_IMAGE_PUSH, "tagged");
 	UNIT_CHECK(envelope_classify("pull", "x", NULL, "v1") == EVENT_IGNORED, "pull");
@@ -131,9 +136,16 @@ UNIT_TEST(timestamps)
 		{"2026-11-22t18:20:32.123456789-05:30", "2026-11-22T18:20:32.123456-05:30"},
 	};
 	static const char *const bad[] = {
-		"", "yesterday", "2026-11-22", "2026-11-22T18:20:32", "2026-13-22T18:20:32Z",
-		"2026-11-22T18:20:32.Z", "2026-11-22T18:20:32.1234567890Z", "2026-11-22T18:20:32+2",
-		"2026-11-22T18:20:32Zjunk", "2026-11-22T25:20:32Z",
+		"",
+		"yesterday",
+		"2026-11-22",
+		"2026-11-22T18:20:32",
+		"2026-13-22T18:20:32Z",
+		"2026-11-22T18:20:32.Z",
+		"2026-11-22T18:20:32.1234567890Z",
+		"2026-11-22T18:20:32+2",
+		"2026-11-22T18:20:32Zjunk",
+		"2026-11-22T25:20:32Z",
 	};
 	char out[64];
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
@@ -176,26 +188,28 @@ UNIT_TEST(malformed_envelopes)
 		{"null", ENVELOPE_BAD, "not an envelope"},
 		{"{\"events\":\"x\"}", ENVELOPE_BAD, "events: not an array"},
 		{"{\"events\":[[]]}", ENVELOPE_BAD, "events[0]: not an object"},
-		{"{\"events\":[{\"action\":\"pull\"},{}]}", ENVELOPE_BAD, "events[1].action: missing"},
+		{"{\"events\":[{\"action\":\"pull\"},{}]}", ENVELOPE_BAD,
+		 "events[1].action: missing"},
 		{"{\"events\":[{\"action\":\"push\",\"target\":{\"repository\":1}}]}", ENVELOPE_BAD,
 		 "events[0].target.repository: not a string"},
-		{"{\"events\":[{\"action\":\"push\",\"id\":\"1\",\"timestamp\":\"2026-01-01T00:00:00Z\","
+		{"{\"events\":[{\"action\":\"push\",\"id\":\"1\",\"timestamp\":\"2026-01-01T00:00:"
+		 "00Z\","
 		 "\"target\":{\"tag\":\"t\",\"digest\":\"d\"}}]}",
 		 ENVELOPE_BAD, "target.repository: missing"},
 		{"{\"events\":[{\"action\":\"push\"},{\"action\":\"push\"},{\"action\":\"push\"}]}",
 		 ENVELOPE_TOO_MANY, "3 events"},
-		{"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]", ENVELOPE_BAD,
-		 "nested deeper"},
+		{"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+		 ENVELOPE_BAD, "nested deeper"},
 		{"{\"events\":[\"\xc3\x28\"]}", ENVELOPE_BAD, "not JSON"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct envelope env;
 		char err[256] = "";
-		enum envelope_status st =
-			envelope_parse(cases[i].body, strlen(cases[i].body), 2, &env, err, sizeof(err));
+		enum envelope_status st = envelope_parse(cases[i].body, strlen(cases[i].body), 2,
+							 &env, err, sizeof(err));
 		UNIT_CHECK(st == cases[i].status, "case %zu: status %d (%s)", i, st, err);
-		UNIT_CHECK(strstr(err, cases[i].fragment) != NULL, "case %zu: error '%s' lacks '%s'", i,
-			   err, cases[i].fragment);
+		UNIT_CHECK(strstr(err, cases[i].fragment) != NULL,
+			   "case %zu: error '%s' lacks '%s'", i, err, cases[i].fragment);
 		UNIT_CHECK(env.events == NULL && env.tree == NULL, "case %zu: not freed", i);
 	}
 	/* A NUL inside the body. */
@@ -208,10 +222,11 @@ UNIT_TEST(malformed_envelopes)
 
 UNIT_TEST(batch_json)
 {
-	const char *body = "{\"events\":[{\"id\":\"e\\\"1\",\"timestamp\":\"2026-01-01T00:00:00Z\","
-			   "\"action\":\"push\",\"target\":{\"mediaType\":\"application/vnd.oci.image."
-			   "manifest.v1+json\",\"digest\":\"sha256:1\",\"repository\":\"team-a/app\","
-			   "\"tag\":\"v1\",\"size\":12.5e3}}]}";
+	const char *body =
+		"{\"events\":[{\"id\":\"e\\\"1\",\"timestamp\":\"2026-01-01T00:00:00Z\","
+		"\"action\":\"push\",\"target\":{\"mediaType\":\"application/vnd.oci.image."
+		"manifest.v1+json\",\"digest\":\"sha256:1\",\"repository\":\"team-a/app\","
+		"\"tag\":\"v1\",\"size\":12.5e3}}]}";
 	struct envelope env;
 	char err[256];
 	struct buf b = BUF_INIT;
