@@ -26,7 +26,8 @@
 
 #define POLL_MS 1000	     /* backstop for missed NOTIFYs and due retries */
 #define RECLAIM_MS 10000     /* how often expired leases are looked for */
-#define WRITE_BATCH_MAX 2000 /* attempts per complete_deliveries() */
+#define PRUNE_MS 600000	     /* how often old history is pruned */
+#define PRUNE_BATCH "500"    /* rows per prune_history() call */
 
 struct inflight {
 	struct inflight *prev, *next;
@@ -49,6 +50,7 @@ struct dispatcher {
 	struct httpc *http;    /* owned */
 	struct event *poll;    /* owned */
 	struct event *reclaim; /* owned */
+	struct event *prune; /* owned: the janitor's timer */
 	bool started;	       /* the schema is current */
 	bool claiming;	       /* a claim query is running */
 	bool claim_again;      /* woken while claiming */
@@ -344,6 +346,37 @@ static void on_reclaim(evutil_socket_t fd, short what, void *arg)
 	pgc_query(dp->done, "SELECT reghook.reclaim_expired($1)", 1, params, on_reclaimed, dp);
 }
 
+static void prune_step(struct dispatcher *dp);
+
+/* The janitor: small batches, one after another, until nothing old is left. */
+static void on_pruned(struct pgc *c, PGresult *res, void *arg)
+{
+	struct dispatcher *dp = arg;
+	if (!pgc_ok(res)) {
+		if (res)
+			log_error("pruning history: %s", pgc_error(res));
+		return;
+	}
+	if (atoi(PQgetvalue(res, 0, 0)) > 0)
+		prune_step(dp);
+}
+
+static void prune_step(struct dispatcher *dp)
+{
+	if (!dp->started || dp->stopping || !pgc_is_up(dp->done))
+		return;
+	char retention[32];
+	snprintf(retention, sizeof(retention), "%lld milliseconds", dp->d->cfg->history_retention_ms);
+	const char *params[] = {retention, PRUNE_BATCH};
+	pgc_query(dp->done, "SELECT reghook.prune_history($1::interval, $2)", 2, params, on_pruned,
+		  dp);
+}
+
+static void on_prune(evutil_socket_t fd, short what, void *arg)
+{
+	prune_step(arg);
+}
+
 static void on_listening(struct pgc *c, PGresult *res, void *arg)
 {
 	if (res && !pgc_ok(res))
@@ -395,6 +428,9 @@ struct dispatcher *dispatcher_new(struct daemon *d)
 	struct timeval reclaim = {RECLAIM_MS / 1000, (RECLAIM_MS % 1000) * 1000};
 	event_add(dp->poll, &poll);
 	event_add(dp->reclaim, &reclaim);
+	dp->prune = event_new(d->base, -1, EV_PERSIST, on_prune, dp);
+	struct timeval prune = {PRUNE_MS / 1000, 0};
+	event_add(dp->prune, &prune);
 	return dp;
 }
 
@@ -405,6 +441,8 @@ void dispatcher_schema_ready(struct dispatcher *dp)
 	if (first && pgc_is_up(dp->claim))
 		pgc_query(dp->claim, "LISTEN reghook_deliveries", 0, NULL, on_listening, dp);
 	on_reclaim(-1, 0, dp);
+	if (first)
+		prune_step(dp);
 }
 
 void dispatcher_stop(struct dispatcher *dp)
@@ -412,6 +450,7 @@ void dispatcher_stop(struct dispatcher *dp)
 	dp->stopping = true;
 	event_del(dp->poll);
 	event_del(dp->reclaim);
+	event_del(dp->prune);
 	if (dp->in_flight)
 		log_info("waiting for %d delivery request(s) in flight", dp->in_flight);
 }
@@ -440,6 +479,7 @@ void dispatcher_free(struct dispatcher *dp)
 	pgc_free(dp->done);
 	event_free(dp->poll);
 	event_free(dp->reclaim);
+	event_free(dp->prune);
 	buf_free(&dp->results);
 	buf_free(&dp->writing);
 	free(dp->slots);
