@@ -96,6 +96,34 @@ void buf_printf(struct buf *b, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Length of the valid UTF-8 sequence starting at s (its first byte >= 0x80), or 0. */
+static size_t utf8_sequence(const char *s, size_t avail)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n;
+	unsigned min;
+	if (u[0] >= 0xc2 && u[0] <= 0xdf)
+		n = 2, min = 0x80;
+	else if (u[0] >= 0xe0 && u[0] <= 0xef)
+		n = 3, min = 0x800;
+	else if (u[0] >= 0xf0 && u[0] <= 0xf4)
+		n = 4, min = 0x10000;
+	else
+		return 0;
+	if (avail < n)
+		return 0;
+	unsigned cp = u[0] & (0xff >> (n + 1));
+	for (size_t i = 1; i < n; i++) {
+		if ((u[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (u[i] & 0x3f);
+	}
+	/* No overlong forms, surrogates or code points past U+10FFFF. */
+	if (cp < min || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+		return 0;
+	return n;
+}
+
 void buf_json_str(struct buf *b, const char *s, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -123,8 +151,16 @@ void buf_json_str(struct buf *b, const char *s, size_t len)
 			if (c < 0x20) {
 				char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
 				buf_append(b, esc, 6);
-			} else {
+			} else if (c < 0x80) {
 				buf_putc(b, (char)c);
+			} else {
+				size_t n = utf8_sequence(s + i, len - i);
+				if (n) {
+					buf_append(b, s + i, n);
+					i += n - 1;
+				} else {
+					buf_puts(b, "\\ufffd");
+				}
 			}
 		}
 	}

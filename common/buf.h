@@ -26,7 +26,7 @@ void buf_puts(struct buf *b, const char *s);
 void buf_putc(struct buf *b, char c);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
-/* Appends s as a JSON string literal, quotes included. */
+/* Appends s as a JSON string literal, quotes included; invalid UTF-8 becomes U+FFFD. */
 void buf_json_str(struct buf *b, const char *s, size_t len);
 void buf_reset(struct buf *b);
 /* Hands the contents to the caller (who frees them) and empties b. */

@@ -295,11 +295,16 @@ int cmd_webhook(const struct cli_command *cmd, int argc, char **argv)
 
 	if (cli_wants_help(cmd, argc, argv))
 		return CLI_OK;
-	if (!cli_config(cmd, &cfg, &argc, argv))
+	/* Field options first: --max-attempts here is the webhook's, not the daemon's key. */
+	if (!take_fields(&argc, argv, &fields, err, sizeof(err))) {
+		buf_free(&fields);
+		return cli_usage_error(cmd, "%s", err);
+	}
+	if (!cli_config(cmd, &cfg, &argc, argv)) {
+		buf_free(&fields);
 		return CLI_USAGE;
-	if (!take_fields(&argc, argv, &fields, err, sizeof(err)))
-		rc = cli_usage_error(cmd, "%s", err);
-	else if (cli_unknown_option(argc, argv))
+	}
+	if (cli_unknown_option(argc, argv))
 		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
 	else if (argc < 2)
 		rc = cli_usage_error(cmd, "missing subcommand");

@@ -24,10 +24,10 @@
 #include <string.h>
 #include <time.h>
 
-#define POLL_MS 1000	     /* backstop for missed NOTIFYs and due retries */
-#define RECLAIM_MS 10000     /* how often expired leases are looked for */
-#define PRUNE_MS 600000	     /* how often old history is pruned */
-#define PRUNE_BATCH "500"    /* rows per prune_history() call */
+#define POLL_MS 1000	  /* backstop for missed NOTIFYs and due retries */
+#define RECLAIM_MS 5000	  /* how often expired leases are looked for */
+#define PRUNE_MS 600000	  /* how often old history is pruned */
+#define PRUNE_BATCH "500" /* rows per prune_history() call */
 
 struct inflight {
 	struct inflight *prev, *next;
@@ -50,7 +50,7 @@ struct dispatcher {
 	struct httpc *http;    /* owned */
 	struct event *poll;    /* owned */
 	struct event *reclaim; /* owned */
-	struct event *prune; /* owned: the janitor's timer */
+	struct event *prune;   /* owned: the janitor's timer */
 	bool started;	       /* the schema is current */
 	bool claiming;	       /* a claim query is running */
 	bool claim_again;      /* woken while claiming */
@@ -366,7 +366,8 @@ static void prune_step(struct dispatcher *dp)
 	if (!dp->started || dp->stopping || !pgc_is_up(dp->done))
 		return;
 	char retention[32];
-	snprintf(retention, sizeof(retention), "%lld milliseconds", dp->d->cfg->history_retention_ms);
+	snprintf(retention, sizeof(retention), "%lld milliseconds",
+		 dp->d->cfg->history_retention_ms);
 	const char *params[] = {retention, PRUNE_BATCH};
 	pgc_query(dp->done, "SELECT reghook.prune_history($1::interval, $2)", 2, params, on_pruned,
 		  dp);

@@ -72,8 +72,8 @@ static void add_header(struct request *r, const char *name, const char *value)
 	r->headers = curl_slist_append(r->headers, line.data);
 	buf_free(&line);
 
-	/* sent_headers holds "[" and the pairs so far; request_new() closes it. */
-	if (r->sent_headers.len > 1)
+	/* sent_headers holds the pairs, comma-separated; the record adds the brackets. */
+	if (r->sent_headers.len)
 		buf_putc(&r->sent_headers, ',');
 	buf_putc(&r->sent_headers, '[');
 	buf_json_str(&r->sent_headers, name, strlen(name));
@@ -217,7 +217,6 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 	r->webhook_id = s->webhook_id;
 	r->allow_private = cfg->allow_private_targets;
 	r->body_limit = (size_t)cfg->response_body_limit;
-	buf_puts(&r->sent_headers, "[");
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
 	r->started_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
@@ -262,7 +261,6 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 		/* curl writes the header itself; history shows it was sent, not its value. */
 		buf_puts(&r->sent_headers, ",[\"Authorization\",\"[redacted]\"]");
 	}
-	buf_putc(&r->sent_headers, ']');
 	/* No "Expect: 100-continue" round trip. */
 	r->headers = curl_slist_append(r->headers, "Expect:");
 
@@ -409,8 +407,7 @@ void request_record_json(const struct request *r, struct buf *b, const char *out
 	json_kv(b, "outcome", outcome, strlen(outcome));
 	json_kv(b, "method", r->method, strlen(r->method));
 	json_kv(b, "url", url.data, url.len);
-	buf_printf(b, ",\"request_headers\":%s",
-		   r->sent_headers.len > 1 ? r->sent_headers.data : "[]");
+	buf_printf(b, ",\"request_headers\":[%s]", buf_cstr((struct buf *)&r->sent_headers));
 	json_kv(b, "request_body", r->body.len ? r->body.data : NULL, r->body.len);
 	if (r->status)
 		buf_printf(b, ",\"response_status\":%ld", r->status);

@@ -41,7 +41,7 @@ LANGUAGE sql AS $$
         UPDATE reghook.deliveries d
         SET status = 'in_flight', attempts = d.attempts + 1, lease_owner = instance,
             lease_expires_at = now() + make_interval(
-                secs => (coalesce(w.timeout_ms, default_timeout_ms) + 60000) / 1000.0)
+                secs => (coalesce(w.timeout_ms, default_timeout_ms) + 15000) / 1000.0)
         FROM picked, reghook.webhooks w
         WHERE d.id = picked.id AND w.id = d.webhook_id
         RETURNING d.*
@@ -56,9 +56,9 @@ LANGUAGE sql AS $$
            coalesce(e.name, CASE WHEN c.is_test THEN 'reghook-test' END),
            coalesce(e.tag, CASE WHEN c.is_test THEN 'test' END),
            e.digest, coalesce(e.actor, CASE WHEN c.is_test THEN session_user::text END),
-           extract(epoch FROM coalesce(e.occurred_at, c.created_at))::bigint,
+           floor(extract(epoch FROM coalesce(e.occurred_at, c.created_at)))::bigint,
            e.raw::text, n.name, n.description, n.is_private,
-           extract(epoch FROM n.created_at)::bigint
+           floor(extract(epoch FROM n.created_at))::bigint
     FROM claimed c
     JOIN reghook.webhooks w ON w.id = c.webhook_id
     JOIN reghook.namespaces n ON n.id = w.namespace_id

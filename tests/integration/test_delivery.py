@@ -1,0 +1,887 @@
+"""Delivery: what a webhook endpoint receives (bytes, headers, method, path
+and query) for events posted to POST /events, and what the history tables
+show: payload shapes, methods, headers and auth, URL templates, signatures,
+retries and Retry-After, timeouts, 410, redirects, the SSRF guard, the
+response body limit, callbacks, test pushes, a dispatcher killed mid-request,
+and the real registry end to end. Last, bad `webhook add` input."""
+
+import base64
+import calendar
+import hashlib
+import hmac
+import json
+import os
+import time
+import urllib.parse
+import uuid
+
+from harness import DEFAULT_REGISTRY_URL, Response, wait_until
+
+V1 = 'application/vnd.docker.distribution.events.v1+json'
+DIGEST = 'sha256:' + 'ab' * 32
+TIMESTAMP = '2026-11-22T18:20:32.255357202Z'
+TIMESTAMP_EPOCH = calendar.timegm((2026, 11, 22, 18, 20, 32))
+
+# Short schedules keep retries within a test's few seconds.
+FAST = {'retry_schedule': '0,1s,1s,1s'}
+
+REPOSITORY_KEYS = {'comment_count', 'date_created', 'description', 'dockerfile',
+                   'full_description', 'is_official', 'is_private', 'is_trusted', 'name',
+                   'namespace', 'owner', 'repo_name', 'repo_url', 'star_count', 'status'}
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def register(daemon, *namespaces, name='main'):
+    """Adds the namespaces and a registry source; returns its token."""
+    for ns in namespaces:
+        daemon.run_cli('namespace', 'add', ns)
+    out = daemon.run_cli('registry', 'add', name).stdout
+    return next(w for w in out.split() if w.startswith('rgh_'))
+
+
+def add_webhook(daemon, ns, url, *options, enable=True):
+    """`webhook add NS URL OPTIONS` (then enable); returns the webhook id."""
+    out = daemon.run_cli('webhook', 'add', ns, url, *options).stdout
+    assert out.startswith('Webhook '), out
+    webhook_id = out.split()[1]
+    if enable:
+        daemon.run_cli('webhook', 'enable', webhook_id)
+    return webhook_id
+
+
+def event(action='push', repository='team-a/app', tag='1.0', digest=DIGEST, request_id=None,
+          actor='alice', media_type='application/vnd.oci.image.manifest.v1+json'):
+    target = {'mediaType': media_type, 'size': 344, 'digest': digest, 'length': 344,
+              'repository': repository,
+              'url': f'http://127.0.0.1:5000/v2/{repository}/manifests/{digest}'}
+    if tag is not None:
+        target['tag'] = tag
+    return {'id': str(uuid.uuid4()), 'timestamp': TIMESTAMP, 'action': action,
+            'target': target,
+            'request': {'id': request_id or str(uuid.uuid4()), 'addr': '10.0.0.7:41000',
+                        'host': 'vm:5000', 'method': 'PUT', 'useragent': 'skopeo/1.13'},
+            'actor': {'name': actor}, 'source': {'addr': 'vm:5000', 'instanceID': 'x1'}}
+
+
+def post(daemon, token, *events_):
+    """Posts one envelope holding the events; asserts they were all accepted."""
+    status, _, out = daemon.post('/events', json.dumps({'events': list(events_)}).encode(),
+                                 {'Content-Type': V1, 'Authorization': f'Bearer {token}'})
+    assert status == 200, out
+    body = json.loads(out)
+    assert body['accepted'] == len(events_), body
+    return body
+
+
+def rows(pg, sql):
+    """The rows of a query as a list of dicts (through json_agg)."""
+    return json.loads(pg.psql(f"SELECT coalesce(json_agg(t), '[]') FROM ({sql}) t"))
+
+
+def attempts(pg, webhook_id):
+    """A webhook's attempts, oldest first."""
+    return rows(pg, f"""
+        SELECT delivery_id::text, attempt, method, url, request_headers, request_body,
+               response_status, response_headers, encode(response_body, 'hex') AS body_hex,
+               response_truncated, error_class, error_message, duration_ms, instance,
+               extract(epoch FROM attempted_at)::float8 AS at
+        FROM reghook.delivery_attempts WHERE webhook_id = {int(webhook_id)}
+        ORDER BY attempted_at, attempt""")
+
+
+def deliveries(pg, webhook_id):
+    """A webhook's deliveries, oldest first."""
+    return rows(pg, f"""
+        SELECT id::text, status, attempts, is_test, callback_token, last_error,
+               callback_state, callback_description, callback_context, callback_target_url,
+               callback_at IS NOT NULL AS called_back, lease_owner
+        FROM reghook.deliveries WHERE webhook_id = {int(webhook_id)}
+        ORDER BY created_at, id""")
+
+
+def wait_attempts(pg, webhook_id, n, timeout=15):
+    """Waits until a webhook has n attempts in history (they are written in batches)."""
+    return wait_until(lambda: (lambda a: a if len(a) >= n else None)(attempts(pg, webhook_id)),
+                      timeout=timeout, msg=f'{n} attempt(s) of webhook {webhook_id}')
+
+
+def wait_status(pg, webhook_id, *statuses, timeout=15):
+    """Waits until every delivery of a webhook has one of the statuses."""
+    def done():
+        d = deliveries(pg, webhook_id)
+        return d if d and all(x['status'] in statuses for x in d) else None
+    return wait_until(done, timeout=timeout,
+                      msg=f'deliveries of webhook {webhook_id} to be {statuses}')
+
+
+def set_fields(pg, webhook_id, **fields):
+    """reghook.webhook_set() through SQL (the CLI's --max-attempts does not reach it:
+    see test_cli_max_attempts_is_stored)."""
+    changes = json.dumps(fields).replace("'", "''")
+    pg.psql(f"SELECT reghook.webhook_set({int(webhook_id)}, '{changes}')")
+
+
+def header_pairs(attempt):
+    """request_headers of an attempt as {lower-case name: value}."""
+    return {name.lower(): value for name, value in attempt['request_headers']}
+
+
+def quiet(endpoint, seconds):
+    """Waits, then returns how many requests the endpoint got in all."""
+    time.sleep(seconds)
+    return len(endpoint.requests)
+
+
+# --- payloads and requests -------------------------------------------------------
+
+
+def test_push_payload_shape_headers_and_history(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory(FAST)
+    daemon.run_cli('namespace', 'add', 'team-a', '--description', 'Team A images')
+    token = register(daemon)
+    hook = endpoint_factory()
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/hook'))
+    before = time.time()
+    post(daemon, token, event())
+
+    req = hook.wait_for(1)[0]
+    assert (req.method, req.path, req.query) == ('POST', '/hook', '')
+    body = req.json()
+    assert set(body) == {'action', 'callback_url', 'push_data', 'repository'}
+    assert body['action'] == 'push'
+    assert body['push_data'] == {'images': [DIGEST], 'pushed_at': TIMESTAMP_EPOCH,
+                                 'pusher': 'alice', 'tag': '1.0'}
+    assert type(body['push_data']['pushed_at']) is int
+    repo = body['repository']
+    assert set(repo) == REPOSITORY_KEYS
+    created = repo.pop('date_created')
+    assert type(created) is int and before - 120 <= created <= time.time() + 5
+    assert repo == {'comment_count': 0, 'description': 'Team A images', 'dockerfile': '',
+                    'full_description': '', 'is_official': False, 'is_private': False,
+                    'is_trusted': False, 'name': 'app', 'namespace': 'team-a',
+                    'owner': 'team-a', 'repo_name': 'team-a/app',
+                    'repo_url': f'{DEFAULT_REGISTRY_URL}/team-a/app', 'star_count': 0,
+                    'status': 'Active'}
+    for key in ('is_official', 'is_private', 'is_trusted'):
+        assert type(repo[key]) is bool
+
+    delivery = wait_status(pg, webhook_id, 'succeeded')[0]
+    assert body['callback_url'] == daemon.url(f'/callback/{delivery["callback_token"]}')
+    assert req.header('Content-Type') == 'application/json'
+    assert req.header('User-Agent').startswith('reghook/')
+    assert req.header('X-Reghook-Event') == 'push'
+    assert req.header('X-Reghook-Delivery') == delivery['id']
+    assert req.header('webhook-signature') is None and req.header('Authorization') is None
+
+    [attempt] = wait_attempts(pg, webhook_id, 1)
+    assert (attempt['attempt'], attempt['method'], attempt['url']) == (1, 'POST', hook.url('/hook'))
+    assert attempt['request_body'].encode() == req.body
+    assert (attempt['response_status'], attempt['error_class']) == (200, None)
+    assert bytes.fromhex(attempt['body_hex']) == b'ok' and not attempt['response_truncated']
+    sent = header_pairs(attempt)
+    assert sent['x-reghook-delivery'] == delivery['id']
+    assert sent['content-type'] == 'application/json'
+    assert delivery['attempts'] == 1
+    assert len(hook.requests) == 1
+
+
+def test_private_namespace_is_private_in_payload(reghook, pg, endpoint_factory):
+    reghook.run_cli('namespace', 'add', 'team-a', '--private')
+    token = register(reghook)
+    hook = endpoint_factory()
+    add_webhook(reghook, 'team-a', hook.url('/'))
+    post(reghook, token, event())
+    repo = hook.wait_for(1)[0].json()['repository']
+    assert repo['is_private'] is True and repo['description'] == ''
+
+
+def test_each_method_and_bodies(reghook, pg, endpoint_factory):
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    ids = {m: add_webhook(reghook, 'team-a', hook.url(f'/{m.lower()}'), '--method', m)
+           for m in ('POST', 'PUT', 'PATCH', 'GET', 'DELETE')}
+    post(reghook, token, event())
+
+    got = {r.method: r for r in hook.wait_for(5)}
+    assert set(got) == set(ids)
+    for method, req in got.items():
+        assert req.path == f'/{method.lower()}'
+        assert req.header('X-Reghook-Event') == 'push'
+        if method in ('GET', 'DELETE'):
+            assert req.body == b'', method
+            assert req.header('Content-Type') is None, method
+            assert req.header('Transfer-Encoding') is None, method
+            assert req.header('Content-Length') in (None, '0'), method
+        else:
+            assert req.header('Content-Type') == 'application/json', method
+            assert req.json()['push_data']['tag'] == '1.0', method
+    for method, webhook_id in ids.items():
+        [attempt] = wait_attempts(pg, webhook_id, 1)
+        assert attempt['method'] == method and attempt['response_status'] == 200
+        if method in ('GET', 'DELETE'):
+            assert attempt['request_body'] is None
+            assert 'content-type' not in header_pairs(attempt)
+        else:
+            assert attempt['request_body'].encode() == got[method].body
+
+
+def test_custom_headers_basic_auth_and_content_type(reghook, pg, endpoint_factory):
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    password = 'hunter2-' + uuid.uuid4().hex
+    webhook_id = add_webhook(reghook, 'team-a', hook.url('/auth'),
+                             '--header', 'X-Api-Version: 2',
+                             '--header', 'X-Team:  a b: c ',
+                             '--username', 'bob', '--password', password,
+                             '--content-type', 'application/vnd.example+json')
+    post(reghook, token, event())
+
+    req = hook.wait_for(1)[0]
+    expected_auth = 'Basic ' + base64.b64encode(f'bob:{password}'.encode()).decode()
+    assert req.header('Authorization') == expected_auth
+    assert req.header('X-Api-Version') == '2'
+    assert req.header('X-Team') == 'a b: c'
+    assert req.header('Content-Type') == 'application/vnd.example+json'
+    assert [v for k, v in req.headers if k.lower() == 'content-type'] == \
+        ['application/vnd.example+json']
+
+    [attempt] = wait_attempts(pg, webhook_id, 1)
+    sent = header_pairs(attempt)
+    assert sent['authorization'] == '[redacted]'
+    assert sent['x-api-version'] == '2' and sent['x-team'] == 'a b: c'
+    assert sent['content-type'] == 'application/vnd.example+json'
+    assert attempt['url'] == hook.url('/auth')
+    b64 = base64.b64encode(f'bob:{password}'.encode()).decode()
+    leaks = pg.psql(f"""SELECT count(*) FROM reghook.delivery_attempts a
+                        WHERE a::text LIKE '%{password}%' OR a::text LIKE '%{b64}%'""")
+    assert int(leaks) == 0
+    assert int(pg.psql("SELECT count(*) FROM reghook.deliveries d "
+                       f"WHERE d::text LIKE '%{password}%'")) == 0
+
+
+def test_url_template_is_percent_encoded(reghook, pg, endpoint_factory):
+    token = register(reghook, 'team-a', 'team-a/sub')
+    hook = endpoint_factory()
+    template = hook.url('/hooks/{namespace}/{name}/{action}'
+                        '?repo={repository}&tag={tag}&digest={digest}&x=a%20b')
+    webhook_id = add_webhook(reghook, 'team-a/sub', template)
+    post(reghook, token, event(repository='team-a/sub/my_app.x-y~z', tag='v1.0+build'))
+
+    req = hook.wait_for(1)[0]
+    assert req.path == '/hooks/team-a%2Fsub/my_app.x-y~z/push'
+    assert req.query == ('repo=team-a%2Fsub%2Fmy_app.x-y~z&tag=v1.0%2Bbuild'
+                         '&digest=sha256%3A' + 'ab' * 32 + '&x=a%20b')
+    body = req.json()
+    assert body['repository']['name'] == 'my_app.x-y~z'
+    assert body['repository']['namespace'] == 'team-a/sub'
+    assert body['repository']['repo_name'] == 'team-a/sub/my_app.x-y~z'
+    [attempt] = wait_attempts(pg, webhook_id, 1)
+    assert attempt['url'] == hook.url(req.path + '?' + req.query)
+
+
+def test_signature_verifies(reghook, pg, endpoint_factory):
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    key = os.urandom(32)
+    secret = 'whsec_' + base64.b64encode(key).decode()
+    webhook_id = add_webhook(reghook, 'team-a', hook.url('/signed'), '--secret', secret)
+    post(reghook, token, event())
+
+    req = hook.wait_for(1)[0]
+    msg_id = req.header('webhook-id')
+    ts = req.header('webhook-timestamp')
+    assert msg_id == req.header('X-Reghook-Delivery')
+    assert ts.isdigit() and abs(int(ts) - time.time()) < 60
+    mac = hmac.new(key, f'{msg_id}.{ts}.'.encode() + req.body, hashlib.sha256).digest()
+    assert req.header('webhook-signature') == 'v1,' + base64.b64encode(mac).decode()
+
+    delivery = wait_status(pg, webhook_id, 'succeeded')[0]
+    assert msg_id == delivery['id']
+    [attempt] = wait_attempts(pg, webhook_id, 1)
+    sent = header_pairs(attempt)
+    assert sent['webhook-signature'] == '[redacted]'
+    assert sent['webhook-id'] == msg_id
+    assert int(pg.psql("SELECT count(*) FROM reghook.delivery_attempts a "
+                       f"WHERE a::text LIKE '%{base64.b64encode(mac).decode()}%'")) == 0
+    # The secret is write-only for the CLI too.
+    assert secret not in reghook.run_cli('webhook', 'show', webhook_id).stdout
+
+
+def test_disabled_webhook_gets_nothing_and_enable_does_not_replay(reghook, pg,
+                                                                 endpoint_factory):
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(reghook, 'team-a', hook.url('/'), enable=False)
+    post(reghook, token, event(tag='old'))
+    assert quiet(hook, 1.5) == 0
+    assert deliveries(pg, webhook_id) == []
+
+    reghook.run_cli('webhook', 'enable', webhook_id)
+    assert quiet(hook, 1.5) == 0
+    post(reghook, token, event(tag='new'))
+    req = hook.wait_for(1)[0]
+    assert req.json()['push_data']['tag'] == 'new'
+    assert quiet(hook, 1) == 1
+
+    reghook.run_cli('webhook', 'disable', webhook_id)
+    post(reghook, token, event(tag='later'))
+    assert quiet(hook, 1.5) == 1
+
+
+def test_pending_retries_wait_while_disabled(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory({'retry_schedule': '0,2s'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.script([500])
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, event())
+    hook.wait_for(1)
+    wait_attempts(pg, webhook_id, 1)
+    daemon.run_cli('webhook', 'disable', webhook_id)
+    assert quiet(hook, 3.5) == 1
+    assert [d['status'] for d in deliveries(pg, webhook_id)] == ['pending']
+    daemon.run_cli('webhook', 'enable', webhook_id)
+    hook.wait_for(2, timeout=5)
+    wait_status(pg, webhook_id, 'succeeded')
+
+
+def test_transport_failures_are_classified(reghook_factory, pg, endpoint_factory):
+    from harness import free_port
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    dropper = endpoint_factory()
+    dropper.respond(200, drop=True)
+    refused = add_webhook(daemon, 'team-a', f'http://127.0.0.1:{free_port()}/')
+    dropped = add_webhook(daemon, 'team-a', dropper.url('/'))
+    unknown = add_webhook(daemon, 'team-a', 'http://no-such-host.invalid/')
+    for webhook_id in (refused, dropped, unknown):
+        set_fields(pg, webhook_id, max_attempts=1)
+    post(daemon, token, event())
+
+    [a] = wait_attempts(pg, refused, 1)
+    assert (a['error_class'], a['response_status']) == ('connect', None), a
+    [a] = wait_attempts(pg, dropped, 1)
+    assert a['error_class'] in ('other', 'http') and a['response_status'] is None, a
+    assert a['error_message']
+    [a] = wait_attempts(pg, unknown, 1, timeout=20)
+    assert (a['error_class'], a['response_status']) == ('dns', None), a
+    for webhook_id in (refused, dropped, unknown):
+        wait_status(pg, webhook_id, 'failed')
+
+
+def test_credentials_in_the_url_stay_out_of_history(reghook, pg, endpoint_factory):
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(reghook, 'team-a', f'http://ci:p4ss-{token[-8:]}@127.0.0.1:'
+                                                f'{hook.port}/in-url?x=1')
+    post(reghook, token, event())
+    req = hook.wait_for(1)[0]
+    assert (req.path, req.query) == ('/in-url', 'x=1')
+    assert req.header('Authorization') == 'Basic ' + base64.b64encode(
+        f'ci:p4ss-{token[-8:]}'.encode()).decode()
+    [a] = wait_attempts(pg, webhook_id, 1)
+    assert a['url'] == hook.url('/in-url?x=1')
+    assert int(pg.psql("SELECT count(*) FROM reghook.delivery_attempts a "
+                       f"WHERE a::text LIKE '%p4ss-{token[-8:]}%'")) == 0
+    assert rows(pg, f'SELECT name FROM reghook.webhooks WHERE id = {webhook_id}') == [
+        {'name': '127.0.0.1'}]
+
+
+def test_pushed_at_is_the_second_of_the_event(reghook, pg, endpoint_factory):
+    """Epoch seconds of 18:20:32.75 are ...32 (truncated, as Go's Unix() and
+    Docker Hub give them), not a second that has not happened yet."""
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    add_webhook(reghook, 'team-a', hook.url('/'))
+    ev = event()
+    ev['timestamp'] = '2026-11-22T18:20:32.75Z'
+    post(reghook, token, ev)
+    assert hook.wait_for(1)[0].json()['push_data']['pushed_at'] == TIMESTAMP_EPOCH
+
+
+def test_retries_until_success_with_the_same_delivery_id(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.script([(500, b'boom'), (500, b'boom again'), (200, b'fine')])
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, event())
+
+    reqs = hook.wait_for(3, timeout=15)
+    delivery = wait_status(pg, webhook_id, 'succeeded')[0]
+    assert [r.header('X-Reghook-Delivery') for r in reqs] == [delivery['id']] * 3
+    assert len({r.body for r in reqs}) == 1
+    history = wait_attempts(pg, webhook_id, 3)
+    assert [(a['attempt'], a['response_status'], a['error_class']) for a in history] == [
+        (1, 500, 'http'), (2, 500, 'http'), (3, 200, None)]
+    assert [bytes.fromhex(a['body_hex']) for a in history] == [b'boom', b'boom again', b'fine']
+    assert {a['delivery_id'] for a in history} == {delivery['id']}
+    assert delivery['attempts'] == 3 and delivery['last_error'] is None
+    # Schedule 0,1s,1s: about a second (±20%) between attempts, plus the poll.
+    gaps = [b.received_at - a.received_at for a, b in zip(reqs, reqs[1:])]
+    assert all(0.7 <= g <= 2.6 for g in gaps), gaps
+    assert quiet(hook, 1.5) == 3
+
+
+def test_retry_after_is_honoured(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory({'retry_schedule': '0,1s'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.script([Response(503, b'busy', {'Retry-After': '2'}), 200])
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, event())
+
+    first, second = hook.wait_for(2, timeout=15)
+    gap = second.received_at - first.received_at
+    # Asked 2 s against a scheduled 0.8-1.2 s: clamped to at most 2x, so 1.6-2.4 s.
+    assert 1.5 <= gap <= 2.4 + 1.5, gap
+    wait_status(pg, webhook_id, 'succeeded')
+    history = wait_attempts(pg, webhook_id, 2)
+    assert ['Retry-After', '2'] in history[0]['response_headers']
+
+
+def test_retry_after_is_clamped_to_twice_the_schedule(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory({'retry_schedule': '0,1s'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.script([Response(503, b'', {'Retry-After': '3600'}), 200])
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, event())
+    first, second = hook.wait_for(2, timeout=15)
+    gap = second.received_at - first.received_at
+    assert 1.5 <= gap <= 2.4 + 1.5, gap
+    wait_status(pg, webhook_id, 'succeeded')
+
+
+def test_retry_after_with_a_zero_delay_counts_as_one_second(reghook_factory, pg,
+                                                           endpoint_factory):
+    daemon = reghook_factory({'retry_schedule': '0,0'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.script([Response(503, b'', {'Retry-After': '30'}), 200])
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, event())
+    first, second = hook.wait_for(2, timeout=15)
+    gap = second.received_at - first.received_at
+    # Scheduled 0 counts as 1 s: the 30 s asked for is clamped to 2 s.
+    assert 1.9 <= gap <= 2 + 1.5, gap
+    wait_status(pg, webhook_id, 'succeeded')
+
+
+def test_max_attempts_exhausted_fails_the_delivery(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.respond(500, b'down')
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    set_fields(pg, webhook_id, max_attempts=2)
+    post(daemon, token, event())
+
+    hook.wait_for(2, timeout=15)
+    delivery = wait_status(pg, webhook_id, 'failed')[0]
+    assert delivery['attempts'] == 2 and delivery['last_error'] == 'HTTP 500'
+    history = wait_attempts(pg, webhook_id, 2)
+    assert [(a['attempt'], a['response_status']) for a in history] == [(1, 500), (2, 500)]
+    assert quiet(hook, 2) == 2
+    health = rows(pg, f'SELECT enabled, failures_in_a_row FROM reghook.webhooks '
+                      f'WHERE id = {webhook_id}')[0]
+    assert health == {'enabled': True, 'failures_in_a_row': 2}
+
+
+def test_config_max_attempts_applies_without_override(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory({'retry_schedule': '0,1s', 'max_attempts': '1'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.respond(502)
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, event())
+    wait_status(pg, webhook_id, 'failed')
+    assert quiet(hook, 1.5) == 1
+
+
+def test_slow_endpoint_times_out_without_holding_back_another(reghook_factory, pg,
+                                                             endpoint_factory):
+    daemon = reghook_factory({'max_in_flight': '4', 'max_in_flight_per_webhook': '2'})
+    token = register(daemon, 'team-a')
+    slow, fast = endpoint_factory(), endpoint_factory()
+    slow.respond(200, b'late', delay=10)
+    slow_id = add_webhook(daemon, 'team-a', slow.url('/slow'), '--timeout', '2s')
+    set_fields(pg, slow_id, max_attempts=1)
+    fast_id = add_webhook(daemon, 'team-a', fast.url('/fast'))
+    sent = [event(tag=f't{i}') for i in range(4)]
+    t0 = time.time()
+    post(daemon, token, *sent)
+
+    got = fast.wait_for(4, timeout=10)
+    assert max(r.received_at for r in got) - t0 < 1.5, [r.received_at - t0 for r in got]
+    assert sorted(r.json()['push_data']['tag'] for r in got) == ['t0', 't1', 't2', 't3']
+    wait_status(pg, fast_id, 'succeeded', timeout=5)
+
+    history = wait_attempts(pg, slow_id, 4, timeout=20)
+    for a in history:
+        assert a['error_class'] == 'timeout' and a['response_status'] is None, a
+        assert 1800 <= a['duration_ms'] <= 4000, a
+    wait_status(pg, slow_id, 'failed')
+    # At most two at once at the slow endpoint (max_in_flight_per_webhook).
+    arrivals = sorted(r.received_at for r in slow.requests)
+    assert len(arrivals) == 4 and arrivals[2] - arrivals[0] >= 1.5, arrivals
+
+
+def test_410_disables_the_webhook(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.respond(410, b'gone')
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, event())
+
+    delivery = wait_status(pg, webhook_id, 'failed')[0]
+    assert delivery['attempts'] == 1
+    hook_row = wait_until(lambda: rows(pg, f"""SELECT enabled, disabled_reason
+        FROM reghook.webhooks WHERE id = {webhook_id} AND NOT enabled"""), msg='disabled')[0]
+    assert '410' in hook_row['disabled_reason']
+    [attempt] = wait_attempts(pg, webhook_id, 1)
+    assert attempt['response_status'] == 410
+    post(daemon, token, event(tag='2.0'))
+    assert quiet(hook, 1.5) == 1
+    assert len(deliveries(pg, webhook_id)) == 1
+    assert '410' in daemon.run_cli('webhook', 'show', webhook_id).stdout
+
+
+def test_redirect_is_not_followed(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    hook, elsewhere = endpoint_factory(), endpoint_factory()
+    hook.respond(302, b'', {'Location': elsewhere.url('/elsewhere')})
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    set_fields(pg, webhook_id, max_attempts=1)
+    post(daemon, token, event())
+
+    delivery = wait_status(pg, webhook_id, 'failed')[0]
+    [attempt] = wait_attempts(pg, webhook_id, 1)
+    assert (attempt['response_status'], attempt['error_class']) == (302, 'http')
+    assert ['Location', elsewhere.url('/elsewhere')] in attempt['response_headers']
+    assert 'redirect' in attempt['error_message']
+    assert delivery['status'] == 'failed'
+    assert quiet(elsewhere, 1) == 0 and len(hook.requests) == 1
+
+
+def test_private_targets_refused_when_not_allowed(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory({'allow_private_targets': False})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    by_ip = add_webhook(daemon, 'team-a', hook.url('/ip'))
+    by_name = add_webhook(daemon, 'team-a', f'http://localhost:{hook.port}/name')
+    for webhook_id in (by_ip, by_name):
+        set_fields(pg, webhook_id, max_attempts=1)
+    post(daemon, token, event())
+
+    for webhook_id in (by_ip, by_name):
+        [attempt] = wait_attempts(pg, webhook_id, 1)
+        assert attempt['error_class'] == 'blocked', attempt
+        assert attempt['response_status'] is None
+        assert 'allow_private_targets' in attempt['error_message']
+        wait_status(pg, webhook_id, 'failed')
+    assert quiet(hook, 0.5) == 0
+
+
+def test_format_registry_forwards_the_original_event(reghook, pg, endpoint_factory):
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(reghook, 'team-a', hook.url('/raw'), '--format', 'registry')
+    ev = event()
+    ev['target']['references'] = [{'digest': 'sha256:' + 'cd' * 32, 'size': 7}]
+    ev['extra'] = {'unicode': 'h\u00e9 \u2603', 'n': 1.5, 'none': None}
+    post(reghook, token, ev)
+
+    req = hook.wait_for(1)[0]
+    assert req.json() == ev
+    assert req.header('Content-Type') == 'application/json'
+    assert req.header('X-Reghook-Event') == 'push'
+    [attempt] = wait_attempts(pg, webhook_id, 1)
+    assert json.loads(attempt['request_body']) == ev
+
+
+def test_delete_reaches_delete_webhooks_only(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    pushes, deletes = endpoint_factory(), endpoint_factory()
+    push_id = add_webhook(daemon, 'team-a', pushes.url('/push'))
+    delete_id = add_webhook(daemon, 'team-a', deletes.url('/delete?tag={tag}'),
+                            '--actions', 'delete')
+    request_id = str(uuid.uuid4())
+    post(daemon, token, event(action='delete', tag=None, request_id=request_id))
+    post(daemon, token, event(action='delete', tag='old', digest='', request_id=request_id))
+
+    got = deletes.wait_for(2)
+    by_tag = {r.json()['delete_data']['tag']: r for r in got}
+    assert set(by_tag) == {None, 'old'}
+    for tag, req in by_tag.items():
+        body = req.json()
+        assert body['action'] == 'delete' and 'push_data' not in body
+        assert body['delete_data'] == {'deleted_at': TIMESTAMP_EPOCH, 'deleter': 'alice',
+                                       'tag': tag, 'digest': DIGEST}
+        assert body['repository']['repo_name'] == 'team-a/app'
+        assert req.header('X-Reghook-Event') == 'delete'
+        assert req.query == f'tag={tag or ""}'
+    wait_status(pg, delete_id, 'succeeded')
+    assert quiet(pushes, 1) == 0
+    assert deliveries(pg, push_id) == []
+
+
+def test_response_body_is_cut_at_the_limit(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory({'response_body_limit': '16'})
+    token = register(daemon, 'team-a')
+    long_, short = endpoint_factory(), endpoint_factory()
+    long_.respond(200, b'0123456789abcdef' + b'\xff\x00tail' * 1000)
+    short.respond(200, b'\x00\xffshort')
+    long_id = add_webhook(daemon, 'team-a', long_.url('/'))
+    short_id = add_webhook(daemon, 'team-a', short.url('/'))
+    post(daemon, token, event())
+
+    [a] = wait_attempts(pg, long_id, 1)
+    assert bytes.fromhex(a['body_hex']) == b'0123456789abcdef'
+    assert a['response_truncated'] is True and a['response_status'] == 200
+    [b] = wait_attempts(pg, short_id, 1)
+    assert bytes.fromhex(b['body_hex']) == b'\x00\xffshort'
+    assert b['response_truncated'] is False
+    wait_status(pg, long_id, 'succeeded')
+
+
+def test_callback_is_recorded(reghook, pg, endpoint_factory):
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(reghook, 'team-a', hook.url('/'))
+    post(reghook, token, event())
+    callback_url = hook.wait_for(1)[0].json()['callback_url']
+    path = urllib.parse.urlsplit(callback_url).path
+    assert path.startswith('/callback/')
+
+    def call(p, body):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return reghook.post(p, data, {'Content-Type': 'application/json'})[0]
+
+    for bad in (b'', b'not json', b'[]', {'state': 'bogus'}, {'description': 'no state'},
+                {'state': 'success', 'description': 5}, {'state': 7}):
+        assert call(path, bad) == 400, bad
+    assert deliveries(pg, webhook_id)[0]['called_back'] is False
+
+    report = {'state': 'success', 'description': 'deployed', 'context': 'ci/deploy',
+              'target_url': 'https://ci.example/run/1'}
+    assert call('/callback/' + 'f' * 64, report) == 404
+    assert call('/callback/nope', report) == 404
+    assert call(path, report) == 200
+    d = deliveries(pg, webhook_id)[0]
+    assert path == f'/callback/{d["callback_token"]}'
+    assert (d['callback_state'], d['callback_description'], d['callback_context'],
+            d['callback_target_url'], d['called_back']) == (
+        'success', 'deployed', 'ci/deploy', 'https://ci.example/run/1', True)
+    # A later report replaces the earlier one.
+    assert call(path, {'state': 'failure'}) == 200
+    d = deliveries(pg, webhook_id)[0]
+    assert d['callback_state'] == 'failure'
+
+
+def test_webhook_test_reaches_a_disabled_webhook(reghook, pg, endpoint_factory):
+    register(reghook, 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(reghook, 'team-a', hook.url('/t?tag={tag}&r={repository}'),
+                             enable=False)
+    out = reghook.run_cli('webhook', 'test', webhook_id).stdout
+    req = hook.wait_for(1)[0]
+    body = req.json()
+    assert body['action'] == 'push'
+    assert body['push_data']['tag'] == 'test'
+    assert type(body['push_data']['pushed_at']) is int
+    assert body['repository']['repo_name'] == 'team-a/reghook-test'
+    assert body['repository']['name'] == 'reghook-test'
+    assert req.query == 'tag=test&r=team-a%2Freghook-test'
+    d = wait_status(pg, webhook_id, 'succeeded')[0]
+    assert d['is_test'] is True and d['id'] in out
+    assert req.header('X-Reghook-Delivery') == d['id']
+    assert rows(pg, f'SELECT enabled FROM reghook.webhooks WHERE id = {webhook_id}') == [
+        {'enabled': False}]
+
+
+def test_invalid_secret_set_through_sql_fails_cleanly(reghook_factory, pg, endpoint_factory):
+    """A secret the CHECK constraint lets through but that does not decode
+    (5 base64 characters) cannot be signed with: the delivery must fail and
+    be recorded, not vanish."""
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    set_fields(pg, webhook_id, max_attempts=1, secret='whsec_abcde')
+    post(daemon, token, event())
+    [attempt] = wait_attempts(pg, webhook_id, 1, timeout=10)
+    assert attempt['error_class'] == 'other' and 'secret' in attempt['error_message']
+    wait_status(pg, webhook_id, 'failed')
+    assert len(hook.requests) == 0
+
+
+def test_non_utf8_response_header_is_recorded(reghook_factory, pg, endpoint_factory):
+    """An endpoint answering with a Latin-1 header value (allowed by HTTP)
+    must not stop its attempt from being recorded."""
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.respond(200, b'ok', {'X-Served-By': 'caf\u00e9'})  # sent as the byte 0xe9
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, event())
+    hook.wait_for(1)
+    [attempt] = wait_attempts(pg, webhook_id, 1, timeout=10)
+    assert attempt['response_status'] == 200
+    wait_status(pg, webhook_id, 'succeeded')
+    assert len(hook.requests) == 1
+
+
+# --- a dispatcher that dies --------------------------------------------------------
+
+
+def test_kill9_mid_request_every_delivery_arrives(reghook_factory, pg, endpoint_factory):
+    """Deliveries leased by a dispatcher killed while its requests are in
+    flight are retried after the lease (request timeout + 60 s) runs out."""
+    daemon = reghook_factory({'request_timeout': '1s', 'retry_schedule': '0,1s'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    n = 3
+    hook.script([Response(200, b'slow', delay=3)] * n)
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, *[event(tag=f'k{i}') for i in range(n)])
+
+    hook.wait_for(n)
+    daemon.kill9()
+    killed_at = time.monotonic()
+    held = deliveries(pg, webhook_id)
+    assert [d['status'] for d in held] == ['in_flight'] * n
+    assert attempts(pg, webhook_id) == []
+
+    daemon.start()
+    daemon.wait_ready()
+    wait_status(pg, webhook_id, 'succeeded', timeout=90)
+    elapsed = time.monotonic() - killed_at
+    print(f'redelivered {elapsed:.1f}s after the kill')
+    ids = [r.header('X-Reghook-Delivery') for r in hook.requests]
+    assert sorted(set(ids)) == sorted(d['id'] for d in held)
+    assert all(ids.count(i) >= 2 for i in set(ids))
+    history = wait_attempts(pg, webhook_id, 2 * n)
+    for d in held:
+        mine = [a for a in history if a['delivery_id'] == d['id']]
+        assert [a['attempt'] for a in mine] == [1, 2]
+        assert mine[0]['error_class'] == 'other' and 'lease' in mine[0]['error_message']
+        assert mine[1]['response_status'] == 200
+
+
+# --- the real registry ------------------------------------------------------------
+
+
+def test_registry_push_and_delete_end_to_end(reghook, pg, registry_factory, endpoint_factory):
+    token = register(reghook, 'team-a')
+    pushes, deletes = endpoint_factory(), endpoint_factory()
+    add_webhook(reghook, 'team-a', pushes.url('/push'))
+    add_webhook(reghook, 'team-a', deletes.url('/delete'), '--actions', 'delete')
+    registry = registry_factory(reghook.url('/events'), token)
+
+    digest = registry.push('team-a/app:1.0')
+    req = pushes.wait_for(1, timeout=30)[0]
+    body = req.json()
+    assert body['action'] == 'push'
+    assert body['push_data']['tag'] == '1.0'
+    assert body['push_data']['pusher'] == 'alice'
+    assert body['push_data']['images'] == [digest]
+    assert abs(body['push_data']['pushed_at'] - time.time()) < 120
+    assert body['repository']['repo_name'] == 'team-a/app'
+    assert body['repository']['name'] == 'app'
+    assert body['repository']['repo_url'] == f'{DEFAULT_REGISTRY_URL}/team-a/app'
+
+    registry.delete(f'team-a/app@{digest}')
+    got = deletes.wait_for(2, timeout=30)
+    data = [r.json()['delete_data'] for r in got]
+    assert sorted(str(d['tag']) for d in data) == ['1.0', 'None']
+    assert {d['digest'] for d in data} == {digest}
+    assert {d['deleter'] for d in data} == {'alice'}
+    assert quiet(pushes, 1) == 1
+
+
+def test_cli_max_attempts_is_stored(reghook, pg):
+    """`webhook add/set --max-attempts N` sets the webhook's override."""
+    reghook.run_cli('namespace', 'add', 'team-a')
+    webhook_id = add_webhook(reghook, 'team-a', 'http://127.0.0.1:9/', '--max-attempts', '3',
+                             '--timeout', '1500ms', enable=False)
+    assert rows(pg, f'SELECT max_attempts, timeout_ms FROM reghook.webhooks '
+                    f'WHERE id = {webhook_id}') == [{'max_attempts': 3, 'timeout_ms': 1500}]
+    proc = reghook.run_cli('webhook', 'set', webhook_id, '--max-attempts', '5', check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert rows(pg, f'SELECT max_attempts FROM reghook.webhooks WHERE id = {webhook_id}') == [
+        {'max_attempts': 5}]
+    for bad in ('0', '101', 'many'):
+        proc = reghook.run_cli('webhook', 'set', webhook_id, '--max-attempts', bad, check=False)
+        assert proc.returncode == 2 and '--max-attempts' in proc.stderr, proc.stderr
+
+
+# --- bad input for the CLI ----------------------------------------------------------
+
+
+BAD_WEBHOOK_ADDS = [
+    (['--method', 'TRACE'], '--method'),
+    (['--method', ''], '--method'),
+    (['--actions', 'push,pull'], '--actions'),
+    (['--actions', ''], '--actions'),
+    (['--timeout', 'forever'], '--timeout'),
+    (['--timeout', '0s'], '--timeout'),
+    (['--secret', 'whsec_!!!'], '--secret'),
+    (['--secret', 'whsec_abcde'], '--secret'),
+    (['--secret', 'c2VjcmV0 c2VjcmV0'], '--secret'),
+    (['--header', 'NoColon'], '--header'),
+    (['--header', ': value'], '--header'),
+    (['--format', 'xml'], '--format'),
+    (['--timeout'], '--timeout'),
+    (['--bogus', 'x'], '--bogus'),
+]
+
+BAD_URLS = [
+    ('http://127.0.0.1/{nope}', 'nope'),
+    ('http://127.0.0.1/{tag', 'unclosed'),
+    ('http://127.0.0.1/tag}', "'}'"),
+    ('http://127.0.0.1/{+tag}', 'operator'),
+    ('ftp://127.0.0.1/', 'http'),
+    ('http:///path', 'host'),
+    ('http://127.0.0.1/a b', 'whitespace'),
+]
+
+
+def test_webhook_add_rejects_bad_input(reghook, pg):
+    reghook.run_cli('namespace', 'add', 'team-a')
+    url = 'http://127.0.0.1:9/'
+    wrong = []  # every case checked, then reported together
+    cases = [(options, url, fragment) for options, fragment in BAD_WEBHOOK_ADDS]
+    cases += [([], bad_url, fragment) for bad_url, fragment in BAD_URLS]
+    for options, target, fragment in cases:
+        proc = reghook.run_cli('webhook', 'add', 'team-a', target, *options, check=False)
+        lines = proc.stderr.strip().splitlines()
+        if proc.returncode != 2 or len(lines) != 1 or fragment not in lines[0]:
+            wrong.append((options or target, proc.returncode, proc.stderr.strip()))
+    assert wrong == []
+
+    proc = reghook.run_cli('webhook', 'add', 'nope', url, check=False)
+    assert proc.returncode == 1, proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'nope' in lines[0] and 'does not exist' in lines[0], proc.stderr
+
+    # A header name that is not an HTTP token: refused, by the CLI or the database.
+    proc = reghook.run_cli('webhook', 'add', 'team-a', url, '--header', 'Bad Name: v',
+                           check=False)
+    assert proc.returncode in (1, 2), proc
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+    assert int(pg.psql('SELECT count(*) FROM reghook.webhooks')) == 0
+    # set is checked the same way.
+    webhook_id = add_webhook(reghook, 'team-a', url, enable=False)
+    proc = reghook.run_cli('webhook', 'set', webhook_id, '--method', 'TRACE', check=False)
+    assert proc.returncode == 2 and '--method' in proc.stderr
+    proc = reghook.run_cli('webhook', 'set', webhook_id, '--url', 'http://x/{nope}', check=False)
+    assert proc.returncode == 2 and 'nope' in proc.stderr
+    proc = reghook.run_cli('webhook', 'enable', '999999', check=False)
+    assert proc.returncode == 1 and 'does not exist' in proc.stderr
