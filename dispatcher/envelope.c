@@ -344,6 +344,20 @@ void envelope_event_json(struct buf *b, const struct reg_event *ev, int index, l
 	json_field(b, "id", ev->id);
 	json_field(b, "action", ev->kind == EVENT_DELETE ? "delete" : "push");
 	json_field(b, "repository", ev->repository);
+	/* Its whole-component prefixes, longest first, for the namespace lookup. */
+	buf_puts(b, ",\"p\":[");
+	const char *repo = ev->repository ? ev->repository : "";
+	size_t len = strlen(repo);
+	bool first = true;
+	for (size_t end = len; end > 0; end--) {
+		if (end == len || repo[end] == '/') {
+			if (!first)
+				buf_putc(b, ',');
+			buf_json_str(b, repo, end);
+			first = false;
+		}
+	}
+	buf_putc(b, ']');
 	json_field(b, "tag", ev->tag);
 	json_field(b, "digest", ev->digest);
 	json_field(b, "media_type", ev->media_type);

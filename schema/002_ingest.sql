@@ -90,28 +90,46 @@ CREATE TRIGGER registry_sources_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNC
 --   id          the registry's event id
 --   action      push | delete
 --   repository  full repository path
+--   p           its whole-component prefixes (optional; computed if absent)
 --   tag, digest, media_type, request_id, actor   (may be null)
 --   ts          event timestamp (ISO 8601)
 --   raw         the event as received
 -- Returns one row per element: i, its outcome (accepted, duplicate,
 -- unrouted, rejected) and the namespace it was routed to.
+-- plpgsql, not sql: its statement's plan is cached for the session, where
+-- an sql function's would be planned again at every call.
 CREATE FUNCTION reghook.ingest(batch jsonb)
 RETURNS TABLE (i integer, outcome text, namespace text)
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     WITH input AS (
         SELECT x.*
         FROM jsonb_to_recordset(batch) AS x(i integer, s bigint, id text, action text,
-            repository text, tag text, digest text, media_type text, request_id text,
-            actor text, ts timestamptz, raw jsonb)
+            repository text, p text[], tag text, digest text, media_type text,
+            request_id text, actor text, ts timestamptz, raw jsonb)
     ),
     routed AS (
         SELECT input.*, r.namespace_id, r.namespace, r.name,
-               reghook.scope_allows(src.namespaces, r.namespace) AS allowed,
+               -- scope_allows(), inlined.
+               (src.namespaces IS NULL
+                OR EXISTS (SELECT 1 FROM unnest(src.namespaces) AS sc
+                           WHERE r.namespace = sc
+                              OR left(r.namespace, length(sc) + 1) = sc || '/')) AS allowed,
                -- One row per (source, event id) is stored: the first in the batch.
                row_number() OVER (PARTITION BY input.s, input.id ORDER BY input.i) AS nth
         FROM input
         JOIN reghook.registry_sources src ON src.id = input.s
-        LEFT JOIN LATERAL reghook.route(input.repository) r ON true
+        -- route(), inlined: the receiver sends each path's prefixes (p).
+        LEFT JOIN LATERAL (
+            SELECT n.id AS namespace_id, n.name AS namespace,
+                   CASE WHEN n.name = input.repository THEN ''
+                        ELSE substr(input.repository, length(n.name) + 2) END AS name
+            FROM reghook.namespaces n
+            WHERE n.name = ANY (coalesce(input.p, reghook.path_prefixes(input.repository)))
+            ORDER BY length(n.name) DESC
+            LIMIT 1) r ON true
     ),
     stored AS (
         INSERT INTO reghook.events AS e (source_id, event_uuid, namespace_id, repository, name,
@@ -161,7 +179,8 @@ LANGUAGE sql AS $$
            r.namespace
     FROM routed r
     LEFT JOIN stored st ON st.source_id = r.s AND st.event_uuid = r.id AND r.nth = 1
-    ORDER BY r.i
+    ORDER BY r.i;
+END
 $$;
 COMMENT ON FUNCTION reghook.ingest(jsonb) IS
     'Stores a batch of classified registry events (deduplicated) and creates their deliveries; returns each event''s outcome.';
