@@ -885,3 +885,27 @@ def test_webhook_add_rejects_bad_input(reghook, pg):
     assert proc.returncode == 2 and 'nope' in proc.stderr
     proc = reghook.run_cli('webhook', 'enable', '999999', check=False)
     assert proc.returncode == 1 and 'does not exist' in proc.stderr
+
+
+def test_sigterm_lets_requests_in_flight_finish_and_records_them(reghook_factory, pg,
+                                                                 endpoint_factory):
+    """SIGTERM stops claiming; a request in flight completes, its attempt is
+    written, and only then does the process exit."""
+    daemon = reghook_factory()
+    token = register(daemon, 'team-a')
+    slow = endpoint_factory()
+    slow.respond(200, b'done', delay=2)
+    webhook_id = add_webhook(daemon, 'team-a', slow.url('/hook'))
+    post(daemon, token, event())
+    slow.wait_for(1)
+
+    started = time.monotonic()
+    daemon.proc.terminate()
+    assert daemon.proc.wait(15) == 0
+    waited = time.monotonic() - started
+    assert waited >= 1.0, f'exited after {waited:.2f}s, before the request finished'
+    assert 'waiting for 1 delivery request(s) in flight' in daemon.log()
+    # The attempt was recorded by the stopping daemon itself.
+    [a] = attempts(pg, webhook_id)
+    assert (a['attempt'], a['response_status'], a['error_class']) == (1, 200, None)
+    assert [d['status'] for d in deliveries(pg, webhook_id)] == ['succeeded']
