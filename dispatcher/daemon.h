@@ -24,9 +24,10 @@ struct daemon {
 	struct pgc *control; /* owned: migrations, readiness, LISTEN */
 	bool schema_ok;	     /* migrations applied on the current control session */
 
-	struct evhttp *http;	       /* owned */
-	struct ingest *ingest;	       /* owned: POST /events */
-	struct dispatcher *dispatcher; /* owned: outbound deliveries */
+	struct evhttp *http;		      /* owned */
+	struct evhttp_bound_socket *listener; /* owned by http */
+	struct ingest *ingest;		      /* owned: POST /events */
+	struct dispatcher *dispatcher;	      /* owned: outbound deliveries */
 
 	struct event *sigint, *sigterm; /* owned */
 	struct event *stop_timer;	/* owned: polls for a clean stop */

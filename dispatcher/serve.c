@@ -89,9 +89,15 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	log_info("%s received: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
 	d->stopping = true;
-	/* No new connections; requests already read are answered. */
-	evhttp_free(d->http);
-	d->http = NULL;
+	/*
+	 * No new connections; requests already read are answered. Only the
+	 * listener goes: freeing the evhttp here would free requests that
+	 * batches still hold.
+	 */
+	if (d->listener) {
+		evhttp_del_accept_socket(d->http, d->listener);
+		d->listener = NULL;
+	}
 	dispatcher_stop(d->dispatcher);
 	struct timeval tick = {0, 50000};
 	event_add(d->stop_timer, &tick);
@@ -113,7 +119,8 @@ static bool listen_on(struct daemon *d)
 		host[hl - 2] = '\0';
 	}
 	int port = atoi(colon + 1);
-	if (!evhttp_bind_socket_with_handle(d->http, host, (ev_uint16_t)port)) {
+	d->listener = evhttp_bind_socket_with_handle(d->http, host, (ev_uint16_t)port);
+	if (!d->listener) {
 		log_error("cannot listen on %s", listen);
 		return false;
 	}

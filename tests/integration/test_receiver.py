@@ -352,3 +352,28 @@ def test_registry_retries_land_once_after_database_outage(pg_own, reghook_factor
     assert {r['digest'] for r in rows[1:]} == set(pushed)
     # None doubled, even after more retries could have arrived.
     assert len({r['event_uuid'] for r in rows}) == 4
+
+
+def test_sigterm_during_ingest_answers_what_it_read(reghook_factory, pg):
+    """Requests read before SIGTERM are answered after their commit; every
+    200 is a stored event; the daemon exits cleanly (no sanitizer report)."""
+    daemon = reghook_factory()
+    token = register(daemon, 'team-a')
+    sent = [event(tag=f't{i}') for i in range(300)]
+
+    def send(ev):
+        try:
+            return ev['id'], post(daemon, token, {'events': [ev]})[0]
+        except OSError:
+            return ev['id'], None
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        futures = [pool.submit(send, ev) for ev in sent]
+        wait_until(lambda: sum(f.done() for f in futures) >= 50, timeout=30, msg='some answers')
+        daemon.proc.terminate()
+        results = [f.result() for f in futures]
+    assert daemon.proc.wait(15) == 0
+    stored = {r['event_uuid'] for r in events(pg)}
+    ok = {i for i, status in results if status == 200}
+    assert ok and ok <= stored
+    assert all(status in (200, None) for _, status in results)
