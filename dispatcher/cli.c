@@ -13,8 +13,12 @@
 void cli_print_command_help(const struct cli_command *cmd)
 {
 	printf("usage: reghook %s\n\n%s\n", cmd->usage, cmd->help);
+	if (cmd->print_options || cmd->details)
+		printf("\n");
+	if (cmd->print_options)
+		cmd->print_options();
 	if (cmd->details)
-		printf("\n%s", cmd->details);
+		printf("%s", cmd->details);
 	printf("\n");
 	config_print_help(stdout);
 }

@@ -22,9 +22,10 @@ enum {
 struct cli_command {
 	const char *name;
 	int (*run)(const struct cli_command *cmd, int argc, char **argv);
-	const char *usage;   /* after "reghook " */
-	const char *help;    /* one line */
-	const char *details; /* options, printed by CMD --help; may be NULL */
+	const char *usage;	     /* after "reghook " */
+	const char *help;	     /* one line */
+	const char *details;	     /* options, printed by CMD --help; may be NULL */
+	void (*print_options)(void); /* prints options from the command's own table; may be NULL */
 };
 
 /* Prints "reghook: <cmd>: reason" and the usage line, returns CLI_USAGE. */
@@ -60,5 +61,6 @@ int cmd_migrate(const struct cli_command *cmd, int argc, char **argv);
 int cmd_registry(const struct cli_command *cmd, int argc, char **argv);
 int cmd_namespace(const struct cli_command *cmd, int argc, char **argv);
 int cmd_webhook(const struct cli_command *cmd, int argc, char **argv);
+void cmd_webhook_options(void);
 
 #endif

@@ -48,6 +48,14 @@ static const struct webhook_opt {
 
 #define NOPTS (sizeof(webhook_opts) / sizeof(webhook_opts[0]))
 
+void cmd_webhook_options(void)
+{
+	for (size_t i = 0; i < NOPTS; i++)
+		printf("  %-16s %s\n", webhook_opts[i].flag, webhook_opts[i].help);
+	printf("  %-16s %s\n", "--header",
+	       "'Name: value', repeatable; replaces all headers on set");
+}
+
 static bool check_value(const struct webhook_opt *o, const char *v, struct buf *json, char *err,
 			size_t errlen)
 {

@@ -11,28 +11,27 @@
 
 static const struct cli_command commands[] = {
 	{"serve", cmd_serve, "serve [--config FILE] [--KEY VALUE ...]",
-	 "run the daemon: receiver, delivery workers, janitor", NULL},
+	 "run the daemon: receiver, delivery workers, janitor", NULL, NULL},
 	{"migrate", cmd_migrate, "migrate [--config FILE] [--database-url URL]",
-	 "apply the schema migrations (serve also does it at start)", NULL},
+	 "apply the schema migrations (serve also does it at start)", NULL, NULL},
 	{"registry", cmd_registry, "registry add NAME [--namespaces NS,..] | registry list",
 	 "registry sources: add prints the token and the config.yml snippet",
 	 "  --namespaces NS,..   the namespaces (and those below them) this registry may\n"
-	 "                       post events for; by default all\n"},
+	 "                       post events for; by default all\n",
+	 NULL},
 	{"namespace", cmd_namespace,
 	 "namespace add NAME [--private] [--description T] | namespace list | "
 	 "namespace grant NS ROLE owner|contributor|viewer",
 	 "namespaces, and which database roles may see and manage them",
 	 "  --private            shown as is_private in payloads\n"
-	 "  --description T      shown as the repository description in payloads\n"},
+	 "  --description T      shown as the repository description in payloads\n",
+	 NULL},
 	{"webhook", cmd_webhook,
 	 "webhook add NS URL [options] | list [NS] | show ID | set ID [options] | enable ID | "
 	 "disable ID | remove ID | test ID",
 	 "webhooks: where a namespace's events are delivered",
-	 "  --name T, --method M, --content-type T, --header 'Name: value' (repeatable),\n"
-	 "  --username U, --password P, --secret whsec_..., --actions push,delete,\n"
-	 "  --repository GLOB, --tag GLOB, --format dockerhub|registry, --timeout 30s,\n"
-	 "  --max-attempts N, --url URL (set only)\n"
-	 "URL may hold {namespace} {name} {repository} {tag} {digest} {action}.\n"},
+	 "URL may hold {namespace} {name} {repository} {tag} {digest} {action}.\n",
+	 cmd_webhook_options},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

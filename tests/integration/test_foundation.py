@@ -29,6 +29,11 @@ def test_help_lists_commands_and_every_config_key():
     serve = run_reghook(['serve', '--help']).stdout
     assert serve.startswith('usage: reghook serve')
     assert '--request_timeout' in serve
+    webhook = run_reghook(['webhook', '--help']).stdout
+    for flag in ('--name', '--url', '--method', '--content-type', '--header', '--username',
+                 '--password', '--secret', '--actions', '--repository', '--tag', '--format',
+                 '--timeout', '--max-attempts'):
+        assert f'  {flag} ' in webhook, flag
 
 
 def test_bad_usage_exits_2_with_one_line():
