@@ -24,10 +24,11 @@
 #include <string.h>
 #include <time.h>
 
-#define POLL_MS 1000	  /* backstop for missed NOTIFYs and due retries */
-#define RECLAIM_MS 5000	  /* how often expired leases are looked for */
-#define PRUNE_MS 600000	  /* how often old history is pruned */
-#define PRUNE_BATCH "500" /* rows per prune_history() call */
+#define POLL_MS 1000	     /* backstop for missed NOTIFYs and due retries */
+#define RECLAIM_MS 5000	     /* how often expired leases are looked for */
+#define WRITE_BATCH_MAX 2000 /* attempt records per complete_deliveries() */
+#define PRUNE_MS 600000	     /* how often old history is pruned */
+#define PRUNE_BATCH "500"    /* rows per prune_history() call */
 
 struct inflight {
 	struct inflight *prev, *next;
@@ -61,10 +62,15 @@ struct dispatcher {
 	struct webhook_slots *slots; /* owned array */
 	int nslots;
 
-	struct buf results; /* JSON elements waiting to be written */
-	int nresults;
-	struct buf writing; /* the batch being written */
+	/*
+	 * Attempt records (JSON objects, each owned) waiting to be written,
+	 * oldest first; the first nwriting are in the statement running now
+	 * and leave the queue only when it succeeds.
+	 */
+	char **results;
+	int nresults, cap_results;
 	int nwriting;
+	int one_by_one; /* after a refused batch: write these singly to find the culprit */
 	bool write_busy;
 };
 
@@ -133,10 +139,13 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 	}
 	log_debug("delivery attempt %d of webhook %lld: %s (%s)", f->attempt, f->webhook_id,
 		  outcome, request_error(r));
-	if (dp->nresults)
-		buf_putc(&dp->results, ',');
-	request_record_json(r, &dp->results, outcome, delay);
-	dp->nresults++;
+	struct buf record = BUF_INIT;
+	request_record_json(r, &record, outcome, delay);
+	if (dp->nresults == dp->cap_results) {
+		dp->cap_results = dp->cap_results ? dp->cap_results * 2 : 64;
+		dp->results = xrealloc(dp->results, (size_t)dp->cap_results * sizeof(char *));
+	}
+	dp->results[dp->nresults++] = buf_steal(&record);
 
 	/* Unlink and free; curl has already let go of the handle. */
 	if (f->prev)
@@ -269,29 +278,40 @@ static void claim(struct dispatcher *dp)
 	buf_free(&busy);
 }
 
+/* Drops the first n results (written, or given up). */
+static void drop_results(struct dispatcher *dp, int n)
+{
+	if (n == 0)
+		return;
+	for (int i = 0; i < n; i++)
+		free(dp->results[i]);
+	memmove(dp->results, dp->results + n, (size_t)(dp->nresults - n) * sizeof(char *));
+	dp->nresults -= n;
+}
+
 static void on_written(struct pgc *c, PGresult *res, void *arg)
 {
 	struct dispatcher *dp = arg;
+	int n = dp->nwriting;
 	dp->write_busy = false;
+	dp->nwriting = 0;
 	if (!res) {
-		/* Connection lost: the batch goes back in front, written after the reconnect. */
-		log_warn("writing %d delivery attempts: connection lost; will retry", dp->nwriting);
-		if (dp->nresults) {
-			buf_putc(&dp->writing, ',');
-			buf_append(&dp->writing, dp->results.data, dp->results.len);
-		}
-		buf_free(&dp->results);
-		dp->results = dp->writing;
-		dp->nresults += dp->nwriting;
-		dp->writing = (struct buf)BUF_INIT;
-		dp->nwriting = 0;
+		/* Connection lost: the records stay queued and go after the reconnect. */
+		log_warn("writing %d delivery attempts: connection lost; will retry", n);
 		return;
 	}
-	if (!pgc_ok(res))
-		/* Not retryable as it is; the leases expire and the deliveries are retried. */
-		log_error("writing %d delivery attempts: %s", dp->nwriting, pgc_error(res));
-	buf_reset(&dp->writing);
-	dp->nwriting = 0;
+	if (!pgc_ok(res) && n > 1) {
+		/* One bad record must not cost the others: write them one by one. */
+		log_warn("writing %d delivery attempts: %s; retrying one by one", n,
+			 pgc_error(res));
+		dp->one_by_one = n;
+	} else {
+		if (!pgc_ok(res))
+			/* Its lease expires and the delivery is tried again. */
+			log_error("writing a delivery attempt: %s; record dropped", pgc_error(res));
+		drop_results(dp, n);
+		dp->one_by_one = dp->one_by_one > n ? dp->one_by_one - n : 0;
+	}
 	write_results(dp);
 }
 
@@ -299,19 +319,19 @@ static void write_results(struct dispatcher *dp)
 {
 	if (dp->write_busy || dp->nresults == 0 || !pgc_is_up(dp->done))
 		return;
-	/* Swap the queue into the write buffer; new results gather meanwhile. */
-	struct buf tmp = dp->writing;
-	dp->writing = dp->results;
-	dp->results = tmp;
-	buf_reset(&dp->results);
-	dp->nwriting = dp->nresults;
-	dp->nresults = 0;
-
+	int n = dp->one_by_one			 ? 1
+		: dp->nresults < WRITE_BATCH_MAX ? dp->nresults
+						 : WRITE_BATCH_MAX;
 	struct buf json = BUF_INIT;
 	buf_putc(&json, '[');
-	buf_append(&json, dp->writing.data, dp->writing.len);
+	for (int i = 0; i < n; i++) {
+		if (i)
+			buf_putc(&json, ',');
+		buf_puts(&json, dp->results[i]);
+	}
 	buf_putc(&json, ']');
 	const char *params[] = {dp->d->instance, json.data};
+	dp->nwriting = n;
 	dp->write_busy = true;
 	pgc_query(dp->done, "SELECT reghook.complete_deliveries($1, $2::jsonb)", 2, params,
 		  on_written, dp);
@@ -406,6 +426,8 @@ static void claim_notify(struct pgc *c, const char *channel, const char *payload
 static void done_up(struct pgc *c, void *arg)
 {
 	write_results(arg);
+	/* The start-up prune may have found this connection still down. */
+	prune_step(arg);
 }
 
 static const struct pgc_hooks claim_hooks = {claim_up, claim_down, claim_notify};
@@ -481,8 +503,8 @@ void dispatcher_free(struct dispatcher *dp)
 	event_free(dp->poll);
 	event_free(dp->reclaim);
 	event_free(dp->prune);
-	buf_free(&dp->results);
-	buf_free(&dp->writing);
+	drop_results(dp, dp->nresults);
+	free(dp->results);
 	free(dp->slots);
 	free(dp);
 }

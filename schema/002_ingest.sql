@@ -18,21 +18,6 @@ $$;
 COMMENT ON FUNCTION reghook.path_prefixes(text) IS
     'Whole-component prefixes of a repository path, longest first.';
 
--- The namespace a repository belongs to: the longest registered namespace
--- that is a whole-component prefix of its path.
-CREATE FUNCTION reghook.route(repository text)
-RETURNS TABLE (namespace_id bigint, namespace text, name text)
-LANGUAGE sql STABLE STRICT AS $$
-    SELECT n.id, n.name,
-           CASE WHEN n.name = repository THEN '' ELSE substr(repository, length(n.name) + 2) END
-    FROM reghook.namespaces n
-    WHERE n.name = ANY (reghook.path_prefixes(repository))
-    ORDER BY length(n.name) DESC
-    LIMIT 1
-$$;
-COMMENT ON FUNCTION reghook.route(text) IS
-    'Namespace of a repository (longest whole-component prefix) and the repository name below it.';
-
 -- Shell-style glob: * any run of characters, ? one character, all else literal.
 CREATE FUNCTION reghook.glob_match(pattern text, subject text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
@@ -41,17 +26,6 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
 $$;
 COMMENT ON FUNCTION reghook.glob_match(text, text) IS
     'True if subject matches the glob pattern (* any characters, ? one character).';
-
--- True if a source scoped to `scope` may post events for namespace `ns`:
--- NULL scope allows all; a scope entry covers that namespace and those below it.
-CREATE FUNCTION reghook.scope_allows(scope text[], ns text) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT scope IS NULL
-        OR EXISTS (SELECT 1 FROM unnest(scope) AS s
-                   WHERE ns = s OR left(ns, length(s) + 1) = s || '/')
-$$;
-COMMENT ON FUNCTION reghook.scope_allows(text[], text) IS
-    'True if a registry source limited to scope may post events for namespace ns.';
 
 -- Deliveries wake the dispatchers: one NOTIFY per statement (and PostgreSQL
 -- folds repeats within a transaction), never one per row.
@@ -112,7 +86,7 @@ BEGIN
     ),
     routed AS (
         SELECT input.*, r.namespace_id, r.namespace, r.name,
-               -- scope_allows(), inlined.
+               -- A scope entry covers its namespace and the namespaces below it.
                (src.namespaces IS NULL
                 OR EXISTS (SELECT 1 FROM unnest(src.namespaces) AS sc
                            WHERE r.namespace = sc
@@ -121,7 +95,8 @@ BEGIN
                row_number() OVER (PARTITION BY input.s, input.id ORDER BY input.i) AS nth
         FROM input
         JOIN reghook.registry_sources src ON src.id = input.s
-        -- route(), inlined: the receiver sends each path's prefixes (p).
+        -- The longest registered namespace that is a whole-component prefix of
+        -- the path; the receiver sends the path's prefixes (p).
         LEFT JOIN LATERAL (
             SELECT n.id AS namespace_id, n.name AS namespace,
                    CASE WHEN n.name = input.repository THEN ''

@@ -909,3 +909,24 @@ def test_sigterm_lets_requests_in_flight_finish_and_records_them(reghook_factory
     [a] = attempts(pg, webhook_id)
     assert (a['attempt'], a['response_status'], a['error_class']) == (1, 200, None)
     assert [d['status'] for d in deliveries(pg, webhook_id)] == ['succeeded']
+
+
+def test_a_refused_record_does_not_cost_its_batch(reghook_factory, pg, endpoint_factory):
+    """When PostgreSQL refuses one attempt record (here a constraint the test
+    adds), the others written with it are still recorded at once."""
+    daemon = reghook_factory()
+    token = register(daemon, 'team-a')
+    pg.psql('ALTER TABLE reghook.delivery_attempts ADD CONSTRAINT test_no_teapots '
+            'CHECK (response_status IS DISTINCT FROM 418)')
+    teapot, fine = endpoint_factory(), endpoint_factory()
+    teapot.respond(418, b'no')
+    bad_id = add_webhook(daemon, 'team-a', teapot.url('/'))
+    good_id = add_webhook(daemon, 'team-a', fine.url('/'))
+    for i in range(5):
+        post(daemon, token, event(tag=f't{i}'))
+    fine.wait_for(5)
+    teapot.wait_for(5)
+    wait_status(pg, good_id, 'succeeded', timeout=10)
+    assert len(attempts(pg, good_id)) == 5
+    assert attempts(pg, bad_id) == []
+    assert 'record dropped' in daemon.log()
