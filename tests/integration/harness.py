@@ -865,3 +865,27 @@ class Endpoint:
     def _next_response(self):
         with self._cond:
             return self._queue.popleft() if self._queue else self._default
+
+
+# --------------------------------------------------------------------------
+# Set-up through the CLI, as an operator does it
+
+
+def register(daemon, *namespaces, scope=None, name='main'):
+    """Adds the namespaces and a registry source (limited to scope, a
+    comma-separated list, if given); returns the source's token."""
+    for ns in namespaces:
+        daemon.run_cli('namespace', 'add', ns)
+    args = ['registry', 'add', name] + (['--namespaces', scope] if scope else [])
+    out = daemon.run_cli(*args).stdout
+    return next(w for w in out.split() if w.startswith('rgh_'))
+
+
+def add_webhook(daemon, ns, url, *options, enable=True):
+    """`webhook add NS URL OPTIONS` (then enable); returns the webhook id."""
+    out = daemon.run_cli('webhook', 'add', ns, url, *options).stdout
+    assert out.startswith('Webhook '), out
+    webhook_id = out.split()[1]
+    if enable:
+        daemon.run_cli('webhook', 'enable', webhook_id)
+    return webhook_id

@@ -15,7 +15,7 @@ import time
 import urllib.parse
 import uuid
 
-from harness import DEFAULT_REGISTRY_URL, Response, wait_until
+from harness import DEFAULT_REGISTRY_URL, Response, add_webhook, register, wait_until
 
 V1 = 'application/vnd.docker.distribution.events.v1+json'
 DIGEST = 'sha256:' + 'ab' * 32
@@ -31,24 +31,6 @@ REPOSITORY_KEYS = {'comment_count', 'date_created', 'description', 'dockerfile',
 
 
 # --- helpers -------------------------------------------------------------------
-
-
-def register(daemon, *namespaces, name='main'):
-    """Adds the namespaces and a registry source; returns its token."""
-    for ns in namespaces:
-        daemon.run_cli('namespace', 'add', ns)
-    out = daemon.run_cli('registry', 'add', name).stdout
-    return next(w for w in out.split() if w.startswith('rgh_'))
-
-
-def add_webhook(daemon, ns, url, *options, enable=True):
-    """`webhook add NS URL OPTIONS` (then enable); returns the webhook id."""
-    out = daemon.run_cli('webhook', 'add', ns, url, *options).stdout
-    assert out.startswith('Webhook '), out
-    webhook_id = out.split()[1]
-    if enable:
-        daemon.run_cli('webhook', 'enable', webhook_id)
-    return webhook_id
 
 
 def event(action='push', repository='team-a/app', tag='1.0', digest=DIGEST, request_id=None,

@@ -7,20 +7,10 @@ import copy
 import json
 import uuid
 
-import pytest
-
-from harness import wait_until
+from harness import add_webhook, register, wait_until
 
 V1 = 'application/vnd.docker.distribution.events.v1+json'
 DIGEST = 'sha256:' + 'ab' * 32
-
-
-def register(daemon, *namespaces, scope=None, name='main'):
-    for ns in namespaces:
-        daemon.run_cli('namespace', 'add', ns)
-    args = ['registry', 'add', name] + (['--namespaces', scope] if scope else [])
-    out = daemon.run_cli(*args).stdout
-    return next(w for w in out.split() if w.startswith('rgh_'))
 
 
 def post(daemon, token, body, content_type=V1, raw=False):
@@ -93,14 +83,6 @@ def test_untagged_manifest_is_stored_and_triggers_nothing(reghook, pg, endpoint_
     assert (status, body) == (200, counts(accepted=1))
     assert len(events(pg)) == 1
     assert deliveries(pg, webhook_id) == 0
-
-
-def add_webhook(daemon, ns, url, *options, enable=True):
-    out = daemon.run_cli('webhook', 'add', ns, url, *options).stdout
-    webhook_id = out.split()[1]
-    if enable:
-        daemon.run_cli('webhook', 'enable', webhook_id)
-    return webhook_id
 
 
 def deliveries(pg, webhook_id):
