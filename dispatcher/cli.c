@@ -52,14 +52,19 @@ bool cli_config(const struct cli_command *cmd, struct config *cfg, int *argc, ch
 	return config_load(cfg, argc, argv);
 }
 
+bool cli_database_configured(const struct config *cfg)
+{
+	if (cfg->database_url && *cfg->database_url)
+		return true;
+	fprintf(stderr, "reghook: configuration: database_url: not set (use --database-url, "
+			"REGHOOK_DATABASE_URL or the config file)\n");
+	return false;
+}
+
 PGconn *cli_connect(const struct config *cfg)
 {
-	if (!cfg->database_url || !*cfg->database_url) {
-		fprintf(stderr,
-			"reghook: configuration: database_url: not set (use --database-url, "
-			"REGHOOK_DATABASE_URL or the config file)\n");
+	if (!cli_database_configured(cfg))
 		return NULL;
-	}
 	PGconn *conn = PQconnectdb(cfg->database_url);
 	if (PQstatus(conn) != CONNECTION_OK) {
 		fprintf(stderr, "reghook: cannot connect to the database: %s",

@@ -37,6 +37,8 @@ void cli_print_command_help(const struct cli_command *cmd);
 
 /* Loads configuration for a command; false after printing the reason. */
 bool cli_config(const struct cli_command *cmd, struct config *cfg, int *argc, char **argv);
+/* True if database_url is set; else prints how to set it. */
+bool cli_database_configured(const struct config *cfg);
 /* Connects (blocking); NULL after printing the reason. */
 PGconn *cli_connect(const struct config *cfg);
 /* Runs a parameterised query; NULL after printing the database's message. */

@@ -59,8 +59,7 @@ int cmd_migrate(const struct cli_command *cmd, int argc, char **argv)
 		config_free(&cfg);
 		return cli_usage_error(cmd, "unexpected argument '%s'", argv[1]);
 	}
-	if (!*cfg.database_url) {
-		fprintf(stderr, "reghook: configuration: database_url: not set\n");
+	if (!cli_database_configured(&cfg)) {
 		config_free(&cfg);
 		return CLI_USAGE;
 	}
