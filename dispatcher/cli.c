@@ -5,6 +5,8 @@
 #include "cli.h"
 #include "buf.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +164,14 @@ void cli_print_table(const PGresult *res)
 			printf("%-*s%s", c == cols - 1 ? 0 : (int)width[c], PQgetvalue(res, r, c),
 			       c == cols - 1 ? "\n" : "  ");
 	free(width);
+}
+
+bool cli_parse_id(const char *s)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	return isdigit((unsigned char)*s) && !*end && v > 0 && errno == 0;
 }
 
 int cli_run(PGconn *conn, const char *sql, int nparams, const char *const *params, bool table)

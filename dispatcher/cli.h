@@ -55,6 +55,8 @@ bool cli_take_flag(int *argc, char **argv, const char *name);
 const char *cli_unknown_option(int argc, char **argv);
 /* Runs a statement; prints its result as a table if table is set. CLI_OK or CLI_FAILED. */
 int cli_run(PGconn *conn, const char *sql, int nparams, const char *const *params, bool table);
+/* True for a positive decimal id (of a webhook, say) that fits in a bigint. */
+bool cli_parse_id(const char *s);
 /* Prints a result as an aligned table (or nothing but the header if empty). */
 void cli_print_table(const PGresult *res);
 
@@ -64,5 +66,7 @@ int cmd_registry(const struct cli_command *cmd, int argc, char **argv);
 int cmd_namespace(const struct cli_command *cmd, int argc, char **argv);
 int cmd_webhook(const struct cli_command *cmd, int argc, char **argv);
 void cmd_webhook_options(void);
+int cmd_deliveries(const struct cli_command *cmd, int argc, char **argv);
+int cmd_retrigger(const struct cli_command *cmd, int argc, char **argv);
 
 #endif

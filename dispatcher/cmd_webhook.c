@@ -168,13 +168,6 @@ static bool take_fields(int *argc, char **argv, struct buf *json, char *err, siz
 	return true;
 }
 
-static bool parse_id(const char *s)
-{
-	char *end;
-	long long v = strtoll(s, &end, 10);
-	return *s && !*end && v > 0;
-}
-
 static const char list_sql[] =
 	"SELECT w.id, n.name AS namespace, w.name, w.method, w.url,"
 	" array_to_string(w.actions, ',') AS actions,"
@@ -238,7 +231,7 @@ static int run(const struct cli_command *cmd, const struct config *cfg, int argc
 	if (!is_add && !is_list) {
 		if (argc != 3)
 			return cli_usage_error(cmd, "%s takes one webhook ID", sub);
-		if (!parse_id(argv[2]))
+		if (!cli_parse_id(argv[2]))
 			return cli_usage_error(cmd, "'%s' is not a webhook id", argv[2]);
 	}
 	if (is_set && !has_fields)

@@ -36,6 +36,7 @@ struct inflight {
 	struct request *req; /* owned */
 	long long webhook_id;
 	int attempt;
+	int round_start; /* attempts before the last retrigger: this round counts from here */
 	int max_attempts;
 };
 
@@ -125,12 +126,12 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 		outcome = "failed";
 		break;
 	default:
-		if (f->attempt >= f->max_attempts) {
+		if (f->attempt - f->round_start >= f->max_attempts) {
 			outcome = "failed";
 		} else {
 			outcome = "retry";
-			delay = retry_delay_ms(cfg->retry_ms, cfg->retry_steps, f->attempt + 1,
-					       jitter01());
+			delay = retry_delay_ms(cfg->retry_ms, cfg->retry_steps,
+					       f->attempt - f->round_start + 1, jitter01());
 			struct timespec now;
 			clock_gettime(CLOCK_REALTIME, &now);
 			delay = retry_after_clamp_ms(delay, request_retry_after(r),
@@ -213,6 +214,7 @@ static void start_one(struct dispatcher *dp, PGresult *res, int row)
 	f->dp = dp;
 	f->webhook_id = s.webhook_id;
 	f->attempt = s.attempt;
+	f->round_start = atoi(colz(res, row, "round_start"));
 	f->max_attempts = max ? atoi(max) : (int)cfg->max_attempts;
 	f->req = request_new(&s, cfg);
 	f->next = dp->running;

@@ -107,18 +107,23 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 			return fail(c, m, "taking the migration lock", res);
 		m->step = MIGRATE_BOOTSTRAP;
 		pgc_query(c,
-			  "CREATE SCHEMA IF NOT EXISTS reghook;"
-			  "CREATE TABLE IF NOT EXISTS reghook.schema_migrations ("
+			  /* Only when missing: a role that may not create (the
+			   * dispatcher's) can still find the schema current. */
+			  "DO $bootstrap$ BEGIN"
+			  " IF to_regclass('reghook.schema_migrations') IS NULL THEN"
+			  " CREATE SCHEMA IF NOT EXISTS reghook;"
+			  " CREATE TABLE reghook.schema_migrations ("
 			  " version integer PRIMARY KEY, name text NOT NULL,"
 			  " applied_at timestamptz NOT NULL DEFAULT now());"
-			  "COMMENT ON TABLE reghook.schema_migrations IS "
+			  " COMMENT ON TABLE reghook.schema_migrations IS "
 			  "'Migrations of schema/ applied to this database, by version.';"
-			  "COMMENT ON COLUMN reghook.schema_migrations.version IS "
+			  " COMMENT ON COLUMN reghook.schema_migrations.version IS "
 			  "'Number of the migration (its file name''s prefix).';"
-			  "COMMENT ON COLUMN reghook.schema_migrations.name IS "
+			  " COMMENT ON COLUMN reghook.schema_migrations.name IS "
 			  "'Name of the migration (its file name''s rest).';"
-			  "COMMENT ON COLUMN reghook.schema_migrations.applied_at IS "
-			  "'When it was applied.'",
+			  " COMMENT ON COLUMN reghook.schema_migrations.applied_at IS "
+			  "'When it was applied.';"
+			  " END IF; END $bootstrap$",
 			  0, NULL, on_result, m);
 		break;
 	case MIGRATE_BOOTSTRAP:

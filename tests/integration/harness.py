@@ -324,9 +324,9 @@ full_page_writes = off
 
     def _names(self):
         """The databases and the non-builtin roles of the cluster."""
-        dbs = self.psql('SELECT datname FROM pg_database', dbname='postgres').split()
+        dbs = self.psql('SELECT datname FROM pg_database', dbname='postgres').splitlines()
         roles = self.psql("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_'",
-                          dbname='postgres').split()
+                          dbname='postgres').splitlines()
         return set(dbs), set(roles)
 
     def reset(self):

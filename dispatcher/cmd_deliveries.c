@@ -1,0 +1,249 @@
+/*
+ * cmd_deliveries: `reghook deliveries` (the delivery history as a table or
+ * JSON, read from the view reghook.delivery_history) and `reghook
+ * retrigger` (wrapping reghook.retrigger() and reghook.retrigger_failed()).
+ * Whatever these print, a SQL user gets from the same view and functions,
+ * with the same row-level security.
+ */
+#include "cli.h"
+#include "buf.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_LIMIT "50"
+#define MAX_LIMIT 100000
+
+/*
+ * --since takes an age ("90s", "30m", "2h", "7d", "1w") or anything
+ * PostgreSQL reads as a timestamptz ("2026-11-22", "yesterday"). Writes
+ * the SQL-ready timestamptz text into out; false after a usage message.
+ */
+static bool parse_since(const struct cli_command *cmd, PGconn *conn, const char *since, char *out,
+			size_t outlen)
+{
+	char *end;
+	long long n = strtoll(since, &end, 10);
+	static const struct {
+		char suffix;
+		const char *unit;
+	} units[] = {
+		{'s', "seconds"}, {'m', "minutes"}, {'h', "hours"}, {'d', "days"}, {'w', "weeks"}};
+	const char *unit = NULL;
+	if (isdigit((unsigned char)since[0]) && end[0] && !end[1] && n >= 0)
+		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+			if (end[0] == units[i].suffix)
+				unit = units[i].unit;
+	char age[64];
+	const char *param = since;
+	const char *sql = "SELECT $1::timestamptz";
+	if (unit) {
+		snprintf(age, sizeof(age), "%lld %s", n, unit);
+		param = age;
+		sql = "SELECT now() - $1::interval";
+	}
+	PGresult *res = PQexecParams(conn, sql, 1, NULL, &param, NULL, NULL, 0);
+	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+	if (ok)
+		snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
+	else
+		cli_usage_error(cmd, "--since '%s' is neither an age (30m, 2h, 7d) nor a time",
+				since);
+	PQclear(res);
+	return ok;
+}
+
+/*
+ * Newest first: deliveries not tried yet (only pending or in flight ones
+ * can be) by creation, attempts by time, each half limited on its own so
+ * that both come from an index on a large history.
+ */
+static const char history_sql[] =
+	"WITH h AS (SELECT * FROM ("
+	" (SELECT * FROM reghook.delivery_history"
+	"  WHERE attempt IS NULL AND status IN ('pending', 'in_flight')"
+	"  AND ($1::bigint IS NULL OR webhook_id = $1) AND ($2::text IS NULL OR status = $2)"
+	"  AND ($3::timestamptz IS NULL OR created_at >= $3)"
+	"  ORDER BY created_at DESC LIMIT $4)"
+	" UNION ALL"
+	" (SELECT * FROM reghook.delivery_history"
+	"  WHERE attempt IS NOT NULL"
+	"  AND ($1::bigint IS NULL OR webhook_id = $1) AND ($2::text IS NULL OR status = $2)"
+	"  AND ($3::timestamptz IS NULL OR attempted_at >= $3)"
+	"  ORDER BY attempted_at DESC LIMIT $4)"
+	") u ORDER BY coalesce(attempted_at, created_at) DESC LIMIT $4)";
+
+static const char table_sql[] =
+	"SELECT delivery_id, coalesce(attempt::text, '-') AS attempt, webhook_id AS webhook,"
+	" repository || coalesce(':' || tag, coalesce('@' || digest, '')) AS image, action, status,"
+	" coalesce(response_status::text, '') AS http, coalesce(duration_ms::text, '') AS ms,"
+	" coalesce(to_char(attempted_at, 'YYYY-MM-DD HH24:MI:SS'), '') AS attempted_at,"
+	" coalesce(to_char(next_attempt_at, 'YYYY-MM-DD HH24:MI:SS'), '') AS next_attempt_at,"
+	" coalesce(error, '') AS error"
+	" FROM h ORDER BY coalesce(attempted_at, created_at) DESC";
+
+static const char json_sql[] = "SELECT coalesce(json_agg(h ORDER BY coalesce(attempted_at, "
+			       "created_at) DESC), '[]') FROM h";
+
+static int deliveries(const struct cli_command *cmd, PGconn *conn, const char *webhook,
+		      const char *status, const char *since, const char *limit, bool json)
+{
+	char since_ts[128];
+	if (since && !parse_since(cmd, conn, since, since_ts, sizeof(since_ts)))
+		return CLI_USAGE;
+	struct buf sql = BUF_INIT;
+	buf_printf(&sql, "%s %s", history_sql, json ? json_sql : table_sql);
+	const char *params[] = {webhook, status, since ? since_ts : NULL, limit};
+	PGresult *res = cli_exec(conn, sql.data, 4, params);
+	buf_free(&sql);
+	if (!res)
+		return CLI_FAILED;
+	if (json)
+		printf("%s\n", PQgetvalue(res, 0, 0));
+	else
+		cli_print_table(res);
+	PQclear(res);
+	return CLI_OK;
+}
+
+int cmd_deliveries(const struct cli_command *cmd, int argc, char **argv)
+{
+	struct config cfg;
+	const char *webhook = NULL, *status = NULL, *since = NULL, *limit = DEFAULT_LIMIT;
+	static const char *const statuses[] = {"pending", "in_flight", "succeeded", "failed"};
+	int rc = CLI_USAGE;
+
+	if (cli_wants_help(cmd, argc, argv))
+		return CLI_OK;
+	if (!cli_config(cmd, &cfg, &argc, argv))
+		return CLI_USAGE;
+	bool json = cli_take_flag(&argc, argv, "--json");
+	bool known_status = false;
+	if (cli_take_option(&argc, argv, "--webhook", &webhook) < 0 ||
+	    cli_take_option(&argc, argv, "--status", &status) < 0 ||
+	    cli_take_option(&argc, argv, "--since", &since) < 0 ||
+	    cli_take_option(&argc, argv, "--limit", &limit) < 0) {
+		rc = cli_usage_error(cmd, "an option needs a value");
+		goto done;
+	}
+	for (size_t i = 0; status && i < sizeof(statuses) / sizeof(statuses[0]); i++)
+		known_status |= strcmp(status, statuses[i]) == 0;
+	if (cli_unknown_option(argc, argv)) {
+		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
+	} else if (argc != 1) {
+		rc = cli_usage_error(cmd, "unexpected argument '%s'", argv[1]);
+	} else if (webhook && !cli_parse_id(webhook)) {
+		rc = cli_usage_error(cmd, "--webhook '%s' is not a webhook id", webhook);
+	} else if (status && !known_status) {
+		rc = cli_usage_error(cmd,
+				     "--status must be pending, in_flight, succeeded or failed");
+	} else if (!cli_parse_id(limit) || atoll(limit) > MAX_LIMIT) {
+		rc = cli_usage_error(cmd, "--limit must be a number from 1 to %d", MAX_LIMIT);
+	} else {
+		PGconn *conn = cli_connect(&cfg);
+		rc = CLI_FAILED;
+		if (conn) {
+			rc = deliveries(cmd, conn, webhook, status, since, limit, json);
+			PQfinish(conn);
+		}
+	}
+done:
+	config_free(&cfg);
+	return rc;
+}
+
+static bool is_uuid(const char *s)
+{
+	if (strlen(s) != 36)
+		return false;
+	for (int i = 0; i < 36; i++) {
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+		if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+			return false;
+	}
+	return true;
+}
+
+/* Each id on its own: one that cannot be retriggered does not stop the others. */
+static int retrigger_ids(PGconn *conn, int n, char **ids)
+{
+	int rc = CLI_OK;
+	for (int i = 0; i < n; i++) {
+		const char *params[] = {ids[i]};
+		PGresult *res = cli_exec(conn, "SELECT reghook.retrigger($1::uuid)", 1, params);
+		if (!res) {
+			rc = CLI_FAILED;
+			continue;
+		}
+		printf("Delivery %s queued again.\n", ids[i]);
+		PQclear(res);
+	}
+	return rc;
+}
+
+static int retrigger_failed(const struct cli_command *cmd, PGconn *conn, const char *webhook,
+			    const char *since)
+{
+	char since_ts[128];
+	if (since && !parse_since(cmd, conn, since, since_ts, sizeof(since_ts)))
+		return CLI_USAGE;
+	const char *params[] = {webhook, since ? since_ts : NULL};
+	PGresult *res = cli_exec(
+		conn, "SELECT reghook.retrigger_failed($1::bigint, $2::timestamptz)", 2, params);
+	if (!res)
+		return CLI_FAILED;
+	printf("%s failed deliveries of webhook %s queued again.\n", PQgetvalue(res, 0, 0),
+	       webhook);
+	PQclear(res);
+	return CLI_OK;
+}
+
+int cmd_retrigger(const struct cli_command *cmd, int argc, char **argv)
+{
+	struct config cfg;
+	const char *webhook = NULL, *since = NULL;
+	int rc = CLI_USAGE;
+
+	if (cli_wants_help(cmd, argc, argv))
+		return CLI_OK;
+	if (!cli_config(cmd, &cfg, &argc, argv))
+		return CLI_USAGE;
+	bool failed = cli_take_flag(&argc, argv, "--failed");
+	if (cli_take_option(&argc, argv, "--webhook", &webhook) < 0 ||
+	    cli_take_option(&argc, argv, "--since", &since) < 0) {
+		rc = cli_usage_error(cmd, "an option needs a value");
+		goto done;
+	}
+	const char *bad_id = NULL;
+	for (int i = 1; i < argc && !bad_id; i++)
+		if (!is_uuid(argv[i]))
+			bad_id = argv[i];
+	if (cli_unknown_option(argc, argv)) {
+		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
+	} else if ((webhook || failed || since) && argc > 1) {
+		rc = cli_usage_error(cmd, "give delivery ids, or --webhook ID --failed, not both");
+	} else if (!webhook && !failed && !since && argc < 2) {
+		rc = cli_usage_error(cmd, "missing delivery ids");
+	} else if ((webhook || since) && !failed) {
+		rc = cli_usage_error(cmd, "--webhook and --since go with --failed");
+	} else if (failed && !webhook) {
+		rc = cli_usage_error(cmd, "--failed needs --webhook ID");
+	} else if (webhook && !cli_parse_id(webhook)) {
+		rc = cli_usage_error(cmd, "--webhook '%s' is not a webhook id", webhook);
+	} else if (bad_id) {
+		rc = cli_usage_error(cmd, "'%s' is not a delivery id", bad_id);
+	} else {
+		PGconn *conn = cli_connect(&cfg);
+		rc = CLI_FAILED;
+		if (conn) {
+			rc = failed ? retrigger_failed(cmd, conn, webhook, since)
+				    : retrigger_ids(conn, argc - 1, argv + 1);
+			PQfinish(conn);
+		}
+	}
+done:
+	config_free(&cfg);
+	return rc;
+}

@@ -1,0 +1,538 @@
+"""The SQL interface, as people use it with their own login roles: the views
+delivery_history and webhook_health, retrigger() and retrigger_failed(),
+row-level security per namespace (viewer, contributor, owner), secrets that
+no member reads, SQL injection through every function argument, the
+dispatcher running as its own role, the query plans on a large history, and
+the `deliveries` and `retrigger` commands."""
+
+import json
+import select
+import time
+import uuid
+
+import psycopg2
+import pytest
+
+from harness import add_webhook, register, run_reghook, wait_until
+from test_delivery import FAST, event, post, rows, wait_attempts, wait_status
+
+PASSWORD = 'pw-7f3a-never-shown'
+SECRET = 'whsec_c2VjcmV0LW5ldmVyLXNob3duLTEyMzQ1Njc4'
+HEADER_VALUE = 'hdr-token-never-shown'
+
+HISTORY_COLUMNS = ['delivery_id', 'attempt', 'webhook_id', 'webhook_name', 'namespace',
+                   'repository', 'tag', 'digest', 'action', 'url', 'status', 'response_status',
+                   'duration_ms', 'error', 'attempted_at', 'next_attempt_at']
+HEALTH_COLUMNS = ['webhook_id', 'webhook_name', 'namespace', 'enabled', 'disabled_reason',
+                  'last_success_at', 'last_failure_at', 'failures_in_a_row', 'pending',
+                  'success_rate_24h']
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+_conns = {}
+
+
+def as_role(pg, role, sql, params=None):
+    """Runs sql as a login role over a connection of its own (kept for the
+    test: autocommit, so an error leaves it usable); returns all rows."""
+    key = (pg.dbname, role)
+    conn = _conns.get(key)
+    if conn is None or conn.closed:
+        conn = _conns[key] = pg.connect(user=role)
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else None
+
+
+def refused(pg, role, sql, params=None):
+    """Runs sql as role, expecting an error; returns (sqlstate, message)."""
+    with pytest.raises(psycopg2.Error) as err:
+        as_role(pg, role, sql, params)
+    return err.value.pgcode, err.value.pgerror
+
+
+def two_teams(daemon, pg, hook):
+    """Namespaces team-a and team-b with a webhook each (with a password, a
+    signing secret and a secret header), one delivered push each, and the
+    roles viewer_a, contrib_a, owner_a (of team-a) and viewer_b."""
+    token = register(daemon, 'team-a', 'team-b')
+    hooks = {}
+    for ns in ('team-a', 'team-b'):
+        hooks[ns] = add_webhook(daemon, ns, hook.url(f'/{ns}'), '--username', 'u',
+                                '--password', PASSWORD, '--secret', SECRET,
+                                '--header', f'X-Api-Key: {HEADER_VALUE}')
+        post(daemon, token, event(repository=f'{ns}/app', tag=f'{ns}-1'))
+    for ns in hooks:
+        wait_status(pg, hooks[ns], 'succeeded')
+        wait_attempts(pg, hooks[ns], 1)
+    for role, ns, access in [('viewer_a', 'team-a', 'viewer'), ('contrib_a', 'team-a', 'contributor'),
+                             ('owner_a', 'team-a', 'owner'), ('viewer_b', 'team-b', 'viewer')]:
+        pg.create_login_role(role)
+        daemon.run_cli('namespace', 'grant', ns, role, access)
+    return token, hooks
+
+
+def webhook_of(pg, webhook_id):
+    return rows(pg, f'SELECT * FROM reghook.webhooks WHERE id = {int(webhook_id)}')[0]
+
+
+# --- views -----------------------------------------------------------------------
+
+
+def test_views_have_the_promised_columns(reghook, pg):
+    def columns(view):
+        return pg.psql(f"SELECT attname FROM pg_attribute WHERE attrelid = 'reghook.{view}'::regclass"
+                       " AND attnum > 0 ORDER BY attnum").split()
+    assert columns('delivery_history')[:len(HISTORY_COLUMNS)] == HISTORY_COLUMNS
+    assert columns('webhook_health')[:len(HEALTH_COLUMNS)] == HEALTH_COLUMNS
+
+
+def test_history_and_health_show_attempts_and_waiting_deliveries(reghook_factory, pg,
+                                                                  endpoint_factory):
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.script([(500, b'no'), (200, b'ok')])
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/{tag}'))
+    post(daemon, token, event(tag='1.0'))
+    delivery = wait_status(pg, webhook_id, 'succeeded')[0]
+    wait_attempts(pg, webhook_id, 2)
+    # A second webhook, disabled after an event was queued for it: the
+    # delivery waits, never tried (made here as ingest would have made it).
+    waiting = add_webhook(daemon, 'team-a', hook.url('/w'), enable=False)
+    pg.psql(f"INSERT INTO reghook.deliveries (webhook_id, event_id, action)"
+            f" SELECT {waiting}, id, 'push' FROM reghook.events")
+
+    history = rows(pg, f'SELECT * FROM reghook.delivery_history WHERE webhook_id = {webhook_id}'
+                       ' ORDER BY attempt')
+    assert [(h['attempt'], h['status'], h['response_status'], h['error']) for h in history if
+            h['tag'] == '1.0'] == [(1, 'succeeded', 500, 'HTTP 500'), (2, 'succeeded', 200, None)]
+    first = history[0]
+    assert first['delivery_id'] == delivery['id'] and first['namespace'] == 'team-a'
+    assert first['repository'] == 'team-a/app' and first['action'] == 'push'
+    assert first['url'] == hook.url('/1.0') and first['next_attempt_at'] is None
+    untried = rows(pg, f'SELECT * FROM reghook.delivery_history WHERE webhook_id = {waiting}')
+    assert len(untried) == 1 and untried[0]['attempt'] is None
+    assert untried[0]['status'] == 'pending' and untried[0]['next_attempt_at'] is not None
+
+    health = {h['webhook_id']: h for h in rows(pg, 'SELECT * FROM reghook.webhook_health')}
+    ok = health[int(webhook_id)]
+    assert ok['enabled'] and ok['failures_in_a_row'] == 0 and ok['pending'] == 0
+    assert float(ok['success_rate_24h']) == 0.5 and ok['last_success_at'] and ok['last_failure_at']
+    off = health[int(waiting)]
+    assert not off['enabled'] and off['disabled_reason'] is None
+    assert off['pending'] == 1 and off['success_rate_24h'] is None
+
+
+def test_history_queries_come_from_indexes(reghook, pg):
+    """A webhook's last 50 attempts and the failures of the last hour, on a
+    history of 200,000 attempts: the plans use the attempts' indexes (the
+    README shows the same plans, timed, on 1,000,000)."""
+    register(reghook, 'team-a')
+    hooks = [add_webhook(reghook, 'team-a', f'http://127.0.0.1:9/{i}') for i in range(8)]
+    pg.psql(f"""
+        INSERT INTO reghook.deliveries (webhook_id, action, status, attempts, completed_at, created_at)
+        SELECT (ARRAY[{','.join(hooks)}])[1 + g % 8], 'push',
+               CASE WHEN g % 10 = 0 THEN 'failed' ELSE 'succeeded' END, 2,
+               now() - g * interval '1 second', now() - g * interval '1 second'
+        FROM generate_series(1, 100000) g;
+        INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+            duration_ms, method, url, request_headers, response_status, error_class, error_message,
+            instance)
+        SELECT d.id, a, d.webhook_id, d.created_at + a * interval '1 ms', 5, 'POST', 'http://x/', '[]',
+               CASE a WHEN 1 THEN 500 ELSE 200 END, CASE a WHEN 1 THEN 'http' END,
+               CASE a WHEN 1 THEN 'HTTP 500' END, 'bench'
+        FROM reghook.deliveries d, generate_series(1, 2) a;
+        ANALYZE reghook.deliveries; ANALYZE reghook.delivery_attempts;""")
+
+    def plan(sql):
+        return pg.psql('EXPLAIN (COSTS OFF) ' + sql)
+    last_50 = plan(f'SELECT * FROM reghook.delivery_history WHERE webhook_id = {hooks[3]}'
+                   ' AND attempt IS NOT NULL ORDER BY attempted_at DESC LIMIT 50')
+    assert 'Index Scan using delivery_attempts_webhook_time' in last_50, last_50
+    assert 'Sort' not in last_50, last_50
+    last_hour = plan("SELECT * FROM reghook.delivery_history WHERE attempted_at > now() - interval '1 hour'"
+                     ' AND error IS NOT NULL')
+    assert 'delivery_attempts_time' in last_hour or 'delivery_attempts_webhook_time' in last_hour, \
+        last_hour
+    assert 'Seq Scan on delivery_attempts' not in last_hour, last_hour
+    # The CLI's query, on the same history, answers with the newest 50.
+    out = json.loads(reghook.run_cli('deliveries', '--webhook', hooks[3], '--json').stdout)
+    assert len(out) == 50
+    stamps = [h['attempted_at'] for h in out]
+    assert stamps == sorted(stamps, reverse=True)
+
+
+# --- row-level security ---------------------------------------------------------
+
+
+def test_viewer_reads_its_namespace_and_nothing_of_another(reghook, pg, endpoint_factory):
+    hook = endpoint_factory()
+    _, hooks = two_teams(reghook, pg, hook)
+
+    for role, mine, other in [('viewer_a', 'team-a', 'team-b'), ('viewer_b', 'team-b', 'team-a')]:
+        assert as_role(pg, role, 'SELECT name FROM reghook.namespaces') == [(mine,)]
+        assert as_role(pg, role, 'SELECT id FROM reghook.webhooks') == [(int(hooks[mine]),)]
+        assert as_role(pg, role, 'SELECT repository FROM reghook.events') == [(f'{mine}/app',)]
+        assert {r[0] for r in as_role(pg, role, 'SELECT namespace FROM reghook.delivery_history')} \
+            == {mine}
+        assert [r[0] for r in as_role(pg, role, 'SELECT webhook_id FROM reghook.webhook_health')] \
+            == [int(hooks[mine])]
+        assert len(as_role(pg, role, 'SELECT id FROM reghook.deliveries')) == 1
+        assert len(as_role(pg, role, 'SELECT attempt FROM reghook.delivery_attempts')) == 1
+        assert as_role(pg, role, 'SELECT name FROM reghook.webhook_headers') == [('X-Api-Key',)]
+        # Another namespace's webhook does not exist, for this role.
+        code, msg = refused(pg, role, 'SELECT reghook.webhook_disable(%s)', (int(hooks[other]),))
+        assert code == 'P0002' and f'webhook {hooks[other]} does not exist' in msg
+    for table in ('registry_sources', 'webhook_secrets'):
+        code, _ = refused(pg, 'viewer_a', f'SELECT count(*) FROM reghook.{table}')
+        assert code == '42501'
+    # A role that is no member sees nothing at all.
+    pg.create_login_role('stranger')
+    code, _ = refused(pg, 'stranger', 'SELECT count(*) FROM reghook.webhooks')
+    assert code == '42501'
+
+
+def test_contributor_manages_webhooks_in_its_namespace_only(reghook, pg, endpoint_factory):
+    hook = endpoint_factory()
+    _, hooks = two_teams(reghook, pg, hook)
+
+    new_id = as_role(pg, 'contrib_a', "SELECT reghook.webhook_add('team-a', %s, %s)",
+                     (hook.url('/new'), json.dumps({'name': 'ci', 'actions': ['push', 'delete']})))[0][0]
+    as_role(pg, 'contrib_a', "SELECT reghook.webhook_set(%s, '{\"method\": \"PUT\"}')", (new_id,))
+    as_role(pg, 'contrib_a', "SELECT reghook.webhook_set_headers(%s, ARRAY['X-A: 1'])", (new_id,))
+    as_role(pg, 'contrib_a', 'SELECT reghook.webhook_enable(%s)', (new_id,))
+    w = webhook_of(pg, new_id)
+    assert (w['name'], w['method'], w['enabled'], w['actions']) == ('ci', 'PUT', True, ['push', 'delete'])
+    as_role(pg, 'contrib_a', "SELECT reghook.webhook_disable(%s, 'maintenance')", (new_id,))
+    assert webhook_of(pg, new_id)['disabled_reason'] == 'maintenance'
+    test_id = as_role(pg, 'contrib_a', 'SELECT reghook.test_webhook(%s)', (int(hooks['team-a']),))[0][0]
+    assert wait_until(lambda: any(r.header('X-Reghook-Delivery') == test_id for r in hook.requests))
+    as_role(pg, 'contrib_a', 'SELECT reghook.webhook_remove(%s)', (new_id,))
+    assert rows(pg, f'SELECT id FROM reghook.webhooks WHERE id = {new_id}') == []
+
+    # Not in team-b: there it sees nothing, so nothing exists.
+    code, msg = refused(pg, 'contrib_a', "SELECT reghook.webhook_add('team-b', 'http://127.0.0.1:9/')")
+    assert code == 'P0002' and 'namespace "team-b" does not exist' in msg
+    b = int(hooks['team-b'])
+    for sql in ["SELECT reghook.webhook_set(%s, '{\"name\": \"x\"}')", 'SELECT reghook.webhook_enable(%s)',
+                'SELECT reghook.webhook_remove(%s)', 'SELECT reghook.test_webhook(%s)',
+                "SELECT reghook.webhook_set_headers(%s, '{}')", 'SELECT reghook.retrigger_failed(%s)']:
+        assert refused(pg, 'contrib_a', sql, (b,))[0] == 'P0002', sql
+    # No direct writes: every change goes through the functions.
+    code, _ = refused(pg, 'contrib_a', "UPDATE reghook.webhooks SET url = 'http://127.0.0.1:9/x'")
+    assert code == '42501'
+    assert webhook_of(pg, b)['name'] == '127.0.0.1'
+
+
+def test_viewer_cannot_change_or_retrigger(reghook, pg, endpoint_factory):
+    hook = endpoint_factory()
+    _, hooks = two_teams(reghook, pg, hook)
+    a = int(hooks['team-a'])
+    delivery_id = rows(pg, f'SELECT id FROM reghook.deliveries WHERE webhook_id = {a}')[0]['id']
+    for sql, params in [("SELECT reghook.webhook_set(%s, '{\"name\": \"x\"}')", (a,)),
+                        ('SELECT reghook.webhook_disable(%s)', (a,)),
+                        ('SELECT reghook.test_webhook(%s)', (a,)),
+                        ('SELECT reghook.retrigger(%s)', (delivery_id,)),
+                        ('SELECT reghook.retrigger_failed(%s)', (a,)),
+                        ("SELECT reghook.webhook_add('team-a', 'http://127.0.0.1:9/')", None),
+                        ("SELECT reghook.namespace_grant('team-a', 'viewer_b', 'viewer')", None)]:
+        code, msg = refused(pg, 'viewer_a', sql, params)
+        assert code == '42501' and 'access to namespace "team-a" is needed' in msg, (sql, msg)
+    assert webhook_of(pg, a)['enabled'] is True
+    # Admin functions are not a member's at all.
+    code, msg = refused(pg, 'owner_a', "SELECT reghook.namespace_add('team-c')")
+    assert code == '42501'
+    code, msg = refused(pg, 'owner_a', "SELECT * FROM reghook.registry_add('r2')")
+    assert code == '42501'
+
+
+def test_owner_manages_members_of_its_namespace(reghook, pg, endpoint_factory):
+    hook = endpoint_factory()
+    two_teams(reghook, pg, hook)
+    pg.create_login_role('newcomer')
+    as_role(pg, 'owner_a', "SELECT reghook.namespace_grant('team-a', 'newcomer', 'viewer')")
+    assert as_role(pg, 'newcomer', 'SELECT name FROM reghook.namespaces') == [('team-a',)]
+    members = as_role(pg, 'owner_a', 'SELECT role_name, access FROM reghook.namespace_members'
+                                     ' ORDER BY role_name')
+    assert ('newcomer', 'viewer') in members and all(m[0] != 'viewer_b' for m in members)
+    as_role(pg, 'owner_a', "SELECT reghook.namespace_revoke('team-a', 'newcomer')")
+    assert as_role(pg, 'newcomer', 'SELECT name FROM reghook.namespaces') == []
+    # A contributor does not manage members; an owner of team-a not those of team-b.
+    code, msg = refused(pg, 'contrib_a', "SELECT reghook.namespace_grant('team-a', 'newcomer', 'owner')")
+    assert code == '42501' and 'owner access' in msg
+    code, _ = refused(pg, 'owner_a', "SELECT reghook.namespace_grant('team-b', 'newcomer', 'viewer')")
+    assert code == 'P0002'
+    code, msg = refused(pg, 'owner_a', "SELECT reghook.namespace_grant('team-a', 'nobody', 'viewer')")
+    assert code == '42704' and 'role "nobody" does not exist' in msg
+    code, msg = refused(pg, 'owner_a', "SELECT reghook.namespace_grant('team-a', 'newcomer', 'god')")
+    assert code == '22023'
+
+
+def test_no_member_reads_a_password_secret_or_header_value(reghook, pg, endpoint_factory):
+    hook = endpoint_factory()
+    two_teams(reghook, pg, hook)
+    # The contributor may set them, and still cannot read them back.
+    a = rows(pg, "SELECT w.id FROM reghook.webhooks w JOIN reghook.namespaces n"
+                 " ON n.id = w.namespace_id WHERE n.name = 'team-a'")[0]['id']
+    as_role(pg, 'contrib_a', 'SELECT reghook.webhook_set(%s, %s)',
+            (a, json.dumps({'password': PASSWORD + '2', 'headers': [f'X-Api-Key: {HEADER_VALUE}2']})))
+    assert rows(pg, f'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = {a}') == [
+        {'password': PASSWORD + '2'}]
+
+    tables = pg.psql("SELECT c.relname FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace"
+                     " WHERE s.nspname = 'reghook' AND c.relkind IN ('r', 'v')").split()
+    columns = rows(pg, "SELECT c.relname AS tbl, a.attname AS col FROM pg_attribute a"
+                       " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace s ON s.oid = c.relnamespace"
+                       " WHERE s.nspname = 'reghook' AND c.relkind IN ('r', 'v') AND a.attnum > 0"
+                       " AND NOT a.attisdropped")
+    assert 'webhook_secrets' in tables and len(columns) > 50
+    for role in ('viewer_a', 'contrib_a', 'owner_a', 'viewer_b'):
+        readable = 0
+        for col in columns:
+            try:
+                values = as_role(pg, role, f'SELECT "{col["col"]}"::text FROM reghook."{col["tbl"]}"')
+            except psycopg2.errors.InsufficientPrivilege:
+                continue
+            readable += 1
+            text = json.dumps(values)
+            for secret in (PASSWORD, SECRET, HEADER_VALUE):
+                assert secret not in text, (role, col)
+        assert readable > 30, role
+        for sql in ('SELECT * FROM reghook.webhook_secrets', 'SELECT value FROM reghook.webhook_headers',
+                    'SELECT callback_token FROM reghook.deliveries', 'SELECT * FROM reghook.deliveries'):
+            assert refused(pg, role, sql)[0] == '42501', (role, sql)
+
+
+def test_sql_injection_through_function_arguments_is_harmless(reghook, pg, endpoint_factory):
+    hook = endpoint_factory()
+    two_teams(reghook, pg, hook)
+    attacks = ["x'); DROP TABLE reghook.events; --", 'x"; DROP TABLE reghook.events; --',
+               "'; UPDATE reghook.webhooks SET enabled = false; --", '$$; DROP SCHEMA reghook CASCADE; $$',
+               "team-a' OR '1'='1"]
+    before = pg.psql('SELECT count(*) FROM reghook.events').strip()
+    a = rows(pg, "SELECT w.id FROM reghook.webhooks w JOIN reghook.namespaces n"
+                 " ON n.id = w.namespace_id WHERE n.name = 'team-a'")[0]['id']
+    for attack in attacks:
+        for role in ('contrib_a', 'owner_a'):
+            # Refused as data, never run as SQL.
+            for sql, params in [
+                    ('SELECT reghook.webhook_add(%s, %s)', (attack, 'http://127.0.0.1:9/')),
+                    ('SELECT reghook.namespace_grant(%s, %s, %s)', ('team-a', attack, 'viewer')),
+                    ('SELECT reghook.namespace_grant(%s, %s, %s)', ('team-a', 'viewer_b', attack)),
+                    ('SELECT reghook.namespace_revoke(%s, %s)', (attack, 'viewer_b')),
+                    ('SELECT reghook.retrigger(%s::uuid)', (attack,)),
+                    ('SELECT reghook.retrigger_failed(%s, %s::timestamptz)', (a, attack)),
+                    ('SELECT reghook.webhook_set(%s, %s)', (a, json.dumps({attack: 1}))),
+                    ('SELECT reghook.webhook_set_headers(%s, ARRAY[%s])', (a, attack))]:
+                with pytest.raises(psycopg2.Error):
+                    as_role(pg, role, sql, params)
+            # Accepted as data, stored verbatim.
+            as_role(pg, role, 'SELECT reghook.webhook_set(%s, %s)', (a, json.dumps({'name': attack})))
+            assert webhook_of(pg, a)['name'] == attack
+            as_role(pg, role, 'SELECT reghook.webhook_disable(%s, %s)', (a, attack))
+            assert webhook_of(pg, a)['disabled_reason'] == attack
+            as_role(pg, role, 'SELECT reghook.webhook_set_headers(%s, ARRAY[%s])', (a, 'X-Q: ' + attack))
+    # A role whose name needs quoting is granted as itself, and nothing else happens.
+    weird = 'team"; DROP ROLE viewer_b; --'
+    pg.psql(f'CREATE ROLE "{weird.replace(chr(34), chr(34) * 2)}" LOGIN', dbname='postgres')
+    as_role(pg, 'owner_a', 'SELECT reghook.namespace_grant(%s, %s, %s)', ('team-a', weird, 'viewer'))
+    assert as_role(pg, weird, 'SELECT name FROM reghook.namespaces') == [('team-a',)]
+    assert pg.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'viewer_b'").strip() == '1'
+    assert pg.psql('SELECT count(*) FROM reghook.events').strip() == before
+    assert pg.psql("SELECT count(*) FROM reghook.namespaces").strip() == '2'
+    # Through the command line too.
+    for args in (['deliveries', '--status', "failed' OR '1'='1"], ['deliveries', '--webhook', '1 OR 1=1'],
+                 ['deliveries', '--since', "1h'; DROP TABLE reghook.events; --"],
+                 ['retrigger', "00000000-0000-0000-0000-000000000000'; --"]):
+        assert reghook.run_cli(*args, check=False).returncode == 2, args
+    assert pg.psql('SELECT count(*) FROM reghook.events').strip() == before
+
+
+# --- retrigger -------------------------------------------------------------------
+
+
+def test_retrigger_keeps_the_id_and_continues_the_attempts(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.respond(500, b'down')
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'), '--max-attempts', '2')
+    pg.psql(f"SELECT reghook.webhook_set({webhook_id}, '{{\"max_attempts\": 2}}')")
+    post(daemon, token, event())
+    delivery = wait_status(pg, webhook_id, 'failed')[0]
+    wait_attempts(pg, webhook_id, 2)
+
+    # retrigger NOTIFYs the dispatchers: a listener sees it.
+    listener = pg.connect()
+    with listener.cursor() as cur:
+        cur.execute('LISTEN reghook_deliveries')
+    hook.respond(500, b'still down')
+    out = daemon.run_cli('retrigger', delivery['id']).stdout
+    assert out == f'Delivery {delivery["id"]} queued again.\n'
+    assert select.select([listener], [], [], 10) != ([], [], [])
+    listener.poll()
+    assert 'reghook_deliveries' in [n.channel for n in listener.notifies]
+
+    # A new round of max_attempts: attempts 3 and 4, then failed again.
+    reqs = hook.wait_for(4, timeout=20)
+    assert {r.header('X-Reghook-Delivery') for r in reqs} == {delivery['id']}
+    wait_status(pg, webhook_id, 'failed')
+    history = wait_attempts(pg, webhook_id, 4)
+    assert [h['attempt'] for h in history] == [1, 2, 3, 4]
+    d = rows(pg, f"SELECT attempts, round_start, retriggered_by FROM reghook.deliveries"
+                 f" WHERE id = '{delivery['id']}'")[0]
+    assert d == {'attempts': 4, 'round_start': 2, 'retriggered_by': 'postgres'}
+
+    hook.respond(200, b'back')
+    start = time.monotonic()
+    daemon.run_cli('retrigger', delivery['id'])
+    hook.wait_for(5, timeout=10)
+    print(f'retrigger to attempt: {time.monotonic() - start:.3f}s (including the CLI)')
+    assert wait_status(pg, webhook_id, 'succeeded')[0]['attempts'] == 5
+    assert [h['attempt'] for h in wait_attempts(pg, webhook_id, 5)] == [1, 2, 3, 4, 5]
+
+
+def test_retrigger_refusals_are_clear(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.respond(500, b'down')
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, event())
+    hook.wait_for(1)
+    pending = wait_status(pg, webhook_id, 'pending')[0]['id']
+    res = daemon.run_cli('retrigger', pending, check=False)
+    assert res.returncode == 1 and f'delivery {pending} is still pending' in res.stderr
+    missing = str(uuid.uuid4())
+    res = daemon.run_cli('retrigger', missing, check=False)
+    assert res.returncode == 1 and f'delivery {missing} does not exist' in res.stderr
+    res = daemon.run_cli('retrigger', '--webhook', '999999', '--failed', check=False)
+    assert res.returncode == 1 and 'webhook 999999 does not exist' in res.stderr
+    # A failed delivery of a disabled webhook: enable it first.
+    pg.psql(f"SELECT reghook.webhook_set({webhook_id}, '{{\"max_attempts\": 1}}')")
+    failed = wait_status(pg, webhook_id, 'failed', timeout=20)[0]['id']
+    daemon.run_cli('webhook', 'disable', webhook_id)
+    res = daemon.run_cli('retrigger', failed, check=False)
+    assert res.returncode == 1 and f'webhook {webhook_id} is disabled' in res.stderr
+    res = daemon.run_cli('retrigger', '--webhook', webhook_id, '--failed', check=False)
+    assert res.returncode == 1 and 'enable it first' in res.stderr
+    # Bad usage: exit 2, nothing done.
+    for args in (['retrigger'], ['retrigger', 'nope'], ['retrigger', '--failed'],
+                 ['retrigger', '--webhook', webhook_id], ['retrigger', failed, '--webhook', '1', '--failed'],
+                 ['retrigger', '--webhook', 'x', '--failed'], ['retrigger', '--webhook', webhook_id,
+                                                              '--failed', '--since', 'soon-ish'],
+                 ['retrigger', '--bogus']):
+        res = daemon.run_cli(*args, check=False)
+        assert res.returncode == 2 and res.stderr.startswith('reghook retrigger: '), (args, res.stderr)
+    assert wait_status(pg, webhook_id, 'failed')
+
+
+def test_retrigger_failed_brings_failed_deliveries_to_an_endpoint_that_recovered(
+        reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.respond(503, b'maintenance')
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    pg.psql(f"SELECT reghook.webhook_set({webhook_id}, '{{\"max_attempts\": 1}}')")
+    tags = [f'v{i}' for i in range(5)]
+    post(daemon, token, *[event(tag=t) for t in tags])
+    failed = wait_status(pg, webhook_id, 'failed', timeout=20)
+    assert len(failed) == 5
+
+    hook.respond(200, b'ok')
+    # Failed since a time still to come: none.
+    res = daemon.run_cli('retrigger', '--webhook', webhook_id, '--failed', '--since', '2100-01-01')
+    assert res.stdout == f'0 failed deliveries of webhook {webhook_id} queued again.\n'
+    res = daemon.run_cli('retrigger', '--webhook', webhook_id, '--failed', '--since', '1d')
+    assert res.stdout == f'5 failed deliveries of webhook {webhook_id} queued again.\n'
+    reqs = hook.wait_for(10, timeout=20)
+    assert sorted(json.loads(r.body)['push_data']['tag'] for r in reqs[5:]) == tags
+    done = wait_status(pg, webhook_id, 'succeeded')
+    assert {d['id'] for d in done} == {d['id'] for d in failed}
+    assert all(d['attempts'] == 2 for d in done)
+
+
+# --- the dispatcher's own role ---------------------------------------------------
+
+
+def test_dispatcher_runs_as_its_own_role(reghook_factory, pg, endpoint_factory):
+    run_reghook(['migrate'], database_url=pg.url())
+    pg.create_login_role('rh_dispatcher')
+    pg.psql('GRANT reghook_dispatcher TO rh_dispatcher')
+    daemon = reghook_factory(FAST, database_url=pg.url('rh_dispatcher'))
+    # Set-up as the admin (the schema owner); serving as the dispatcher.
+    run_reghook(['namespace', 'add', 'team-a'], database_url=pg.url())
+    out = run_reghook(['registry', 'add', 'main'], database_url=pg.url()).stdout
+    token = next(w for w in out.split() if w.startswith('rgh_'))
+    hook = endpoint_factory()
+    hook.script([500, 200])
+    out = run_reghook(['webhook', 'add', 'team-a', hook.url('/'), '--secret', SECRET],
+                      database_url=pg.url()).stdout
+    webhook_id = out.split()[1]
+    run_reghook(['webhook', 'enable', webhook_id], database_url=pg.url())
+
+    post(daemon, token, event())
+    reqs = hook.wait_for(2, timeout=20)
+    assert reqs[1].header('Webhook-Signature', '').startswith('v1,')
+    wait_status(pg, webhook_id, 'succeeded')
+    assert [h['attempt'] for h in wait_attempts(pg, webhook_id, 2)] == [1, 2]
+    # The dispatcher role may not manage anything.
+    code, _ = refused(pg, 'rh_dispatcher', "SELECT reghook.namespace_add('team-z')")
+    assert code == '42501'
+    code, _ = refused(pg, 'rh_dispatcher', 'SELECT reghook.webhook_disable(%s)', (int(webhook_id),))
+    assert code == '42501'
+    assert 'permission denied' not in daemon.log()
+
+
+# --- the deliveries command ------------------------------------------------------
+
+
+def test_deliveries_command_table_json_and_filters(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    good, bad = endpoint_factory(), endpoint_factory()
+    bad.respond(500, b'nope')
+    good_id = add_webhook(daemon, 'team-a', good.url('/'))
+    bad_id = add_webhook(daemon, 'team-a', bad.url('/'))
+    pg.psql(f"SELECT reghook.webhook_set({bad_id}, '{{\"max_attempts\": 2}}')")
+    post(daemon, token, event(tag='1.0'))
+    wait_status(pg, good_id, 'succeeded')
+    wait_status(pg, bad_id, 'failed', timeout=20)
+    wait_attempts(pg, bad_id, 2)
+
+    table = daemon.run_cli('deliveries').stdout.splitlines()
+    assert table[0].split()[:6] == ['delivery_id', 'attempt', 'webhook', 'image', 'action', 'status']
+    assert len(table) == 4  # header, one success, two failures
+    assert any('team-a/app:1.0' in line and 'HTTP 500' in line for line in table)
+
+    as_json = json.loads(daemon.run_cli('deliveries', '--webhook', bad_id, '--json').stdout)
+    assert [(h['attempt'], h['status'], h['response_status'], h['error']) for h in as_json] == [
+        (2, 'failed', 500, 'HTTP 500'), (1, 'failed', 500, 'HTTP 500')]
+    assert set(HISTORY_COLUMNS) <= set(as_json[0])
+    only_ok = json.loads(daemon.run_cli('deliveries', '--status', 'succeeded', '--json').stdout)
+    assert [h['webhook_id'] for h in only_ok] == [int(good_id)]
+    assert len(json.loads(daemon.run_cli('deliveries', '--limit', '1', '--json').stdout)) == 1
+    assert json.loads(daemon.run_cli('deliveries', '--since', '2100-01-01', '--json').stdout) == []
+    assert len(json.loads(daemon.run_cli('deliveries', '--since', '1h', '--json').stdout)) == 3
+
+    for args in (['--status', 'done'], ['--limit', '0'], ['--limit', '100001'], ['--limit', 'x'],
+                 ['--webhook', '-1'], ['--since', 'after lunch'], ['--since'], ['stray'], ['--color']):
+        res = daemon.run_cli('deliveries', *args, check=False)
+        assert res.returncode == 2 and res.stderr.startswith('reghook deliveries: '), (args, res.stderr)
+        assert res.stdout == ''
+
+
+def test_a_member_runs_the_commands_as_itself(reghook, pg, endpoint_factory):
+    hook = endpoint_factory()
+    _, hooks = two_teams(reghook, pg, hook)
+    out = json.loads(run_reghook(['deliveries', '--json'], database_url=pg.url('viewer_b')).stdout)
+    assert {h['namespace'] for h in out} == {'team-b'}
+    delivery_id = out[0]['delivery_id']
+    res = run_reghook(['retrigger', delivery_id], database_url=pg.url('viewer_b'), check=False)
+    assert res.returncode == 1 and 'contributor access to namespace "team-b" is needed' in res.stderr
+    res = run_reghook(['retrigger', delivery_id], database_url=pg.url('contrib_a'), check=False)
+    assert res.returncode == 1 and 'does not exist' in res.stderr
