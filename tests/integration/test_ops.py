@@ -231,7 +231,8 @@ def test_metrics_move_after_a_registry_push(reghook, pg, registry_factory, endpo
 
 
 def test_events_by_outcome_and_queue_gauges(reghook_factory, pg, endpoint_factory):
-    daemon = reghook_factory({'max_in_flight_per_webhook': 1})
+    # The slow answers outlast no request timeout: nothing is retried meanwhile.
+    daemon = reghook_factory({'max_in_flight_per_webhook': 1, 'request_timeout': '300s'})
     token = register(daemon, 'team-a', scope='team-a')
     daemon.run_cli('namespace', 'add', 'team-b')
     slow = endpoint_factory()
@@ -300,7 +301,7 @@ def test_reload_log_level(reghook_factory, pg):
 
 
 def test_reload_max_in_flight(reghook_factory, pg, endpoint_factory):
-    daemon = reghook_factory({'max_in_flight': 1})
+    daemon = reghook_factory({'max_in_flight': 1, 'request_timeout': '300s'})
     token = register(daemon, 'team-a')
     slow = endpoint_factory()
     slow.respond(200, delay=60)
@@ -470,5 +471,26 @@ def test_notify_socket_start_reload_stop(reghook_factory, pg, tmp_path, abstract
         stopping = receive(sock).split('\n')
         assert stopping[0] == 'STOPPING=1', stopping
         assert daemon.proc.returncode == 0
+    finally:
+        sock.close()
+
+
+def test_notify_ready_waits_for_the_database(reghook_factory, pg_own, tmp_path):
+    """Started before its database, reghook reports that it waits, and is
+    READY only once the database is there and migrated."""
+    address = str(tmp_path / 'notify.sock')
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    try:
+        pg_own.stop()
+        daemon = reghook_factory(wait=False, env={'NOTIFY_SOCKET': address})
+        messages = [receive(sock)]
+        while not any(m.startswith('STATUS=waiting for the database') for m in messages):
+            messages.append(receive(sock))
+        assert not any('READY=1' in m for m in messages), messages
+        pg_own.start()
+        while 'READY=1' not in messages[-1]:
+            messages.append(receive(sock, timeout=60))
+        assert daemon.get('/readyz')[0] == 200
     finally:
         sock.close()
