@@ -342,6 +342,40 @@ bool conf_load(const struct conf_key *tab, size_t n, void *settings, const char 
 	return load_flags(tab, n, settings, argc, argv, err, errlen);
 }
 
+bool conf_same(const struct conf_key *k, const void *a, const void *b)
+{
+	const char *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+	switch (k->type) {
+	case CONF_STRING: {
+		const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
+		return (!sa && !sb) || (sa && sb && strcmp(sa, sb) == 0);
+	}
+	case CONF_BOOL:
+		return *(const bool *)fa == *(const bool *)fb;
+	default:
+		return *(const long long *)fa == *(const long long *)fb;
+	}
+}
+
+void conf_copy(const struct conf_key *k, void *dst, const void *src)
+{
+	char *fd = (char *)dst + k->offset;
+	const char *fs = (const char *)src + k->offset;
+	switch (k->type) {
+	case CONF_STRING: {
+		const char *s = *(char *const *)fs;
+		free(*(char **)fd);
+		*(char **)fd = s ? xstrdup(s) : NULL;
+		break;
+	}
+	case CONF_BOOL:
+		*(bool *)fd = *(const bool *)fs;
+		break;
+	default:
+		*(long long *)fd = *(const long long *)fs;
+	}
+}
+
 void conf_free(const struct conf_key *tab, size_t n, void *settings)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -359,6 +393,8 @@ void conf_print_help(const struct conf_key *tab, size_t n, FILE *out)
 		fprintf(out, "  --%-26s %s", tab[i].name, tab[i].help);
 		if (tab[i].def && *tab[i].def)
 			fprintf(out, " (default %s)", tab[i].def);
+		if (tab[i].apply == CONF_RESTART)
+			fprintf(out, " [restart to change]");
 		fputc('\n', out);
 	}
 }

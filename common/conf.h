@@ -7,7 +7,9 @@
  * `key = value` file, then PREFIX_KEY environment variables, then
  * `--key value` flags, later sources winning; the same table prints --help.
  * Every error names the key and the reason, so a bad value stops start-up
- * with one line.
+ * with one line. A key marked `restart` is one the daemon reads only at
+ * start; conf_same() and conf_copy() let a reload find such keys changed
+ * and keep their running values.
  */
 #ifndef REGHOOK_CONF_H
 #define REGHOOK_CONF_H
@@ -24,6 +26,12 @@ enum conf_type {
 	CONF_SIZE,     /* long long, bytes; "64KiB", "1MiB", "1G", bare = bytes */
 };
 
+/* When a change of the key takes effect in a running daemon. */
+enum conf_apply {
+	CONF_RELOADS, /* on reload */
+	CONF_RESTART, /* read once at start: a reload that changes it keeps the running value */
+};
+
 struct conf_key {
 	const char *name;
 	enum conf_type type;
@@ -33,6 +41,7 @@ struct conf_key {
 	/* Extra validation: returns NULL if value is fine, else the reason. */
 	const char *(*check)(const char *value);
 	const char *help;
+	enum conf_apply apply;
 };
 
 bool conf_parse_duration(const char *s, long long *ms) __attribute__((warn_unused_result));
@@ -52,6 +61,11 @@ bool conf_set(const struct conf_key *tab, size_t n, void *settings, const char *
 bool conf_load(const struct conf_key *tab, size_t n, void *settings, const char *env_prefix,
 	       int *argc, char **argv, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
+
+/* True if the key's field holds the same value in both settings structs. */
+bool conf_same(const struct conf_key *k, const void *a, const void *b);
+/* Copies the key's field from src to dst (a string is duplicated). */
+void conf_copy(const struct conf_key *k, void *dst, const void *src);
 
 const struct conf_key *conf_find(const struct conf_key *tab, size_t n, const char *name);
 void conf_free(const struct conf_key *tab, size_t n, void *settings);

@@ -144,9 +144,14 @@ struct httpc *httpc_new(struct event_base *base, long max_connections)
 	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
 	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, set_timer);
 	curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+	httpc_set_max_connections(h, max_connections);
+	return h;
+}
+
+void httpc_set_max_connections(struct httpc *h, long max_connections)
+{
 	curl_multi_setopt(h->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_connections);
 	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, max_connections);
-	return h;
 }
 
 void httpc_free(struct httpc *h)

@@ -22,6 +22,8 @@ typedef void (*httpc_done_fn)(CURL *easy, CURLcode result, void *arg);
 
 /* NULL if curl cannot be set up (fatal at start-up for the caller). */
 struct httpc *httpc_new(struct event_base *base, long max_connections);
+/* Changes the connection limit given to httpc_new(); running transfers keep theirs. */
+void httpc_set_max_connections(struct httpc *h, long max_connections);
 /* Transfers still running are dropped without their callbacks. */
 void httpc_free(struct httpc *h);
 /* Starts a transfer. The handle's CURLOPT_PRIVATE is taken by httpc. */

@@ -1,10 +1,14 @@
 /*
  * config: the table of reghook's settings. Each row is a key with its type,
  * default, bounds and help; `reghook --help` prints this table, so the help
- * and the behaviour cannot drift apart.
+ * and the behaviour cannot drift apart. A CONF_RESTART key is read only
+ * at start (sockets bound, connections opened, the instance named with it):
+ * a reload that changes it says so in the log and keeps the running value.
+ * Every other key takes effect on reload for whatever starts after it.
  */
 #include "config.h"
 #include "conf.h"
+#include "buf.h"
 #include "log.h"
 
 #include <stdlib.h>
@@ -55,43 +59,44 @@ static const char *check_base_url(const char *v)
 
 static const struct conf_key config_keys[] = {
 	{"database_url", CONF_STRING, "", F(database_url), 0, 0, NULL,
-	 "PostgreSQL connection: libpq conninfo or postgresql:// URI"},
+	 "PostgreSQL connection: libpq conninfo or postgresql:// URI", CONF_RESTART},
 	{"listen", CONF_STRING, "127.0.0.1:8080", F(listen), 0, 0, check_listen,
-	 "address and port of the HTTP receiver"},
+	 "address and port of the HTTP receiver", CONF_RESTART},
 	{"public_url", CONF_STRING, "", F(public_url), 0, 0, check_base_url,
-	 "base URL at which endpoints reach reghook (callback_url); default http://<listen>"},
+	 "base URL at which endpoints reach reghook (callback_url); default http://<listen>",
+	 CONF_RELOADS},
 	{"registry_url", CONF_STRING, "", F(registry_url), 0, 0, check_base_url,
-	 "base URL of the registry, for repo_url in payloads"},
+	 "base URL of the registry, for repo_url in payloads", CONF_RELOADS},
 	{"max_in_flight", CONF_INT, "256", F(max_in_flight), 1, 100000, NULL,
-	 "deliveries in flight at once, all webhooks"},
+	 "deliveries in flight at once, all webhooks", CONF_RELOADS},
 	{"max_in_flight_per_webhook", CONF_INT, "16", F(max_in_flight_per_webhook), 1, 100000, NULL,
-	 "deliveries in flight at once to one webhook"},
+	 "deliveries in flight at once to one webhook", CONF_RELOADS},
 	{"request_timeout", CONF_DURATION, "10s", F(request_timeout_ms), 1, DAY, NULL,
-	 "time allowed for one delivery request"},
+	 "time allowed for one delivery request", CONF_RELOADS},
 	{"connect_timeout", CONF_DURATION, "5s", F(connect_timeout_ms), 1, DAY, NULL,
-	 "time allowed to connect to an endpoint"},
+	 "time allowed to connect to an endpoint", CONF_RELOADS},
 	{"max_attempts", CONF_INT, "8", F(max_attempts), 1, 100, NULL,
-	 "attempts per delivery before it is failed"},
+	 "attempts per delivery before it is failed", CONF_RELOADS},
 	{"retry_schedule", CONF_STRING, "0,5s,5m,30m,2h,5h,10h,10h", F(retry_schedule), 0, 0,
-	 check_schedule, "delay before each attempt, +-20% jitter; the last repeats"},
+	 check_schedule, "delay before each attempt, +-20% jitter; the last repeats", CONF_RELOADS},
 	{"allow_private_targets", CONF_BOOL, "false", F(allow_private_targets), 0, 0, NULL,
-	 "allow webhooks to loopback, private and link-local addresses"},
+	 "allow webhooks to loopback, private and link-local addresses", CONF_RELOADS},
 	{"max_request_body", CONF_SIZE, "1MiB", F(max_request_body), 1024, 1LL << 30, NULL,
-	 "largest accepted POST /events body"},
+	 "largest accepted POST /events body", CONF_RELOADS},
 	{"response_body_limit", CONF_SIZE, "64KiB", F(response_body_limit), 0, 16LL << 20, NULL,
-	 "bytes of each endpoint response kept in history"},
+	 "bytes of each endpoint response kept in history", CONF_RELOADS},
 	{"history_retention", CONF_DURATION, "30d", F(history_retention_ms), 3600000LL, 3650 * DAY,
-	 NULL, "delivery history older than this is pruned"},
+	 NULL, "delivery history older than this is pruned", CONF_RELOADS},
 	{"log_level", CONF_STRING, "info", F(log_level), 0, 0, check_log_level,
-	 "debug, info, warn or error"},
+	 "debug, info, warn or error", CONF_RELOADS},
 	{"log_format", CONF_STRING, "text", F(log_format), 0, 0, check_log_format,
-	 "text, or json for one JSON object per line"},
+	 "text, or json for one JSON object per line", CONF_RELOADS},
 	{"db_connections", CONF_INT, "2", F(db_connections), 1, 64, NULL,
-	 "database connections of the receiver (group commit runs on each)"},
+	 "database connections of the receiver (group commit runs on each)", CONF_RESTART},
 	{"max_events_per_envelope", CONF_INT, "1000", F(max_events_per_envelope), 1, 1000000, NULL,
-	 "most events accepted in one POST /events"},
+	 "most events accepted in one POST /events", CONF_RELOADS},
 	{"instance_name", CONF_STRING, "", F(instance_name), 0, 0, NULL,
-	 "name of this instance in leases and history; default host:pid"},
+	 "name of this instance in leases and history; default host:pid", CONF_RESTART},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -126,23 +131,73 @@ int config_parse_schedule(const char *s, long long *ms, int max)
 	return n;
 }
 
-bool config_load(struct config *cfg, int *argc, char **argv)
+/* Fills cfg from every source; no side effects. On failure cfg is freed and err says why. */
+static bool load(struct config *cfg, int *argc, char **argv, char *err, size_t errlen)
 {
-	char err[1024];
 	memset(cfg, 0, sizeof(*cfg));
-	if (!conf_load(config_keys, NKEYS, cfg, "REGHOOK_", argc, argv, err, sizeof(err))) {
-		fprintf(stderr, "reghook: configuration: %s\n", err);
+	if (!conf_load(config_keys, NKEYS, cfg, "REGHOOK_", argc, argv, err, errlen)) {
 		config_free(cfg);
 		return false;
 	}
 	cfg->retry_steps =
 		config_parse_schedule(cfg->retry_schedule, cfg->retry_ms, CONFIG_MAX_RETRY_STEPS);
+	return true;
+}
+
+/* The log settings are process-wide: applied at load and at every reload. */
+static void apply_logging(const struct config *cfg)
+{
 	enum log_level level = LOG_LEVEL_INFO;
 	if (!log_parse_level(cfg->log_level, &level))
 		level = LOG_LEVEL_INFO;
 	log_set_level(level);
 	log_set_json(strcmp(cfg->log_format, "json") == 0);
+}
+
+bool config_load(struct config *cfg, int *argc, char **argv)
+{
+	char err[1024];
+	if (!load(cfg, argc, argv, err, sizeof(err))) {
+		fprintf(stderr, "reghook: configuration: %s\n", err);
+		return false;
+	}
+	apply_logging(cfg);
 	return true;
+}
+
+struct config *config_reload(const struct config *running, int argc, char *const *argv)
+{
+	/* conf_load consumes the flags it reads: it gets a copy of the start-up argv. */
+	char **args = xcalloc((size_t)argc + 1, sizeof(char *));
+	memcpy(args, argv, (size_t)argc * sizeof(char *));
+	struct config *fresh = xmalloc(sizeof(*fresh));
+	char err[1024];
+	bool ok = load(fresh, &argc, args, err, sizeof(err));
+	free(args);
+	if (!ok) {
+		log_error("configuration reload failed: %s; the running configuration is kept",
+			  err);
+		free(fresh);
+		return NULL;
+	}
+	struct buf changed = BUF_INIT;
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct conf_key *k = &config_keys[i];
+		if (conf_same(k, running, fresh))
+			continue;
+		if (k->apply == CONF_RESTART) {
+			log_warn("configuration reload: %s changed, but it is read only at start: "
+				 "restart reghook to apply it; the running value is kept",
+				 k->name);
+			conf_copy(k, fresh, running);
+		} else {
+			buf_printf(&changed, "%s%s", changed.len ? ", " : "", k->name);
+		}
+	}
+	apply_logging(fresh);
+	log_info("configuration reloaded: %s", changed.len ? changed.data : "nothing changed");
+	buf_free(&changed);
+	return fresh;
 }
 
 void config_free(struct config *cfg)

@@ -43,6 +43,17 @@ struct config {
  * line naming the key and returns false; the caller exits 2.
  */
 bool config_load(struct config *cfg, int *argc, char **argv) __attribute__((warn_unused_result));
+/*
+ * Loads the configuration again as at start: defaults, the same file,
+ * the environment, then the start-up flags (argc/argv as the command got
+ * them, before config_load consumed any; they are not changed), so flags
+ * keep winning. Keys read only at start keep the running values, each
+ * change logged as needing a restart; the log settings apply at once.
+ * Returns the new configuration (the caller frees it with config_free and
+ * free), or NULL after logging why the file or a value is bad.
+ */
+struct config *config_reload(const struct config *running, int argc, char *const *argv)
+	__attribute__((warn_unused_result));
 void config_free(struct config *cfg);
 void config_print_help(FILE *out);
 /* Parses "0,5s,5m" into delays; returns the count or -1. */

@@ -1,7 +1,14 @@
 /*
  * daemon: the context of `reghook serve`, passed to every module of the
  * daemon instead of globals. serve.c owns its lifecycle: start-up,
- * the control connection (migrations, readiness, LISTEN) and the stop.
+ * the control connection (migrations, readiness, LISTEN), reloads and the
+ * stop.
+ *
+ * The configuration is replaced whole on reload (SIGHUP) and the old one
+ * freed at once. So no module keeps a pointer into *cfg past the function
+ * that read it: read d->cfg when the value is needed, and copy what must
+ * outlive a callback (a delivery request copies its timeouts and limits
+ * when it starts, pgc copies its conninfo).
  */
 #ifndef REGHOOK_DAEMON_H
 #define REGHOOK_DAEMON_H
@@ -15,10 +22,13 @@
 
 struct ingest;
 struct dispatcher;
+struct stats;
 
 struct daemon {
 	struct event_base *base; /* owned */
-	struct config *cfg;	 /* borrowed from main */
+	struct config *cfg;	 /* owned; replaced whole by a reload */
+	int argc;		 /* the command line as serve got it, for reloads */
+	char **argv;		 /* owned array; the strings borrowed from main */
 	char instance[128];	 /* instance name in leases and history */
 
 	struct pgc *control; /* owned: migrations, readiness, LISTEN */
@@ -28,14 +38,19 @@ struct daemon {
 	struct evhttp_bound_socket *listener; /* owned by http */
 	struct ingest *ingest;		      /* owned: POST /events */
 	struct dispatcher *dispatcher;	      /* owned: outbound deliveries */
+	struct stats *stats;		      /* owned: GET /metrics */
 
-	struct event *sigint, *sigterm; /* owned */
-	struct event *stop_timer;	/* owned: polls for a clean stop */
+	struct event *sigint, *sigterm, *sighup; /* owned */
+	struct event *stop_timer;		 /* owned: polls for a clean stop */
 	bool stopping;
+	bool ready_told; /* READY=1 went to the service manager */
 };
 
 /* Registers the HTTP routes on d->http (http.c). */
 bool http_routes_init(struct daemon *d) __attribute__((warn_unused_result));
+
+/* Applies a reloaded configuration to the HTTP server (http.c). */
+void http_reconfigure(struct daemon *d);
 
 /* Sends a JSON body with the status; body is a complete JSON text. */
 void http_reply_json(struct evhttp_request *req, int status, const char *body);

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "request.h"
 #include "retry.h"
+#include "stats.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +141,8 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 	}
 	log_debug("delivery attempt %d of webhook %lld: %s (%s)", f->attempt, f->webhook_id,
 		  outcome, request_error(r));
+	stats_attempt(dp->d->stats, outcome, request_error_class(r),
+		      (double)request_duration_ms(r) / 1000.0);
 	struct buf record = BUF_INIT;
 	request_record_json(r, &record, outcome, delay);
 	if (dp->nresults == dp->cap_results) {
@@ -478,6 +481,18 @@ void dispatcher_stop(struct dispatcher *dp)
 	event_del(dp->prune);
 	if (dp->in_flight)
 		log_info("waiting for %d delivery request(s) in flight", dp->in_flight);
+}
+
+int dispatcher_in_flight(const struct dispatcher *dp)
+{
+	return dp->in_flight;
+}
+
+void dispatcher_reconfigure(struct dispatcher *dp)
+{
+	httpc_set_max_connections(dp->http, (long)dp->d->cfg->max_in_flight);
+	/* A higher limit has room now. */
+	claim(dp);
 }
 
 bool dispatcher_busy(const struct dispatcher *dp)

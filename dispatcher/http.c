@@ -2,14 +2,17 @@
  * http: the HTTP routes of the daemon, as one const table. Every request
  * goes through route(), which finds the path, then the method (405 with an
  * Allow header when the path exists but the method does not), so that
- * unknown paths and methods get the same clear answers everywhere.
+ * unknown paths and methods get the same clear answers everywhere. Every
+ * answer sent is counted for GET /metrics by route, method and status.
  */
 #include "buf.h"
 #include <stdlib.h>
 #include "daemon.h"
 #include "ingest.h"
 #include "log.h"
+#include "metrics.h"
 #include "migrate.h"
+#include "stats.h"
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -147,6 +150,19 @@ static void handle_callback(struct daemon *d, struct evhttp_request *req, const 
 		yajl_tree_free(tree);
 }
 
+static void handle_metrics(struct daemon *d, struct evhttp_request *req, const char *rest)
+{
+	struct buf text = BUF_INIT;
+	stats_write(d->stats, &text);
+	struct evbuffer *out = evbuffer_new();
+	evbuffer_add(out, text.data, text.len);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  METRICS_CONTENT_TYPE);
+	evhttp_send_reply(req, 200, NULL, out);
+	evbuffer_free(out);
+	buf_free(&text);
+}
+
 static const struct route routes[] = {
 	{"/callback/", EVHTTP_REQ_POST, handle_callback,
 	 "Docker Hub callback: the endpoint reports state for the delivery named by the token"},
@@ -157,6 +173,9 @@ static const struct route routes[] = {
 	{"/readyz", EVHTTP_REQ_GET, handle_readyz,
 	 "200 when the database is reachable and the schema current, else 503"},
 	{"/readyz", EVHTTP_REQ_HEAD, handle_readyz, NULL},
+	{"/metrics", EVHTTP_REQ_GET, handle_metrics,
+	 "Prometheus text format: events, deliveries, attempts, queue, latency"},
+	{"/metrics", EVHTTP_REQ_HEAD, handle_metrics, NULL},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -192,17 +211,41 @@ static bool path_matches(const struct route *r, const char *path, const char **r
 	return strcmp(path, r->path) == 0;
 }
 
+static const char *request_path(struct evhttp_request *req)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	return path && *path ? path : "/";
+}
+
+/* The route label of a request for metrics: the table's path, or "other" (bounded). */
+static const char *route_label(const char *path)
+{
+	const char *rest;
+	for (size_t i = 0; i < NROUTES; i++)
+		if (path_matches(&routes[i], path, &rest))
+			return routes[i].path;
+	return "other";
+}
+
+/* Runs when an answer has been written out. */
+static void on_answered(struct evhttp_request *req, void *arg)
+{
+	struct daemon *d = arg;
+	stats_http(d->stats, route_label(request_path(req)),
+		   method_name(evhttp_request_get_command(req)),
+		   evhttp_request_get_response_code(req));
+}
+
 static void route(struct evhttp_request *req, void *arg)
 {
 	struct daemon *d = arg;
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	const char *path = request_path(req);
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
 	struct buf allow = BUF_INIT;
 	const char *rest;
 
-	if (!path || !*path)
-		path = "/";
+	evhttp_request_set_on_complete_cb(req, on_answered, d);
 	log_debug("%s %s", method_name(method), path);
 	for (size_t i = 0; i < NROUTES; i++) {
 		if (!path_matches(&routes[i], path, &rest))
@@ -231,9 +274,14 @@ bool http_routes_init(struct daemon *d)
 	evhttp_set_allowed_methods(d->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 						    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
 						    EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
-	evhttp_set_max_body_size(d->http, (ev_ssize_t)d->cfg->max_request_body);
+	http_reconfigure(d);
 	evhttp_set_max_headers_size(d->http, 64 * 1024);
 	/* A client that trickles its request is cut off, not waited for forever. */
 	evhttp_set_timeout(d->http, 30);
 	return true;
+}
+
+void http_reconfigure(struct daemon *d)
+{
+	evhttp_set_max_body_size(d->http, (ev_ssize_t)d->cfg->max_request_body);
 }

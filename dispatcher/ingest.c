@@ -15,6 +15,7 @@
 #include "envelope.h"
 #include "log.h"
 #include "sources.h"
+#include "stats.h"
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -78,9 +79,13 @@ static void req_free(struct ingest_req *r)
 	free(r);
 }
 
-static void reply_counts(struct ingest_req *r)
+static void reply_counts(struct ingest *in, struct ingest_req *r)
 {
 	char body[160];
+	int ignored = 0; /* by kind (blob, pull, mount); the database counted the rest */
+	for (size_t i = 0; i < r->env.count; i++)
+		ignored += r->env.events[i].kind == EVENT_IGNORED;
+	stats_events(in->d->stats, "ignored", ignored);
 	snprintf(body, sizeof(body),
 		 "{\"accepted\":%d,\"duplicates\":%d,\"ignored\":%d,\"rejected\":%d}", r->accepted,
 		 r->duplicates, r->ignored, r->rejected);
@@ -206,6 +211,7 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 			if (i < 0 || i >= b->nitems)
 				continue;
 			struct ingest_req *r = b->owner[i];
+			stats_events(in->d->stats, outcome, 1);
 			if (strcmp(outcome, "accepted") == 0) {
 				r->accepted++;
 			} else if (strcmp(outcome, "duplicate") == 0) {
@@ -221,7 +227,7 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 			}
 		}
 		for (struct ingest_req *r = b->reqs; r; r = r->next)
-			reply_counts(r);
+			reply_counts(in, r);
 		in->in_batches -= b->nreqs;
 		batch_free(b);
 	}
@@ -359,7 +365,7 @@ void ingest_handle(struct ingest *in, struct evhttp_request *req)
 			r->stored++;
 	}
 	if (r->stored == 0) {
-		reply_counts(r);
+		reply_counts(in, r);
 		req_free(r);
 		return;
 	}

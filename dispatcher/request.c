@@ -379,6 +379,16 @@ long request_status(const struct request *r)
 	return r->status;
 }
 
+const char *request_error_class(const struct request *r)
+{
+	return r->error_class;
+}
+
+long request_duration_ms(const struct request *r)
+{
+	return r->duration_ms;
+}
+
 const char *request_error(const struct request *r)
 {
 	return r->error[0] ? r->error : "ok";

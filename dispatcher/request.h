@@ -62,6 +62,10 @@ enum request_outcome request_outcome(const struct request *r);
 const char *request_retry_after(const struct request *r);
 /* The answer's status, 0 if none. */
 long request_status(const struct request *r);
+/* The failure class (dns, connect, tls, timeout, blocked, http, other), NULL on success. */
+const char *request_error_class(const struct request *r);
+/* How long the transfer took, in milliseconds. */
+long request_duration_ms(const struct request *r);
 /* Short text of the failure, for logs. */
 const char *request_error(const struct request *r);
 /* Appends the attempt record for complete_deliveries(). */

@@ -5,7 +5,11 @@
  * connects, so a daemon started before its database comes up, or a
  * database restored from an old dump, is brought current without a restart.
  * SIGINT and SIGTERM stop it: no new requests, what is running finishes,
- * then the loop ends.
+ * then the loop ends. SIGHUP reloads the configuration (config.c says which
+ * keys need a restart instead); connections and requests in flight carry
+ * on. A service manager hears of all this through sdnotify: READY once the
+ * listener is bound and the schema current, RELOADING then READY around a
+ * reload, STOPPING at the stop.
  */
 #include "buf.h"
 #include "cli.h"
@@ -14,8 +18,11 @@
 #include "ingest.h"
 #include "log.h"
 #include "migrate.h"
+#include "sdnotify.h"
+#include "stats.h"
 
 #include <event2/http.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,12 +35,24 @@ static void on_listening(struct pgc *c, PGresult *res, void *arg)
 		log_error("LISTEN failed: %s", pgc_error(res));
 }
 
+/* READY=1 with a status line; the first time, it ends the manager's start-up wait. */
+static void tell_ready(struct daemon *d, const char *what)
+{
+	char msg[512];
+	snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s; serving on http://%s", what,
+		 d->cfg->listen);
+	if (!sdnotify_send(msg))
+		log_warn("cannot notify the service manager: %s", strerror(errno));
+	d->ready_told = true;
+}
+
 static void on_migrated(bool ok, const char *error, int applied, void *arg)
 {
 	struct daemon *d = arg;
 	if (!ok) {
 		log_error("schema migration failed: %s", error);
 		d->schema_ok = false;
+		sdnotify_status("schema migration failed: %s", error);
 		return;
 	}
 	if (applied)
@@ -43,6 +62,8 @@ static void on_migrated(bool ok, const char *error, int applied, void *arg)
 	pgc_query(d->control, "LISTEN reghook_sources", 0, NULL, on_listening, d);
 	ingest_schema_ready(d->ingest);
 	dispatcher_schema_ready(d->dispatcher);
+	if (!d->stopping)
+		tell_ready(d, "database connected, schema current");
 }
 
 static void control_up(struct pgc *c, void *arg)
@@ -59,6 +80,8 @@ static void control_down(struct pgc *c, const char *why, void *arg)
 		log_warn("database connection lost: %s", why);
 	else
 		log_debug("database not reachable: %s", why);
+	if (!d->stopping)
+		sdnotify_status("waiting for the database: %s", why);
 	d->schema_ok = false;
 }
 
@@ -89,6 +112,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	log_info("%s received: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
 	d->stopping = true;
+	sdnotify_send("STOPPING=1\nSTATUS=stopping: finishing the requests in flight");
 	/*
 	 * No new connections; requests already read are answered. Only the
 	 * listener goes: freeing the evhttp here would free requests that
@@ -101,6 +125,37 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	dispatcher_stop(d->dispatcher);
 	struct timeval tick = {0, 50000};
 	event_add(d->stop_timer, &tick);
+}
+
+/*
+ * SIGHUP: the new configuration replaces the old whole (see daemon.h);
+ * what already runs keeps the values it started with.
+ */
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	if (d->stopping)
+		return;
+	log_info("SIGHUP received: reloading the configuration");
+	/* Before READY the manager has no reload to wait for. */
+	bool told = d->ready_told;
+	if (told)
+		sdnotify_reloading("reloading the configuration");
+	struct config *fresh = config_reload(d->cfg, d->argc, d->argv);
+	stats_reload(d->stats, fresh != NULL);
+	if (fresh) {
+		config_free(d->cfg);
+		free(d->cfg);
+		d->cfg = fresh;
+		http_reconfigure(d);
+		dispatcher_reconfigure(d->dispatcher);
+	}
+	const char *result = fresh ? "configuration reloaded"
+				   : "configuration reload failed, running configuration kept";
+	if (told)
+		tell_ready(d, result);
+	else
+		sdnotify_status("%s; waiting for the database", result);
 }
 
 static bool listen_on(struct daemon *d)
@@ -135,39 +190,55 @@ static void daemon_free(struct daemon *d)
 	ingest_free(d->ingest);
 	dispatcher_free(d->dispatcher);
 	pgc_free(d->control);
+	stats_free(d->stats);
 	if (d->sigint)
 		event_free(d->sigint);
 	if (d->sigterm)
 		event_free(d->sigterm);
+	if (d->sighup)
+		event_free(d->sighup);
 	if (d->stop_timer)
 		event_free(d->stop_timer);
 	if (d->base)
 		event_base_free(d->base);
+	if (d->cfg) {
+		config_free(d->cfg);
+		free(d->cfg);
+	}
+	free(d->argv);
 }
 
 int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 {
-	struct config cfg;
 	struct daemon d;
 	int rc = CLI_FAILED;
 
 	if (cli_wants_help(cmd, argc, argv))
 		return CLI_OK;
-	if (!cli_config(cmd, &cfg, &argc, argv))
+	memset(&d, 0, sizeof(d));
+	/* A reload reads the same flags again: keep them before they are consumed. */
+	d.argc = argc;
+	d.argv = xcalloc((size_t)argc + 1, sizeof(char *));
+	memcpy(d.argv, argv, (size_t)argc * sizeof(char *));
+	d.cfg = xcalloc(1, sizeof(*d.cfg));
+	if (!cli_config(cmd, d.cfg, &argc, argv)) {
+		free(d.cfg);
+		d.cfg = NULL;
+		daemon_free(&d);
 		return CLI_USAGE;
+	}
 	if (argc > 1) {
-		config_free(&cfg);
+		daemon_free(&d);
 		return cli_usage_error(cmd, "unexpected argument '%s'", argv[1]);
 	}
-	if (!cli_database_configured(&cfg)) {
-		config_free(&cfg);
+	if (!cli_database_configured(d.cfg)) {
+		daemon_free(&d);
 		return CLI_USAGE;
 	}
 
-	memset(&d, 0, sizeof(d));
-	d.cfg = &cfg;
-	if (*cfg.instance_name) {
-		snprintf(d.instance, sizeof(d.instance), "%s", cfg.instance_name);
+	const struct config *cfg = d.cfg;
+	if (*cfg->instance_name) {
+		snprintf(d.instance, sizeof(d.instance), "%s", cfg->instance_name);
 	} else {
 		char host[64] = "localhost";
 		gethostname(host, sizeof(host) - 1);
@@ -178,23 +249,26 @@ int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 	if (!d.base)
 		fatal("cannot create the event loop");
 	d.http = evhttp_new(d.base);
+	d.stats = stats_new(&d);
 	d.ingest = ingest_new(&d);
 	d.dispatcher = dispatcher_new(&d);
-	d.control = pgc_new(d.base, cfg.database_url, &control_hooks, &d);
+	d.control = pgc_new(d.base, cfg->database_url, &control_hooks, &d);
 	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
+	d.sighup = evsignal_new(d.base, SIGHUP, on_reload, &d);
 	d.stop_timer = event_new(d.base, -1, EV_PERSIST, check_stopped, &d);
 	event_add(d.sigint, NULL);
 	event_add(d.sigterm, NULL);
+	event_add(d.sighup, NULL);
 
 	if (!http_routes_init(&d) || !listen_on(&d))
 		goto failed;
+	sdnotify_status("connecting to the database");
 	log_info("reghook %s serving as %s", REGHOOK_VERSION, d.instance);
 	event_base_dispatch(d.base);
 	log_info("stopped");
 	rc = CLI_OK;
 failed:
 	daemon_free(&d);
-	config_free(&cfg);
 	return rc;
 }

@@ -64,13 +64,14 @@ def pg_own():
 
 @pytest.fixture
 def reghook_factory(request):
-    """start(config=None, database_url=None, wait=True, bin=None) -> harness.Reghook
+    """start(config=None, database_url=None, wait=True, bin=None, env=None) -> harness.Reghook
 
     Starts a `reghook serve`. database_url defaults to the test's database:
     that of pg_own when the test uses pg_own, else that of pg. config adds or
     overrides config keys. wait=False returns before /readyz answers 200
     (for a daemon expected not to become ready); otherwise it waits. bin
-    replaces $REGHOOK_BIN (the sanitizer build).
+    replaces $REGHOOK_BIN (the sanitizer build); env adds environment
+    variables.
     """
     # Requested here rather than as a parameter, so that a test on pg_own
     # does not also create a database on the shared cluster. pytest then
@@ -78,8 +79,8 @@ def reghook_factory(request):
     db = request.getfixturevalue('pg_own' if 'pg_own' in request.fixturenames else 'pg')
     started = []
 
-    def start(config=None, database_url=None, wait=True, bin=None):
-        daemon = Reghook(database_url or db.url(), config, bin)
+    def start(config=None, database_url=None, wait=True, bin=None, env=None):
+        daemon = Reghook(database_url or db.url(), config, bin, env)
         started.append(daemon)
         daemon.start()
         if wait:

@@ -391,10 +391,12 @@ class Reghook:
     targets (the test endpoints) and log at debug level; config adds or
     overrides keys (True/False are written as true/false). bin replaces
     $REGHOOK_BIN, e.g. with $REGHOOK_PLAIN_BIN, the build without sanitizers.
+    env adds environment variables (NOTIFY_SOCKET, say).
     """
 
-    def __init__(self, database_url, config=None, bin=None):
+    def __init__(self, database_url, config=None, bin=None, env=None):
         self.bin = bin or _reghook_bin()
+        self.env = dict(env or {})
         self.dir = tempfile.mkdtemp(prefix='reghook-')
         self.port = free_port()
         self.database_url = database_url
@@ -408,14 +410,19 @@ class Reghook:
         }
         self.config.update(config or {})
         self.config_path = os.path.join(self.dir, 'reghook.conf')
+        self.write_config()
+        self.log_path = os.path.join(self.dir, 'reghook.log')
+        self.proc = None
+        self._problems = []  # what teardown must report besides sanitizer output
+
+    def write_config(self):
+        """Writes self.config to the config file (a running daemon reads it
+        again on SIGHUP)."""
         with open(self.config_path, 'w') as f:
             for key, value in self.config.items():
                 if isinstance(value, bool):
                     value = 'true' if value else 'false'
                 f.write(f'{key} = {value}\n')
-        self.log_path = os.path.join(self.dir, 'reghook.log')
-        self.proc = None
-        self._problems = []  # what teardown must report besides sanitizer output
 
     def start(self):
         """Starts the daemon (it appends to the same log on a restart)."""
@@ -425,7 +432,7 @@ class Reghook:
             self.proc = subprocess.Popen(
                 [self.bin, 'serve', '--config', self.config_path],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.dir, env=child_env(), start_new_session=True)
+                cwd=self.dir, env={**child_env(), **self.env}, start_new_session=True)
 
     def wait_ready(self, timeout=30):
         """Waits until GET /readyz answers 200."""

@@ -33,13 +33,17 @@ static const char *check_mode(const char *v)
 
 #define F(field) offsetof(struct settings, field)
 static const struct conf_key table[] = {
-	{"listen", CONF_STRING, "127.0.0.1:8080", F(listen), 0, 0, NULL, "address to listen on"},
-	{"name", CONF_STRING, NULL, F(name), 0, 0, NULL, "a name, unset by default"},
-	{"max_in_flight", CONF_INT, "10", F(max_in_flight), 1, 1000, NULL, "deliveries at once"},
-	{"verbose", CONF_BOOL, "false", F(verbose), 0, 0, NULL, "say more"},
-	{"request_timeout", CONF_DURATION, "10s", F(timeout_ms), 0, 0, NULL, "per request"},
-	{"max_request_body", CONF_SIZE, "1MiB", F(body_limit), 0, 0, NULL, "largest body"},
-	{"mode", CONF_STRING, "fast", F(mode), 0, 0, check_mode, "fast or slow"},
+	{"listen", CONF_STRING, "127.0.0.1:8080", F(listen), 0, 0, NULL, "address to listen on",
+	 CONF_RESTART},
+	{"name", CONF_STRING, NULL, F(name), 0, 0, NULL, "a name, unset by default", CONF_RELOADS},
+	{"max_in_flight", CONF_INT, "10", F(max_in_flight), 1, 1000, NULL, "deliveries at once",
+	 CONF_RELOADS},
+	{"verbose", CONF_BOOL, "false", F(verbose), 0, 0, NULL, "say more", CONF_RELOADS},
+	{"request_timeout", CONF_DURATION, "10s", F(timeout_ms), 0, 0, NULL, "per request",
+	 CONF_RELOADS},
+	{"max_request_body", CONF_SIZE, "1MiB", F(body_limit), 0, 0, NULL, "largest body",
+	 CONF_RELOADS},
+	{"mode", CONF_STRING, "fast", F(mode), 0, 0, check_mode, "fast or slow", CONF_RELOADS},
 };
 #define N (sizeof(table) / sizeof(table[0]))
 
@@ -335,7 +339,47 @@ UNIT_TEST(find_and_help)
 	UNIT_CHECK(strstr(text, "--request_timeout") && strstr(text, "(default 10s)"),
 		   "help lacks request_timeout");
 	UNIT_CHECK(strstr(text, "a name, unset by default\n"), "a key without default");
+	UNIT_CHECK(strstr(text, "(default 127.0.0.1:8080) [restart to change]\n"),
+		   "a restart-only key is not marked: %s", text);
+	UNIT_CHECK(strstr(text, "deliveries at once (default 10)\n"), "a reloadable key is marked");
 	free(text);
+}
+
+/* What a reload uses to find changed keys and keep the running value of restart-only ones. */
+UNIT_TEST(same_and_copy)
+{
+	struct settings a = {0}, b = {0};
+	char err[256];
+	for (size_t i = 0; i < N; i++) {
+		if (table[i].def) {
+			UNIT_CHECK(conf_set(table, N, &a, table[i].name, table[i].def, err,
+					    sizeof(err)),
+				   "%s", err);
+			UNIT_CHECK(conf_set(table, N, &b, table[i].name, table[i].def, err,
+					    sizeof(err)),
+				   "%s", err);
+		}
+	}
+	for (size_t i = 0; i < N; i++)
+		UNIT_CHECK(conf_same(&table[i], &a, &b), "%s differs", table[i].name);
+	UNIT_CHECK(conf_set(table, N, &b, "listen", "127.0.0.1:9", err, sizeof(err)), "%s", err);
+	UNIT_CHECK(conf_set(table, N, &b, "verbose", "on", err, sizeof(err)), "%s", err);
+	UNIT_CHECK(conf_set(table, N, &b, "request_timeout", "2s", err, sizeof(err)), "%s", err);
+	UNIT_CHECK(conf_set(table, N, &b, "name", "x", err, sizeof(err)), "%s", err);
+	for (size_t i = 0; i < N; i++) {
+		bool changed = strcmp(table[i].name, "listen") == 0 ||
+			       strcmp(table[i].name, "verbose") == 0 ||
+			       strcmp(table[i].name, "request_timeout") == 0 ||
+			       strcmp(table[i].name, "name") == 0;
+		UNIT_CHECK(conf_same(&table[i], &a, &b) == !changed, "%s", table[i].name);
+		conf_copy(&table[i], &b, &a);
+		UNIT_CHECK(conf_same(&table[i], &a, &b), "%s not copied", table[i].name);
+	}
+	UNIT_CHECK(b.name == NULL && strcmp(b.listen, "127.0.0.1:8080") == 0 &&
+			   b.listen != a.listen,
+		   "strings are duplicated, NULL stays NULL");
+	conf_free(table, N, &a);
+	conf_free(table, N, &b);
 }
 
 int main(void)
@@ -348,5 +392,6 @@ int main(void)
 	UNIT_RUN(errors_name_the_key);
 	UNIT_RUN(flags_consumed_others_kept);
 	UNIT_RUN(find_and_help);
+	UNIT_RUN(same_and_copy);
 	return UNIT_DONE();
 }
