@@ -188,14 +188,18 @@ def test_package_install_run_purge(installable, pg):
         check_unit()
         check_man_page()
 
-        # migrate, as the package's user, with the packaged configuration.
-        url = pg.url()
+        # migrate, as the package's user, with the packaged configuration,
+        # on a database owned by an ordinary role (as README sets it up).
+        pg.create_login_role('reghook_owner')
+        pg.psql('CREATE DATABASE reghook_pkg OWNER reghook_owner', dbname='postgres')
+        url = pg.url(user='reghook_owner', dbname='reghook_pkg')
         migrate = subprocess.run(**as_reghook(
             [INSTALLED['binary'], 'migrate', '--config', INSTALLED['conf'],
              '--database-url', url], capture_output=True, text=True, timeout=120))
         assert migrate.returncode == 0, migrate.stderr
         schema_files = sorted(os.listdir(INSTALLED['schema']))
-        applied = pg.psql('SELECT version FROM reghook.schema_migrations ORDER BY 1').split()
+        applied = pg.psql('SELECT version FROM reghook.schema_migrations ORDER BY 1',
+                          dbname='reghook_pkg').split()
         assert [int(v) for v in applied] == [int(f[:3]) for f in schema_files]
 
         # serve, as the systemd unit starts it (with the flags a drop-in or
