@@ -4,6 +4,7 @@
 #   make run        install what is missing, build, serve (private PostgreSQL under ./var)
 #   make test       install what is missing, build (also with sanitizers), run every test
 #   make bench      the benchmarks under tests/bench/
+#   make deb        the Debian package, build/deb/reghook_<version>_<arch>.deb
 #   make format     reformat the C with the pinned clang-format; format-check only checks
 #
 # Two build trees share one set of rules: build/ (optimised) and build/asan/
@@ -33,7 +34,7 @@ SCHEMA_SQL     := $(sort $(wildcard schema/[0-9][0-9][0-9]_*.sql))
 
 objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
-.PHONY: all asan run test unit bench format format-check install-deps clean
+.PHONY: all asan run test unit bench deb format format-check install-deps clean
 all: build/reghook
 
 # --- one rule set, instantiated for each build tree ---------------------------
@@ -81,6 +82,14 @@ unit: asan
 bench: install-deps
 	@$(MAKE) --no-print-directory build/reghook
 	tests/bench/run build/reghook
+
+# --- Debian package: packaging/build-deb runs dpkg-buildpackage on a copy of
+# the tree with packaging/debian/; rebuilt only when a source changed.
+DEB := build/deb/reghook_$(VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
+deb: $(DEB)
+$(DEB): Makefile README.md $(wildcard common/*.[ch] dispatcher/*.[ch]) $(SCHEMA_SQL) \
+		$(shell find packaging -type f 2>/dev/null)
+	packaging/build-deb $(VERSION) build/deb
 
 FORMAT_FILES = $(wildcard common/*.[ch] dispatcher/*.[ch] tests/unit/*.[ch])
 format:
