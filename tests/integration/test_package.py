@@ -54,7 +54,7 @@ def help_defaults():
     for line in out.splitlines():
         m = re.match(r'^  --([a-z_]+)\s+(.*)$', line)
         if m:
-            d = re.search(r'\(default (.+)\)$', m.group(2))
+            d = re.search(r'\(default (.+?)\)( \[restart to change\])?$', m.group(2))
             keys[m.group(1)] = d.group(1) if d else None
     assert 'database_url' in keys and 'listen' in keys, out
     return keys
@@ -191,6 +191,7 @@ def test_package_install_run_purge(installable, pg):
         # migrate, as the package's user, with the packaged configuration,
         # on a database owned by an ordinary role (as README sets it up).
         pg.create_login_role('reghook_owner')
+        pg.psql('ALTER ROLE reghook_owner CREATEROLE', dbname='postgres')
         pg.psql('CREATE DATABASE reghook_pkg OWNER reghook_owner', dbname='postgres')
         url = pg.url(user='reghook_owner', dbname='reghook_pkg')
         migrate = subprocess.run(**as_reghook(
