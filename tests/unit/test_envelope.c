@@ -220,6 +220,42 @@ UNIT_TEST(malformed_envelopes)
 		   "NUL accepted");
 }
 
+/* What yajl would let through but change, or PostgreSQL refuse: 400 before parsing. */
+UNIT_TEST(strict_strings)
+{
+	static const struct {
+		const char *body;
+		const char *fragment; /* of the error; NULL: accepted */
+	} cases[] = {
+		{"{\"events\":[],\"x\":\"\xc0\xaf\"}", "invalid UTF-8 at byte 18"}, /* overlong */
+		{"{\"events\":[],\"x\":\"\xed\xa0\x80\"}", "invalid UTF-8"},	    /* surrogate */
+		{"{\"events\":[],\"x\":\"\xf4\x90\x80\x80\"}", "invalid UTF-8"},    /* > U+10FFFF */
+		{"{\"events\":[],\"x\":\"\xe2\x82\"}", "invalid UTF-8"},	    /* truncated */
+		{"{\"events\":[],\"x\":\"\x80\"}", "invalid UTF-8"}, /* continuation */
+		{"{\"events\":[],\"x\":\"a\\u0000b\"}", "\\u0000 at byte 19"},
+		{"{\"events\":[],\"x\":\"\\ud800\"}", "unpaired UTF-16 surrogate \\ud800"},
+		{"{\"events\":[],\"x\":\"\\udc00\\ud800\"}", "unpaired"},
+		{"{\"events\":[],\"x\":\"\\ud800\\u0041\"}", "unpaired"},
+		{"{\"events\":[],\"x\":\"\\ud83d", "unpaired"}, /* cut short */
+		/* Well-formed: accepted. */
+		{"{\"events\":[],\"x\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x90\xb3\"}", NULL},
+		{"{\"events\":[],\"x\":\"\\ud83d\\udc33 \\u00e9 \\\\u0000\"}", NULL},
+		{"{\"events\":[],\"x\":\"[[[[\\\"{{{{\"}", NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct envelope env;
+		char err[256] = "";
+		enum envelope_status st = envelope_parse(cases[i].body, strlen(cases[i].body), 10,
+							 &env, err, sizeof(err));
+		if (cases[i].fragment)
+			UNIT_CHECK(st == ENVELOPE_BAD && strstr(err, cases[i].fragment),
+				   "case %zu: status %d, error '%s'", i, st, err);
+		else
+			UNIT_CHECK(st == ENVELOPE_OK, "case %zu: %s", i, err);
+		envelope_free(&env);
+	}
+}
+
 UNIT_TEST(batch_json)
 {
 	const char *body =
@@ -249,6 +285,7 @@ int main(void)
 	UNIT_RUN(timestamps);
 	UNIT_RUN(v2_delete_shape);
 	UNIT_RUN(malformed_envelopes);
+	UNIT_RUN(strict_strings);
 	UNIT_RUN(batch_json);
 	return UNIT_DONE();
 }
