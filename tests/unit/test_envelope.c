@@ -256,6 +256,31 @@ UNIT_TEST(strict_strings)
 	}
 }
 
+/* Too many events are refused before the tree is built, whatever the rest holds. */
+UNIT_TEST(too_many_events_early)
+{
+	struct buf b = BUF_INIT;
+	buf_puts(&b, "{\"events\":[");
+	for (int i = 0; i < 5000; i++)
+		buf_puts(&b, i ? ",{}" : "{}");
+	buf_puts(&b, "], \"x\": [[1,2,3]]}");
+	struct envelope env;
+	char err[256] = "";
+	UNIT_CHECK(envelope_parse(b.data, b.len, 4999, &env, err, sizeof(err)) == ENVELOPE_TOO_MANY,
+		   "%s", err);
+	UNIT_CHECK(strcmp(err, "5000 events in one envelope; at most 4999 are accepted") == 0, "%s",
+		   err);
+	/* Exactly the limit passes; arrays nested deeper do not count. */
+	UNIT_CHECK(envelope_parse(b.data, b.len, 5000, &env, err, sizeof(err)) == ENVELOPE_BAD,
+		   "%s", err);
+	UNIT_CHECK(strstr(err, "events[0].action: missing") != NULL, "%s", err);
+	const char *small = "{\"x\":[[1,2,3,4,5]],\"events\":[{\"action\":\"pull\"}]}";
+	UNIT_CHECK(envelope_parse(small, strlen(small), 1, &env, err, sizeof(err)) == ENVELOPE_OK,
+		   "%s", err);
+	envelope_free(&env);
+	buf_free(&b);
+}
+
 UNIT_TEST(batch_json)
 {
 	const char *body =
@@ -286,6 +311,7 @@ int main(void)
 	UNIT_RUN(v2_delete_shape);
 	UNIT_RUN(malformed_envelopes);
 	UNIT_RUN(strict_strings);
+	UNIT_RUN(too_many_events_early);
 	UNIT_RUN(batch_json);
 	return UNIT_DONE();
 }
