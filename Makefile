@@ -5,6 +5,7 @@
 #   make test       install what is missing, build (also with sanitizers), run every test
 #   make bench      the benchmarks under tests/bench/
 #   make deb        the Debian package, build/deb/reghook_<version>_<arch>.deb
+#   make fuzz       each libFuzzer harness of tests/fuzz/ for FUZZ_SECONDS (300) seconds
 #   make format     reformat the C with the pinned clang-format; format-check only checks
 #
 # Two build trees share one set of rules: build/ (optimised) and build/asan/
@@ -34,7 +35,7 @@ SCHEMA_SQL     := $(sort $(wildcard schema/[0-9][0-9][0-9]_*.sql))
 
 objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
-.PHONY: all asan run test unit bench deb format format-check install-deps clean
+.PHONY: all asan run test unit bench deb fuzz fuzzers format format-check install-deps clean
 all: build/reghook
 
 # --- one rule set, instantiated for each build tree ---------------------------
@@ -73,7 +74,7 @@ run: install-deps
 	packaging/run-local build/reghook
 
 test: install-deps
-	@$(MAKE) --no-print-directory build/reghook asan
+	@$(MAKE) --no-print-directory build/reghook asan fuzzers
 	tests/run build build/asan $(TESTS)
 
 unit: asan
@@ -91,7 +92,30 @@ $(DEB): Makefile README.md $(wildcard common/*.[ch] dispatcher/*.[ch]) $(SCHEMA_
 		$(shell find packaging -type f 2>/dev/null)
 	packaging/build-deb $(VERSION) build/deb
 
-FORMAT_FILES = $(wildcard common/*.[ch] dispatcher/*.[ch] tests/unit/*.[ch])
+# --- fuzzing: libFuzzer harnesses (clang), each linked with what it tests ---------
+# tests/run runs each briefly (FUZZ_TEST_SECONDS); `make fuzz` for longer,
+# keeping what it learns in build/fuzz/corpus/ and crashes in build/fuzz/.
+FUZZ_SECONDS ?= 300
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -Icommon -Idispatcher $(PKG_CFLAGS) \
+	-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=undefined
+FUZZ_BASE    := common/buf.c common/log.c
+FUZZ_BINS    := build/fuzz/fuzz_envelope build/fuzz/fuzz_urltemplate build/fuzz/fuzz_config
+
+build/fuzz/fuzz_envelope: dispatcher/envelope.c
+build/fuzz/fuzz_urltemplate: dispatcher/urltemplate.c
+build/fuzz/fuzz_config: dispatcher/config.c common/conf.c
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_BASE) $(wildcard common/*.h dispatcher/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^) $(PKG_LIBS)
+
+fuzzers: $(FUZZ_BINS)
+
+fuzz: install-deps
+	@$(MAKE) --no-print-directory fuzzers
+	tests/fuzz/run build/fuzz $(FUZZ_SECONDS) build/fuzz
+
+FORMAT_FILES = $(wildcard common/*.[ch] dispatcher/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch])
 format:
 	clang-format -i $(FORMAT_FILES)
 format-check:

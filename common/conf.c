@@ -207,11 +207,19 @@ static bool load_file(const struct conf_key *tab, size_t n, void *settings, cons
 		snprintf(err, errlen, "config: cannot read %s: %s", path, strerror(errno));
 		return false;
 	}
-	char line[8192], why[512];
+	/* getline, not a fixed buffer: a long line is one line, never two. */
+	char *line = NULL, why[512];
+	size_t cap = 0;
+	ssize_t got;
 	int lineno = 0;
 	bool ok = true;
-	while (ok && fgets(line, sizeof(line), f)) {
+	while (ok && (got = getline(&line, &cap, f)) >= 0) {
 		lineno++;
+		if (memchr(line, '\0', (size_t)got)) {
+			snprintf(err, errlen, "%s:%d: NUL byte in the line", path, lineno);
+			ok = false;
+			break;
+		}
 		char *s = trim(line);
 		if (*s == '\0' || *s == '#')
 			continue;
@@ -238,6 +246,7 @@ static bool load_file(const struct conf_key *tab, size_t n, void *settings, cons
 			ok = false;
 		}
 	}
+	free(line);
 	fclose(f);
 	return ok;
 }

@@ -5,7 +5,10 @@
  * the samples directly.
  *
  * Parsing is bounded: the caller caps the body size, and the nesting depth
- * and the number of events are checked before the tree is built. Every
+ * is checked before the tree is built, the number of events before they
+ * are read. Strings must be well-formed UTF-8 without \u0000 or unpaired
+ * surrogate escapes (which yajl would cut or replace, and PostgreSQL's
+ * jsonb refuses), so an event is stored as sent or not at all. Every
  * error names the field (events[2].target.digest: not a string), so a
  * registry operator reading the 400 knows what is wrong.
  */

@@ -275,6 +275,12 @@ bool http_routes_init(struct daemon *d)
 						    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
 						    EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
 	http_reconfigure(d);
+	/*
+	 * A body over the limit is read and dropped before the 413 goes out:
+	 * closing at once made the client's write fail, and it often saw a
+	 * reset instead of the answer.
+	 */
+	evhttp_set_flags(d->http, EVHTTP_SERVER_LINGERING_CLOSE);
 	evhttp_set_max_headers_size(d->http, 64 * 1024);
 	/* A client that trickles its request is cut off, not waited for forever. */
 	evhttp_set_timeout(d->http, 30);

@@ -250,6 +250,39 @@ static void expect_file_error(const char *text, const char *want)
 	unlink(path);
 }
 
+/* A line longer than any buffer is still one line: a '#' deep inside a long
+ * value is part of the value, not the start of a comment on a second line. */
+UNIT_TEST(long_lines)
+{
+	clear_env();
+	static char text[20000];
+	memset(text, 'a', sizeof(text));
+	memcpy(text, "name = ", 7);
+	text[8191] = '#';
+	memcpy(text + sizeof(text) - 2, "\n", 2);
+	char path[512], arg[600], err[256] = "";
+	UNIT_CHECK(temp_file(text, path, sizeof(path)), "cannot write a temporary file");
+	snprintf(arg, sizeof(arg), "--config=%s", path);
+	char *argv[] = {"prog", arg, NULL};
+	struct settings s;
+	int argc;
+	UNIT_CHECK(load(&s, argv, &argc, err, sizeof(err)), "%s", err);
+	UNIT_CHECK(s.name && strlen(s.name) == sizeof(text) - 9 && s.name[8191 - 7] == '#',
+		   "value cut: %zu bytes", s.name ? strlen(s.name) : 0);
+	conf_free(table, N, &s);
+
+	/* A NUL byte would hide the rest of its line: refused. */
+	FILE *f = fopen(path, "wb");
+	UNIT_CHECK(f && fwrite("listen = x\nname = a\0b\n", 1, 22, f) == 22, "cannot write");
+	if (f)
+		fclose(f);
+	char *again[] = {"prog", arg, NULL}; /* load() consumed the first */
+	UNIT_CHECK(!load(&s, again, &argc, err, sizeof(err)) && strstr(err, ":2: NUL byte"), "%s",
+		   err);
+	conf_free(table, N, &s);
+	unlink(path);
+}
+
 UNIT_TEST(errors_name_the_key)
 {
 	clear_env();
@@ -389,6 +422,7 @@ int main(void)
 	UNIT_RUN(bools);
 	UNIT_RUN(defaults);
 	UNIT_RUN(precedence);
+	UNIT_RUN(long_lines);
 	UNIT_RUN(errors_name_the_key);
 	UNIT_RUN(flags_consumed_others_kept);
 	UNIT_RUN(find_and_help);

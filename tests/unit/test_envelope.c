@@ -220,6 +220,67 @@ UNIT_TEST(malformed_envelopes)
 		   "NUL accepted");
 }
 
+/* What yajl would let through but change, or PostgreSQL refuse: 400 before parsing. */
+UNIT_TEST(strict_strings)
+{
+	static const struct {
+		const char *body;
+		const char *fragment; /* of the error; NULL: accepted */
+	} cases[] = {
+		{"{\"events\":[],\"x\":\"\xc0\xaf\"}", "invalid UTF-8 at byte 18"}, /* overlong */
+		{"{\"events\":[],\"x\":\"\xed\xa0\x80\"}", "invalid UTF-8"},	    /* surrogate */
+		{"{\"events\":[],\"x\":\"\xf4\x90\x80\x80\"}", "invalid UTF-8"},    /* > U+10FFFF */
+		{"{\"events\":[],\"x\":\"\xe2\x82\"}", "invalid UTF-8"},	    /* truncated */
+		{"{\"events\":[],\"x\":\"\x80\"}", "invalid UTF-8"}, /* continuation */
+		{"{\"events\":[],\"x\":\"a\\u0000b\"}", "\\u0000 at byte 19"},
+		{"{\"events\":[],\"x\":\"\\ud800\"}", "unpaired UTF-16 surrogate \\ud800"},
+		{"{\"events\":[],\"x\":\"\\udc00\\ud800\"}", "unpaired"},
+		{"{\"events\":[],\"x\":\"\\ud800\\u0041\"}", "unpaired"},
+		{"{\"events\":[],\"x\":\"\\ud83d", "unpaired"}, /* cut short */
+		/* Well-formed: accepted. */
+		{"{\"events\":[],\"x\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x90\xb3\"}", NULL},
+		{"{\"events\":[],\"x\":\"\\ud83d\\udc33 \\u00e9 \\\\u0000\"}", NULL},
+		{"{\"events\":[],\"x\":\"[[[[\\\"{{{{\"}", NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct envelope env;
+		char err[256] = "";
+		enum envelope_status st = envelope_parse(cases[i].body, strlen(cases[i].body), 10,
+							 &env, err, sizeof(err));
+		if (cases[i].fragment)
+			UNIT_CHECK(st == ENVELOPE_BAD && strstr(err, cases[i].fragment),
+				   "case %zu: status %d, error '%s'", i, st, err);
+		else
+			UNIT_CHECK(st == ENVELOPE_OK, "case %zu: %s", i, err);
+		envelope_free(&env);
+	}
+}
+
+/* Too many events are refused before the tree is built, whatever the rest holds. */
+UNIT_TEST(too_many_events_early)
+{
+	struct buf b = BUF_INIT;
+	buf_puts(&b, "{\"events\":[");
+	for (int i = 0; i < 5000; i++)
+		buf_puts(&b, i ? ",{}" : "{}");
+	buf_puts(&b, "], \"x\": [[1,2,3]]}");
+	struct envelope env;
+	char err[256] = "";
+	UNIT_CHECK(envelope_parse(b.data, b.len, 4999, &env, err, sizeof(err)) == ENVELOPE_TOO_MANY,
+		   "%s", err);
+	UNIT_CHECK(strcmp(err, "5000 events in one envelope; at most 4999 are accepted") == 0, "%s",
+		   err);
+	/* Exactly the limit passes; arrays nested deeper do not count. */
+	UNIT_CHECK(envelope_parse(b.data, b.len, 5000, &env, err, sizeof(err)) == ENVELOPE_BAD,
+		   "%s", err);
+	UNIT_CHECK(strstr(err, "events[0].action: missing") != NULL, "%s", err);
+	const char *small = "{\"x\":[[1,2,3,4,5]],\"events\":[{\"action\":\"pull\"}]}";
+	UNIT_CHECK(envelope_parse(small, strlen(small), 1, &env, err, sizeof(err)) == ENVELOPE_OK,
+		   "%s", err);
+	envelope_free(&env);
+	buf_free(&b);
+}
+
 UNIT_TEST(batch_json)
 {
 	const char *body =
@@ -249,6 +310,8 @@ int main(void)
 	UNIT_RUN(timestamps);
 	UNIT_RUN(v2_delete_shape);
 	UNIT_RUN(malformed_envelopes);
+	UNIT_RUN(strict_strings);
+	UNIT_RUN(too_many_events_early);
 	UNIT_RUN(batch_json);
 	return UNIT_DONE();
 }

@@ -1,0 +1,85 @@
+"""valgrind memcheck over the daemon's main path: the build without
+sanitizers ($REGHOOK_PLAIN_BIN, -O2 -g) serves under valgrind while the
+real registry is pushed to with skopeo, the event is delivered to a real
+endpoint, the delivery is queued again and retried after a failure, and
+SIGTERM stops it. valgrind must report no error and no definite leak.
+
+The sanitizer build runs the rest of the suite; valgrind adds what ASan
+does not see: reads of uninitialised memory, and leaks counted by a
+different allocator than ASan's (it is slower, so one scenario only)."""
+
+import os
+import re
+import shutil
+import stat
+
+import pytest
+
+from harness import add_webhook, register, wait_until
+from test_delivery import FAST, deliveries, wait_attempts, wait_status
+
+
+def valgrind_wrapper(directory, plain_bin):
+    """An executable that runs plain_bin under memcheck, its report in
+    directory/valgrind.<pid>.log. No suppressions: libevent, libcurl,
+    libpq, OpenSSL and yajl report nothing on this path."""
+    log = os.path.join(directory, 'valgrind.%p.log')
+    args = ['valgrind', '--error-exitcode=99', '--leak-check=full',
+            '--errors-for-leak-kinds=definite', '--show-leak-kinds=definite',
+            '--track-origins=yes', '--num-callers=30', f'--log-file={log}']
+    path = os.path.join(directory, 'reghook-under-valgrind')
+    with open(path, 'w') as f:
+        f.write('#!/bin/sh\nexec ' + ' '.join(args) + f' {plain_bin} "$@"\n')
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_push_deliver_retrigger_under_valgrind(reghook_factory, pg, registry_factory,
+                                               endpoint_factory, tmp_path):
+    plain = os.environ.get('REGHOOK_PLAIN_BIN')
+    if not plain:
+        pytest.skip('REGHOOK_PLAIN_BIN not set (tests/run sets it)')
+    if not shutil.which('valgrind'):
+        pytest.skip('valgrind not installed (packaging/install-deps)')
+    os.chmod(tmp_path, 0o755)
+    wrapper = valgrind_wrapper(str(tmp_path), plain)
+
+    daemon = reghook_factory(FAST, bin=wrapper, wait=False)
+    daemon.wait_ready(timeout=180)
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    # The push is delivered at once; the delivery queued again fails once, then succeeds.
+    hook.script([200, 500, 200])
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/deploy?tag={tag}'), '--secret',
+                             'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', '--header', 'X-Team: a')
+    registry = registry_factory(daemon.url('/events'), token)
+    digest = registry.push('team-a/app:1.0')
+    [first] = hook.wait_for(1, timeout=120)
+    assert first.json()['push_data']['images'] == [digest]
+    assert first.query == 'tag=1.0'
+    wait_status(pg, webhook_id, 'succeeded', timeout=120)
+    delivery = deliveries(pg, webhook_id)[0]['id']
+
+    has_retrigger = pg.psql("SELECT to_regproc('reghook.retrigger') IS NOT NULL").strip() == 't'
+    if has_retrigger:
+        pg.psql(f"SELECT reghook.retrigger('{delivery}')")
+    else:
+        # reghook.retrigger() is not written yet (README, Limits); a test push
+        # runs the same path: a new delivery claimed, attempted, retried.
+        pg.psql(f'SELECT reghook.test_webhook({int(webhook_id)})')
+    hook.wait_for(3, timeout=120)
+    wait_status(pg, webhook_id, 'succeeded', timeout=120)
+    wait_attempts(pg, webhook_id, 3, timeout=120)
+    assert [r.header('X-Team') for r in hook.requests] == ['a'] * 3
+
+    assert daemon.stop(timeout=120) is not None
+    reports = list(tmp_path.glob('valgrind.*.log'))
+    assert len(reports) == 1, reports
+    report = reports[0].read_text(errors='replace')
+    print(report[-3000:])
+    summary = re.search(r'ERROR SUMMARY: (\d+) errors', report)
+    assert summary, report[-2000:]
+    assert summary.group(1) == '0', report
+    definite = re.search(r'definitely lost: ([\d,]+) bytes', report)
+    assert definite is None or definite.group(1) == '0', report
+    assert daemon.proc.returncode == 0, report[-2000:]
