@@ -130,6 +130,65 @@ ALTER FUNCTION reghook.webhook_disable(bigint, text) RENAME TO webhook_disable_u
 ALTER FUNCTION reghook.webhook_remove(bigint) RENAME TO webhook_remove_unchecked;
 ALTER FUNCTION reghook.test_webhook(bigint) RENAME TO test_webhook_unchecked;
 
+-- Credentials written into a URL (https://user:pass@host/) are secrets
+-- like --password: they move to username and webhook_secrets, and the URL
+-- is kept without them. url_credentials() gives them as webhook_set()
+-- changes (percent-decoded), url_without_credentials() the URL.
+CREATE FUNCTION reghook.percent_decode(s text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    out bytea := '';
+    i integer := 1;
+BEGIN
+    WHILE i <= length(s) LOOP
+        IF substr(s, i, 1) = '%' AND substr(s, i + 1, 2) ~ '^[0-9A-Fa-f]{2}$' THEN
+            out := out || decode(substr(s, i + 1, 2), 'hex');
+            i := i + 3;
+        ELSE
+            out := out || convert_to(substr(s, i, 1), 'UTF8');
+            i := i + 1;
+        END IF;
+    END LOOP;
+    RETURN convert_from(out, 'UTF8');
+END
+$$;
+
+CREATE FUNCTION reghook.url_without_credentials(url text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT regexp_replace(url, '^([a-zA-Z][a-zA-Z0-9+.-]*://)[^@/?#]*@', '\1')
+$$;
+
+CREATE FUNCTION reghook.url_credentials(url text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN m IS NULL THEN '{}'::jsonb
+                WHEN position(':' IN m[1]) = 0
+                THEN jsonb_build_object('username', reghook.percent_decode(m[1]))
+                ELSE jsonb_build_object(
+                    'username', reghook.percent_decode(split_part(m[1], ':', 1)),
+                    'password', reghook.percent_decode(substr(m[1], position(':' IN m[1]) + 1)))
+           END
+    FROM (SELECT regexp_match(url, '^[a-zA-Z][a-zA-Z0-9+.-]*://([^@/?#]*)@') AS m) x
+$$;
+
+-- Changes as webhook_set() takes them, with credentials out of the url
+-- (options given on their own, --username say, win over the URL's).
+CREATE FUNCTION reghook.changes_without_url_credentials(changes jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN jsonb_typeof(changes) = 'object' AND jsonb_typeof(changes -> 'url') = 'string'
+                THEN reghook.url_credentials(changes ->> 'url') || changes
+                     || jsonb_build_object('url', reghook.url_without_credentials(changes ->> 'url'))
+                ELSE changes END
+$$;
+
+-- Webhooks made before: their URLs' credentials move the same way.
+INSERT INTO reghook.webhook_secrets AS s (webhook_id, password)
+SELECT w.id, reghook.url_credentials(w.url) ->> 'password' FROM reghook.webhooks w
+WHERE reghook.url_credentials(w.url) ? 'password'
+ON CONFLICT (webhook_id) DO UPDATE SET password = coalesce(s.password, excluded.password);
+UPDATE reghook.webhooks w SET url = reghook.url_without_credentials(w.url),
+    username = coalesce(w.username, reghook.url_credentials(w.url) ->> 'username')
+WHERE w.url <> reghook.url_without_credentials(w.url);
+
 CREATE OR REPLACE FUNCTION reghook.webhook_add(namespace text, url text, changes jsonb DEFAULT '{}')
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -139,9 +198,9 @@ DECLARE
 BEGIN
     INSERT INTO reghook.webhooks (namespace_id, name, url)
     VALUES (ns_id, coalesce(substring(webhook_add.url FROM '^[a-zA-Z]+://(?:[^@/]*@)?([^/:?#]+)'), webhook_add.url),
-            webhook_add.url)
+            reghook.url_without_credentials(webhook_add.url))
     RETURNING id INTO new_id;
-    PERFORM reghook.webhook_set(new_id, coalesce(changes, '{}'));
+    PERFORM reghook.webhook_set(new_id, reghook.url_credentials(webhook_add.url) || coalesce(changes, '{}'));
     RETURN new_id;
 END
 $$;
@@ -152,7 +211,7 @@ CREATE FUNCTION reghook.webhook_set(webhook bigint, changes jsonb) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM reghook.require_webhook(webhook, 2);
-    PERFORM reghook.webhook_set_unchecked(webhook, changes);
+    PERFORM reghook.webhook_set_unchecked(webhook, reghook.changes_without_url_credentials(changes));
 END
 $$;
 COMMENT ON FUNCTION reghook.webhook_set(bigint, jsonb) IS
@@ -536,6 +595,8 @@ GRANT SELECT (id, webhook_id, event_id, action, is_test, status, attempts, next_
     ON reghook.deliveries TO reghook_member;
 GRANT EXECUTE ON FUNCTION
     reghook.access_level(bigint, name), reghook.access_name(integer), reghook.glob_match(text, text),
+    reghook.percent_decode(text), reghook.url_without_credentials(text), reghook.url_credentials(text),
+    reghook.changes_without_url_credentials(jsonb),
     reghook.webhook_add(text, text, jsonb), reghook.webhook_set(bigint, jsonb),
     reghook.webhook_set_headers(bigint, text[]), reghook.webhook_enable(bigint),
     reghook.webhook_disable(bigint, text), reghook.webhook_remove(bigint), reghook.test_webhook(bigint),

@@ -536,3 +536,19 @@ def test_a_member_runs_the_commands_as_itself(reghook, pg, endpoint_factory):
     assert res.returncode == 1 and 'contributor access to namespace "team-b" is needed' in res.stderr
     res = run_reghook(['retrigger', delivery_id], database_url=pg.url('contrib_a'), check=False)
     assert res.returncode == 1 and 'does not exist' in res.stderr
+
+
+def test_credentials_in_a_url_move_to_the_secrets(reghook, pg):
+    register(reghook, 'team-a')
+    webhook_id = add_webhook(reghook, 'team-a', 'https://us%65r:p%40ss%3Aword@hooks.example/x?y=1')
+    assert rows(pg, f'SELECT url, username FROM reghook.webhooks WHERE id = {webhook_id}') == [
+        {'url': 'https://hooks.example/x?y=1', 'username': 'user'}]
+    assert rows(pg, f'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = {webhook_id}') \
+        == [{'password': 'p@ss:word'}]
+    # On set too; a --username given beside the URL wins over the URL's.
+    reghook.run_cli('webhook', 'set', webhook_id, '--url', 'https://ann:pw2@hooks.example/',
+                    '--username', 'bob')
+    assert rows(pg, f'SELECT url, username FROM reghook.webhooks WHERE id = {webhook_id}') == [
+        {'url': 'https://hooks.example/', 'username': 'bob'}]
+    assert rows(pg, f'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = {webhook_id}') \
+        == [{'password': 'pw2'}]
