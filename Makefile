@@ -82,6 +82,13 @@ bench: install-deps
 	@$(MAKE) --no-print-directory build/reghook
 	tests/bench/run build/reghook
 
+# make soak: the long versions of the reliability tests (pytest marker soak):
+# 20,000 events under SIGKILLs, PostgreSQL stopped for 30 s; they print figures.
+.PHONY: soak
+soak: install-deps
+	@$(MAKE) --no-print-directory build/reghook asan
+	REGHOOK_SOAK=1 tests/run build build/asan -m soak -s $(TESTS)
+
 FORMAT_FILES = $(wildcard common/*.[ch] dispatcher/*.[ch] tests/unit/*.[ch])
 format:
 	clang-format -i $(FORMAT_FILES)
