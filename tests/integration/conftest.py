@@ -13,6 +13,9 @@ Programs under test and their peers:
   endpoint_factory starts webhook endpoints
   samples_dir      the recorded registry notifications (shared/samples)
 
+Tests marked soak (long runs) are collected only when REGHOOK_SOAK is set,
+as `make soak` does.
+
 Everything a fixture starts is stopped at teardown, even when the test
 failed. A sanitizer report in a reghook's log, or a reghook that ignores
 SIGTERM, fails the test at teardown.

@@ -210,9 +210,11 @@ def test_faulty_endpoints_are_classified_and_hold_back_no_one(reghook_factory, p
                 attempts_of(pg, hooks[name])), timeout=60, msg=f'{n} attempts of {name}')
 
         found = {name: all_attempts(name) for name in hooks}
-        report = {name: sorted({(a['error_class'], a['response_status']) for a in rows},
-                               key=str) for name, rows in found.items()}
-        print('endpoint faults (error class, status):', report)
+        print('\nendpoint faults: error class, status, message of each attempt')
+        for name, rows in found.items():
+            for a in rows:
+                print(f'  {name:8} {a["error_class"]} {a["response_status"]} '
+                      f'{a["error_message"]}')
 
         def ends(rows):
             return [a['at'] + a['duration_ms'] / 1000 for a in rows]
@@ -229,11 +231,11 @@ def test_faulty_endpoints_are_classified_and_hold_back_no_one(reghook_factory, p
 
         for a in found['reset']:
             assert (a['error_class'], a['response_status']) == ('other', None), a
-            assert 'reset' in a['error_message'].lower() or 'recv' in a['error_message'].lower(), a
+            assert 'reset' in a['error_message'], a
 
         for a in found['garbage']:
             assert (a['error_class'], a['response_status']) == ('other', None), a
-            assert a['error_message'], a
+            assert 'HTTP/0.9' in a['error_message'], a  # what curl makes of it
 
         for a in found['huge']:
             assert (a['error_class'], a['response_status']) == (None, 200), a
