@@ -204,14 +204,17 @@ def outage_run(pg_own, reghook_factory, endpoint_factory, stop_seconds):
         wait_until(lambda: len(sender.acked) >= at_restart + 40, timeout=60,
                    msg='events acknowledged after the restart')
 
+        told_503 = sum(sender.retry_after.values())
         pg_own.stop('immediate')
         stopped = time.monotonic()
-        before_stop = len(sender.acked)
         status, headers, _ = daemon.post('/events', json.dumps(
             {'events': [registry_event(tag='during')]}).encode(),
             {'Content-Type': RegistrySender.V1, 'Authorization': f'Bearer {token}'})
         assert status == 503 and int(headers['retry-after']) > 0, (status, headers)
-        wait_until(lambda: sender.retry_after, timeout=30, msg='the registry to be told 503')
+        wait_until(lambda: sum(sender.retry_after.values()) > told_503, timeout=30,
+                   msg='the registry to be told 503')
+        # From here on (answers committed before the stop have arrived) no 200.
+        before_stop = len(sender.acked)
         time.sleep(max(0, stop_seconds - (time.monotonic() - stopped)))
         assert daemon.get('/healthz')[0] == 200 and daemon.get('/readyz')[0] == 503
         during = len(sender.acked) - before_stop
