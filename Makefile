@@ -84,6 +84,13 @@ bench: install-deps
 	@$(MAKE) --no-print-directory build/reghook
 	tests/bench/run build/reghook
 
+# make soak: the long versions of the reliability tests (pytest marker soak):
+# 20,000 events under SIGKILLs, PostgreSQL stopped for 30 s; they print figures.
+.PHONY: soak
+soak: install-deps
+	@$(MAKE) --no-print-directory build/reghook asan
+	REGHOOK_SOAK=1 tests/run build build/asan -m soak -s $(TESTS)
+
 # --- Debian package: packaging/build-deb runs dpkg-buildpackage on a copy of
 # the tree with packaging/debian/; rebuilt only when a source changed.
 DEB := build/deb/reghook_$(VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb

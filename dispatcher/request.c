@@ -42,7 +42,8 @@ struct request {
 	enum request_outcome outcome;
 	const char *error_class; /* static string or NULL */
 	char error[512];
-	char blocked[160]; /* set by the socket guard */
+	char blocked[160];		  /* set by the socket guard */
+	char curl_error[CURL_ERROR_SIZE]; /* curl's own account of a failure */
 };
 
 static const char user_agent[] = "reghook/" REGHOOK_VERSION;
@@ -274,6 +275,8 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 	curl_easy_setopt(e, CURLOPT_URL, r->url.data);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	/* "Recv failure: Connection reset by peer" says more than its code's text. */
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->curl_error);
 	curl_easy_setopt(e, CURLOPT_PROXY, "");
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout);
@@ -351,7 +354,8 @@ void request_finish(struct request *r, CURLcode result)
 			snprintf(r->error, sizeof(r->error), "%s", r->blocked);
 		} else {
 			r->error_class = curl_class(result);
-			snprintf(r->error, sizeof(r->error), "%s", curl_easy_strerror(result));
+			snprintf(r->error, sizeof(r->error), "%s",
+				 r->curl_error[0] ? r->curl_error : curl_easy_strerror(result));
 		}
 	} else if (r->status >= 200 && r->status < 300) {
 		r->outcome = REQUEST_SUCCEEDED;

@@ -13,6 +13,9 @@ Programs under test and their peers:
   endpoint_factory starts webhook endpoints
   samples_dir      the recorded registry notifications (shared/samples)
 
+Tests marked soak (long runs) are collected only when REGHOOK_SOAK is set,
+as `make soak` does.
+
 Everything a fixture starts is stopped at teardown, even when the test
 failed. A sanitizer report in a reghook's log, or a reghook that ignores
 SIGTERM, fails the test at teardown.
@@ -27,6 +30,22 @@ import pytest
 from harness import Database, Endpoint, Postgres, Registry, Reghook, tail
 
 _db_numbers = itertools.count(1)
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'soak: a long run, collected only with REGHOOK_SOAK=1 '
+                                       '(make soak)')
+
+
+def pytest_collection_modifyitems(config, items):
+    """Soak tests (the long versions of the reliability tests) run only under
+    `make soak`, which sets REGHOOK_SOAK=1; make test leaves them out."""
+    if os.environ.get('REGHOOK_SOAK'):
+        return
+    soak = [item for item in items if item.get_closest_marker('soak')]
+    if soak:
+        config.hook.pytest_deselected(items=soak)
+        items[:] = [item for item in items if not item.get_closest_marker('soak')]
 
 
 @pytest.fixture(scope='session')

@@ -763,9 +763,10 @@ class _EndpointHandler(http.server.BaseHTTPRequestHandler):
         endpoint = self.server.endpoint
         body = self._read_body()
         path, _, query = self.path.partition('?')
-        endpoint._record(Request(self.command, path, query, list(self.headers.items()),
-                                 body, time.time()))
-        resp = endpoint._next_response()
+        request = Request(self.command, path, query, list(self.headers.items()), body,
+                          time.time())
+        endpoint._record(request)
+        resp = endpoint._next_response(request)
         if resp.delay:
             endpoint._stopping.wait(resp.delay)
         if resp.drop:
@@ -822,6 +823,7 @@ class Endpoint:
         self._cond = threading.Condition()
         self._default = Response(200, b'ok')
         self._queue = collections.deque()
+        self._answer = None
         self._stopping = threading.Event()
         self._server = _EndpointServer(('127.0.0.1', 0), _EndpointHandler)
         self._server.endpoint = self
@@ -869,7 +871,19 @@ class Endpoint:
             self.requests.append(request)
             self._cond.notify_all()
 
-    def _next_response(self):
+    def answer_with(self, fn):
+        """Answers with fn(request) -> Response (called on the server's
+        threads) instead of the script and the default; fn returning None
+        falls back to them."""
+        with self._cond:
+            self._answer = fn
+
+    def _next_response(self, request):
+        with self._cond:
+            fn = self._answer
+        resp = fn(request) if fn else None
+        if resp is not None:
+            return resp
         with self._cond:
             return self._queue.popleft() if self._queue else self._default
 
@@ -896,3 +910,100 @@ def add_webhook(daemon, ns, url, *options, enable=True):
     if enable:
         daemon.run_cli('webhook', 'enable', webhook_id)
     return webhook_id
+
+
+# --------------------------------------------------------------------------
+# A registry's notification queue, without the registry
+
+
+def registry_event(action='push', repository='team-a/app', tag='1.0',
+                   digest='sha256:' + 'ab' * 32,
+                   media_type='application/vnd.oci.image.manifest.v1+json'):
+    """One notification event as distribution sends it for a manifest push or
+    delete (tag None: a push without tag, or a delete by digest), with a new
+    event id."""
+    target = {'mediaType': media_type, 'size': 344, 'digest': digest, 'length': 344,
+              'repository': repository,
+              'url': f'http://127.0.0.1:5000/v2/{repository}/manifests/{digest}'}
+    if tag is not None:
+        target['tag'] = tag
+    return {'id': str(uuid.uuid4()), 'timestamp': '2026-11-22T18:20:32.255357202Z',
+            'action': action, 'target': target,
+            'request': {'id': str(uuid.uuid4()), 'method': 'PUT'},
+            'actor': {'name': 'alice'}, 'source': {'addr': 'vm:5000'}}
+
+
+class RegistrySender:
+    """Posts events to a reghook's POST /events the way a registry's
+    notification endpoint does: one event per request, in order, and every
+    answer but 200 (or a broken connection) is retried after `backoff`
+    seconds until a 200 comes. `queues` such queues run side by side (each
+    a registry, say), each taking every queues-th event; `pause` seconds
+    between a queue's events spreads the load over time.
+
+    After join(): acked (event ids answered 200, in order of the answers),
+    statuses (a Counter of the statuses answered, 'error' for a broken
+    connection) and retry_after (the Retry-After values sent with 503s).
+    """
+
+    V1 = 'application/vnd.docker.distribution.events.v1+json'
+
+    def __init__(self, port, token, events, queues=4, pause=0.0, backoff=0.05):
+        self.port = port
+        self.token = token
+        self.events = list(events)
+        self.pause = pause
+        self.backoff = backoff
+        self.acked = []
+        self.statuses = collections.Counter()
+        self.retry_after = collections.Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(self.events[i::queues],),
+                                          daemon=True) for i in range(queues)]
+
+    def start(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def done(self):
+        return not any(t.is_alive() for t in self._threads)
+
+    def join(self, timeout):
+        """Waits until every event is acknowledged; raises AssertionError
+        (and stops the queues) after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0, deadline - time.monotonic()))
+        if not self.done():
+            self._stop.set()
+            raise AssertionError(f'{len(self.acked)} of {len(self.events)} events acknowledged '
+                                 f'in {timeout}s; answers: {dict(self.statuses)}')
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    def _run(self, events):
+        headers = {'Content-Type': self.V1, 'Authorization': f'Bearer {self.token}'}
+        for ev in events:
+            body = json.dumps({'events': [ev]}).encode()
+            while not self._stop.is_set():
+                try:
+                    status, hdrs, _ = http_request(self.port, 'POST', '/events', body, headers,
+                                                   timeout=10)
+                except (OSError, http.client.HTTPException):
+                    status, hdrs = 'error', {}
+                with self._lock:
+                    self.statuses[status] += 1
+                    if status == 503:
+                        self.retry_after[hdrs.get('retry-after')] += 1
+                    if status == 200:
+                        self.acked.append(ev['id'])
+                if status == 200:
+                    break
+                self._stop.wait(self.backoff)
+            if self._stop.wait(self.pause):
+                return

@@ -1,0 +1,263 @@
+"""Endpoint faults: webhook targets that hang, answer slowly, reset the
+connection, answer something that is not HTTP, answer a huge body, redirect
+to themselves, or present a certificate nobody trusts. Each attempt is
+recorded in reghook.delivery_attempts with the right error class, and a
+healthy webhook of the same namespace gets its deliveries while the faulty
+ones are still in progress.
+
+(A plain timeout, a redirect elsewhere and a refused connection are in
+test_delivery.py.)"""
+
+import json
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+
+from harness import Response, add_webhook, register, registry_event, wait_until
+
+V1 = 'application/vnd.docker.distribution.events.v1+json'
+
+
+class RawServer:
+    """A TCP server on a free loopback port that runs handle(conn) on a
+    thread of its own for every connection; stop() closes everything."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.accepted = 0
+        self.stopping = threading.Event()
+        self._conns = []
+        self._lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def url(self, path='/'):
+        return f'http://127.0.0.1:{self.port}{path}'
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            with self._lock:
+                self.accepted += 1
+                self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            self.handle(self, conn)
+        except (OSError, ssl.SSLError):
+            pass  # reghook hung up, as it should on a fault
+
+    def stop(self):
+        self.stopping.set()
+        self.sock.close()
+        self._thread.join()
+        with self._lock:
+            for conn in self._conns:
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+
+
+def read_request(conn):
+    """Reads one HTTP request (headers and a Content-Length body)."""
+    data = b''
+    while b'\r\n\r\n' not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b'\r\n\r\n')
+    length = 0
+    for line in head.split(b'\r\n')[1:]:
+        name, _, value = line.partition(b':')
+        if name.strip().lower() == b'content-length':
+            length = int(value)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b'\r\n\r\n' + body
+
+
+def hang(server, conn):
+    """Reads the request and never answers."""
+    read_request(conn)
+    server.stopping.wait()
+
+
+def trickle(server, conn):
+    """Answers 200 a byte every 0.1 s: slow, but within the timeout."""
+    read_request(conn)
+    body = b'slowly-but-surely'
+    conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n'
+                 % len(body))
+    for i in range(len(body)):
+        if server.stopping.wait(0.1):
+            return
+        conn.sendall(body[i:i + 1])
+    conn.close()
+
+
+def reset(server, conn):
+    """Reads the request, then resets the connection (RST, not FIN)."""
+    read_request(conn)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    conn.close()
+
+
+def garbage(server, conn):
+    """Answers bytes that are not HTTP, then closes."""
+    read_request(conn)
+    conn.sendall(b'\x00\x16\x03garbage, not HTTP at all\r\n\x7f\xff\r\n\r\n')
+    conn.close()
+
+
+def self_signed(tmp_path):
+    """An SSL context serving a fresh self-signed certificate for 127.0.0.1."""
+    cert, key = tmp_path / 'cert.pem', tmp_path / 'key.pem'
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
+                    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+                    '-keyout', str(key), '-out', str(cert)],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+def tls_answering(ctx):
+    def handle(server, conn):
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            read_request(tls)
+            tls.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok')
+    return handle
+
+
+def attempts_of(pg, webhook_id):
+    out = pg.psql(f"""SELECT coalesce(json_agg(t ORDER BY t.at), '[]') FROM (
+        SELECT delivery_id::text, attempt, response_status, error_class, error_message,
+               response_truncated, length(response_body) AS body_len,
+               encode(response_body, 'escape') AS body, response_headers, duration_ms,
+               extract(epoch FROM attempted_at)::float8 AS at
+        FROM reghook.delivery_attempts WHERE webhook_id = {int(webhook_id)}) t""")
+    return json.loads(out)
+
+
+def test_faulty_endpoints_are_classified_and_hold_back_no_one(reghook_factory, pg,
+                                                              endpoint_factory, tmp_path):
+    daemon = reghook_factory({'max_in_flight_per_webhook': '2', 'connect_timeout': '2s'})
+    token = register(daemon, 'team-a')
+    servers = []
+    try:
+        hanging = RawServer(hang)
+        slow = RawServer(trickle)
+        resetting = RawServer(reset)
+        garbled = RawServer(garbage)
+        untrusted = RawServer(tls_answering(self_signed(tmp_path)))
+        servers += [hanging, slow, resetting, garbled, untrusted]
+        huge, looping, healthy = endpoint_factory(), endpoint_factory(), endpoint_factory()
+        huge_body = bytes(range(256)) * (16 * 4096)  # 16 MiB
+        huge.respond(200, huge_body)
+        looping.respond(302, b'', {'Location': looping.url('/loop')})
+
+        once = ('--max-attempts', '1')
+        hooks = {
+            'hanging': add_webhook(daemon, 'team-a', hanging.url('/hang'), '--timeout', '5s',
+                                   *once),
+            'slow': add_webhook(daemon, 'team-a', slow.url('/slow'), '--timeout', '30s', *once),
+            'reset': add_webhook(daemon, 'team-a', resetting.url('/reset'), *once),
+            'garbage': add_webhook(daemon, 'team-a', garbled.url('/garbage'), *once),
+            'huge': add_webhook(daemon, 'team-a', huge.url('/huge'), *once),
+            'loop': add_webhook(daemon, 'team-a', looping.url('/loop'), *once),
+            'tls': add_webhook(daemon, 'team-a',
+                               f'https://127.0.0.1:{untrusted.port}/tls', *once),
+            'healthy': add_webhook(daemon, 'team-a', healthy.url('/healthy')),
+        }
+        n = 4
+        for i in range(n):
+            status, _, out = daemon.post('/events', json.dumps(
+                {'events': [registry_event(tag=f'f{i}')]}).encode(),
+                {'Content-Type': V1, 'Authorization': f'Bearer {token}'})
+            assert status == 200, out
+
+        got = healthy.wait_for(n, timeout=30)
+        assert sorted(r.json()['push_data']['tag'] for r in got) == [f'f{i}' for i in range(n)]
+        healthy_done = max(r.received_at for r in got)
+        # The hanging endpoint still holds its first two requests (two per
+        # webhook at once) while the healthy one already has everything.
+        assert hanging.accepted >= 1
+
+        def all_attempts(name):
+            return wait_until(lambda: (lambda a: a if len(a) == n else None)(
+                attempts_of(pg, hooks[name])), timeout=60, msg=f'{n} attempts of {name}')
+
+        found = {name: all_attempts(name) for name in hooks}
+        print('\nendpoint faults: error class, status, message of each attempt')
+        for name, rows in found.items():
+            for a in rows:
+                print(f'  {name:8} {a["error_class"]} {a["response_status"]} '
+                      f'{a["error_message"]}')
+
+        def ends(rows):
+            return [a['at'] + a['duration_ms'] / 1000 for a in rows]
+
+        for a in found['hanging']:
+            assert (a['error_class'], a['response_status']) == ('timeout', None), a
+        # Every healthy delivery arrived before the first hanging request gave up.
+        assert healthy_done < min(ends(found['hanging'])), (healthy_done, ends(found['hanging']))
+
+        for a in found['slow']:
+            assert (a['error_class'], a['response_status']) == (None, 200), a
+            assert a['body'] == 'slowly-but-surely' and a['duration_ms'] >= 1500, a
+        assert healthy_done < max(ends(found['slow']))
+
+        for a in found['reset']:
+            assert (a['error_class'], a['response_status']) == ('other', None), a
+            assert 'reset' in a['error_message'], a
+
+        for a in found['garbage']:
+            assert (a['error_class'], a['response_status']) == ('other', None), a
+            assert 'HTTP/0.9' in a['error_message'], a  # what curl makes of it
+
+        for a in found['huge']:
+            assert (a['error_class'], a['response_status']) == (None, 200), a
+            assert a['response_truncated'] is True and a['body_len'] == 64 * 1024, a
+
+        for a in found['loop']:
+            assert (a['error_class'], a['response_status']) == ('http', 302), a
+            assert ['Location', looping.url('/loop')] in a['response_headers']
+        # Not followed: one request per attempt, none to the Location.
+        assert len(looping.requests) == n
+
+        for a in found['tls']:
+            assert (a['error_class'], a['response_status']) == ('tls', None), a
+            assert 'certificate' in a['error_message'].lower(), a
+
+        statuses = json.loads(pg.psql(
+            "SELECT json_object_agg(webhook_id, s) FROM (SELECT webhook_id, "
+            "json_agg(DISTINCT status) AS s FROM reghook.deliveries GROUP BY 1) t"))
+        expect_ok = {'slow', 'huge', 'healthy'}
+        for name, webhook_id in hooks.items():
+            assert statuses[str(webhook_id)] == (['succeeded'] if name in expect_ok
+                                                 else ['failed']), (name, statuses)
+    finally:
+        for server in servers:
+            server.stop()
