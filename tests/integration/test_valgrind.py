@@ -60,17 +60,13 @@ def test_push_deliver_retrigger_under_valgrind(reghook_factory, pg, registry_fac
     wait_status(pg, webhook_id, 'succeeded', timeout=120)
     delivery = deliveries(pg, webhook_id)[0]['id']
 
-    has_retrigger = pg.psql("SELECT to_regproc('reghook.retrigger') IS NOT NULL").strip() == 't'
-    if has_retrigger:
-        pg.psql(f"SELECT reghook.retrigger('{delivery}')")
-    else:
-        # reghook.retrigger() is not written yet (README, Limits); a test push
-        # runs the same path: a new delivery claimed, attempted, retried.
-        pg.psql(f'SELECT reghook.test_webhook({int(webhook_id)})')
+    # Queued again: the same delivery, attempts 2 (fails) and 3.
+    pg.psql(f"SELECT reghook.retrigger('{delivery}')")
     hook.wait_for(3, timeout=120)
     wait_status(pg, webhook_id, 'succeeded', timeout=120)
-    wait_attempts(pg, webhook_id, 3, timeout=120)
+    assert [a['attempt'] for a in wait_attempts(pg, webhook_id, 3, timeout=120)] == [1, 2, 3]
     assert [r.header('X-Team') for r in hook.requests] == ['a'] * 3
+    assert {r.header('X-Reghook-Delivery') for r in hook.requests} == {delivery}
 
     assert daemon.stop(timeout=120) is not None
     reports = list(tmp_path.glob('valgrind.*.log'))
