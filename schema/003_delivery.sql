@@ -13,6 +13,13 @@
 -- `per_webhook` in flight per webhook counting `in_flight` (a JSON object
 -- {webhook_id: number already in flight at the caller}). Webhooks are
 -- visited in random order so that a busy one cannot starve the others.
+-- plpgsql, not sql: its statement's plan is cached for the session, where
+-- an sql function's would be planned again at every call.
+-- The claim commits without waiting for the disk (synchronous_commit off
+-- for its own transaction): a claim lost in a crash leaves its delivery
+-- pending, to be sent again, which at-least-once allows; and the claim's
+-- commit record precedes the completion of its attempt in the WAL, so a
+-- durable completion makes its claim durable too.
 CREATE FUNCTION reghook.claim_deliveries(instance text, max_total integer, per_webhook integer,
                                          in_flight jsonb, default_timeout_ms integer)
 RETURNS TABLE (
@@ -22,7 +29,11 @@ RETURNS TABLE (
     headers text, repository text, name text, tag text, digest text, actor text,
     occurred_at bigint, raw text, namespace text, description text, is_private boolean,
     namespace_created_at bigint)
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    RETURN QUERY
     WITH picked AS (
         SELECT d.id
         FROM (SELECT w.id, w.enabled FROM reghook.webhooks w ORDER BY random()) w
@@ -63,7 +74,8 @@ LANGUAGE sql AS $$
     JOIN reghook.webhooks w ON w.id = c.webhook_id
     JOIN reghook.namespaces n ON n.id = w.namespace_id
     LEFT JOIN reghook.events e ON e.id = c.event_id
-    LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id
+    LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id;
+END
 $$;
 COMMENT ON FUNCTION reghook.claim_deliveries(text, integer, integer, jsonb, integer) IS
     'Dispatcher: leases due deliveries (per-webhook fair) and returns what is needed to send them.';
@@ -124,93 +136,102 @@ COMMENT ON FUNCTION reghook.release_deliveries(text, uuid[]) IS
 --   response_body (hex), truncated, error_class, error_message,
 --   outcome (succeeded | retry | failed | gone), delay_ms (for retry)
 -- Returns the number of attempts recorded (lost leases are skipped).
+-- One statement: the batch is read once, the deliveries whose lease is
+-- still ours are moved on, and what that UPDATE returns is what the
+-- history and the webhooks' health are written from (each delivery looked
+-- up by its key, so the cost grows with the batch, not with its square).
 CREATE FUNCTION reghook.complete_deliveries(instance text, batch jsonb) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE n integer;
 BEGIN
-    CREATE TEMP TABLE IF NOT EXISTS pg_temp.reghook_done (
-        id uuid, attempt integer, webhook_id bigint, attempted_at timestamptz,
-        duration_ms integer, method text, url text, request_headers jsonb, request_body text,
-        response_status integer, response_headers jsonb, response_body text, truncated boolean,
-        error_class text, error_message text, outcome text, delay_ms bigint
-    ) ON COMMIT DELETE ROWS;
-
+    WITH b AS MATERIALIZED (
+        SELECT b.id, b.attempt, b.webhook_id, to_timestamp(b.attempted_at / 1000.0) AS attempted_at,
+               b.duration_ms, b.method, b.url, b.request_headers, b.request_body,
+               b.response_status, b.response_headers, b.response_body,
+               coalesce(b.truncated, false) AS truncated, b.error_class, b.error_message,
+               b.outcome, b.delay_ms
+        FROM jsonb_to_recordset(batch) AS b(id uuid, attempt integer, webhook_id bigint,
+            attempted_at double precision, duration_ms integer, method text, url text,
+            request_headers jsonb, request_body text, response_status integer,
+            response_headers jsonb, response_body text, truncated boolean, error_class text,
+            error_message text, outcome text, delay_ms bigint)
+    ),
     -- Only attempts whose lease is still ours count.
-    INSERT INTO pg_temp.reghook_done
-    SELECT b.id, b.attempt, b.webhook_id, to_timestamp(b.attempted_at / 1000.0), b.duration_ms,
-           b.method, b.url, b.request_headers, b.request_body, b.response_status,
-           b.response_headers, b.response_body, coalesce(b.truncated, false),
-           b.error_class, b.error_message, b.outcome, b.delay_ms
-    FROM jsonb_to_recordset(batch) AS b(id uuid, attempt integer, webhook_id bigint,
-        attempted_at double precision, duration_ms integer, method text, url text,
-        request_headers jsonb, request_body text, response_status integer,
-        response_headers jsonb, response_body text, truncated boolean, error_class text,
-        error_message text, outcome text, delay_ms bigint)
-    JOIN reghook.deliveries d ON d.id = b.id
-    WHERE d.lease_owner = instance AND d.status = 'in_flight' AND d.attempts = b.attempt;
-    GET DIAGNOSTICS n = ROW_COUNT;
-
-    INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
-        duration_ms, method, url, request_headers, request_body, response_status,
-        response_headers, response_body, response_truncated, error_class, error_message, instance)
-    SELECT id, attempt, webhook_id, attempted_at, duration_ms, method, url, request_headers,
-           request_body, response_status, response_headers, decode(response_body, 'hex'),
-           truncated, error_class, error_message, instance
-    FROM pg_temp.reghook_done
-    ON CONFLICT (delivery_id, attempt) DO NOTHING;
-
-    UPDATE reghook.deliveries d
-    SET status = CASE x.outcome WHEN 'succeeded' THEN 'succeeded'
-                                WHEN 'retry' THEN 'pending'
-                                ELSE 'failed' END,
-        next_attempt_at = CASE WHEN x.outcome = 'retry'
-                               THEN now() + make_interval(secs => x.delay_ms / 1000.0)
-                               ELSE d.next_attempt_at END,
-        completed_at = CASE WHEN x.outcome = 'retry' THEN NULL ELSE now() END,
-        last_error = CASE WHEN x.outcome = 'succeeded' THEN NULL
-                          ELSE coalesce(x.error_message, 'HTTP ' || x.response_status) END,
-        lease_owner = NULL, lease_expires_at = NULL
-    FROM pg_temp.reghook_done x
-    WHERE d.id = x.id;
-
-    -- Webhook health: successes reset the failure run; the run's start is kept.
-    WITH per_webhook AS (
-        SELECT webhook_id,
-               max(attempted_at) FILTER (WHERE outcome = 'succeeded') AS last_ok,
-               max(attempted_at) FILTER (WHERE outcome <> 'succeeded') AS last_bad,
-               bool_or(outcome = 'gone') AS gone
-        FROM pg_temp.reghook_done GROUP BY webhook_id
+    moved AS (
+        UPDATE reghook.deliveries d
+        SET status = CASE x.outcome WHEN 'succeeded' THEN 'succeeded'
+                                    WHEN 'retry' THEN 'pending'
+                                    ELSE 'failed' END,
+            next_attempt_at = CASE WHEN x.outcome = 'retry'
+                                   THEN now() + make_interval(secs => x.delay_ms / 1000.0)
+                                   ELSE d.next_attempt_at END,
+            completed_at = CASE WHEN x.outcome = 'retry' THEN NULL ELSE now() END,
+            last_error = CASE WHEN x.outcome = 'succeeded' THEN NULL
+                              ELSE coalesce(x.error_message, 'HTTP ' || x.response_status) END,
+            lease_owner = NULL, lease_expires_at = NULL
+        FROM b x
+        -- Written as one row comparison, which the planner cannot match to
+        -- the index of in-flight deliveries: it then walks the batch and
+        -- finds each delivery by its key, rather than rescanning the batch
+        -- for every in-flight delivery its statistics say are few.
+        WHERE d.id = x.id
+          AND (d.lease_owner, d.status, d.attempts) IS NOT DISTINCT FROM
+              (instance, 'in_flight', x.attempt)
+        RETURNING x.*
+    ),
+    recorded AS (
+        INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+            duration_ms, method, url, request_headers, request_body, response_status,
+            response_headers, response_body, response_truncated, error_class, error_message,
+            instance)
+        SELECT id, attempt, webhook_id, attempted_at, duration_ms, method, url, request_headers,
+               request_body, response_status, response_headers, decode(response_body, 'hex'),
+               truncated, error_class, error_message, instance
+        FROM moved
+        ON CONFLICT (delivery_id, attempt) DO NOTHING
+    ),
+    -- Webhook health: a success resets the failure run; the run's start is kept.
+    last_ok AS (
+        SELECT webhook_id, max(attempted_at) FILTER (WHERE outcome = 'succeeded') AS at
+        FROM moved GROUP BY webhook_id
     ),
     runs AS (
-        SELECT p.*,
-               (SELECT count(*) FROM pg_temp.reghook_done x
-                WHERE x.webhook_id = p.webhook_id AND x.outcome <> 'succeeded'
-                  AND (p.last_ok IS NULL OR x.attempted_at > p.last_ok)) AS fails_after,
-               (SELECT min(x.attempted_at) FROM pg_temp.reghook_done x
-                WHERE x.webhook_id = p.webhook_id AND x.outcome <> 'succeeded'
-                  AND (p.last_ok IS NULL OR x.attempted_at > p.last_ok)) AS first_fail_after
-        FROM per_webhook p
+        SELECT m.webhook_id, k.at AS last_ok,
+               max(m.attempted_at) FILTER (WHERE m.outcome <> 'succeeded') AS last_bad,
+               bool_or(m.outcome = 'gone') AS gone,
+               count(*) FILTER (WHERE m.outcome <> 'succeeded'
+                                  AND (k.at IS NULL OR m.attempted_at > k.at)) AS fails_after,
+               min(m.attempted_at) FILTER (WHERE m.outcome <> 'succeeded'
+                                             AND (k.at IS NULL OR m.attempted_at > k.at))
+                   AS first_fail_after
+        FROM moved m JOIN last_ok k USING (webhook_id)
+        GROUP BY m.webhook_id, k.at
+    ),
+    health AS (
+        SELECT r.*, CASE WHEN r.last_ok IS NOT NULL THEN r.first_fail_after
+                         ELSE coalesce(w.failing_since, r.first_fail_after) END AS since
+        FROM runs r JOIN reghook.webhooks w ON w.id = r.webhook_id
+    ),
+    -- 410 disables a webhook, and so do 5 days of failures without a success.
+    healed AS (
+        UPDATE reghook.webhooks w
+        SET last_success_at = coalesce(h.last_ok, w.last_success_at),
+            last_failure_at = coalesce(h.last_bad, w.last_failure_at),
+            failures_in_a_row = CASE WHEN h.last_ok IS NOT NULL THEN h.fails_after
+                                     ELSE w.failures_in_a_row + h.fails_after END,
+            failing_since = h.since,
+            enabled = w.enabled AND NOT h.gone
+                      AND NOT coalesce(h.since < now() - interval '5 days', false),
+            disabled_reason = CASE
+                WHEN NOT w.enabled THEN w.disabled_reason
+                WHEN h.gone THEN 'endpoint answered 410 Gone'
+                WHEN h.since < now() - interval '5 days'
+                THEN 'no successful delivery for 5 days of failures (since '
+                     || to_char(h.since, 'YYYY-MM-DD HH24:MI:SS TZ') || ')'
+                ELSE w.disabled_reason END
+        FROM health h WHERE w.id = h.webhook_id
     )
-    UPDATE reghook.webhooks w
-    SET last_success_at = coalesce(r.last_ok, w.last_success_at),
-        last_failure_at = coalesce(r.last_bad, w.last_failure_at),
-        failures_in_a_row = CASE WHEN r.last_ok IS NOT NULL THEN r.fails_after
-                                 ELSE w.failures_in_a_row + r.fails_after END,
-        failing_since = CASE WHEN r.last_ok IS NOT NULL THEN r.first_fail_after
-                             ELSE coalesce(w.failing_since, r.first_fail_after) END,
-        enabled = w.enabled AND NOT r.gone,
-        disabled_reason = CASE WHEN r.gone AND w.enabled
-                               THEN 'endpoint answered 410 Gone' ELSE w.disabled_reason END
-    FROM runs r WHERE w.id = r.webhook_id;
-
-    UPDATE reghook.webhooks w
-    SET enabled = false,
-        disabled_reason = 'no successful delivery for 5 days of failures (since '
-                          || to_char(w.failing_since, 'YYYY-MM-DD HH24:MI:SS TZ') || ')'
-    WHERE w.enabled AND w.failing_since < now() - interval '5 days'
-      AND w.id IN (SELECT webhook_id FROM pg_temp.reghook_done);
-
-    TRUNCATE pg_temp.reghook_done;
+    SELECT count(*) INTO n FROM moved;
     RETURN n;
 END
 $$;

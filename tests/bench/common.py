@@ -160,7 +160,8 @@ http {{
 class AsyncEndpoint:
     """endpoint.py in a process of its own: answers 200 after delay seconds,
     holding any number of connections; with record=True, stop() returns
-    {tag: monotonic receipt time} of every request received."""
+    {tag: monotonic receipt time} of every request received. peak is then
+    the largest number of requests it held at once."""
 
     def __init__(self, delay=0, record=False):
         self.dir = tempfile.mkdtemp(prefix='reghook-endpoint-')
@@ -168,6 +169,7 @@ class AsyncEndpoint:
         self.delay = delay
         self.proc = None
         self.port = None
+        self.peak = None
 
     def start(self):
         port_file = os.path.join(self.dir, 'port')
@@ -190,6 +192,8 @@ class AsyncEndpoint:
         received = {}
         if self.proc:
             harness.stop_process(self.proc, 30)
+            with open(os.path.join(self.dir, 'port.peak')) as f:
+                self.peak = int(f.read())
             if self.record and os.path.exists(self.record):
                 with open(self.record) as f:
                     for line in f:

@@ -10,6 +10,8 @@ ready. Every request is answered 200 after --delay seconds. With --record,
 each request's receipt time (time.monotonic(), the same clock as every
 process's on this machine) is kept with the `push_data.tag` of its Docker Hub
 payload, and on SIGTERM the pairs are written to PATH as `tag time` lines.
+On SIGTERM the largest number of requests it held at once is written to
+PORT_FILE.peak.
 """
 
 import argparse
@@ -25,6 +27,8 @@ class Server:
         self.delay = delay
         self.record = record
         self.received = []  # (tag, monotonic time)
+        self.holding = 0  # requests read and not yet answered
+        self.peak = 0
 
     async def handle(self, reader, writer):
         try:
@@ -39,8 +43,11 @@ class Server:
                 if self.record:
                     at = time.monotonic()
                     self.received.append((json.loads(body)['push_data']['tag'], at))
+                self.holding += 1
+                self.peak = max(self.peak, self.holding)
                 if self.delay:
                     await asyncio.sleep(self.delay)
+                self.holding -= 1
                 writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n')
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -59,6 +66,8 @@ class Server:
         os.rename(port_file + '.tmp', port_file)
         await stop.wait()
         server.close()
+        with open(port_file + '.peak', 'w') as f:
+            f.write(str(self.peak))
         if self.record:
             with open(self.record, 'w') as f:
                 f.writelines(f'{tag} {at!r}\n' for tag, at in self.received)
