@@ -336,7 +336,7 @@ static void write_results(struct dispatcher *dp)
 	const char *params[] = {dp->d->instance, json.data};
 	dp->nwriting = n;
 	dp->write_busy = true;
-	pgc_query(dp->done, "SELECT reghook.complete_deliveries($1, $2::jsonb)", 2, params,
+	pgc_query(dp->done, "SELECT reghook.complete_deliveries($1, $2::json)", 2, params,
 		  on_written, dp);
 	buf_free(&json);
 }

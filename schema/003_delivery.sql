@@ -140,7 +140,9 @@ COMMENT ON FUNCTION reghook.release_deliveries(text, uuid[]) IS
 -- still ours are moved on, and what that UPDATE returns is what the
 -- history and the webhooks' health are written from (each delivery looked
 -- up by its key, so the cost grows with the batch, not with its square).
-CREATE FUNCTION reghook.complete_deliveries(instance text, batch jsonb) RETURNS integer
+-- The batch is json, not jsonb: it is read once, and json's parser only
+-- scans the text where jsonb's would first build a tree of all of it.
+CREATE FUNCTION reghook.complete_deliveries(instance text, batch json) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE n integer;
 BEGIN
@@ -150,7 +152,7 @@ BEGIN
                b.response_status, b.response_headers, b.response_body,
                coalesce(b.truncated, false) AS truncated, b.error_class, b.error_message,
                b.outcome, b.delay_ms
-        FROM jsonb_to_recordset(batch) AS b(id uuid, attempt integer, webhook_id bigint,
+        FROM json_to_recordset(batch) AS b(id uuid, attempt integer, webhook_id bigint,
             attempted_at double precision, duration_ms integer, method text, url text,
             request_headers jsonb, request_body text, response_status integer,
             response_headers jsonb, response_body text, truncated boolean, error_class text,
@@ -235,7 +237,7 @@ BEGIN
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION reghook.complete_deliveries(text, jsonb) IS
+COMMENT ON FUNCTION reghook.complete_deliveries(text, json) IS
     'Dispatcher: records a batch of attempts and moves their deliveries on (lease permitting).';
 
 -- record_callback: a Docker Hub style callback from an endpoint.
