@@ -4,6 +4,7 @@ on, unlike the test suite's), a reghook, the endpoints deliveries go to
 answer late), a way to queue deliveries without the dispatcher running,
 and helpers to read figures."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -53,6 +54,19 @@ def pgbench(pg, sql, seconds, clients):
     return float(m.group(1))
 
 
+@contextlib.contextmanager
+def fresh_database(server, name):
+    """A new database on server (a DurablePostgres) for one run, as a
+    harness.Database; dropped afterwards."""
+    server.create_db(name)
+    db = harness.Database(server, name)
+    try:
+        yield db
+    finally:
+        db.close_connections()
+        server.psql(f'DROP DATABASE "{name}" WITH (FORCE)', dbname='postgres')
+
+
 def bench_reghook(pg, config=None):
     """A harness.Reghook on pg (not started) for the benchmarks: quiet logs,
     loopback targets allowed, config adding or overriding keys."""
@@ -87,6 +101,14 @@ def queue_events(pg, source_id, count, repository='team-a/app', chunk=10000):
                     'request_id', 'req-' || g, 'actor', 'alice', 'ts', now(),
                     'raw', jsonb_build_object('id', 'bench-' || g)))
                 FROM generate_series({start}, {end}) g))""")
+
+
+def drained(db):
+    """True when no delivery of db is pending or in flight (a cheap query:
+    both states have an index of their own)."""
+    return db.psql("""SELECT NOT EXISTS (SELECT FROM reghook.deliveries
+                                         WHERE status IN ('pending', 'in_flight'))""") \
+        .strip() == 't'
 
 
 def proc_status(pid):

@@ -12,8 +12,8 @@ max_in_flight_per_webhook both BENCH_IN_FLIGHT (default 256); RUNS runs
 import os
 import time
 
-from common import (HERE, DurablePostgres, Nginx, bench_reghook, harness, prepare_webhook,
-                    queue_events, wrk)
+from common import (fresh_database, HERE, DurablePostgres, Nginx, bench_reghook, drained, harness,
+                    prepare_webhook, queue_events, wrk)
 
 COUNT = 100000
 IN_FLIGHT = int(os.environ.get('BENCH_IN_FLIGHT', '256'))
@@ -22,44 +22,39 @@ RUNS = int(os.environ.get('BENCH_RUNS', '2'))
 
 def drain_once(pg, nginx, run):
     """One run on a fresh database; returns (deliveries/s, seconds, a delivered body)."""
-    db = f'drain_{run}'
-    pg.create_db(db)
-    dbh = harness.Database(pg, db)
-    rh = bench_reghook(dbh, {'max_in_flight': IN_FLIGHT, 'max_in_flight_per_webhook': IN_FLIGHT})
-    try:
-        _, source_id = prepare_webhook(dbh, rh, nginx.url('/hook'))
-        queue_events(dbh, source_id, COUNT)
-        queued = int(dbh.psql("SELECT count(*) FROM reghook.deliveries WHERE status = 'pending'"))
-        assert queued == COUNT, queued
+    with fresh_database(pg, f'drain_{run}') as dbh:
+        rh = bench_reghook(dbh, {'max_in_flight': IN_FLIGHT,
+                                 'max_in_flight_per_webhook': IN_FLIGHT})
+        try:
+            _, source_id = prepare_webhook(dbh, rh, nginx.url('/hook'))
+            queue_events(dbh, source_id, COUNT)
+            queued = int(dbh.psql("SELECT count(*) FROM reghook.deliveries "
+                                  "WHERE status = 'pending'"))
+            assert queued == COUNT, queued
 
-        start = time.monotonic()
-        rh.start()
-        # Cheap while work remains (the partial indexes of pending and
-        # in-flight deliveries); then the counts, once.
-        while True:
-            if dbh.psql("""SELECT NOT EXISTS (SELECT FROM reghook.deliveries
-                                              WHERE status IN ('pending', 'in_flight'))""") \
-                    .strip() == 't':
-                done = dbh.psql("""SELECT (SELECT count(*) FROM reghook.deliveries
-                                           WHERE status = 'succeeded'),
-                                          (SELECT count(*) FROM reghook.delivery_attempts)""")
-                succeeded, attempts = (int(x) for x in done.strip().split('|'))
-                if succeeded == COUNT and attempts == COUNT:
-                    break
-                raise RuntimeError(f'drained with {succeeded} succeeded and {attempts} attempts')
-            if not rh.running():
-                raise RuntimeError(f'reghook exited:\n{rh.log()[-3000:]}')
-            if time.monotonic() - start > 600:
-                raise RuntimeError('not drained after 600 s')
-            time.sleep(0.05)
-        seconds = time.monotonic() - start
-        body = dbh.psql('SELECT request_body FROM reghook.delivery_attempts LIMIT 1').rstrip('\n')
-        return COUNT / seconds, seconds, body
-    finally:
-        rh.stop()
-        rh.cleanup()
-        dbh.close_connections()
-        pg.psql(f'DROP DATABASE {db} WITH (FORCE)', dbname='postgres')
+            start = time.monotonic()
+            rh.start()
+            # Cheap while work remains; then the counts, once.
+            while True:
+                if drained(dbh):
+                    done = dbh.psql("""SELECT (SELECT count(*) FROM reghook.deliveries
+                                               WHERE status = 'succeeded'),
+                                              (SELECT count(*) FROM reghook.delivery_attempts)""")
+                    succeeded, attempts = (int(x) for x in done.strip().split('|'))
+                    if succeeded == COUNT and attempts == COUNT:
+                        break
+                    raise RuntimeError(f'drained with {succeeded} succeeded, {attempts} attempts')
+                if not rh.running():
+                    raise RuntimeError(f'reghook exited:\n{rh.log()[-3000:]}')
+                if time.monotonic() - start > 600:
+                    raise RuntimeError('not drained after 600 s')
+                time.sleep(0.05)
+            seconds = time.monotonic() - start
+            body = dbh.psql('SELECT request_body FROM reghook.delivery_attempts LIMIT 1')
+            return COUNT / seconds, seconds, body.rstrip('\n')
+        finally:
+            rh.stop()
+            rh.cleanup()
 
 
 def main():

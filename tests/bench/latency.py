@@ -13,7 +13,7 @@ import json
 import os
 import time
 
-from common import AsyncEndpoint, DurablePostgres, bench_reghook, harness
+from common import fresh_database, AsyncEndpoint, DurablePostgres, bench_reghook, drained, harness
 
 RATE = 1000
 SECONDS = 10
@@ -86,41 +86,35 @@ def percentile(sorted_values, p):
 
 
 def run_once(pg, run):
-    db = f'latency_{run}'
-    pg.create_db(db)
-    dbh = harness.Database(pg, db)
-    endpoint = AsyncEndpoint(record=True)
-    rh = bench_reghook(dbh)
-    try:
-        endpoint.start()
-        rh.start()
-        rh.wait_ready()
-        token = harness.register(rh, 'team-a', name='bench')
-        harness.add_webhook(rh, 'team-a', endpoint.url('/hook'))
-        sender = Sender(rh.port, token)
-        count = RATE * (WARMUP + SECONDS)
-        rate = asyncio.run(sender.run(count))
-        harness.wait_until(lambda: dbh.psql("""SELECT NOT EXISTS (SELECT FROM reghook.deliveries
-                                   WHERE status IN ('pending', 'in_flight'))""").strip() == 't',
-                           timeout=120, msg='every delivery to finish')
-        # Where the time goes: from the event's transaction to the request's start.
-        queued = dbh.psql("""SELECT percentile_disc(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY
-                                 extract(epoch FROM a.attempted_at - e.received_at) * 1000)
-                             FROM reghook.delivery_attempts a
-                             JOIN reghook.deliveries d ON d.id = a.delivery_id
-                             JOIN reghook.events e ON e.id = d.event_id""").strip()
-    finally:
-        rh.stop()
-        rh.cleanup()
-        received = endpoint.stop()
-        dbh.close_connections()
-        pg.psql(f'DROP DATABASE {db} WITH (FORCE)', dbname='postgres')
-    measured = [f'e{i}' for i in range(RATE * WARMUP, count)]
-    lost = sum(1 for tag in measured if tag not in received)
-    ms = sorted((received[t] - sender.sent[t]) * 1000 for t in measured if t in received)
-    return {'rate': rate, 'p50': percentile(ms, 50), 'p99': percentile(ms, 99),
-            'max': ms[-1], 'lost': lost, 'failures': sender.failures, 'count': len(ms),
-            'queued': [float(x) for x in queued.strip('{}').split(',')]}
+    with fresh_database(pg, f'latency_{run}') as dbh:
+        endpoint = AsyncEndpoint(record=True)
+        rh = bench_reghook(dbh)
+        try:
+            endpoint.start()
+            rh.start()
+            rh.wait_ready()
+            token = harness.register(rh, 'team-a', name='bench')
+            harness.add_webhook(rh, 'team-a', endpoint.url('/hook'))
+            sender = Sender(rh.port, token)
+            count = RATE * (WARMUP + SECONDS)
+            rate = asyncio.run(sender.run(count))
+            harness.wait_until(lambda: drained(dbh), timeout=120, msg='every delivery to finish')
+            # Where the time goes: from the event's transaction to the request's start.
+            queued = dbh.psql("""SELECT percentile_disc(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY
+                                     extract(epoch FROM a.attempted_at - e.received_at) * 1000)
+                                 FROM reghook.delivery_attempts a
+                                 JOIN reghook.deliveries d ON d.id = a.delivery_id
+                                 JOIN reghook.events e ON e.id = d.event_id""").strip()
+        finally:
+            rh.stop()
+            rh.cleanup()
+            received = endpoint.stop()
+        measured = [f'e{i}' for i in range(RATE * WARMUP, count)]
+        lost = sum(1 for tag in measured if tag not in received)
+        ms = sorted((received[t] - sender.sent[t]) * 1000 for t in measured if t in received)
+        return {'rate': rate, 'p50': percentile(ms, 50), 'p99': percentile(ms, 99),
+                'max': ms[-1], 'lost': lost, 'failures': sender.failures, 'count': len(ms),
+                'queued': [float(x) for x in queued.strip('{}').split(',')]}
 
 
 def main():

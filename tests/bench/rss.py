@@ -10,8 +10,8 @@ requests the endpoint held at once. RUNS runs (BENCH_RUNS, default 2)."""
 import os
 import time
 
-from common import (AsyncEndpoint, DurablePostgres, bench_reghook, harness, prepare_webhook,
-                    proc_status, queue_events)
+from common import (fresh_database, AsyncEndpoint, DurablePostgres, bench_reghook, drained, harness,
+                    prepare_webhook, proc_status, queue_events)
 
 IN_FLIGHT = 1000
 WAITING = 10000
@@ -19,44 +19,38 @@ RUNS = int(os.environ.get('BENCH_RUNS', '2'))
 
 
 def run_once(pg, run):
-    db = f'rss_{run}'
-    pg.create_db(db)
-    dbh = harness.Database(pg, db)
-    endpoint = AsyncEndpoint(delay=1)
-    rh = bench_reghook(dbh, {'max_in_flight': IN_FLIGHT,
-                             'max_in_flight_per_webhook': IN_FLIGHT})
-    try:
-        endpoint.start()
-        _, source_id = prepare_webhook(dbh, rh, endpoint.url('/hook'))
-        queue_events(dbh, source_id, IN_FLIGHT + WAITING)
-        rh.start()
-        sampled = 0
-        start = time.monotonic()
-        while True:
-            sampled = max(sampled, proc_status(rh.proc.pid)['VmRSS'])
-            if dbh.psql("""SELECT NOT EXISTS (SELECT FROM reghook.deliveries
-                                              WHERE status IN ('pending', 'in_flight'))""") \
-                    .strip() == 't':
-                break
-            if not rh.running():
-                raise RuntimeError(f'reghook exited:\n{rh.log()[-3000:]}')
-            if time.monotonic() - start > 300:
-                raise RuntimeError('not drained after 300 s')
-            time.sleep(0.1)
-        seconds = time.monotonic() - start
-        # VmHWM is kept from counters the kernel updates lazily: a sample
-        # may read a little above it.
-        peak = max(proc_status(rh.proc.pid)['VmHWM'], sampled)
-        succeeded = int(dbh.psql("SELECT count(*) FROM reghook.deliveries "
-                                 "WHERE status = 'succeeded'"))
-    finally:
-        rh.stop()
-        rh.cleanup()
-        endpoint.stop()
-        dbh.close_connections()
-        pg.psql(f'DROP DATABASE {db} WITH (FORCE)', dbname='postgres')
-    return {'peak': peak / 1024, 'sampled': sampled / 1024, 'held': endpoint.peak,
-            'seconds': seconds, 'succeeded': succeeded}
+    with fresh_database(pg, f'rss_{run}') as dbh:
+        endpoint = AsyncEndpoint(delay=1)
+        rh = bench_reghook(dbh, {'max_in_flight': IN_FLIGHT,
+                                 'max_in_flight_per_webhook': IN_FLIGHT})
+        try:
+            endpoint.start()
+            _, source_id = prepare_webhook(dbh, rh, endpoint.url('/hook'))
+            queue_events(dbh, source_id, IN_FLIGHT + WAITING)
+            rh.start()
+            sampled = 0
+            start = time.monotonic()
+            while True:
+                sampled = max(sampled, proc_status(rh.proc.pid)['VmRSS'])
+                if drained(dbh):
+                    break
+                if not rh.running():
+                    raise RuntimeError(f'reghook exited:\n{rh.log()[-3000:]}')
+                if time.monotonic() - start > 300:
+                    raise RuntimeError('not drained after 300 s')
+                time.sleep(0.1)
+            seconds = time.monotonic() - start
+            # VmHWM is kept from counters the kernel updates lazily: a sample
+            # may read a little above it.
+            peak = max(proc_status(rh.proc.pid)['VmHWM'], sampled)
+            succeeded = int(dbh.psql("SELECT count(*) FROM reghook.deliveries "
+                                     "WHERE status = 'succeeded'"))
+        finally:
+            rh.stop()
+            rh.cleanup()
+            endpoint.stop()
+        return {'peak': peak / 1024, 'sampled': sampled / 1024, 'held': endpoint.peak,
+                'seconds': seconds, 'succeeded': succeeded}
 
 
 def main():
