@@ -10,7 +10,9 @@
  * whenever the done connection is idle (group commit again); if that
  * connection drops, the batch is kept and written after the reconnect,
  * and if the process dies the leases expire and another dispatcher
- * retries: at-least-once.
+ * retries: at-least-once. Claims pause while a full batch of records waits
+ * for the one being written, so a slow database bounds what is held in
+ * memory instead of letting records pile up.
  */
 #include "delivery.h"
 #include "buf.h"
@@ -27,7 +29,7 @@
 
 #define POLL_MS 1000	     /* backstop for missed NOTIFYs and due retries */
 #define RECLAIM_MS 5000	     /* how often expired leases are looked for */
-#define WRITE_BATCH_MAX 2000 /* attempt records per complete_deliveries() */
+#define WRITE_BATCH_MAX 1000 /* attempt records per complete_deliveries() */
 #define PRUNE_MS 600000	     /* how often old history is pruned */
 #define PRUNE_BATCH "500"    /* rows per prune_history() call */
 
@@ -264,7 +266,7 @@ static void claim(struct dispatcher *dp)
 		dp->claim_again = true;
 		return;
 	}
-	if (room <= 0)
+	if (room <= 0 || dp->nresults - dp->nwriting >= WRITE_BATCH_MAX)
 		return;
 	struct buf busy = BUF_INIT;
 	buf_putc(&busy, '{');
@@ -318,6 +320,7 @@ static void on_written(struct pgc *c, PGresult *res, void *arg)
 		dp->one_by_one = dp->one_by_one > n ? dp->one_by_one - n : 0;
 	}
 	write_results(dp);
+	claim(dp); /* it may have paused for this write */
 }
 
 static void write_results(struct dispatcher *dp)
@@ -338,7 +341,7 @@ static void write_results(struct dispatcher *dp)
 	const char *params[] = {dp->d->instance, json.data};
 	dp->nwriting = n;
 	dp->write_busy = true;
-	pgc_query(dp->done, "SELECT reghook.complete_deliveries($1, $2::jsonb)", 2, params,
+	pgc_query(dp->done, "SELECT reghook.complete_deliveries($1, $2::json)", 2, params,
 		  on_written, dp);
 	buf_free(&json);
 }

@@ -325,63 +325,7 @@ COMMENT ON COLUMN reghook.deliveries.round_start IS
 COMMENT ON COLUMN reghook.deliveries.retriggered_at IS 'When the delivery was last queued again by retrigger().';
 COMMENT ON COLUMN reghook.deliveries.retriggered_by IS 'Who queued it again.';
 
--- The dispatcher learns round_start from the claim.
-DROP FUNCTION reghook.claim_deliveries(text, integer, integer, jsonb, integer);
-CREATE FUNCTION reghook.claim_deliveries(instance text, max_total integer, per_webhook integer,
-                                         in_flight jsonb, default_timeout_ms integer)
-RETURNS TABLE (
-    delivery_id uuid, attempt integer, round_start integer, action text, is_test boolean,
-    callback_token text, webhook_id bigint, url text, method text, content_type text,
-    username text, password text, secret text, format text, timeout_ms integer,
-    max_attempts integer, headers text, repository text, name text, tag text, digest text,
-    actor text, occurred_at bigint, raw text, namespace text, description text,
-    is_private boolean, namespace_created_at bigint)
-LANGUAGE sql AS $$
-    WITH picked AS (
-        SELECT d.id
-        FROM (SELECT w.id, w.enabled FROM reghook.webhooks w ORDER BY random()) w
-        CROSS JOIN LATERAL (
-            SELECT d.id FROM reghook.deliveries d
-            WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
-              -- A disabled webhook's deliveries wait; a test push goes anyway.
-              AND (w.enabled OR d.is_test)
-            ORDER BY d.next_attempt_at
-            LIMIT greatest(0, per_webhook - coalesce((in_flight ->> w.id::text)::integer, 0))
-            FOR UPDATE OF d SKIP LOCKED
-        ) d
-        LIMIT max_total
-    ),
-    claimed AS (
-        UPDATE reghook.deliveries d
-        SET status = 'in_flight', attempts = d.attempts + 1, lease_owner = instance,
-            lease_expires_at = now() + make_interval(
-                secs => (coalesce(w.timeout_ms, default_timeout_ms) + 15000) / 1000.0)
-        FROM picked, reghook.webhooks w
-        WHERE d.id = picked.id AND w.id = d.webhook_id
-        RETURNING d.*
-    )
-    SELECT c.id, c.attempts, c.round_start, c.action, c.is_test, c.callback_token,
-           w.id, w.url, w.method, w.content_type, w.username, s.password, s.secret,
-           w.format, w.timeout_ms, w.max_attempts,
-           (SELECT coalesce(json_agg(json_build_array(h.name, h.value) ORDER BY h.position), '[]')
-            FROM reghook.webhook_headers h WHERE h.webhook_id = w.id)::text,
-           -- A test push (test_webhook) has no event: it names a made-up repository.
-           coalesce(e.repository, n.name || '/reghook-test'),
-           coalesce(e.name, CASE WHEN c.is_test THEN 'reghook-test' END),
-           coalesce(e.tag, CASE WHEN c.is_test THEN 'test' END),
-           e.digest, coalesce(e.actor, CASE WHEN c.is_test THEN session_user::text END),
-           floor(extract(epoch FROM coalesce(e.occurred_at, c.created_at)))::bigint,
-           e.raw::text, n.name, n.description, n.is_private,
-           floor(extract(epoch FROM n.created_at))::bigint
-    FROM claimed c
-    JOIN reghook.webhooks w ON w.id = c.webhook_id
-    JOIN reghook.namespaces n ON n.id = w.namespace_id
-    LEFT JOIN reghook.events e ON e.id = c.event_id
-    LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id
-$$;
-COMMENT ON FUNCTION reghook.claim_deliveries(text, integer, integer, jsonb, integer) IS
-    'Dispatcher: leases due deliveries (per-webhook fair) and returns what is needed to send them.';
-
+-- The dispatcher learns round_start from the claim (007).
 CREATE OR REPLACE FUNCTION reghook.reclaim_expired(default_max_attempts integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE n integer;

@@ -1,10 +1,16 @@
 """Shared set-up for the benchmarks: a durable private PostgreSQL (fsync
-on, unlike the test suite's), a reghook, and helpers to read figures."""
+on, unlike the test suite's), a reghook, the endpoints deliveries go to
+(nginx, and endpoint.py for what nginx cannot do: record receipt times,
+answer late), a way to queue deliveries without the dispatcher running,
+and helpers to read figures."""
 
+import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
@@ -46,3 +52,174 @@ def pgbench(pg, sql, seconds, clients):
                          capture_output=True, text=True, check=True).stdout
     m = re.search(r'tps = ([0-9.]+)', out)
     return float(m.group(1))
+
+
+@contextlib.contextmanager
+def fresh_database(server, name):
+    """A new database on server (a DurablePostgres) for one run, as a
+    harness.Database; dropped afterwards."""
+    server.create_db(name)
+    db = harness.Database(server, name)
+    try:
+        yield db
+    finally:
+        db.close_connections()
+        server.psql(f'DROP DATABASE "{name}" WITH (FORCE)', dbname='postgres')
+
+
+def bench_reghook(pg, config=None):
+    """A harness.Reghook on pg (not started) for the benchmarks: quiet logs,
+    loopback targets allowed, config adding or overriding keys."""
+    return harness.Reghook(pg.url(), {'log_level': 'warn', 'allow_private_targets': True,
+                                      **(config or {})})
+
+
+def prepare_webhook(pg, rh, url, namespace='team-a'):
+    """Brings the schema current and adds, through the CLI, the namespace, a
+    registry source `bench` and an enabled webhook to url, with no dispatcher
+    running. Returns (webhook id, source id)."""
+    rh.run_cli('migrate')
+    harness.register(rh, namespace, name='bench')
+    webhook_id = harness.add_webhook(rh, namespace, url)
+    source_id = int(pg.psql("SELECT id FROM reghook.registry_sources WHERE name = 'bench'"))
+    return int(webhook_id), source_id
+
+
+def queue_events(pg, source_id, count, repository='team-a/app', chunk=10000):
+    """Stores count single-tag push events through reghook.ingest(), as the
+    receiver would, creating a delivery for each enabled webhook of the
+    namespace. Tags are t0, t1, ... (the event ids bench-0, bench-1, ...)."""
+    for start in range(0, count, chunk):
+        end = min(start + chunk, count) - 1
+        pg.psql(f"""
+            SELECT count(*) FROM reghook.ingest((
+                SELECT jsonb_agg(jsonb_build_object(
+                    'i', g, 's', {int(source_id)}, 'id', 'bench-' || g, 'action', 'push',
+                    'repository', '{repository}', 'tag', 't' || g,
+                    'digest', 'sha256:{'ab' * 32}',
+                    'media_type', 'application/vnd.oci.image.manifest.v1+json',
+                    'request_id', 'req-' || g, 'actor', 'alice', 'ts', now(),
+                    'raw', jsonb_build_object('id', 'bench-' || g)))
+                FROM generate_series({start}, {end}) g))""")
+
+
+def drained(db):
+    """True when no delivery of db is pending or in flight (a cheap query:
+    both states have an index of their own)."""
+    return db.psql("""SELECT NOT EXISTS (SELECT FROM reghook.deliveries
+                                         WHERE status IN ('pending', 'in_flight'))""") \
+        .strip() == 't'
+
+
+def proc_status(pid):
+    """VmRSS and VmHWM (peak) of a process, in KiB."""
+    with open(f'/proc/{pid}/status') as f:
+        fields = dict(line.split(':', 1) for line in f)
+    return {k: int(fields[k].split()[0]) for k in ('VmRSS', 'VmHWM')}
+
+
+class Nginx:
+    """nginx answering `200 ok` to everything on a free loopback port: a fast
+    endpoint. Its files (configuration, pid file, error log) are in a
+    temporary directory; it runs in the foreground as our child and is
+    stopped by its PID."""
+
+    CONF = """
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    client_body_buffer_size 64k;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ return 200 "ok"; }}
+    }}
+}}
+"""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix='reghook-nginx-')
+        self.port = harness.free_port()
+        self.proc = None
+
+    def start(self):
+        conf = os.path.join(self.dir, 'nginx.conf')
+        with open(conf, 'w') as f:
+            f.write(self.CONF.format(dir=self.dir, port=self.port))
+        self.proc = subprocess.Popen(['/usr/sbin/nginx', '-p', self.dir, '-c', conf,
+                                      '-e', os.path.join(self.dir, 'error.log')],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT)
+        harness.wait_until(lambda: self._answers(), timeout=10, msg='nginx to answer')
+
+    def _answers(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f'nginx exited: {harness.tail(os.path.join(self.dir, "error.log"))}')
+        try:
+            return harness.http_request(self.port, 'GET', '/', timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    def url(self, path='/'):
+        return f'http://127.0.0.1:{self.port}{path}'
+
+    def stop(self):
+        if self.proc:
+            harness.stop_process(self.proc, 10)  # SIGTERM: nginx's fast shutdown
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class AsyncEndpoint:
+    """endpoint.py in a process of its own: answers 200 after delay seconds,
+    holding any number of connections; with record=True, stop() returns
+    {tag: monotonic receipt time} of every request received. peak is then
+    the largest number of requests it held at once."""
+
+    def __init__(self, delay=0, record=False):
+        self.dir = tempfile.mkdtemp(prefix='reghook-endpoint-')
+        self.record = os.path.join(self.dir, 'received') if record else None
+        self.delay = delay
+        self.proc = None
+        self.port = None
+        self.peak = None
+
+    def start(self):
+        port_file = os.path.join(self.dir, 'port')
+        argv = [sys.executable, os.path.join(HERE, 'endpoint.py'), port_file,
+                '--delay', str(self.delay)]
+        if self.record:
+            argv += ['--record', self.record]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        harness.wait_until(lambda: os.path.exists(port_file) or self.proc.poll() is not None,
+                           timeout=10, msg='the endpoint to listen')
+        if self.proc.poll() is not None:
+            raise RuntimeError('endpoint.py exited at start')
+        with open(port_file) as f:
+            self.port = int(f.read())
+
+    def url(self, path='/'):
+        return f'http://127.0.0.1:{self.port}{path}'
+
+    def stop(self):
+        received = {}
+        if self.proc:
+            harness.stop_process(self.proc, 30)
+            with open(os.path.join(self.dir, 'port.peak')) as f:
+                self.peak = int(f.read())
+            if self.record and os.path.exists(self.record):
+                with open(self.record) as f:
+                    for line in f:
+                        tag, at = line.split()
+                        received[tag] = float(at)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return received

@@ -532,6 +532,61 @@ def test_410_disables_the_webhook(reghook_factory, pg, endpoint_factory):
     assert '410' in daemon.run_cli('webhook', 'show', webhook_id).stdout
 
 
+def test_five_days_without_success_disable_the_webhook(reghook_factory, pg, endpoint_factory):
+    """A webhook failing since more than 5 days ago is disabled by its next
+    failed attempt, with the reason recorded; one whose run of failures a
+    success ended is not. The failures and the success are real attempts;
+    only the start of the failure runs is moved back in time, through SQL."""
+    daemon = reghook_factory({**FAST, 'max_attempts': 1})
+    token = register(daemon, 'team-a', 'team-b')
+    dead, flaky = endpoint_factory(), endpoint_factory()
+    dead.respond(500, b'down')
+    flaky.respond(500, b'down')
+    dead_id = add_webhook(daemon, 'team-a', dead.url('/'))
+    flaky_id = add_webhook(daemon, 'team-b', flaky.url('/'))
+
+    def health(webhook_id):
+        return rows(pg, f"""SELECT enabled, disabled_reason, failures_in_a_row,
+                                   failing_since::text AS since,
+                                   failing_since < now() - interval '5 days' AS old
+                            FROM reghook.webhooks WHERE id = {webhook_id}""")[0]
+
+    post(daemon, token, event(tag='1'), event(repository='team-b/app', tag='1'))
+    wait_status(pg, dead_id, 'failed')
+    wait_status(pg, flaky_id, 'failed')
+    for webhook_id in (dead_id, flaky_id):
+        h = health(webhook_id)
+        assert (h['enabled'], h['failures_in_a_row'], h['old']) == (True, 1, False), h
+    pg.psql(f"""UPDATE reghook.webhooks SET failing_since = failing_since - interval '6 days'
+                WHERE id IN ({dead_id}, {flaky_id})""")
+    since = health(dead_id)['since']
+
+    # flaky: a success, then a failure again.
+    flaky.script([200])
+    post(daemon, token, event(repository='team-b/app', tag='2'))
+    wait_until(lambda: [d['status'] for d in deliveries(pg, flaky_id)] == ['failed', 'succeeded'],
+               msg='the success')
+    post(daemon, token, event(repository='team-b/app', tag='3'))
+    wait_until(lambda: sorted(d['status'] for d in deliveries(pg, flaky_id))
+               == ['failed', 'failed', 'succeeded'], msg='the next failure')
+    h = health(flaky_id)
+    assert (h['enabled'], h['disabled_reason'], h['old']) == (True, None, False), h
+
+    # dead: one more failure, its first in 6 days of failing.
+    post(daemon, token, event(tag='2'))
+    h = wait_until(lambda: (lambda x: x if not x['enabled'] else None)(health(dead_id)),
+                   msg='the dead webhook to be disabled')
+    assert h['disabled_reason'].startswith('no successful delivery for 5 days of failures'), h
+    assert since[:10] in h['disabled_reason'], (since, h)
+    assert h['since'] == since and h['failures_in_a_row'] == 2, h
+    assert [a['response_status'] for a in attempts(pg, dead_id)] == [500, 500]
+    assert '5 days' in daemon.run_cli('webhook', 'show', dead_id).stdout
+    # Disabled, it gets no more deliveries; the other one still does.
+    post(daemon, token, event(tag='3'), event(repository='team-b/app', tag='4'))
+    flaky.wait_for(4)
+    assert len(deliveries(pg, dead_id)) == 2 and len(dead.requests) == 2
+
+
 def test_redirect_is_not_followed(reghook_factory, pg, endpoint_factory):
     daemon = reghook_factory(FAST)
     token = register(daemon, 'team-a')

