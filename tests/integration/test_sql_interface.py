@@ -5,7 +5,9 @@ no member reads, SQL injection through every function argument, the
 dispatcher running as its own role, the query plans on a large history, and
 the `deliveries` and `retrigger` commands."""
 
+import base64
 import json
+import os
 import select
 import time
 import uuid
@@ -552,3 +554,37 @@ def test_credentials_in_a_url_move_to_the_secrets(reghook, pg):
         {'url': 'https://hooks.example/', 'username': 'bob'}]
     assert rows(pg, f'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = {webhook_id}') \
         == [{'password': 'pw2'}]
+
+
+def test_upgrade_from_a_database_of_the_first_five_migrations(pg, endpoint_factory, reghook_factory):
+    """A database migrated by a reghook that knew migrations 001-005 (applied
+    here from schema/ as migrate applies them), with a webhook whose URL holds
+    credentials and a failed delivery: `reghook migrate` brings it to the
+    current schema, and the SQL interface works on the old rows."""
+    root = os.path.join(os.path.dirname(__file__), '..', '..', 'schema')
+    pg.psql('CREATE SCHEMA reghook; CREATE TABLE reghook.schema_migrations (version integer PRIMARY KEY,'
+            ' name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());')
+    for name in sorted(os.listdir(root))[:5]:
+        version, rest = name[:3], name[4:-len('.sql')]
+        with open(os.path.join(root, name)) as f:
+            pg.psql(f'BEGIN; SET LOCAL search_path = reghook, pg_catalog;\n{f.read()}\n;'
+                    f"INSERT INTO reghook.schema_migrations VALUES ({int(version)}, '{rest}'); COMMIT;")
+    hook = endpoint_factory()
+    pg.psql(f"""SELECT reghook.namespace_add('team-a');
+        SELECT reghook.webhook_add('team-a', 'http://ci:p%40ss@127.0.0.1:{hook.port}/old');
+        SELECT reghook.webhook_enable(1);
+        INSERT INTO reghook.deliveries (webhook_id, action, is_test, status, attempts, completed_at)
+        VALUES (1, 'push', true, 'failed', 8, now());""")
+
+    out = run_reghook(['migrate'], database_url=pg.url()).stdout
+    assert 'migration(s) applied' in out and '(0 migration' not in out
+    assert rows(pg, 'SELECT url, username FROM reghook.webhooks') == [
+        {'url': hook.url('/old'), 'username': 'ci'}]
+    assert rows(pg, 'SELECT password FROM reghook.webhook_secrets') == [{'password': 'p@ss'}]
+    daemon = reghook_factory(FAST)
+    delivery = rows(pg, 'SELECT id FROM reghook.deliveries')[0]['id']
+    daemon.run_cli('retrigger', delivery)
+    [req] = hook.wait_for(1, timeout=15)
+    assert req.header('X-Reghook-Delivery') == delivery and req.path == '/old'
+    assert req.header('Authorization') == 'Basic ' + base64.b64encode(b'ci:p@ss').decode()
+    assert wait_status(pg, 1, 'succeeded')[0]['attempts'] == 9
