@@ -112,7 +112,8 @@ int cli_take_option(int *argc, char **argv, const char *name, const char **value
 			return 1;
 		}
 		if (argv[i][n] == '\0') {
-			if (i + 1 >= *argc)
+			/* "--since --limit 5": --since has no value; --limit is not one. */
+			if (i + 1 >= *argc || strncmp(argv[i + 1], "--", 2) == 0)
 				return -1;
 			*value = argv[i + 1];
 			remove_args(argc, argv, i, 2);

@@ -19,9 +19,10 @@
 /*
  * --since takes an age ("90s", "30m", "2h", "7d", "1w") or anything
  * PostgreSQL reads as a timestamptz ("2026-11-22", "yesterday"). Writes
- * the SQL-ready timestamptz text into out; false after a usage message.
+ * the SQL-ready timestamptz text into out; CLI_OK, or the exit code after
+ * printing why not.
  */
-static bool parse_since(const struct cli_command *cmd, PGconn *conn, const char *since, char *out,
+static int parse_since(const struct cli_command *cmd, PGconn *conn, const char *since, char *out,
 			size_t outlen)
 {
 	char *end;
@@ -45,14 +46,22 @@ static bool parse_since(const struct cli_command *cmd, PGconn *conn, const char 
 		sql = "SELECT now() - $1::interval";
 	}
 	PGresult *res = PQexecParams(conn, sql, 1, NULL, &param, NULL, NULL, 0);
-	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-	if (ok)
+	int rc = CLI_OK;
+	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 		snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
-	else
-		cli_usage_error(cmd, "--since '%s' is neither an age (30m, 2h, 7d) nor a time",
-				since);
+	} else {
+		/* A data exception (class 22) is the value's fault; anything else the database's. */
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (state && strncmp(state, "22", 2) == 0) {
+			rc = cli_usage_error(cmd, "--since '%s' is neither an age (30m, 2h, 7d) nor a time",
+					     since);
+		} else {
+			fprintf(stderr, "reghook: %s", PQerrorMessage(conn));
+			rc = CLI_FAILED;
+		}
+	}
 	PQclear(res);
-	return ok;
+	return rc;
 }
 
 /*
@@ -91,8 +100,9 @@ static int deliveries(const struct cli_command *cmd, PGconn *conn, const char *w
 		      const char *status, const char *since, const char *limit, bool json)
 {
 	char since_ts[128];
-	if (since && !parse_since(cmd, conn, since, since_ts, sizeof(since_ts)))
-		return CLI_USAGE;
+	int rc = since ? parse_since(cmd, conn, since, since_ts, sizeof(since_ts)) : CLI_OK;
+	if (rc != CLI_OK)
+		return rc;
 	struct buf sql = BUF_INIT;
 	buf_printf(&sql, "%s %s", history_sql, json ? json_sql : table_sql);
 	const char *params[] = {webhook, status, since ? since_ts : NULL, limit};
@@ -130,8 +140,12 @@ int cmd_deliveries(const struct cli_command *cmd, int argc, char **argv)
 	}
 	for (size_t i = 0; status && i < sizeof(statuses) / sizeof(statuses[0]); i++)
 		known_status |= strcmp(status, statuses[i]) == 0;
-	if (cli_unknown_option(argc, argv)) {
+	if (!cli_database_configured(&cfg)) {
+		rc = CLI_USAGE;
+	} else if (cli_unknown_option(argc, argv)) {
 		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
+	} else if (since && !*since) {
+		rc = cli_usage_error(cmd, "--since needs an age (30m, 2h, 7d) or a time");
 	} else if (argc != 1) {
 		rc = cli_usage_error(cmd, "unexpected argument '%s'", argv[1]);
 	} else if (webhook && !cli_parse_id(webhook)) {
@@ -187,8 +201,9 @@ static int retrigger_failed(const struct cli_command *cmd, PGconn *conn, const c
 			    const char *since)
 {
 	char since_ts[128];
-	if (since && !parse_since(cmd, conn, since, since_ts, sizeof(since_ts)))
-		return CLI_USAGE;
+	int rc = since ? parse_since(cmd, conn, since, since_ts, sizeof(since_ts)) : CLI_OK;
+	if (rc != CLI_OK)
+		return rc;
 	const char *params[] = {webhook, since ? since_ts : NULL};
 	PGresult *res = cli_exec(
 		conn, "SELECT reghook.retrigger_failed($1::bigint, $2::timestamptz)", 2, params);
@@ -216,11 +231,24 @@ int cmd_retrigger(const struct cli_command *cmd, int argc, char **argv)
 		rc = cli_usage_error(cmd, "an option needs a value");
 		goto done;
 	}
+	/* Everything after "--" is an id too. */
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--") == 0) {
+			memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof(char *));
+			argc--;
+			break;
+		}
 	const char *bad_id = NULL;
 	for (int i = 1; i < argc && !bad_id; i++)
 		if (!is_uuid(argv[i]))
 			bad_id = argv[i];
-	if (cli_unknown_option(argc, argv)) {
+	if (!cli_database_configured(&cfg)) {
+		rc = CLI_USAGE;
+	} else if (since && !*since) {
+		rc = cli_usage_error(cmd, "--since needs an age (1d) or a time");
+	} else if (bad_id && strncmp(bad_id, "--", 2) == 0) {
+		rc = cli_usage_error(cmd, "unknown option '%s'", bad_id);
+	} else if (cli_unknown_option(argc, argv)) {
 		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
 	} else if ((webhook || failed || since) && argc > 1) {
 		rc = cli_usage_error(cmd, "give delivery ids, or --webhook ID --failed, not both");

@@ -30,6 +30,13 @@
 #define POLL_MS 1000	     /* backstop for missed NOTIFYs and due retries */
 #define RECLAIM_MS 5000	     /* how often expired leases are looked for */
 #define WRITE_BATCH_MAX 1000 /* attempt records per complete_deliveries() */
+/*
+ * Records carry response bodies (up to twice response_body_limit as hex),
+ * so bytes are bounded too: a batch ends at WRITE_BATCH_BYTES, and claims
+ * pause while HELD_BYTES_MAX of records wait.
+ */
+#define WRITE_BATCH_BYTES (16 * 1024 * 1024)
+#define HELD_BYTES_MAX (32 * 1024 * 1024)
 #define PRUNE_MS 600000	     /* how often old history is pruned */
 #define PRUNE_BATCH "500"    /* rows per prune_history() call */
 
@@ -73,6 +80,7 @@ struct dispatcher {
 	 */
 	char **results;
 	int nresults, cap_results;
+	size_t results_bytes; /* the sum of their lengths */
 	int nwriting;
 	int one_by_one; /* after a refused batch: write these singly to find the culprit */
 	bool write_busy;
@@ -151,6 +159,7 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 		dp->cap_results = dp->cap_results ? dp->cap_results * 2 : 64;
 		dp->results = xrealloc(dp->results, (size_t)dp->cap_results * sizeof(char *));
 	}
+	dp->results_bytes += record.len;
 	dp->results[dp->nresults++] = buf_steal(&record);
 
 	/* Unlink and free; curl has already let go of the handle. */
@@ -237,15 +246,21 @@ static void start_one(struct dispatcher *dp, PGresult *res, int row)
 static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 {
 	struct dispatcher *dp = arg;
-	dp->claiming = false;
 	if (!pgc_ok(res)) {
+		dp->claiming = false;
 		if (res)
 			log_error("claiming deliveries: %s", pgc_error(res));
 		return;
 	}
+	/*
+	 * Still claiming while the rows start: one that fails at once ends in
+	 * claim(), which must only note that, not count room without the rows
+	 * not started yet.
+	 */
 	int n = PQntuples(res);
 	for (int i = 0; i < n; i++)
 		start_one(dp, res, i);
+	dp->claiming = false;
 	if (n > 0)
 		log_debug("claimed %d deliveries (%d in flight)", n, dp->in_flight);
 	/* A full claim means more may be due; so does a wake-up while we were busy. */
@@ -266,7 +281,8 @@ static void claim(struct dispatcher *dp)
 		dp->claim_again = true;
 		return;
 	}
-	if (room <= 0 || dp->nresults - dp->nwriting >= WRITE_BATCH_MAX)
+	if (room <= 0 || dp->nresults - dp->nwriting >= WRITE_BATCH_MAX ||
+	    dp->results_bytes >= HELD_BYTES_MAX)
 		return;
 	struct buf busy = BUF_INIT;
 	buf_putc(&busy, '{');
@@ -290,8 +306,10 @@ static void drop_results(struct dispatcher *dp, int n)
 {
 	if (n == 0)
 		return;
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
+		dp->results_bytes -= strlen(dp->results[i]);
 		free(dp->results[i]);
+	}
 	memmove(dp->results, dp->results + n, (size_t)(dp->nresults - n) * sizeof(char *));
 	dp->nresults -= n;
 }
@@ -327,15 +345,16 @@ static void write_results(struct dispatcher *dp)
 {
 	if (dp->write_busy || dp->nresults == 0 || !pgc_is_up(dp->done))
 		return;
-	int n = dp->one_by_one			 ? 1
-		: dp->nresults < WRITE_BATCH_MAX ? dp->nresults
-						 : WRITE_BATCH_MAX;
+	int max = dp->one_by_one			   ? 1
+		  : dp->nresults < WRITE_BATCH_MAX ? dp->nresults
+						   : WRITE_BATCH_MAX;
 	struct buf json = BUF_INIT;
 	buf_putc(&json, '[');
-	for (int i = 0; i < n; i++) {
-		if (i)
+	int n = 0;
+	while (n < max && (n == 0 || json.len < WRITE_BATCH_BYTES)) {
+		if (n)
 			buf_putc(&json, ',');
-		buf_puts(&json, dp->results[i]);
+		buf_puts(&json, dp->results[n++]);
 	}
 	buf_putc(&json, ']');
 	const char *params[] = {dp->d->instance, json.data};

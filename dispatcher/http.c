@@ -247,6 +247,20 @@ static void route(struct evhttp_request *req, void *arg)
 
 	evhttp_request_set_on_complete_cb(req, on_answered, d);
 	log_debug("%s %s", method_name(method), path);
+	if (d->stopping) {
+		/*
+		 * Only the listener is closed on SIGTERM: a registry's keep-alive
+		 * connection could keep posting and hold the stop off forever. It
+		 * is told to go elsewhere or come back, and the connection closes.
+		 */
+		struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+		evhttp_add_header(out, "Connection", "close");
+		if (method == EVHTTP_REQ_POST) {
+			evhttp_add_header(out, "Retry-After", "5");
+			http_reply_error(req, 503, "reghook is stopping");
+			return;
+		}
+	}
 	for (size_t i = 0; i < NROUTES; i++) {
 		if (!path_matches(&routes[i], path, &rest))
 			continue;

@@ -162,6 +162,11 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 		apply_next(c, m);
 		break;
 	case MIGRATE_ROLLBACK:
+		if (!res) {
+			/* The connection went, and the lock with its session. */
+			finish(m);
+			break;
+		}
 		m->step = MIGRATE_UNLOCKING;
 		pgc_query(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", 0, NULL, on_result,
 			  m);

@@ -358,4 +358,30 @@ def test_sigterm_during_ingest_answers_what_it_read(reghook_factory, pg):
     stored = {r['event_uuid'] for r in events(pg)}
     ok = {i for i, status in results if status == 200}
     assert ok and ok <= stored
-    assert all(status in (200, None) for _, status in results)
+    # Requests that came on an open connection after the signal: 503, come back later.
+    assert all(status in (200, 503, None) for _, status in results)
+
+
+def test_sigterm_closes_keep_alive_connections_with_503(reghook_factory, pg):
+    """A registry's keep-alive connection cannot hold a stop off: after
+    SIGTERM, a POST on it is answered 503 with Retry-After and the
+    connection is closed; the daemon exits."""
+    import http.client
+    daemon = reghook_factory()
+    token = register(daemon, 'team-a')
+    conn = http.client.HTTPConnection('127.0.0.1', daemon.port, timeout=10)
+    headers = {'Content-Type': V1, 'Authorization': f'Bearer {token}'}
+    conn.request('POST', '/events', json.dumps({'events': [event()]}), headers)
+    first = conn.getresponse()
+    assert first.status == 200 and first.getheader('Connection') != 'close'
+    first.read()
+    # Keep the daemon busy with this connection open, then stop it.
+    daemon.proc.terminate()
+    wait_until(lambda: 'SIGTERM received' in daemon.log(), timeout=10)
+    conn.request('POST', '/events', json.dumps({'events': [event(tag='2.0')]}), headers)
+    second = conn.getresponse()
+    body = json.loads(second.read())
+    assert second.status == 503 and second.getheader('Retry-After') == '5', body
+    assert second.getheader('Connection') == 'close' and 'stopping' in body['error']
+    assert daemon.proc.wait(15) == 0
+    assert [e['tag'] for e in events(pg)] == ['1.0']
