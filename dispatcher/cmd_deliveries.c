@@ -23,7 +23,7 @@
  * printing why not.
  */
 static int parse_since(const struct cli_command *cmd, PGconn *conn, const char *since, char *out,
-			size_t outlen)
+		       size_t outlen)
 {
 	char *end;
 	long long n = strtoll(since, &end, 10);
@@ -50,11 +50,13 @@ static int parse_since(const struct cli_command *cmd, PGconn *conn, const char *
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 		snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
 	} else {
-		/* A data exception (class 22) is the value's fault; anything else the database's. */
+		/* A data exception (class 22) is the value's fault; anything else the database's.
+		 */
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 		if (state && strncmp(state, "22", 2) == 0) {
-			rc = cli_usage_error(cmd, "--since '%s' is neither an age (30m, 2h, 7d) nor a time",
-					     since);
+			rc = cli_usage_error(
+				cmd, "--since '%s' is neither an age (30m, 2h, 7d) nor a time",
+				since);
 		} else {
 			fprintf(stderr, "reghook: %s", PQerrorMessage(conn));
 			rc = CLI_FAILED;

@@ -37,8 +37,8 @@
  */
 #define WRITE_BATCH_BYTES (16 * 1024 * 1024)
 #define HELD_BYTES_MAX (32 * 1024 * 1024)
-#define PRUNE_MS 600000	     /* how often old history is pruned */
-#define PRUNE_BATCH "500"    /* rows per prune_history() call */
+#define PRUNE_MS 600000	  /* how often old history is pruned */
+#define PRUNE_BATCH "500" /* rows per prune_history() call */
 
 struct inflight {
 	struct inflight *prev, *next;
@@ -345,7 +345,7 @@ static void write_results(struct dispatcher *dp)
 {
 	if (dp->write_busy || dp->nresults == 0 || !pgc_is_up(dp->done))
 		return;
-	int max = dp->one_by_one			   ? 1
+	int max = dp->one_by_one		   ? 1
 		  : dp->nresults < WRITE_BATCH_MAX ? dp->nresults
 						   : WRITE_BATCH_MAX;
 	struct buf json = BUF_INIT;

@@ -65,8 +65,12 @@ static bool is_sensitive(const char *name)
 	return false;
 }
 
-/* Adds a request header to curl and to the history record (redacted where it must be). */
-static void add_header(struct request *r, const char *name, const char *value)
+/*
+ * Adds a request header to curl and to the history record, its value
+ * there redacted if redact is set. A webhook's own headers are always
+ * redacted: members who read the history may not read their values.
+ */
+static void add_header(struct request *r, const char *name, const char *value, bool redact)
 {
 	struct buf line = BUF_INIT;
 	buf_printf(&line, "%s: %s", name, value);
@@ -79,7 +83,7 @@ static void add_header(struct request *r, const char *name, const char *value)
 	buf_putc(&r->sent_headers, '[');
 	buf_json_str(&r->sent_headers, name, strlen(name));
 	buf_putc(&r->sent_headers, ',');
-	if (is_sensitive(name))
+	if (redact || is_sensitive(name))
 		buf_puts(&r->sent_headers, "\"[redacted]\"");
 	else
 		buf_json_str(&r->sent_headers, value, strlen(value));
@@ -164,7 +168,7 @@ static bool add_custom_headers(struct request *r, const char *json)
 		    YAJL_IS_STRING(pair->u.array.values[0]) &&
 		    YAJL_IS_STRING(pair->u.array.values[1]))
 			add_header(r, pair->u.array.values[0]->u.string,
-				   pair->u.array.values[1]->u.string);
+				   pair->u.array.values[1]->u.string, true);
 	}
 	yajl_tree_free(tree);
 	return true;
@@ -236,10 +240,10 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 	}
 	bool has_body = strcmp(r->method, "GET") != 0 && strcmp(r->method, "DELETE") != 0;
 	if (has_body)
-		add_header(r, "Content-Type", s->content_type);
-	add_header(r, "User-Agent", user_agent);
-	add_header(r, "X-Reghook-Event", s->action);
-	add_header(r, "X-Reghook-Delivery", s->delivery_id);
+		add_header(r, "Content-Type", s->content_type, false);
+	add_header(r, "User-Agent", user_agent, false);
+	add_header(r, "X-Reghook-Event", s->action, false);
+	add_header(r, "X-Reghook-Delivery", s->delivery_id, false);
 	if (!add_custom_headers(r, s->headers_json)) {
 		finish_invalid(r, "webhook headers are not readable");
 		return r;
@@ -254,9 +258,9 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 			return r;
 		}
 		snprintf(ts, sizeof(ts), "%lld", t);
-		add_header(r, "webhook-id", s->delivery_id);
-		add_header(r, "webhook-timestamp", ts);
-		add_header(r, "webhook-signature", sig);
+		add_header(r, "webhook-id", s->delivery_id, false);
+		add_header(r, "webhook-timestamp", ts, false);
+		add_header(r, "webhook-signature", sig, false);
 	}
 	if (s->username && *s->username) {
 		/* curl writes the header itself; history shows it was sent, not its value. */

@@ -17,8 +17,9 @@
 --
 -- Members change nothing directly: every change goes through a SECURITY
 -- DEFINER function with a fixed search_path that checks the caller's access
--- first. The caller is the login (session) role; a role that did SET ROLE
--- keeps at least the rights of its login role, so this never grants more.
+-- first. The caller is the login (session) role: inside such a function
+-- the role a session SET ROLE to cannot be seen, so a login shared by
+-- several people through SET ROLE acts with its own rights (README).
 -- Passwords and signing secrets (webhook_secrets) and header values are
 -- readable by no member. Later migrations grant their own objects.
 
@@ -133,7 +134,9 @@ ALTER FUNCTION reghook.test_webhook(bigint) RENAME TO test_webhook_unchecked;
 -- Credentials written into a URL (https://user:pass@host/) are secrets
 -- like --password: they move to username and webhook_secrets, and the URL
 -- is kept without them. url_credentials() gives them as webhook_set()
--- changes (percent-decoded), url_without_credentials() the URL.
+-- changes (percent-decoded), url_without_credentials() the URL. The user
+-- information ends at the last @ before the path: a password may hold a
+-- raw @ (curl reads it so too).
 CREATE FUNCTION reghook.percent_decode(s text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -155,7 +158,7 @@ $$;
 
 CREATE FUNCTION reghook.url_without_credentials(url text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
-    SELECT regexp_replace(url, '^([a-zA-Z][a-zA-Z0-9+.-]*://)[^@/?#]*@', '\1')
+    SELECT regexp_replace(url, '^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#]*@', '\1')
 $$;
 
 CREATE FUNCTION reghook.url_credentials(url text) RETURNS jsonb
@@ -167,7 +170,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
                     'username', reghook.percent_decode(split_part(m[1], ':', 1)),
                     'password', reghook.percent_decode(substr(m[1], position(':' IN m[1]) + 1)))
            END
-    FROM (SELECT regexp_match(url, '^[a-zA-Z][a-zA-Z0-9+.-]*://([^@/?#]*)@') AS m) x
+    FROM (SELECT regexp_match(url, '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/?#]*)@') AS m) x
 $$;
 
 -- Changes as webhook_set() takes them, with credentials out of the url
@@ -197,7 +200,8 @@ DECLARE
     new_id bigint;
 BEGIN
     INSERT INTO reghook.webhooks (namespace_id, name, url)
-    VALUES (ns_id, coalesce(substring(webhook_add.url FROM '^[a-zA-Z]+://(?:[^@/]*@)?([^/:?#]+)'), webhook_add.url),
+    VALUES (ns_id, coalesce(substring(reghook.url_without_credentials(webhook_add.url) FROM '^[a-zA-Z]+://([^/:?#]+)'),
+                            reghook.url_without_credentials(webhook_add.url)),
             reghook.url_without_credentials(webhook_add.url))
     RETURNING id INTO new_id;
     PERFORM reghook.webhook_set(new_id, reghook.url_credentials(webhook_add.url) || coalesce(changes, '{}'));
@@ -207,11 +211,33 @@ $$;
 COMMENT ON FUNCTION reghook.webhook_add(text, text, jsonb) IS
     'Adds a webhook (disabled) to a namespace, with optional fields as in webhook_set(); returns its id. Contributors.';
 
+-- A new URL on another host (scheme, host or port) would get the
+-- webhook's password and header values with the next request, so a
+-- contributor could read them back: the change must give them again (or
+-- clear them) at the same time.
 CREATE FUNCTION reghook.webhook_set(webhook bigint, changes jsonb) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c jsonb;
+    origin text := '^([a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*)';
+    cur record;
 BEGIN
     PERFORM reghook.require_webhook(webhook, 2);
-    PERFORM reghook.webhook_set_unchecked(webhook, reghook.changes_without_url_credentials(changes));
+    c := reghook.changes_without_url_credentials(changes);
+    IF jsonb_typeof(c -> 'url') = 'string' THEN
+        SELECT w.url, s.password IS NOT NULL AS has_password,
+               EXISTS (SELECT 1 FROM reghook.webhook_headers h WHERE h.webhook_id = w.id) AS has_headers
+        INTO cur
+        FROM reghook.webhooks w LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id
+        WHERE w.id = webhook;
+        IF lower(substring(c ->> 'url' FROM origin)) IS DISTINCT FROM lower(substring(cur.url FROM origin))
+           AND ((cur.has_password AND NOT c ? 'password') OR (cur.has_headers AND NOT c ? 'headers')) THEN
+            RAISE EXCEPTION 'a URL on another host would receive the webhook''s password and headers: give them again with the new URL, or clear them'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'webhook set ID --url URL --password P --header ''Name: value'' (an empty --password clears it).';
+        END IF;
+    END IF;
+    PERFORM reghook.webhook_set_unchecked(webhook, c);
 END
 $$;
 COMMENT ON FUNCTION reghook.webhook_set(bigint, jsonb) IS
@@ -528,9 +554,16 @@ GRANT EXECUTE ON FUNCTION
     TO reghook_dispatcher;
 
 -- Members read through row-level security; header values, secrets and
--- callback tokens are left out column by column.
+-- callback tokens are left out column by column (and the values of a
+-- webhook's own headers are redacted in the history it writes).
 GRANT SELECT ON reghook.namespaces, reghook.namespace_members, reghook.events, reghook.webhooks,
-    reghook.delivery_attempts, reghook.delivery_history, reghook.webhook_health TO reghook_member;
+    reghook.delivery_history, reghook.webhook_health TO reghook_member;
+-- The body sent holds the delivery's callback_url, and with it the token
+-- that lets its holder report the delivery's state: members read the rest.
+GRANT SELECT (delivery_id, attempt, webhook_id, attempted_at, duration_ms, method, url,
+              request_headers, response_status, response_headers, response_body,
+              response_truncated, error_class, error_message, instance)
+    ON reghook.delivery_attempts TO reghook_member;
 GRANT SELECT (webhook_id, position, name) ON reghook.webhook_headers TO reghook_member;
 GRANT SELECT (id, webhook_id, event_id, action, is_test, status, attempts, next_attempt_at,
               lease_owner, lease_expires_at, created_at, completed_at, last_error,

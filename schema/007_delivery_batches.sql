@@ -160,10 +160,20 @@ BEGIN
         FROM moved m JOIN last_ok k USING (webhook_id)
         GROUP BY m.webhook_id, k.at
     ),
+    -- Health is kept on the webhooks whose rows are free now: one that a
+    -- person holds (an open transaction around webhook_set, say) must not
+    -- stall the history of every namespace. Its health catches up with its
+    -- next batch; a 410 or the 5 days disable it on its next attempt.
+    free AS (
+        SELECT w.id FROM reghook.webhooks w
+        WHERE w.id IN (SELECT webhook_id FROM runs)
+        FOR NO KEY UPDATE SKIP LOCKED
+    ),
     health AS (
         SELECT r.*, CASE WHEN r.last_ok IS NOT NULL THEN r.first_fail_after
                          ELSE coalesce(w.failing_since, r.first_fail_after) END AS since
         FROM runs r JOIN reghook.webhooks w ON w.id = r.webhook_id
+        WHERE r.webhook_id IN (SELECT id FROM free)
     ),
     -- 410 disables a webhook, and so do 5 days of failures without a success.
     healed AS (
@@ -190,6 +200,32 @@ END
 $$;
 COMMENT ON FUNCTION reghook.complete_deliveries(text, json) IS
     'Dispatcher: records a batch of attempts and moves their deliveries on (lease permitting).';
+
+-- Every function runs with a fixed search_path, so that no schema a
+-- caller can write to (public, on older clusters) can put a function or
+-- operator in front of pg_catalog's. IMMUTABLE SQL helpers stay without
+-- one, so that they can be inlined; the functions that call them have it.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'reghook' AND p.proconfig IS NULL
+               AND NOT (p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'sql')
+                        AND p.provolatile = 'i') LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+    END LOOP;
+END
+$$;
+-- The receiver and the history writer wait at most 5 s for a row lock a
+-- person holds (an open transaction around webhook_remove, say): a batch
+-- that times out is split and retried, and only what touches that row
+-- waits, answered 503 or written again later.
+ALTER FUNCTION reghook.ingest(jsonb) SET lock_timeout = '5s';
+ALTER FUNCTION reghook.complete_deliveries(text, json) SET lock_timeout = '5s';
+
+-- Functions of later migrations are not PUBLIC's either.
+ALTER DEFAULT PRIVILEGES IN SCHEMA reghook REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION reghook.claim_deliveries(text, integer, integer, jsonb, integer),
     reghook.complete_deliveries(text, json) FROM PUBLIC;

@@ -232,7 +232,8 @@ def test_custom_headers_basic_auth_and_content_type(reghook, pg, endpoint_factor
     [attempt] = wait_attempts(pg, webhook_id, 1)
     sent = header_pairs(attempt)
     assert sent['authorization'] == '[redacted]'
-    assert sent['x-api-version'] == '2' and sent['x-team'] == 'a b: c'
+    # A webhook's own headers may carry secrets: their values are not kept.
+    assert sent['x-api-version'] == '[redacted]' and sent['x-team'] == '[redacted]'
     assert sent['content-type'] == 'application/vnd.example+json'
     assert attempt['url'] == hook.url('/auth')
     b64 = base64.b64encode(f'bob:{password}'.encode()).decode()

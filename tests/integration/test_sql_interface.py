@@ -284,6 +284,8 @@ def test_no_member_reads_a_password_secret_or_header_value(reghook, pg, endpoint
     assert rows(pg, f'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = {a}') == [
         {'password': PASSWORD + '2'}]
 
+    tokens = pg.psql('SELECT callback_token FROM reghook.deliveries').split()
+    assert tokens
     tables = pg.psql("SELECT c.relname FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace"
                      " WHERE s.nspname = 'reghook' AND c.relkind IN ('r', 'v')").split()
     columns = rows(pg, "SELECT c.relname AS tbl, a.attname AS col FROM pg_attribute a"
@@ -300,7 +302,7 @@ def test_no_member_reads_a_password_secret_or_header_value(reghook, pg, endpoint
                 continue
             readable += 1
             text = json.dumps(values)
-            for secret in (PASSWORD, SECRET, HEADER_VALUE):
+            for secret in (PASSWORD, SECRET, HEADER_VALUE, *tokens):
                 assert secret not in text, (role, col)
         assert readable > 30, role
         for sql in ('SELECT * FROM reghook.webhook_secrets', 'SELECT value FROM reghook.webhook_headers',
@@ -542,6 +544,12 @@ def test_a_member_runs_the_commands_as_itself(reghook, pg, endpoint_factory):
 
 def test_credentials_in_a_url_move_to_the_secrets(reghook, pg):
     register(reghook, 'team-a')
+    # The user information ends at the last @: a raw @ in the password stays in it.
+    raw_at = add_webhook(reghook, 'team-a', 'http://u:p@ss@hooks.example/', enable=False)
+    assert rows(pg, f'SELECT url, username, name FROM reghook.webhooks WHERE id = {raw_at}') == [
+        {'url': 'http://hooks.example/', 'username': 'u', 'name': 'hooks.example'}]
+    assert rows(pg, f'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = {raw_at}') \
+        == [{'password': 'p@ss'}]
     webhook_id = add_webhook(reghook, 'team-a', 'https://us%65r:p%40ss%3Aword@hooks.example/x?y=1')
     assert rows(pg, f'SELECT url, username FROM reghook.webhooks WHERE id = {webhook_id}') == [
         {'url': 'https://hooks.example/x?y=1', 'username': 'user'}]
@@ -588,3 +596,43 @@ def test_upgrade_from_a_database_of_the_first_five_migrations(pg, endpoint_facto
     assert req.header('X-Reghook-Delivery') == delivery and req.path == '/old'
     assert req.header('Authorization') == 'Basic ' + base64.b64encode(b'ci:p@ss').decode()
     assert wait_status(pg, 1, 'succeeded')[0]['attempts'] == 9
+
+
+def test_a_new_host_must_be_given_the_password_and_headers_again(reghook, pg, endpoint_factory):
+    """Otherwise a contributor could point the webhook at a host of its own
+    and read them from the next request."""
+    hook = endpoint_factory()
+    _, hooks = two_teams(reghook, pg, hook)
+    a = int(hooks['team-a'])
+    code, msg = refused(pg, 'contrib_a', 'SELECT reghook.webhook_set(%s, %s)',
+                        (a, json.dumps({'url': 'http://attacker.example/'})))
+    assert code == '22023' and 'another host' in msg
+    res = reghook.run_cli('webhook', 'set', str(a), '--url', 'http://attacker.example/', check=False)
+    assert res.returncode == 1 and 'another host' in res.stderr
+    assert webhook_of(pg, a)['url'] == hook.url('/team-a')
+    # Same host: fine. Another host with both given again (or cleared): fine.
+    as_role(pg, 'contrib_a', 'SELECT reghook.webhook_set(%s, %s)', (a, json.dumps({'url': hook.url('/moved')})))
+    as_role(pg, 'contrib_a', 'SELECT reghook.webhook_set(%s, %s)',
+            (a, json.dumps({'url': 'http://new.example/', 'password': '', 'headers': []})))
+    assert webhook_of(pg, a)['url'] == 'http://new.example/'
+    assert rows(pg, f'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = {a}') == [{'password': None}]
+
+
+def test_a_member_holding_a_webhook_row_stalls_no_other_namespace(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory(FAST)
+    hook = endpoint_factory()
+    token, hooks = two_teams(daemon, pg, hook)
+    # contrib_a changes its webhook in a transaction it leaves open.
+    held = pg.connect(user='contrib_a')
+    held.autocommit = False
+    with held.cursor() as cur:
+        cur.execute("SELECT reghook.webhook_set(%s, '{\"name\": \"held\"}')", (int(hooks['team-a']),))
+    try:
+        post(daemon, token, event(repository='team-b/app', tag='b-2'))
+        post(daemon, token, event(repository='team-a/app', tag='a-2'))
+        # team-b's delivery is sent and recorded while the row is held; so is team-a's
+        # (only that webhook's health waits).
+        assert len(wait_attempts(pg, hooks['team-b'], 2, timeout=20)) == 2
+        assert len(wait_attempts(pg, hooks['team-a'], 2, timeout=20)) == 2
+    finally:
+        held.rollback()
