@@ -167,6 +167,32 @@ void cli_print_table(const PGresult *res)
 	free(width);
 }
 
+int cli_take_options(const struct cli_command *cmd, const struct cli_option *opts, size_t n,
+		     int *argc, char **argv, const char **values)
+{
+	for (size_t i = 0; i < n; i++) {
+		values[i] = NULL;
+		if (!opts[i].arg) {
+			if (cli_take_flag(argc, argv, opts[i].flag))
+				values[i] = "";
+		} else if (cli_take_option(argc, argv, opts[i].flag, &values[i]) < 0) {
+			return cli_usage_error(cmd, "%s needs a value (%s)", opts[i].flag,
+					       opts[i].arg);
+		}
+	}
+	return CLI_OK;
+}
+
+void cli_print_options(const struct cli_option *opts, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char left[64];
+		snprintf(left, sizeof(left), "%s%s%s", opts[i].flag, opts[i].arg ? " " : "",
+			 opts[i].arg ? opts[i].arg : "");
+		printf("  %-20s %s\n", left, opts[i].help);
+	}
+}
+
 bool cli_parse_id(const char *s)
 {
 	char *end;

@@ -55,6 +55,21 @@ bool cli_take_flag(int *argc, char **argv, const char *name);
 const char *cli_unknown_option(int argc, char **argv);
 /* Runs a statement; prints its result as a table if table is set. CLI_OK or CLI_FAILED. */
 int cli_run(PGconn *conn, const char *sql, int nparams, const char *const *params, bool table);
+/* An option of a command's own table: its flag, its value's name (NULL for a flag alone), help. */
+struct cli_option {
+	const char *flag;
+	const char *arg;
+	const char *help;
+};
+/*
+ * Takes the table's options out of argv: values[i] is the value given
+ * (borrowed from argv), "" for a flag alone, or NULL when absent. CLI_OK,
+ * or CLI_USAGE after a message naming the option that lacks its value.
+ */
+int cli_take_options(const struct cli_command *cmd, const struct cli_option *opts, size_t n,
+		     int *argc, char **argv, const char **values);
+/* Prints the table as `CMD --help` shows it. */
+void cli_print_options(const struct cli_option *opts, size_t n);
 /* True for a positive decimal id (of a webhook, say) that fits in a bigint. */
 bool cli_parse_id(const char *s);
 /* Prints a result as an aligned table (or nothing but the header if empty). */
@@ -67,6 +82,8 @@ int cmd_namespace(const struct cli_command *cmd, int argc, char **argv);
 int cmd_webhook(const struct cli_command *cmd, int argc, char **argv);
 void cmd_webhook_options(void);
 int cmd_deliveries(const struct cli_command *cmd, int argc, char **argv);
+void cmd_deliveries_options(void);
 int cmd_retrigger(const struct cli_command *cmd, int argc, char **argv);
+void cmd_retrigger_options(void);
 
 #endif

@@ -120,10 +120,27 @@ static int deliveries(const struct cli_command *cmd, PGconn *conn, const char *w
 	return CLI_OK;
 }
 
+enum { D_WEBHOOK, D_STATUS, D_SINCE, D_LIMIT, D_JSON, D_NOPTS };
+static const struct cli_option deliveries_opts[D_NOPTS] = {
+	[D_WEBHOOK] = {"--webhook", "ID", "only this webhook's deliveries"},
+	[D_STATUS] = {"--status", "S",
+		      "only deliveries now pending, in_flight, succeeded or failed"},
+	[D_SINCE] =
+		{"--since", "T",
+		 "only attempts since T: an age (30m, 2h, 7d, 1w) or a time (2026-11-22 08:00)"},
+	[D_LIMIT] = {"--limit", "N", "at most N lines (default " DEFAULT_LIMIT ")"},
+	[D_JSON] = {"--json", NULL, "a JSON array of delivery_history rows instead of a table"},
+};
+
+void cmd_deliveries_options(void)
+{
+	cli_print_options(deliveries_opts, D_NOPTS);
+}
+
 int cmd_deliveries(const struct cli_command *cmd, int argc, char **argv)
 {
 	struct config cfg;
-	const char *webhook = NULL, *status = NULL, *since = NULL, *limit = DEFAULT_LIMIT;
+	const char *v[D_NOPTS];
 	static const char *const statuses[] = {"pending", "in_flight", "succeeded", "failed"};
 	int rc = CLI_USAGE;
 
@@ -131,15 +148,12 @@ int cmd_deliveries(const struct cli_command *cmd, int argc, char **argv)
 		return CLI_OK;
 	if (!cli_config(cmd, &cfg, &argc, argv))
 		return CLI_USAGE;
-	bool json = cli_take_flag(&argc, argv, "--json");
-	bool known_status = false;
-	if (cli_take_option(&argc, argv, "--webhook", &webhook) < 0 ||
-	    cli_take_option(&argc, argv, "--status", &status) < 0 ||
-	    cli_take_option(&argc, argv, "--since", &since) < 0 ||
-	    cli_take_option(&argc, argv, "--limit", &limit) < 0) {
-		rc = cli_usage_error(cmd, "an option needs a value");
+	if (cli_take_options(cmd, deliveries_opts, D_NOPTS, &argc, argv, v) != CLI_OK)
 		goto done;
-	}
+	const char *webhook = v[D_WEBHOOK], *status = v[D_STATUS], *since = v[D_SINCE];
+	const char *limit = v[D_LIMIT] ? v[D_LIMIT] : DEFAULT_LIMIT;
+	bool json = v[D_JSON] != NULL;
+	bool known_status = false;
 	for (size_t i = 0; status && i < sizeof(statuses) / sizeof(statuses[0]); i++)
 		known_status |= strcmp(status, statuses[i]) == 0;
 	if (!cli_database_configured(&cfg)) {
@@ -217,22 +231,35 @@ static int retrigger_failed(const struct cli_command *cmd, PGconn *conn, const c
 	return CLI_OK;
 }
 
+enum { R_WEBHOOK, R_FAILED, R_SINCE, R_NOPTS };
+static const struct cli_option retrigger_opts[R_NOPTS] = {
+	[R_WEBHOOK] = {"--webhook", "ID", "with --failed: the webhook"},
+	[R_FAILED] = {"--failed", NULL, "every failed delivery of the webhook"},
+	[R_SINCE] =
+		{"--since", "T",
+		 "with --failed: only those that failed since T (an age such as 1d, or a time)"},
+};
+
+void cmd_retrigger_options(void)
+{
+	printf("  %-20s %s\n", "ID..", "delivery ids (the delivery_id column of deliveries)");
+	cli_print_options(retrigger_opts, R_NOPTS);
+}
+
 int cmd_retrigger(const struct cli_command *cmd, int argc, char **argv)
 {
 	struct config cfg;
-	const char *webhook = NULL, *since = NULL;
+	const char *v[R_NOPTS];
 	int rc = CLI_USAGE;
 
 	if (cli_wants_help(cmd, argc, argv))
 		return CLI_OK;
 	if (!cli_config(cmd, &cfg, &argc, argv))
 		return CLI_USAGE;
-	bool failed = cli_take_flag(&argc, argv, "--failed");
-	if (cli_take_option(&argc, argv, "--webhook", &webhook) < 0 ||
-	    cli_take_option(&argc, argv, "--since", &since) < 0) {
-		rc = cli_usage_error(cmd, "an option needs a value");
+	if (cli_take_options(cmd, retrigger_opts, R_NOPTS, &argc, argv, v) != CLI_OK)
 		goto done;
-	}
+	const char *webhook = v[R_WEBHOOK], *since = v[R_SINCE];
+	bool failed = v[R_FAILED] != NULL;
 	/* Everything after "--" is an id too. */
 	for (int i = 1; i < argc; i++)
 		if (strcmp(argv[i], "--") == 0) {

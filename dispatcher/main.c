@@ -34,22 +34,11 @@ static const struct cli_command commands[] = {
 	 cmd_webhook_options},
 	{"deliveries", cmd_deliveries,
 	 "deliveries [--webhook ID] [--status S] [--since T] [--limit N] [--json]",
-	 "delivery history, newest first: one line per attempt, and deliveries not tried yet",
-	 "  --webhook ID         only this webhook's deliveries\n"
-	 "  --status S           only deliveries now pending, in_flight, succeeded or failed\n"
-	 "  --since T            only attempts since T: an age (30m, 2h, 7d, 1w) or a time\n"
-	 "                       (2026-11-22 08:00, yesterday)\n"
-	 "  --limit N            at most N lines (default 50)\n"
-	 "  --json               a JSON array of delivery_history rows instead of a table\n",
-	 NULL},
+	 "delivery history, newest first: one line per attempt, and deliveries not tried yet", NULL,
+	 cmd_deliveries_options},
 	{"retrigger", cmd_retrigger, "retrigger ID.. | retrigger --webhook ID --failed [--since T]",
-	 "queue finished deliveries again (same delivery id; attempts continue numbering)",
-	 "  ID..                 delivery ids (the delivery_id column of deliveries)\n"
-	 "  --webhook ID --failed\n"
-	 "                       every failed delivery of the webhook\n"
-	 "  --since T            with --failed: only those that failed since T (an age\n"
-	 "                       such as 1d, or a time)\n",
-	 NULL},
+	 "queue finished deliveries again (same delivery id; attempts continue numbering)", NULL,
+	 cmd_retrigger_options},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
