@@ -66,6 +66,7 @@ struct dispatcher {
 	bool started;	       /* the schema is current */
 	bool claiming;	       /* a claim query is running */
 	bool claim_again;      /* woken while claiming */
+	int claim_asked;       /* deliveries the running claim may return */
 	bool stopping;
 
 	struct inflight *running; /* owned list */
@@ -263,8 +264,12 @@ static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 	dp->claiming = false;
 	if (n > 0)
 		log_debug("claimed %d deliveries (%d in flight)", n, dp->in_flight);
-	/* A full claim means more may be due; so does a wake-up while we were busy. */
-	if (n > 0 || dp->claim_again) {
+	/*
+	 * A full claim means more may be due; so does a wake-up while we were
+	 * busy. A short one took all that was due: what comes later is
+	 * NOTIFYed, freed slots claim again, and retries come with the poll.
+	 */
+	if (n >= dp->claim_asked || dp->claim_again) {
 		dp->claim_again = false;
 		claim(dp);
 	}
@@ -296,6 +301,7 @@ static void claim(struct dispatcher *dp)
 	snprintf(timeout, sizeof(timeout), "%lld", cfg->request_timeout_ms);
 	const char *params[] = {dp->d->instance, total, per, busy.data, timeout};
 	dp->claiming = true;
+	dp->claim_asked = room;
 	pgc_query(dp->claim, "SELECT * FROM reghook.claim_deliveries($1, $2, $3, $4, $5)", 5,
 		  params, on_claimed, dp);
 	buf_free(&busy);
