@@ -11,59 +11,13 @@ and how the two shared the work."""
 
 import json
 import os
-import subprocess
-import tempfile
 import time
 
-from common import DurablePostgres, harness
+from common import DurablePostgres, Nginx, harness
 
 EVENTS = int(os.environ.get('BENCH_EVENTS', '3000'))
 WEBHOOKS = 4
 ROUNDS = [int(x) for x in os.environ.get('BENCH_ROUNDS', '1,2,1,2').split(',')]
-
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ return 200 'ok'; }}
-    }}
-}}
-"""
-
-
-class Nginx:
-    """An nginx answering 200 `ok` to everything, on a free loopback port."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix='reghook-nginx-')
-        os.chmod(self.dir, 0o755)
-        self.port = harness.free_port()
-        conf = os.path.join(self.dir, 'nginx.conf')
-        with open(conf, 'w') as f:
-            f.write(NGINX_CONF.format(dir=self.dir, port=self.port))
-        self.proc = subprocess.Popen(['nginx', '-p', self.dir, '-c', conf],
-                                     stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        harness.wait_until(lambda: self._answers(), timeout=10, msg='nginx')
-
-    def _answers(self):
-        try:
-            return harness.http_request(self.port, 'GET', '/', timeout=1)[0] == 200
-        except OSError:
-            return False
-
-    def stop(self):
-        harness.stop_process(self.proc, 10)
 
 
 def refill(pg, hooks):
@@ -112,6 +66,7 @@ def main():
     try:
         pg.start()
         sink = Nginx()
+        sink.start()
         setup = harness.Reghook(pg.url(), {'log_level': 'warn'})
         setup.start()
         setup.wait_ready()
