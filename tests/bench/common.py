@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
@@ -109,6 +110,23 @@ def drained(db):
     return db.psql("""SELECT NOT EXISTS (SELECT FROM reghook.deliveries
                                          WHERE status IN ('pending', 'in_flight'))""") \
         .strip() == 't'
+
+
+def wait_drained(rh, db, timeout, interval=0.05, each=None):
+    """Polls until no delivery of db is pending or in flight, calling each()
+    (if given) before every poll; raises if reghook exits or timeout seconds
+    pass first."""
+    start = time.monotonic()
+    while True:
+        if each:
+            each()
+        if drained(db):
+            return
+        if not rh.running():
+            raise RuntimeError(f'reghook exited:\n{rh.log()[-3000:]}')
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(f'not drained after {timeout} s')
+        time.sleep(interval)
 
 
 def proc_status(pid):

@@ -12,7 +12,7 @@ max_in_flight_per_webhook both BENCH_IN_FLIGHT (default 256); RUNS runs
 import os
 import time
 
-from common import (fresh_database, HERE, DurablePostgres, Nginx, bench_reghook, drained, harness,
+from common import (fresh_database, HERE, DurablePostgres, Nginx, bench_reghook, wait_drained, harness,
                     prepare_webhook, queue_events, wrk)
 
 COUNT = 100000
@@ -35,20 +35,13 @@ def drain_once(pg, nginx, run):
             start = time.monotonic()
             rh.start()
             # Cheap while work remains; then the counts, once.
-            while True:
-                if drained(dbh):
-                    done = dbh.psql("""SELECT (SELECT count(*) FROM reghook.deliveries
-                                               WHERE status = 'succeeded'),
-                                              (SELECT count(*) FROM reghook.delivery_attempts)""")
-                    succeeded, attempts = (int(x) for x in done.strip().split('|'))
-                    if succeeded == COUNT and attempts == COUNT:
-                        break
-                    raise RuntimeError(f'drained with {succeeded} succeeded, {attempts} attempts')
-                if not rh.running():
-                    raise RuntimeError(f'reghook exited:\n{rh.log()[-3000:]}')
-                if time.monotonic() - start > 600:
-                    raise RuntimeError('not drained after 600 s')
-                time.sleep(0.05)
+            wait_drained(rh, dbh, 600)
+            done = dbh.psql("""SELECT (SELECT count(*) FROM reghook.deliveries
+                                       WHERE status = 'succeeded'),
+                                      (SELECT count(*) FROM reghook.delivery_attempts)""")
+            succeeded, attempts = (int(x) for x in done.strip().split('|'))
+            if succeeded != COUNT or attempts != COUNT:
+                raise RuntimeError(f'drained with {succeeded} succeeded, {attempts} attempts')
             seconds = time.monotonic() - start
             body = dbh.psql('SELECT request_body FROM reghook.delivery_attempts LIMIT 1')
             return COUNT / seconds, seconds, body.rstrip('\n')

@@ -24,6 +24,17 @@ import time
 TAG = re.compile(rb'"tag":"([^"]*)"')
 
 
+async def read_message(reader):
+    """One HTTP/1.1 message with a Content-Length body: (head, body)."""
+    head = await reader.readuntil(b'\r\n\r\n')
+    length = 0
+    for line in head.split(b'\r\n')[1:]:
+        name, _, value = line.partition(b':')
+        if name.strip().lower() == b'content-length':
+            length = int(value)
+    return head, (await reader.readexactly(length) if length else b'')
+
+
 class Server:
     def __init__(self, delay, record):
         self.delay = delay
@@ -35,13 +46,7 @@ class Server:
     async def handle(self, reader, writer):
         try:
             while True:
-                head = await reader.readuntil(b'\r\n\r\n')
-                length = 0
-                for line in head.split(b'\r\n')[1:]:
-                    name, _, value = line.partition(b':')
-                    if name.strip().lower() == b'content-length':
-                        length = int(value)
-                body = await reader.readexactly(length) if length else b''
+                _, body = await read_message(reader)
                 if self.record:
                     # The first "tag" of a Docker Hub payload is push_data's:
                     # found without parsing, to keep this process light.

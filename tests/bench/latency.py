@@ -14,6 +14,7 @@ import os
 import time
 
 from common import fresh_database, AsyncEndpoint, DurablePostgres, bench_reghook, drained, harness
+from endpoint import read_message
 
 RATE = 1000
 SECONDS = 10
@@ -54,13 +55,7 @@ class Sender:
         reader, writer = conn
         self.sent[tag] = time.monotonic()
         writer.write(f'{self.head}Content-Length: {len(body)}\r\n\r\n'.encode() + body)
-        head = await reader.readuntil(b'\r\n\r\n')
-        length = 0
-        for line in head.split(b'\r\n')[1:]:
-            name, _, value = line.partition(b':')
-            if name.strip().lower() == b'content-length':
-                length = int(value)
-        await reader.readexactly(length)
+        head, _ = await read_message(reader)
         if not head.startswith(b'HTTP/1.1 200'):
             self.failures += 1
         self.idle.append(conn)

@@ -10,7 +10,7 @@ requests the endpoint held at once. RUNS runs (BENCH_RUNS, default 2)."""
 import os
 import time
 
-from common import (fresh_database, AsyncEndpoint, DurablePostgres, bench_reghook, drained, harness,
+from common import (fresh_database, AsyncEndpoint, DurablePostgres, bench_reghook, wait_drained, harness,
                     prepare_webhook, proc_status, queue_events)
 
 IN_FLIGHT = 1000
@@ -29,16 +29,12 @@ def run_once(pg, run):
             queue_events(dbh, source_id, IN_FLIGHT + WAITING)
             rh.start()
             sampled = 0
-            start = time.monotonic()
-            while True:
+
+            def sample():
+                nonlocal sampled
                 sampled = max(sampled, proc_status(rh.proc.pid)['VmRSS'])
-                if drained(dbh):
-                    break
-                if not rh.running():
-                    raise RuntimeError(f'reghook exited:\n{rh.log()[-3000:]}')
-                if time.monotonic() - start > 300:
-                    raise RuntimeError('not drained after 300 s')
-                time.sleep(0.1)
+            start = time.monotonic()
+            wait_drained(rh, dbh, 300, interval=0.1, each=sample)
             seconds = time.monotonic() - start
             # VmHWM is kept from counters the kernel updates lazily: a sample
             # may read a little above it.
