@@ -7,6 +7,7 @@
  */
 #include "cli.h"
 #include "buf.h"
+#include "conf.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -17,7 +18,8 @@
 #define MAX_LIMIT 100000
 
 /*
- * --since takes an age ("90s", "30m", "2h", "7d", "1w") or anything
+ * --since takes an age ("90s", "30m", "2h", "7d", "1w": a duration as in
+ * the configuration) or anything
  * PostgreSQL reads as a timestamptz ("2026-11-22", "yesterday"). Writes
  * the SQL-ready timestamptz text into out; CLI_OK, or the exit code after
  * printing why not.
@@ -25,25 +27,15 @@
 static int parse_since(const struct cli_command *cmd, PGconn *conn, const char *since, char *out,
 		       size_t outlen)
 {
-	char *end;
-	long long n = strtoll(since, &end, 10);
-	static const struct {
-		char suffix;
-		const char *unit;
-	} units[] = {
-		{'s', "seconds"}, {'m', "minutes"}, {'h', "hours"}, {'d', "days"}, {'w', "weeks"}};
-	const char *unit = NULL;
-	if (isdigit((unsigned char)since[0]) && end[0] && !end[1] && n >= 0)
-		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-			if (end[0] == units[i].suffix)
-				unit = units[i].unit;
-	char age[64];
+	/* An age is a duration as the configuration writes them. */
+	long long ms;
+	char age[32];
 	const char *param = since;
 	const char *sql = "SELECT $1::timestamptz";
-	if (unit) {
-		snprintf(age, sizeof(age), "%lld %s", n, unit);
+	if (conf_parse_duration(since, &ms)) {
+		snprintf(age, sizeof(age), "%lld", ms);
 		param = age;
-		sql = "SELECT now() - $1::interval";
+		sql = "SELECT now() - make_interval(secs => $1::bigint / 1000.0)";
 	}
 	PGresult *res = PQexecParams(conn, sql, 1, NULL, &param, NULL, NULL, 0);
 	int rc = CLI_OK;
