@@ -30,6 +30,10 @@ max_connections = 200
 """
 
 
+# Runs of each delivery benchmark (drain, latency, rss), each on a fresh database.
+RUNS = int(os.environ.get('BENCH_RUNS', '2'))
+
+
 def wrk(url, seconds, connections, script, *args):
     """Runs wrk with a Lua script; returns the RESULT fields as ints."""
     out = subprocess.run(['wrk', '-t', '2', '-c', str(connections), '-d', f'{seconds}s',

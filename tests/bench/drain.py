@@ -12,12 +12,11 @@ max_in_flight_per_webhook both BENCH_IN_FLIGHT (default 256); RUNS runs
 import os
 import time
 
-from common import (fresh_database, HERE, DurablePostgres, Nginx, bench_reghook, wait_drained, harness,
+from common import (RUNS, fresh_database, HERE, DurablePostgres, Nginx, bench_reghook, wait_drained,
                     prepare_webhook, queue_events, wrk)
 
 COUNT = 100000
 IN_FLIGHT = int(os.environ.get('BENCH_IN_FLIGHT', '256'))
-RUNS = int(os.environ.get('BENCH_RUNS', '2'))
 
 
 def drain_once(pg, nginx, run):

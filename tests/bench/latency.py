@@ -10,16 +10,14 @@ default 2). reghook runs with its default settings."""
 
 import asyncio
 import json
-import os
 import time
 
-from common import fresh_database, AsyncEndpoint, DurablePostgres, bench_reghook, drained, harness
+from common import RUNS, fresh_database, AsyncEndpoint, DurablePostgres, bench_reghook, drained, harness
 from endpoint import read_message
 
 RATE = 1000
 SECONDS = 10
 WARMUP = 1
-RUNS = int(os.environ.get('BENCH_RUNS', '2'))
 DIGEST = 'sha256:' + 'ab' * 32
 
 

@@ -7,15 +7,13 @@ of the reghook process (VmHWM of /proc/PID/status, read before it stops),
 or the largest VmRSS sampled while requests were in flight if higher, and how many
 requests the endpoint held at once. RUNS runs (BENCH_RUNS, default 2)."""
 
-import os
 import time
 
-from common import (fresh_database, AsyncEndpoint, DurablePostgres, bench_reghook, wait_drained, harness,
+from common import (RUNS, fresh_database, AsyncEndpoint, DurablePostgres, bench_reghook, wait_drained,
                     prepare_webhook, proc_status, queue_events)
 
 IN_FLIGHT = 1000
 WAITING = 10000
-RUNS = int(os.environ.get('BENCH_RUNS', '2'))
 
 
 def run_once(pg, run):

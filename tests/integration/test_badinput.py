@@ -19,7 +19,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 
 import pytest
 

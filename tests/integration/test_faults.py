@@ -9,15 +9,13 @@ ones are still in progress.
 test_delivery.py.)"""
 
 import json
-import os
 import socket
 import ssl
 import struct
 import subprocess
 import threading
-import time
 
-from harness import Response, add_webhook, register, registry_event, wait_until
+from harness import add_webhook, register, registry_event, wait_until
 
 V1 = 'application/vnd.docker.distribution.events.v1+json'
 

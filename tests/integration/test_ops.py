@@ -7,7 +7,6 @@ notify protocol over a real unix datagram socket."""
 import http.client
 import json
 import math
-import os
 import re
 import signal
 import socket

@@ -13,7 +13,6 @@ import os
 import socket
 import uuid
 
-import pytest
 
 from harness import add_webhook, register, wait_until
 from test_delivery import FAST, attempts, deliveries, set_fields, wait_attempts, wait_status

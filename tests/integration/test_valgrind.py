@@ -15,7 +15,7 @@ import stat
 
 import pytest
 
-from harness import add_webhook, register, wait_until
+from harness import add_webhook, register
 from test_delivery import FAST, deliveries, wait_attempts, wait_status
 
 
