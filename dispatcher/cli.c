@@ -49,12 +49,8 @@ bool cli_wants_help(const struct cli_command *cmd, int argc, char **argv)
 	return false;
 }
 
-bool cli_config(const struct cli_command *cmd, struct config *cfg, int *argc, char **argv)
-{
-	return config_load(cfg, argc, argv);
-}
-
-bool cli_database_configured(const struct config *cfg)
+/* True if database_url is set; else prints how to set it. */
+static bool cli_database_configured(const struct config *cfg)
 {
 	if (cfg->database_url && *cfg->database_url)
 		return true;
@@ -63,10 +59,19 @@ bool cli_database_configured(const struct config *cfg)
 	return false;
 }
 
+bool cli_config(const struct cli_command *cmd, struct config *cfg, int *argc, char **argv)
+{
+	if (!config_load(cfg, argc, argv))
+		return false;
+	/* Every command works on the database: without one, nothing to do. */
+	if (cli_database_configured(cfg))
+		return true;
+	config_free(cfg);
+	return false;
+}
+
 PGconn *cli_connect(const struct config *cfg)
 {
-	if (!cli_database_configured(cfg))
-		return NULL;
 	PGconn *conn = PQconnectdb(cfg->database_url);
 	if (PQstatus(conn) != CONNECTION_OK) {
 		fprintf(stderr, "reghook: cannot connect to the database: %s",

@@ -35,10 +35,11 @@ int cli_usage_error(const struct cli_command *cmd, const char *fmt, ...)
 bool cli_wants_help(const struct cli_command *cmd, int argc, char **argv);
 void cli_print_command_help(const struct cli_command *cmd);
 
-/* Loads configuration for a command; false after printing the reason. */
+/*
+ * Loads configuration for a command, which must name a database; false
+ * after printing the reason (the caller exits CLI_USAGE).
+ */
 bool cli_config(const struct cli_command *cmd, struct config *cfg, int *argc, char **argv);
-/* True if database_url is set; else prints how to set it. */
-bool cli_database_configured(const struct config *cfg);
 /* Connects (blocking); NULL after printing the reason. */
 PGconn *cli_connect(const struct config *cfg);
 /* Runs a parameterised query; NULL after printing the database's message. */

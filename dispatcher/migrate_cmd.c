@@ -59,10 +59,6 @@ int cmd_migrate(const struct cli_command *cmd, int argc, char **argv)
 		config_free(&cfg);
 		return cli_usage_error(cmd, "unexpected argument '%s'", argv[1]);
 	}
-	if (!cli_database_configured(&cfg)) {
-		config_free(&cfg);
-		return CLI_USAGE;
-	}
 	m.base = event_base_new();
 	struct pgc *c = pgc_new(m.base, cfg.database_url, &hooks, &m);
 	event_base_dispatch(m.base);

@@ -231,10 +231,6 @@ int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 		daemon_free(&d);
 		return cli_usage_error(cmd, "unexpected argument '%s'", argv[1]);
 	}
-	if (!cli_database_configured(d.cfg)) {
-		daemon_free(&d);
-		return CLI_USAGE;
-	}
 
 	const struct config *cfg = d.cfg;
 	if (*cfg->instance_name) {

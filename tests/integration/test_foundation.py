@@ -44,6 +44,15 @@ def test_bad_usage_exits_2_with_one_line():
         assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
 
 
+def test_every_command_without_a_database_exits_2_naming_database_url():
+    for args in (['serve'], ['migrate'], ['registry', 'list'], ['namespace', 'list'],
+                 ['webhook', 'list'], ['deliveries'], ['retrigger', '--webhook', '1', '--failed']):
+        proc = run_reghook(args, check=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and 'database_url: not set' in lines[0], (args, proc.stderr)
+
+
 def test_bad_config_value_names_the_key(tmp_path):
     cases = [
         (['serve', '--database-url', 'x', '--request-timeout', 'soon'], {}, 'request_timeout'),
