@@ -46,13 +46,14 @@ def wrk(url, seconds, connections, script, *args):
 
 
 def pgbench(pg, sql, seconds, clients):
-    """Runs a custom pgbench script; returns transactions per second."""
+    """Runs a custom pgbench script with clients connections (in up to two
+    threads); returns transactions per second."""
     path = os.path.join(pg.dir, 'bench.sql')
     with open(path, 'w') as f:
         f.write(sql)
     os.chmod(pg.dir, 0o755)
-    out = subprocess.run([os.path.join(pg.bindir, 'pgbench'), '-n', '-c', str(clients), '-j', '2',
-                          '-T', str(seconds), '-f', path, '-h', '127.0.0.1', '-p', str(pg.port),
+    out = subprocess.run([os.path.join(pg.bindir, 'pgbench'), '-n', '-c', str(clients),
+                          '-j', str(min(2, clients)), '-T', str(seconds), '-f', path, '-h', '127.0.0.1', '-p', str(pg.port),
                           '-U', 'postgres', 'reghook'],
                          capture_output=True, text=True, check=True).stdout
     m = re.search(r'tps = ([0-9.]+)', out)

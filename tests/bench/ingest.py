@@ -2,31 +2,98 @@
 for 10 s, as a registry does (one event per request, waiting for the
 answer). Prints events/s and p50/p99 latency at full load and at half of
 that rate, and, on the same server in the same run, pgbench's single-row
-INSERT rate into an equivalent table at the same concurrency."""
+INSERT rate into an equivalent table at the same concurrency.
 
+The same event (event.json) is what the clients post and what pgbench
+inserts, into a table made like reghook.events (columns, indexes,
+constraints and foreign keys). To show where the time goes, it also prints
+the machine's CPU time per event of each run, and two floors: PostgreSQL
+storing the same rows in batches with no HTTP at all, and the same HTTP
+requests answered by nginx with no database. No receiver on this machine
+can spend less than the two floors together, which bounds its rate."""
+
+import json
 import os
 
-from common import HERE, DurablePostgres, harness, pgbench, wrk
+from common import HERE, DurablePostgres, Nginx, harness, pgbench, wrk
 
 CLIENTS = 32
 SECONDS = 10
+BATCH = CLIENTS  # the most events a commit can hold with 32 clients waiting
+CONNECTIONS = 2  # reghook's default db_connections
+COLUMNS = ('source_id, event_uuid, namespace_id, repository, name, action, tag, digest, '
+           'media_type, request_id, actor, occurred_at, raw')
 
-INSERT_SQL = """INSERT INTO bench_events (source_id, event_uuid, namespace_id, repository, name,
-    action, tag, digest, media_type, request_id, actor, occurred_at, raw)
-VALUES (1, gen_random_uuid()::text, 1, 'team-a/app', 'app', 'push', 'latest',
-    'sha256:33d33c66ce742601e7b4219cce65aa7ecbd527d207a1e962c0f5bcb738284f43',
-    'application/vnd.oci.image.manifest.v1+json', gen_random_uuid()::text, 'alice', now(),
-    '{"id":"x","action":"push","target":{"repository":"team-a/app","tag":"latest"}}');
-"""
+
+def busy_seconds():
+    """CPU time the whole machine has spent busy (all cores), in seconds."""
+    with open('/proc/stat') as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf('SC_CLK_TCK')  # less idle, iowait
+
+
+def measured(run):
+    """Calls run(); returns its result and the machine's busy CPU seconds meanwhile."""
+    before = busy_seconds()
+    result = run()
+    return result, busy_seconds() - before
+
+
+def sql_literal(text):
+    return "'" + text.replace("'", "''") + "'"
+
+
+def insert_scripts(pg, source_id, namespace_id):
+    """pgbench scripts storing event.json as reghook would: one row per
+    transaction, and BATCH rows per INSERT ... ON CONFLICT DO NOTHING."""
+    with open(os.path.join(HERE, 'event.json')) as f:
+        template = f.read()
+    event = json.loads(template)
+    target = event['target']
+    raw_type = pg.psql("""SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                          WHERE attrelid = 'reghook.events'::regclass AND attname = 'raw'""").strip()
+
+    def values(event_id, tag):
+        raw = (f"replace(replace({sql_literal(template)}, '@ID@', {event_id}), "
+               f"'@TAG@', {tag})::{raw_type}")
+        return (f"{source_id}, {event_id}, {namespace_id}, {sql_literal(target['repository'])}, "
+                f"'app', 'push', {tag}, {sql_literal(target['digest'])}, "
+                f"{sql_literal(target['mediaType'])}, {event_id}, "
+                f"{sql_literal(event['actor']['name'])}, {sql_literal(event['timestamp'])}, {raw}")
+
+    # pgbench fills in :client_id, :ra and :rb, also inside the quotes.
+    head = '\\set ra random(1, 1000000000)\n\\set rb random(1, 1000000000)\n'
+    single = (head + f'INSERT INTO bench_events ({COLUMNS}) VALUES ('
+              + values("'bench-:client_id-:ra-:rb'", "'t:ra'") + ');\n')
+    batch = (head + f'INSERT INTO bench_events ({COLUMNS}) SELECT '
+             + values("'bench-:client_id-:ra-:rb-' || g", "'t' || g")
+             + f' FROM generate_series(1, {BATCH}) g'
+             + ' ON CONFLICT (source_id, event_uuid) DO NOTHING;\n')
+    return single, batch
+
+
+def equivalent_table(pg):
+    """bench_events: reghook.events' columns, defaults, indexes, checks, and
+    its foreign keys (which LIKE does not copy)."""
+    fkeys = pg.psql("""SELECT pg_get_constraintdef(oid) FROM pg_constraint
+                       WHERE conrelid = 'reghook.events'::regclass AND contype = 'f'""").split('\n')
+    pg.psql('CREATE TABLE bench_events (LIKE reghook.events INCLUDING ALL)')
+    for fk in filter(None, fkeys):
+        pg.psql(f'ALTER TABLE bench_events ADD {fk}')
+
+
+def per_event_us(cpu, events):
+    return cpu / events * 1e6
 
 
 def main():
     pg = DurablePostgres()
-    rh = None
+    rh = nginx = None
     try:
         pg.start()
         rh = harness.Reghook(pg.url(), {'log_level': 'warn',
-                                         'db_connections': os.environ.get('BENCH_DB_CONNECTIONS', '2')})
+                                         'db_connections': os.environ.get('BENCH_DB_CONNECTIONS',
+                                                                          str(CONNECTIONS))})
         rh.start()
         rh.wait_ready()
         rh.run_cli('namespace', 'add', 'team-a')
@@ -35,31 +102,69 @@ def main():
         script = os.path.join(HERE, 'post_event.lua')
         url = rh.url('/')
 
-        wrk(url, 2, CLIENTS, script, token)  # warm-up
-        peak = wrk(url, SECONDS, CLIENTS, script, token)
+        wrk(url, 2, CLIENTS, script, token, 'warm-up')
+        pg.psql('TRUNCATE reghook.events CASCADE')
+        peak, peak_cpu = measured(lambda: wrk(url, SECONDS, CLIENTS, script, token, 'peak'))
         peak_rate = peak['requests'] / (peak['duration_us'] / 1e6)
-        # Half the peak: each connection pauses so that all together make half as many.
-        pause_ms = max(1, int(CLIENTS * 1000 / (peak_rate / 2)))
-        half = wrk(url, SECONDS, CLIENTS, script, token, str(pause_ms))
+        # Rows written by one transaction share its xmin.
+        peak_stored, commits = map(int, pg.psql(
+            'SELECT count(*), count(DISTINCT xmin::text) FROM reghook.events').split('|'))
+        # Half the peak: each connection pauses between its requests so that
+        # all together make half as many. A short run first tells how long a
+        # request takes at about that rate, which the pause leaves out.
+        cycle_ms = CLIENTS * 1000 / (peak_rate / 2)
+        probe = wrk(url, 3, CLIENTS, script, token, 'probe', str(int(cycle_ms)))
+        took_ms = CLIENTS * 1000 / (probe['requests'] / (probe['duration_us'] / 1e6)) - int(cycle_ms)
+        pause_ms = max(1, round(cycle_ms - max(0, took_ms)))
+        half = wrk(url, SECONDS, CLIENTS, script, token, 'half', str(pause_ms))
         half_rate = half['requests'] / (half['duration_us'] / 1e6)
         stored = int(pg.psql('SELECT count(*) FROM reghook.events').strip())
+        sent = peak['requests'] + probe['requests'] + half['requests']
+        rh.stop()
 
-        pg.psql('CREATE TABLE bench_events (LIKE reghook.events INCLUDING ALL)')
-        tps = pgbench(pg, INSERT_SQL, SECONDS, CLIENTS)
+        ids = pg.psql("""SELECT (SELECT id FROM reghook.registry_sources WHERE name = 'bench'),
+                                (SELECT id FROM reghook.namespaces WHERE name = 'team-a')""")
+        single, batch = insert_scripts(pg, *ids.strip().split('|'))
+        equivalent_table(pg)
+        tps, single_cpu = measured(lambda: pgbench(pg, single, SECONDS, CLIENTS))
+        batch_tps, batch_cpu = measured(lambda: pgbench(pg, batch, SECONDS, CONNECTIONS))
+        batch_rows = batch_tps * BATCH
+
+        nginx = Nginx()
+        nginx.start()
+        http, http_cpu = measured(lambda: wrk(nginx.url(), SECONDS, CLIENTS, script, token, 'nginx'))
+        http_rate = http['requests'] / (http['duration_us'] / 1e6)
+
+        cores = os.cpu_count()
+        us_ingest = per_event_us(peak_cpu, peak['requests'])
+        us_db = per_event_us(batch_cpu, batch_rows * SECONDS)
+        us_http = per_event_us(http_cpu, http['requests'])
+        ceiling = cores / ((us_db + us_http) / 1e6)
 
         print(f'ingest, {CLIENTS} clients, single-event envelopes, durable commits:')
         print(f'  peak:      {peak_rate:9.0f} events/s  p50 {peak["p50_us"] / 1000:6.2f} ms  '
               f'p99 {peak["p99_us"] / 1000:6.2f} ms  (non-2xx {peak["non2xx"]}, '
-              f'errors {peak["errors"]})')
+              f'errors {peak["errors"]})  CPU {us_ingest:5.1f} us/event')
         print(f'  half rate: {half_rate:9.0f} events/s  p50 {half["p50_us"] / 1000:6.2f} ms  '
               f'p99 {half["p99_us"] / 1000:6.2f} ms  (non-2xx {half["non2xx"]})')
-        print(f'  pgbench single-row INSERT, {CLIENTS} clients: {tps:9.0f} rows/s')
+        print(f'  pgbench single-row INSERT of the same event, {CLIENTS} clients: '
+              f'{tps:9.0f} rows/s  CPU {per_event_us(single_cpu, tps * SECONDS):5.1f} us/row')
         print(f'  ratio peak / pgbench: {peak_rate / tps:.2f}x')
-        print(f'  events stored: {stored}')
+        print(f'  events stored: {stored} of {sent} answered; at peak {peak_stored} in {commits} commits '
+              f'({peak_stored / commits:.1f} events per commit)')
+        print(f'floors on this machine ({cores} cores shared by client, receiver and PostgreSQL):')
+        print(f'  PostgreSQL alone, {BATCH} rows per INSERT, {CONNECTIONS} connections: '
+              f'{batch_rows:9.0f} rows/s  CPU {us_db:5.1f} us/row')
+        print(f'  HTTP alone, the same requests to nginx: {http_rate:9.0f} requests/s  '
+              f'CPU {us_http:5.1f} us/request')
+        print(f'  ceiling for any receiver (both floors, all cores busy): {ceiling:9.0f} events/s '
+              f'= {ceiling / tps:.2f}x pgbench')
     finally:
         if rh:
             rh.stop()
             rh.cleanup()
+        if nginx:
+            nginx.stop()
         pg.destroy()
 
 

@@ -1,8 +1,13 @@
 -- wrk script: each request posts one single-event envelope, as a registry
--- does, with an event id unique across threads and requests.
--- Arguments: TOKEN [DELAY_MS] (DELAY_MS paces each connection).
+-- does, with an event id unique across runs, threads and requests. The event is
+-- event.json (shared with the pgbench baseline of the ingest benchmark):
+-- its @ID@ (event and request id) and @TAG@ are filled in per request.
+-- Arguments: TOKEN RUN [DELAY_MS]: RUN names the run (each run's ids are
+-- new: wrk's random numbers repeat from run to run), DELAY_MS paces each
+-- connection.
 local threads = {}
 local n = 0
+local dir = string.match(debug.getinfo(1, "S").source, "^@(.*/)")
 
 function setup(thread)
 	n = n + 1
@@ -10,10 +15,29 @@ function setup(thread)
 	table.insert(threads, thread)
 end
 
+-- The template cut at its placeholders: parts[1] @ID@ parts[2] @TAG@ ...
+local function template()
+	local f = assert(io.open(dir .. "event.json", "rb"))
+	local text = f:read("*a")
+	f:close()
+	local parts, names, pos = {}, {}, 1
+	while true do
+		local s, e, name = string.find(text, "@(%u+)@", pos)
+		if not s then break end
+		table.insert(parts, string.sub(text, pos, s - 1))
+		table.insert(names, name)
+		pos = e + 1
+	end
+	table.insert(parts, string.sub(text, pos))
+	return parts, names
+end
+
 function init(args)
 	token = args[1]
-	pause = tonumber(args[2] or "0")
+	run = args[2]
+	pause = tonumber(args[3] or "0")
 	count = 0
+	parts, names = template()
 	wrk.method = "POST"
 	wrk.headers["Content-Type"] = "application/vnd.docker.distribution.events.v1+json"
 	wrk.headers["Authorization"] = "Bearer " .. token
@@ -25,10 +49,19 @@ end
 
 function request()
 	count = count + 1
-	local id = string.format("bench-%d-%d-%d", tid, count, math.random(1, 1000000000))
-	local body = string.format([[{"events":[{"id":"%s","timestamp":"2026-11-22T18:20:32.255357202Z","action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":344,"digest":"sha256:33d33c66ce742601e7b4219cce65aa7ecbd527d207a1e962c0f5bcb738284f43","length":344,"repository":"team-a/app","url":"http://127.0.0.1:5000/v2/team-a/app/manifests/sha256:33d33c66ce742601e7b4219cce65aa7ecbd527d207a1e962c0f5bcb738284f43","tag":"t%d"},"request":{"id":"%s","addr":"127.0.0.1:59598","host":"127.0.0.1:5000","method":"PUT","useragent":"skopeo/1.9.3"},"actor":{"name":"alice"},"source":{"addr":"vm:5000","instanceID":"afb33126-3a97-4354-8d36-b8fb91f8910d"}}]}]], id, count, id)
-	return wrk.format(nil, "/events", nil, body)
+	local values = {
+		ID = string.format("bench-%s-%d-%d", run, tid, count),
+		TAG = "t" .. count,
+	}
+	local body = {'{"events":['}
+	for i, name in ipairs(names) do
+		table.insert(body, parts[i])
+		table.insert(body, values[name])
+	end
+	table.insert(body, parts[#parts])
+	table.insert(body, "]}")
+	return wrk.format(nil, "/events", nil, table.concat(body))
 end
 
 -- done(): prints the RESULT line that common.wrk() reads.
-dofile(string.match(debug.getinfo(1, "S").source, "^@(.*/)") .. "result.lua")
+dofile(dir .. "result.lua")
