@@ -2,8 +2,10 @@
  * ingest: see ingest.h.
  *
  * DESIGN. A request becomes an ingest_req holding its parsed envelope; the
- * ones with events to store queue on `pending`. flush() hands the queue, up
- * to BATCH_MAX events, to each idle pool connection. A batch that fails
+ * ones with events to store queue on `pending`. flush(), run after the
+ * loop's current callbacks (flush_ev) and when a batch ends, hands the
+ * queue, up to BATCH_MAX events, to an idle pool connection, as
+ * batch_wait_ms() allows. A batch that fails
  * because the connection died is answered 503 (the registry retries, and
  * the event ids make the retry harmless if the commit did happen). A batch
  * that fails with an SQL error is split: each request is retried alone, so
@@ -18,16 +20,19 @@
 #include "stats.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define BATCH_MAX 1000	     /* events per statement */
 #define PENDING_MAX 20000    /* events queued before new requests get 503 */
 #define RETRY_AFTER_DOWN "5" /* seconds, while the database is unreachable */
 #define RETRY_AFTER_BUSY "1"
+#define BATCH_SLOW_MS 20 /* a batch running longer holds back no other */
 
 struct ingest_req {
 	struct ingest_req *next;
@@ -44,6 +49,8 @@ struct ingest_conn {
 	struct ingest *in;
 	struct pgc *pgc; /* owned */
 	bool busy;	 /* a batch is running on it */
+	int events;	 /* in that batch */
+	struct timespec started;
 };
 
 struct ingest_batch {
@@ -62,7 +69,9 @@ struct ingest {
 	int nconns;
 	struct ingest_req *pending_head, *pending_tail; /* owned */
 	int pending_events;
-	int in_batches; /* requests inside running batches */
+	int in_batches;		/* requests inside running batches */
+	struct event *flush_ev; /* owned: flush() once the loop's current callbacks ran */
+	struct event *slow_ev;	/* owned: flush() when a running batch turns slow */
 };
 
 static void flush(struct ingest *in);
@@ -164,6 +173,7 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 	struct ingest *in = conn->in;
 
 	conn->busy = false;
+	conn->events = 0;
 	if (!res) {
 		log_warn("ingest: database connection lost during a batch of %d request(s)",
 			 b->nreqs);
@@ -270,18 +280,61 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 	buf_putc(&json, ']');
 	in->in_batches += b->nreqs;
 	conn->busy = true;
+	conn->events = b->nitems;
+	clock_gettime(CLOCK_MONOTONIC, &conn->started);
 	const char *params[] = {json.data};
 	pgc_query(conn->pgc, "SELECT i, outcome, namespace FROM reghook.ingest($1::jsonb)", 1,
 		  params, on_batch_done, b);
 	buf_free(&json);
 }
 
+/*
+ * A batch costs the database nearly as much for a few events as for many,
+ * so under load batches should be full. A batch starts on an idle
+ * connection when none runs (no load: nobody waits for anybody), when the
+ * queue holds at least as many events as the smallest running batch (the
+ * load is such that a second batch is as full as the first), or when a
+ * running batch has taken over BATCH_SLOW_MS (waiting for a lock, say),
+ * which then holds back no other. Returns 0 to start now, else the
+ * milliseconds after which a running batch turns slow.
+ */
+static long batch_wait_ms(const struct ingest *in)
+{
+	struct timespec now;
+	int smallest = 0;
+	long wait = 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	for (int i = 0; i < in->nconns; i++) {
+		const struct ingest_conn *conn = &in->conns[i];
+		if (!conn->busy)
+			continue;
+		long ran = (now.tv_sec - conn->started.tv_sec) * 1000 +
+			   (now.tv_nsec - conn->started.tv_nsec) / 1000000;
+		if (ran >= BATCH_SLOW_MS)
+			return 0;
+		if (wait == 0 || BATCH_SLOW_MS - ran < wait)
+			wait = BATCH_SLOW_MS - ran;
+		if (smallest == 0 || conn->events < smallest)
+			smallest = conn->events;
+	}
+	if (smallest == 0 || in->pending_events >= smallest || in->pending_events >= BATCH_MAX)
+		return 0;
+	return wait;
+}
+
 static void flush(struct ingest *in)
 {
 	for (int i = 0; i < in->nconns && in->pending_head; i++) {
 		struct ingest_conn *conn = &in->conns[i];
-		if (!conn->busy && pgc_is_up(conn->pgc) && in->d->schema_ok)
-			start_batch(in, conn);
+		if (conn->busy || !pgc_is_up(conn->pgc) || !in->d->schema_ok)
+			continue;
+		long wait = batch_wait_ms(in);
+		if (wait > 0) {
+			struct timeval tv = {0, wait * 1000};
+			evtimer_add(in->slow_ev, &tv);
+			break;
+		}
+		start_batch(in, conn);
 	}
 	/* Nothing can take the queue: tell the registries to come back. */
 	if (in->pending_head && !ready(in)) {
@@ -370,7 +423,15 @@ void ingest_handle(struct ingest *in, struct evhttp_request *req)
 		return;
 	}
 	enqueue(in, r, false);
-	flush(in);
+	/* Requests read in this turn of the loop join the same batch. */
+	event_active(in->flush_ev, EV_TIMEOUT, 0);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	flush(arg);
 }
 
 static void conn_up(struct pgc *c, void *arg)
@@ -386,6 +447,8 @@ struct ingest *ingest_new(struct daemon *d)
 	struct ingest *in = xcalloc(1, sizeof(*in));
 	in->d = d;
 	in->sources = sources_new();
+	in->flush_ev = event_new(d->base, -1, 0, on_flush, in);
+	in->slow_ev = evtimer_new(d->base, on_flush, in);
 	in->nconns = (int)d->cfg->db_connections;
 	in->conns = xcalloc((size_t)in->nconns, sizeof(*in->conns));
 	for (int i = 0; i < in->nconns; i++) {
@@ -403,6 +466,8 @@ void ingest_free(struct ingest *in)
 	for (int i = 0; i < in->nconns; i++)
 		pgc_free(in->conns[i].pgc);
 	free(in->conns);
+	event_free(in->flush_ev);
+	event_free(in->slow_ev);
 	while (in->pending_head)
 		req_free(dequeue(in));
 	sources_free(in->sources);
@@ -419,6 +484,19 @@ void ingest_sources_changed(struct ingest *in)
 {
 	if (pgc_is_up(in->d->control))
 		sources_reload(in->sources, in->d->control);
+}
+
+int ingest_queued(const struct ingest *in)
+{
+	return in->pending_events;
+}
+
+int ingest_storing(const struct ingest *in)
+{
+	int n = 0;
+	for (int i = 0; i < in->nconns; i++)
+		n += in->conns[i].events;
+	return n;
 }
 
 bool ingest_busy(const struct ingest *in)

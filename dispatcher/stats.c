@@ -6,6 +6,7 @@
 #include "stats.h"
 #include "daemon.h"
 #include "delivery.h"
+#include "ingest.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -37,7 +38,7 @@ struct stats {
 
 	struct metrics_family *events, *deliveries, *attempts, *http, *reloads;
 	struct metrics_series *duration;
-	struct metrics_series *in_flight, *pending, *due, *queue_time;
+	struct metrics_series *in_flight, *pending, *due, *queue_time, *queued, *storing;
 	struct metrics_series *database_up, *last_reload_ok;
 };
 
@@ -118,6 +119,11 @@ struct stats *stats_new(struct daemon *d)
 
 	s->in_flight = gauge(s, "reghook_deliveries_in_flight",
 			     "Delivery requests running now in this instance.");
+	s->queued = gauge(s, "reghook_events_queued",
+			  "Events received and waiting for a database connection to store them.");
+	s->storing =
+		gauge(s, "reghook_events_storing",
+		      "Events in batches being stored now (their requests wait for the commit).");
 	s->pending = gauge(s, "reghook_deliveries_pending",
 			   "Deliveries waiting in the database (all instances), due or not; "
 			   "counted every 5 seconds.");
@@ -204,6 +210,8 @@ void stats_reload(struct stats *s, bool ok)
 void stats_write(struct stats *s, struct buf *out)
 {
 	metrics_set(s->in_flight, dispatcher_in_flight(s->d->dispatcher));
+	metrics_set(s->queued, ingest_queued(s->d->ingest));
+	metrics_set(s->storing, ingest_storing(s->d->ingest));
 	metrics_set(s->database_up, pgc_is_up(s->d->control) && s->d->schema_ok ? 1 : 0);
 	metrics_write(s->reg, out);
 }

@@ -181,7 +181,8 @@ def test_metrics_format_and_families(reghook):
         'reghook_deliveries_in_flight': 'gauge', 'reghook_deliveries_pending': 'gauge',
         'reghook_deliveries_due': 'gauge', 'reghook_http_requests_total': 'counter',
         'reghook_database_up': 'gauge', 'reghook_config_reloads_total': 'counter',
-        'reghook_build_info': 'gauge',
+        'reghook_build_info': 'gauge', 'reghook_events_queued': 'gauge',
+        'reghook_events_storing': 'gauge',
     }
     for name, kind in expected.items():
         assert families[name]['type'] == kind, name
@@ -189,6 +190,8 @@ def test_metrics_format_and_families(reghook):
         assert value(families, 'reghook_events_total', outcome=outcome) == 0
     assert value(families, 'reghook_database_up') == 1
     assert value(families, 'reghook_deliveries_in_flight') == 0
+    assert value(families, 'reghook_events_queued') == 0
+    assert value(families, 'reghook_events_storing') == 0
     assert families['reghook_build_info']['samples'][0][1]['version']
     # The readiness probes of wait_ready were counted; an unknown path is "other".
     assert value(families, 'reghook_http_requests_total', route='/readyz', method='GET',

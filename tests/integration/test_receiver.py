@@ -5,6 +5,7 @@ pushed to with skopeo, including while PostgreSQL is down."""
 import concurrent.futures
 import copy
 import json
+import re
 import uuid
 
 from harness import add_webhook, register, wait_until
@@ -180,6 +181,63 @@ def test_concurrent_requests_share_commits(reghook, pg):
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
         results = list(pool.map(send, sent))
     assert all(r == (200, counts(accepted=1), 1) for r in results)
+
+
+def gauge(daemon, name):
+    """A gauge of GET /metrics without labels."""
+    text = daemon.get('/metrics')[2].decode()
+    return float(re.search(rf'^{name} (\S+)$', text, re.M).group(1))
+
+
+def ingest_waiting_for_locks(pg):
+    """How many of reghook's ingest statements wait for a lock."""
+    return int(pg.psql("""SELECT count(*) FROM pg_stat_activity
+        WHERE wait_event_type = 'Lock' AND query LIKE '%reghook.ingest(%'"""))
+
+
+def test_batch_waiting_for_a_lock_holds_back_nobody(reghook, pg):
+    """A batch stuck on a lock keeps its connection, and the events queued
+    meanwhile go through the other connection after a moment, not when the
+    lock is released; and what queued while both connections were held
+    shares one commit."""
+    token = register(reghook, 'team-a', 'team-b')
+    held = pg.connect()
+    held.autocommit = False
+    pool = concurrent.futures.ThreadPoolExecutor(16)
+    try:
+        with held.cursor() as cur:
+            # Storing a team-a event takes a key-share lock on its namespace row.
+            cur.execute("SELECT 1 FROM reghook.namespaces WHERE name = 'team-a' FOR UPDATE")
+            five = pool.submit(post, reghook, token,
+                               {'events': [event(tag=f'f{i}') for i in range(5)]})
+            wait_until(lambda: ingest_waiting_for_locks(pg) == 1, timeout=10,
+                       msg='the batch of five to wait for the lock')
+            # One event queued behind a batch of five would wait for a
+            # fuller queue; the stuck batch lets it through anyway.
+            status, _, body = post(reghook, token,
+                                   {'events': [event(repository='team-b/app')]})
+            assert (status, body) == (200, counts(accepted=1))
+            assert not five.done()
+            # The second connection waits for the lock too; ten requests queue.
+            other = pool.submit(post, reghook, token, {'events': [event(tag='other')]})
+            wait_until(lambda: ingest_waiting_for_locks(pg) == 2, timeout=10,
+                       msg='both connections to wait for the lock')
+            queued = [event(repository='team-b/app', tag=f'q{i}') for i in range(10)]
+            answers = [pool.submit(post, reghook, token, {'events': [ev]}) for ev in queued]
+            wait_until(lambda: gauge(reghook, 'reghook_events_queued') == 10, timeout=10,
+                       msg='ten events queued')
+            assert gauge(reghook, 'reghook_events_storing') == 6
+            assert not any(a.done() for a in answers)
+        held.rollback()
+        assert five.result(timeout=30)[2] == counts(accepted=5)
+        assert other.result(timeout=30)[2] == counts(accepted=1)
+        assert all(a.result(timeout=30)[2] == counts(accepted=1) for a in answers)
+        ids = ', '.join(f"'{ev['id']}'" for ev in queued)
+        assert pg.psql(f"""SELECT count(DISTINCT xmin::text) FROM reghook.events
+                           WHERE event_uuid IN ({ids})""").strip() == '1'
+    finally:
+        held.rollback()
+        pool.shutdown(wait=True)
 
 
 def test_v2_delete_shapes_and_timestamps(reghook, pg):
@@ -365,23 +423,39 @@ def test_sigterm_during_ingest_answers_what_it_read(reghook_factory, pg):
 def test_sigterm_closes_keep_alive_connections_with_503(reghook_factory, pg):
     """A registry's keep-alive connection cannot hold a stop off: after
     SIGTERM, a POST on it is answered 503 with Retry-After and the
-    connection is closed; the daemon exits."""
+    connection is closed; a request read before the stop is still
+    answered; the daemon exits."""
     import http.client
     daemon = reghook_factory()
-    token = register(daemon, 'team-a')
+    token = register(daemon, 'team-a', 'team-b')
     conn = http.client.HTTPConnection('127.0.0.1', daemon.port, timeout=10)
     headers = {'Content-Type': V1, 'Authorization': f'Bearer {token}'}
     conn.request('POST', '/events', json.dumps({'events': [event()]}), headers)
     first = conn.getresponse()
     assert first.status == 200 and first.getheader('Connection') != 'close'
     first.read()
-    # Keep the daemon busy with this connection open, then stop it.
-    daemon.proc.terminate()
-    wait_until(lambda: 'SIGTERM received' in daemon.log(), timeout=10)
-    conn.request('POST', '/events', json.dumps({'events': [event(tag='2.0')]}), headers)
-    second = conn.getresponse()
-    body = json.loads(second.read())
-    assert second.status == 503 and second.getheader('Retry-After') == '5', body
-    assert second.getheader('Connection') == 'close' and 'stopping' in body['error']
+    # Keep the daemon busy: a team-b event waits for a lock held here.
+    held = pg.connect()
+    held.autocommit = False
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            held.cursor().execute(
+                "SELECT 1 FROM reghook.namespaces WHERE name = 'team-b' FOR UPDATE")
+            busy = pool.submit(post, daemon, token,
+                               {'events': [event(repository='team-b/app', tag='b')]})
+            wait_until(lambda: ingest_waiting_for_locks(pg) == 1, timeout=10,
+                       msg='the team-b event to wait for the lock')
+            daemon.proc.terminate()
+            wait_until(lambda: 'SIGTERM received' in daemon.log(), timeout=10)
+            conn.request('POST', '/events', json.dumps({'events': [event(tag='2.0')]}),
+                         headers)
+            second = conn.getresponse()
+            body = json.loads(second.read())
+            assert second.status == 503 and second.getheader('Retry-After') == '5', body
+            assert second.getheader('Connection') == 'close' and 'stopping' in body['error']
+            assert daemon.proc.poll() is None
+        finally:
+            held.rollback()
+        assert busy.result(timeout=30)[:1] == (200,)
     assert daemon.proc.wait(15) == 0
-    assert [e['tag'] for e in events(pg)] == ['1.0']
+    assert sorted(e['tag'] for e in events(pg)) == ['1.0', 'b']
