@@ -53,8 +53,8 @@ def pgbench(pg, sql, seconds, clients):
         f.write(sql)
     os.chmod(pg.dir, 0o755)
     out = subprocess.run([os.path.join(pg.bindir, 'pgbench'), '-n', '-c', str(clients),
-                          '-j', str(min(2, clients)), '-T', str(seconds), '-f', path, '-h', '127.0.0.1', '-p', str(pg.port),
-                          '-U', 'postgres', 'reghook'],
+                          '-j', str(min(2, clients)), '-T', str(seconds), '-f', path,
+                          '-h', '127.0.0.1', '-p', str(pg.port), '-U', 'postgres', 'reghook'],
                          capture_output=True, text=True, check=True).stdout
     m = re.search(r'tps = ([0-9.]+)', out)
     return float(m.group(1))

@@ -7,8 +7,9 @@ INSERT rate into an equivalent table at the same concurrency.
 The same event (event.json) is what the clients post and what pgbench
 inserts, into a table made like reghook.events (columns, indexes,
 constraints and foreign keys). To show where the time goes, it also prints
-the machine's CPU time per event of each run, and two floors: PostgreSQL
-storing the same rows in batches with no HTTP at all, and the same HTTP
+the machine's CPU time per event of each run, and floors: PostgreSQL
+storing the same rows in batches (of 32, and of as many events as reghook
+put in a commit at its peak) with no HTTP at all, and the same HTTP
 requests answered by nginx with no database. No receiver on this machine
 can spend less than the two floors together, which bounds its rate."""
 
@@ -19,7 +20,7 @@ from common import HERE, DurablePostgres, Nginx, harness, pgbench, wrk
 
 CLIENTS = 32
 SECONDS = 10
-BATCH = CLIENTS  # the most events a commit can hold with 32 clients waiting
+FULL_BATCH = CLIENTS  # the most events a commit can hold with 32 clients waiting
 CONNECTIONS = 2  # reghook's default db_connections
 COLUMNS = ('source_id, event_uuid, namespace_id, repository, name, action, tag, digest, '
            'media_type, request_id, actor, occurred_at, raw')
@@ -43,15 +44,16 @@ def sql_literal(text):
     return "'" + text.replace("'", "''") + "'"
 
 
-def insert_scripts(pg, source_id, namespace_id):
+def insert_scripts(pg, source_id, namespace_id, batches):
     """pgbench scripts storing event.json as reghook would: one row per
-    transaction, and BATCH rows per INSERT ... ON CONFLICT DO NOTHING."""
+    transaction, and for each size in batches, that many rows per
+    INSERT ... ON CONFLICT DO NOTHING."""
     with open(os.path.join(HERE, 'event.json')) as f:
         template = f.read()
     event = json.loads(template)
     target = event['target']
     raw_type = pg.psql("""SELECT format_type(atttypid, atttypmod) FROM pg_attribute
-                          WHERE attrelid = 'reghook.events'::regclass AND attname = 'raw'""").strip()
+        WHERE attrelid = 'reghook.events'::regclass AND attname = 'raw'""").strip()
 
     def values(event_id, tag):
         raw = (f"replace(replace({sql_literal(template)}, '@ID@', {event_id}), "
@@ -65,10 +67,11 @@ def insert_scripts(pg, source_id, namespace_id):
     head = '\\set ra random(1, 1000000000)\n\\set rb random(1, 1000000000)\n'
     single = (head + f'INSERT INTO bench_events ({COLUMNS}) VALUES ('
               + values("'bench-:client_id-:ra-:rb'", "'t:ra'") + ');\n')
-    batch = (head + f'INSERT INTO bench_events ({COLUMNS}) SELECT '
+    batch = {n: head + f'INSERT INTO bench_events ({COLUMNS}) SELECT '
              + values("'bench-:client_id-:ra-:rb-' || g", "'t' || g")
-             + f' FROM generate_series(1, {BATCH}) g'
-             + ' ON CONFLICT (source_id, event_uuid) DO NOTHING;\n')
+             + f' FROM generate_series(1, {n}) g'
+             + ' ON CONFLICT (source_id, event_uuid) DO NOTHING;\n'
+             for n in batches}
     return single, batch
 
 
@@ -114,7 +117,8 @@ def main():
         # request takes at about that rate, which the pause leaves out.
         cycle_ms = CLIENTS * 1000 / (peak_rate / 2)
         probe = wrk(url, 3, CLIENTS, script, token, 'probe', str(int(cycle_ms)))
-        took_ms = CLIENTS * 1000 / (probe['requests'] / (probe['duration_us'] / 1e6)) - int(cycle_ms)
+        probe_rate = probe['requests'] / (probe['duration_us'] / 1e6)
+        took_ms = CLIENTS * 1000 / probe_rate - int(cycle_ms)
         pause_ms = max(1, round(cycle_ms - max(0, took_ms)))
         half = wrk(url, SECONDS, CLIENTS, script, token, 'half', str(pause_ms))
         half_rate = half['requests'] / (half['duration_us'] / 1e6)
@@ -124,22 +128,25 @@ def main():
 
         ids = pg.psql("""SELECT (SELECT id FROM reghook.registry_sources WHERE name = 'bench'),
                                 (SELECT id FROM reghook.namespaces WHERE name = 'team-a')""")
-        single, batch = insert_scripts(pg, *ids.strip().split('|'))
+        # PostgreSQL alone: full batches, and batches of the size reghook reached.
+        sizes = sorted({FULL_BATCH, max(1, round(peak_stored / commits))}, reverse=True)
+        single, batch = insert_scripts(pg, *ids.strip().split('|'), sizes)
         equivalent_table(pg)
         tps, single_cpu = measured(lambda: pgbench(pg, single, SECONDS, CLIENTS))
-        batch_tps, batch_cpu = measured(lambda: pgbench(pg, batch, SECONDS, CONNECTIONS))
-        batch_rows = batch_tps * BATCH
+        floors = []
+        for n in sizes:
+            batch_tps, batch_cpu = measured(lambda: pgbench(pg, batch[n], SECONDS, CONNECTIONS))
+            floors.append((n, batch_tps * n, per_event_us(batch_cpu, batch_tps * n * SECONDS)))
 
         nginx = Nginx()
         nginx.start()
-        http, http_cpu = measured(lambda: wrk(nginx.url(), SECONDS, CLIENTS, script, token, 'nginx'))
+        http, http_cpu = measured(lambda: wrk(nginx.url(), SECONDS, CLIENTS, script, token,
+                                              'nginx'))
         http_rate = http['requests'] / (http['duration_us'] / 1e6)
 
         cores = os.cpu_count()
         us_ingest = per_event_us(peak_cpu, peak['requests'])
-        us_db = per_event_us(batch_cpu, batch_rows * SECONDS)
         us_http = per_event_us(http_cpu, http['requests'])
-        ceiling = cores / ((us_db + us_http) / 1e6)
 
         print(f'ingest, {CLIENTS} clients, single-event envelopes, durable commits:')
         print(f'  peak:      {peak_rate:9.0f} events/s  p50 {peak["p50_us"] / 1000:6.2f} ms  '
@@ -150,15 +157,18 @@ def main():
         print(f'  pgbench single-row INSERT of the same event, {CLIENTS} clients: '
               f'{tps:9.0f} rows/s  CPU {per_event_us(single_cpu, tps * SECONDS):5.1f} us/row')
         print(f'  ratio peak / pgbench: {peak_rate / tps:.2f}x')
-        print(f'  events stored: {stored} of {sent} answered; at peak {peak_stored} in {commits} commits '
-              f'({peak_stored / commits:.1f} events per commit)')
+        print(f'  events stored: {stored} of {sent} answered; at peak {peak_stored} in '
+              f'{commits} commits ({peak_stored / commits:.1f} events per commit)')
         print(f'floors on this machine ({cores} cores shared by client, receiver and PostgreSQL):')
-        print(f'  PostgreSQL alone, {BATCH} rows per INSERT, {CONNECTIONS} connections: '
-              f'{batch_rows:9.0f} rows/s  CPU {us_db:5.1f} us/row')
+        for n, rows, us_db in floors:
+            print(f'  PostgreSQL alone, {n:2d} rows per INSERT, {CONNECTIONS} connections: '
+                  f'{rows:9.0f} rows/s  CPU {us_db:5.1f} us/row')
         print(f'  HTTP alone, the same requests to nginx: {http_rate:9.0f} requests/s  '
               f'CPU {us_http:5.1f} us/request')
-        print(f'  ceiling for any receiver (both floors, all cores busy): {ceiling:9.0f} events/s '
-              f'= {ceiling / tps:.2f}x pgbench')
+        for n, _, us_db in floors:
+            ceiling = cores / ((us_db + us_http) / 1e6)
+            print(f'  ceiling for any receiver with {n:2d} events per commit (both floors, '
+                  f'all cores busy): {ceiling:9.0f} events/s = {ceiling / tps:.2f}x pgbench')
     finally:
         if rh:
             rh.stop()
