@@ -248,6 +248,7 @@ static void route(struct evhttp_request *req, void *arg)
 	evhttp_request_set_on_complete_cb(req, on_answered, d);
 	log_debug("%s %s", method_name(method), path);
 	if (d->stopping) {
+		d->idle_ticks = 0; /* its answer is written before the exit */
 		/*
 		 * Only the listener is closed on SIGTERM: a registry's keep-alive
 		 * connection could keep posting and hold the stop off forever. It

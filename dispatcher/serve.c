@@ -97,7 +97,15 @@ static const struct pgc_hooks control_hooks = {control_up, control_down, control
 static void check_stopped(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	if (ingest_busy(d->ingest) || dispatcher_busy(d->dispatcher))
+	if (ingest_busy(d->ingest) || dispatcher_busy(d->dispatcher)) {
+		d->idle_ticks = 0;
+		return;
+	}
+	/*
+	 * Idle for a whole tick: the answers queued meanwhile (the last
+	 * batch's 200s, 503s to kept-alive connections) have been written.
+	 */
+	if (++d->idle_ticks < 2)
 		return;
 	event_base_loopexit(d->base, NULL);
 }
