@@ -43,7 +43,7 @@ struct daemon {
 	struct event *sigint, *sigterm, *sighup; /* owned */
 	struct event *stop_timer;		 /* owned: polls for a clean stop */
 	bool stopping;
-	int idle_ticks;	 /* stop_timer ticks since the last answer or work, while stopping */
+	int idle_ticks;	 /* stop_timer ticks with no work and no request, while stopping */
 	bool ready_told; /* READY=1 went to the service manager */
 };
 

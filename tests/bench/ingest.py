@@ -21,16 +21,18 @@ from common import HERE, DurablePostgres, Nginx, harness, pgbench, wrk
 CLIENTS = 32
 SECONDS = 10
 FULL_BATCH = CLIENTS  # the most events a commit can hold with 32 clients waiting
-CONNECTIONS = 2  # reghook's default db_connections
+CONNECTIONS = int(os.environ.get('BENCH_DB_CONNECTIONS', '2'))  # 2: reghook's default
 COLUMNS = ('source_id, event_uuid, namespace_id, repository, name, action, tag, digest, '
            'media_type, request_id, actor, occurred_at, raw')
 
 
 def busy_seconds():
-    """CPU time the whole machine has spent busy (all cores), in seconds."""
+    """CPU time the whole machine has spent busy (all cores), in seconds:
+    user, nice, system, irq, softirq; not idle, iowait, or steal (time the
+    hypervisor gave to others)."""
     with open('/proc/stat') as f:
-        ticks = [int(v) for v in f.readline().split()[1:9]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf('SC_CLK_TCK')  # less idle, iowait
+        user, nice, system, _, _, irq, softirq = (int(v) for v in f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf('SC_CLK_TCK')
 
 
 def measured(run):
@@ -63,7 +65,8 @@ def insert_scripts(pg, source_id, namespace_id, batches):
                 f"{sql_literal(target['mediaType'])}, {event_id}, "
                 f"{sql_literal(event['actor']['name'])}, {sql_literal(event['timestamp'])}, {raw}")
 
-    # pgbench fills in :client_id, :ra and :rb, also inside the quotes.
+    # pgbench fills in :client_id, :ra and :rb, also inside the quotes (in
+    # its default simple protocol, which pgbench() uses; not with -M prepared).
     head = '\\set ra random(1, 1000000000)\n\\set rb random(1, 1000000000)\n'
     single = (head + f'INSERT INTO bench_events ({COLUMNS}) VALUES ('
               + values("'bench-:client_id-:ra-:rb'", "'t:ra'") + ');\n')
@@ -94,9 +97,7 @@ def main():
     rh = nginx = None
     try:
         pg.start()
-        rh = harness.Reghook(pg.url(), {'log_level': 'warn',
-                                         'db_connections': os.environ.get('BENCH_DB_CONNECTIONS',
-                                                                          str(CONNECTIONS))})
+        rh = harness.Reghook(pg.url(), {'log_level': 'warn', 'db_connections': CONNECTIONS})
         rh.start()
         rh.wait_ready()
         rh.run_cli('namespace', 'add', 'team-a')
@@ -112,6 +113,8 @@ def main():
         # Rows written by one transaction share its xmin.
         peak_stored, commits = map(int, pg.psql(
             'SELECT count(*), count(DISTINCT xmin::text) FROM reghook.events').split('|'))
+        if commits == 0:
+            raise RuntimeError(f'nothing stored at the peak: {peak}\n{rh.log()[-3000:]}')
         # Half the peak: each connection pauses between its requests so that
         # all together make half as many. A short run first tells how long a
         # request takes at about that rate, which the pause leaves out.
@@ -144,7 +147,7 @@ def main():
                                               'nginx'))
         http_rate = http['requests'] / (http['duration_us'] / 1e6)
 
-        cores = os.cpu_count()
+        cores = len(os.sched_getaffinity(0))
         us_ingest = per_event_us(peak_cpu, peak['requests'])
         us_http = per_event_us(http_cpu, http['requests'])
 

@@ -195,12 +195,19 @@ def ingest_waiting_for_locks(pg):
         WHERE wait_event_type = 'Lock' AND query LIKE '%reghook.ingest(%'"""))
 
 
+def hold_ingest_locks_longer(pg):
+    """ingest() waits 5 s for a lock before it fails; the tests that hold
+    one give it a minute, so that a slow machine does not fail them."""
+    pg.psql("ALTER FUNCTION reghook.ingest(jsonb) SET lock_timeout = '60s'")
+
+
 def test_batch_waiting_for_a_lock_holds_back_nobody(reghook, pg):
     """A batch stuck on a lock keeps its connection, and the events queued
-    meanwhile go through the other connection after a moment, not when the
-    lock is released; and what queued while both connections were held
-    shares one commit."""
+    meanwhile go through the other connection after a moment (20 ms), not
+    when the lock is released; and what queued while both connections were
+    held shares one commit."""
     token = register(reghook, 'team-a', 'team-b')
+    hold_ingest_locks_longer(pg)
     held = pg.connect()
     held.autocommit = False
     pool = concurrent.futures.ThreadPoolExecutor(16)
@@ -210,14 +217,14 @@ def test_batch_waiting_for_a_lock_holds_back_nobody(reghook, pg):
             cur.execute("SELECT 1 FROM reghook.namespaces WHERE name = 'team-a' FOR UPDATE")
             five = pool.submit(post, reghook, token,
                                {'events': [event(tag=f'f{i}') for i in range(5)]})
-            wait_until(lambda: ingest_waiting_for_locks(pg) == 1, timeout=10,
-                       msg='the batch of five to wait for the lock')
-            # One event queued behind a batch of five would wait for a
-            # fuller queue; the stuck batch lets it through anyway.
+            wait_until(lambda: gauge(reghook, 'reghook_events_storing') == 5, timeout=10,
+                       interval=0.001, msg='the batch of five to start')
+            # One event queued behind a batch of five waits for a fuller
+            # queue, but not longer than the batch's first 20 ms (a timer).
             status, _, body = post(reghook, token,
                                    {'events': [event(repository='team-b/app')]})
             assert (status, body) == (200, counts(accepted=1))
-            assert not five.done()
+            assert ingest_waiting_for_locks(pg) == 1 and not five.done()
             # The second connection waits for the lock too; ten requests queue.
             other = pool.submit(post, reghook, token, {'events': [event(tag='other')]})
             wait_until(lambda: ingest_waiting_for_locks(pg) == 2, timeout=10,
@@ -431,6 +438,7 @@ def test_sigterm_closes_keep_alive_connections_with_503(reghook_factory, pg):
     import http.client
     daemon = reghook_factory()
     token = register(daemon, 'team-a', 'team-b')
+    hold_ingest_locks_longer(pg)
     conn = http.client.HTTPConnection('127.0.0.1', daemon.port, timeout=10)
     headers = {'Content-Type': V1, 'Authorization': f'Bearer {token}'}
     conn.request('POST', '/events', json.dumps({'events': [event()]}), headers)
