@@ -183,6 +183,34 @@ def test_concurrent_requests_share_commits(reghook, pg):
     assert all(r == (200, counts(accepted=1), 1) for r in results)
 
 
+def test_requests_arriving_together_share_one_commit(reghook, pg):
+    """Ten registries whose requests reach reghook at the same moment (it is
+    stopped while they send, then continued) are stored in one transaction,
+    not in a first one holding the first request and others after it."""
+    import http.client
+    import signal
+    token = register(reghook, 'team-a')
+    headers = {'Content-Type': V1, 'Authorization': f'Bearer {token}'}
+    sent = [event(tag=f'together{i}') for i in range(10)]
+    conns = [http.client.HTTPConnection('127.0.0.1', reghook.port, timeout=30) for _ in sent]
+    for conn in conns:
+        conn.connect()
+    wait_until(lambda: gauge(reghook, 'reghook_events_queued') == 0, msg='an idle receiver')
+    reghook.proc.send_signal(signal.SIGSTOP)
+    try:
+        for conn, ev in zip(conns, sent):
+            conn.request('POST', '/events', json.dumps({'events': [ev]}), headers)
+    finally:
+        reghook.proc.send_signal(signal.SIGCONT)
+    for conn in conns:
+        answer = conn.getresponse()
+        assert (answer.status, json.loads(answer.read())) == (200, counts(accepted=1))
+        conn.close()
+    ids = ', '.join(f"'{ev['id']}'" for ev in sent)
+    assert pg.psql(f"""SELECT count(DISTINCT xmin::text) FROM reghook.events
+                       WHERE event_uuid IN ({ids})""").strip() == '1'
+
+
 def gauge(daemon, name):
     """A gauge of GET /metrics without labels."""
     text = daemon.get('/metrics')[2].decode()
