@@ -33,6 +33,31 @@ max_connections = 200
 # Runs of each delivery benchmark (drain, latency, rss), each on a fresh database.
 RUNS = int(os.environ.get('BENCH_RUNS', '2'))
 
+# The registry event the benchmarks post, with @ID@ (event and request id)
+# and @TAG@ to fill in (post_event.lua reads the same file).
+with open(os.path.join(HERE, 'event.json')) as _f:
+    EVENT_TEMPLATE = _f.read()
+
+
+def bench_event(event_id, tag):
+    """event.json's event, as JSON text, with this id and tag."""
+    return EVENT_TEMPLATE.replace('@ID@', event_id).replace('@TAG@', tag)
+
+
+def each_run(run_once, describe):
+    """Calls run_once(server, run) RUNS times on one DurablePostgres,
+    printing describe(result) after each; returns the results."""
+    pg = DurablePostgres()
+    try:
+        pg.start()
+        results = []
+        for run in range(RUNS):
+            results.append(run_once(pg, run))
+            print(f'  run {run + 1}: {describe(results[-1])}', flush=True)
+        return results
+    finally:
+        pg.destroy()
+
 
 def wrk(url, seconds, connections, script, *args):
     """Runs wrk with a Lua script; returns the RESULT fields as ints."""

@@ -16,7 +16,7 @@ can spend less than the two floors together, which bounds its rate."""
 import json
 import os
 
-from common import HERE, DurablePostgres, Nginx, harness, pgbench, wrk
+from common import EVENT_TEMPLATE, HERE, DurablePostgres, Nginx, bench_event, harness, pgbench, wrk
 
 CLIENTS = 32
 SECONDS = 10
@@ -50,9 +50,8 @@ def insert_scripts(pg, source_id, namespace_id, batches):
     """pgbench scripts storing event.json as reghook would: one row per
     transaction, and for each size in batches, that many rows per
     INSERT ... ON CONFLICT DO NOTHING."""
-    with open(os.path.join(HERE, 'event.json')) as f:
-        template = f.read()
-    event = json.loads(template)
+    template = EVENT_TEMPLATE
+    event = json.loads(bench_event('id', 'tag'))
     target = event['target']
     raw_type = pg.psql("""SELECT format_type(atttypid, atttypmod) FROM pg_attribute
         WHERE attrelid = 'reghook.events'::regclass AND attname = 'raw'""").strip()

@@ -9,28 +9,19 @@ SECONDS seconds after a one-second warm-up; RUNS runs (BENCH_RUNS,
 default 2). reghook runs with its default settings."""
 
 import asyncio
-import json
 import time
 
-from common import RUNS, fresh_database, AsyncEndpoint, DurablePostgres, bench_reghook, drained, harness
+from common import (AsyncEndpoint, bench_event, bench_reghook, drained, each_run, fresh_database,
+                    harness)
 from endpoint import read_message
 
 RATE = 1000
 SECONDS = 10
 WARMUP = 1
-DIGEST = 'sha256:' + 'ab' * 32
 
 
 def envelope(tag):
-    return json.dumps({'events': [{
-        'id': f'latency-{tag}', 'timestamp': '2026-11-22T18:20:32.255357202Z', 'action': 'push',
-        'target': {'mediaType': 'application/vnd.oci.image.manifest.v1+json', 'size': 344,
-                   'digest': DIGEST, 'length': 344, 'repository': 'team-a/app',
-                   'url': f'http://127.0.0.1:5000/v2/team-a/app/manifests/{DIGEST}',
-                   'tag': tag},
-        'request': {'id': f'req-{tag}', 'addr': '127.0.0.1:59598', 'host': '127.0.0.1:5000',
-                    'method': 'PUT', 'useragent': 'skopeo/1.9.3'},
-        'actor': {'name': 'alice'}, 'source': {'addr': 'vm:5000', 'instanceID': 'x1'}}]}).encode()
+    return ('{"events":[' + bench_event(f'latency-{tag}', tag) + ']}').encode()
 
 
 class Sender:
@@ -111,27 +102,19 @@ def run_once(pg, run):
 
 
 def main():
-    pg = DurablePostgres()
-    try:
-        pg.start()
-        results = []
-        for run in range(RUNS):
-            r = run_once(pg, run)
-            results.append(r)
-            print(f'  run {run + 1}: sent {r["rate"]:.0f} events/s; {r["count"]} deliveries: '
-                  f'p50 {r["p50"]:.2f} ms, p99 {r["p99"]:.2f} ms, max {r["max"]:.1f} ms '
-                  f'(not arrived {r["lost"]}, non-200 answers {r["failures"]}); from the '
-                  f'event\'s transaction to its request: p50 {r["queued"][0]:.2f} ms, '
-                  f'p99 {r["queued"][1]:.2f} ms', flush=True)
-        best = min(results, key=lambda r: r['p99'])
-        p50s = ', '.join(f'{r["p50"]:.2f}' for r in results)
-        p99s = ', '.join(f'{r["p99"]:.2f}' for r in results)
-        print(f'latency, POST /events sent to the endpoint\'s receipt, {RATE} events/s, '
-              'default settings, durable commits:')
-        print(f'  best run: p50 {best["p50"]:.2f} ms, p99 {best["p99"]:.2f} ms '
-              f'(targets 5 ms and 50 ms); over runs p50 {p50s} ms, p99 {p99s} ms')
-    finally:
-        pg.destroy()
+    results = each_run(run_once, lambda r: (
+        f'sent {r["rate"]:.0f} events/s; {r["count"]} deliveries: '
+        f'p50 {r["p50"]:.2f} ms, p99 {r["p99"]:.2f} ms, max {r["max"]:.1f} ms '
+        f'(not arrived {r["lost"]}, non-200 answers {r["failures"]}); from the '
+        f'event\'s transaction to its request: p50 {r["queued"][0]:.2f} ms, '
+        f'p99 {r["queued"][1]:.2f} ms'))
+    best = min(results, key=lambda r: r['p99'])
+    p50s = ', '.join(f'{r["p50"]:.2f}' for r in results)
+    p99s = ', '.join(f'{r["p99"]:.2f}' for r in results)
+    print(f'latency, POST /events sent to the endpoint\'s receipt, {RATE} events/s, '
+          'default settings, durable commits:')
+    print(f'  best run: p50 {best["p50"]:.2f} ms, p99 {best["p99"]:.2f} ms '
+          f'(targets 5 ms and 50 ms); over runs p50 {p50s} ms, p99 {p99s} ms')
 
 
 if __name__ == '__main__':

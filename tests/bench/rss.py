@@ -9,8 +9,8 @@ requests the endpoint held at once. RUNS runs (BENCH_RUNS, default 2)."""
 
 import time
 
-from common import (RUNS, fresh_database, AsyncEndpoint, DurablePostgres, bench_reghook, wait_drained,
-                    prepare_webhook, proc_status, queue_events)
+from common import (AsyncEndpoint, bench_reghook, each_run, fresh_database, prepare_webhook,
+                    proc_status, queue_events, wait_drained)
 
 IN_FLIGHT = 1000
 WAITING = 10000
@@ -48,23 +48,15 @@ def run_once(pg, run):
 
 
 def main():
-    pg = DurablePostgres()
-    try:
-        pg.start()
-        results = []
-        for run in range(RUNS):
-            r = run_once(pg, run)
-            results.append(r)
-            print(f'  run {run + 1}: peak RSS (VmHWM) {r["peak"]:.1f} MiB, largest sampled '
-                  f'VmRSS {r["sampled"]:.1f} MiB; endpoint held up to {r["held"]} requests '
-                  f'at once; {r["succeeded"]} delivered in {r["seconds"]:.1f} s', flush=True)
-        peaks = ', '.join(f'{r["peak"]:.1f}' for r in results)
-        print(f'rss, {IN_FLIGHT} in flight to an endpoint answering after 1 s and {WAITING} '
-              f'waiting, max_in_flight {IN_FLIGHT}:')
-        print(f'  peak RSS of reghook: best {min(r["peak"] for r in results):.1f} MiB '
-              f'(runs: {peaks} MiB); target 64 MiB')
-    finally:
-        pg.destroy()
+    results = each_run(run_once, lambda r: (
+        f'peak RSS (VmHWM) {r["peak"]:.1f} MiB, largest sampled VmRSS {r["sampled"]:.1f} MiB; '
+        f'endpoint held up to {r["held"]} requests at once; {r["succeeded"]} delivered in '
+        f'{r["seconds"]:.1f} s'))
+    peaks = ', '.join(f'{r["peak"]:.1f}' for r in results)
+    print(f'rss, {IN_FLIGHT} in flight to an endpoint answering after 1 s and {WAITING} '
+          f'waiting, max_in_flight {IN_FLIGHT}:')
+    print(f'  peak RSS of reghook: best {min(r["peak"] for r in results):.1f} MiB '
+          f'(runs: {peaks} MiB); target 64 MiB')
 
 
 if __name__ == '__main__':
