@@ -420,7 +420,7 @@ def test_out_of_file_descriptors(reghook_factory, pg, tmp_path):
         time.sleep(3)
         spent = cpu_seconds(daemon.proc.pid) - cpu
         print(f'3 s out of file descriptors: {spent:.2f} s of CPU')
-        assert spent < 1.5, spent  # a spinning accept() takes the whole 3 s
+        assert spent < 0.5, spent  # a spinning accept() took 1.5 s of the 3 (loaded machine)
         # One waiting in the backlog is served once others have gone.
         late = socket.create_connection(('127.0.0.1', daemon.port), timeout=60)
         for s in idle:
