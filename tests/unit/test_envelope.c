@@ -49,8 +49,7 @@ UNIT_TEST(samples_classify)
 		char err[256];
 		struct envelope env;
 		char *data = read_sample(cases[i].file, &len);
-		UNIT_CHECK(data != NULL, "cannot read tests/fixtures/samples/%s",
-			   cases[i].file);
+		UNIT_CHECK(data != NULL, "cannot read tests/fixtures/samples/%s", cases[i].file);
 		if (!data)
 			continue;
 		enum envelope_status st = envelope_parse(data, len, 10, &env, err, sizeof(err));
