@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void cli_print_command_help(const struct cli_command *cmd)
 {
@@ -60,8 +61,12 @@ static bool cli_database_configured(const struct config *cfg)
 {
 	if (cfg->database_url && *cfg->database_url)
 		return true;
-	fprintf(stderr, "reghook: configuration: database_url: not set (use --database-url, "
-			"REGHOOK_DATABASE_URL or the config file)\n");
+	/* In a checkout where make run wrote its configuration, say how to use it. */
+	bool make_run = access("var/reghook.conf", R_OK) == 0 && access("var/env", R_OK) == 0;
+	fprintf(stderr,
+		"reghook: configuration: database_url: not set (use --database-url, "
+		"REGHOOK_DATABASE_URL or the config file%s)\n",
+		make_run ? "; for make run's database, first '. var/env' in this shell" : "");
 	return false;
 }
 

@@ -316,3 +316,19 @@ def test_registry_samples_are_in_the_checkout(samples_dir):
         text = path.read_text()
         assert '../shared' not in text and "'shared'" not in text, path
         assert 'REGHOOK_SAMPLES' not in text, path
+
+
+# --- 1: the CLI in a make run checkout, without var/env ---------------------
+
+
+def test_without_a_database_in_a_make_run_checkout_the_cli_says_to_source_var_env(tmp_path):
+    res = run_reghook(['namespace', 'add', 'team-a'], check=False, cwd=tmp_path)
+    assert res.returncode == 2 and 'var/env' not in res.stderr
+    (tmp_path / 'var').mkdir()
+    (tmp_path / 'var' / 'reghook.conf').write_text('database_url = host=/nowhere\n')
+    (tmp_path / 'var' / 'env').write_text('export REGHOOK_CONFIG=...\n')
+    res = run_reghook(['namespace', 'add', 'team-a'], check=False, cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.strip().endswith(
+        "database_url: not set (use --database-url, REGHOOK_DATABASE_URL or the config file; "
+        "for make run's database, first '. var/env' in this shell)")
