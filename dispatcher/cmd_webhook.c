@@ -155,7 +155,8 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 }
 
 /* Takes every field option out of argv into a JSON object for webhook_set(). */
-static bool take_fields(int *argc, char **argv, struct buf *json, char *err, size_t errlen)
+static bool take_fields(int *argc, char **argv, struct buf *json, bool *new_url, char *err,
+			size_t errlen)
 {
 	const char *v;
 	int r;
@@ -168,6 +169,8 @@ static bool take_fields(int *argc, char **argv, struct buf *json, char *err, siz
 		}
 		if (r > 0 && !check_value(&webhook_opts[i], v, json, err, errlen))
 			return false;
+		if (r > 0 && strcmp(webhook_opts[i].field, "url") == 0)
+			*new_url = true;
 	}
 	/* --header is repeatable; all of them replace the webhook's headers. */
 	int headers = 0;
@@ -297,9 +300,8 @@ static int webhook_test(PGconn *conn, const struct config *cfg, const char *id)
 		PQclear(res);
 		if (waited >= wait_ms) {
 			printf("No attempt yet after %llds: is 'reghook serve' running on this "
-			       "database? The test push stays queued; 'reghook deliveries "
-			       "--webhook "
-			       "%s' shows it.\n",
+			       "database? The test push stays queued; "
+			       "'reghook deliveries --webhook %s' shows it.\n",
 			       (waited + 999) / 1000, id);
 			return CLI_FAILED;
 		}
@@ -328,7 +330,7 @@ static int webhook_test(PGconn *conn, const struct config *cfg, const char *id)
 }
 
 static int run(const struct cli_command *cmd, const struct config *cfg, int argc, char **argv,
-	       const char *fields)
+	       const char *fields, bool new_url)
 {
 	const char *sub = argv[1];
 	bool has_fields = strcmp(fields, "{}") != 0;
@@ -383,7 +385,7 @@ static int run(const struct cli_command *cmd, const struct config *cfg, int argc
 		rc = cli_run(conn, "SELECT reghook.webhook_set($1, $2::jsonb)", 2, params, false);
 		if (rc == CLI_OK)
 			printf("Webhook %s changed.\n", argv[2]);
-		if (rc == CLI_OK && strstr(fields, "\"url\":"))
+		if (rc == CLI_OK && new_url)
 			offer_retry(conn, argv[2]);
 	} else if (strcmp(sub, "test") == 0) {
 		rc = webhook_test(conn, cfg, argv[2]);
@@ -412,7 +414,8 @@ int cmd_webhook(const struct cli_command *cmd, int argc, char **argv)
 	if (cli_wants_help(cmd, argc, argv))
 		return CLI_OK;
 	/* Field options first: --max-attempts here is the webhook's, not the daemon's key. */
-	if (!take_fields(&argc, argv, &fields, err, sizeof(err))) {
+	bool new_url = false;
+	if (!take_fields(&argc, argv, &fields, &new_url, err, sizeof(err))) {
 		buf_free(&fields);
 		return cli_usage_error(cmd, "%s", err);
 	}
@@ -425,7 +428,7 @@ int cmd_webhook(const struct cli_command *cmd, int argc, char **argv)
 	else if (argc < 2)
 		rc = cli_usage_error(cmd, "missing subcommand");
 	else
-		rc = run(cmd, &cfg, argc, argv, fields.data);
+		rc = run(cmd, &cfg, argc, argv, fields.data, new_url);
 	buf_free(&fields);
 	config_free(&cfg);
 	return rc;
