@@ -315,8 +315,10 @@ static int webhook_test(PGconn *conn, const struct config *cfg, const char *id)
 		printf("Delivered: HTTP %s in %s ms.\n", http, ms);
 	} else {
 		rc = CLI_FAILED;
-		printf("Failed: %s%s%s%s%s after %s ms.\n", class, *http ? " " : "", http,
-		       *error ? ": " : "", error, ms);
+		if (strcmp(class, "http") == 0) /* its error says no more than the status */
+			printf("Failed: HTTP %s after %s ms.\n", http, ms);
+		else
+			printf("Failed: %s: %s after %s ms.\n", class, error, ms);
 		if (strcmp(class, "blocked") == 0)
 			printf("The target is on this machine or a private network: "
 			       "allow_private_targets = true in reghook serve's configuration "
