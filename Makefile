@@ -1,7 +1,8 @@
 # reghook — build, run and test.
 #
 #   make            build build/reghook
-#   make run        install what is missing, build, serve (private PostgreSQL under ./var)
+#   make run        install what is missing, build, serve (a private PostgreSQL of the checkout)
+#   make clean-db   stop and remove that PostgreSQL and its data
 #   make test       install what is missing, build (also with sanitizers), run every test
 #   make bench      the benchmarks under tests/bench/
 #   make deb        the Debian package, build/deb/reghook_<version>_<arch>.deb
@@ -35,7 +36,7 @@ SCHEMA_SQL     := $(sort $(wildcard schema/[0-9][0-9][0-9]_*.sql))
 
 objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
-.PHONY: all asan run test unit bench deb fuzz fuzzers format format-check install-deps clean
+.PHONY: all asan run clean-db test unit bench deb fuzz fuzzers format format-check install-deps clean
 all: build/reghook
 
 # --- one rule set, instantiated for each build tree ---------------------------
@@ -72,6 +73,10 @@ install-deps:
 run: install-deps
 	@$(MAKE) --no-print-directory build/reghook
 	packaging/run-local build/reghook
+
+# Stops and removes make run's private PostgreSQL cluster (and ./var's files).
+clean-db:
+	packaging/run-local --remove-db
 
 test: install-deps
 	@$(MAKE) --no-print-directory build/reghook asan fuzzers

@@ -123,6 +123,30 @@ const struct conf_key *conf_find(const struct conf_key *tab, size_t n, const cha
 	return find_key(tab, n, name, strlen(name));
 }
 
+/* A bound as a person writes it: 86400000 ms is "1d", 1048576 bytes "1MiB". */
+static void format_value(enum conf_type type, long long v, char *out, size_t outlen)
+{
+	static const struct {
+		const char *suffix;
+		long long unit;
+	} durations[] = {{"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}},
+	  sizes[] = {{"GiB", 1073741824LL}, {"MiB", 1048576}, {"KiB", 1024}, {"", 1}};
+	const bool dur = type == CONF_DURATION;
+	const size_t n =
+		dur ? sizeof(durations) / sizeof(durations[0]) : sizeof(sizes) / sizeof(sizes[0]);
+	if (type == CONF_DURATION || type == CONF_SIZE) {
+		for (size_t i = 0; i < n; i++) {
+			long long unit = dur ? durations[i].unit : sizes[i].unit;
+			if (v != 0 && v % unit == 0) {
+				snprintf(out, outlen, "%lld%s", v / unit,
+					 dur ? durations[i].suffix : sizes[i].suffix);
+				return;
+			}
+		}
+	}
+	snprintf(out, outlen, "%lld", v);
+}
+
 static bool set_key(const struct conf_key *k, void *settings, const char *value, char *err,
 		    size_t errlen)
 {
@@ -155,9 +179,15 @@ static bool set_key(const struct conf_key *k, void *settings, const char *value,
 			why = "not a size (e.g. 65536, 64KiB, 1MiB)";
 		break;
 	}
+	char range[96];
 	if (!why && k->type != CONF_STRING && k->type != CONF_BOOL && (k->min || k->max) &&
-	    (v < k->min || v > k->max))
-		why = "out of range";
+	    (v < k->min || v > k->max)) {
+		char lo[32], hi[32];
+		format_value(k->type, k->min, lo, sizeof(lo));
+		format_value(k->type, k->max, hi, sizeof(hi));
+		snprintf(range, sizeof(range), "out of range: from %s to %s", lo, hi);
+		why = range;
+	}
 	if (!why && k->check)
 		why = k->check(value);
 	if (why) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void cli_print_command_help(const struct cli_command *cmd)
 {
@@ -22,7 +23,13 @@ void cli_print_command_help(const struct cli_command *cmd)
 	if (cmd->details)
 		printf("%s", cmd->details);
 	printf("\n");
-	config_print_help(stdout);
+	/* The configuration is serve's to describe; the other commands need only the database. */
+	if (strcmp(cmd->name, "serve") == 0) {
+		config_print_help(stdout);
+		return;
+	}
+	printf("The database comes from the configuration: --config FILE, REGHOOK_CONFIG,\n"
+	       "REGHOOK_DATABASE_URL or --database-url URL; 'reghook --help' lists every key.\n");
 }
 
 int cli_usage_error(const struct cli_command *cmd, const char *fmt, ...)
@@ -54,8 +61,12 @@ static bool cli_database_configured(const struct config *cfg)
 {
 	if (cfg->database_url && *cfg->database_url)
 		return true;
-	fprintf(stderr, "reghook: configuration: database_url: not set (use --database-url, "
-			"REGHOOK_DATABASE_URL or the config file)\n");
+	/* In a checkout where make run wrote its configuration, say how to use it. */
+	bool make_run = access("var/reghook.conf", R_OK) == 0 && access("var/env", R_OK) == 0;
+	fprintf(stderr,
+		"reghook: configuration: database_url: not set (use --database-url, "
+		"REGHOOK_DATABASE_URL or the config file%s)\n",
+		make_run ? "; for make run's database, first '. var/env' in this shell" : "");
 	return false;
 }
 
@@ -103,13 +114,30 @@ static void remove_args(int *argc, char **argv, int at, int n)
 	*argc -= n;
 }
 
+/*
+ * True if arg begins with the option name, '_' standing for '-' as in the
+ * configuration's flags: "--max_attempts" is the command's own
+ * --max-attempts, never the configuration key of the same name.
+ */
+static bool option_prefix(const char *arg, const char *name, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = arg[i];
+		if (c == '_' && i >= 2)
+			c = '-';
+		if (c != name[i])
+			return false;
+	}
+	return true;
+}
+
 int cli_take_option(int *argc, char **argv, const char *name, const char **value)
 {
 	size_t n = strlen(name);
 	for (int i = 1; i < *argc; i++) {
 		if (strcmp(argv[i], "--") == 0)
 			break;
-		if (strncmp(argv[i], name, n) != 0)
+		if (!option_prefix(argv[i], name, n))
 			continue;
 		if (argv[i][n] == '=') {
 			*value = argv[i] + n + 1;
@@ -133,7 +161,7 @@ bool cli_take_flag(int *argc, char **argv, const char *name)
 	for (int i = 1; i < *argc; i++) {
 		if (strcmp(argv[i], "--") == 0)
 			break;
-		if (strcmp(argv[i], name) == 0) {
+		if (option_prefix(argv[i], name, strlen(name)) && argv[i][strlen(name)] == '\0') {
 			remove_args(argc, argv, i, 1);
 			return true;
 		}

@@ -84,7 +84,9 @@ static const char table_sql[] =
 	" coalesce(response_status::text, '') AS http, coalesce(duration_ms::text, '') AS ms,"
 	" coalesce(to_char(attempted_at, 'YYYY-MM-DD HH24:MI:SS'), '') AS attempted_at,"
 	" coalesce(to_char(next_attempt_at, 'YYYY-MM-DD HH24:MI:SS'), '') AS next_attempt_at,"
-	" coalesce(error, '') AS error"
+	" coalesce(error, '') AS error,"
+	" coalesce(callback_state || coalesce(': ' || nullif(callback_description, ''), ''), '')"
+	" AS callback"
 	" FROM h ORDER BY coalesce(attempted_at, created_at) DESC";
 
 static const char json_sql[] = "SELECT coalesce(json_agg(h ORDER BY coalesce(attempted_at, "
@@ -203,28 +205,48 @@ static int retrigger_ids(PGconn *conn, int n, char **ids)
 	return rc;
 }
 
-static int retrigger_failed(const struct cli_command *cmd, PGconn *conn, const char *webhook,
-			    const char *since)
+/* Runs a function of one webhook that returns a count, and prints "N <before> delivery|deliveries
+ * <after>". */
+static int run_counted(PGconn *conn, const char *sql, int nparams, const char *const *params,
+		       const char *before, const char *after)
 {
-	char since_ts[128];
-	int rc = since ? parse_since(cmd, conn, since, since_ts, sizeof(since_ts)) : CLI_OK;
-	if (rc != CLI_OK)
-		return rc;
-	const char *params[] = {webhook, since ? since_ts : NULL};
-	PGresult *res = cli_exec(
-		conn, "SELECT reghook.retrigger_failed($1::bigint, $2::timestamptz)", 2, params);
+	PGresult *res = cli_exec(conn, sql, nparams, params);
 	if (!res)
 		return CLI_FAILED;
-	printf("%s failed deliveries of webhook %s queued again.\n", PQgetvalue(res, 0, 0),
-	       webhook);
+	const char *n = PQgetvalue(res, 0, 0);
+	printf("%s %s%s %s\n", n, before, strcmp(n, "1") == 0 ? "delivery" : "deliveries", after);
 	PQclear(res);
 	return CLI_OK;
 }
 
-enum { R_WEBHOOK, R_FAILED, R_SINCE, R_NOPTS };
+static int retrigger_failed(const struct cli_command *cmd, PGconn *conn, const char *webhook,
+			    const char *since)
+{
+	char since_ts[128], after[64];
+	int rc = since ? parse_since(cmd, conn, since, since_ts, sizeof(since_ts)) : CLI_OK;
+	if (rc != CLI_OK)
+		return rc;
+	const char *params[] = {webhook, since ? since_ts : NULL};
+	snprintf(after, sizeof(after), "of webhook %s queued again.", webhook);
+	return run_counted(conn, "SELECT reghook.retrigger_failed($1::bigint, $2::timestamptz)", 2,
+			   params, "failed ", after);
+}
+
+static int retry_waiting(PGconn *conn, const char *webhook)
+{
+	char after[96];
+	const char *params[] = {webhook};
+	snprintf(after, sizeof(after), "of webhook %s waiting for a next attempt: tried now.",
+		 webhook);
+	return run_counted(conn, "SELECT reghook.retry_waiting($1::bigint)", 1, params, "", after);
+}
+
+enum { R_WEBHOOK, R_FAILED, R_WAITING, R_SINCE, R_NOPTS };
 static const struct cli_option retrigger_opts[R_NOPTS] = {
-	[R_WEBHOOK] = {"--webhook", "ID", "with --failed: the webhook"},
+	[R_WEBHOOK] = {"--webhook", "ID", "with --failed or --waiting: the webhook"},
 	[R_FAILED] = {"--failed", NULL, "every failed delivery of the webhook"},
+	[R_WAITING] = {"--waiting", NULL,
+		       "every delivery of the webhook waiting for its next attempt: try now"},
 	[R_SINCE] =
 		{"--since", "T",
 		 "with --failed: only those that failed since T (an age such as 1d, or a time)"},
@@ -249,7 +271,7 @@ int cmd_retrigger(const struct cli_command *cmd, int argc, char **argv)
 	if (cli_take_options(cmd, retrigger_opts, R_NOPTS, &argc, argv, v) != CLI_OK)
 		goto done;
 	const char *webhook = v[R_WEBHOOK], *since = v[R_SINCE];
-	bool failed = v[R_FAILED] != NULL;
+	bool failed = v[R_FAILED] != NULL, waiting = v[R_WAITING] != NULL;
 	/* Everything after "--" is an id too. */
 	for (int i = 1; i < argc; i++)
 		if (strcmp(argv[i], "--") == 0) {
@@ -267,14 +289,21 @@ int cmd_retrigger(const struct cli_command *cmd, int argc, char **argv)
 		rc = cli_usage_error(cmd, "unknown option '%s'", bad_id);
 	} else if (cli_unknown_option(argc, argv)) {
 		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
-	} else if ((webhook || failed || since) && argc > 1) {
-		rc = cli_usage_error(cmd, "give delivery ids, or --webhook ID --failed, not both");
-	} else if (!webhook && !failed && !since && argc < 2) {
+	} else if ((webhook || failed || waiting || since) && argc > 1) {
+		rc = cli_usage_error(
+			cmd, "give delivery ids, or --webhook ID --failed or --waiting, not both");
+	} else if (!webhook && !failed && !waiting && !since && argc < 2) {
 		rc = cli_usage_error(cmd, "missing delivery ids");
-	} else if ((webhook || since) && !failed) {
-		rc = cli_usage_error(cmd, "--webhook and --since go with --failed");
-	} else if (failed && !webhook) {
-		rc = cli_usage_error(cmd, "--failed needs --webhook ID");
+	} else if (failed && waiting) {
+		rc = cli_usage_error(cmd,
+				     "--failed and --waiting go apart: run one, then the other");
+	} else if (since && !failed) {
+		rc = cli_usage_error(cmd, "--since goes with --failed");
+	} else if (webhook && !failed && !waiting) {
+		rc = cli_usage_error(cmd, "--webhook goes with --failed or --waiting");
+	} else if ((failed || waiting) && !webhook) {
+		rc = cli_usage_error(cmd, "%s needs --webhook ID",
+				     failed ? "--failed" : "--waiting");
 	} else if (webhook && !cli_parse_id(webhook)) {
 		rc = cli_usage_error(cmd, "--webhook '%s' is not a webhook id", webhook);
 	} else if (bad_id) {
@@ -283,8 +312,9 @@ int cmd_retrigger(const struct cli_command *cmd, int argc, char **argv)
 		PGconn *conn = cli_connect(&cfg);
 		rc = CLI_FAILED;
 		if (conn) {
-			rc = failed ? retrigger_failed(cmd, conn, webhook, since)
-				    : retrigger_ids(conn, argc - 1, argv + 1);
+			rc = failed    ? retrigger_failed(cmd, conn, webhook, since)
+			     : waiting ? retry_waiting(conn, webhook)
+				       : retrigger_ids(conn, argc - 1, argv + 1);
 			PQfinish(conn);
 		}
 	}

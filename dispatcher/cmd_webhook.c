@@ -15,6 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+
+/* webhook test polls for its attempt this often, for the webhook's timeout and this much more. */
+#define TEST_POLL_MS 100
+#define TEST_WAIT_EXTRA_MS 10000LL
+
+/* The longest --timeout; webhook_set() in SQL allows no more. */
+#define WEBHOOK_MAX_TIMEOUT_MS 86400000LL
 
 /* Options that set webhook fields: flag, field in webhook_set(), kind. */
 enum opt_kind { OPT_TEXT, OPT_METHOD, OPT_ACTIONS, OPT_FORMAT, OPT_DURATION, OPT_INT, OPT_SECRET };
@@ -101,9 +109,20 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 		}
 		break;
 	case OPT_DURATION:
-		if (!conf_parse_duration(v, &n) || n < 1 || n > 86400000) {
+		/* A bare number would be seconds in the configuration; here it is refused,
+		 * so that "--timeout 30" cannot mean 30 ms to one reader and 30 s to another. */
+		if (*v && v[strspn(v, "0123456789")] == '\0') {
+			snprintf(err, errlen, "--timeout: '%s' needs a unit: %ss or %sms", v, v, v);
+			return false;
+		}
+		if (!conf_parse_duration(v, &n)) {
 			snprintf(err, errlen,
 				 "--timeout: '%s' is not a duration such as 500ms, 10s, 2m", v);
+			return false;
+		}
+		if (n < 1 || n > WEBHOOK_MAX_TIMEOUT_MS) {
+			snprintf(err, errlen, "--timeout: '%s' is %s; the most is 24h", v,
+				 n < 1 ? "zero" : "too long");
 			return false;
 		}
 		buf_printf(json, "%lld", n);
@@ -136,7 +155,8 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 }
 
 /* Takes every field option out of argv into a JSON object for webhook_set(). */
-static bool take_fields(int *argc, char **argv, struct buf *json, char *err, size_t errlen)
+static bool take_fields(int *argc, char **argv, struct buf *json, bool *new_url, char *err,
+			size_t errlen)
 {
 	const char *v;
 	int r;
@@ -149,6 +169,8 @@ static bool take_fields(int *argc, char **argv, struct buf *json, char *err, siz
 		}
 		if (r > 0 && !check_value(&webhook_opts[i], v, json, err, errlen))
 			return false;
+		if (r > 0 && strcmp(webhook_opts[i].field, "url") == 0)
+			*new_url = true;
 	}
 	/* --header is repeatable; all of them replace the webhook's headers. */
 	int headers = 0;
@@ -208,8 +230,109 @@ static int webhook_show(PGconn *conn, const char *id)
 	return CLI_OK;
 }
 
+/*
+ * After a new URL: deliveries that failed, or wait (maybe hours) for their
+ * next attempt, went to the old one. Says how to send them now.
+ */
+static void offer_retry(PGconn *conn, const char *id)
+{
+	const char *params[] = {id};
+	PGresult *res =
+		cli_exec(conn,
+			 "SELECT count(*) FILTER (WHERE status = 'pending' AND "
+			 "next_attempt_at > now()), count(*) FILTER (WHERE status = 'failed')"
+			 " FROM reghook.deliveries WHERE webhook_id = $1",
+			 1, params);
+	if (!res)
+		return;
+	const char *waiting = PQgetvalue(res, 0, 0), *failed = PQgetvalue(res, 0, 1);
+	if (strcmp(waiting, "0") != 0)
+		printf("%s %s for a next attempt: 'reghook retrigger --webhook %s --waiting' "
+		       "tries %s now.\n",
+		       waiting, strcmp(waiting, "1") == 0 ? "delivery waits" : "deliveries wait",
+		       id, strcmp(waiting, "1") == 0 ? "it" : "them");
+	if (strcmp(failed, "0") != 0)
+		printf("%s %s: 'reghook retrigger --webhook %s --failed' queues %s again.\n",
+		       failed, strcmp(failed, "1") == 0 ? "delivery failed" : "deliveries failed",
+		       id, strcmp(failed, "1") == 0 ? "it" : "them");
+	PQclear(res);
+}
+
+/* The test push's last attempt, if any, as a SQL user reads it. */
+static const char test_outcome_sql[] =
+	"SELECT attempt, status, coalesce(response_status::text, ''), coalesce(error_class, ''),"
+	" coalesce(error, ''), coalesce(duration_ms::text, '')"
+	" FROM reghook.delivery_history WHERE delivery_id = $1::uuid"
+	" ORDER BY attempt DESC NULLS LAST LIMIT 1";
+
+/*
+ * Queues a test push and waits for its first attempt, up to the webhook's
+ * timeout and some seconds more (the claim, the connection), then prints
+ * what happened. CLI_OK only for a delivered test push.
+ */
+static int webhook_test(PGconn *conn, const struct config *cfg, const char *id)
+{
+	char timeout[32];
+	snprintf(timeout, sizeof(timeout), "%lld", cfg->request_timeout_ms);
+	const char *params[] = {id, timeout};
+	PGresult *res = cli_exec(conn,
+				 "SELECT reghook.test_webhook($1), (SELECT coalesce(timeout_ms, "
+				 "$2::integer) FROM reghook.webhooks WHERE id = $1)",
+				 2, params);
+	if (!res)
+		return CLI_FAILED;
+	char delivery[64];
+	snprintf(delivery, sizeof(delivery), "%s", PQgetvalue(res, 0, 0));
+	long long wait_ms = atoll(PQgetvalue(res, 0, 1)) + TEST_WAIT_EXTRA_MS;
+	PQclear(res);
+	printf("Test push queued for webhook %s: delivery %s. Waiting for its attempt (up to "
+	       "%llds)...\n",
+	       id, delivery, (wait_ms + 999) / 1000);
+	fflush(stdout);
+
+	const char *q[] = {delivery};
+	for (long long waited = 0;; waited += TEST_POLL_MS) {
+		res = cli_exec(conn, test_outcome_sql, 1, q);
+		if (!res)
+			return CLI_FAILED;
+		if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+			break;
+		PQclear(res);
+		if (waited >= wait_ms) {
+			printf("No attempt yet after %llds: is 'reghook serve' running on this "
+			       "database? The test push stays queued; "
+			       "'reghook deliveries --webhook %s' shows it.\n",
+			       (waited + 999) / 1000, id);
+			return CLI_FAILED;
+		}
+		struct timespec ts = {0, TEST_POLL_MS * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	const char *http = PQgetvalue(res, 0, 2), *class = PQgetvalue(res, 0, 3);
+	const char *error = PQgetvalue(res, 0, 4), *ms = PQgetvalue(res, 0, 5);
+	int rc = CLI_OK;
+	if (*class == '\0') {
+		printf("Delivered: HTTP %s in %s ms.\n", http, ms);
+	} else {
+		rc = CLI_FAILED;
+		if (strcmp(class, "http") == 0) /* its error says no more than the status */
+			printf("Failed: HTTP %s after %s ms.\n", http, ms);
+		else
+			printf("Failed: %s: %s after %s ms.\n", class, error, ms);
+		if (strcmp(class, "blocked") == 0)
+			printf("The target is on this machine or a private network: "
+			       "allow_private_targets = true in reghook serve's configuration "
+			       "allows it.\n");
+		printf("It is retried on the retry schedule; 'reghook deliveries --webhook %s' "
+		       "shows its attempts.\n",
+		       id);
+	}
+	PQclear(res);
+	return rc;
+}
+
 static int run(const struct cli_command *cmd, const struct config *cfg, int argc, char **argv,
-	       const char *fields)
+	       const char *fields, bool new_url)
 {
 	const char *sub = argv[1];
 	bool has_fields = strcmp(fields, "{}") != 0;
@@ -264,14 +387,10 @@ static int run(const struct cli_command *cmd, const struct config *cfg, int argc
 		rc = cli_run(conn, "SELECT reghook.webhook_set($1, $2::jsonb)", 2, params, false);
 		if (rc == CLI_OK)
 			printf("Webhook %s changed.\n", argv[2]);
+		if (rc == CLI_OK && new_url)
+			offer_retry(conn, argv[2]);
 	} else if (strcmp(sub, "test") == 0) {
-		const char *params[] = {argv[2]};
-		PGresult *res = cli_exec(conn, "SELECT reghook.test_webhook($1)", 1, params);
-		rc = res ? CLI_OK : CLI_FAILED;
-		if (res)
-			printf("Test push queued for webhook %s: delivery %s.\n", argv[2],
-			       PQgetvalue(res, 0, 0));
-		PQclear(res);
+		rc = webhook_test(conn, cfg, argv[2]);
 	} else {
 		char sql[64];
 		snprintf(sql, sizeof(sql), "SELECT reghook.webhook_%s($1)", sub);
@@ -297,7 +416,8 @@ int cmd_webhook(const struct cli_command *cmd, int argc, char **argv)
 	if (cli_wants_help(cmd, argc, argv))
 		return CLI_OK;
 	/* Field options first: --max-attempts here is the webhook's, not the daemon's key. */
-	if (!take_fields(&argc, argv, &fields, err, sizeof(err))) {
+	bool new_url = false;
+	if (!take_fields(&argc, argv, &fields, &new_url, err, sizeof(err))) {
 		buf_free(&fields);
 		return cli_usage_error(cmd, "%s", err);
 	}
@@ -310,7 +430,7 @@ int cmd_webhook(const struct cli_command *cmd, int argc, char **argv)
 	else if (argc < 2)
 		rc = cli_usage_error(cmd, "missing subcommand");
 	else
-		rc = run(cmd, &cfg, argc, argv, fields.data);
+		rc = run(cmd, &cfg, argc, argv, fields.data, new_url);
 	buf_free(&fields);
 	config_free(&cfg);
 	return rc;

@@ -36,9 +36,12 @@ static const struct cli_command commands[] = {
 	 "deliveries [--webhook ID] [--status S] [--since T] [--limit N] [--json]",
 	 "delivery history, newest first: one line per attempt, and deliveries not tried yet", NULL,
 	 cmd_deliveries_options},
-	{"retrigger", cmd_retrigger, "retrigger ID.. | retrigger --webhook ID --failed [--since T]",
-	 "queue finished deliveries again (same delivery id; attempts continue numbering)", NULL,
-	 cmd_retrigger_options},
+	{"retrigger", cmd_retrigger,
+	 "retrigger ID.. | retrigger --webhook ID --failed [--since T] | "
+	 "retrigger --webhook ID --waiting",
+	 "queue finished deliveries again (same delivery id; attempts continue numbering), "
+	 "or try waiting ones now",
+	 NULL, cmd_retrigger_options},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -11,7 +11,7 @@ Programs under test and their peers:
   reghook          one such daemon with the default configuration
   registry_factory starts docker-registry instances
   endpoint_factory starts webhook endpoints
-  samples_dir      the recorded registry notifications (shared/samples)
+  samples_dir      the recorded registry notifications (tests/fixtures/samples)
 
 Tests marked soak (long runs) are collected only when REGHOOK_SOAK is set,
 as `make soak` does.
@@ -167,10 +167,6 @@ def endpoint_factory():
 
 @pytest.fixture(scope='session')
 def samples_dir():
-    """pathlib.Path of the registry notification samples: $REGHOOK_SAMPLES,
-    else shared/samples beside the checkout. Skips the test when absent."""
-    default = pathlib.Path(__file__).resolve().parents[3] / 'shared' / 'samples'
-    path = pathlib.Path(os.environ.get('REGHOOK_SAMPLES') or default)
-    if not path.is_dir():
-        pytest.skip(f'no registry samples at {path}')
-    return path
+    """pathlib.Path of the recorded registry notifications, which the
+    checkout carries in tests/fixtures/samples (see its README.md)."""
+    return pathlib.Path(__file__).resolve().parents[1] / 'fixtures' / 'samples'

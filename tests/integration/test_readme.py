@@ -2,15 +2,24 @@
 snippet is exactly what `reghook registry add` prints, and the Portainer
 webhook command is accepted as it stands and delivers what it promises."""
 
+import os
 import pathlib
 import re
 import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
 import uuid
 
-from harness import register, wait_until
+import pytest
+
+from harness import child_env, free_port, http_request, register, tail, wait_until
 from test_delivery import event, post
 
-README = pathlib.Path(__file__).resolve().parents[2] / 'README.md'
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+README = ROOT / 'README.md'
 
 
 def section(title):
@@ -67,3 +76,166 @@ def test_portainer_example_redeploys_with_the_pushed_tag(reghook, pg, endpoint_f
     wait_until(lambda: pg.psql(
         f"SELECT status FROM reghook.deliveries WHERE webhook_id = {webhook_id}"
     ).strip() == 'succeeded', timeout=30, msg='delivery succeeded')
+
+
+# --------------------------------------------------------------------------
+# The first hour: `make run` in a checkout that postgres cannot reach, then
+# the second terminal's commands exactly as the README and make run print them.
+
+
+class MakeRun:
+    """packaging/run-local (what `make run` runs after building) in a copy of
+    the checkout under a directory of mode 0700, as a clone under /root is.
+    As root, its PostgreSQL goes to a directory of clusters given by
+    REGHOOK_RUN_CLUSTERS (postgres's home by default)."""
+
+    def __init__(self, reghook_bin):
+        self.top = tempfile.mkdtemp(prefix='reghook-home-')  # mode 0700, like /root
+        self.checkout = os.path.join(self.top, 'src', 'reghook')
+        os.makedirs(os.path.join(self.checkout, 'packaging'))
+        os.makedirs(os.path.join(self.checkout, 'build'))
+        shutil.copy(ROOT / 'packaging' / 'run-local', os.path.join(self.checkout, 'packaging'))
+        shutil.copy(reghook_bin, os.path.join(self.checkout, 'build', 'reghook'))
+        self.clusters_parent = tempfile.mkdtemp(prefix='reghook-clusters-')
+        os.chmod(self.clusters_parent, 0o755)
+        self.port = free_port()
+        self.env = {**child_env(), 'REGHOOK_LISTEN': f'127.0.0.1:{self.port}',
+                    'REGHOOK_RUN_CLUSTERS': os.path.join(self.clusters_parent, 'clusters'),
+                    # A failed attempt waits 10 minutes: only "retry now" brings it sooner.
+                    'REGHOOK_RETRY_SCHEDULE': '0,10m'}
+        self.out_path = os.path.join(self.top, 'make-run.out')
+        self.proc = None
+
+    def start(self):
+        with open(self.out_path, 'w') as out:
+            self.proc = subprocess.Popen(['packaging/run-local', 'build/reghook'],
+                                         cwd=self.checkout, env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(self.ready_or_gone, timeout=90, msg='make run ready')
+        assert self.proc.poll() is None, self.output()
+
+    def ready_or_gone(self):
+        if self.proc.poll() is not None:
+            return True
+        try:
+            return http_request(self.port, 'GET', '/readyz', timeout=5)[0] == 200
+        except OSError:
+            return False
+
+    def output(self):
+        with open(self.out_path) as f:
+            return f.read()
+
+    def shell(self, line, check=True, cwd=None):
+        """One line in a fresh bash, in the checkout unless cwd is given,
+        as a second terminal runs it."""
+        proc = subprocess.run(['bash', '-c', line], cwd=cwd or self.checkout,
+                              capture_output=True, text=True, env=child_env(), timeout=120)
+        if check:
+            assert proc.returncode == 0, f'{line!r} exited {proc.returncode}:\n' \
+                                         f'{proc.stdout}{proc.stderr}'
+        return proc
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def cleanup(self):
+        self.stop()
+        subprocess.run(['packaging/run-local', '--remove-db'], cwd=self.checkout, env=self.env,
+                       capture_output=True, timeout=120)
+        shutil.rmtree(self.top, ignore_errors=True)
+        shutil.rmtree(self.clusters_parent, ignore_errors=True)
+
+
+@pytest.fixture
+def make_run():
+    run = MakeRun(os.environ['REGHOOK_BIN'])
+    try:
+        yield run
+    finally:
+        print(f'--- make run output:\n{tail(run.out_path)}')
+        run.cleanup()
+
+
+def readme_lines(block):
+    """The command lines of a README sh block, comments dropped."""
+    return [line.split('  #')[0].strip() for line in block.splitlines()
+            if line.strip() and not line.startswith('#')]
+
+
+def test_first_hour_from_make_run_to_a_delivered_webhook(make_run, registry_factory,
+                                                         endpoint_factory):
+    assert stat.S_IMODE(os.stat(make_run.top).st_mode) == 0o700
+    make_run.start()
+    out = make_run.output()
+    # What make run says a second terminal runs: source var/env, reghook, psql.
+    second = out[out.index('A second terminal reaches'):].splitlines()[2:5]
+    source, namespace_add, psql = (line.split('  #')[0].strip() for line in second)
+    assert source.startswith('. ') and source.endswith("/var/env'")
+    assert namespace_add == 'reghook namespace add team-a'
+    assert psql.startswith('psql ')
+    assert 'allow_private_targets is on' in out
+    # From another directory, as printed.
+    assert make_run.shell(f"{source} && reghook registry list", cwd='/').stdout.startswith('id')
+    rows = make_run.shell(f"{psql} -At -c 'SELECT name FROM reghook.registry_sources'",
+                          cwd='/').stdout
+    assert rows == 'local\n'
+
+    # The README's second terminal, line by line, its endpoint on a free port.
+    hook = endpoint_factory()
+    first, deliveries, fix = (readme_lines(b) for b in code_blocks(section('The first hour'), 'sh'))
+    assert first[0] == '. var/env'
+
+    def run(line, check=True):
+        line = line.replace('http://127.0.0.1:9000', hook.url('').rstrip('/'))
+        return make_run.shell(f'. var/env && {line}', check=check)
+
+    for line in first[1:]:
+        res = run(line)
+    assert res.stdout.splitlines()[-1].startswith('Delivered: HTTP 200 in ')
+    [test_push] = hook.wait_for(1)
+    assert test_push.path == '/hooks/registry'
+    assert test_push.json()['push_data']['tag'] == 'test'
+
+    # The registry configured with the snippet make run printed, then a push.
+    token = next(w for w in out.split() if w.startswith('rgh_'))
+    registry = registry_factory(f'http://127.0.0.1:{make_run.port}/events', token,
+                                {'mediatypes': ['application/octet-stream'],
+                                 'actions': ['pull', 'mount']})
+    registry.push('team-a/app:1.0')
+    pushed = hook.wait_for(2, timeout=60)[1]
+    assert pushed.json()['repository']['repo_name'] == 'team-a/app'
+    [line] = deliveries
+    table = run(line).stdout
+    assert 'team-a/app:1.0' in table and 'succeeded' in table
+
+    # A wrong URL: the next push fails and waits for its next attempt (5 s
+    # away at the earliest); the README's fix sends it now.
+    make_run.shell(". var/env && reghook webhook set 1 --url "
+                   f"http://127.0.0.1:{free_port()}/hooks/registry")
+    registry.push('team-a/app:1.1')
+    wait_until(lambda: 'connect' in run('reghook deliveries --webhook 1 --status pending').stdout,
+               timeout=60, msg='the 1.1 delivery failed once and waits')
+    set_url, retry = fix
+    said = run(set_url).stdout
+    assert '1 delivery waits for a next attempt' in said
+    assert 'reghook retrigger --webhook 1 --waiting' in said
+    assert run(retry).stdout == '1 delivery of webhook 1 waiting for a next attempt: tried now.\n'
+    retried = hook.wait_for(3, timeout=20)[2]
+    assert retried.json()['push_data']['tag'] == '1.1'
+
+    # make clean-db removes the cluster and the files make run wrote.
+    make_run.stop()
+    cluster = os.path.realpath(os.path.join(make_run.checkout, 'var', 'cluster')) \
+        if os.geteuid() == 0 else None
+    subprocess.run(['packaging/run-local', '--remove-db'], cwd=make_run.checkout,
+                   env=make_run.env, check=True, capture_output=True, timeout=120)
+    assert not os.path.exists(os.path.join(make_run.checkout, 'var', 'reghook.conf'))
+    if cluster:
+        assert not os.path.exists(cluster)

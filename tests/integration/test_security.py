@@ -144,7 +144,8 @@ def test_secrets_appear_in_no_log_line_and_no_history_row(reghook_factory, pg_se
                          f"http://carol:{s['url_password']}@127.0.0.1:{hook.port}/in-url")
     post(daemon, token, {'events': [event()]})
     assert post(daemon, s['wrong_token'], {'events': [event()]})[0] == 401
-    daemon.run_cli('webhook', 'test', signed)
+    # The test push meets a 500 or a 200 (webhook test exits 1 on the 500).
+    daemon.run_cli('webhook', 'test', signed, check=False)
     for webhook_id in (signed, in_url):
         wait_status(pg, webhook_id, 'succeeded', timeout=30)
     # What was delivered did carry them (so the search below looks for the right things).

@@ -283,6 +283,28 @@ UNIT_TEST(long_lines)
 	unlink(path);
 }
 
+/* A value out of range is told the bounds, written as durations and sizes are written. */
+UNIT_TEST(range_errors_say_the_bounds)
+{
+	struct bounded {
+		long long timeout_ms, body;
+	} b = {0};
+	static const struct conf_key bounded_table[] = {
+		{"timeout", CONF_DURATION, NULL, offsetof(struct bounded, timeout_ms), 1, 86400000,
+		 NULL, "", CONF_RELOADS},
+		{"body", CONF_SIZE, NULL, offsetof(struct bounded, body), 1024, 1LL << 30, NULL, "",
+		 CONF_RELOADS},
+	};
+	char err[256];
+	UNIT_CHECK(!conf_set(bounded_table, 2, &b, "timeout", "99d", err, sizeof(err)), "99d set");
+	UNIT_CHECK(strcmp(err, "timeout: out of range: from 1ms to 1d: '99d'") == 0, "%s", err);
+	UNIT_CHECK(!conf_set(bounded_table, 2, &b, "body", "2G", err, sizeof(err)), "2G set");
+	UNIT_CHECK(strcmp(err, "body: out of range: from 1KiB to 1GiB: '2G'") == 0, "%s", err);
+	UNIT_CHECK(conf_set(bounded_table, 2, &b, "timeout", "24h", err, sizeof(err)) &&
+			   b.timeout_ms == 86400000,
+		   "24h: %s", err);
+}
+
 UNIT_TEST(errors_name_the_key)
 {
 	clear_env();
@@ -303,9 +325,9 @@ UNIT_TEST(errors_name_the_key)
 	clear_env();
 
 	char *a4[] = {"prog", "--max-in-flight", "0", NULL};
-	expect_error(a4, "max_in_flight: out of range: '0'");
+	expect_error(a4, "max_in_flight: out of range: from 1 to 1000: '0'");
 	char *a5[] = {"prog", "--max_in_flight=1001", NULL};
-	expect_error(a5, "max_in_flight: out of range: '1001'");
+	expect_error(a5, "max_in_flight: out of range: from 1 to 1000: '1001'");
 	char *a6[] = {"prog", "--mode", "medium", NULL};
 	expect_error(a6, "mode: must be fast or slow: 'medium'");
 	char *a7[] = {"prog", "--listen", NULL};
@@ -426,6 +448,7 @@ int main(void)
 	UNIT_RUN(errors_name_the_key);
 	UNIT_RUN(flags_consumed_others_kept);
 	UNIT_RUN(find_and_help);
+	UNIT_RUN(range_errors_say_the_bounds);
 	UNIT_RUN(same_and_copy);
 	return UNIT_DONE();
 }

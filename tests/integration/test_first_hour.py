@@ -1,0 +1,334 @@
+"""What a user meets in the first hour with reghook, one point each (the
+whole path, with the README's own command lines, is in test_readme.py):
+a command's own option wins over the configuration key of the same name,
+errors say why, `CMD --help` shows the command's options, `webhook test`
+waits and tells the outcome, waiting deliveries can be tried now (CLI and
+SQL), callbacks show in the history, and the tests need nothing beside
+the checkout."""
+
+import json
+import os
+import pathlib
+import subprocess
+import urllib.parse
+
+import psycopg2
+import pytest
+
+from harness import add_webhook, register, run_reghook, wait_until
+from test_delivery import event, post, rows, wait_attempts, wait_status
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# A failed attempt waits ten minutes: only "retry now" brings the next one sooner.
+SLOW_RETRY = {'retry_schedule': '0,10m'}
+
+
+def webhook(pg, webhook_id):
+    return rows(pg, f'SELECT timeout_ms, max_attempts FROM reghook.webhooks '
+                    f'WHERE id = {int(webhook_id)}')[0]
+
+
+# --- 5: a command's option is never taken for the configuration key ----------
+
+
+def test_underscore_spelling_of_a_webhook_option_sets_the_webhook(reghook, pg):
+    register(reghook, 'team-a')
+    hook_id = add_webhook(reghook, 'team-a', 'http://127.0.0.1:9/', '--max_attempts', '3',
+                          enable=False)
+    assert webhook(pg, hook_id)['max_attempts'] == 3
+    reghook.run_cli('webhook', 'set', hook_id, '--max_attempts=5')
+    assert webhook(pg, hook_id)['max_attempts'] == 5
+    reghook.run_cli('webhook', 'set', hook_id, '--content_type', 'text/plain')
+    assert rows(pg, f'SELECT content_type FROM reghook.webhooks WHERE id = {hook_id}') == [
+        {'content_type': 'text/plain'}]
+    # Not a value the configuration key would take either: refused as the webhook's.
+    res = reghook.run_cli('webhook', 'set', hook_id, '--max_attempts', '0', check=False)
+    assert res.returncode == 2 and '--max-attempts' in res.stderr
+    # Other commands' options too.
+    res = reghook.run_cli('deliveries', '--webhook', hook_id, '--status', 'pending')
+    assert res.returncode == 0
+
+
+# --- 8: errors say why -------------------------------------------------------
+
+
+def test_timeout_errors_say_why(reghook, pg):
+    register(reghook, 'team-a')
+    hook_id = add_webhook(reghook, 'team-a', 'http://127.0.0.1:9/', enable=False)
+    cases = {
+        '99d': "--timeout: '99d' is too long; the most is 24h",
+        '30': "--timeout: '30' needs a unit: 30s or 30ms",
+        '0s': "--timeout: '0s' is zero; the most is 24h",
+        'soon': "--timeout: 'soon' is not a duration such as 500ms, 10s, 2m",
+        '': "--timeout: '' is not a duration",
+    }
+    for value, message in cases.items():
+        for args in (['webhook', 'set', hook_id, '--timeout', value],
+                     ['webhook', 'add', 'team-a', 'http://127.0.0.1:9/', '--timeout', value]):
+            res = reghook.run_cli(*args, check=False)
+            assert res.returncode == 2, (args, res.stderr)
+            assert res.stderr.startswith(f'reghook webhook: {message}'), (args, res.stderr)
+    assert webhook(pg, hook_id)['timeout_ms'] is None
+    reghook.run_cli('webhook', 'set', hook_id, '--timeout', '24h')
+    assert webhook(pg, hook_id)['timeout_ms'] == 86400000
+    reghook.run_cli('webhook', 'set', hook_id, '--timeout', '30s')
+    assert webhook(pg, hook_id)['timeout_ms'] == 30000
+
+
+def test_configuration_out_of_range_names_the_bounds():
+    res = run_reghook(['serve', '--database-url', 'x', '--request-timeout', '99d'], check=False)
+    assert res.returncode == 2
+    assert res.stderr.strip() == \
+        "reghook: configuration: request_timeout: out of range: from 1ms to 1d: '99d'"
+
+
+# --- 9: CMD --help -----------------------------------------------------------
+
+
+def test_command_help_shows_its_options_and_points_to_the_configuration():
+    for cmd, options in {'webhook': ['--max-attempts', '--timeout', '--url', '--header'],
+                         'deliveries': ['--webhook', '--status', '--since', '--limit'],
+                         'retrigger': ['--failed', '--waiting', '--since'],
+                         'namespace': ['--private', '--description'],
+                         'registry': ['--namespaces']}.items():
+        out = run_reghook([cmd, '--help']).stdout
+        assert all(o in out for o in options), (cmd, out)
+        # serve's configuration is not repeated: no key of it appears.
+        assert '--max_in_flight' not in out and '--history_retention' not in out, (cmd, out)
+        assert "'reghook --help' lists every key" in out, (cmd, out)
+    serve = run_reghook(['serve', '--help']).stdout
+    assert '--max_in_flight' in serve and '--history_retention' in serve
+    assert '--history_retention' in run_reghook(['--help']).stdout
+
+
+# --- 2: webhook test waits and tells ----------------------------------------
+
+
+def test_webhook_test_waits_for_its_attempt_and_prints_the_outcome(reghook_factory, pg,
+                                                                  endpoint_factory):
+    hook = endpoint_factory()
+    daemon = reghook_factory(SLOW_RETRY)
+    register(daemon, 'team-a')
+    ok = add_webhook(daemon, 'team-a', hook.url('/ok'))
+    res = daemon.run_cli('webhook', 'test', ok)
+    assert res.stdout.splitlines()[-1].startswith('Delivered: HTTP 200 in ')
+    # The request was received before the command returned.
+    assert [r.path for r in hook.requests] == ['/ok']
+
+    hook.respond(503, b'maintenance')
+    res = daemon.run_cli('webhook', 'test', ok, check=False)
+    assert res.returncode == 1
+    assert 'Failed: HTTP 503 after ' in res.stdout
+    assert f"'reghook deliveries --webhook {ok}'" in res.stdout
+
+
+def test_webhook_test_says_that_a_local_target_is_blocked(reghook_factory, pg):
+    daemon = reghook_factory({'allow_private_targets': False})
+    register(daemon, 'team-a')
+    local = add_webhook(daemon, 'team-a', 'http://127.0.0.1:9/hook')
+    res = daemon.run_cli('webhook', 'test', local, check=False)
+    assert res.returncode == 1
+    assert 'Failed: blocked: ' in res.stdout
+    assert 'allow_private_targets = true' in res.stdout
+
+
+def test_webhook_test_without_a_running_serve_says_so(reghook_factory, pg):
+    daemon = reghook_factory()
+    register(daemon, 'team-a')
+    hook_id = add_webhook(daemon, 'team-a', 'http://127.0.0.1:9/')
+    daemon.stop()
+    daemon.run_cli('webhook', 'set', hook_id, '--timeout', '1ms')
+    res = daemon.run_cli('webhook', 'test', hook_id, check=False)
+    assert res.returncode == 1
+    assert "is 'reghook serve' running" in res.stdout
+    assert rows(pg, 'SELECT status FROM reghook.deliveries') == [{'status': 'pending'}]
+
+
+def test_webhook_test_bad_input(reghook, pg):
+    register(reghook, 'team-a')
+    for args in (['webhook', 'test'], ['webhook', 'test', 'x'], ['webhook', 'test', '1', '2'],
+                 ['webhook', 'test', '1', '--timeout', '5s'], ['webhook', 'test', '1', '--bogus']):
+        res = reghook.run_cli(*args, check=False)
+        assert res.returncode == 2 and res.stderr.startswith('reghook webhook: '), (args,
+                                                                                   res.stderr)
+    res = reghook.run_cli('webhook', 'test', '999', check=False)
+    assert res.returncode == 1 and 'webhook 999 does not exist' in res.stderr
+
+
+# --- 3: fix the URL, then try the waiting deliveries now --------------------
+
+
+def failing_then_fixed(daemon, pg, hook):
+    """A webhook whose URL points nowhere, with one delivery that failed its
+    first attempt and waits ten minutes for the next. Returns (id, delivery)."""
+    token = register(daemon, 'team-a')
+    hook_id = add_webhook(daemon, 'team-a', 'http://127.0.0.1:9/nowhere')
+    post(daemon, token, event(tag='v1'))
+    wait_attempts(pg, hook_id, 1)
+    [d] = wait_status(pg, hook_id, 'pending')
+    return hook_id, d['id']
+
+
+def test_webhook_set_url_offers_retry_now_and_retrigger_waiting_sends_them(reghook_factory,
+                                                                          pg, endpoint_factory):
+    hook = endpoint_factory()
+    daemon = reghook_factory(SLOW_RETRY)
+    hook_id, delivery = failing_then_fixed(daemon, pg, hook)
+    # Nothing is failed: retrigger --failed finds nothing, as the issue says.
+    res = daemon.run_cli('retrigger', '--webhook', hook_id, '--failed')
+    assert res.stdout.startswith('0 failed deliveries')
+
+    out = daemon.run_cli('webhook', 'set', hook_id, '--url', hook.url('/fixed')).stdout
+    assert out == (f'Webhook {hook_id} changed.\n'
+                   f"1 delivery waits for a next attempt: 'reghook retrigger --webhook {hook_id} "
+                   "--waiting' tries it now.\n")
+    out = daemon.run_cli('retrigger', '--webhook', hook_id, '--waiting').stdout
+    assert out == f'1 delivery of webhook {hook_id} waiting for a next attempt: tried now.\n'
+    [req] = hook.wait_for(1, timeout=20)
+    assert req.path == '/fixed' and req.header('X-Reghook-Delivery') == delivery
+    [d] = wait_status(pg, hook_id, 'succeeded')
+    assert d['attempts'] == 2
+    # Nothing waits any more; a set without --url offers nothing.
+    out = daemon.run_cli('retrigger', '--webhook', hook_id, '--waiting').stdout
+    assert out.startswith('0 deliveries of webhook')
+    assert daemon.run_cli('webhook', 'set', hook_id, '--name', 'x').stdout == \
+        f'Webhook {hook_id} changed.\n'
+
+
+def test_retrigger_of_a_waiting_delivery_tries_it_now(reghook_factory, pg, endpoint_factory):
+    hook = endpoint_factory()
+    daemon = reghook_factory(SLOW_RETRY)
+    hook_id, delivery = failing_then_fixed(daemon, pg, hook)
+    daemon.run_cli('webhook', 'set', hook_id, '--url', hook.url('/one'))
+    assert daemon.run_cli('retrigger', delivery).stdout == f'Delivery {delivery} queued again.\n'
+    hook.wait_for(1, timeout=20)
+    [d] = wait_status(pg, hook_id, 'succeeded')
+    # Within its round: the same attempts, the round not restarted.
+    assert rows(pg, f"SELECT attempts, round_start, retriggered_by FROM reghook.deliveries "
+                    f"WHERE id = '{delivery}'") == [
+        {'attempts': 2, 'round_start': 0, 'retriggered_by': 'postgres'}]
+
+
+def test_retry_waiting_in_sql_for_contributors_only(reghook_factory, pg, endpoint_factory):
+    hook = endpoint_factory()
+    daemon = reghook_factory(SLOW_RETRY)
+    hook_id, delivery = failing_then_fixed(daemon, pg, hook)
+    pg.psql(f"SELECT reghook.webhook_set({hook_id}, "
+            f"jsonb_build_object('url', '{hook.url('/sql')}'))")
+    for role, access in (('viewer_a', 'viewer'), ('contrib_a', 'contributor')):
+        pg.create_login_role(role)
+        daemon.run_cli('namespace', 'grant', 'team-a', role, access)
+    outsider = pg.create_login_role('outsider')
+    for who in ('viewer_a', outsider):
+        with pytest.raises(psycopg2.Error):
+            pg.connect(user=who).cursor().execute('SELECT reghook.retry_waiting(%s)',
+                                                  (int(hook_id),))
+    assert hook.requests == []
+    cur = pg.connect(user='contrib_a').cursor()
+    cur.execute('SELECT reghook.retry_waiting(%s)', (int(hook_id),))
+    assert cur.fetchone() == (1,)
+    assert hook.wait_for(1, timeout=20)[0].path == '/sql'
+    wait_status(pg, hook_id, 'succeeded')
+
+
+def test_retrigger_waiting_bad_input(reghook_factory, pg):
+    daemon = reghook_factory()
+    register(daemon, 'team-a')
+    hook_id = add_webhook(daemon, 'team-a', 'http://127.0.0.1:9/', enable=False)
+    for args in (['retrigger', '--waiting'], ['retrigger', '--webhook', hook_id],
+                 ['retrigger', '--webhook', hook_id, '--waiting', '--failed'],
+                 ['retrigger', '--webhook', hook_id, '--waiting', '--since', '1d'],
+                 ['retrigger', '--webhook', 'x', '--waiting'],
+                 ['retrigger', '--webhook', hook_id, '--waiting', 'extra'],
+                 ['retrigger', '--waiting=yes', '--webhook', hook_id]):
+        res = daemon.run_cli(*args, check=False)
+        assert res.returncode == 2 and res.stderr.startswith('reghook retrigger: '), (args,
+                                                                                     res.stderr)
+    res = daemon.run_cli('retrigger', '--webhook', hook_id, '--waiting', check=False)
+    assert res.returncode == 1 and 'enable it first' in res.stderr
+    res = daemon.run_cli('retrigger', '--webhook', '999999', '--waiting', check=False)
+    assert res.returncode == 1 and 'webhook 999999 does not exist' in res.stderr
+
+
+# --- 10: callbacks in the history --------------------------------------------
+
+
+def test_callbacks_show_in_delivery_history_and_deliveries(reghook, pg, endpoint_factory):
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    hook_id = add_webhook(reghook, 'team-a', hook.url('/'))
+    post(reghook, token, event())
+    callback_url = hook.wait_for(1)[0].json()['callback_url']
+    wait_status(pg, hook_id, 'succeeded')
+    report = {'state': 'failure', 'description': 'tests failed', 'context': 'ci/test',
+              'target_url': 'https://ci.example/run/7'}
+    path = urllib.parse.urlsplit(callback_url).path
+    assert reghook.post(path, json.dumps(report).encode(),
+                        {'Content-Type': 'application/json'})[0] == 200
+
+    [h] = rows(pg, 'SELECT callback_state, callback_description, callback_context, '
+                   'callback_target_url, callback_at IS NOT NULL AS at '
+                   'FROM reghook.delivery_history')
+    assert h == {'callback_state': 'failure', 'callback_description': 'tests failed',
+                 'callback_context': 'ci/test', 'callback_target_url': 'https://ci.example/run/7',
+                 'at': True}
+    # A member reads them as well.
+    pg.create_login_role('viewer_a')
+    reghook.run_cli('namespace', 'grant', 'team-a', 'viewer_a', 'viewer')
+    cur = pg.connect(user='viewer_a').cursor()
+    cur.execute('SELECT callback_state FROM reghook.delivery_history')
+    assert cur.fetchall() == [('failure',)]
+
+    table = reghook.run_cli('deliveries').stdout.splitlines()
+    assert table[0].split()[-1] == 'callback'
+    assert table[1].endswith('failure: tests failed')
+    [j] = json.loads(reghook.run_cli('deliveries', '--json').stdout)
+    assert j['callback_state'] == 'failure' and j['callback_context'] == 'ci/test'
+
+
+def test_retrigger_failed_says_delivery_for_one(reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory({'retry_schedule': '0', 'max_attempts': 1})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.respond(500)
+    hook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, event())
+    wait_status(pg, hook_id, 'failed')
+    hook.respond(200)
+    out = daemon.run_cli('retrigger', '--webhook', hook_id, '--failed').stdout
+    assert out == f'1 failed delivery of webhook {hook_id} queued again.\n'
+
+
+# --- 12: the tests carry their fixtures -------------------------------------
+
+
+def test_registry_samples_are_in_the_checkout(samples_dir):
+    assert samples_dir == ROOT / 'tests' / 'fixtures' / 'samples'
+    names = sorted(p.name for p in samples_dir.glob('*.json'))
+    assert len(names) == 12
+    # The same envelopes seed the envelope fuzzer.
+    corpus = ROOT / 'tests' / 'fuzz' / 'corpus' / 'envelope'
+    for name in names:
+        assert (samples_dir / name).read_bytes() == (corpus / name).read_bytes(), name
+    for path in (ROOT / 'tests' / 'run', ROOT / 'tests' / 'integration' / 'conftest.py',
+                 ROOT / 'tests' / 'unit' / 'test_envelope.c'):
+        text = path.read_text()
+        assert '../shared' not in text and "'shared'" not in text, path
+        assert 'REGHOOK_SAMPLES' not in text, path
+
+
+# --- 1: the CLI in a make run checkout, without var/env ---------------------
+
+
+def test_without_a_database_in_a_make_run_checkout_the_cli_says_to_source_var_env(tmp_path):
+    res = run_reghook(['namespace', 'add', 'team-a'], check=False, cwd=tmp_path)
+    assert res.returncode == 2 and 'var/env' not in res.stderr
+    (tmp_path / 'var').mkdir()
+    (tmp_path / 'var' / 'reghook.conf').write_text('database_url = host=/nowhere\n')
+    (tmp_path / 'var' / 'env').write_text('export REGHOOK_CONFIG=...\n')
+    res = run_reghook(['namespace', 'add', 'team-a'], check=False, cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.strip().endswith(
+        "database_url: not set (use --database-url, REGHOOK_DATABASE_URL or the config file; "
+        "for make run's database, first '. var/env' in this shell)")
