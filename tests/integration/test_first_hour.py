@@ -76,6 +76,15 @@ def test_timeout_errors_say_why(reghook, pg):
     assert webhook(pg, hook_id)['timeout_ms'] == 30000
 
 
+def test_listen_error_says_why(reghook, pg):
+    """A second daemon on the same address stops at once, saying why."""
+    res = run_reghook(['serve', '--listen', f'127.0.0.1:{reghook.port}'], database_url=pg.url(),
+                      check=False, timeout=60)
+    assert res.returncode != 0
+    assert f'cannot listen on 127.0.0.1:{reghook.port}: Address already in use' in res.stderr, \
+        res.stderr
+
+
 def test_configuration_out_of_range_names_the_bounds():
     res = run_reghook(['serve', '--database-url', 'x', '--request-timeout', '99d'], check=False)
     assert res.returncode == 2
