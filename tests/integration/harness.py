@@ -236,6 +236,12 @@ class Database:
         self.psql(f'CREATE ROLE {_quote_ident(name)} LOGIN', dbname='postgres')
         return name
 
+    def group_role(self, kind, dbname=None):
+        """The name of a group role (admin, dispatcher, member) of a migrated
+        database, as reghook.role_name() gives it, quoted for SQL."""
+        name = self.psql(f"SELECT reghook.role_name('{kind}')", dbname=dbname).strip()
+        return _quote_ident(name)
+
     def close_connections(self):
         for conn in self._conns:
             conn.close()

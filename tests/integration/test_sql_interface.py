@@ -191,8 +191,11 @@ def test_viewer_reads_its_namespace_and_nothing_of_another(reghook, pg, endpoint
     for table in ('registry_sources', 'webhook_secrets'):
         code, _ = refused(pg, 'viewer_a', f'SELECT count(*) FROM reghook.{table}')
         assert code == '42501'
-    # A role that is no member sees nothing at all.
+    # A role that is no member does not even connect; let in, it sees nothing at all.
     pg.create_login_role('stranger')
+    with pytest.raises(psycopg2.OperationalError, match='permission denied for database'):
+        pg.connect(user='stranger')
+    pg.psql(f'GRANT CONNECT ON DATABASE {pg.dbname} TO stranger')
     code, _ = refused(pg, 'stranger', 'SELECT count(*) FROM reghook.webhooks')
     assert code == '42501'
 
@@ -466,7 +469,7 @@ def test_retrigger_failed_brings_failed_deliveries_to_an_endpoint_that_recovered
 def test_dispatcher_runs_as_its_own_role(reghook_factory, pg, endpoint_factory):
     run_reghook(['migrate'], database_url=pg.url())
     pg.create_login_role('rh_dispatcher')
-    pg.psql('GRANT reghook_dispatcher TO rh_dispatcher')
+    pg.psql(f'GRANT {pg.group_role("dispatcher")} TO rh_dispatcher')
     daemon = reghook_factory(FAST, database_url=pg.url('rh_dispatcher'))
     # Set-up as the admin (the schema owner); serving as the dispatcher.
     run_reghook(['namespace', 'add', 'team-a'], database_url=pg.url())
