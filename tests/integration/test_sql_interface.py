@@ -7,7 +7,6 @@ the `deliveries` and `retrigger` commands."""
 
 import base64
 import json
-import os
 import select
 import time
 import uuid
@@ -572,14 +571,7 @@ def test_upgrade_from_a_database_of_the_first_five_migrations(pg, endpoint_facto
     here from schema/ as migrate applies them), with a webhook whose URL holds
     credentials and a failed delivery: `reghook migrate` brings it to the
     current schema, and the SQL interface works on the old rows."""
-    root = os.path.join(os.path.dirname(__file__), '..', '..', 'schema')
-    pg.psql('CREATE SCHEMA reghook; CREATE TABLE reghook.schema_migrations (version integer PRIMARY KEY,'
-            ' name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());')
-    for name in sorted(os.listdir(root))[:5]:
-        version, rest = name[:3], name[4:-len('.sql')]
-        with open(os.path.join(root, name)) as f:
-            pg.psql(f'BEGIN; SET LOCAL search_path = reghook, pg_catalog;\n{f.read()}\n;'
-                    f"INSERT INTO reghook.schema_migrations VALUES ({int(version)}, '{rest}'); COMMIT;")
+    pg.apply_migration_files(5)
     hook = endpoint_factory()
     pg.psql(f"""SELECT reghook.namespace_add('team-a');
         SELECT reghook.webhook_add('team-a', 'http://ci:p%40ss@127.0.0.1:{hook.port}/old');
