@@ -155,7 +155,9 @@ BEGIN
         -- Its members keep their access here, if this database was in use.
         CONTINUE WHEN NOT in_use;
         FOR r IN SELECT m.member, m.admin_option FROM pg_auth_members m
-                 WHERE m.roleid = old_oid AND m.member <> (SELECT oid FROM pg_roles WHERE rolname = new_role) LOOP
+                 WHERE m.roleid = old_oid AND m.member <> (SELECT oid FROM pg_roles WHERE rolname = new_role)
+                   -- The migrating role (the creator of both, on PostgreSQL 16) has what it needs.
+                   AND m.member <> (SELECT oid FROM pg_roles WHERE rolname = current_user) LOOP
             EXECUTE format('GRANT %I TO %I%s', new_role, pg_get_userbyid(r.member),
                            CASE WHEN r.admin_option THEN ' WITH ADMIN OPTION' ELSE '' END);
             RAISE WARNING 'role % is now a member of %, as it was of %, which other reghook databases may share',
