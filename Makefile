@@ -107,9 +107,11 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -Icommon -Idispatcher $(PKG_CFLAG
 	-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined
 FUZZ_BASE    := common/buf.c common/log.c
-FUZZ_BINS    := build/fuzz/fuzz_envelope build/fuzz/fuzz_urltemplate build/fuzz/fuzz_config
+FUZZ_BINS    := build/fuzz/fuzz_envelope build/fuzz/fuzz_jsonparse build/fuzz/fuzz_urltemplate \
+	build/fuzz/fuzz_config
 
-build/fuzz/fuzz_envelope: dispatcher/envelope.c
+build/fuzz/fuzz_envelope: dispatcher/envelope.c common/jsonparse.c
+build/fuzz/fuzz_jsonparse: common/jsonparse.c
 build/fuzz/fuzz_urltemplate: dispatcher/urltemplate.c
 build/fuzz/fuzz_config: dispatcher/config.c common/conf.c
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_BASE) $(wildcard common/*.h dispatcher/*.h)

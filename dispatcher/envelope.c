@@ -2,6 +2,7 @@
  * envelope: see envelope.h.
  */
 #include "envelope.h"
+#include "jsonparse.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -98,152 +99,6 @@ bool envelope_timestamp(const char *in, char *out, size_t outlen)
 		return false;
 	int n = snprintf(out, outlen, "%.10sT%.8s%s%s", in, in + 11, frac, zone);
 	return n > 0 && (size_t)n < outlen;
-}
-
-/* Length of the UTF-8 sequence at s (at most n bytes), or 0 if it is not
- * well-formed (RFC 3629: no overlong forms, no surrogates, at most U+10FFFF). */
-static size_t utf8_sequence(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	size_t len;
-	unsigned char lo = 0x80, hi = 0xbf; /* bounds of the second byte */
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		len = 2;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		len = 3;
-		if (c == 0xe0)
-			lo = 0xa0; /* overlong */
-		else if (c == 0xed)
-			hi = 0x9f; /* surrogates */
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		len = 4;
-		if (c == 0xf0)
-			lo = 0x90; /* overlong */
-		else if (c == 0xf4)
-			hi = 0x8f; /* above U+10FFFF */
-	} else {
-		return 0;
-	}
-	if (n < len || s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < len; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	return len;
-}
-
-/* The value of the 4 hex digits at s, or -1. */
-static int hex4(const char *s, size_t n)
-{
-	int v = 0;
-	if (n < 4)
-		return -1;
-	for (int i = 0; i < 4; i++) {
-		char c = s[i];
-		int d = c >= '0' && c <= '9'   ? c - '0'
-			: c >= 'a' && c <= 'f' ? c - 'a' + 10
-			: c >= 'A' && c <= 'F' ? c - 'A' + 10
-					       : -1;
-		if (d < 0)
-			return -1;
-		v = v * 16 + d;
-	}
-	return v;
-}
-
-/*
- * Checks what yajl lets through but would change or PostgreSQL would
- * refuse, before the tree is built: nesting deeper than ENVELOPE_MAX_DEPTH
- * (yajl recurses), bytes that are not well-formed UTF-8, and the escapes
- * \u0000 (cut C strings short) and unpaired surrogates (yajl turns them
- * into '?'). Structure outside strings is yajl's to judge.
- *
- * It also counts the elements of arrays directly inside the top-level
- * object (in an envelope, only "events"; the longest is taken), so that a
- * huge envelope gets its 413 before yajl builds a tree of it: yajl grows
- * an array one realloc at a time, which some allocators (ASan's,
- * valgrind's) turn quadratic.
- */
-static enum envelope_status prescan(const char *body, size_t len, size_t max_events, char *err,
-				    size_t errlen)
-{
-	const unsigned char *s = (const unsigned char *)body;
-	int depth = 0;
-	bool in_string = false, counting = false;
-	size_t elements = 0, most = 0;
-	for (size_t i = 0; i < len;) {
-		unsigned char c = s[i];
-		if (c >= 0x80) {
-			size_t n = utf8_sequence(s + i, len - i);
-			if (n == 0) {
-				snprintf(err, errlen, "body is not JSON: invalid UTF-8 at byte %zu",
-					 i);
-				return ENVELOPE_BAD;
-			}
-			i += n;
-			continue;
-		}
-		if (!in_string) {
-			if (c == '"') {
-				in_string = true;
-			} else if (c == '{' || c == '[') {
-				if (++depth > ENVELOPE_MAX_DEPTH) {
-					snprintf(err, errlen, "JSON nested deeper than %d levels",
-						 ENVELOPE_MAX_DEPTH);
-					return ENVELOPE_BAD;
-				}
-				if (depth == 2) {
-					counting = c == '[';
-					elements = 1;
-					if (counting && most == 0)
-						most = 1;
-				}
-			} else if (c == '}' || c == ']') {
-				depth--;
-			} else if (c == ',' && depth == 2 && counting && ++elements > most) {
-				most = elements;
-			}
-			i++;
-			continue;
-		}
-		if (c == '"') {
-			in_string = false;
-		} else if (c == '\\' && i + 1 < len && s[i + 1] == 'u') {
-			int u = hex4(body + i + 2, len - i - 2);
-			if (u == 0) {
-				snprintf(err, errlen,
-					 "\\u0000 at byte %zu: NUL is not allowed in strings", i);
-				return ENVELOPE_BAD;
-			}
-			if (u >= 0xd800 && u <= 0xdfff) {
-				int low = u <= 0xdbff && i + 11 < len && s[i + 6] == '\\' &&
-							  s[i + 7] == 'u'
-						  ? hex4(body + i + 8, len - i - 8)
-						  : -1;
-				if (low < 0xdc00 || low > 0xdfff) {
-					snprintf(err, errlen,
-						 "unpaired UTF-16 surrogate \\u%04x at byte %zu", u,
-						 i);
-					return ENVELOPE_BAD;
-				}
-				i += 6; /* the low half, checked */
-			}
-			i += 2; /* the hex digits are plain ASCII, scanned as such */
-			continue;
-		} else if (c == '\\') {
-			i += 2;
-			continue;
-		}
-		i++;
-	}
-	if (most > max_events) {
-		snprintf(err, errlen, "%zu events in one envelope; at most %zu are accepted", most,
-			 max_events);
-		return ENVELOPE_TOO_MANY;
-	}
-	return ENVELOPE_OK;
 }
 
 /*
@@ -387,27 +242,29 @@ static bool parse_event(yajl_val e, size_t idx, struct reg_event *ev, char *err,
 enum envelope_status envelope_parse(const char *body, size_t len, size_t max_events,
 				    struct envelope *out, char *err, size_t errlen)
 {
-	char yerr[256];
 	memset(out, 0, sizeof(*out));
 
 	if (len == 0) {
 		snprintf(err, errlen, "empty body: expected a JSON envelope {\"events\": [...]}");
 		return ENVELOPE_BAD;
 	}
-	if (memchr(body, '\0', len)) {
-		snprintf(err, errlen, "body is not JSON: it contains a NUL byte");
-		return ENVELOPE_BAD;
-	}
-	enum envelope_status scanned = prescan(body, len, max_events, err, errlen);
-	if (scanned != ENVELOPE_OK)
-		return scanned;
-	/* yajl_tree_parse wants a C string. */
-	char *text = xstrndup(body, len);
-	yajl_val tree = yajl_tree_parse(text, yerr, sizeof(yerr));
-	free(text);
-	if (!tree) {
-		yerr[strcspn(yerr, "\n")] = '\0';
-		snprintf(err, errlen, "body is not JSON: %s", yerr);
+	/*
+	 * One strict pass decides and builds: a huge envelope gets its 413
+	 * before its events are all in the tree.
+	 */
+	const struct jsonparse_limits limits = {ENVELOPE_MAX_DEPTH, max_events};
+	yajl_val tree;
+	char jerr[256];
+	switch (jsonparse(body, len, &limits, &tree, jerr, sizeof(jerr))) {
+	case JSONPARSE_OK:
+		break;
+	case JSONPARSE_TOO_MANY:
+		snprintf(err, errlen,
+			 "more than %zu events in one envelope; at most %zu are accepted",
+			 max_events, max_events);
+		return ENVELOPE_TOO_MANY;
+	case JSONPARSE_BAD:
+		snprintf(err, errlen, "body is %s", jerr);
 		return ENVELOPE_BAD;
 	}
 	out->tree = tree;
@@ -420,12 +277,6 @@ enum envelope_status envelope_parse(const char *body, size_t len, size_t max_eve
 	if (!YAJL_IS_ARRAY(events)) {
 		snprintf(err, errlen, "events: not an array");
 		goto bad;
-	}
-	if (events->u.array.len > max_events) {
-		snprintf(err, errlen, "%zu events in one envelope; at most %zu are accepted",
-			 events->u.array.len, max_events);
-		envelope_free(out);
-		return ENVELOPE_TOO_MANY;
 	}
 	out->count = events->u.array.len;
 	out->events = xcalloc(out->count ? out->count : 1, sizeof(struct reg_event));

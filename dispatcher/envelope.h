@@ -4,11 +4,13 @@
  * send them. Pure functions over bytes: no I/O, so the unit tests feed them
  * the samples directly.
  *
- * Parsing is bounded: the caller caps the body size, and the nesting depth
- * is checked before the tree is built, the number of events before they
- * are read. Strings must be well-formed UTF-8 without \u0000 or unpaired
- * surrogate escapes (which yajl would cut or replace, and PostgreSQL's
- * jsonb refuses), so an event is stored as sent or not at all. Every
+ * Parsing is strict and bounded (common/jsonparse): the caller caps the
+ * body size; comments, nesting deeper than ENVELOPE_MAX_DEPTH, duplicate
+ * keys, and strings that are not well-formed UTF-8 or hold \u0000 or an
+ * unpaired surrogate escape (which yajl would cut or replace, and
+ * PostgreSQL's jsonb refuses) are refused as the text is read, and so is
+ * an events array longer than allowed, before the rest of it is built. So
+ * an event is stored as sent or not at all. Every
  * error names the field (events[2].target.digest: not a string), so a
  * registry operator reading the 400 knows what is wrong.
  */

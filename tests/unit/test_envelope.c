@@ -197,7 +197,7 @@ UNIT_TEST(malformed_envelopes)
 		 "\"target\":{\"tag\":\"t\",\"digest\":\"d\"}}]}",
 		 ENVELOPE_BAD, "target.repository: missing"},
 		{"{\"events\":[{\"action\":\"push\"},{\"action\":\"push\"},{\"action\":\"push\"}]}",
-		 ENVELOPE_TOO_MANY, "3 events"},
+		 ENVELOPE_TOO_MANY, "more than 2 events"},
 		{"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
 		 ENVELOPE_BAD, "nested deeper"},
 		{"{\"events\":[\"\xc3\x28\"]}", ENVELOPE_BAD, "not JSON"},
@@ -236,7 +236,7 @@ UNIT_TEST(strict_strings)
 		{"{\"events\":[],\"x\":\"\\ud800\"}", "unpaired UTF-16 surrogate \\ud800"},
 		{"{\"events\":[],\"x\":\"\\udc00\\ud800\"}", "unpaired"},
 		{"{\"events\":[],\"x\":\"\\ud800\\u0041\"}", "unpaired"},
-		{"{\"events\":[],\"x\":\"\\ud83d", "unpaired"}, /* cut short */
+		{"{\"events\":[],\"x\":\"\\ud83d", "not JSON"}, /* cut short */
 		/* Well-formed: accepted. */
 		{"{\"events\":[],\"x\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x90\xb3\"}", NULL},
 		{"{\"events\":[],\"x\":\"\\ud83d\\udc33 \\u00e9 \\\\u0000\"}", NULL},
@@ -268,8 +268,9 @@ UNIT_TEST(too_many_events_early)
 	char err[256] = "";
 	UNIT_CHECK(envelope_parse(b.data, b.len, 4999, &env, err, sizeof(err)) == ENVELOPE_TOO_MANY,
 		   "%s", err);
-	UNIT_CHECK(strcmp(err, "5000 events in one envelope; at most 4999 are accepted") == 0, "%s",
-		   err);
+	UNIT_CHECK(strcmp(err,
+			  "more than 4999 events in one envelope; at most 4999 are accepted") == 0,
+		   "%s", err);
 	/* Exactly the limit passes; arrays nested deeper do not count. */
 	UNIT_CHECK(envelope_parse(b.data, b.len, 5000, &env, err, sizeof(err)) == ENVELOPE_BAD,
 		   "%s", err);
@@ -302,6 +303,63 @@ UNIT_TEST(batch_json)
 	envelope_free(&env);
 }
 
+/*
+ * What the old pre-scan missed: it did not know comments, so a quote in
+ * one hid every check after it, while yajl_tree_parse read on. JSON has
+ * no comments; these bodies are refused whatever follows.
+ */
+UNIT_TEST(no_comments_no_duplicates)
+{
+	static const char event[] =
+		"{\"id\":\"1\",\"timestamp\":\"2026-01-01T00:00:00Z\",\"action\":\"push\","
+		"\"target\":{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+		"\"digest\":\"sha256:1\",\"repository\":\"team-a/app\",\"tag\":\"v1%s\"%s}}";
+	char body[4096];
+	struct envelope env;
+	char err[256] = "";
+
+	/* The tag's \u0000 behind a comment holding a quote: once stored as "v1". */
+	char with_nul[1024];
+	snprintf(with_nul, sizeof(with_nul), event, "\\u0000", "");
+	snprintf(body, sizeof(body), "/*\"*/{\"events\":[%s]}", with_nul);
+	UNIT_CHECK(envelope_parse(body, strlen(body), 10, &env, err, sizeof(err)) == ENVELOPE_BAD,
+		   "comment + \\u0000 accepted");
+	envelope_free(&env);
+	snprintf(body, sizeof(body), "{\"events\":[%s]} // \"", with_nul);
+	UNIT_CHECK(envelope_parse(body, strlen(body), 10, &env, err, sizeof(err)) == ENVELOPE_BAD,
+		   "\\u0000 + line comment accepted");
+	envelope_free(&env);
+
+	/* The same event, well-formed, is accepted; with a comment it is not. */
+	char plain[1024];
+	snprintf(plain, sizeof(plain), event, "", "");
+	snprintf(body, sizeof(body), "{\"events\":[%s]}", plain);
+	UNIT_CHECK(envelope_parse(body, strlen(body), 10, &env, err, sizeof(err)) == ENVELOPE_OK,
+		   "%s", err);
+	UNIT_CHECK(env.count == 1 && unit_streq(env.events[0].tag, "v1"), "count %zu", env.count);
+	envelope_free(&env);
+	snprintf(body, sizeof(body), "{\"events\":[%s /* note */]}", plain);
+	UNIT_CHECK(envelope_parse(body, strlen(body), 10, &env, err, sizeof(err)) == ENVELOPE_BAD &&
+			   strstr(err, "body is not JSON"),
+		   "a comment accepted: %s", err);
+	envelope_free(&env);
+
+	/* Two repositories in one target: routed by one, stored with the other. */
+	char twice[1024];
+	snprintf(twice, sizeof(twice), event, "", ",\"repository\":\"team-b/y\"");
+	snprintf(body, sizeof(body), "{\"events\":[%s]}", twice);
+	UNIT_CHECK(envelope_parse(body, strlen(body), 10, &env, err, sizeof(err)) == ENVELOPE_BAD &&
+			   strstr(err, "duplicate key \"repository\""),
+		   "duplicate key: %s", err);
+	envelope_free(&env);
+
+	/* Too many events behind a comment: refused as not JSON, before any tree. */
+	snprintf(body, sizeof(body), "{\"events\":[/*\"*/%s,%s,%s]}", plain, plain, plain);
+	UNIT_CHECK(envelope_parse(body, strlen(body), 2, &env, err, sizeof(err)) == ENVELOPE_BAD,
+		   "%s", err);
+	envelope_free(&env);
+}
+
 int main(void)
 {
 	UNIT_RUN(samples_classify);
@@ -313,5 +371,6 @@ int main(void)
 	UNIT_RUN(strict_strings);
 	UNIT_RUN(too_many_events_early);
 	UNIT_RUN(batch_json);
+	UNIT_RUN(no_comments_no_duplicates);
 	return UNIT_DONE();
 }
