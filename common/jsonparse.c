@@ -369,8 +369,13 @@ enum jsonparse_status jsonparse(const char *text, size_t len, const struct jsonp
 	for (size_t i = 0; i < sizeof(banned); i++) {
 		const char *at = memchr(text, banned[i], len);
 		if (at) {
-			snprintf(err, errlen, "not JSON: control character 0x%02x at byte %zu",
-				 (unsigned)banned[i], (size_t)(at - text));
+			if (banned[i] == '\0')
+				snprintf(err, errlen, "not JSON: NUL byte at byte %zu",
+					 (size_t)(at - text));
+			else
+				snprintf(err, errlen,
+					 "not JSON: control character 0x%02x at byte %zu",
+					 (unsigned)banned[i], (size_t)(at - text));
 			return JSONPARSE_BAD;
 		}
 	}

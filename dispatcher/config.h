@@ -24,6 +24,7 @@ struct config {
 	char *retry_schedule;
 	bool allow_private_targets;
 	long long max_request_body;
+	long long client_timeout_ms;
 	long long response_body_limit;
 	long long history_retention_ms;
 	char *log_level;

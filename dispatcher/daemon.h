@@ -17,9 +17,9 @@
 #include "pgc.h"
 
 #include <event2/event.h>
-#include <event2/http.h>
 #include <stdbool.h>
 
+struct httpd;
 struct ingest;
 struct dispatcher;
 struct stats;
@@ -34,11 +34,10 @@ struct daemon {
 	struct pgc *control; /* owned: migrations, readiness, LISTEN */
 	bool schema_ok;	     /* migrations applied on the current control session */
 
-	struct evhttp *http;		      /* owned */
-	struct evhttp_bound_socket *listener; /* owned by http */
-	struct ingest *ingest;		      /* owned: POST /events */
-	struct dispatcher *dispatcher;	      /* owned: outbound deliveries */
-	struct stats *stats;		      /* owned: GET /metrics */
+	struct httpd *http;	       /* owned: the receiver's HTTP server */
+	struct ingest *ingest;	       /* owned: POST /events */
+	struct dispatcher *dispatcher; /* owned: outbound deliveries */
+	struct stats *stats;	       /* owned: GET /metrics */
 
 	struct event *sigint, *sigterm, *sighup; /* owned */
 	struct event *stop_timer;		 /* owned: polls for a clean stop */
@@ -47,15 +46,10 @@ struct daemon {
 	bool ready_told; /* READY=1 went to the service manager */
 };
 
-/* Registers the HTTP routes on d->http (http.c). */
-bool http_routes_init(struct daemon *d) __attribute__((warn_unused_result));
+/* Creates d->http with the daemon's routes (http.c). */
+void http_init(struct daemon *d);
 
 /* Applies a reloaded configuration to the HTTP server (http.c). */
 void http_reconfigure(struct daemon *d);
-
-/* Sends a JSON body with the status; body is a complete JSON text. */
-void http_reply_json(struct evhttp_request *req, int status, const char *body);
-/* Sends {"error": message} with the status. */
-void http_reply_error(struct evhttp_request *req, int status, const char *message);
 
 #endif

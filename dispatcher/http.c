@@ -6,73 +6,51 @@
  * answer sent is counted for GET /metrics by route, method and status.
  */
 #include "buf.h"
-#include <stdlib.h>
 #include "daemon.h"
+#include "httpd.h"
 #include "ingest.h"
+#include "jsonparse.h"
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
 #include "stats.h"
 
-#include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <yajl/yajl_tree.h>
 
 struct route {
 	const char *path; /* exact, or a prefix when it ends in '/' */
-	enum evhttp_cmd_type method;
-	void (*handle)(struct daemon *d, struct evhttp_request *req, const char *rest);
+	const char *method;
+	void (*handle)(struct daemon *d, struct httpd_req *req, const char *rest);
 	const char *help;
 };
 
-void http_reply_json(struct evhttp_request *req, int status, const char *body)
+static void handle_healthz(struct daemon *d, struct httpd_req *req, const char *rest)
 {
-	struct evbuffer *out = evbuffer_new();
-	evbuffer_add(out, body, strlen(body));
-	evbuffer_add(out, "\n", 1);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-			  "application/json");
-	evhttp_send_reply(req, status, NULL, out);
-	evbuffer_free(out);
-}
-
-void http_reply_error(struct evhttp_request *req, int status, const char *message)
-{
-	struct buf b = BUF_INIT;
-	buf_puts(&b, "{\"error\":");
-	buf_json_str(&b, message, strlen(message));
-	buf_puts(&b, "}");
-	http_reply_json(req, status, b.data);
-	buf_free(&b);
-}
-
-static void handle_healthz(struct daemon *d, struct evhttp_request *req, const char *rest)
-{
-	http_reply_json(req, 200, "{\"status\":\"ok\"}");
+	httpd_reply_json(req, 200, "{\"status\":\"ok\"}");
 }
 
 static void readyz_answer(struct pgc *c, PGresult *res, void *arg)
 {
-	struct evhttp_request *req = arg;
+	struct httpd_req *req = arg;
 	if (pgc_ok(res) && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0)
-		http_reply_json(req, 200, "{\"status\":\"ready\"}");
+		httpd_reply_json(req, 200, "{\"status\":\"ready\"}");
 	else if (!res || !pgc_ok(res))
-		http_reply_error(req, 503, "database not reachable");
+		httpd_reply_error(req, 503, "database not reachable");
 	else
-		http_reply_error(req, 503, "database schema not current");
+		httpd_reply_error(req, 503, "database schema not current");
 }
 
-static void handle_readyz(struct daemon *d, struct evhttp_request *req, const char *rest)
+static void handle_readyz(struct daemon *d, struct httpd_req *req, const char *rest)
 {
 	if (!pgc_is_up(d->control)) {
-		http_reply_error(req, 503, "database not reachable");
+		httpd_reply_error(req, 503, "database not reachable");
 		return;
 	}
 	if (!d->schema_ok) {
-		http_reply_error(req, 503, "database schema not current");
+		httpd_reply_error(req, 503, "database schema not current");
 		return;
 	}
 	/* A live round trip: the connection may look up while the server is gone. */
@@ -82,7 +60,7 @@ static void handle_readyz(struct daemon *d, struct evhttp_request *req, const ch
 	pgc_query(d->control, migrate_current_sql, 1, params, readyz_answer, req);
 }
 
-static void handle_events(struct daemon *d, struct evhttp_request *req, const char *rest)
+static void handle_events(struct daemon *d, struct httpd_req *req, const char *rest)
 {
 	ingest_handle(d->ingest, req);
 }
@@ -103,44 +81,47 @@ static bool callback_field(yajl_val tree, const char *name, const char **out)
 
 static void callback_recorded(struct pgc *c, PGresult *res, void *arg)
 {
-	struct evhttp_request *req = arg;
+	struct httpd_req *req = arg;
 	if (!pgc_ok(res)) {
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "5");
-		http_reply_error(req, 503, "database unavailable; retry");
+		httpd_add_header(req, "Retry-After", "5");
+		httpd_reply_error(req, 503, "database unavailable; retry");
 	} else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
-		http_reply_error(req, 404, "unknown callback token");
+		httpd_reply_error(req, 404, "unknown callback token");
 	} else {
-		http_reply_json(req, 200, "{\"status\":\"recorded\"}");
+		httpd_reply_json(req, 200, "{\"status\":\"recorded\"}");
 	}
 }
 
-static void handle_callback(struct daemon *d, struct evhttp_request *req, const char *token)
+static void handle_callback(struct daemon *d, struct httpd_req *req, const char *token)
 {
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(in);
-	char err[128];
+	static const struct jsonparse_limits limits = {8, 0};
+	size_t len;
+	const char *body = httpd_body(req, &len);
+	char err[256];
 	const char *state, *description, *context, *target_url;
+	yajl_val tree = NULL;
 
 	if (len == 0 || len > 65536) {
-		http_reply_error(req, 400, len ? "body too large" : "empty body");
+		httpd_reply_error(req, 400, len ? "body too large" : "empty body");
 		return;
 	}
-	char *text = xstrndup((const char *)evbuffer_pullup(in, -1), len);
-	yajl_val tree = strlen(text) == len ? yajl_tree_parse(text, err, sizeof(err)) : NULL;
-	free(text);
-	if (!tree || !YAJL_IS_OBJECT(tree)) {
-		http_reply_error(req, 400, "body is not a JSON object");
+	if (jsonparse(body, len, &limits, &tree, err, sizeof(err)) != JSONPARSE_OK) {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "body is %s", err);
+		httpd_reply_error(req, 400, msg);
+	} else if (!YAJL_IS_OBJECT(tree)) {
+		httpd_reply_error(req, 400, "body is not a JSON object");
 	} else if (!callback_field(tree, "state", &state) || !state ||
 		   (strcmp(state, "success") && strcmp(state, "failure") &&
 		    strcmp(state, "error"))) {
-		http_reply_error(req, 400, "state must be \"success\", \"failure\" or \"error\"");
+		httpd_reply_error(req, 400, "state must be \"success\", \"failure\" or \"error\"");
 	} else if (!callback_field(tree, "description", &description) ||
 		   !callback_field(tree, "context", &context) ||
 		   !callback_field(tree, "target_url", &target_url)) {
-		http_reply_error(req, 400, "description, context and target_url must be strings");
+		httpd_reply_error(req, 400, "description, context and target_url must be strings");
 	} else if (!pgc_is_up(d->control) || !d->schema_ok) {
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "5");
-		http_reply_error(req, 503, "database unavailable; retry");
+		httpd_add_header(req, "Retry-After", "5");
+		httpd_reply_error(req, 503, "database unavailable; retry");
 	} else {
 		const char *params[] = {token, state, description, context, target_url};
 		pgc_query(d->control, "SELECT reghook.record_callback($1, $2, $3, $4, $5)", 5,
@@ -150,52 +131,39 @@ static void handle_callback(struct daemon *d, struct evhttp_request *req, const 
 		yajl_tree_free(tree);
 }
 
-static void handle_metrics(struct daemon *d, struct evhttp_request *req, const char *rest)
+static void handle_metrics(struct daemon *d, struct httpd_req *req, const char *rest)
 {
 	struct buf text = BUF_INIT;
 	stats_write(d->stats, &text);
-	struct evbuffer *out = evbuffer_new();
-	evbuffer_add(out, text.data, text.len);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-			  METRICS_CONTENT_TYPE);
-	evhttp_send_reply(req, 200, NULL, out);
-	evbuffer_free(out);
+	httpd_reply(req, 200, METRICS_CONTENT_TYPE, text.data, text.len);
 	buf_free(&text);
 }
 
 static const struct route routes[] = {
-	{"/callback/", EVHTTP_REQ_POST, handle_callback,
+	{"/callback/", "POST", handle_callback,
 	 "Docker Hub callback: the endpoint reports state for the delivery named by the token"},
-	{"/events", EVHTTP_REQ_POST, handle_events,
+	{"/events", "POST", handle_events,
 	 "registry notification envelopes; answered after their events are committed"},
-	{"/healthz", EVHTTP_REQ_GET, handle_healthz, "200 while the process runs"},
-	{"/healthz", EVHTTP_REQ_HEAD, handle_healthz, NULL},
-	{"/readyz", EVHTTP_REQ_GET, handle_readyz,
+	{"/healthz", "GET", handle_healthz, "200 while the process runs"},
+	{"/healthz", "HEAD", handle_healthz, NULL},
+	{"/readyz", "GET", handle_readyz,
 	 "200 when the database is reachable and the schema current, else 503"},
-	{"/readyz", EVHTTP_REQ_HEAD, handle_readyz, NULL},
-	{"/metrics", EVHTTP_REQ_GET, handle_metrics,
+	{"/readyz", "HEAD", handle_readyz, NULL},
+	{"/metrics", "GET", handle_metrics,
 	 "Prometheus text format: events, deliveries, attempts, queue, latency"},
-	{"/metrics", EVHTTP_REQ_HEAD, handle_metrics, NULL},
+	{"/metrics", "HEAD", handle_metrics, NULL},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
-static const char *method_name(enum evhttp_cmd_type m)
+/* The method as a metrics label: the ones routed, or "OTHER" (bounded). */
+static const char *method_label(const char *m)
 {
-	switch (m) {
-	case EVHTTP_REQ_GET:
-		return "GET";
-	case EVHTTP_REQ_POST:
-		return "POST";
-	case EVHTTP_REQ_HEAD:
-		return "HEAD";
-	case EVHTTP_REQ_PUT:
-		return "PUT";
-	case EVHTTP_REQ_DELETE:
-		return "DELETE";
-	default:
-		return "OTHER";
-	}
+	static const char *const known[] = {"GET", "POST", "HEAD", "PUT", "DELETE"};
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (strcmp(m, known[i]) == 0)
+			return known[i];
+	return "OTHER";
 }
 
 static bool path_matches(const struct route *r, const char *path, const char **rest)
@@ -211,13 +179,6 @@ static bool path_matches(const struct route *r, const char *path, const char **r
 	return strcmp(path, r->path) == 0;
 }
 
-static const char *request_path(struct evhttp_request *req)
-{
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-	return path && *path ? path : "/";
-}
-
 /* The route label of a request for metrics: the table's path, or "other" (bounded). */
 static const char *route_label(const char *path)
 {
@@ -228,25 +189,22 @@ static const char *route_label(const char *path)
 	return "other";
 }
 
-/* Runs when an answer has been written out. */
-static void on_answered(struct evhttp_request *req, void *arg)
+/* Runs when an answer is queued, the HTTP layer's own errors included. */
+static void on_answered(const struct httpd_req *req, int status, void *arg)
 {
 	struct daemon *d = arg;
-	stats_http(d->stats, route_label(request_path(req)),
-		   method_name(evhttp_request_get_command(req)),
-		   evhttp_request_get_response_code(req));
+	stats_http(d->stats, route_label(httpd_path(req)), method_label(httpd_method(req)), status);
 }
 
-static void route(struct evhttp_request *req, void *arg)
+static void route(struct httpd_req *req, void *arg)
 {
 	struct daemon *d = arg;
-	const char *path = request_path(req);
-	enum evhttp_cmd_type method = evhttp_request_get_command(req);
+	const char *path = httpd_path(req);
+	const char *method = httpd_method(req);
 	struct buf allow = BUF_INIT;
 	const char *rest;
 
-	evhttp_request_set_on_complete_cb(req, on_answered, d);
-	log_debug("%s %s", method_name(method), path);
+	log_debug("%s %s", method, path);
 	if (d->stopping) {
 		d->idle_ticks = 0; /* its answer is written before the exit */
 		/*
@@ -254,55 +212,40 @@ static void route(struct evhttp_request *req, void *arg)
 		 * connection could keep posting and hold the stop off forever. It
 		 * is told to go elsewhere or come back, and the connection closes.
 		 */
-		struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-		evhttp_add_header(out, "Connection", "close");
-		if (method == EVHTTP_REQ_POST) {
-			evhttp_add_header(out, "Retry-After", "5");
-			http_reply_error(req, 503, "reghook is stopping");
+		httpd_close_after(req);
+		if (strcmp(method, "POST") == 0) {
+			httpd_add_header(req, "Retry-After", "5");
+			httpd_reply_error(req, 503, "reghook is stopping");
 			return;
 		}
 	}
 	for (size_t i = 0; i < NROUTES; i++) {
 		if (!path_matches(&routes[i], path, &rest))
 			continue;
-		if (routes[i].method == method) {
+		if (strcmp(routes[i].method, method) == 0) {
 			buf_free(&allow);
 			routes[i].handle(d, req, rest);
 			return;
 		}
-		if (!strstr(buf_cstr(&allow), method_name(routes[i].method)))
-			buf_printf(&allow, "%s%s", allow.len ? ", " : "",
-				   method_name(routes[i].method));
+		if (!strstr(buf_cstr(&allow), routes[i].method))
+			buf_printf(&allow, "%s%s", allow.len ? ", " : "", routes[i].method);
 	}
 	if (allow.len) {
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow.data);
-		http_reply_error(req, 405, "method not allowed");
+		httpd_add_header(req, "Allow", allow.data);
+		httpd_reply_error(req, 405, "method not allowed");
 	} else {
-		http_reply_error(req, 404, "not found");
+		httpd_reply_error(req, 404, "not found");
 	}
 	buf_free(&allow);
 }
 
-bool http_routes_init(struct daemon *d)
+void http_init(struct daemon *d)
 {
-	evhttp_set_gencb(d->http, route, d);
-	evhttp_set_allowed_methods(d->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-						    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-						    EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+	d->http = httpd_new(d->base, route, on_answered, d);
 	http_reconfigure(d);
-	/*
-	 * A body over the limit is read and dropped before the 413 goes out:
-	 * closing at once made the client's write fail, and it often saw a
-	 * reset instead of the answer.
-	 */
-	evhttp_set_flags(d->http, EVHTTP_SERVER_LINGERING_CLOSE);
-	evhttp_set_max_headers_size(d->http, 64 * 1024);
-	/* A client that trickles its request is cut off, not waited for forever. */
-	evhttp_set_timeout(d->http, 30);
-	return true;
 }
 
 void http_reconfigure(struct daemon *d)
 {
-	evhttp_set_max_body_size(d->http, (ev_ssize_t)d->cfg->max_request_body);
+	httpd_configure(d->http, (size_t)d->cfg->max_request_body, d->cfg->client_timeout_ms);
 }

@@ -15,14 +15,12 @@
 #include "buf.h"
 #include "daemon.h"
 #include "envelope.h"
+#include "httpd.h"
 #include "log.h"
 #include "sources.h"
 #include "stats.h"
 
-#include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -36,8 +34,8 @@
 
 struct ingest_req {
 	struct ingest_req *next;
-	struct evhttp_request *req; /* borrowed until answered */
-	struct envelope env;	    /* owned */
+	struct httpd_req *req; /* borrowed until answered */
+	struct envelope env;   /* owned */
 	long long source_id;
 	char source[64];
 	bool alone; /* retry in a batch of its own */
@@ -98,13 +96,13 @@ static void reply_counts(struct ingest *in, struct ingest_req *r)
 	snprintf(body, sizeof(body),
 		 "{\"accepted\":%d,\"duplicates\":%d,\"ignored\":%d,\"rejected\":%d}", r->accepted,
 		 r->duplicates, r->ignored, r->rejected);
-	http_reply_json(r->req, 200, body);
+	httpd_reply_json(r->req, 200, body);
 }
 
-static void reply_unavailable(struct evhttp_request *req, const char *retry_after, const char *why)
+static void reply_unavailable(struct httpd_req *req, const char *retry_after, const char *why)
 {
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", retry_after);
-	http_reply_error(req, 503, why);
+	httpd_add_header(req, "Retry-After", retry_after);
+	httpd_reply_error(req, 503, why);
 }
 
 static bool ready(const struct ingest *in)
@@ -206,7 +204,7 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 				 pgc_error(res));
 			struct buf msg = BUF_INIT;
 			buf_printf(&msg, "event refused: %s", pgc_error(res));
-			http_reply_error(r->req, 400, msg.data);
+			httpd_reply_error(r->req, 400, msg.data);
 			buf_free(&msg);
 			in->in_batches -= b->nreqs;
 			batch_free(b);
@@ -359,10 +357,9 @@ static bool media_type_ok(const char *ct)
 	return false;
 }
 
-void ingest_handle(struct ingest *in, struct evhttp_request *req)
+void ingest_handle(struct ingest *in, struct httpd_req *req)
 {
-	struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
-	const char *auth = evhttp_find_header(headers, "Authorization");
+	const char *auth = httpd_header(req, "Authorization");
 	char err[512];
 	long long source_id;
 	const char *source_name;
@@ -374,15 +371,14 @@ void ingest_handle(struct ingest *in, struct evhttp_request *req)
 	if (!sources_authenticate(in->sources, auth, &source_id, &source_name)) {
 		log_info("ingest: POST /events with a %s token refused",
 			 auth ? "wrong" : "missing");
-		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
-				  "Bearer realm=\"reghook\"");
-		http_reply_error(req, 401, auth ? "invalid token" : "missing bearer token");
+		httpd_add_header(req, "WWW-Authenticate", "Bearer realm=\"reghook\"");
+		httpd_reply_error(req, 401, auth ? "invalid token" : "missing bearer token");
 		return;
 	}
-	if (!media_type_ok(evhttp_find_header(headers, "Content-Type"))) {
-		http_reply_error(req, 415,
-				 "Content-Type must be application/vnd.docker.distribution.events."
-				 "v1+json, v2+json or application/json");
+	if (!media_type_ok(httpd_header(req, "Content-Type"))) {
+		httpd_reply_error(req, 415,
+				  "Content-Type must be application/vnd.docker.distribution.events."
+				  "v1+json, v2+json or application/json");
 		return;
 	}
 	if (in->pending_events >= PENDING_MAX) {
@@ -390,24 +386,23 @@ void ingest_handle(struct ingest *in, struct evhttp_request *req)
 		return;
 	}
 
-	struct evbuffer *body = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(body);
-	const char *data = (const char *)evbuffer_pullup(body, -1);
+	size_t len;
+	const char *data = httpd_body(req, &len);
 	struct ingest_req *r = xcalloc(1, sizeof(*r));
 	r->req = req;
 	r->source_id = source_id;
 	snprintf(r->source, sizeof(r->source), "%s", source_name);
-	switch (envelope_parse(data ? data : "", len, (size_t)in->d->cfg->max_events_per_envelope,
-			       &r->env, err, sizeof(err))) {
+	switch (envelope_parse(data, len, (size_t)in->d->cfg->max_events_per_envelope, &r->env, err,
+			       sizeof(err))) {
 	case ENVELOPE_OK:
 		break;
 	case ENVELOPE_TOO_MANY:
-		http_reply_error(req, 413, err);
+		httpd_reply_error(req, 413, err);
 		req_free(r);
 		return;
 	case ENVELOPE_BAD:
 		log_info("ingest: bad envelope from %s: %s", r->source, err);
-		http_reply_error(req, 400, err);
+		httpd_reply_error(req, 400, err);
 		req_free(r);
 		return;
 	}

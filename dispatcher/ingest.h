@@ -15,16 +15,16 @@
 #ifndef REGHOOK_INGEST_H
 #define REGHOOK_INGEST_H
 
-#include <event2/http.h>
 #include <stdbool.h>
 
 struct daemon;
+struct httpd_req;
 struct ingest;
 
 struct ingest *ingest_new(struct daemon *d);
 void ingest_free(struct ingest *in);
 /* Handles one POST /events. */
-void ingest_handle(struct ingest *in, struct evhttp_request *req);
+void ingest_handle(struct ingest *in, struct httpd_req *req);
 /* The schema is current: batches may run. Also reloads the source cache. */
 void ingest_schema_ready(struct ingest *in);
 /* A registry source changed: reload the cache. */

@@ -15,13 +15,13 @@
 #include "cli.h"
 #include "daemon.h"
 #include "delivery.h"
+#include "httpd.h"
 #include "ingest.h"
 #include "log.h"
 #include "migrate.h"
 #include "sdnotify.h"
 #include "stats.h"
 
-#include <event2/http.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -123,13 +123,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	sdnotify_send("STOPPING=1\nSTATUS=stopping: finishing the requests in flight");
 	/*
 	 * No new connections; requests already read are answered. Only the
-	 * listener goes: freeing the evhttp here would free requests that
+	 * listener goes: freeing the server here would free requests that
 	 * batches still hold.
 	 */
-	if (d->listener) {
-		evhttp_del_accept_socket(d->http, d->listener);
-		d->listener = NULL;
-	}
+	httpd_stop_listening(d->http);
 	dispatcher_stop(d->dispatcher);
 	struct timeval tick = {0, 50000};
 	event_add(d->stop_timer, &tick);
@@ -182,9 +179,9 @@ static bool listen_on(struct daemon *d)
 		host[hl - 2] = '\0';
 	}
 	int port = atoi(colon + 1);
-	d->listener = evhttp_bind_socket_with_handle(d->http, host, (ev_uint16_t)port);
-	if (!d->listener) {
-		log_error("cannot listen on %s", listen);
+	char err[256];
+	if (!httpd_listen(d->http, host, port, err, sizeof(err))) {
+		log_error("cannot listen on %s: %s", listen, err);
 		return false;
 	}
 	log_info("listening on http://%s", listen);
@@ -193,8 +190,7 @@ static bool listen_on(struct daemon *d)
 
 static void daemon_free(struct daemon *d)
 {
-	if (d->http)
-		evhttp_free(d->http);
+	httpd_free(d->http);
 	ingest_free(d->ingest);
 	dispatcher_free(d->dispatcher);
 	pgc_free(d->control);
@@ -252,7 +248,6 @@ int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 	d.base = event_base_new();
 	if (!d.base)
 		fatal("cannot create the event loop");
-	d.http = evhttp_new(d.base);
 	d.stats = stats_new(&d);
 	d.ingest = ingest_new(&d);
 	d.dispatcher = dispatcher_new(&d);
@@ -265,7 +260,8 @@ int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 	event_add(d.sigterm, NULL);
 	event_add(d.sighup, NULL);
 
-	if (!http_routes_init(&d) || !listen_on(&d))
+	http_init(&d);
+	if (!listen_on(&d))
 		goto failed;
 	sdnotify_status("connecting to the database");
 	log_info("reghook %s serving as %s", REGHOOK_VERSION, d.instance);

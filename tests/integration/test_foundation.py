@@ -24,7 +24,7 @@ def test_help_lists_commands_and_every_config_key():
     for key in ('database_url', 'listen', 'public_url', 'registry_url', 'max_in_flight',
                 'max_in_flight_per_webhook', 'request_timeout', 'connect_timeout',
                 'max_attempts', 'retry_schedule', 'allow_private_targets', 'max_request_body',
-                'response_body_limit', 'history_retention', 'log_level'):
+                'response_body_limit', 'history_retention', 'log_level', 'client_timeout'):
         assert f'--{key}' in out, key
     serve = run_reghook(['serve', '--help']).stdout
     assert serve.startswith('usage: reghook serve')
@@ -62,6 +62,9 @@ def test_bad_config_value_names_the_key(tmp_path):
         (['serve', '--database-url', 'x'], {'REGHOOK_MAX_REQUEST_BODY': 'huge'},
          'max_request_body'),
         (['serve', '--database-url', 'x'], {'REGHOOK_LOG_LEVEL': 'loud'}, 'log_level'),
+        (['serve', '--database-url', 'x', '--client-timeout', '0'], {}, 'client_timeout'),
+        (['serve', '--database-url', 'x', '--client-timeout', 'forever'], {}, 'client_timeout'),
+        (['serve', '--database-url', 'x'], {'REGHOOK_CLIENT_TIMEOUT': '2h'}, 'client_timeout'),
         (['serve', '--database-url', 'x', '--allow-private-targets', 'maybe'], {},
          'allow_private_targets'),
     ]

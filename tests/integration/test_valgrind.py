@@ -34,15 +34,37 @@ def valgrind_wrapper(directory, plain_bin):
     return path
 
 
-def test_push_deliver_retrigger_under_valgrind(reghook_factory, pg, registry_factory,
-                                               endpoint_factory, tmp_path):
+def memcheck_bin(directory):
+    """The build without sanitizers under memcheck, reporting into directory
+    (skips the test where either is missing)."""
     plain = os.environ.get('REGHOOK_PLAIN_BIN')
     if not plain:
         pytest.skip('REGHOOK_PLAIN_BIN not set (tests/run sets it)')
     if not shutil.which('valgrind'):
         pytest.skip('valgrind not installed (packaging/install-deps)')
-    os.chmod(tmp_path, 0o755)
-    wrapper = valgrind_wrapper(str(tmp_path), plain)
+    os.chmod(directory, 0o755)
+    return valgrind_wrapper(str(directory), plain)
+
+
+def stop_clean(daemon, directory):
+    """Stops the daemon; its one memcheck report must show no error and no
+    definite leak, and it must have exited 0."""
+    assert daemon.stop(timeout=120) is not None
+    reports = list(directory.glob('valgrind.*.log'))
+    assert len(reports) == 1, reports
+    report = reports[0].read_text(errors='replace')
+    print(report[-3000:])
+    summary = re.search(r'ERROR SUMMARY: (\d+) errors', report)
+    assert summary, report[-2000:]
+    assert summary.group(1) == '0', report
+    definite = re.search(r'definitely lost: ([\d,]+) bytes', report)
+    assert definite is None or definite.group(1) == '0', report
+    assert daemon.proc.returncode == 0, report[-2000:]
+
+
+def test_push_deliver_retrigger_under_valgrind(reghook_factory, pg, registry_factory,
+                                               endpoint_factory, tmp_path):
+    wrapper = memcheck_bin(tmp_path)
 
     daemon = reghook_factory(FAST, bin=wrapper, wait=False)
     daemon.wait_ready(timeout=180)
@@ -68,14 +90,20 @@ def test_push_deliver_retrigger_under_valgrind(reghook_factory, pg, registry_fac
     assert [r.header('X-Team') for r in hook.requests] == ['a'] * 3
     assert {r.header('X-Reghook-Delivery') for r in hook.requests} == {delivery}
 
-    assert daemon.stop(timeout=120) is not None
-    reports = list(tmp_path.glob('valgrind.*.log'))
-    assert len(reports) == 1, reports
-    report = reports[0].read_text(errors='replace')
-    print(report[-3000:])
-    summary = re.search(r'ERROR SUMMARY: (\d+) errors', report)
-    assert summary, report[-2000:]
-    assert summary.group(1) == '0', report
-    definite = re.search(r'definitely lost: ([\d,]+) bytes', report)
-    assert definite is None or definite.group(1) == '0', report
-    assert daemon.proc.returncode == 0, report[-2000:]
+    stop_clean(daemon, tmp_path)
+
+
+def test_bad_http_requests_under_valgrind(reghook_factory, pg, tmp_path):
+    """Each request the HTTP layer or the JSON parser refuses, once, with the
+    daemon under memcheck: no error, no definite leak, a clean exit."""
+    from test_http_strict import bad_http_requests, raw
+
+    daemon = reghook_factory({'client_timeout': '5s'}, bin=memcheck_bin(tmp_path), wait=False)
+    daemon.wait_ready(timeout=180)
+    token = register(daemon, 'team-a')
+    for data, want in bad_http_requests(token):
+        assert [a[0] for a in raw(daemon.port, data, timeout=120)] == [want], data[:60]
+    # A request left unfinished: its deadline answers it.
+    assert [a[0] for a in raw(daemon.port, b'POST /events HTTP/1.1\r\nHost: x\r\n',
+                              timeout=120)] == [408]
+    stop_clean(daemon, tmp_path)

@@ -80,7 +80,7 @@ UNIT_TEST(refused)
 	}
 	char err[256];
 	UNIT_CHECK(parse("[1]\0", 4, err, sizeof(err)) == JSONPARSE_BAD &&
-			   strstr(err, "0x00 at byte 3"),
+			   strstr(err, "NUL byte at byte 3"),
 		   "a NUL byte: %s", err);
 }
 

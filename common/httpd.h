@@ -1,0 +1,81 @@
+/*
+ * httpd: a small HTTP/1.1 server on libevent bufferevents, for daemons
+ * whose clients are programs (a registry, a webhook endpoint reporting
+ * back) and whose attackers hold a valid token. It reads requests strictly
+ * (RFC 9112), answers every error of its own as JSON {"error": "..."},
+ * and bounds what a client can cost:
+ *
+ * - the head (request line and fields) within HTTPD_MAX_HEAD bytes (431);
+ *   a request line alone within it too (414);
+ * - the body within max_body, refused with 413 as soon as a declared
+ *   Content-Length or the chunks so far pass it, without reading the rest;
+ * - the whole request, head and body, within request_timeout from its
+ *   first byte (408), however slowly it trickles; an idle kept-alive
+ *   connection is closed after the same time, and an answer the client
+ *   does not read is given up after it too;
+ * - framing that two readers could take differently is refused (400):
+ *   Content-Length values that differ or are not plain decimals, both
+ *   Content-Length and Transfer-Encoding, a field sent twice that may
+ *   occur once (Host, Content-Type, Authorization), obs-fold, whitespace
+ *   before a colon, control characters in a field. Transfer codings other
+ *   than chunked get 501.
+ *
+ * After an error answer the connection is closed gracefully: the write
+ * side is shut down and what the client still sends is read and dropped
+ * for a short while, so that it sees the answer rather than a reset.
+ *
+ * A request is handed to the handler once complete; the handler answers
+ * it with httpd_reply*() at once or later (after a database commit, say).
+ * A request is valid until answered, even if its client has gone. Requests
+ * of one connection are answered in order: the next is not read before.
+ */
+#ifndef REGHOOK_HTTPD_H
+#define REGHOOK_HTTPD_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define HTTPD_MAX_HEAD (64 * 1024)
+
+struct httpd;
+struct httpd_req;
+
+/* A complete request; answer it with httpd_reply*(), now or later. */
+typedef void (*httpd_handler)(struct httpd_req *req, void *arg);
+/* An answer was queued: for metrics and logs; req's accessors still work. */
+typedef void (*httpd_answered)(const struct httpd_req *req, int status, void *arg);
+
+struct httpd *httpd_new(struct event_base *base, httpd_handler handle, httpd_answered answered,
+			void *arg);
+/* Limits for requests that start from now on. */
+void httpd_configure(struct httpd *s, size_t max_body, long long request_timeout_ms);
+/* Listens on host:port (host a name or address, IPv6 without brackets). */
+bool httpd_listen(struct httpd *s, const char *host, int port, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+/* Accepts no new connections; those open carry on. */
+void httpd_stop_listening(struct httpd *s);
+/* Closes every connection; requests not yet answered are freed unanswered. */
+void httpd_free(struct httpd *s);
+
+const char *httpd_method(const struct httpd_req *req);
+/* The path of the request target, without its query. */
+const char *httpd_path(const struct httpd_req *req);
+/* The first field of that name (case-insensitive), or NULL. */
+const char *httpd_header(const struct httpd_req *req, const char *name);
+/* The body, contiguous; *len its length. Never NULL. */
+const char *httpd_body(struct httpd_req *req, size_t *len);
+
+/* A field for the answer; name and value must be valid field text. */
+void httpd_add_header(struct httpd_req *req, const char *name, const char *value);
+/* The connection closes after this answer (Connection: close). */
+void httpd_close_after(struct httpd_req *req);
+/* Sends the answer; req is freed and must not be used again. */
+void httpd_reply(struct httpd_req *req, int status, const char *content_type, const char *body,
+		 size_t len);
+/* A complete JSON text as the body (a newline is added). */
+void httpd_reply_json(struct httpd_req *req, int status, const char *json);
+/* {"error": message}. */
+void httpd_reply_error(struct httpd_req *req, int status, const char *message);
+
+#endif
