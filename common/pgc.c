@@ -187,10 +187,24 @@ static void poll_connect(struct pgc *c)
 	}
 }
 
-/* Server notices (IF NOT EXISTS skips, ...) are for debugging, not for stderr. */
-static void on_notice(void *arg, const char *message)
+/*
+ * Server notices (IF NOT EXISTS skips, ...) are for debugging, not for
+ * stderr; a WARNING (a migration telling the operator what to review) is
+ * logged as a warning, with its hint.
+ */
+static void on_notice(void *arg, const PGresult *res)
 {
-	log_debug("database notice: %.*s", (int)strcspn(message, "\n"), message);
+	(void)arg;
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *text = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+	if (!text)
+		text = "";
+	if (severity && strcmp(severity, "WARNING") == 0)
+		log_warn("database warning: %s%s%s%s", text, hint ? " (" : "", hint ? hint : "",
+			 hint ? ")" : "");
+	else
+		log_debug("database notice: %.*s", (int)strcspn(text, "\n"), text);
 }
 
 static void start_connect(struct pgc *c)
@@ -198,7 +212,7 @@ static void start_connect(struct pgc *c)
 	c->conn = PQconnectStart(c->conninfo);
 	if (!c->conn)
 		fatal("pgc: out of memory starting a connection");
-	PQsetNoticeProcessor(c->conn, on_notice, c);
+	PQsetNoticeReceiver(c->conn, on_notice, c);
 	pgc_set_state(c, PGC_CONNECTING);
 	if (PQstatus(c->conn) == CONNECTION_BAD) {
 		go_down(c, PQerrorMessage(c->conn));

@@ -90,6 +90,10 @@ static void apply_next(struct pgc *c, struct migrate *m)
 	log_info("applying migration %03d_%s", src->version, src->name);
 	buf_printf(&sql,
 		   "BEGIN;\nSET LOCAL search_path = reghook, pg_catalog;\n%s\n;"
+		   /* Whatever a migration forgets, PUBLIC calls no function of the
+		    * schema: default privileges per schema cannot take EXECUTE away
+		    * from PUBLIC, so it is taken here, in the same transaction. */
+		   "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA reghook FROM PUBLIC;\n"
 		   "INSERT INTO reghook.schema_migrations (version, name) VALUES (%d, '%s');\n"
 		   "COMMIT;",
 		   src->sql, src->version, src->name);

@@ -236,6 +236,27 @@ class Database:
         self.psql(f'CREATE ROLE {_quote_ident(name)} LOGIN', dbname='postgres')
         return name
 
+    def apply_migration_files(self, count, dbname=None):
+        """Applies the first `count` files of schema/ as `reghook migrate`
+        applies them (one transaction each, recorded in schema_migrations):
+        a database as an earlier reghook, which knew only those, left it."""
+        root = os.path.join(os.path.dirname(__file__), '..', '..', 'schema')
+        self.psql('CREATE SCHEMA reghook; CREATE TABLE reghook.schema_migrations (version integer '
+                  'PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());',
+                  dbname=dbname)
+        for name in sorted(f for f in os.listdir(root) if f.endswith('.sql'))[:count]:
+            version, rest = name[:3], name[4:-len('.sql')]
+            with open(os.path.join(root, name)) as f:
+                self.psql(f'BEGIN; SET LOCAL search_path = reghook, pg_catalog;\n{f.read()}\n;'
+                          f"INSERT INTO reghook.schema_migrations VALUES ({int(version)}, '{rest}');"
+                          ' COMMIT;', dbname=dbname)
+
+    def group_role(self, kind, dbname=None):
+        """The name of a group role (admin, dispatcher, member) of a migrated
+        database, as reghook.role_name() gives it, quoted for SQL."""
+        name = self.psql(f"SELECT reghook.role_name('{kind}')", dbname=dbname).strip()
+        return _quote_ident(name)
+
     def close_connections(self):
         for conn in self._conns:
             conn.close()

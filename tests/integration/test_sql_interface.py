@@ -7,7 +7,6 @@ the `deliveries` and `retrigger` commands."""
 
 import base64
 import json
-import os
 import select
 import time
 import uuid
@@ -191,8 +190,11 @@ def test_viewer_reads_its_namespace_and_nothing_of_another(reghook, pg, endpoint
     for table in ('registry_sources', 'webhook_secrets'):
         code, _ = refused(pg, 'viewer_a', f'SELECT count(*) FROM reghook.{table}')
         assert code == '42501'
-    # A role that is no member sees nothing at all.
+    # A role that is no member does not even connect; let in, it sees nothing at all.
     pg.create_login_role('stranger')
+    with pytest.raises(psycopg2.OperationalError, match='permission denied for database'):
+        pg.connect(user='stranger')
+    pg.psql(f'GRANT CONNECT ON DATABASE {pg.dbname} TO stranger')
     code, _ = refused(pg, 'stranger', 'SELECT count(*) FROM reghook.webhooks')
     assert code == '42501'
 
@@ -465,7 +467,7 @@ def test_retrigger_failed_brings_failed_deliveries_to_an_endpoint_that_recovered
 def test_dispatcher_runs_as_its_own_role(reghook_factory, pg, endpoint_factory):
     run_reghook(['migrate'], database_url=pg.url())
     pg.create_login_role('rh_dispatcher')
-    pg.psql('GRANT reghook_dispatcher TO rh_dispatcher')
+    pg.psql(f'GRANT {pg.group_role("dispatcher")} TO rh_dispatcher')
     daemon = reghook_factory(FAST, database_url=pg.url('rh_dispatcher'))
     # Set-up as the admin (the schema owner); serving as the dispatcher.
     run_reghook(['namespace', 'add', 'team-a'], database_url=pg.url())
@@ -568,14 +570,7 @@ def test_upgrade_from_a_database_of_the_first_five_migrations(pg, endpoint_facto
     here from schema/ as migrate applies them), with a webhook whose URL holds
     credentials and a failed delivery: `reghook migrate` brings it to the
     current schema, and the SQL interface works on the old rows."""
-    root = os.path.join(os.path.dirname(__file__), '..', '..', 'schema')
-    pg.psql('CREATE SCHEMA reghook; CREATE TABLE reghook.schema_migrations (version integer PRIMARY KEY,'
-            ' name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());')
-    for name in sorted(os.listdir(root))[:5]:
-        version, rest = name[:3], name[4:-len('.sql')]
-        with open(os.path.join(root, name)) as f:
-            pg.psql(f'BEGIN; SET LOCAL search_path = reghook, pg_catalog;\n{f.read()}\n;'
-                    f"INSERT INTO reghook.schema_migrations VALUES ({int(version)}, '{rest}'); COMMIT;")
+    pg.apply_migration_files(5)
     hook = endpoint_factory()
     pg.psql(f"""SELECT reghook.namespace_add('team-a');
         SELECT reghook.webhook_add('team-a', 'http://ci:p%40ss@127.0.0.1:{hook.port}/old');
