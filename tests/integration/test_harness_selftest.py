@@ -1,7 +1,14 @@
-"""Tests of the test harness itself: its servers work without reghook."""
+"""Tests of the test harness itself: its servers work without reghook; and
+the runner (tests/run) fails loudly where a broken build or a missing
+tool could otherwise pass unseen, shown by breaking each on purpose in a
+run of its own."""
 
 import http.client
+import os
+import pathlib
 import re
+import shutil
+import subprocess
 
 import psycopg2
 import pytest
@@ -9,6 +16,7 @@ import pytest
 from harness import PsqlError, Response, build_index, wait_until
 
 DIGEST = re.compile(r'^sha256:[0-9a-f]{64}$')
+HERE = pathlib.Path(__file__).resolve().parent
 
 
 def test_postgres_answers(pg):
@@ -105,3 +113,86 @@ def test_registry_notifies_endpoint(registry_factory, endpoint_factory, tmp_path
     assert request.header('Content-Type') == \
         'application/vnd.docker.distribution.events.v1+json'
     assert all(len(r.json()['events']) == 1 for r in ep.requests)
+
+
+# --- tests/run: what is missing is a failure ---------------------------------------
+
+
+def executable(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def mini_tree(tmp_path):
+    """A copy of tests/run and tests/fuzz/run in a project of two unit tests,
+    two fuzz harnesses and one integration test, with stand-ins for their
+    binaries that pass. Returns run(env=None) -> (exit status, output)."""
+    root, build, asan = tmp_path / 'tree', tmp_path / 'build', tmp_path / 'asan'
+    executable(root / 'tests' / 'run', (HERE.parent / 'run').read_text())
+    executable(root / 'tests' / 'fuzz' / 'run', (HERE.parent / 'fuzz' / 'run').read_text())
+    for name in ('a', 'b'):
+        (root / 'tests' / 'unit').mkdir(parents=True, exist_ok=True)
+        (root / 'tests' / 'unit' / f'test_{name}.c').write_text('/* a unit test */\n')
+        executable(asan / 'tests' / 'unit' / f'test_{name}',
+                   f'#!/bin/sh\necho "ok - {name}"\necho "1 passed, 0 failed"\n')
+        (root / 'tests' / 'fuzz' / f'fuzz_{name}.c').write_text('/* a harness */\n')
+        executable(build / 'fuzz' / f'fuzz_{name}',
+                   '#!/bin/sh\necho "Done 7 runs in 1 second(s)"\n')
+    (root / 'tests' / 'integration').mkdir()
+    (root / 'tests' / 'integration' / 'test_mini.py').write_text('def test_one():\n    pass\n')
+
+    def run(env=None):
+        proc = subprocess.run([str(root / 'tests' / 'run'), str(build), str(asan)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=300,
+                              env={**os.environ, 'FUZZ_TEST_SECONDS': '1', **(env or {})})
+        return proc.returncode, proc.stdout
+
+    run.build, run.asan = build, asan
+    return run
+
+
+def test_runner_passes_a_whole_tree(mini_tree):
+    rc, out = mini_tree()
+    assert out.splitlines()[-1] == '5 passed, 0 failed', out
+    assert rc == 0, out
+
+
+def test_runner_fails_without_pytest(mini_tree, tmp_path):
+    # A pytest package that cannot be imported, ahead of the real one: as if
+    # python3-pytest were not installed.
+    hide = tmp_path / 'hide'
+    (hide / 'pytest').mkdir(parents=True)
+    (hide / 'pytest' / '__init__.py').write_text(
+        'raise ImportError("No module named pytest (hidden by the self-test)")\n')
+    rc, out = mini_tree({'PYTHONPATH': str(hide)})
+    assert out.splitlines()[-1] == '4 passed, 1 failed', out
+    assert 'wrote no report' in out
+    assert rc == 1, out
+
+
+def test_runner_fails_on_a_unit_test_not_built(mini_tree):
+    (mini_tree.asan / 'tests' / 'unit' / 'test_b').unlink()
+    rc, out = mini_tree()
+    assert out.splitlines()[-1] == '4 passed, 1 failed', out
+    assert re.search(r'test_b: 0 passed, 1 failed \(not built', out), out
+    assert rc == 1, out
+
+
+def test_runner_fails_on_a_fuzz_harness_not_built(mini_tree):
+    (mini_tree.build / 'fuzz' / 'fuzz_b').unlink()
+    rc, out = mini_tree()
+    assert out.splitlines()[-1] == '4 passed, 1 failed', out
+    assert 'FAIL - fuzz_b: not built' in out
+    assert rc == 1, out
+
+
+def test_runner_fails_when_nothing_is_built(mini_tree):
+    shutil.rmtree(mini_tree.build)
+    shutil.rmtree(mini_tree.asan)
+    rc, out = mini_tree()
+    assert out.splitlines()[-1] == '1 passed, 4 failed', out
+    assert rc == 1, out
+
