@@ -17,8 +17,10 @@ Tests marked soak (long runs) are collected only when REGHOOK_SOAK is set,
 as `make soak` does.
 
 Everything a fixture starts is stopped at teardown, even when the test
-failed. A sanitizer report in a reghook's log, or a reghook that ignores
-SIGTERM, fails the test at teardown.
+failed. A sanitizer report in a reghook's log, a reghook that ignores
+SIGTERM, and a reghook that ended otherwise than the test said (exit
+status 0 unless it called daemon.expect_exit(); kill9() says so itself)
+fail the test at teardown.
 """
 
 import itertools
@@ -90,7 +92,8 @@ def reghook_factory(request):
     overrides config keys. wait=False returns before /readyz answers 200
     (for a daemon expected not to become ready); otherwise it waits. bin
     replaces $REGHOOK_BIN (the sanitizer build); env adds environment
-    variables.
+    variables. At teardown each daemon is stopped and must exit 0, unless
+    the test said otherwise with daemon.expect_exit() or used kill9().
     """
     # Requested here rather than as a parameter, so that a test on pg_own
     # does not also create a database on the shared cluster. pytest then

@@ -1,7 +1,7 @@
 """Tests of the test harness itself: its servers work without reghook; and
-the runner (tests/run) fails loudly where a broken build or a missing
-tool could otherwise pass unseen, shown by breaking each on purpose in a
-run of its own."""
+the runner (tests/run) and the fixtures fail loudly where a broken build,
+a missing tool or a daemon that died could otherwise pass unseen,
+shown by breaking each on purpose in a run of its own."""
 
 import http.client
 import os
@@ -9,6 +9,9 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
 
 import psycopg2
 import pytest
@@ -195,4 +198,111 @@ def test_runner_fails_when_nothing_is_built(mini_tree):
     rc, out = mini_tree()
     assert out.splitlines()[-1] == '1 passed, 4 failed', out
     assert rc == 1, out
+
+
+# --- the fixtures: how a daemon ends ----------------------------------------------
+
+
+def run_pytest(tmp_path, source, env=None):
+    """Runs pytest, as tests/run does, on a test file made of source beside
+    copies of conftest.py and harness.py. Returns ({test: 'passed' |
+    'failed' | 'skipped'}, output); a test that passed but failed at
+    teardown is 'failed'."""
+    where = tmp_path / 'inner'
+    where.mkdir()
+    for name in ('conftest.py', 'harness.py'):
+        shutil.copy(HERE / name, where / name)
+    (where / 'test_inner.py').write_text(textwrap.dedent(source))
+    junit = tmp_path / 'inner.xml'
+    proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                           f'--junitxml={junit}', str(where)], cwd=where, capture_output=True,
+                          text=True, timeout=900, env={**os.environ, **(env or {})})
+    out = proc.stdout + proc.stderr
+    assert junit.exists(), out
+    outcomes = {}
+    for case in ET.parse(junit).getroot().iter('testcase'):
+        tags = {child.tag for child in case}
+        outcome = ('failed' if tags & {'failure', 'error'} else
+                   'skipped' if 'skipped' in tags else 'passed')
+        if outcomes.get(case.get('name')) != 'failed':
+            outcomes[case.get('name')] = outcome
+    return outcomes, out
+
+
+def test_a_daemon_that_ends_otherwise_than_said_fails_its_test(tmp_path):
+    """Each test below passes by its own checks; teardown fails those whose
+    daemon ended otherwise than they said."""
+    # reghook, behind a script that exits 3 once reghook has stopped on SIGTERM.
+    exits_3 = tmp_path / 'exits-3'
+    executable(exits_3, f'#!/bin/bash\n{os.environ["REGHOOK_BIN"]} "$@" &\npid=$!\n'
+                        'trap \'kill -TERM $pid; wait $pid; exit 3\' TERM\nwait $pid\n')
+    outcomes, out = run_pytest(tmp_path, f"""
+        import signal
+
+
+        def test_stopped_cleanly(reghook):
+            assert reghook.get('/healthz')[0] == 200
+
+
+        def test_aborted(reghook):
+            reghook.proc.send_signal(signal.SIGABRT)
+            reghook.proc.wait(30)
+
+
+        def test_exits_non_zero_on_sigterm(reghook_factory):
+            reghook_factory(bin={str(exits_3)!r})
+
+
+        def test_fatal_at_start(reghook_factory, reghook):
+            second = reghook_factory({{'listen': f'127.0.0.1:{{reghook.port}}'}}, wait=False)
+            second.proc.wait(30)
+
+
+        def test_fatal_at_start_as_expected(reghook_factory, reghook):
+            second = reghook_factory({{'listen': f'127.0.0.1:{{reghook.port}}'}}, wait=False)
+            second.expect_exit(1)
+            assert second.proc.wait(30) == 1
+
+
+        def test_abort_as_expected(reghook):
+            reghook.expect_exit(-signal.SIGABRT)
+            reghook.proc.send_signal(signal.SIGABRT)
+            reghook.proc.wait(30)
+
+
+        def test_kill9_and_restart(reghook):
+            reghook.kill9()
+            reghook.start()
+            reghook.wait_ready()
+            reghook.kill9()
+
+
+        def test_dies_before_kill9(reghook):
+            reghook.proc.send_signal(signal.SIGABRT)
+            reghook.proc.wait(30)
+            reghook.kill9()
+
+
+        def test_dies_before_a_restart(reghook):
+            reghook.proc.send_signal(signal.SIGABRT)
+            reghook.proc.wait(30)
+            reghook.start()
+            reghook.wait_ready()
+        """)
+    assert outcomes == {
+        'test_stopped_cleanly': 'passed',
+        'test_aborted': 'failed',
+        'test_exits_non_zero_on_sigterm': 'failed',
+        'test_fatal_at_start': 'failed',
+        'test_fatal_at_start_as_expected': 'passed',
+        'test_abort_as_expected': 'passed',
+        'test_kill9_and_restart': 'passed',
+        'test_dies_before_kill9': 'failed',
+        'test_dies_before_a_restart': 'failed',
+    }, out
+    assert 'was killed by SIGABRT before it was stopped' in out, out
+    assert 'exited with status 3 on SIGTERM' in out, out
+    assert 'exited with status 1 before it was stopped' in out, out
+    assert 'was killed by SIGABRT before kill9() could kill it' in out, out
+    assert 'was killed by SIGABRT before it was started again' in out, out
 
