@@ -1,6 +1,6 @@
 """Tests of the test harness itself: its servers work without reghook; and
 the runner (tests/run) and the fixtures fail loudly where a broken build,
-a missing tool or a daemon that died could otherwise pass unseen,
+a missing tool, a daemon that died or a hang could otherwise pass unseen,
 shown by breaking each on purpose in a run of its own."""
 
 import http.client
@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import xml.etree.ElementTree as ET
 
 import psycopg2
@@ -200,7 +201,7 @@ def test_runner_fails_when_nothing_is_built(mini_tree):
     assert rc == 1, out
 
 
-# --- the fixtures: how a daemon ends ----------------------------------------------
+# --- the fixtures: how a daemon ends, and a hang ----------------------------------
 
 
 def run_pytest(tmp_path, source, env=None):
@@ -306,3 +307,37 @@ def test_a_daemon_that_ends_otherwise_than_said_fails_its_test(tmp_path):
     assert 'was killed by SIGABRT before kill9() could kill it' in out, out
     assert 'was killed by SIGABRT before it was started again' in out, out
 
+
+def test_a_hang_fails_its_test_and_the_run_goes_on(tmp_path):
+    started = time.monotonic()
+    outcomes, out = run_pytest(tmp_path, """
+        import time
+
+        import pytest
+
+
+        @pytest.mark.deadline(120)
+        def test_first(pg):
+            pass  # starts the session's PostgreSQL, which takes a while
+
+
+        @pytest.mark.deadline(5)
+        def test_hangs(reghook):
+            time.sleep(3600)
+
+
+        def test_hangs_until_the_default_deadline():
+            time.sleep(3600)
+
+
+        def test_after():
+            pass
+        """, env={'REGHOOK_TEST_DEADLINE': '3'})
+    assert outcomes == {'test_first': 'passed', 'test_hangs': 'failed',
+                        'test_hangs_until_the_default_deadline': 'failed',
+                        'test_after': 'passed'}, out
+    assert 'deadline: its set-up and body took more than 5 s' in out, out
+    assert 'deadline: its set-up and body took more than 3 s' in out, out
+    # The daemon of the test that hung was stopped, and the end of its log shown.
+    assert re.search(r'reghook on port \d+, end of its log', out), out
+    assert time.monotonic() - started < 120
