@@ -17,13 +17,22 @@ Tests marked soak (long runs) are collected only when REGHOOK_SOAK is set,
 as `make soak` does.
 
 Everything a fixture starts is stopped at teardown, even when the test
-failed. A sanitizer report in a reghook's log, or a reghook that ignores
-SIGTERM, fails the test at teardown.
+failed. A sanitizer report in a reghook's log, a reghook that ignores
+SIGTERM, and a reghook that ended otherwise than the test said (exit
+status 0 unless it called daemon.expect_exit(); kill9() says so itself)
+fail the test at teardown.
+
+Every test has a deadline (DEFAULT_DEADLINE seconds, REGHOOK_TEST_DEADLINE
+in the environment, or its own with @pytest.mark.deadline(seconds)) for
+its set-up and body, and TEARDOWN_DEADLINE more for its teardown: a test
+that hangs fails, with the end of its daemons' logs, and the run goes on.
 """
 
 import itertools
 import os
 import pathlib
+import signal
+import time
 
 import pytest
 
@@ -32,9 +41,75 @@ from harness import Database, Endpoint, Postgres, Registry, Reghook, tail
 _db_numbers = itertools.count(1)
 
 
+DEFAULT_DEADLINE = 600
+SOAK_DEADLINE = 3600
+TEARDOWN_DEADLINE = 180
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'soak: a long run, collected only with REGHOOK_SOAK=1 '
                                        '(make soak)')
+    config.addinivalue_line('markers', 'deadline(seconds): this test\'s deadline for set-up '
+                                       'and body, instead of the default')
+
+
+# --- deadlines ------------------------------------------------------------------
+# SIGALRM, whose handler (run on the main thread, where pytest runs the test)
+# fails the test wherever it is waiting. Each phase arms the timer inside
+# pytest's own handling of that phase, so the failure is reported as the
+# test's, and disarms it before pytest goes on.
+
+
+def deadline_of(item):
+    marker = item.get_closest_marker('deadline')
+    if marker:
+        return float(marker.args[0])
+    if item.get_closest_marker('soak'):
+        return SOAK_DEADLINE
+    return float(os.environ.get('REGHOOK_TEST_DEADLINE') or DEFAULT_DEADLINE)
+
+
+class _Deadline:
+    """Fails the test when left seconds pass; what and seconds name the
+    deadline in the message."""
+
+    def __init__(self, left, what, seconds):
+        self.left, self.what, self.seconds = left, what, seconds
+
+    def _expired(self, signum, frame):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        pytest.fail(f'deadline: {self.what} took more than {self.seconds:g} s (a hang?); '
+                    'the traceback shows where it waited', pytrace=True)
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGALRM, self._expired)
+        signal.setitimer(signal.ITIMER_REAL, max(self.left, 0.001))
+
+    def __exit__(self, *exc):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._old)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    seconds = deadline_of(item)
+    item.reghook_deadline_end = time.monotonic() + seconds
+    with _Deadline(seconds, 'its set-up and body', seconds):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    seconds = deadline_of(item)
+    end = getattr(item, 'reghook_deadline_end', None) or time.monotonic() + seconds
+    with _Deadline(end - time.monotonic(), 'its set-up and body', seconds):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    with _Deadline(TEARDOWN_DEADLINE, 'its teardown', TEARDOWN_DEADLINE):
+        yield
 
 
 def pytest_collection_modifyitems(config, items):
@@ -90,7 +165,8 @@ def reghook_factory(request):
     overrides config keys. wait=False returns before /readyz answers 200
     (for a daemon expected not to become ready); otherwise it waits. bin
     replaces $REGHOOK_BIN (the sanitizer build); env adds environment
-    variables.
+    variables. At teardown each daemon is stopped and must exit 0, unless
+    the test said otherwise with daemon.expect_exit() or used kill9().
     """
     # Requested here rather than as a parameter, so that a test on pg_own
     # does not also create a database on the shared cluster. pytest then

@@ -146,6 +146,18 @@ def stop_process(proc, timeout):
         return False
 
 
+def describe_exit(returncode):
+    """A Popen returncode in words: 'exited with status 1', 'was killed by SIGABRT'."""
+    if returncode is None:
+        return 'is still running'
+    if returncode < 0:
+        try:
+            return f'was killed by {signal.Signals(-returncode).name}'
+        except ValueError:
+            return f'was killed by signal {-returncode}'
+    return f'exited with status {returncode}'
+
+
 def _quote_ident(name):
     return '"' + name.replace('"', '""') + '"'
 
@@ -435,6 +447,10 @@ class Reghook:
         self.log_path = os.path.join(self.dir, 'reghook.log')
         self.proc = None
         self._problems = []  # what teardown must report besides sanitizer output
+        # How self.proc is meant to end (see expect_exit), and the process
+        # whose end was last checked against it: each process once.
+        self._expected_exit = 0
+        self._checked_proc = None
 
     def write_config(self):
         """Writes self.config to the config file (a running daemon reads it
@@ -447,6 +463,10 @@ class Reghook:
 
     def start(self):
         """Starts the daemon (it appends to the same log on a restart)."""
+        if self.running():
+            raise RuntimeError(f'reghook on port {self.port} is already running')
+        self._check_exit('before it was started again')
+        self._expected_exit = 0
         with open(self.log_path, 'ab') as log:
             # Its own session: a Ctrl-C on pytest's terminal reaches it only
             # through stop(), as it would under a service manager.
@@ -495,18 +515,50 @@ class Reghook:
 
     def stop(self, timeout=15):
         """SIGTERM and wait; SIGKILL after timeout seconds, which teardown
-        then reports as a failure. Returns the exit status."""
+        then reports as a failure, as it does an exit status other than the
+        expected one (expect_exit: 0 unless the test said otherwise).
+        Returns the exit status."""
         if self.proc is None:
             return None
+        how = 'on SIGTERM' if self.running() else 'before it was stopped'
         if not stop_process(self.proc, timeout):
             self._problems.append(f'did not exit within {timeout}s of SIGTERM; killed')
+            self._checked_proc = self.proc
+        self._check_exit(how)
         return self.proc.returncode
 
+    def expect_exit(self, status):
+        """Says how the running daemon is meant to end, for teardown to check:
+        its exit status, a negative one for a signal (-signal.SIGABRT), or
+        None for any end. Without it, the daemon must exit 0, whether on
+        the SIGTERM of stop() or on a signal the test sent itself; kill9()
+        needs no word. start() resets it to 0."""
+        self._expected_exit = status
+
+    def _check_exit(self, how):
+        """Records a problem when the last process started (or set as
+        self.proc by a test) has ended otherwise than expected. Checks each
+        process once; one still running is not checked."""
+        proc = self.proc
+        if proc is None or proc is self._checked_proc or proc.poll() is None:
+            return
+        self._checked_proc = proc
+        want = self._expected_exit
+        if want is not None and proc.returncode != want:
+            wanted = (f'exit status {want}' if want >= 0
+                      else describe_exit(want).replace('was killed by', 'death by'))
+            self._problems.append(f'{describe_exit(proc.returncode)} {how} (pid {proc.pid}); '
+                                  f'the test expected {wanted}')
+
     def kill9(self):
-        """Kills the daemon at once, as a crash would."""
-        if self.running():
-            self.proc.kill()
+        """Kills the daemon at once, as a crash would. A daemon that had
+        already ended is checked as stop() checks it."""
+        if not self.running():
+            self._check_exit('before kill9() could kill it')
+            return
+        self.proc.kill()
         self.proc.wait()
+        self._checked_proc = self.proc
 
     def restart(self):
         self.stop()
@@ -518,8 +570,10 @@ class Reghook:
             return f.read()
 
     def problems(self):
-        """What makes the test fail at teardown: sanitizer reports in the log
-        and a shutdown that needed SIGKILL."""
+        """What makes the test fail at teardown: sanitizer reports in the log,
+        a shutdown that needed SIGKILL, and an exit status other than the
+        expected one (call after stop())."""
+        self._check_exit('before teardown')
         found = list(self._problems)
         if os.path.exists(self.log_path):
             report = sanitizer_report(self.log())

@@ -392,19 +392,30 @@ def test_rss_returns_to_its_level(reghook_factory, pg):
                http_bytes('t' * 60_000, envelope(event()))]
 
     def one_round(offset):
-        statuses = set()
-        for i in range(len(inputs)):
-            statuses.add(exchange(daemon.port, inputs[(i + offset) % len(inputs)])[0])
-        return statuses
+        """The status of each answer, one per input."""
+        return [exchange(daemon.port, inputs[(i + offset) % len(inputs)])[0]
+                for i in range(len(inputs))]
+
+    # What each client thread of each round ended with: its statuses, or
+    # the exception that ended it (a thread's exception is only a warning).
+    outcomes = []
+    lock = threading.Lock()
+
+    def client(r, k):
+        try:
+            outcome = one_round(k)
+        except Exception as e:
+            outcome = e
+        with lock:
+            outcomes.append((r, k, outcome))
 
     with GoodClient(daemon, token) as good:
-        assert one_round(0) <= {400, 401, 413, 431}
+        warm_up = one_round(0)
+        assert len(warm_up) == len(inputs) and set(warm_up) <= {400, 401, 413, 431}, warm_up
         before = read_rss_kib(pid)
         started = time.monotonic()
-        statuses = set()
         for r in range(ROUNDS):
-            threads = [threading.Thread(target=lambda k=k: statuses.update(one_round(k)))
-                       for k in range(4)]
+            threads = [threading.Thread(target=client, args=(r, k)) for k in range(4)]
             for t in threads:
                 t.start()
             for t in threads:
@@ -414,7 +425,12 @@ def test_rss_returns_to_its_level(reghook_factory, pg):
     print(f'bad-input RSS: {before[0]} KiB after the warm-up round, {after[0]} KiB after '
           f'{requests} more bad requests in {time.monotonic() - started:.0f} s '
           f'(peak {after[1]} KiB); {len(good.sent)} good posts served meanwhile')
-    assert statuses <= {400, 401, 413, 431}
+    assert len(outcomes) == ROUNDS * 4
+    failed = [(r, k, repr(o)) for r, k, o in outcomes if isinstance(o, Exception)]
+    assert failed == [], f'{len(failed)} client threads failed, first: {failed[:3]}'
+    wrong = [(r, k, o) for r, k, o in outcomes
+             if len(o) != len(inputs) or not set(o) <= {400, 401, 413, 431}]
+    assert wrong == [], f'{len(wrong)} rounds answered otherwise, first: {wrong[:3]}'
     good.check(pg)
     assert daemon.running()
     assert after[0] < 3 * before[0], (before, after)

@@ -132,21 +132,34 @@ def scrape(daemon):
     return parse_metrics(body.decode('utf-8'))
 
 
-def value(families, name, **labels):
-    """The value of one series; for a histogram, name it with its suffix."""
+def find(families, name, **labels):
+    """The value of one series, or None when it is not exported; for a
+    histogram, name it with its suffix."""
     family = name
     for suffix in ('_bucket', '_sum', '_count'):
         if name.endswith(suffix) and name[:-len(suffix)] in families:
             family = name[:-len(suffix)]
+    assert family in families, f'no metric family {family}'
     for sname, slabels, v in families[family]['samples']:
         if sname == name and slabels == labels:
             return v
-    return 0.0
+    return None
+
+
+def value(families, name, **labels):
+    """The value of one series, which must be exported: an absent series is
+    not a 0 (a counter that is never written out would pass as one)."""
+    v = find(families, name, **labels)
+    assert v is not None, f'series {name}{labels} is not exported'
+    return v
 
 
 def wait_metric(daemon, name, at_least, timeout=30, **labels):
-    return wait_until(lambda: value(scrape(daemon), name, **labels) >= at_least,
-                      timeout=timeout, interval=0.2, msg=f'{name}{labels} >= {at_least}')
+    """Waits until the series is exported with a value of at least at_least."""
+    def reached():
+        v = find(scrape(daemon), name, **labels)
+        return v is not None and v >= at_least
+    return wait_until(reached, timeout=timeout, interval=0.2, msg=f'{name}{labels} >= {at_least}')
 
 
 # --- the parser itself refuses what it must ------------------------------------
@@ -165,6 +178,16 @@ def wait_metric(daemon, name, at_least, timeout=30, **labels):
 def test_the_format_checker_refuses_bad_text(text):
     with pytest.raises(AssertionError):
         parse_metrics(text)
+
+
+def test_an_absent_series_is_not_zero():
+    families = parse_metrics('# HELP a_total h\n# TYPE a_total counter\n'
+                             'a_total{outcome="seen"} 0\n')
+    assert value(families, 'a_total', outcome='seen') == 0
+    with pytest.raises(AssertionError, match='not exported'):
+        value(families, 'a_total', outcome='never')
+    with pytest.raises(AssertionError, match='no metric family'):
+        value(families, 'b_total')
 
 
 # --- GET /metrics ----------------------------------------------------------------
