@@ -85,6 +85,10 @@ static void log_write(enum log_level level, const char *fmt, va_list ap)
 			       "{\"ts\":\"%s\",\"level\":\"%s\",\"pid\":%d,\"msg\":\"%s\"}\n",
 			       stamp, level_names[level], (int)getpid(), esc);
 	} else {
+		/* One call, one line: a newline in a peer's string cannot forge another. */
+		for (char *p = msg; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = '?';
 		len = snprintf(line, sizeof(line), "%s %-5s [%d] %s\n", stamp, level_names[level],
 			       (int)getpid(), msg);
 	}

@@ -66,7 +66,9 @@ static const struct conf_key config_keys[] = {
 	 "base URL at which endpoints reach reghook (callback_url); default http://<listen>",
 	 CONF_RELOADS},
 	{"registry_url", CONF_STRING, "", F(registry_url), 0, 0, check_base_url,
-	 "base URL of the registry, for repo_url in payloads", CONF_RELOADS},
+	 "base URL of the registry, for repo_url in payloads; unset: from each event's "
+	 "request.host",
+	 CONF_RELOADS},
 	{"max_in_flight", CONF_INT, "256", F(max_in_flight), 1, 100000, NULL,
 	 "deliveries in flight at once, all webhooks", CONF_RELOADS},
 	{"max_in_flight_per_webhook", CONF_INT, "16", F(max_in_flight_per_webhook), 1, 100000, NULL,

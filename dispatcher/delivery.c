@@ -37,6 +37,7 @@
  */
 #define WRITE_BATCH_BYTES (16 * 1024 * 1024)
 #define HELD_BYTES_MAX (32 * 1024 * 1024)
+#define SUMMARY_MS 60000  /* how often successes are summed up in the log */
 #define PRUNE_MS 600000	  /* how often old history is pruned */
 #define PRUNE_BATCH "500" /* rows per prune_history() call */
 
@@ -63,6 +64,8 @@ struct dispatcher {
 	struct event *poll;    /* owned */
 	struct event *reclaim; /* owned */
 	struct event *prune;   /* owned: the janitor's timer */
+	struct event *summary; /* owned: logs the successes of the last minute */
+	long succeeded;	       /* deliveries succeeded since the last summary */
 	bool started;	       /* the schema is current */
 	bool claiming;	       /* a claim query is running */
 	bool claim_again;      /* woken while claiming */
@@ -117,6 +120,52 @@ static double jitter01(void)
 	return (double)random() / ((double)RAND_MAX + 1.0);
 }
 
+/*
+ * A failed or refused attempt is worth a line at the default level; a
+ * success only counts towards the summary. The URL is not logged: it may
+ * carry credentials or a token in its path.
+ */
+static void log_attempt(struct dispatcher *dp, const struct inflight *f, const char *outcome,
+			long long delay_ms)
+{
+	const struct request *r = f->req;
+	if (request_outcome(r) == REQUEST_SUCCEEDED) {
+		dp->succeeded++;
+		log_debug("delivery %s (webhook %lld) attempt %d succeeded", request_delivery_id(r),
+			  f->webhook_id, f->attempt);
+		return;
+	}
+	if (!log_enabled(LOG_LEVEL_WARN))
+		return;
+	const char *cls = request_error_class(r) ? request_error_class(r) : "invalid";
+	char next[96];
+	if (strcmp(outcome, "retry") == 0) {
+		time_t at = time(NULL) + (time_t)((delay_ms + 999) / 1000);
+		struct tm tm;
+		gmtime_r(&at, &tm);
+		strftime(next, sizeof(next), "next attempt at %Y-%m-%dT%H:%M:%SZ", &tm);
+	} else if (strcmp(outcome, "gone") == 0) {
+		snprintf(next, sizeof(next), "the endpoint answered 410: webhook disabled");
+	} else {
+		snprintf(next, sizeof(next), "failed for good");
+	}
+	const char *hint = strcmp(cls, "blocked") == 0
+				   ? " (set allow_private_targets = true to allow private targets)"
+				   : "";
+	log_warn("delivery %s (webhook %lld) attempt %d of %d %s: %s: %s%s; %s",
+		 request_delivery_id(r), f->webhook_id, f->attempt - f->round_start,
+		 f->max_attempts, strcmp(cls, "blocked") == 0 ? "refused" : "failed", cls,
+		 request_error(r), hint, next);
+}
+
+static void on_summary(evutil_socket_t fd, short what, void *arg)
+{
+	struct dispatcher *dp = arg;
+	if (dp->succeeded > 0)
+		log_info("%ld deliveries succeeded in the last minute", dp->succeeded);
+	dp->succeeded = 0;
+}
+
 static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 {
 	struct inflight *f = arg;
@@ -150,8 +199,7 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 						     (long long)now.tv_sec);
 		}
 	}
-	log_debug("delivery attempt %d of webhook %lld: %s (%s)", f->attempt, f->webhook_id,
-		  outcome, request_error(r));
+	log_attempt(dp, f, outcome, delay);
 	stats_attempt(dp->d->stats, outcome, request_error_class(r),
 		      (double)request_duration_ms(r) / 1000.0);
 	struct buf record = BUF_INIT;
@@ -487,6 +535,9 @@ struct dispatcher *dispatcher_new(struct daemon *d)
 	dp->prune = event_new(d->base, -1, EV_PERSIST, on_prune, dp);
 	struct timeval prune = {PRUNE_MS / 1000, 0};
 	event_add(dp->prune, &prune);
+	dp->summary = event_new(d->base, -1, EV_PERSIST, on_summary, dp);
+	struct timeval summary = {SUMMARY_MS / 1000, 0};
+	event_add(dp->summary, &summary);
 	return dp;
 }
 
@@ -507,6 +558,7 @@ void dispatcher_stop(struct dispatcher *dp)
 	event_del(dp->poll);
 	event_del(dp->reclaim);
 	event_del(dp->prune);
+	event_del(dp->summary);
 	if (dp->in_flight)
 		log_info("waiting for %d delivery request(s) in flight", dp->in_flight);
 }
@@ -548,6 +600,10 @@ void dispatcher_free(struct dispatcher *dp)
 	event_free(dp->poll);
 	event_free(dp->reclaim);
 	event_free(dp->prune);
+	/* The successes since the last summary are not lost at a stop. */
+	if (dp->succeeded > 0)
+		log_info("%ld deliveries succeeded since the last summary", dp->succeeded);
+	event_free(dp->summary);
 	drop_results(dp, dp->nresults);
 	free(dp->results);
 	free(dp->slots);

@@ -57,6 +57,7 @@ struct ingest_batch {
 	int nreqs;
 	/* For each element i of the batch: its request and event. */
 	struct ingest_req **owner;
+	const struct reg_event **item; /* borrowed from the owner's envelope */
 	int nitems;
 };
 
@@ -152,6 +153,7 @@ static void batch_free(struct ingest_batch *b)
 		req_free(r);
 	}
 	free(b->owner);
+	free(b->item);
 	free(b);
 }
 
@@ -162,6 +164,23 @@ static void fail_batch(struct ingest *in, struct ingest_batch *b, const char *wh
 		reply_unavailable(r->req, RETRY_AFTER_DOWN, why);
 	in->in_batches -= b->nreqs;
 	batch_free(b);
+}
+
+/*
+ * One info line per stored event, so the default log level shows what came
+ * in. Every field was checked by envelope_parse(); %.*s bounds what a
+ * registry can make us write.
+ */
+static void log_accepted(const struct ingest_req *r, const struct reg_event *ev)
+{
+	if (!log_enabled(LOG_LEVEL_INFO))
+		return;
+	log_info("event accepted: %s %.256s%s%.128s from %s (event %.64s)",
+		 ev->kind == EVENT_DELETE ? "delete" : "push", ev->repository, ev->tag ? ":" : "@",
+		 ev->tag      ? ev->tag
+		 : ev->digest ? ev->digest
+			      : "?",
+		 r->source, ev->id);
 }
 
 static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
@@ -222,6 +241,7 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 			stats_events(in->d->stats, outcome, 1);
 			if (strcmp(outcome, "accepted") == 0) {
 				r->accepted++;
+				log_accepted(r, b->item[i]);
 			} else if (strcmp(outcome, "duplicate") == 0) {
 				r->duplicates++;
 			} else if (strcmp(outcome, "rejected") == 0) {
@@ -268,11 +288,13 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 			if (b->nitems == cap) {
 				cap = cap ? cap * 2 : 64;
 				b->owner = xrealloc(b->owner, (size_t)cap * sizeof(*b->owner));
+				b->item = xrealloc(b->item, (size_t)cap * sizeof(*b->item));
 			}
 			if (b->nitems)
 				buf_putc(&json, ',');
 			envelope_event_json(&json, ev, b->nitems, r->source_id);
-			b->owner[b->nitems++] = r;
+			b->owner[b->nitems] = r;
+			b->item[b->nitems++] = ev;
 		}
 	}
 	buf_putc(&json, ']');

@@ -8,7 +8,9 @@
  */
 #include "payload.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <yajl/yajl_gen.h>
 
 struct gen {
@@ -117,18 +119,71 @@ static void repo_name(struct gen *j, const struct payload_event *ev)
 	kv_str(j, "name", name);
 }
 
-/* "repo_url": registry_url + "/" + repository, with exactly one slash between. */
+bool payload_host_ok(const char *host)
+{
+	if (!host || !*host || strlen(host) > PAYLOAD_HOST_MAX)
+		return false;
+	const char *p = host;
+	if (*p == '[') {
+		/* An IPv6 literal: hex digits, ':' and '.' (an embedded IPv4). */
+		const char *end = strchr(p, ']');
+		if (!end || end == p + 1 ||
+		    strspn(p + 1, "0123456789abcdefABCDEF:.") != (size_t)(end - p - 1))
+			return false;
+		p = end + 1;
+	} else {
+		size_t n = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				     "0123456789-.");
+		/* Names neither start nor end with '-' or '.'. */
+		if (n == 0 || p[0] == '-' || p[0] == '.' || p[n - 1] == '-' || p[n - 1] == '.')
+			return false;
+		p += n;
+	}
+	if (*p == '\0')
+		return true;
+	if (*p != ':')
+		return false;
+	p++;
+	size_t digits = strspn(p, "0123456789");
+	return digits >= 1 && digits <= 5 && p[digits] == '\0' && atol(p) >= 1 && atol(p) <= 65535;
+}
+
+/*
+ * A registry on a loopback host is reached over plain HTTP (Docker treats
+ * localhost and 127.0.0.0/8 as insecure registries by default); any other
+ * is assumed to be behind TLS, as a registry must be for Docker to push to
+ * it without configuration.
+ */
+static bool host_is_loopback(const char *host)
+{
+	size_t n = strcspn(host, host[0] == '[' ? "]" : ":");
+	if (host[0] == '[')
+		return strncmp(host, "[::1]", 5) == 0;
+	if ((n == 9 && strncasecmp(host, "localhost", 9) == 0) ||
+	    (n > 10 && strncasecmp(host + n - 10, ".localhost", 10) == 0))
+		return true;
+	return strncmp(host, "127.", 4) == 0 && strspn(host, "0123456789.") == n;
+}
+
+/* "repo_url": see payload.h; exactly one slash between base and repository. */
 static void repo_url(struct gen *j, const struct payload_event *ev)
 {
-	const char *base = ev->registry_url ? ev->registry_url : "";
 	const char *repo = ev->repository ? ev->repository : "";
-	size_t blen = strlen(base);
-	while (blen && base[blen - 1] == '/')
-		blen--;
+	struct buf url = BUF_INIT;
+	if (ev->registry_url && *ev->registry_url) {
+		buf_puts(&url, ev->registry_url);
+	} else if (payload_host_ok(ev->registry_host)) {
+		buf_printf(&url, "%s://%s", host_is_loopback(ev->registry_host) ? "http" : "https",
+			   ev->registry_host);
+	} else {
+		/* Never a relative URL: a consumer would resolve it against itself. */
+		kv_str_or_null(j, "repo_url", NULL);
+		return;
+	}
+	while (url.len && url.data[url.len - 1] == '/')
+		url.data[--url.len] = '\0';
 	while (*repo == '/')
 		repo++;
-	struct buf url = BUF_INIT;
-	buf_append(&url, base, blen);
 	buf_putc(&url, '/');
 	buf_puts(&url, repo);
 	gen_str(j, "repo_url");

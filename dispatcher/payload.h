@@ -32,9 +32,29 @@ struct payload_event {
 	long long namespace_created_at; /* epoch seconds: date_created */
 	const char *callback_url;	/* full URL */
 	const char *registry_url;	/* base of repo_url; may be "" */
+	/*
+	 * The event's request.host, as the registry sent it (unchecked; NULL
+	 * when absent): the base of repo_url when registry_url is "".
+	 */
+	const char *registry_host;
 };
 
 /*
+ * True if host is a host[:port] fit to put in a URL: a DNS name or IPv4
+ * address (letters, digits, '-', '.'), or an IPv6 address in brackets, then
+ * an optional port of 1 to 5 digits up to 65535; at most
+ * PAYLOAD_HOST_MAX bytes. It comes from the network: anything else
+ * (userinfo, a path, spaces, an empty string) is refused.
+ */
+#define PAYLOAD_HOST_MAX 255
+bool payload_host_ok(const char *host) __attribute__((warn_unused_result));
+
+/*
+ * repo_url is registry_url + "/" + repository; without registry_url,
+ * "https://<registry_host>/<repository>" ("http://" for a loopback host,
+ * which Docker itself reaches over plain HTTP), and null when there is no
+ * valid host either.
+ *
  * Appends the payload for ev to out. False, with out unchanged, if the
  * action is neither push nor delete or a string is not valid UTF-8.
  */

@@ -190,6 +190,19 @@ static bool build_body(struct request *r, const struct request_spec *s, const st
 	while (base.len && base.data[base.len - 1] == '/')
 		base.data[--base.len] = '\0';
 	buf_printf(&callback, "%s/callback/%s", base.data, s->callback_token);
+	/*
+	 * Without registry_url, repo_url is built from the host the registry
+	 * was addressed as (payload_dockerhub() checks it). Only then is the
+	 * stored event parsed again.
+	 */
+	yajl_val raw = NULL;
+	const char *host = NULL;
+	if (!*cfg->registry_url && s->raw) {
+		raw = yajl_tree_parse(s->raw, NULL, 0);
+		yajl_val h = yajl_tree_get(raw, (const char *[]){"request", "host", NULL},
+					   yajl_t_string);
+		host = h ? h->u.string : NULL;
+	}
 	struct payload_event ev = {
 		.action = s->action,
 		.namespace_ = s->namespace_,
@@ -204,8 +217,11 @@ static bool build_body(struct request *r, const struct request_spec *s, const st
 		.namespace_created_at = s->namespace_created_at,
 		.callback_url = callback.data,
 		.registry_url = cfg->registry_url,
+		.registry_host = host,
 	};
 	bool ok = payload_dockerhub(&ev, &r->body);
+	if (raw)
+		yajl_tree_free(raw);
 	buf_free(&callback);
 	buf_free(&base);
 	return ok;
@@ -395,6 +411,11 @@ const char *request_error_class(const struct request *r)
 long request_duration_ms(const struct request *r)
 {
 	return r->duration_ms;
+}
+
+const char *request_delivery_id(const struct request *r)
+{
+	return r->delivery_id;
 }
 
 const char *request_error(const struct request *r)

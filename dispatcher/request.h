@@ -66,6 +66,8 @@ long request_status(const struct request *r);
 const char *request_error_class(const struct request *r);
 /* How long the transfer took, in milliseconds. */
 long request_duration_ms(const struct request *r);
+/* The delivery's id. */
+const char *request_delivery_id(const struct request *r);
 /* Short text of the failure, for logs. */
 const char *request_error(const struct request *r);
 /* Appends the attempt record for complete_deliveries(). */

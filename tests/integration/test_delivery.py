@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import time
 import urllib.parse
 import uuid
@@ -968,3 +969,114 @@ def test_a_refused_record_does_not_cost_its_batch(reghook_factory, pg, endpoint_
     assert len(attempts(pg, good_id)) == 5
     assert attempts(pg, bad_id) == []
     assert 'record dropped' in daemon.log()
+
+
+# --- what the log says at the default level ------------------------------------------
+
+
+def log_lines(daemon, level):
+    """The daemon's log lines at one level (plain format: 'TS LEVEL [PID] msg')."""
+    return [line.split('] ', 1)[1] for line in daemon.log().splitlines()
+            if line.split()[1:2] == [level]]
+
+
+def test_info_log_shows_accepted_events_failures_and_a_success_summary(reghook_factory, pg,
+                                                                       endpoint_factory):
+    daemon = reghook_factory({**FAST, 'log_level': 'info'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.script([(500, b'boom'), (200, b'fine')])
+    key = os.urandom(32)
+    secret = 'whsec_' + base64.b64encode(key).decode()
+    password = 'hunter2-' + uuid.uuid4().hex
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/hook?token=tok-' + password),
+                             '--secret', secret, '--username', 'bob', '--password', password,
+                             '--max-attempts', '3')
+    push, delete = event(), event(action='delete', tag=None)
+    post(daemon, token, push, delete)
+    delivery = wait_status(pg, webhook_id, 'succeeded')[0]
+    daemon.stop()
+
+    info, warn = log_lines(daemon, 'info'), log_lines(daemon, 'warn')
+    assert (f'event accepted: push team-a/app:1.0 from main (event {push["id"]})'
+            in info), info
+    assert (f'event accepted: delete team-a/app@{DIGEST} from main (event {delete["id"]})'
+            in info), info
+    [failure] = [w for w in warn if delivery['id'] in w]
+    assert failure.startswith(f'delivery {delivery["id"]} (webhook {webhook_id}) attempt 1 of 3 '
+                              'failed: http: HTTP 500; next attempt at 20'), failure
+    assert 'deliveries succeeded since the last summary' in daemon.log()
+    assert '1 deliveries succeeded since the last summary' in info, info
+    assert not log_lines(daemon, 'debug')
+    log = daemon.log()
+    assert password not in log and secret not in log and base64.b64encode(key).decode() not in log
+
+
+def test_info_log_shows_refused_targets_and_deliveries_failed_for_good(reghook_factory, pg,
+                                                                       endpoint_factory):
+    daemon = reghook_factory({'allow_private_targets': False, 'log_level': 'info'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/ip'))
+    set_fields(pg, webhook_id, max_attempts=1)
+    post(daemon, token, event())
+    delivery = wait_status(pg, webhook_id, 'failed')[0]
+    wait_until(lambda: any(delivery['id'] in w for w in log_lines(daemon, 'warn')), 5)
+
+    [refusal] = [w for w in log_lines(daemon, 'warn') if delivery['id'] in w]
+    assert refusal.startswith(f'delivery {delivery["id"]} (webhook {webhook_id}) attempt 1 of 1 '
+                              'refused: blocked: target address is '), refusal
+    assert 'set allow_private_targets = true' in refusal
+    assert refusal.endswith('; failed for good')
+    daemon.stop()
+    assert 'deliveries succeeded' not in daemon.log()
+
+
+# --- repo_url without registry_url ------------------------------------------------------
+
+
+def test_repo_url_comes_from_the_event_host_without_registry_url(reghook_factory, pg,
+                                                                 endpoint_factory):
+    daemon = reghook_factory({'registry_url': ''})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    add_webhook(daemon, 'team-a', hook.url('/'))
+    good, bad = event(), event(tag='2.0')
+    bad['request']['host'] = 'user@evil.example.com/x'
+    nohost = event(tag='3.0')
+    del nohost['request']['host']
+    post(daemon, token, good, bad, nohost)
+
+    got = {r.json()['push_data']['tag']: r.json()['repository'] for r in hook.wait_for(3)}
+    assert got['1.0']['repo_url'] == 'https://vm:5000/team-a/app'
+    assert got['2.0']['repo_url'] is None
+    assert got['3.0']['repo_url'] is None
+    assert REPOSITORY_KEYS == set(got['2.0'])
+
+
+def test_registry_push_repo_url_with_and_without_registry_url(reghook_factory, pg,
+                                                              registry_factory, endpoint_factory):
+    daemon = reghook_factory({'log_level': 'info'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    add_webhook(daemon, 'team-a', hook.url('/push'))
+    registry = registry_factory(daemon.url('/events'), token)
+
+    registry.push('team-a/app:1.0')
+    body = hook.wait_for(1, timeout=30)[0].json()
+    assert body['repository']['repo_url'] == f'{DEFAULT_REGISTRY_URL}/team-a/app'
+
+    # registry_url unset (a reload): the host the registry was addressed as,
+    # over plain HTTP since it is a loopback address, as Docker assumes.
+    daemon.config['registry_url'] = ''
+    daemon.write_config()
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: 'configuration reloaded' in daemon.log(), 10)
+    registry.push('team-a/app:2.0')
+    body = hook.wait_for(2, timeout=30)[1].json()
+    assert body['push_data']['tag'] == '2.0'
+    assert body['repository']['repo_url'] == f'http://{registry.host}/team-a/app'
+    info = log_lines(daemon, 'info')
+    for tag in ('1.0', '2.0'):
+        assert any(line.startswith(f'event accepted: push team-a/app:{tag} from main (event ')
+                   for line in info), info

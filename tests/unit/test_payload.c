@@ -245,9 +245,6 @@ UNIT_TEST(names_and_urls)
 		{"team-a", "", "team-a", "https://r", "team-a", "https://r/team-a"},
 		{"team-a/sub", "", "team-a/sub", "https://r", "sub", "https://r/team-a/sub"},
 		{"team-a/sub", NULL, "team-a/sub", "https://r", "sub", "https://r/team-a/sub"},
-		/* No registry_url configured. */
-		{"team-a", "app", "team-a/app", "", "app", "/team-a/app"},
-		{"team-a", "app", "team-a/app", NULL, "app", "/team-a/app"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct payload_event ev = push_event();
@@ -265,6 +262,70 @@ UNIT_TEST(names_and_urls)
 		CHECK_STR(t, "repository", "repo_name", cases[i].repository);
 		yajl_tree_free(t);
 	}
+}
+
+UNIT_TEST(repo_url_from_the_event_host)
+{
+	static const struct {
+		const char *registry_url, *host, *want; /* want NULL: repo_url is null */
+	} cases[] = {
+		{"", "registry.example.com", "https://registry.example.com/team-a/app"},
+		{NULL, "registry.example.com:5000", "https://registry.example.com:5000/team-a/app"},
+		{"", "10.0.0.7:5000", "https://10.0.0.7:5000/team-a/app"},
+		{"", "[2001:db8::1]:443", "https://[2001:db8::1]:443/team-a/app"},
+		/* Loopback registries are plain HTTP, as Docker assumes. */
+		{"", "localhost:5000", "http://localhost:5000/team-a/app"},
+		{"", "LOCALHOST", "http://LOCALHOST/team-a/app"},
+		{"", "reg.localhost:5000", "http://reg.localhost:5000/team-a/app"},
+		{"", "127.0.0.1:38411", "http://127.0.0.1:38411/team-a/app"},
+		{"", "[::1]:5000", "http://[::1]:5000/team-a/app"},
+		{"", "127.example.com", "https://127.example.com/team-a/app"},
+		{"", "localhost.example.com", "https://localhost.example.com/team-a/app"},
+		/* registry_url, when set, wins. */
+		{"https://r.example.com/", "vm:5000", "https://r.example.com/team-a/app"},
+		/* No usable host: null, never a relative URL. */
+		{"", NULL, NULL},
+		{NULL, "", NULL},
+		{"", "evil.example.com/x", NULL},
+		{"", "user@evil.example.com", NULL},
+		{"", "a b", NULL},
+		{"", " vm:5000", NULL},
+		{"", "vm:", NULL},
+		{"", "vm:0", NULL},
+		{"", "vm:65536", NULL},
+		{"", "vm:123456", NULL},
+		{"", "vm:50x", NULL},
+		{"", "-vm", NULL},
+		{"", "vm.", NULL},
+		{"", "[]:5000", NULL},
+		{"", "[::1", NULL},
+		{"", "[::1]x", NULL},
+		{"", "[fe80::1%eth0]", NULL},
+		{"", "vm\r\nX-Evil: 1", NULL},
+		{"", "h\xc3\xa9.example.com", NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct payload_event ev = push_event();
+		ev.registry_url = cases[i].registry_url;
+		ev.registry_host = cases[i].host;
+		yajl_val t = generate(&ev);
+		if (!t)
+			continue;
+		if (cases[i].want)
+			CHECK_STR(t, "repository", "repo_url", cases[i].want);
+		else
+			CHECK_NULL(t, "repository", "repo_url");
+		yajl_tree_free(t);
+	}
+
+	/* The length bound: 255 bytes pass, 256 do not. */
+	char host[PAYLOAD_HOST_MAX + 2];
+	memset(host, 'a', sizeof(host) - 1);
+	host[sizeof(host) - 1] = '\0';
+	UNIT_CHECK(!payload_host_ok(host), "a %zu-byte host accepted", strlen(host));
+	host[PAYLOAD_HOST_MAX] = '\0';
+	UNIT_CHECK(payload_host_ok(host), "a %zu-byte host refused", strlen(host));
+	UNIT_CHECK(payload_host_ok("registry.example.com:5000"), "a good host refused");
 }
 
 UNIT_TEST(escapes)
@@ -328,6 +389,7 @@ int main(void)
 	UNIT_RUN(delete_by_digest);
 	UNIT_RUN(delete_by_tag);
 	UNIT_RUN(names_and_urls);
+	UNIT_RUN(repo_url_from_the_event_host);
 	UNIT_RUN(escapes);
 	UNIT_RUN(refusals);
 	return UNIT_DONE();
