@@ -198,25 +198,41 @@ static const char list_sql[] =
 	" FROM reghook.webhooks w JOIN reghook.namespaces n ON n.id = w.namespace_id"
 	" WHERE $1::text IS NULL OR n.name = $1 ORDER BY w.id";
 
-static const char show_sql[] =
-	"SELECT w.id, n.name AS namespace, w.name, w.url, w.method, w.content_type,"
-	" coalesce(w.username, '') AS username,"
-	" (s.password IS NOT NULL) AS has_password, (s.secret IS NOT NULL) AS has_secret,"
-	" array_to_string(w.actions, ',') AS actions, w.repository_glob AS repository,"
-	" w.tag_glob AS tag, w.format, w.enabled, coalesce(w.disabled_reason, '') AS "
-	"disabled_reason,"
-	" coalesce(w.timeout_ms::text, 'default') AS timeout_ms,"
-	" coalesce(w.max_attempts::text, 'default') AS max_attempts,"
-	" coalesce((SELECT string_agg(h.name || ': ' || h.value, E'\\n' ORDER BY h.position)"
-	"  FROM reghook.webhook_headers h WHERE h.webhook_id = w.id), '') AS headers,"
-	" w.last_success_at, w.last_failure_at, w.failures_in_a_row"
-	" FROM reghook.webhooks w JOIN reghook.namespaces n ON n.id = w.namespace_id"
-	" LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id WHERE w.id = $1";
+/*
+ * Members may see a webhook but not its secrets: whether a password and a
+ * secret are set comes from webhook_secret_state(), and header values only
+ * for a role that may read them (the others see the names).
+ */
+#define SHOW_SQL(header)                                                                           \
+	"SELECT w.id, n.name AS namespace, w.name, w.url, w.method, w.content_type,"               \
+	" coalesce(w.username, '') AS username,"                                                   \
+	" CASE WHEN s.has_password THEN 'set' ELSE 'none' END AS password,"                        \
+	" CASE WHEN s.has_secret THEN 'set' ELSE 'none' END AS secret,"                            \
+	" array_to_string(w.actions, ',') AS actions, w.repository_glob AS repository,"            \
+	" w.tag_glob AS tag, w.format, w.enabled, coalesce(w.disabled_reason, '') AS "             \
+	"disabled_reason,"                                                                         \
+	" coalesce(w.timeout_ms::text, 'default') AS timeout_ms,"                                  \
+	" coalesce(w.max_attempts::text, 'default') AS max_attempts,"                              \
+	" coalesce((SELECT string_agg(" header ", E'\\n' ORDER BY h.position)"                     \
+	"  FROM reghook.webhook_headers h WHERE h.webhook_id = w.id), '') AS headers,"             \
+	" w.last_success_at, w.last_failure_at, w.failures_in_a_row"                               \
+	" FROM reghook.webhooks w JOIN reghook.namespaces n ON n.id = w.namespace_id"              \
+	" CROSS JOIN LATERAL reghook.webhook_secret_state(w.id) s WHERE w.id = $1"
+
+static const char show_sql[] = SHOW_SQL("h.name || ': ' || h.value");
+static const char show_sql_redacted[] = SHOW_SQL("h.name || ': (hidden)'");
 
 static int webhook_show(PGconn *conn, const char *id)
 {
 	const char *params[] = {id};
-	PGresult *res = cli_exec(conn, show_sql, 1, params);
+	PGresult *res = cli_exec(
+		conn, "SELECT has_column_privilege('reghook.webhook_headers', 'value', 'SELECT')",
+		0, NULL);
+	if (!res)
+		return CLI_FAILED;
+	bool values = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	res = cli_exec(conn, values ? show_sql : show_sql_redacted, 1, params);
 	if (!res)
 		return CLI_FAILED;
 	if (PQntuples(res) == 0) {
