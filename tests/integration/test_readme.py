@@ -189,7 +189,8 @@ def test_first_hour_from_make_run_to_a_delivered_webhook(make_run, registry_fact
 
     # The README's second terminal, line by line, its endpoint on a free port.
     hook = endpoint_factory()
-    first, deliveries, fix = (readme_lines(b) for b in code_blocks(section('The first hour'), 'sh'))
+    first, deliveries, fix, viewer = (readme_lines(b)
+                                      for b in code_blocks(section('The first hour'), 'sh'))
     assert first[0] == '. var/env'
 
     def run(line, check=True):
@@ -229,6 +230,16 @@ def test_first_hour_from_make_run_to_a_delivered_webhook(make_run, registry_fact
     assert run(retry).stdout == '1 delivery of webhook 1 waiting for a next attempt: tried now.\n'
     retried = hook.wait_for(3, timeout=20)[2]
     assert retried.json()['push_data']['tag'] == '1.1'
+
+    # A teammate's history, as a viewer of team-a: what the README runs.
+    for line in viewer:
+        res = run(line)
+    history = res.stdout
+    assert ' team-a/app ' in history and ' 1.0 ' in history and ' 1.1 ' in history, history
+    assert 'reghook-test' in history  # the test push is team-a's too
+    other = run("reghook namespace add team-b && psql -U alice -At -c "
+                "'SELECT count(*) FROM reghook.namespaces'").stdout
+    assert other.splitlines()[-1] == '1', other  # team-a only
 
     # make clean-db removes the cluster and the files make run wrote.
     make_run.stop()
