@@ -283,6 +283,15 @@ static bool tchar(unsigned char ch)
 	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
+/* Whether [from, to) is a non-empty run of token characters. */
+static bool all_tchar(const char *from, const char *to)
+{
+	for (const char *p = from; p < to; p++)
+		if (!tchar((unsigned char)*p))
+			return false;
+	return from < to;
+}
+
 /* Room for a line of len bytes at the end of the request's head, NUL-terminated. */
 static char *head_room(struct httpd_req *r, size_t len)
 {
@@ -309,11 +318,10 @@ static bool parse_request_line(struct httpd_conn *c, char *line)
 		error_answer(c, 400, "malformed request line");
 		return false;
 	}
-	for (char *p = line; p < sp1; p++)
-		if (!tchar((unsigned char)*p)) {
-			error_answer(c, 400, "malformed request method");
-			return false;
-		}
+	if (!all_tchar(line, sp1)) {
+		error_answer(c, 400, "malformed request method");
+		return false;
+	}
 	for (char *p = sp1 + 1; p < sp2; p++)
 		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
 			error_answer(c, 400, "malformed request target");
@@ -355,11 +363,10 @@ static bool parse_field(struct httpd_conn *c, char *line)
 		error_answer(c, 400, "malformed header field");
 		return false;
 	}
-	for (char *p = line; p < colon; p++)
-		if (!tchar((unsigned char)*p)) {
-			error_answer(c, 400, "malformed header field name");
-			return false;
-		}
+	if (!all_tchar(line, colon)) {
+		error_answer(c, 400, "malformed header field name");
+		return false;
+	}
 	char *value = colon + 1;
 	for (unsigned char *p = (unsigned char *)value; *p; p++)
 		if ((*p < 0x20 && *p != '\t') || *p == 0x7f) {
