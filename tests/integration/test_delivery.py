@@ -689,13 +689,19 @@ def test_response_body_is_cut_at_the_limit(reghook_factory, pg, endpoint_factory
     wait_status(pg, long_id, 'succeeded')
 
 
-def test_callback_is_recorded(reghook, pg, endpoint_factory):
+def delivered_callback_path(reghook, endpoint_factory):
+    """A webhook of team-a that has received one pushed event: its id, and
+    the path of the callback_url the endpoint got."""
     token = register(reghook, 'team-a')
     hook = endpoint_factory()
     webhook_id = add_webhook(reghook, 'team-a', hook.url('/'))
     post(reghook, token, event())
     callback_url = hook.wait_for(1)[0].json()['callback_url']
-    path = urllib.parse.urlsplit(callback_url).path
+    return webhook_id, urllib.parse.urlsplit(callback_url).path
+
+
+def test_callback_is_recorded(reghook, pg, endpoint_factory):
+    webhook_id, path = delivered_callback_path(reghook, endpoint_factory)
     assert path.startswith('/callback/')
 
     def call(p, body):

@@ -10,13 +10,13 @@ import json
 import os
 import pathlib
 import subprocess
-import urllib.parse
 
 import psycopg2
 import pytest
 
 from harness import add_webhook, register, run_reghook, wait_until
-from test_delivery import event, post, rows, wait_attempts, wait_status
+from test_delivery import (delivered_callback_path, event, post, rows, wait_attempts,
+                           wait_status)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -264,15 +264,10 @@ def test_retrigger_waiting_bad_input(reghook_factory, pg):
 
 
 def test_callbacks_show_in_delivery_history_and_deliveries(reghook, pg, endpoint_factory):
-    token = register(reghook, 'team-a')
-    hook = endpoint_factory()
-    hook_id = add_webhook(reghook, 'team-a', hook.url('/'))
-    post(reghook, token, event())
-    callback_url = hook.wait_for(1)[0].json()['callback_url']
+    hook_id, path = delivered_callback_path(reghook, endpoint_factory)
     wait_status(pg, hook_id, 'succeeded')
     report = {'state': 'failure', 'description': 'tests failed', 'context': 'ci/test',
               'target_url': 'https://ci.example/run/7'}
-    path = urllib.parse.urlsplit(callback_url).path
     assert reghook.post(path, json.dumps(report).encode(),
                         {'Content-Type': 'application/json'})[0] == 200
 
