@@ -23,9 +23,8 @@ endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -DREGHOOK_VERSION='"$(VERSION)"' $(WARN) \
-	-Icommon -Idispatcher -I$(B)/gen $(PKG_CFLAGS) -MMD -MP
+	-Icommon -Idispatcher $(PKG_CFLAGS) -MMD -MP
 
-B        := build
 OPT      := -O2 -g
 SAN      :=
 
@@ -43,7 +42,7 @@ all: build/reghook
 define TREE
 $(1)/obj/%.o: %.c | $(1)/gen/schema.h
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(BASE_CFLAGS) $(2) -c $$< -o $$@
+	$$(CC) $$(BASE_CFLAGS) -I$(1)/gen $(2) -c $$< -o $$@
 
 $(1)/gen/schema.h: $(SCHEMA_SQL) packaging/embed-schema
 	@mkdir -p $$(dir $$@)
