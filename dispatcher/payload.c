@@ -3,6 +3,7 @@
  */
 #include "payload.h"
 #include "envelope.h"
+#include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,4 +226,26 @@ void payload_event_object(struct jsongen *j, const struct payload_event *ev)
 	jsongen_kv_str(j, "event_id", ev->event_id);
 	jsongen_map_close(j);
 	buf_free(&base);
+}
+
+void payload_headers_add(struct payload_headers *hs, const char *name, char *value)
+{
+	if (hs->n == PAYLOAD_MAX_HEADERS)
+		fatal("payload: more than %d format headers", PAYLOAD_MAX_HEADERS);
+	hs->h[hs->n++] = (struct payload_header){name, value};
+}
+
+void payload_headers_free(struct payload_headers *hs)
+{
+	for (size_t i = 0; i < hs->n; i++)
+		free(hs->h[i].value);
+	hs->n = 0;
+}
+
+const char *payload_headers_get(const struct payload_headers *hs, const char *name)
+{
+	for (size_t i = 0; i < hs->n; i++)
+		if (strcasecmp(hs->h[i].name, name) == 0)
+			return hs->h[i].value;
+	return NULL;
 }

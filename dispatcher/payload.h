@@ -78,6 +78,25 @@ bool payload_host_ok(const char *host) __attribute__((warn_unused_result));
 bool payload_dockerhub(const struct payload_event *ev, struct buf *out)
 	__attribute__((warn_unused_result));
 
+/*
+ * Request headers that a format adds (CloudEvents' ce-*), in the order
+ * they are to be sent. Values are ready to send: printable ASCII.
+ */
+#define PAYLOAD_MAX_HEADERS 8
+struct payload_header {
+	const char *name; /* static */
+	char *value;	  /* owned */
+};
+struct payload_headers {
+	size_t n;
+	struct payload_header h[PAYLOAD_MAX_HEADERS];
+};
+/* Takes ownership of value; a list already full is a broken invariant (fatal). */
+void payload_headers_add(struct payload_headers *hs, const char *name, char *value);
+void payload_headers_free(struct payload_headers *hs);
+/* The value of the header called name (case-insensitive), or NULL. */
+const char *payload_headers_get(const struct payload_headers *hs, const char *name);
+
 /* Whether ev->action is "push" or "delete", the only actions that have payloads. */
 bool payload_is_push(const struct payload_event *ev);
 bool payload_action_ok(const struct payload_event *ev) __attribute__((warn_unused_result));
