@@ -93,18 +93,33 @@ void cloudevents_header_encode(const char *s, struct buf *out)
 	}
 }
 
+/* The body: the event object alone (attrs NULL, binary mode) or the whole structured event. */
+static bool body_json(const struct payload_event *ev, char *const *attrs, struct buf *body)
+{
+	struct jsongen j;
+	if (!jsongen_init(&j))
+		return false;
+	if (attrs) {
+		jsongen_map_open(&j, NULL);
+		for (int i = 0; i < A_COUNT; i++)
+			if (attrs[i])
+				jsongen_kv_str(&j, attr_name[i], attrs[i]);
+		jsongen_kv_str(&j, "datacontenttype", "application/json");
+		jsongen_str(&j, "data");
+	}
+	payload_event_object(&j, ev);
+	if (attrs)
+		jsongen_map_close(&j);
+	return jsongen_finish(&j, body);
+}
+
 bool cloudevents_binary(const struct payload_event *ev, struct payload_headers *headers,
 			struct buf *body)
 {
 	char *values[A_COUNT];
 	if (!attributes(ev, values))
 		return false;
-	struct jsongen j;
-	bool ok = jsongen_init(&j);
-	if (ok) {
-		payload_event_object(&j, ev);
-		ok = jsongen_finish(&j, body);
-	}
+	bool ok = body_json(ev, NULL, body);
 	for (int i = 0; ok && i < A_COUNT; i++) {
 		if (!values[i])
 			continue;
@@ -121,19 +136,7 @@ bool cloudevents_structured(const struct payload_event *ev, struct buf *body)
 	char *values[A_COUNT];
 	if (!attributes(ev, values))
 		return false;
-	struct jsongen j;
-	bool ok = jsongen_init(&j);
-	if (ok) {
-		jsongen_map_open(&j, NULL);
-		for (int i = 0; i < A_COUNT; i++)
-			if (values[i])
-				jsongen_kv_str(&j, attr_name[i], values[i]);
-		jsongen_kv_str(&j, "datacontenttype", "application/json");
-		jsongen_str(&j, "data");
-		payload_event_object(&j, ev);
-		jsongen_map_close(&j);
-		ok = jsongen_finish(&j, body);
-	}
+	bool ok = body_json(ev, values, body);
 	free_values(values);
 	return ok;
 }
