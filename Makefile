@@ -56,6 +56,10 @@ $(1)/reghook: $(call objs,$(1),dispatcher/main.c $(DISPATCHER_SRC) $(COMMON_SRC)
 $(1)/tests/unit/%: $(1)/obj/tests/unit/%.o $(call objs,$(1),$(DISPATCHER_SRC) $(COMMON_SRC))
 	@mkdir -p $$(dir $$@)
 	$$(CC) $(2) -o $$@ $$^ $$(PKG_LIBS) -lm
+
+$(1)/tests/tools/%: $(1)/obj/tests/tools/%.o $(call objs,$(1),$(DISPATCHER_SRC) $(COMMON_SRC))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $(2) -o $$@ $$^ $$(PKG_LIBS) -lm
 endef
 
 SANFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -63,8 +67,10 @@ $(eval $(call TREE,build,$(OPT)))
 $(eval $(call TREE,build/asan,$(SANFLAGS)))
 
 UNIT_BINS      := $(patsubst tests/unit/%.c,build/asan/tests/unit/%,$(UNIT_SRC))
+# Programs that integration tests run (tests/tools/NAME.c), sanitizers on.
+TOOL_BINS      := $(patsubst tests/tools/%.c,build/asan/tests/tools/%,$(wildcard tests/tools/*.c))
 
-asan: build/asan/reghook $(UNIT_BINS)
+asan: build/asan/reghook $(UNIT_BINS) $(TOOL_BINS)
 
 install-deps:
 	@packaging/install-deps
@@ -112,12 +118,14 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -Icommon -Idispatcher $(PKG_CFLAG
 	-fno-sanitize-recover=undefined
 FUZZ_BASE    := common/buf.c common/log.c
 FUZZ_BINS    := build/fuzz/fuzz_envelope build/fuzz/fuzz_jsonparse build/fuzz/fuzz_urltemplate \
-	build/fuzz/fuzz_config
+	build/fuzz/fuzz_config build/fuzz/fuzz_template
 
 build/fuzz/fuzz_envelope: dispatcher/envelope.c common/jsonparse.c
 build/fuzz/fuzz_jsonparse: common/jsonparse.c
 build/fuzz/fuzz_urltemplate: dispatcher/urltemplate.c
 build/fuzz/fuzz_config: dispatcher/config.c common/conf.c
+build/fuzz/fuzz_template: dispatcher/template.c dispatcher/payload.c dispatcher/envelope.c \
+	common/jsonparse.c common/jsongen.c
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_BASE) $(wildcard common/*.h dispatcher/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^) $(PKG_LIBS)
@@ -128,7 +136,8 @@ fuzz: install-deps
 	@$(MAKE) --no-print-directory fuzzers
 	tests/fuzz/run build/fuzz $(FUZZ_SECONDS) build/fuzz
 
-FORMAT_FILES = $(wildcard common/*.[ch] dispatcher/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch])
+FORMAT_FILES = $(wildcard common/*.[ch] dispatcher/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch] \
+	tests/tools/*.[ch])
 format:
 	clang-format -i $(FORMAT_FILES)
 format-check:

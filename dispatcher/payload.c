@@ -1,114 +1,41 @@
 /*
  * payload: see payload.h.
- *
- * Every yajl_gen call goes through a small wrapper that remembers the
- * first failure and makes the later calls no-ops: after an invalid string
- * yajl's generator is mid-map, and carrying on would only produce a second,
- * more confusing error.
  */
 #include "payload.h"
+#include "envelope.h"
+#include "log.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <yajl/yajl_gen.h>
+#include <time.h>
 
-struct gen {
-	yajl_gen g; /* owned */
-	bool ok;    /* false from the first failed call on */
-};
-
-/* A string of len bytes; NULL writes null. */
-static void gen_strn(struct gen *j, const char *s, size_t len)
+static void push_data(struct jsongen *j, const struct payload_event *ev)
 {
-	if (!j->ok)
-		return;
-	yajl_gen_status st =
-		s ? yajl_gen_string(j->g, (const unsigned char *)s, len) : yajl_gen_null(j->g);
-	j->ok = st == yajl_gen_status_ok;
-}
-
-static void gen_str(struct gen *j, const char *s)
-{
-	gen_strn(j, s, s ? strlen(s) : 0);
-}
-
-static void gen_status(struct gen *j, yajl_gen_status st)
-{
-	if (j->ok)
-		j->ok = st == yajl_gen_status_ok;
-}
-
-/* "key": "value", with NULL written as "" (the field is always a string). */
-static void kv_str(struct gen *j, const char *key, const char *value)
-{
-	gen_str(j, key);
-	gen_str(j, value ? value : "");
-}
-
-/* "key": "value" or null. */
-static void kv_str_or_null(struct gen *j, const char *key, const char *value)
-{
-	gen_str(j, key);
-	gen_str(j, value);
-}
-
-static void kv_int(struct gen *j, const char *key, long long value)
-{
-	gen_str(j, key);
-	if (j->ok)
-		gen_status(j, yajl_gen_integer(j->g, value));
-}
-
-static void kv_bool(struct gen *j, const char *key, bool value)
-{
-	gen_str(j, key);
-	if (j->ok)
-		gen_status(j, yajl_gen_bool(j->g, value));
-}
-
-static void open_map(struct gen *j, const char *key)
-{
-	if (key)
-		gen_str(j, key);
-	if (j->ok)
-		gen_status(j, yajl_gen_map_open(j->g));
-}
-
-static void close_map(struct gen *j)
-{
-	if (j->ok)
-		gen_status(j, yajl_gen_map_close(j->g));
-}
-
-static void push_data(struct gen *j, const struct payload_event *ev)
-{
-	open_map(j, "push_data");
-	gen_str(j, "images");
-	if (j->ok)
-		gen_status(j, yajl_gen_array_open(j->g));
+	jsongen_map_open(j, "push_data");
+	jsongen_array_open(j, "images");
 	if (ev->digest)
-		gen_str(j, ev->digest);
-	if (j->ok)
-		gen_status(j, yajl_gen_array_close(j->g));
-	kv_int(j, "pushed_at", ev->occurred_at);
-	kv_str(j, "pusher", ev->actor);
-	kv_str_or_null(j, "tag", ev->tag);
-	close_map(j);
+		jsongen_str(j, ev->digest);
+	jsongen_array_close(j);
+	jsongen_kv_int(j, "pushed_at", ev->occurred_at);
+	jsongen_kv_str_or_empty(j, "pusher", ev->actor);
+	jsongen_kv_str(j, "tag", ev->tag);
+	jsongen_map_close(j);
 }
 
-static void delete_data(struct gen *j, const struct payload_event *ev)
+static void delete_data(struct jsongen *j, const struct payload_event *ev)
 {
-	open_map(j, "delete_data");
-	kv_int(j, "deleted_at", ev->occurred_at);
-	kv_str(j, "deleter", ev->actor);
-	kv_str_or_null(j, "tag", ev->tag);
-	kv_str_or_null(j, "digest", ev->digest);
-	close_map(j);
+	jsongen_map_open(j, "delete_data");
+	jsongen_kv_int(j, "deleted_at", ev->occurred_at);
+	jsongen_kv_str_or_empty(j, "deleter", ev->actor);
+	jsongen_kv_str(j, "tag", ev->tag);
+	jsongen_kv_str(j, "digest", ev->digest);
+	jsongen_map_close(j);
 }
 
 /* "name": the repository below its namespace, or its last component when that is empty. */
-static void repo_name(struct gen *j, const struct payload_event *ev)
+static void repo_name(struct jsongen *j, const struct payload_event *ev)
 {
 	const char *name = ev->name;
 	if (!name || !*name) {
@@ -116,7 +43,7 @@ static void repo_name(struct gen *j, const struct payload_event *ev)
 		const char *slash = strrchr(repo, '/');
 		name = slash ? slash + 1 : repo;
 	}
-	kv_str(j, "name", name);
+	jsongen_kv_str_or_empty(j, "name", name);
 }
 
 bool payload_host_ok(const char *host)
@@ -165,82 +92,160 @@ static bool host_is_loopback(const char *host)
 	return strncmp(host, "127.", 4) == 0 && strspn(host, "0123456789.") == n;
 }
 
-/* "repo_url": see payload.h; exactly one slash between base and repository. */
-static void repo_url(struct gen *j, const struct payload_event *ev)
+bool payload_registry_base(const struct payload_event *ev, struct buf *out)
 {
-	const char *repo = ev->repository ? ev->repository : "";
-	struct buf url = BUF_INIT;
-	if (ev->registry_url && *ev->registry_url) {
-		buf_puts(&url, ev->registry_url);
-	} else if (payload_host_ok(ev->registry_host)) {
-		buf_printf(&url, "%s://%s", host_is_loopback(ev->registry_host) ? "http" : "https",
+	size_t was = out->len;
+	if (ev->registry_url && *ev->registry_url)
+		buf_puts(out, ev->registry_url);
+	else if (payload_host_ok(ev->registry_host))
+		buf_printf(out, "%s://%s", host_is_loopback(ev->registry_host) ? "http" : "https",
 			   ev->registry_host);
-	} else {
-		/* Never a relative URL: a consumer would resolve it against itself. */
-		kv_str_or_null(j, "repo_url", NULL);
-		return;
-	}
-	while (url.len && url.data[url.len - 1] == '/')
-		url.data[--url.len] = '\0';
+	else
+		return false;
+	while (out->len > was && out->data[out->len - 1] == '/')
+		out->data[--out->len] = '\0';
+	return true;
+}
+
+/* Exactly one slash between base and repository. */
+bool payload_repo_url(const struct payload_event *ev, struct buf *out)
+{
+	if (!payload_registry_base(ev, out))
+		return false;
+	const char *repo = ev->repository ? ev->repository : "";
 	while (*repo == '/')
 		repo++;
-	buf_putc(&url, '/');
-	buf_puts(&url, repo);
-	gen_str(j, "repo_url");
-	gen_strn(j, url.data, url.len);
+	buf_putc(out, '/');
+	buf_puts(out, repo);
+	return true;
+}
+
+/* "repo_url", or null: never a relative URL, which a consumer would resolve against itself. */
+static void repo_url(struct jsongen *j, const struct payload_event *ev)
+{
+	struct buf url = BUF_INIT;
+	bool known = payload_repo_url(ev, &url);
+	jsongen_str(j, "repo_url");
+	jsongen_strn(j, known ? url.data : NULL, url.len);
 	buf_free(&url);
 }
 
-static void repository(struct gen *j, const struct payload_event *ev)
+static void repository(struct jsongen *j, const struct payload_event *ev)
 {
-	open_map(j, "repository");
-	kv_int(j, "comment_count", 0);
-	kv_int(j, "date_created", ev->namespace_created_at);
-	kv_str(j, "description", ev->description);
-	kv_str(j, "dockerfile", "");
-	kv_str(j, "full_description", "");
-	kv_bool(j, "is_official", false);
-	kv_bool(j, "is_private", ev->is_private);
-	kv_bool(j, "is_trusted", false);
+	jsongen_map_open(j, "repository");
+	jsongen_kv_int(j, "comment_count", 0);
+	jsongen_kv_int(j, "date_created", ev->namespace_created_at);
+	jsongen_kv_str_or_empty(j, "description", ev->description);
+	jsongen_kv_str_or_empty(j, "dockerfile", "");
+	jsongen_kv_str_or_empty(j, "full_description", "");
+	jsongen_kv_bool(j, "is_official", false);
+	jsongen_kv_bool(j, "is_private", ev->is_private);
+	jsongen_kv_bool(j, "is_trusted", false);
 	repo_name(j, ev);
-	kv_str(j, "namespace", ev->namespace_);
-	kv_str(j, "owner", ev->namespace_);
-	kv_str(j, "repo_name", ev->repository);
+	jsongen_kv_str_or_empty(j, "namespace", ev->namespace_);
+	jsongen_kv_str_or_empty(j, "owner", ev->namespace_);
+	jsongen_kv_str_or_empty(j, "repo_name", ev->repository);
 	repo_url(j, ev);
-	kv_int(j, "star_count", 0);
-	kv_str(j, "status", "Active");
-	close_map(j);
+	jsongen_kv_int(j, "star_count", 0);
+	jsongen_kv_str_or_empty(j, "status", "Active");
+	jsongen_map_close(j);
+}
+
+bool payload_is_push(const struct payload_event *ev)
+{
+	return ev->action && strcmp(ev->action, "push") == 0;
+}
+
+bool payload_action_ok(const struct payload_event *ev)
+{
+	return payload_is_push(ev) || (ev->action && strcmp(ev->action, "delete") == 0);
 }
 
 bool payload_dockerhub(const struct payload_event *ev, struct buf *out)
 {
-	bool push = ev->action && strcmp(ev->action, "push") == 0;
-	if (!push && !(ev->action && strcmp(ev->action, "delete") == 0))
+	if (!payload_action_ok(ev))
 		return false;
-
-	struct gen j = {yajl_gen_alloc(NULL), true};
-	if (!j.g)
+	struct jsongen j;
+	if (!jsongen_init(&j))
 		return false;
-	/* Consumers parse this with strict JSON parsers: never emit bad UTF-8. */
-	yajl_gen_config(j.g, yajl_gen_validate_utf8, 1);
-
-	open_map(&j, NULL);
-	kv_str(&j, "action", ev->action);
-	kv_str(&j, "callback_url", ev->callback_url);
-	if (push)
+	jsongen_map_open(&j, NULL);
+	jsongen_kv_str_or_empty(&j, "action", ev->action);
+	jsongen_kv_str_or_empty(&j, "callback_url", ev->callback_url);
+	if (payload_is_push(ev))
 		push_data(&j, ev);
 	else
 		delete_data(&j, ev);
 	repository(&j, ev);
-	close_map(&j);
+	jsongen_map_close(&j);
+	return jsongen_finish(&j, out);
+}
 
-	if (j.ok) {
-		const unsigned char *text;
-		size_t len;
-		j.ok = yajl_gen_get_buf(j.g, &text, &len) == yajl_gen_status_ok;
-		if (j.ok)
-			buf_append(out, text, len);
-	}
-	yajl_gen_free(j.g);
-	return j.ok;
+void payload_time(const struct payload_event *ev, char out[PAYLOAD_TIME_MAX])
+{
+	if (ev->timestamp && envelope_timestamp(ev->timestamp, out, PAYLOAD_TIME_MAX))
+		return;
+	time_t t = (time_t)ev->occurred_at;
+	struct tm tm;
+	if (!gmtime_r(&t, &tm) || strftime(out, PAYLOAD_TIME_MAX, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, PAYLOAD_TIME_MAX, "1970-01-01T00:00:00Z");
+}
+
+void payload_subject(const struct payload_event *ev, struct buf *out)
+{
+	buf_puts(out, ev->repository ? ev->repository : "");
+	if (ev->tag)
+		buf_printf(out, ":%s", ev->tag);
+	else if (ev->digest)
+		buf_printf(out, "@%s", ev->digest);
+}
+
+void payload_event_object(struct jsongen *j, const struct payload_event *ev)
+{
+	char when[PAYLOAD_TIME_MAX];
+	payload_time(ev, when);
+	struct buf base = BUF_INIT;
+	bool has_base = payload_registry_base(ev, &base);
+
+	jsongen_map_open(j, NULL);
+	jsongen_kv_str(j, "action", ev->action);
+	jsongen_kv_str(j, "namespace", ev->namespace_);
+	jsongen_kv_str(j, "repository", ev->repository);
+	jsongen_kv_str(j, "name", ev->name);
+	jsongen_kv_str(j, "tag", ev->tag);
+	jsongen_kv_str(j, "digest", ev->digest);
+	jsongen_kv_str(j, "media_type", ev->media_type);
+	jsongen_str(j, "size");
+	if (ev->has_size)
+		jsongen_int(j, ev->size);
+	else
+		jsongen_null(j);
+	jsongen_kv_str(j, "actor", ev->actor && *ev->actor ? ev->actor : NULL);
+	jsongen_kv_str(j, "timestamp", when);
+	jsongen_str(j, "registry_url");
+	jsongen_strn(j, has_base ? base.data : NULL, base.len);
+	jsongen_kv_str(j, "event_id", ev->event_id);
+	jsongen_map_close(j);
+	buf_free(&base);
+}
+
+void payload_headers_add(struct payload_headers *hs, const char *name, char *value)
+{
+	if (hs->n == PAYLOAD_MAX_HEADERS)
+		fatal("payload: more than %d format headers", PAYLOAD_MAX_HEADERS);
+	hs->h[hs->n++] = (struct payload_header){name, value};
+}
+
+void payload_headers_free(struct payload_headers *hs)
+{
+	for (size_t i = 0; i < hs->n; i++)
+		free(hs->h[i].value);
+	hs->n = 0;
+}
+
+const char *payload_headers_get(const struct payload_headers *hs, const char *name)
+{
+	for (size_t i = 0; i < hs->n; i++)
+		if (strcasecmp(hs->h[i].name, name) == 0)
+			return hs->h[i].value;
+	return NULL;
 }

@@ -6,13 +6,19 @@
  * `push_data` never misfires on a delete. The SPEC's "Payloads" section is
  * the contract; the key order here follows it.
  *
- * Generated with yajl_gen, which escapes every string and refuses invalid
- * UTF-8, so no event field can break the JSON. Pure: no I/O.
+ * Generated with yajl_gen (common/jsongen), which escapes every string and
+ * refuses invalid UTF-8, so no event field can break the JSON. Pure: no I/O.
+ *
+ * The struct payload_event is what every format sees of an event
+ * (formats.h picks the format); the helpers below it are the pieces that
+ * several formats share, so that repo_url, the time and the event object
+ * are the same whichever format a webhook chose.
  */
 #ifndef REGHOOK_PAYLOAD_H
 #define REGHOOK_PAYLOAD_H
 
 #include "buf.h"
+#include "jsongen.h"
 
 #include <stdbool.h>
 
@@ -37,6 +43,17 @@ struct payload_event {
 	 * when absent): the base of repo_url when registry_url is "".
 	 */
 	const char *registry_host;
+	const char *event_id;	 /* the registry's event id; NULL for a test event */
+	const char *delivery_id; /* the delivery's uuid */
+	/*
+	 * The event's time in RFC 3339 as the registry sent it (normalised by
+	 * envelope_timestamp()); NULL or not RFC 3339: occurred_at in UTC.
+	 */
+	const char *timestamp;
+	const char *media_type; /* the manifest's media type; NULL: unknown */
+	long long size;		/* the manifest's size in bytes, if has_size */
+	bool has_size;
+	const char *source_name; /* the registry source's name; NULL for a test event */
 };
 
 /*
@@ -60,5 +77,55 @@ bool payload_host_ok(const char *host) __attribute__((warn_unused_result));
  */
 bool payload_dockerhub(const struct payload_event *ev, struct buf *out)
 	__attribute__((warn_unused_result));
+
+/*
+ * Request headers that a format adds (CloudEvents' ce-*), in the order
+ * they are to be sent. Values are ready to send: printable ASCII.
+ */
+#define PAYLOAD_MAX_HEADERS 8
+struct payload_header {
+	const char *name; /* static */
+	char *value;	  /* owned */
+};
+struct payload_headers {
+	size_t n;
+	struct payload_header h[PAYLOAD_MAX_HEADERS];
+};
+/* Takes ownership of value; a list already full is a broken invariant (fatal). */
+void payload_headers_add(struct payload_headers *hs, const char *name, char *value);
+void payload_headers_free(struct payload_headers *hs);
+/* The value of the header called name (case-insensitive), or NULL. */
+const char *payload_headers_get(const struct payload_headers *hs, const char *name);
+
+/* Whether ev->action is "push" or "delete", the only actions that have payloads. */
+bool payload_is_push(const struct payload_event *ev);
+bool payload_action_ok(const struct payload_event *ev) __attribute__((warn_unused_result));
+
+/*
+ * The registry's base URL as payloads show it: registry_url without its
+ * trailing slashes, else "https://<registry_host>" (see repo_url above).
+ * Appends it to out; false, out unchanged, when neither is known.
+ */
+bool payload_registry_base(const struct payload_event *ev, struct buf *out)
+	__attribute__((warn_unused_result));
+/* Appends repo_url (see above); false, out unchanged, when there is none. */
+bool payload_repo_url(const struct payload_event *ev, struct buf *out)
+	__attribute__((warn_unused_result));
+
+/* The event's time as RFC 3339 (see timestamp above), into out. */
+#define PAYLOAD_TIME_MAX 40
+void payload_time(const struct payload_event *ev, char out[PAYLOAD_TIME_MAX]);
+
+/* Appends what the event is about: "<repository>:<tag>", else "<repository>@<digest>",
+ * else "<repository>". */
+void payload_subject(const struct payload_event *ev, struct buf *out);
+
+/*
+ * Generates the event object of the CloudEvents formats (SPEC, "Other
+ * formats"): {"action", "namespace", "repository", "name", "tag",
+ * "digest", "media_type", "size", "actor", "timestamp", "registry_url",
+ * "event_id"}, null where unknown; registry_url is payload_registry_base().
+ */
+void payload_event_object(struct jsongen *j, const struct payload_event *ev);
 
 #endif

@@ -12,6 +12,8 @@ Programs under test and their peers:
   registry_factory starts docker-registry instances
   endpoint_factory starts webhook endpoints
   samples_dir      the recorded registry notifications (tests/fixtures/samples)
+  cloudevents_sdk  reads an HTTP message with the CloudEvents SDK for JavaScript
+                   (tests/js, installed by `npm ci` into the build directory)
 
 Tests marked soak (long runs) are collected only when REGHOOK_SOAK is set,
 as `make soak` does.
@@ -28,10 +30,14 @@ its set-up and body, and TEARDOWN_DEADLINE more for its teardown: a test
 that hangs fails, with the end of its daemons' logs, and the run goes on.
 """
 
+import fcntl
 import itertools
+import json
 import os
 import pathlib
+import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -246,3 +252,59 @@ def samples_dir():
     """pathlib.Path of the recorded registry notifications, which the
     checkout carries in tests/fixtures/samples (see its README.md)."""
     return pathlib.Path(__file__).resolve().parents[1] / 'fixtures' / 'samples'
+
+
+# --- the CloudEvents SDK for JavaScript -----------------------------------------
+# tests/js pins it (package.json, package-lock.json); `npm ci` installs it into
+# <build>/js, beside the build trees (build/js for build/asan/reghook), never
+# into the checkout, and again only when the lock file has changed. The
+# workers of one run take turns through a lock file.
+
+
+def _js_dir():
+    override = os.environ.get('REGHOOK_JS_DIR')
+    if override:
+        return pathlib.Path(override)
+    from harness import _reghook_bin
+    return pathlib.Path(_reghook_bin()).resolve().parent.parent / 'js'
+
+
+def _npm_ci(src, dest):
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / '.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lockfile = (src / 'package-lock.json').read_bytes()
+        installed = dest / 'node_modules' / 'cloudevents' / 'package.json'
+        copied = dest / 'package-lock.json'
+        if installed.exists() and copied.exists() and copied.read_bytes() == lockfile:
+            return
+        if not shutil.which('npm') or not shutil.which('node'):
+            pytest.fail('node and npm are missing: packaging/install-deps installs them')
+        shutil.copyfile(src / 'package.json', dest / 'package.json')
+        shutil.copyfile(src / 'package-lock.json', copied)
+        done = subprocess.run(['npm', 'ci', '--prefix', str(dest), '--no-audit', '--no-fund',
+                               '--loglevel=error'], capture_output=True, text=True,
+                              timeout=600)
+        if done.returncode != 0:
+            copied.unlink()
+            pytest.fail(f'npm ci failed:\n{done.stdout}{done.stderr}')
+
+
+@pytest.fixture(scope='session')
+def cloudevents_sdk():
+    """A function that hands an HTTP message ({'headers': {...}, 'body': str})
+    to the CloudEvents SDK for JavaScript (tests/js/ce-parse.js: HTTP.toEvent,
+    then validation) and returns the event it read, {'attributes': {...},
+    'data': ...}, or raises AssertionError with the SDK's reason."""
+    src = pathlib.Path(__file__).resolve().parents[1] / 'js'
+    dest = _js_dir()
+    _npm_ci(src, dest)
+    env = dict(os.environ, NODE_PATH=str(dest / 'node_modules'))
+
+    def parse(message):
+        done = subprocess.run(['node', str(src / 'ce-parse.js')], input=json.dumps(message),
+                              capture_output=True, text=True, env=env, timeout=60)
+        if done.returncode != 0:
+            raise AssertionError(f'the SDK refused the message: {done.stderr.strip()}')
+        return json.loads(done.stdout)
+    return parse
