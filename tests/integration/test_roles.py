@@ -155,7 +155,7 @@ def test_an_upgraded_database_moves_its_grants_and_members_to_its_own_roles(pg):
     with an admin, a dispatcher and a viewer: after `reghook migrate` all
     three keep their access through the database's own roles, and the old
     roles hold nothing in it."""
-    pg.apply_migration_files(7)
+    pg.apply_released_migrations(7)
     pg.psql(f"""SELECT reghook.namespace_add('team-a');
         SELECT reghook.webhook_add('team-a', 'https://hooks.example/', '{{"secret": "{SECRET}"}}');""")
     for user in ('old_admin', 'old_dispatcher', 'old_viewer', 'newcomer'):
