@@ -14,9 +14,12 @@
  *
  * The files of schema/functions/ define with CREATE OR REPLACE and grant
  * from a clean slate (authz.sql), so applying them again is harmless, and
- * they are applied only when they changed so that an unchanged database
- * takes no locks. A binary older than the database (it lacks migrations
- * the database has) leaves the functions of the newer one in place.
+ * they are applied only when they changed, so that an unchanged database
+ * takes no lock on its tables. A binary older than the database (it lacks
+ * migrations the database has) leaves the functions of the newer one in
+ * place: the numbered migrations are what orders two binaries, so a
+ * release that changes schema/functions/ also adds one (an empty one will
+ * do).
  */
 #include "migrate.h"
 #include "buf.h"
