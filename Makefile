@@ -32,6 +32,13 @@ COMMON_SRC     := $(wildcard common/*.c)
 DISPATCHER_SRC := $(filter-out dispatcher/main.c,$(wildcard dispatcher/*.c))
 UNIT_SRC       := $(wildcard tests/unit/test_*.c)
 SCHEMA_SQL     := $(sort $(wildcard schema/[0-9][0-9][0-9]_*.sql))
+# The files of schema/functions/, in the order reghook migrate applies them:
+# those that others call first, authz.sql (grants and policies) last.
+FUNCTION_SQL   := $(addprefix schema/functions/,access.sql namespaces.sql sources.sql ingest.sql \
+	webhooks.sql queue.sql retrigger.sql history.sql authz.sql)
+ifneq ($(sort $(FUNCTION_SQL)),$(sort $(wildcard schema/functions/*.sql)))
+$(error FUNCTION_SQL must list every file of schema/functions/, each once)
+endif
 
 objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
@@ -44,9 +51,9 @@ $(1)/obj/%.o: %.c | $(1)/gen/schema.h
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(BASE_CFLAGS) -I$(1)/gen $(2) -c $$< -o $$@
 
-$(1)/gen/schema.h: $(SCHEMA_SQL) packaging/embed-schema
+$(1)/gen/schema.h: $(SCHEMA_SQL) $(FUNCTION_SQL) packaging/embed-schema Makefile
 	@mkdir -p $$(dir $$@)
-	packaging/embed-schema $(SCHEMA_SQL) > $$@.tmp && mv $$@.tmp $$@
+	packaging/embed-schema $(SCHEMA_SQL) --functions $(FUNCTION_SQL) > $$@.tmp && mv $$@.tmp $$@
 
 $(1)/obj/dispatcher/migrate.o: $(1)/gen/schema.h
 
@@ -105,7 +112,7 @@ soak: install-deps
 # the tree with packaging/debian/; rebuilt only when a source changed.
 DEB := build/deb/reghook_$(VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
 deb: $(DEB)
-$(DEB): Makefile README.md $(wildcard common/*.[ch] dispatcher/*.[ch]) $(SCHEMA_SQL) \
+$(DEB): Makefile README.md $(wildcard common/*.[ch] dispatcher/*.[ch]) $(SCHEMA_SQL) $(FUNCTION_SQL) \
 		$(shell find packaging -type f 2>/dev/null)
 	packaging/build-deb $(VERSION) build/deb
 

@@ -1,8 +1,25 @@
 /*
- * migrate: see migrate.h. A run is a chain of queries on one connection:
- * lock, bootstrap the bookkeeping table, read what is applied, apply each
- * missing migration, unlock. Any failure unlocks (or loses the session,
- * which unlocks too) and reports.
+ * migrate: see migrate.h.
+ *
+ * DESIGN. A run is a chain of queries on one connection, one step each:
+ * take the advisory lock; in one transaction, create the schema and
+ * schema_migrations if missing, read the applied versions, apply each
+ * missing numbered migration, compare the files of schema/functions/ with
+ * what schema_functions says was applied, apply them all in their order
+ * when anything differs or a numbered migration ran, record them, commit;
+ * release the lock. Any failure rolls the transaction back (or loses the
+ * session, which does too) and releases the lock: the database is left as
+ * it was. A second run finds nothing to do and changes nothing: it reads
+ * and commits an empty transaction.
+ *
+ * The files of schema/functions/ define with CREATE OR REPLACE and grant
+ * from a clean slate (authz.sql), so applying them again is harmless, and
+ * they are applied only when they changed, so that an unchanged database
+ * takes no lock on its tables. A binary older than the database (it lacks
+ * migrations the database has) leaves the functions of the newer one in
+ * place: the numbered migrations are what orders two binaries, so a
+ * release that changes schema/functions/ also adds one (an empty one will
+ * do).
  */
 #include "migrate.h"
 #include "buf.h"
@@ -14,15 +31,23 @@
 #include <string.h>
 
 #define NMIGRATIONS ((int)(sizeof(migration_srcs) / sizeof(migration_srcs[0])))
+#define NFUNCTIONS ((int)(sizeof(function_srcs) / sizeof(function_srcs[0])))
 /* Arbitrary, fixed: the key of the advisory lock that serialises migrations. */
 #define MIGRATE_LOCK_KEY "7165716866"
+#define MIGRATE_UNLOCK_SQL "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"
+/* Every query of the transaction resolves names in reghook first. */
+#define MIGRATE_SEARCH_PATH "SET LOCAL search_path = reghook, pg_catalog;\n"
 
 enum migrate_step {
 	MIGRATE_LOCKING,   /* waiting for the advisory lock */
-	MIGRATE_BOOTSTRAP, /* creating the schema and the bookkeeping table */
+	MIGRATE_BOOTSTRAP, /* BEGIN; creating the schema and the bookkeeping table */
 	MIGRATE_READING,   /* reading the applied versions */
 	MIGRATE_APPLYING,  /* running migration `next` */
-	MIGRATE_ROLLBACK,  /* a migration failed: ending its transaction before unlocking */
+	MIGRATE_COMPARING, /* asking whether schema/functions/ changed */
+	MIGRATE_FUNCTIONS, /* running function file `next` */
+	MIGRATE_RECORDING, /* recording the function files applied */
+	MIGRATE_COMMITTING,
+	MIGRATE_ROLLBACK,  /* something failed: ending the transaction before unlocking */
 	MIGRATE_UNLOCKING, /* releasing the lock; then done */
 };
 
@@ -31,6 +56,7 @@ struct migrate {
 	migrate_done_fn done;
 	void *arg;
 	bool applied_v[NMIGRATIONS];
+	bool db_newer; /* the database has a migration above the latest here */
 	int next;
 	int applied;
 	char *error; /* owned; the first failure */
@@ -55,6 +81,39 @@ static void finish(struct migrate *m)
 	free(m);
 }
 
+/*
+ * The line of `text` that a failed query points at, or 0 if it points at
+ * none of it. The query was MIGRATE_SEARCH_PATH followed by `text`;
+ * PostgreSQL's position counts its characters from 1, and `text` is UTF-8,
+ * whose continuation bytes are no characters.
+ */
+static int error_line(const PGresult *res, const char *text)
+{
+	const char *pos = res ? PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION) : NULL;
+	long left = pos ? atol(pos) - (long)strlen(MIGRATE_SEARCH_PATH) : 0;
+	int line = 1;
+	if (left <= 0)
+		return 0;
+	for (const char *p = text; *p; p++) {
+		if (((unsigned char)*p & 0xc0) != 0x80 && --left == 0)
+			return line;
+		if (*p == '\n')
+			line++;
+	}
+	return 0;
+}
+
+/* "what" names the file that failed, and the line PostgreSQL points at. */
+static void name_failure(char *what, size_t size, const char *file, const char *text,
+			 const PGresult *res)
+{
+	int line = error_line(res, text);
+	if (line)
+		snprintf(what, size, "%s, line %d", file, line);
+	else
+		snprintf(what, size, "%s", file);
+}
+
 static void set_error(struct migrate *m, const char *what, PGresult *res)
 {
 	struct buf b = BUF_INIT;
@@ -64,15 +123,41 @@ static void set_error(struct migrate *m, const char *what, PGresult *res)
 	buf_free(&b);
 }
 
+static void query(struct pgc *c, struct migrate *m, enum migrate_step step, const char *sql)
+{
+	m->step = step;
+	pgc_query(c, sql, 0, NULL, on_result, m);
+}
+
+/* After a failure: roll the transaction back, if there is one, then unlock. */
 static void fail(struct pgc *c, struct migrate *m, const char *what, PGresult *res)
 {
 	set_error(m, what, res);
 	if (!res) {
-		finish(m); /* the session is gone, and with it the lock */
+		finish(m); /* the session is gone, and with it the transaction and the lock */
 		return;
 	}
-	m->step = MIGRATE_UNLOCKING;
-	pgc_query(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", 0, NULL, on_result, m);
+	if (m->step == MIGRATE_LOCKING || m->step == MIGRATE_UNLOCKING)
+		query(c, m, MIGRATE_UNLOCKING, MIGRATE_UNLOCK_SQL);
+	else
+		query(c, m, MIGRATE_ROLLBACK, "ROLLBACK");
+}
+
+static void compare_functions(struct pgc *c, struct migrate *m)
+{
+	if (m->db_newer) {
+		log_warn("the database has migrations newer than this reghook's %03d: "
+			 "its functions are kept as they are",
+			 migrate_latest_version());
+		query(c, m, MIGRATE_COMMITTING, "COMMIT");
+		return;
+	}
+	const char *params[] = {FUNCTIONS_MANIFEST};
+	m->step = MIGRATE_COMPARING;
+	pgc_query(c,
+		  "SELECT coalesce((SELECT string_agg(file || ' ' || sha256 || E'\\n', '' "
+		  "ORDER BY file COLLATE \"C\") FROM reghook.schema_functions), '') <> $1",
+		  1, params, on_result, m);
 }
 
 static void apply_next(struct pgc *c, struct migrate *m)
@@ -80,69 +165,87 @@ static void apply_next(struct pgc *c, struct migrate *m)
 	while (m->next < NMIGRATIONS && m->applied_v[m->next])
 		m->next++;
 	if (m->next >= NMIGRATIONS) {
-		m->step = MIGRATE_UNLOCKING;
-		pgc_query(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", 0, NULL, on_result,
-			  m);
+		compare_functions(c, m);
 		return;
 	}
 	const struct migration_src *src = &migration_srcs[m->next];
 	struct buf sql = BUF_INIT;
 	log_info("applying migration %03d_%s", src->version, src->name);
 	buf_printf(&sql,
-		   "BEGIN;\nSET LOCAL search_path = reghook, pg_catalog;\n%s\n;"
+		   MIGRATE_SEARCH_PATH
+		   "%s\n;"
 		   /* Whatever a migration forgets, PUBLIC calls no function of the
 		    * schema: default privileges per schema cannot take EXECUTE away
 		    * from PUBLIC, so it is taken here, in the same transaction. */
 		   "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA reghook FROM PUBLIC;\n"
-		   "INSERT INTO reghook.schema_migrations (version, name) VALUES (%d, '%s');\n"
-		   "COMMIT;",
+		   "INSERT INTO reghook.schema_migrations (version, name) VALUES (%d, '%s');",
 		   src->sql, src->version, src->name);
-	m->step = MIGRATE_APPLYING;
-	pgc_query(c, sql.data, 0, NULL, on_result, m);
+	query(c, m, MIGRATE_APPLYING, sql.data);
+	buf_free(&sql);
+}
+
+static void apply_function_file(struct pgc *c, struct migrate *m)
+{
+	if (m->next >= NFUNCTIONS) {
+		struct buf sql = BUF_INIT;
+		buf_puts(&sql, "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA reghook FROM PUBLIC;\n"
+			       "DELETE FROM reghook.schema_functions;\n"
+			       "INSERT INTO reghook.schema_functions (file, sha256) VALUES ");
+		for (int i = 0; i < NFUNCTIONS; i++)
+			buf_printf(&sql, "%s('%s', '%s')", i ? ", " : "", function_srcs[i].file,
+				   function_srcs[i].sha256);
+		query(c, m, MIGRATE_RECORDING, sql.data);
+		buf_free(&sql);
+		return;
+	}
+	struct buf sql = BUF_INIT;
+	log_info("applying schema/functions/%s", function_srcs[m->next].file);
+	buf_printf(&sql, MIGRATE_SEARCH_PATH "%s\n;", function_srcs[m->next].sql);
+	query(c, m, MIGRATE_FUNCTIONS, sql.data);
 	buf_free(&sql);
 }
 
 static void on_result(struct pgc *c, PGresult *res, void *arg)
 {
 	struct migrate *m = arg;
+	char what[160];
 
 	switch (m->step) {
 	case MIGRATE_LOCKING:
 		if (!pgc_ok(res))
 			return fail(c, m, "taking the migration lock", res);
-		m->step = MIGRATE_BOOTSTRAP;
-		pgc_query(c,
-			  /* Only when missing: a role that may not create (the
-			   * dispatcher's) can still find the schema current. */
-			  "DO $bootstrap$ BEGIN"
-			  " IF to_regclass('reghook.schema_migrations') IS NULL THEN"
-			  " CREATE SCHEMA IF NOT EXISTS reghook;"
-			  " CREATE TABLE reghook.schema_migrations ("
-			  " version integer PRIMARY KEY, name text NOT NULL,"
-			  " applied_at timestamptz NOT NULL DEFAULT now());"
-			  " COMMENT ON TABLE reghook.schema_migrations IS "
-			  "'Migrations of schema/ applied to this database, by version.';"
-			  " COMMENT ON COLUMN reghook.schema_migrations.version IS "
-			  "'Number of the migration (its file name''s prefix).';"
-			  " COMMENT ON COLUMN reghook.schema_migrations.name IS "
-			  "'Name of the migration (its file name''s rest).';"
-			  " COMMENT ON COLUMN reghook.schema_migrations.applied_at IS "
-			  "'When it was applied.';"
-			  " END IF; END $bootstrap$",
-			  0, NULL, on_result, m);
+		query(c, m, MIGRATE_BOOTSTRAP,
+		      /* Only when missing: a role that may not create (the
+		       * dispatcher's) can still find the schema current. */
+		      "BEGIN;"
+		      " DO $bootstrap$ BEGIN"
+		      " IF to_regclass('reghook.schema_migrations') IS NULL THEN"
+		      " CREATE SCHEMA IF NOT EXISTS reghook;"
+		      " CREATE TABLE reghook.schema_migrations ("
+		      " version integer PRIMARY KEY, name text NOT NULL,"
+		      " applied_at timestamptz NOT NULL DEFAULT now());"
+		      " COMMENT ON TABLE reghook.schema_migrations IS "
+		      "'Migrations of schema/ applied to this database, by version.';"
+		      " COMMENT ON COLUMN reghook.schema_migrations.version IS "
+		      "'Number of the migration (its file name''s prefix).';"
+		      " COMMENT ON COLUMN reghook.schema_migrations.name IS "
+		      "'Name of the migration (its file name''s rest).';"
+		      " COMMENT ON COLUMN reghook.schema_migrations.applied_at IS "
+		      "'When it was applied.';"
+		      " END IF; END $bootstrap$");
 		break;
 	case MIGRATE_BOOTSTRAP:
 		if (!pgc_ok(res))
 			return fail(c, m, "creating schema reghook", res);
-		m->step = MIGRATE_READING;
-		pgc_query(c, "SELECT version FROM reghook.schema_migrations", 0, NULL, on_result,
-			  m);
+		query(c, m, MIGRATE_READING, "SELECT version FROM reghook.schema_migrations");
 		break;
 	case MIGRATE_READING:
 		if (!pgc_ok(res))
 			return fail(c, m, "reading applied migrations", res);
 		for (int i = 0; i < PQntuples(res); i++) {
 			int v = atoi(PQgetvalue(res, i, 0));
+			if (v > migrate_latest_version())
+				m->db_newer = true;
 			for (int j = 0; j < NMIGRATIONS; j++)
 				if (migration_srcs[j].version == v)
 					m->applied_v[j] = true;
@@ -151,20 +254,46 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 		break;
 	case MIGRATE_APPLYING:
 		if (!pgc_ok(res)) {
-			char what[128];
-			snprintf(what, sizeof(what), "migration %03d_%s",
+			char file[96];
+			snprintf(file, sizeof(file), "migration %03d_%s",
 				 migration_srcs[m->next].version, migration_srcs[m->next].name);
-			if (!res)
-				return fail(c, m, what, res);
-			/* The failed transaction must end before the lock is released. */
-			set_error(m, what, res);
-			m->step = MIGRATE_ROLLBACK;
-			pgc_query(c, "ROLLBACK", 0, NULL, on_result, m);
-			return;
+			name_failure(what, sizeof(what), file, migration_srcs[m->next].sql, res);
+			return fail(c, m, what, res);
 		}
 		m->applied++;
 		m->next++;
 		apply_next(c, m);
+		break;
+	case MIGRATE_COMPARING:
+		if (!pgc_ok(res))
+			return fail(c, m, "reading reghook.schema_functions", res);
+		if (m->applied == 0 && strcmp(PQgetvalue(res, 0, 0), "f") == 0) {
+			query(c, m, MIGRATE_COMMITTING, "COMMIT");
+			break;
+		}
+		m->next = 0;
+		apply_function_file(c, m);
+		break;
+	case MIGRATE_FUNCTIONS:
+		if (!pgc_ok(res)) {
+			char file[96];
+			snprintf(file, sizeof(file), "schema/functions/%s",
+				 function_srcs[m->next].file);
+			name_failure(what, sizeof(what), file, function_srcs[m->next].sql, res);
+			return fail(c, m, what, res);
+		}
+		m->next++;
+		apply_function_file(c, m);
+		break;
+	case MIGRATE_RECORDING:
+		if (!pgc_ok(res))
+			return fail(c, m, "recording reghook.schema_functions", res);
+		query(c, m, MIGRATE_COMMITTING, "COMMIT");
+		break;
+	case MIGRATE_COMMITTING:
+		if (!pgc_ok(res))
+			return fail(c, m, "committing the migrations", res);
+		query(c, m, MIGRATE_UNLOCKING, MIGRATE_UNLOCK_SQL);
 		break;
 	case MIGRATE_ROLLBACK:
 		if (!res) {
@@ -172,9 +301,7 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 			finish(m);
 			break;
 		}
-		m->step = MIGRATE_UNLOCKING;
-		pgc_query(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", 0, NULL, on_result,
-			  m);
+		query(c, m, MIGRATE_UNLOCKING, MIGRATE_UNLOCK_SQL);
 		break;
 	case MIGRATE_UNLOCKING:
 		finish(m);
@@ -187,6 +314,5 @@ void migrate_run(struct pgc *c, migrate_done_fn done, void *arg)
 	struct migrate *m = xcalloc(1, sizeof(*m));
 	m->done = done;
 	m->arg = arg;
-	m->step = MIGRATE_LOCKING;
-	pgc_query(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", 0, NULL, on_result, m);
+	query(c, m, MIGRATE_LOCKING, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")");
 }

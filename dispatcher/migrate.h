@@ -1,9 +1,14 @@
 /*
- * migrate: applies the SQL migrations of schema/ (compiled into the binary)
- * over an asynchronous connection. Each migration runs in its own
- * transaction and is recorded in reghook.schema_migrations; a session
- * advisory lock makes concurrent runs (several daemons starting together)
- * apply each migration exactly once.
+ * migrate: brings schema reghook current over an asynchronous connection,
+ * from the SQL of schema/ compiled into the binary: the numbered
+ * migrations not yet applied (tables, columns, indexes, data; recorded in
+ * reghook.schema_migrations), then, when one of them changed or a numbered
+ * migration ran, every file of schema/functions/ in its fixed order
+ * (functions, views, triggers, policies, grants; recorded with their
+ * SHA-256 in reghook.schema_functions). All of it is one transaction, so a
+ * failure leaves the database as it was; a session advisory lock makes
+ * concurrent runs (several daemons starting together) apply each
+ * migration exactly once, the later ones finding nothing to do.
  */
 #ifndef REGHOOK_MIGRATE_H
 #define REGHOOK_MIGRATE_H
@@ -12,7 +17,7 @@
 
 #include <stdbool.h>
 
-/* ok false: error says why (borrowed for the call). applied: migrations run now. */
+/* ok false: error says why (borrowed for the call). applied: numbered migrations run now. */
 typedef void (*migrate_done_fn)(bool ok, const char *error, int applied, void *arg);
 
 void migrate_run(struct pgc *c, migrate_done_fn done, void *arg);

@@ -21,6 +21,7 @@ fails. Nothing here depends on pytest, so a helper can be tried by hand.
 import collections
 import dataclasses
 import glob
+import gzip
 import hashlib
 import http.client
 import http.server
@@ -248,17 +249,27 @@ class Database:
         self.psql(f'CREATE ROLE {_quote_ident(name)} LOGIN', dbname='postgres')
         return name
 
-    def apply_migration_files(self, count, dbname=None):
-        """Applies the first `count` files of schema/ as `reghook migrate`
-        applies them (one transaction each, recorded in schema_migrations):
-        a database as an earlier reghook, which knew only those, left it."""
-        root = os.path.join(os.path.dirname(__file__), '..', '..', 'schema')
-        self.psql('CREATE SCHEMA reghook; CREATE TABLE reghook.schema_migrations (version integer '
-                  'PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());',
+    def apply_released_migrations(self, count, dbname=None):
+        """Applies the first `count` numbered migrations as reghook released
+        them (tests/fixtures/released-schema, written by
+        tests/fixtures/make-released-schema), as the `reghook migrate` of
+        that time applied them: schema_migrations made as its bootstrap made
+        it, then one transaction each, recorded there. The database is then
+        as an earlier reghook, which knew only those, left it."""
+        root = os.path.join(os.path.dirname(__file__), '..', 'fixtures', 'released-schema')
+        self.psql("""CREATE SCHEMA reghook;
+            CREATE TABLE reghook.schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now());
+            COMMENT ON TABLE reghook.schema_migrations IS
+                'Migrations of schema/ applied to this database, by version.';
+            COMMENT ON COLUMN reghook.schema_migrations.version IS
+                'Number of the migration (its file name''s prefix).';
+            COMMENT ON COLUMN reghook.schema_migrations.name IS 'Name of the migration (its file name''s rest).';
+            COMMENT ON COLUMN reghook.schema_migrations.applied_at IS 'When it was applied.';""",
                   dbname=dbname)
-        for name in sorted(f for f in os.listdir(root) if f.endswith('.sql'))[:count]:
-            version, rest = name[:3], name[4:-len('.sql')]
-            with open(os.path.join(root, name)) as f:
+        for name in sorted(f for f in os.listdir(root) if f.endswith('.sql.gz'))[:count]:
+            version, rest = name[:3], name[4:-len('.sql.gz')]
+            with gzip.open(os.path.join(root, name), 'rt') as f:
                 self.psql(f'BEGIN; SET LOCAL search_path = reghook, pg_catalog;\n{f.read()}\n;'
                           f"INSERT INTO reghook.schema_migrations VALUES ({int(version)}, '{rest}');"
                           ' COMMIT;', dbname=dbname)

@@ -198,7 +198,7 @@ def test_package_install_run_purge(installable, pg):
             [INSTALLED['binary'], 'migrate', '--config', INSTALLED['conf'],
              '--database-url', url], capture_output=True, text=True, timeout=120))
         assert migrate.returncode == 0, migrate.stderr
-        schema_files = sorted(os.listdir(INSTALLED['schema']))
+        schema_files = sorted(f for f in os.listdir(INSTALLED['schema']) if f.endswith('.sql'))
         applied = pg.psql('SELECT version FROM reghook.schema_migrations ORDER BY 1',
                           dbname='reghook_pkg').split()
         assert [int(v) for v in applied] == [int(f[:3]) for f in schema_files]
@@ -264,8 +264,10 @@ def check_installed_files(version):
     assert INSTALLED['conf'] in conffiles.split()
     with open(INSTALLED['conf'], 'rb') as installed:
         assert installed.read() == EXAMPLE_CONF.read_bytes()
-    repo_schema = sorted(p.name for p in (ROOT / 'schema').glob('[0-9][0-9][0-9]_*.sql'))
-    assert sorted(os.listdir(INSTALLED['schema'])) == repo_schema
+    repo_schema = sorted(str(p.relative_to(ROOT / 'schema')) for p in (ROOT / 'schema').rglob('*.sql'))
+    installed = sorted(os.path.relpath(os.path.join(d, f), INSTALLED['schema'])
+                       for d, _, files in os.walk(INSTALLED['schema']) for f in files)
+    assert installed == repo_schema and 'functions/queue.sql' in installed
     for name in repo_schema:
         with open(os.path.join(INSTALLED['schema'], name), 'rb') as f:
             assert f.read() == (ROOT / 'schema' / name).read_bytes(), name

@@ -567,10 +567,10 @@ def test_credentials_in_a_url_move_to_the_secrets(reghook, pg):
 
 def test_upgrade_from_a_database_of_the_first_five_migrations(pg, endpoint_factory, reghook_factory):
     """A database migrated by a reghook that knew migrations 001-005 (applied
-    here from schema/ as migrate applies them), with a webhook whose URL holds
+    here as they were released, as migrate applied them), with a webhook whose URL holds
     credentials and a failed delivery: `reghook migrate` brings it to the
     current schema, and the SQL interface works on the old rows."""
-    pg.apply_migration_files(5)
+    pg.apply_released_migrations(5)
     hook = endpoint_factory()
     pg.psql(f"""SELECT reghook.namespace_add('team-a');
         SELECT reghook.webhook_add('team-a', 'http://ci:p%40ss@127.0.0.1:{hook.port}/old');

@@ -1,0 +1,125 @@
+-- access: who is who in a reghook database, and what each may do.
+--
+-- People live with reghook through SQL, and who may do what is
+-- PostgreSQL's own business: each database has three group roles of its
+-- own (migration 008 makes them and records them in group_roles, named
+-- after the database, since roles belong to the whole cluster), and
+-- row-level security on every table (authz.sql):
+--
+--   admin       sees and manages everything (so does the owner of schema
+--               reghook, who runs the migrations)
+--   dispatcher  what `reghook serve` needs: the queue and its tables
+--   member      login roles granted a namespace with namespace_grant();
+--               within their namespaces a viewer reads webhooks (without
+--               secrets) and history, a contributor also manages webhooks
+--               and retriggers, an owner also manages members
+--
+-- Members change nothing directly: every change goes through a SECURITY
+-- DEFINER function with a fixed search_path that checks the caller's
+-- access first, with require_namespace() or require_webhook() below. The
+-- caller is the login (session) role: inside such a function the role a
+-- session SET ROLE to cannot be seen, so a login shared by several people
+-- through SET ROLE acts with its own rights (README).
+
+-- derived_role_name: the naming rule of the group roles (migration 008
+-- applies the same rule when it makes them); role_name(): the roles this
+-- database has, which a renamed database keeps.
+CREATE OR REPLACE FUNCTION reghook.derived_role_name(db name, kind text) RETURNS name
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN db = 'reghook' THEN 'reghook_' || kind
+                -- 'reghook_dispatcher_' is 19 bytes of the 63 a name may have.
+                WHEN octet_length(db) <= 44 THEN 'reghook_' || kind || '_' || db
+                ELSE 'reghook_' || kind || '_' || md5(db) END::name
+$$;
+COMMENT ON FUNCTION reghook.derived_role_name(name, text) IS
+    'The name of a group role (admin, dispatcher, member) of a reghook database named db, as migration 008 makes it.';
+
+CREATE OR REPLACE FUNCTION reghook.role_name(kind text) RETURNS name
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r name;
+BEGIN
+    SELECT g.role_name INTO r FROM reghook.group_roles g WHERE g.kind = role_name.kind;
+    IF r IS NULL THEN
+        RAISE EXCEPTION 'kind must be admin, dispatcher or member, not "%"', kind
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION reghook.role_name(text) IS
+    'The group role of this database for admin, dispatcher or member: reghook_admin in a database named reghook, '
+    'reghook_admin_<database> elsewhere (see README).';
+
+-- access_level(ns, who): what `who` may do in namespace ns: 0 nothing,
+-- 1 viewer, 2 contributor, 3 owner, 4 admin (a member of this database's
+-- admin role, or of the schema owner). It reads namespace_members as the
+-- schema owner (no policy recursion); `who` must be a role the session may
+-- act as, so nobody learns another role's access through it.
+CREATE OR REPLACE FUNCTION reghook.access_level(ns bigint, who name) RETURNS integer
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE
+        WHEN NOT pg_has_role(session_user, who, 'MEMBER') THEN 0
+        WHEN pg_has_role(who, (SELECT g.role_name FROM reghook.group_roles g WHERE g.kind = 'admin'), 'MEMBER')
+          OR pg_has_role(who, (SELECT nspowner FROM pg_namespace WHERE nspname = 'reghook'), 'MEMBER')
+        THEN 4
+        ELSE coalesce((
+            SELECT max(CASE m.access WHEN 'owner' THEN 3 WHEN 'contributor' THEN 2 ELSE 1 END)
+            FROM reghook.namespace_members m
+            JOIN pg_roles r ON r.rolname = m.role_name
+            WHERE m.namespace_id = ns AND pg_has_role(who, r.oid, 'MEMBER')), 0)
+    END
+$$;
+COMMENT ON FUNCTION reghook.access_level(bigint, name) IS
+    'What a role may do in a namespace: 0 nothing, 1 viewer, 2 contributor, 3 owner, 4 admin.';
+
+CREATE OR REPLACE FUNCTION reghook.access_name(level integer) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (ARRAY['viewer', 'contributor', 'owner',
+                  (SELECT g.role_name FROM reghook.group_roles g WHERE g.kind = 'admin')])[level]
+$$;
+COMMENT ON FUNCTION reghook.access_name(integer) IS 'The name of an access level of access_level().';
+
+-- require_namespace / require_webhook: the checks at the top of every
+-- management function. Something the caller cannot see "does not exist",
+-- so nothing leaks; something it sees but may not change is refused with
+-- the access it would need. Both return the namespace id.
+CREATE OR REPLACE FUNCTION reghook.require_namespace(namespace text, need integer) RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ns_id bigint;
+    level integer;
+BEGIN
+    SELECT n.id INTO ns_id FROM reghook.namespaces n WHERE n.name = require_namespace.namespace;
+    level := CASE WHEN ns_id IS NULL THEN 0 ELSE reghook.access_level(ns_id, session_user) END;
+    IF level = 0 THEN
+        RAISE EXCEPTION 'namespace "%" does not exist', namespace USING ERRCODE = 'no_data_found';
+    END IF;
+    IF level < need THEN
+        RAISE EXCEPTION 'permission denied: % access to namespace "%" is needed', reghook.access_name(need), namespace
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN ns_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION reghook.require_webhook(webhook bigint, need integer) RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ns_id bigint;
+    ns_name text;
+    level integer;
+BEGIN
+    SELECT w.namespace_id, n.name INTO ns_id, ns_name
+    FROM reghook.webhooks w JOIN reghook.namespaces n ON n.id = w.namespace_id WHERE w.id = webhook;
+    level := CASE WHEN ns_id IS NULL THEN 0 ELSE reghook.access_level(ns_id, session_user) END;
+    IF level = 0 THEN
+        RAISE EXCEPTION 'webhook % does not exist', coalesce(webhook::text, 'NULL') USING ERRCODE = 'no_data_found';
+    END IF;
+    IF level < need THEN
+        RAISE EXCEPTION 'permission denied: % access to namespace "%" is needed', reghook.access_name(need), ns_name
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN ns_id;
+END
+$$;

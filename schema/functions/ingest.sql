@@ -1,0 +1,138 @@
+-- ingest: from registry event to stored event and deliveries.
+--
+-- The receiver parses and classifies each envelope in C, then hands a batch
+-- of events (from many concurrent requests: group commit) to ingest(), one
+-- statement that routes each event to its namespace, enforces the
+-- registry source's scope, deduplicates by event id, stores the event and
+-- creates its deliveries, all in the one transaction whose commit the
+-- receiver waits for before it answers 200.
+
+-- Every function of schema reghook runs with a fixed search_path, so that
+-- no schema a caller can write to (public, on older clusters) can put a
+-- function or operator in front of pg_catalog's; but the two IMMUTABLE SQL
+-- helpers here have none, so that the planner can inline them (the
+-- functions that call them have one).
+
+-- All whole-component prefixes of a repository path, longest first:
+-- 'a/b/c' gives {a/b/c, a/b, a}.
+CREATE OR REPLACE FUNCTION reghook.path_prefixes(path text) RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg(array_to_string(parts[1:k], '/') ORDER BY k DESC), '{}')
+    FROM (SELECT string_to_array(path, '/') AS parts) p,
+         generate_series(1, cardinality(p.parts)) AS k
+$$;
+COMMENT ON FUNCTION reghook.path_prefixes(text) IS
+    'Whole-component prefixes of a repository path, longest first.';
+
+-- Shell-style glob: * any run of characters, ? one character, all else literal.
+CREATE OR REPLACE FUNCTION reghook.glob_match(pattern text, subject text) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT subject LIKE replace(replace(replace(replace(replace(pattern,
+        '\', '\\'), '%', '\%'), '_', '\_'), '*', '%'), '?', '_')
+$$;
+COMMENT ON FUNCTION reghook.glob_match(text, text) IS
+    'True if subject matches the glob pattern (* any characters, ? one character).';
+
+-- ingest(batch): stores a batch of classified events and creates their
+-- deliveries. batch is a JSON array of objects:
+--   i           position in the batch (returned with the outcome)
+--   s           registry_sources.id of the poster
+--   id          the registry's event id
+--   action      push | delete
+--   repository  full repository path
+--   p           its whole-component prefixes (optional; computed if absent)
+--   tag, digest, media_type, request_id, actor   (may be null)
+--   ts          event timestamp (ISO 8601)
+--   raw         the event as received
+-- Returns one row per element: i, its outcome (accepted, duplicate,
+-- unrouted, rejected) and the namespace it was routed to.
+-- plpgsql, not sql: its statement's plan is cached for the session, where
+-- an sql function's would be planned again at every call. It waits at most
+-- 5 s for a row lock a person holds (queue.sql says why).
+CREATE OR REPLACE FUNCTION reghook.ingest(batch jsonb)
+RETURNS TABLE (i integer, outcome text, namespace text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH input AS (
+        SELECT x.*
+        FROM jsonb_to_recordset(batch) AS x(i integer, s bigint, id text, action text,
+            repository text, p text[], tag text, digest text, media_type text,
+            request_id text, actor text, ts timestamptz, raw jsonb)
+    ),
+    routed AS (
+        SELECT input.*, r.namespace_id, r.namespace, r.name,
+               -- A scope entry covers its namespace and the namespaces below it.
+               (src.namespaces IS NULL
+                OR EXISTS (SELECT 1 FROM unnest(src.namespaces) AS sc
+                           WHERE r.namespace = sc
+                              OR left(r.namespace, length(sc) + 1) = sc || '/')) AS allowed,
+               -- One row per (source, event id) is stored: the first in the batch.
+               row_number() OVER (PARTITION BY input.s, input.id ORDER BY input.i) AS nth
+        FROM input
+        JOIN reghook.registry_sources src ON src.id = input.s
+        -- The longest registered namespace that is a whole-component prefix of
+        -- the path; the receiver sends the path's prefixes (p).
+        LEFT JOIN LATERAL (
+            SELECT n.id AS namespace_id, n.name AS namespace,
+                   CASE WHEN n.name = input.repository THEN ''
+                        ELSE substr(input.repository, length(n.name) + 2) END AS name
+            FROM reghook.namespaces n
+            WHERE n.name = ANY (coalesce(input.p, reghook.path_prefixes(input.repository)))
+            ORDER BY length(n.name) DESC
+            LIMIT 1) r ON true
+    ),
+    stored AS (
+        INSERT INTO reghook.events AS e (source_id, event_uuid, namespace_id, repository, name,
+            action, tag, digest, media_type, request_id, actor, occurred_at, raw)
+        SELECT r.s, r.id, r.namespace_id, r.repository, r.name, r.action,
+               nullif(r.tag, ''),
+               coalesce(nullif(r.digest, ''),
+                   -- A tag delete carries the digest of the delete-by-digest
+                   -- request it belongs to: stored earlier, or in this batch.
+                   CASE WHEN r.action = 'delete' AND nullif(r.request_id, '') IS NOT NULL THEN
+                       coalesce(
+                           (SELECT p.digest FROM reghook.events p
+                            WHERE p.source_id = r.s AND p.request_id = r.request_id
+                              AND p.action = 'delete' AND p.digest IS NOT NULL
+                            LIMIT 1),
+                           (SELECT nullif(p.digest, '') FROM input p
+                            WHERE p.s = r.s AND p.request_id = r.request_id
+                              AND p.action = 'delete' AND nullif(p.digest, '') IS NOT NULL
+                            LIMIT 1))
+                   END),
+               nullif(r.media_type, ''), nullif(r.request_id, ''), coalesce(r.actor, ''),
+               r.ts, r.raw
+        FROM routed r
+        WHERE r.namespace_id IS NOT NULL AND r.allowed AND r.nth = 1
+        ON CONFLICT (source_id, event_uuid) DO NOTHING
+        RETURNING e.id, e.source_id, e.event_uuid, e.namespace_id, e.name, e.action, e.tag
+    ),
+    -- A data-modifying CTE runs to completion whether or not it is read.
+    delivered AS (
+        INSERT INTO reghook.deliveries (webhook_id, event_id, action)
+        SELECT w.id, st.id, st.action
+        FROM stored st
+        JOIN reghook.webhooks w ON w.namespace_id = st.namespace_id AND w.enabled
+        WHERE st.action = ANY (w.actions)
+          -- An untagged manifest push (a platform child of an index) is kept
+          -- but announces nothing.
+          AND NOT (st.action = 'push' AND st.tag IS NULL)
+          AND reghook.glob_match(w.repository_glob, st.name)
+          AND (w.tag_glob = '*' OR reghook.glob_match(w.tag_glob, st.tag))
+        RETURNING 1
+    )
+    SELECT r.i,
+           CASE WHEN r.namespace_id IS NULL THEN 'unrouted'
+                WHEN NOT r.allowed THEN 'rejected'
+                WHEN st.id IS NOT NULL THEN 'accepted'
+                ELSE 'duplicate' END,
+           r.namespace
+    FROM routed r
+    LEFT JOIN stored st ON st.source_id = r.s AND st.event_uuid = r.id AND r.nth = 1
+    ORDER BY r.i;
+END
+$$;
+COMMENT ON FUNCTION reghook.ingest(jsonb) IS
+    'Stores a batch of classified registry events (deduplicated) and creates their deliveries; returns each event''s outcome.';

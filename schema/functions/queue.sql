@@ -1,0 +1,292 @@
+-- queue: the dispatcher's side of the deliveries.
+--
+-- Deliveries are claimed in batches with FOR UPDATE SKIP LOCKED and held
+-- under a lease (status in_flight, lease_owner, lease_expires_at); no
+-- transaction stays open while the HTTP request runs. Results come back in
+-- batches through complete_deliveries(), which records each attempt, moves
+-- the delivery on and keeps the webhook's health (a 410 Gone, or 5 days of
+-- failures without a success, disables the webhook), but only while the
+-- lease is still the caller's: a dispatcher that lost its lease (it stalled
+-- past it and another took over) cannot overwrite the newer state. Expired
+-- leases are reclaimed by any dispatcher, which is what makes delivery
+-- at-least-once. The receiver and the history writer wait at most 5 s for a
+-- row lock a person holds (an open transaction around webhook_remove, say):
+-- a batch that times out is split and retried, and only what touches that
+-- row waits, answered 503 or written again later (lock_timeout below and on
+-- ingest()).
+
+-- Deliveries wake the dispatchers: one NOTIFY per statement (and PostgreSQL
+-- folds repeats within a transaction), never one per row.
+CREATE OR REPLACE FUNCTION reghook.notify_deliveries() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM changed WHERE status = 'pending') THEN
+        PERFORM pg_notify('reghook_deliveries', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER deliveries_notify_insert AFTER INSERT ON reghook.deliveries
+    REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION reghook.notify_deliveries();
+CREATE OR REPLACE TRIGGER deliveries_notify_update AFTER UPDATE ON reghook.deliveries
+    REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION reghook.notify_deliveries();
+
+-- claim_deliveries: leases up to `max_total` due deliveries, at most
+-- `per_webhook` in flight per webhook counting `in_flight` (a JSON object
+-- {webhook_id: number already in flight at the caller}). Webhooks are
+-- visited in random order so that a busy one cannot starve the others.
+-- round_start tells the dispatcher where a retriggered delivery's round of
+-- attempts began (retrigger.sql).
+-- plpgsql, not sql: its statement's plan is cached for the session, where
+-- an sql function's would be planned again at every call.
+-- The claim commits without waiting for the disk (synchronous_commit off
+-- for its own transaction): a claim lost in a crash leaves its delivery
+-- pending, to be sent again, which at-least-once allows; and the claim's
+-- commit record precedes the completion of its attempt in the WAL, so a
+-- durable completion makes its claim durable too.
+CREATE OR REPLACE FUNCTION reghook.claim_deliveries(instance text, max_total integer, per_webhook integer,
+                                         in_flight jsonb, default_timeout_ms integer)
+RETURNS TABLE (
+    delivery_id uuid, attempt integer, round_start integer, action text, is_test boolean, callback_token text,
+    webhook_id bigint, url text, method text, content_type text, username text,
+    password text, secret text, format text, timeout_ms integer, max_attempts integer,
+    headers text, repository text, name text, tag text, digest text, actor text,
+    occurred_at bigint, raw text, namespace text, description text, is_private boolean,
+    namespace_created_at bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    RETURN QUERY
+    WITH picked AS (
+        SELECT d.id
+        FROM (SELECT w.id, w.enabled FROM reghook.webhooks w ORDER BY random()) w
+        CROSS JOIN LATERAL (
+            SELECT d.id FROM reghook.deliveries d
+            WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+              -- A disabled webhook's deliveries wait; a test push goes anyway.
+              AND (w.enabled OR d.is_test)
+            ORDER BY d.next_attempt_at
+            LIMIT greatest(0, per_webhook - coalesce((in_flight ->> w.id::text)::integer, 0))
+            FOR UPDATE OF d SKIP LOCKED
+        ) d
+        LIMIT max_total
+    ),
+    claimed AS (
+        UPDATE reghook.deliveries d
+        SET status = 'in_flight', attempts = d.attempts + 1, lease_owner = instance,
+            lease_expires_at = now() + make_interval(
+                secs => (coalesce(w.timeout_ms, default_timeout_ms) + 15000) / 1000.0)
+        FROM picked, reghook.webhooks w
+        WHERE d.id = picked.id AND w.id = d.webhook_id
+        RETURNING d.*
+    )
+    SELECT c.id, c.attempts, c.round_start, c.action, c.is_test, c.callback_token,
+           w.id, w.url, w.method, w.content_type, w.username, s.password, s.secret,
+           w.format, w.timeout_ms, w.max_attempts,
+           (SELECT coalesce(json_agg(json_build_array(h.name, h.value) ORDER BY h.position), '[]')
+            FROM reghook.webhook_headers h WHERE h.webhook_id = w.id)::text,
+           -- A test push (test_webhook) has no event: it names a made-up repository.
+           coalesce(e.repository, n.name || '/reghook-test'),
+           coalesce(e.name, CASE WHEN c.is_test THEN 'reghook-test' END),
+           coalesce(e.tag, CASE WHEN c.is_test THEN 'test' END),
+           e.digest, coalesce(e.actor, CASE WHEN c.is_test THEN session_user::text END),
+           floor(extract(epoch FROM coalesce(e.occurred_at, c.created_at)))::bigint,
+           e.raw::text, n.name, n.description, n.is_private,
+           floor(extract(epoch FROM n.created_at))::bigint
+    FROM claimed c
+    JOIN reghook.webhooks w ON w.id = c.webhook_id
+    JOIN reghook.namespaces n ON n.id = w.namespace_id
+    LEFT JOIN reghook.events e ON e.id = c.event_id
+    LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id;
+END
+$$;
+COMMENT ON FUNCTION reghook.claim_deliveries(text, integer, integer, jsonb, integer) IS
+    'Dispatcher: leases due deliveries (per-webhook fair) and returns what is needed to send them.';
+
+-- reclaim_expired: deliveries whose dispatcher vanished go back to the
+-- queue; the lost attempt is recorded as such, and counts towards the
+-- attempts of the delivery's round.
+CREATE OR REPLACE FUNCTION reghook.reclaim_expired(default_max_attempts integer) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE n integer;
+BEGIN
+    WITH expired AS (
+        SELECT d.id, d.attempts, d.webhook_id, d.lease_owner,
+               d.attempts - d.round_start >= coalesce(w.max_attempts, default_max_attempts) AS exhausted
+        FROM reghook.deliveries d JOIN reghook.webhooks w ON w.id = d.webhook_id
+        WHERE d.status = 'in_flight' AND d.lease_expires_at < now()
+        FOR UPDATE OF d SKIP LOCKED
+    ),
+    lost AS (
+        INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+            duration_ms, method, url, request_headers, error_class, error_message, instance)
+        SELECT x.id, x.attempts, x.webhook_id, now(), 0, '', '', '[]', 'other',
+               'no result: the dispatcher holding the delivery stopped before its lease ran out',
+               coalesce(x.lease_owner, '')
+        FROM expired x
+        ON CONFLICT DO NOTHING
+    )
+    UPDATE reghook.deliveries d
+    SET status = CASE WHEN x.exhausted THEN 'failed' ELSE 'pending' END,
+        completed_at = CASE WHEN x.exhausted THEN now() END,
+        next_attempt_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+        last_error = 'dispatcher lost (lease expired)'
+    FROM expired x WHERE d.id = x.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION reghook.reclaim_expired(integer) IS
+    'Dispatcher: returns deliveries with an expired lease to the queue, recording the lost attempt.';
+
+-- release_deliveries: a stopping dispatcher gives back what it holds.
+CREATE OR REPLACE FUNCTION reghook.release_deliveries(instance text, ids uuid[]) RETURNS integer
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    WITH r AS (
+        UPDATE reghook.deliveries d
+        SET status = 'pending', attempts = d.attempts - 1, next_attempt_at = now(),
+            lease_owner = NULL, lease_expires_at = NULL
+        WHERE d.id = ANY (ids) AND d.lease_owner = instance AND d.status = 'in_flight'
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM r
+$$;
+COMMENT ON FUNCTION reghook.release_deliveries(text, uuid[]) IS
+    'Dispatcher: gives back leased deliveries that were never attempted.';
+
+-- complete_deliveries: records a batch of finished attempts. Each element:
+--   id, attempt, webhook_id, attempted_at (epoch ms), duration_ms, method,
+--   url, request_headers, request_body, response_status, response_headers,
+--   response_body (hex), truncated, error_class, error_message,
+--   outcome (succeeded | retry | failed | gone), delay_ms (for retry)
+-- Returns the number of attempts recorded (lost leases are skipped).
+-- One statement: the batch is read once, the deliveries whose lease is
+-- still ours are moved on, and what that UPDATE returns is what the
+-- history and the webhooks' health are written from (each delivery looked
+-- up by its key, so the cost grows with the batch, not with its square).
+-- The batch is json, not jsonb: it is read once, and json's parser only
+-- scans the text where jsonb's would first build a tree of all of it.
+CREATE OR REPLACE FUNCTION reghook.complete_deliveries(instance text, batch json) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
+DECLARE n integer;
+BEGIN
+    WITH b AS MATERIALIZED (
+        SELECT b.id, b.attempt, b.webhook_id, to_timestamp(b.attempted_at / 1000.0) AS attempted_at,
+               b.duration_ms, b.method, b.url, b.request_headers, b.request_body,
+               b.response_status, b.response_headers, b.response_body,
+               coalesce(b.truncated, false) AS truncated, b.error_class, b.error_message,
+               b.outcome, b.delay_ms
+        FROM json_to_recordset(batch) AS b(id uuid, attempt integer, webhook_id bigint,
+            attempted_at double precision, duration_ms integer, method text, url text,
+            request_headers jsonb, request_body text, response_status integer,
+            response_headers jsonb, response_body text, truncated boolean, error_class text,
+            error_message text, outcome text, delay_ms bigint)
+    ),
+    -- Only attempts whose lease is still ours count.
+    moved AS (
+        UPDATE reghook.deliveries d
+        SET status = CASE x.outcome WHEN 'succeeded' THEN 'succeeded'
+                                    WHEN 'retry' THEN 'pending'
+                                    ELSE 'failed' END,
+            next_attempt_at = CASE WHEN x.outcome = 'retry'
+                                   THEN now() + make_interval(secs => x.delay_ms / 1000.0)
+                                   ELSE d.next_attempt_at END,
+            completed_at = CASE WHEN x.outcome = 'retry' THEN NULL ELSE now() END,
+            last_error = CASE WHEN x.outcome = 'succeeded' THEN NULL
+                              ELSE coalesce(x.error_message, 'HTTP ' || x.response_status) END,
+            lease_owner = NULL, lease_expires_at = NULL
+        FROM b x
+        -- Written as one row comparison, which the planner cannot match to
+        -- the index of in-flight deliveries: it then walks the batch and
+        -- finds each delivery by its key, rather than rescanning the batch
+        -- for every in-flight delivery its statistics say are few.
+        WHERE d.id = x.id
+          AND (d.lease_owner, d.status, d.attempts) IS NOT DISTINCT FROM
+              (instance, 'in_flight', x.attempt)
+        RETURNING x.*
+    ),
+    recorded AS (
+        INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+            duration_ms, method, url, request_headers, request_body, response_status,
+            response_headers, response_body, response_truncated, error_class, error_message,
+            instance)
+        SELECT id, attempt, webhook_id, attempted_at, duration_ms, method, url, request_headers,
+               request_body, response_status, response_headers, decode(response_body, 'hex'),
+               truncated, error_class, error_message, instance
+        FROM moved
+        ON CONFLICT (delivery_id, attempt) DO NOTHING
+    ),
+    -- Webhook health: a success resets the failure run; the run's start is kept.
+    last_ok AS (
+        SELECT webhook_id, max(attempted_at) FILTER (WHERE outcome = 'succeeded') AS at
+        FROM moved GROUP BY webhook_id
+    ),
+    runs AS (
+        SELECT m.webhook_id, k.at AS last_ok,
+               max(m.attempted_at) FILTER (WHERE m.outcome <> 'succeeded') AS last_bad,
+               bool_or(m.outcome = 'gone') AS gone,
+               count(*) FILTER (WHERE m.outcome <> 'succeeded'
+                                  AND (k.at IS NULL OR m.attempted_at > k.at)) AS fails_after,
+               min(m.attempted_at) FILTER (WHERE m.outcome <> 'succeeded'
+                                             AND (k.at IS NULL OR m.attempted_at > k.at))
+                   AS first_fail_after
+        FROM moved m JOIN last_ok k USING (webhook_id)
+        GROUP BY m.webhook_id, k.at
+    ),
+    -- Health is kept on the webhooks whose rows are free now: one that a
+    -- person holds (an open transaction around webhook_set, say) must not
+    -- stall the history of every namespace. Its health catches up with its
+    -- next batch; a 410 or the 5 days disable it on its next attempt.
+    free AS (
+        SELECT w.id FROM reghook.webhooks w
+        WHERE w.id IN (SELECT webhook_id FROM runs)
+        FOR NO KEY UPDATE SKIP LOCKED
+    ),
+    health AS (
+        SELECT r.*, CASE WHEN r.last_ok IS NOT NULL THEN r.first_fail_after
+                         ELSE coalesce(w.failing_since, r.first_fail_after) END AS since
+        FROM runs r JOIN reghook.webhooks w ON w.id = r.webhook_id
+        WHERE r.webhook_id IN (SELECT id FROM free)
+    ),
+    -- 410 disables a webhook, and so do 5 days of failures without a success.
+    healed AS (
+        UPDATE reghook.webhooks w
+        SET last_success_at = coalesce(h.last_ok, w.last_success_at),
+            last_failure_at = coalesce(h.last_bad, w.last_failure_at),
+            failures_in_a_row = CASE WHEN h.last_ok IS NOT NULL THEN h.fails_after
+                                     ELSE w.failures_in_a_row + h.fails_after END,
+            failing_since = h.since,
+            enabled = w.enabled AND NOT h.gone
+                      AND NOT coalesce(h.since < now() - interval '5 days', false),
+            disabled_reason = CASE
+                WHEN NOT w.enabled THEN w.disabled_reason
+                WHEN h.gone THEN 'endpoint answered 410 Gone'
+                WHEN h.since < now() - interval '5 days'
+                THEN 'no successful delivery for 5 days of failures (since '
+                     || to_char(h.since, 'YYYY-MM-DD HH24:MI:SS TZ') || ')'
+                ELSE w.disabled_reason END
+        FROM health h WHERE w.id = h.webhook_id
+    )
+    SELECT count(*) INTO n FROM moved;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION reghook.complete_deliveries(text, json) IS
+    'Dispatcher: records a batch of attempts and moves their deliveries on (lease permitting).';
+
+-- record_callback: a Docker Hub style callback from an endpoint.
+CREATE OR REPLACE FUNCTION reghook.record_callback(token text, state text, description text,
+                                        context text, target_url text)
+RETURNS uuid
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    UPDATE reghook.deliveries
+    SET callback_state = state, callback_description = description,
+        callback_context = context, callback_target_url = target_url, callback_at = now()
+    WHERE callback_token = token
+    RETURNING id
+$$;
+COMMENT ON FUNCTION reghook.record_callback(text, text, text, text, text) IS
+    'Records what an endpoint reported through its callback_url; NULL for an unknown token.';

@@ -1,0 +1,259 @@
+-- webhooks: managing webhooks with SQL (the CLI's `webhook` commands wrap
+-- these functions).
+--
+-- A new webhook starts disabled; enabling it does not replay events that
+-- arrived while it was disabled. Each management function checks the
+-- caller's access first (require_webhook, require_namespace: access.sql)
+-- and runs as the schema owner: contributors and up manage webhooks, and
+-- may set a password or secret but never read one back.
+--
+-- Credentials written into a URL (https://user:pass@host/) are secrets
+-- like --password: they move to username and webhook_secrets, and the URL
+-- is kept without them. url_credentials() gives them as webhook_set()
+-- changes (percent-decoded), url_without_credentials() the URL. The user
+-- information ends at the last @ before the path: a password may hold a
+-- raw @ (curl reads it so too).
+CREATE OR REPLACE FUNCTION reghook.percent_decode(s text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    out bytea := '';
+    i integer := 1;
+BEGIN
+    WHILE i <= length(s) LOOP
+        IF substr(s, i, 1) = '%' AND substr(s, i + 1, 2) ~ '^[0-9A-Fa-f]{2}$' THEN
+            out := out || decode(substr(s, i + 1, 2), 'hex');
+            i := i + 3;
+        ELSE
+            out := out || convert_to(substr(s, i, 1), 'UTF8');
+            i := i + 1;
+        END IF;
+    END LOOP;
+    RETURN convert_from(out, 'UTF8');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION reghook.url_without_credentials(url text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT regexp_replace(url, '^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#]*@', '\1')
+$$;
+
+CREATE OR REPLACE FUNCTION reghook.url_credentials(url text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN m IS NULL THEN '{}'::jsonb
+                WHEN position(':' IN m[1]) = 0
+                THEN jsonb_build_object('username', reghook.percent_decode(m[1]))
+                ELSE jsonb_build_object(
+                    'username', reghook.percent_decode(split_part(m[1], ':', 1)),
+                    'password', reghook.percent_decode(substr(m[1], position(':' IN m[1]) + 1)))
+           END
+    FROM (SELECT regexp_match(url, '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/?#]*)@') AS m) x
+$$;
+
+-- Changes as webhook_set() takes them, with credentials out of the url
+-- (options given on their own, --username say, win over the URL's).
+CREATE OR REPLACE FUNCTION reghook.changes_without_url_credentials(changes jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN jsonb_typeof(changes) = 'object' AND jsonb_typeof(changes -> 'url') = 'string'
+                THEN reghook.url_credentials(changes ->> 'url') || changes
+                     || jsonb_build_object('url', reghook.url_without_credentials(changes ->> 'url'))
+                ELSE changes END
+$$;
+
+CREATE OR REPLACE FUNCTION reghook.webhook_add(namespace text, url text, changes jsonb DEFAULT '{}')
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ns_id bigint := reghook.require_namespace(webhook_add.namespace, 2);
+    new_id bigint;
+BEGIN
+    INSERT INTO reghook.webhooks (namespace_id, name, url)
+    VALUES (ns_id, coalesce(substring(reghook.url_without_credentials(webhook_add.url) FROM '^[a-zA-Z]+://([^/:?#]+)'),
+                            reghook.url_without_credentials(webhook_add.url)),
+            reghook.url_without_credentials(webhook_add.url))
+    RETURNING id INTO new_id;
+    PERFORM reghook.webhook_set(new_id, reghook.url_credentials(webhook_add.url) || coalesce(changes, '{}'));
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION reghook.webhook_add(text, text, jsonb) IS
+    'Adds a webhook (disabled) to a namespace, with optional fields as in webhook_set(); returns its id. Contributors.';
+
+-- webhook_set applies `changes` (a JSON object of field: value) to a
+-- webhook. Fields: name url method content_type username password secret
+-- actions repository tag format timeout_ms max_attempts headers. JSON null
+-- clears the optional ones (username, password, secret, timeout_ms,
+-- max_attempts). A new URL on another host (scheme, host or port) would
+-- get the webhook's password and header values with the next request, so
+-- a contributor could read them back: the change must give them again (or
+-- clear them) at the same time.
+CREATE OR REPLACE FUNCTION reghook.webhook_set(webhook bigint, changes jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c jsonb;
+    origin text := '^([a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*)';
+    cur record;
+    k text;
+    known text[] := ARRAY['name', 'url', 'method', 'content_type', 'username', 'password',
+                          'secret', 'actions', 'repository', 'tag', 'format', 'timeout_ms',
+                          'max_attempts', 'headers'];
+BEGIN
+    PERFORM reghook.require_webhook(webhook, 2);
+    c := reghook.changes_without_url_credentials(changes);
+    IF jsonb_typeof(c -> 'url') = 'string' THEN
+        SELECT w.url, s.password IS NOT NULL AS has_password,
+               EXISTS (SELECT 1 FROM reghook.webhook_headers h WHERE h.webhook_id = w.id) AS has_headers
+        INTO cur
+        FROM reghook.webhooks w LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id
+        WHERE w.id = webhook;
+        IF lower(substring(c ->> 'url' FROM origin)) IS DISTINCT FROM lower(substring(cur.url FROM origin))
+           AND ((cur.has_password AND NOT c ? 'password') OR (cur.has_headers AND NOT c ? 'headers')) THEN
+            RAISE EXCEPTION 'a URL on another host would receive the webhook''s password and headers: give them again with the new URL, or clear them'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'webhook set ID --url URL --password P --header ''Name: value'' (an empty --password clears it).';
+        END IF;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM reghook.webhooks WHERE id = webhook) THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook USING ERRCODE = 'no_data_found';
+    END IF;
+    IF jsonb_typeof(c) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'changes must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(c) LOOP
+        IF NOT k = ANY (known) THEN
+            RAISE EXCEPTION 'unknown webhook field "%"', k USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    UPDATE reghook.webhooks w SET
+        name = CASE WHEN c ? 'name' THEN c->>'name' ELSE w.name END,
+        url = CASE WHEN c ? 'url' THEN c->>'url' ELSE w.url END,
+        method = CASE WHEN c ? 'method' THEN upper(c->>'method') ELSE w.method END,
+        content_type = CASE WHEN c ? 'content_type' THEN c->>'content_type' ELSE w.content_type END,
+        username = CASE WHEN c ? 'username' THEN nullif(c->>'username', '') ELSE w.username END,
+        actions = CASE WHEN c ? 'actions'
+                       THEN ARRAY(SELECT jsonb_array_elements_text(c->'actions')) ELSE w.actions END,
+        repository_glob = CASE WHEN c ? 'repository' THEN c->>'repository' ELSE w.repository_glob END,
+        tag_glob = CASE WHEN c ? 'tag' THEN c->>'tag' ELSE w.tag_glob END,
+        format = CASE WHEN c ? 'format' THEN c->>'format' ELSE w.format END,
+        timeout_ms = CASE WHEN c ? 'timeout_ms' THEN (c->>'timeout_ms')::integer ELSE w.timeout_ms END,
+        max_attempts = CASE WHEN c ? 'max_attempts' THEN (c->>'max_attempts')::integer ELSE w.max_attempts END,
+        updated_at = now()
+    WHERE w.id = webhook;
+    IF c ? 'password' OR c ? 'secret' THEN
+        INSERT INTO reghook.webhook_secrets AS s (webhook_id, password, secret)
+        VALUES (webhook, nullif(c->>'password', ''), nullif(c->>'secret', ''))
+        ON CONFLICT (webhook_id) DO UPDATE SET
+            password = CASE WHEN c ? 'password' THEN excluded.password ELSE s.password END,
+            secret = CASE WHEN c ? 'secret' THEN excluded.secret ELSE s.secret END;
+    END IF;
+    IF c ? 'headers' THEN
+        PERFORM reghook.webhook_set_headers(webhook,
+            ARRAY(SELECT jsonb_array_elements_text(c->'headers')));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION reghook.webhook_set(bigint, jsonb) IS
+    'Changes fields of a webhook, given as a JSON object (name url method content_type username password secret '
+    'actions repository tag format timeout_ms max_attempts headers). Contributors.';
+
+-- Replaces a webhook's headers with `headers`, each 'Name: value'.
+CREATE OR REPLACE FUNCTION reghook.webhook_set_headers(webhook bigint, headers text[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    h text;
+    pos integer := 0;
+BEGIN
+    PERFORM reghook.require_webhook(webhook, 2);
+    DELETE FROM reghook.webhook_headers WHERE webhook_id = webhook;
+    FOREACH h IN ARRAY coalesce(headers, '{}') LOOP
+        IF position(':' IN h) < 2 THEN
+            RAISE EXCEPTION 'header "%" is not "Name: value"', h USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        pos := pos + 1;
+        INSERT INTO reghook.webhook_headers (webhook_id, position, name, value)
+        VALUES (webhook, pos, btrim(split_part(h, ':', 1)), btrim(substr(h, position(':' IN h) + 1)));
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION reghook.webhook_set_headers(bigint, text[]) IS
+    'Replaces a webhook''s extra headers; each element is ''Name: value''. Contributors.';
+
+CREATE OR REPLACE FUNCTION reghook.webhook_enable(webhook bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM reghook.require_webhook(webhook, 2);
+    UPDATE reghook.webhooks
+    SET enabled = true, disabled_reason = NULL, failing_since = NULL, failures_in_a_row = 0,
+        updated_at = now()
+    WHERE id = webhook;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION reghook.webhook_enable(bigint) IS
+    'Enables a webhook: new events are delivered to it from now on. Contributors.';
+
+CREATE OR REPLACE FUNCTION reghook.webhook_disable(webhook bigint, reason text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM reghook.require_webhook(webhook, 2);
+    UPDATE reghook.webhooks
+    SET enabled = false, disabled_reason = coalesce(reason, 'disabled by ' || session_user), updated_at = now()
+    WHERE id = webhook;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION reghook.webhook_disable(bigint, text) IS
+    'Disables a webhook: it gets no new deliveries; pending ones wait until it is enabled again. Contributors.';
+
+CREATE OR REPLACE FUNCTION reghook.webhook_remove(webhook bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM reghook.require_webhook(webhook, 2);
+    DELETE FROM reghook.webhooks WHERE id = webhook;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION reghook.webhook_remove(bigint) IS
+    'Removes a webhook with its deliveries and their history. Contributors.';
+
+-- test_webhook: queues a test push to a webhook (enabled or not) and wakes
+-- the dispatchers; returns the delivery id.
+CREATE OR REPLACE FUNCTION reghook.test_webhook(webhook_id bigint) RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE new_id uuid;
+BEGIN
+    PERFORM reghook.require_webhook(webhook_id, 2);
+    IF NOT EXISTS (SELECT 1 FROM reghook.webhooks WHERE id = webhook_id) THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook_id USING ERRCODE = 'no_data_found';
+    END IF;
+    INSERT INTO reghook.deliveries (webhook_id, event_id, action, is_test)
+    VALUES (webhook_id, NULL, 'push', true)
+    RETURNING id INTO new_id;
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION reghook.test_webhook(bigint) IS
+    'Queues a test push (repository <namespace>/reghook-test, tag test) to a webhook, enabled or not, '
+    'and wakes the dispatchers; returns the delivery id. Contributors.';
+
+-- webhook_secret_state: whether a webhook has a password and a signing
+-- secret, for everyone who may see the webhook (viewers read no
+-- webhook_secrets), never their values.
+CREATE OR REPLACE FUNCTION reghook.webhook_secret_state(webhook bigint,
+                                             OUT has_password boolean, OUT has_secret boolean)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM reghook.require_webhook(webhook, 1);
+    SELECT s.password IS NOT NULL, s.secret IS NOT NULL INTO has_password, has_secret
+    FROM reghook.webhook_secrets s WHERE s.webhook_id = webhook;
+    has_password := coalesce(has_password, false);
+    has_secret := coalesce(has_secret, false);
+END
+$$;
+COMMENT ON FUNCTION reghook.webhook_secret_state(bigint) IS
+    'Whether a webhook has a basic auth password and a signing secret (never their values). Viewers.';

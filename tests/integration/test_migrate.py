@@ -1,0 +1,212 @@
+"""reghook migrate as an upgrade meets it: the numbered migrations of
+schema/ and the files of schema/functions/ (functions, views, triggers,
+policies, grants), applied again whenever one changed.
+
+A database at every earlier schema level (migrations 001..N as released,
+tests/fixtures/released-schema) upgrades to exactly the catalog of a fresh
+one; migrating again changes nothing and runs no DDL; a broken function
+file rolls the whole migrate back and says where; several migrates at once
+apply the files once; a reghook older than its database leaves the newer
+functions alone."""
+
+import concurrent.futures
+import difflib
+import os
+import pathlib
+import re
+import subprocess
+
+import pytest
+
+from harness import child_env, sanitizer_report
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+RELEASED_LEVELS = range(1, 11)
+NUMBERED = len(list((ROOT / 'schema').glob('[0-9][0-9][0-9]_*.sql')))
+APPLYING_FILES = 'applying schema/functions/'
+
+
+def migrate(pg, dbname=None, bin=None):
+    """`reghook migrate` on dbname (default the test's database), with bin
+    (default $REGHOOK_BIN); the CompletedProcess, whatever its exit status."""
+    argv = [bin or os.environ['REGHOOK_BIN'], 'migrate', '--database-url', pg.url(dbname=dbname)]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=child_env(), timeout=120)
+    assert not sanitizer_report(proc.stderr), proc.stderr
+    return proc
+
+
+def schema_dump(pg, dbname=None):
+    """pg_dump --schema-only of dbname, and what it leaves out that reghook
+    sets (the default privileges, CONNECT on the database), with the names
+    that depend on the database's name made the same for every database:
+    its group roles (reghook_admin_<name>, ...) and pg_dump's random
+    \\restrict key."""
+    dbname = dbname or pg.dbname
+    proc = subprocess.run(['pg_dump', '--schema-only', '--no-sync', pg.url(dbname=dbname)],
+                          capture_output=True, text=True, env=child_env(), timeout=120, check=True)
+    extra = pg.psql("""
+        SELECT 'default privileges: ' || defaclrole::regrole || ' ' || defaclnamespace || ' '
+               || defaclobjtype::text || ' ' || defaclacl::text
+        FROM pg_default_acl ORDER BY 1;
+        SELECT 'database acl: ' || datacl::text FROM pg_database WHERE datname = current_database();""",
+                    dbname=dbname)
+    text = proc.stdout + extra
+    text = re.sub(r'^\\(un)?restrict \S+$', r'\\\1restrict KEY', text, flags=re.M)
+    return re.sub(r'\breghook_(admin|dispatcher|member)_' + re.escape(dbname) + r'\b',
+                  r'reghook_\1_DB', text)
+
+
+def assert_same(expected, actual, what):
+    if expected != actual:
+        diff = difflib.unified_diff(expected.splitlines(), actual.splitlines(), 'fresh', what,
+                                    lineterm='', n=2)
+        pytest.fail(f'{what} differs from a fresh database:\n' + '\n'.join(list(diff)[:80]),
+                    pytrace=False)
+
+
+def watch_ddl(pg, dbname=None):
+    """An event trigger that records every DDL command run in dbname from now
+    on (a superuser's); ddl_run() reads them."""
+    pg.psql("""
+        CREATE TABLE public.ddl_seen (tag text);
+        CREATE FUNCTION public.ddl_seen() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO public.ddl_seen VALUES (tg_tag); END $$;
+        CREATE EVENT TRIGGER ddl_seen ON ddl_command_start EXECUTE FUNCTION public.ddl_seen();""",
+            dbname=dbname)
+
+
+def ddl_run(pg, dbname=None):
+    return pg.psql('SELECT tag FROM public.ddl_seen', dbname=dbname).splitlines()
+
+
+def unwatch_ddl(pg, dbname=None):
+    pg.psql('DROP EVENT TRIGGER ddl_seen; DROP FUNCTION public.ddl_seen(); DROP TABLE public.ddl_seen',
+            dbname=dbname)
+
+
+def test_migrating_again_changes_nothing(pg):
+    first = migrate(pg)
+    assert first.returncode == 0, first.stderr
+    assert APPLYING_FILES + 'authz.sql' in first.stderr
+    files = pg.psql('SELECT file FROM reghook.schema_functions ORDER BY 1').split()
+    assert files == sorted(p.name for p in (ROOT / 'schema' / 'functions').glob('*.sql'))
+    before = schema_dump(pg)
+
+    watch_ddl(pg)
+    pg.psql('CREATE TEMP TABLE seen_works (x int)')  # the watch sees DDL
+    assert ddl_run(pg) == ['CREATE TABLE']
+    pg.psql('TRUNCATE public.ddl_seen')
+    again = migrate(pg)
+    assert again.returncode == 0, again.stderr
+    assert '(0 migration(s) applied)' in again.stdout
+    assert 'applying' not in again.stderr
+    assert ddl_run(pg) == []
+    unwatch_ddl(pg)
+    assert_same(before, schema_dump(pg), 'migrated twice')
+
+    # One file that differs from what was applied (an upgrade that changed
+    # queue.sql, say) has every file applied again, in order; the result is
+    # the same catalog.
+    pg.psql("UPDATE reghook.schema_functions SET sha256 = repeat('0', 64) WHERE file = 'queue.sql'")
+    changed = migrate(pg)
+    assert changed.returncode == 0, changed.stderr
+    applied = re.findall(APPLYING_FILES + r'(\S+)', changed.stderr)
+    assert applied == re.findall(r'\b([a-z_]+\.sql)\b', (ROOT / 'Makefile').read_text()
+                                 .split('FUNCTION_SQL   :=')[1].split('ifneq')[0])
+    assert 'queue.sql ' + '0' * 64 not in pg.psql("SELECT file || ' ' || sha256 FROM reghook.schema_functions")
+    assert_same(before, schema_dump(pg), 'with its functions applied again')
+
+
+def test_every_earlier_schema_level_upgrades_to_a_fresh_database(pg):
+    """Migrations 001..N as released, for every N, each with what those
+    migrations let an admin make (a namespace, a registry, a webhook whose
+    URL holds credentials, a member): after `reghook migrate` the catalog
+    is a fresh database's, and the data came along."""
+    assert migrate(pg).returncode == 0
+    fresh = schema_dump(pg)
+    for level in RELEASED_LEVELS:
+        db = f'{pg.dbname}_level{level}'
+        pg.create_db(db)
+        pg.apply_released_migrations(level, dbname=db)
+        if level >= 2:
+            pg.psql("SELECT reghook.namespace_add('team-a'); SELECT reghook.registry_add('main', NULL);",
+                    dbname=db)
+        if level >= 4:
+            pg.psql("SELECT reghook.webhook_add('team-a', 'https://ci:p%40ss@hooks.example/x')", dbname=db)
+        if level >= 6:
+            pg.create_login_role(f'viewer_{level}')
+            pg.psql(f"SELECT reghook.namespace_grant('team-a', 'viewer_{level}', 'viewer')", dbname=db)
+        proc = migrate(pg, db)
+        assert proc.returncode == 0, (level, proc.stderr)
+        assert f'({NUMBERED - level} migration(s) applied)' in proc.stdout, (level, proc.stdout)
+        assert_same(fresh, schema_dump(pg, db), f'a database of migrations 001-{level:03d}, migrated')
+        if level >= 4:
+            assert pg.psql('SELECT w.url, w.username, s.password FROM reghook.webhooks w '
+                           'JOIN reghook.webhook_secrets s ON s.webhook_id = w.id', dbname=db).strip() \
+                == 'https://hooks.example/x|ci|p@ss', level
+        if level >= 6:
+            assert pg.psql(f"SELECT reghook.access_level(1, 'viewer_{level}')", dbname=db).strip() == '1'
+
+
+def test_a_broken_function_file_rolls_the_whole_migrate_back(pg, tmp_path):
+    """A reghook whose history.sql has a syntax error (a copy of the binary
+    with one word of its embedded text changed) fails on a database it would
+    upgrade and on a new one, names the file and the line, and leaves each
+    database as it was."""
+    broken = tmp_path / 'reghook'
+    binary = pathlib.Path(os.environ['REGHOOK_BIN']).read_bytes()
+    good = b'CREATE OR REPLACE VIEW reghook.webhook_health'
+    assert binary.count(good) == 1
+    broken.write_bytes(binary.replace(good, good.replace(b'VIEW', b'VIEX')))
+    broken.chmod(0o755)
+    text = (ROOT / 'schema' / 'functions' / 'history.sql').read_text()
+    line = text[:text.index(good.decode())].count('\n') + 1
+
+    old = f'{pg.dbname}_old'
+    pg.create_db(old)
+    pg.apply_released_migrations(10, dbname=old)
+    pg.psql("SELECT reghook.namespace_add('team-a')", dbname=old)
+    before = schema_dump(pg, old)
+    for dbname in (old, pg.dbname):
+        proc = migrate(pg, dbname, bin=str(broken))
+        assert proc.returncode == 1
+        assert f'schema/functions/history.sql, line {line}: syntax error at or near "VIEX"' in proc.stderr
+    assert_same(before, schema_dump(pg, old), 'the database of 001-010 after the failed migrate')
+    assert pg.psql('SELECT max(version) FROM reghook.schema_migrations', dbname=old).strip() == '10'
+    assert pg.psql("SELECT to_regnamespace('reghook') IS NULL").strip() == 't'
+    # The right binary then migrates both.
+    for dbname in (old, pg.dbname):
+        assert migrate(pg, dbname).returncode == 0
+
+
+def test_concurrent_migrates_apply_the_functions_once(pg):
+    """Daemons starting together against a database to upgrade: one applies
+    the migrations and the files, the others wait for it and find nothing
+    left to do."""
+    pg.apply_released_migrations(10)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        procs = list(pool.map(lambda _: migrate(pg), range(4)))
+    assert all(p.returncode == 0 for p in procs), [p.stderr for p in procs]
+    assert sorted(p.stdout.split('(')[1].split()[0] for p in procs) == ['0', '0', '0', '1']
+    assert [APPLYING_FILES + 'authz.sql' in p.stderr for p in procs].count(True) == 1
+    fresh = f'{pg.dbname}_fresh'
+    pg.create_db(fresh)
+    assert migrate(pg, fresh).returncode == 0
+    assert_same(schema_dump(pg, fresh), schema_dump(pg), 'the database migrated by four at once')
+
+
+def test_an_older_reghook_leaves_a_newer_databases_functions(pg):
+    """A database that a later reghook migrated (a migration this binary
+    does not know, functions that differ): this one, still running during a
+    rolling upgrade, changes none of it."""
+    assert migrate(pg).returncode == 0
+    pg.psql("""INSERT INTO reghook.schema_migrations VALUES (999, 'from_the_future');
+               UPDATE reghook.schema_functions SET sha256 = repeat('f', 64) WHERE file = 'queue.sql';""")
+    before = schema_dump(pg)
+    watch_ddl(pg)
+    proc = migrate(pg)
+    assert proc.returncode == 0, proc.stderr
+    assert 'the database has migrations newer than this reghook' in proc.stderr
+    assert 'applying' not in proc.stderr and ddl_run(pg) == []
+    unwatch_ddl(pg)
+    assert_same(before, schema_dump(pg), 'a newer database after an older migrate')
