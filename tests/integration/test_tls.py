@@ -187,6 +187,14 @@ def served_serial(port, ca):
         return t.getpeercert()['serialNumber']
 
 
+def verified_serial(port, ca):
+    """served_serial(), or None while the certificate served does not verify."""
+    try:
+        return served_serial(port, ca)
+    except ssl.SSLCertVerificationError:
+        return None
+
+
 def tls_raw(port, ctx, data, timeout=30):
     """Sends data inside TLS on a new connection; returns every answer
     until the server closes."""
@@ -341,7 +349,7 @@ def test_expired_certificate(reghook_factory, pki):
 
     pki.install(pki.server)
     sighup(daemon)
-    wait_until(lambda: served_serial(daemon.port, pki.ca.cert) == pki.server.serial,
+    wait_until(lambda: verified_serial(daemon.port, pki.ca.cert) == pki.server.serial,
                msg='the valid certificate served')
 
     pki.install(expired)
@@ -350,6 +358,15 @@ def test_expired_certificate(reghook_factory, pki):
     [refused] = log_lines(daemon, 'configuration reload failed')
     assert f'reload failed: {config["tls_cert_file"]}: the certificate has expired' in refused
     assert refused.endswith('the running configuration is kept'), refused
+    assert served_serial(daemon.port, pki.ca.cert) == pki.server.serial
+
+    early = pki.ca.issue('early', start='20990101000000Z', end='21000101000000Z')
+    pki.install(early)
+    sighup(daemon)
+    wait_until(lambda: len(log_lines(daemon, 'configuration reload failed')) == 2,
+               msg='the second refusal')
+    assert f'reload failed: {config["tls_cert_file"]}: the certificate is not valid yet ' \
+        '(subject /CN=early' in log_lines(daemon, 'configuration reload failed')[1]
     assert served_serial(daemon.port, pki.ca.cert) == pki.server.serial
 
 
