@@ -52,16 +52,16 @@
 #define LINGER_BYTES (4 * 1024 * 1024) /* at most this much dropped */
 
 enum conn_state {
-	CONN_HELLO,	/* TLS: from accept until the first byte; a read event, no bufferevent;
+	CONN_HELLO,	/* TLS: from accept to the first byte; a read event, no bufferevent yet;
 			   timer: the request deadline, from accept */
-	CONN_HANDSHAKE, /* TLS: from a first byte 0x16 until the handshake is done; timer: runs on
-			 */
-	CONN_IDLE,     /* no byte of a request yet; from accept or an answer written; timer: idle */
-	CONN_HEAD,     /* reading the request line and fields; timer: request deadline */
-	CONN_BODY,     /* reading the body; timer: request deadline */
-	CONN_HANDLING, /* the handler has the request; reading paused; no timer */
-	CONN_WRITING,  /* an answer is being written; timer: write limit */
-	CONN_LINGER,   /* answer written, write side shut, dropping input; timer: linger */
+	CONN_HANDSHAKE, /* TLS: from a first byte 0x16 to the handshake's end; timer: runs on */
+	CONN_IDLE,	/* no byte of a request yet; from accept (TLS: the handshake's end) or an
+			   answer written; timer: idle */
+	CONN_HEAD,	/* reading the request line and fields; timer: request deadline */
+	CONN_BODY,	/* reading the body; timer: request deadline */
+	CONN_HANDLING,	/* the handler has the request; reading paused; no timer */
+	CONN_WRITING,	/* an answer is being written; timer: write limit */
+	CONN_LINGER,	/* answer written, write side shut, dropping input; timer: linger */
 };
 
 struct field {
