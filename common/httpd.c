@@ -786,17 +786,20 @@ static void on_write(struct bufferevent *bev, void *arg)
 	conn_read(c); /* a pipelined request may be waiting */
 }
 
-/* A handshake that did not end: logged, unless the client just went (a port probe). */
+/* A handshake that did not end: logged, at debug when the client just went (a port probe). */
 static void handshake_failed(struct httpd_conn *c, short what)
 {
 	unsigned long e = bufferevent_get_openssl_error(c->bev);
+	/* OpenSSL 3 reports a client gone mid-handshake as an error of its own. */
+	bool went =
+		(what & BEV_EVENT_EOF) || (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+					   ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
 	const char *reason = e ? ERR_reason_error_string(e) : NULL;
-	if (reason)
+	if (reason && !went)
 		log_info("TLS handshake with %s failed: %s", c->peer, reason);
 	else
 		log_debug("TLS handshake with %s not completed: %s", c->peer,
-			  (what & BEV_EVENT_EOF) ? "the client closed the connection"
-						 : "connection error");
+			  went ? "the client closed the connection" : "connection error");
 	ERR_clear_error();
 }
 
