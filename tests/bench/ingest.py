@@ -43,6 +43,13 @@ def busy_seconds():
     return (user + nice + system + irq + softirq) / os.sysconf('SC_CLK_TCK')
 
 
+def process_seconds(pid):
+    """CPU time (user and system) a process has used, in seconds."""
+    with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def measured(run):
     """Calls run(); returns its result and the machine's busy CPU seconds meanwhile."""
     before = busy_seconds()
@@ -101,7 +108,8 @@ def per_event_us(cpu, events):
 
 def tls_peak(pg, token, script, directory):
     """The peak run again against a reghook serving HTTPS on the same
-    database: (wrk's result, events stored, CPU seconds)."""
+    database: (wrk's result, events stored, the machine's CPU seconds,
+    reghook's own CPU seconds)."""
     from test_tls import TestCA
     cert = TestCA(directory, 'bench-ca').issue('bench')
     rh = harness.Reghook(pg.url(), {'log_level': 'warn', 'db_connections': CONNECTIONS,
@@ -113,9 +121,11 @@ def tls_peak(pg, token, script, directory):
         url = rh.url('/')
         wrk(url, 2, CLIENTS, script, token, 'tls-warm-up')
         pg.psql('TRUNCATE reghook.events CASCADE')
+        own = process_seconds(rh.proc.pid)
         peak, cpu = measured(lambda: wrk(url, SECONDS, CLIENTS, script, token, 'tls-peak'))
+        own = process_seconds(rh.proc.pid) - own
         stored = int(pg.psql('SELECT count(*) FROM reghook.events').strip())
-        return peak, stored, cpu
+        return peak, stored, cpu, own
     finally:
         rh.stop()
         rh.cleanup()
@@ -137,7 +147,9 @@ def main():
 
         wrk(url, 2, CLIENTS, script, token, 'warm-up')
         pg.psql('TRUNCATE reghook.events CASCADE')
+        own = process_seconds(rh.proc.pid)
         peak, peak_cpu = measured(lambda: wrk(url, SECONDS, CLIENTS, script, token, 'peak'))
+        own = process_seconds(rh.proc.pid) - own
         peak_rate = peak['requests'] / (peak['duration_us'] / 1e6)
         # Rows written by one transaction share its xmin.
         peak_stored, commits = map(int, pg.psql(
@@ -164,7 +176,8 @@ def main():
         half_stored_rate = (stored - before_half) / (half['duration_us'] / 1e6)
         sent = peak['requests'] + probe['requests'] + half['requests']
         rh.stop()
-        tls, tls_stored, tls_cpu = tls_peak(pg, token, script, tempfile.mkdtemp(dir=pg.dir))
+        tls, tls_stored, tls_cpu, tls_own = tls_peak(pg, token, script,
+                                                     tempfile.mkdtemp(dir=pg.dir))
         tls_stored_rate = tls_stored / (tls['duration_us'] / 1e6)
         tls_rate = tls['requests'] / (tls['duration_us'] / 1e6)
 
@@ -205,7 +218,9 @@ def main():
               f'({tls_rate:.0f} requests/s answered, non-2xx {tls["non2xx"]}, '
               f'errors {tls["errors"]})')
         print(f'  ratio HTTPS / plain HTTP at the peak (stored): '
-              f'{tls_stored_rate / peak_stored_rate:.2f}x')
+              f'{tls_stored_rate / peak_stored_rate:.2f}x; reghook\'s own CPU per event stored: '
+              f'{per_event_us(own, peak_stored):.1f} us plain, '
+              f'{per_event_us(tls_own, tls_stored):.1f} us over HTTPS')
         print(f'  pgbench single-row INSERT of the same event, {CLIENTS} clients: '
               f'{tps:9.0f} rows/s  CPU {per_event_us(single_cpu, tps * SECONDS):5.1f} us/row')
         print(f'  ratio peak (stored) / pgbench: {peak_stored_rate / tps:.2f}x')
