@@ -145,7 +145,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
  * (/healthz, /metrics, a renewal by reload) keeps working. On a reload it
  * is refused, as a renewal gone wrong, and the running one kept.
  */
-static bool tls_load(const struct config *cfg, bool reload, SSL_CTX **ctx, char *err, size_t errlen)
+__attribute__((warn_unused_result)) static bool tls_load(const struct config *cfg, bool reload,
+							 SSL_CTX **ctx, char *err, size_t errlen)
 {
 	*ctx = NULL;
 	if (!config_tls(cfg))
