@@ -13,7 +13,7 @@
 # (AddressSanitizer + UndefinedBehaviorSanitizer), which the tests run.
 
 VERSION := 0.1.0
-PKGS    := libevent yajl libcurl libpq openssl
+PKGS    := libevent libevent_openssl yajl libcurl libpq openssl
 
 CC      ?= cc
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter

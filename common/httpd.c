@@ -12,16 +12,32 @@
  * handed to the handler it belongs to the handler until answered. If the
  * client goes meanwhile the connection is closed at once and the request
  * keeps a NULL conn: the answer is then dropped and the request freed.
+ *
+ * TLS. A connection accepted while the server has a TLS context takes its
+ * SSL object at once (so a context swapped meanwhile does not concern it)
+ * and waits, with a plain read event on the socket and no bufferevent
+ * yet, for its first byte: a TLS record starts with 0x16 (handshake). Such
+ * a connection gets an OpenSSL bufferevent on the socket, accepting, and
+ * becomes like any other once libevent reports the handshake done. Any
+ * other first byte is a client speaking plain HTTP: it gets a plain
+ * bufferevent and, at once, a 400 saying so, and the usual lingering
+ * close. The request deadline's timer, armed at accept, runs on through
+ * the handshake. Closing after an error answer also ends the TLS stream
+ * (close_notify) before shutting the socket's write side.
  */
 #include "httpd.h"
 #include "buf.h"
+#include "log.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,12 +52,16 @@
 #define LINGER_BYTES (4 * 1024 * 1024) /* at most this much dropped */
 
 enum conn_state {
-	CONN_IDLE,     /* no byte of a request yet; from accept or an answer written; timer: idle */
-	CONN_HEAD,     /* reading the request line and fields; timer: request deadline */
-	CONN_BODY,     /* reading the body; timer: request deadline */
-	CONN_HANDLING, /* the handler has the request; reading paused; no timer */
-	CONN_WRITING,  /* an answer is being written; timer: write limit */
-	CONN_LINGER,   /* answer written, write side shut, dropping input; timer: linger */
+	CONN_HELLO,	/* TLS: from accept to the first byte; a read event, no bufferevent yet;
+			   timer: the request deadline, from accept */
+	CONN_HANDSHAKE, /* TLS: from a first byte 0x16 to the handshake's end; timer: runs on */
+	CONN_IDLE,	/* no byte of a request yet; from accept (TLS: the handshake's end) or an
+			   answer written; timer: idle */
+	CONN_HEAD,	/* reading the request line and fields; timer: request deadline */
+	CONN_BODY,	/* reading the body; timer: request deadline */
+	CONN_HANDLING,	/* the handler has the request; reading paused; no timer */
+	CONN_WRITING,	/* an answer is being written; timer: write limit */
+	CONN_LINGER,	/* answer written, write side shut, dropping input; timer: linger */
 };
 
 struct field {
@@ -67,7 +87,13 @@ struct httpd_req {
 struct httpd_conn {
 	LIST_ENTRY(httpd_conn) link;
 	struct httpd *srv;
-	struct bufferevent *bev; /* owned */
+	evutil_socket_t fd;	 /* owned until bev exists, then bev's */
+	struct bufferevent *bev; /* owned; NULL while CONN_HELLO */
+	struct event *hello;	 /* owned: the first byte's read event, while CONN_HELLO */
+	SSL *ssl;		 /* owned while CONN_HELLO, then bev's (or freed: plain HTTP) */
+	bool tls;		 /* bev is an OpenSSL bufferevent */
+	bool plain_on_tls;	 /* plain HTTP came to the TLS listener: answered 400 */
+	char peer[64];		 /* the client's address, for the log */
 	struct event *timer;	 /* owned */
 	enum conn_state state;
 	struct httpd_req *req; /* owned while read; the handler's while handled */
@@ -94,6 +120,7 @@ struct httpd {
 	void *arg;
 	size_t max_body;
 	long long request_timeout_ms;
+	SSL_CTX *tls; /* a reference of its own; NULL: plain HTTP */
 	LIST_HEAD(, httpd_conn) conns;
 };
 
@@ -177,7 +204,14 @@ static void conn_free(struct httpd_conn *c)
 			req_free(c->req);
 	}
 	event_free(c->timer);
-	bufferevent_free(c->bev);
+	if (c->hello)
+		event_free(c->hello);
+	if (c->ssl)
+		SSL_free(c->ssl);
+	if (c->bev)
+		bufferevent_free(c->bev);
+	else
+		evutil_closesocket(c->fd);
 	free(c);
 }
 
@@ -188,10 +222,17 @@ static void conn_free(struct httpd_conn *c)
 static void conn_set_state(struct httpd_conn *c, enum conn_state state)
 {
 	c->state = state;
-	if (state == CONN_BODY)
-		return; /* the request's deadline runs on, from its first byte */
-	event_del(c->timer);
+	/* In these two the deadline runs on, from the request's first byte or the accept. */
+	if (state != CONN_BODY && state != CONN_HANDSHAKE)
+		event_del(c->timer);
 	switch (state) {
+	case CONN_HELLO:
+		event_add(c->hello, NULL);
+		arm(c, c->srv->request_timeout_ms);
+		break;
+	case CONN_HANDSHAKE:
+		bufferevent_enable(c->bev, EV_READ);
+		break;
 	case CONN_IDLE:
 		bufferevent_enable(c->bev, EV_READ);
 		arm(c, c->srv->request_timeout_ms);
@@ -211,6 +252,11 @@ static void conn_set_state(struct httpd_conn *c, enum conn_state state)
 		arm(c, c->srv->request_timeout_ms);
 		break;
 	case CONN_LINGER:
+		if (c->tls) {
+			/* close_notify: the client sees the end of the stream, not a cut. */
+			SSL_shutdown(bufferevent_openssl_get_ssl(c->bev));
+			ERR_clear_error();
+		}
 		shutdown(bufferevent_getfd(c->bev), SHUT_WR);
 		bufferevent_enable(c->bev, EV_READ);
 		arm(c, LINGER_MS);
@@ -518,6 +564,12 @@ static bool read_head(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 			/* A request starts with a method: anything else is refused at once. */
 			unsigned char first;
 			evbuffer_copyout(in, &first, 1);
+			if (c->plain_on_tls) {
+				error_answer(c, 400,
+					     "this port speaks HTTPS only: use an https:// URL");
+				*failed = true;
+				return false;
+			}
 			if (first != '\r' && first != '\n' && !tchar(first)) {
 				error_answer(c, 400,
 					     first == 0x16 ? "a TLS handshake on a plain HTTP port"
@@ -734,9 +786,35 @@ static void on_write(struct bufferevent *bev, void *arg)
 	conn_read(c); /* a pipelined request may be waiting */
 }
 
+/* A handshake that did not end: logged, at debug when the client just went (a port probe). */
+static void handshake_failed(struct httpd_conn *c, short what)
+{
+	unsigned long e = bufferevent_get_openssl_error(c->bev);
+	/* OpenSSL 3 reports a client gone mid-handshake as an error of its own. */
+	bool went =
+		(what & BEV_EVENT_EOF) || (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+					   ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
+	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+	if (reason && !went)
+		log_info("TLS handshake with %s failed: %s", c->peer, reason);
+	else
+		log_debug("TLS handshake with %s not completed: %s", c->peer,
+			  went ? "the client closed the connection" : "connection error");
+	ERR_clear_error();
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct httpd_conn *c = arg;
+	if (c->state == CONN_HANDSHAKE) {
+		if (what & BEV_EVENT_CONNECTED) {
+			conn_set_state(c, CONN_IDLE);
+			return;
+		}
+		handshake_failed(c, what);
+		conn_free(c);
+		return;
+	}
 	/*
 	 * A client may shut its side once its request is sent, and still read
 	 * the answer; any other end, or an error, closes the connection (a
@@ -763,17 +841,77 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* The connection's bufferevent is ready: from here on it reads through it. */
+static void conn_start(struct httpd_conn *c, struct bufferevent *bev, enum conn_state state)
+{
+	c->bev = bev;
+	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+	conn_set_state(c, state);
+}
+
+/* TLS listener: the first byte tells a TLS handshake (0x16) from plain HTTP. */
+static void on_hello(evutil_socket_t fd, short what, void *arg)
+{
+	struct httpd_conn *c = arg;
+	unsigned char first;
+	ssize_t n = recv(fd, &first, 1, MSG_PEEK);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		event_add(c->hello, NULL);
+		return;
+	}
+	if (n <= 0) {
+		conn_free(c); /* gone before a byte: nothing to answer */
+		return;
+	}
+	event_free(c->hello);
+	c->hello = NULL;
+	if (first == 0x16) {
+		struct bufferevent *bev = bufferevent_openssl_socket_new(
+			c->srv->base, fd, c->ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+		if (!bev) {
+			conn_free(c);
+			return;
+		}
+		c->ssl = NULL; /* the bufferevent's now */
+		c->tls = true;
+		/* A client that closes without close_notify has ended, as over plain TCP. */
+		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+		conn_start(c, bev, CONN_HANDSHAKE);
+		return;
+	}
+	SSL_free(c->ssl);
+	c->ssl = NULL;
+	c->plain_on_tls = true;
+	conn_start(c, bufferevent_socket_new(c->srv->base, fd, BEV_OPT_CLOSE_ON_FREE), CONN_IDLE);
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		      int socklen, void *arg)
 {
 	struct httpd *s = arg;
 	struct httpd_conn *c = xcalloc(1, sizeof(*c));
 	c->srv = s;
-	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->fd = fd;
 	c->timer = evtimer_new(s->base, on_timer, c);
+	char host[INET6_ADDRSTRLEN], port[8];
+	if (getnameinfo(sa, (socklen_t)socklen, host, sizeof(host), port, sizeof(port),
+			NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+		snprintf(c->peer, sizeof(c->peer), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
+			 port);
 	LIST_INSERT_HEAD(&s->conns, c, link);
-	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-	conn_set_state(c, CONN_IDLE);
+	if (!s->tls) {
+		conn_start(c, bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE),
+			   CONN_IDLE);
+		return;
+	}
+	c->ssl = SSL_new(s->tls);
+	if (!c->ssl) {
+		ERR_clear_error();
+		conn_free(c);
+		return;
+	}
+	c->hello = event_new(s->base, fd, EV_READ, on_hello, c);
+	conn_set_state(c, CONN_HELLO);
 }
 
 /*
@@ -844,6 +982,14 @@ bool httpd_listen(struct httpd *s, const char *host, int port, char *err, size_t
 	return true;
 }
 
+void httpd_set_tls(struct httpd *s, SSL_CTX *ctx)
+{
+	if (ctx)
+		SSL_CTX_up_ref(ctx);
+	SSL_CTX_free(s->tls);
+	s->tls = ctx;
+}
+
 void httpd_stop_listening(struct httpd *s)
 {
 	if (s->listener)
@@ -864,6 +1010,7 @@ void httpd_free(struct httpd *s)
 		}
 		conn_free(c);
 	}
+	SSL_CTX_free(s->tls);
 	event_free(s->accept_pause);
 	free(s);
 }

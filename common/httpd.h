@@ -28,11 +28,21 @@
  * it with httpd_reply*() at once or later (after a database commit, say).
  * A request is valid until answered, even if its client has gone. Requests
  * of one connection are answered in order: the next is not read before.
+ *
+ * With a TLS context (httpd_set_tls) the listener speaks HTTPS only,
+ * through libevent's OpenSSL bufferevents, so that no handshake blocks the
+ * loop; all of the above holds unchanged inside the TLS stream. The
+ * handshake must end within request_timeout of the accept, as a request
+ * must. A client that speaks plain HTTP to it gets a 400 in clear text
+ * saying that the port wants HTTPS, and the connection closes. A new
+ * context serves the connections accepted from then on; open ones keep
+ * theirs until they close.
  */
 #ifndef REGHOOK_HTTPD_H
 #define REGHOOK_HTTPD_H
 
 #include <event2/event.h>
+#include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -53,6 +63,13 @@ void httpd_configure(struct httpd *s, size_t max_body, long long request_timeout
 /* Listens on host:port (host a name or address, IPv6 without brackets). */
 bool httpd_listen(struct httpd *s, const char *host, int port, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
+/*
+ * Serves HTTPS with ctx to the connections accepted from now on, or plain
+ * HTTP with NULL. The server takes a reference of its own (the caller
+ * keeps its one); connections already open keep the context they began
+ * with.
+ */
+void httpd_set_tls(struct httpd *s, SSL_CTX *ctx);
 /* Accepts no new connections; those open carry on. */
 void httpd_stop_listening(struct httpd *s);
 /* Closes every connection; requests not yet answered are freed unanswered. */

@@ -39,12 +39,7 @@ static char *array_literal(const char *list)
 static void print_snippet(const struct config *cfg, const char *token)
 {
 	struct buf base = BUF_INIT;
-	if (*cfg->public_url)
-		buf_puts(&base, cfg->public_url);
-	else
-		buf_printf(&base, "http://%s", cfg->listen);
-	while (base.len && base.data[base.len - 1] == '/')
-		base.data[--base.len] = '\0';
+	config_public_url(cfg, &base);
 	printf("notifications:\n"
 	       "  events:\n"
 	       "    includereferences: true\n"

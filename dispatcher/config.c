@@ -63,7 +63,17 @@ static const struct conf_key config_keys[] = {
 	{"listen", CONF_STRING, "127.0.0.1:8080", F(listen), 0, 0, check_listen,
 	 "address and port of the HTTP receiver", CONF_RESTART},
 	{"public_url", CONF_STRING, "", F(public_url), 0, 0, check_base_url,
-	 "base URL at which endpoints reach reghook (callback_url); default http://<listen>",
+	 "base URL at which registries and endpoints reach reghook (callback_url); default "
+	 "http://<listen>, https://<listen> with TLS",
+	 CONF_RELOADS},
+	{"tls_cert_file", CONF_STRING, "", F(tls_cert_file), 0, 0, NULL,
+	 "PEM certificate (a chain: the server's first); with tls_key_file the receiver speaks "
+	 "HTTPS only; read again on reload",
+	 CONF_RELOADS},
+	{"tls_key_file", CONF_STRING, "", F(tls_key_file), 0, 0, NULL,
+	 "PEM private key of tls_cert_file, without passphrase", CONF_RELOADS},
+	{"tls_client_ca_file", CONF_STRING, "", F(tls_client_ca_file), 0, 0, NULL,
+	 "PEM CA certificates: clients must present a certificate issued by one of them",
 	 CONF_RELOADS},
 	{"registry_url", CONF_STRING, "", F(registry_url), 0, 0, check_base_url,
 	 "base URL of the registry, for repo_url in payloads; unset: from each event's "
@@ -136,11 +146,31 @@ int config_parse_schedule(const char *s, long long *ms, int max)
 	return n;
 }
 
+/* Keys that only make sense together; NULL when they agree, else the reason. */
+static const char *check_tls(const struct config *cfg)
+{
+	bool cert = *cfg->tls_cert_file, key = *cfg->tls_key_file;
+	if (cert && !key)
+		return "tls_cert_file is set without tls_key_file: set both, or neither";
+	if (key && !cert)
+		return "tls_key_file is set without tls_cert_file: set both, or neither";
+	if (*cfg->tls_client_ca_file && !cert)
+		return "tls_client_ca_file needs tls_cert_file and tls_key_file: client "
+		       "certificates are asked for in the TLS handshake";
+	return NULL;
+}
+
 /* Fills cfg from every source; no side effects. On failure cfg is freed and err says why. */
 static bool load(struct config *cfg, int *argc, char **argv, char *err, size_t errlen)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	if (!conf_load(config_keys, NKEYS, cfg, "REGHOOK_", argc, argv, err, errlen)) {
+		config_free(cfg);
+		return false;
+	}
+	const char *why = check_tls(cfg);
+	if (why) {
+		snprintf(err, errlen, "%s", why);
 		config_free(cfg);
 		return false;
 	}
@@ -170,7 +200,8 @@ bool config_load(struct config *cfg, int *argc, char **argv)
 	return true;
 }
 
-struct config *config_reload(const struct config *running, int argc, char *const *argv)
+struct config *config_reload(const struct config *running, int argc, char *const *argv,
+			     config_check_fn check, void *arg)
 {
 	/* conf_load consumes the flags it reads: it gets a copy of the start-up argv. */
 	char **args = xcalloc((size_t)argc + 1, sizeof(char *));
@@ -179,6 +210,10 @@ struct config *config_reload(const struct config *running, int argc, char *const
 	char err[1024];
 	bool ok = load(fresh, &argc, args, err, sizeof(err));
 	free(args);
+	if (ok && check && !check(fresh, err, sizeof(err), arg)) {
+		config_free(fresh);
+		ok = false;
+	}
 	if (!ok) {
 		log_error("configuration reload failed: %s; the running configuration is kept",
 			  err);
@@ -203,6 +238,21 @@ struct config *config_reload(const struct config *running, int argc, char *const
 	log_info("configuration reloaded: %s", changed.len ? changed.data : "nothing changed");
 	buf_free(&changed);
 	return fresh;
+}
+
+bool config_tls(const struct config *cfg)
+{
+	return *cfg->tls_cert_file != '\0';
+}
+
+void config_public_url(const struct config *cfg, struct buf *out)
+{
+	if (*cfg->public_url)
+		buf_puts(out, cfg->public_url);
+	else
+		buf_printf(out, "%s://%s", config_tls(cfg) ? "https" : "http", cfg->listen);
+	while (out->len && out->data[out->len - 1] == '/')
+		out->data[--out->len] = '\0';
 }
 
 void config_free(struct config *cfg)

@@ -11,10 +11,15 @@
 
 #define CONFIG_MAX_RETRY_STEPS 32
 
+struct buf;
+
 struct config {
 	char *database_url;
 	char *listen;
 	char *public_url;
+	char *tls_cert_file;
+	char *tls_key_file;
+	char *tls_client_ca_file;
 	char *registry_url;
 	long long max_in_flight;
 	long long max_in_flight_per_webhook;
@@ -44,18 +49,30 @@ struct config {
  * line naming the key and returns false; the caller exits 2.
  */
 bool config_load(struct config *cfg, int *argc, char **argv) __attribute__((warn_unused_result));
+/* What a reload must also pass: false refuses fresh, with the reason in err. */
+typedef bool (*config_check_fn)(const struct config *fresh, char *err, size_t errlen, void *arg);
 /*
  * Loads the configuration again as at start: defaults, the same file,
  * the environment, then the start-up flags (argc/argv as the command got
  * them, before config_load consumed any; they are not changed), so flags
- * keep winning. Keys read only at start keep the running values, each
- * change logged as needing a restart; the log settings apply at once.
- * Returns the new configuration (the caller frees it with config_free and
- * free), or NULL after logging why the file or a value is bad.
+ * keep winning. check (if not NULL) may refuse the result, as a bad
+ * value would be: the files a key names that do not load, say. Keys read
+ * only at start keep the running values, each change logged as needing a
+ * restart; the log settings apply at once. Returns the new configuration
+ * (the caller frees it with config_free and free), or NULL after logging
+ * why the file, a value or check refused it.
  */
-struct config *config_reload(const struct config *running, int argc, char *const *argv)
-	__attribute__((warn_unused_result));
+struct config *config_reload(const struct config *running, int argc, char *const *argv,
+			     config_check_fn check, void *arg) __attribute__((warn_unused_result));
 void config_free(struct config *cfg);
+/* Whether the receiver speaks HTTPS (tls_cert_file and tls_key_file set). */
+bool config_tls(const struct config *cfg);
+/*
+ * Appends to out the base URL at which registries and endpoints reach
+ * reghook, without a trailing slash: public_url, or by default
+ * http://<listen> (https:// with TLS).
+ */
+void config_public_url(const struct config *cfg, struct buf *out);
 void config_print_help(FILE *out);
 /* Parses "0,5s,5m" into delays; returns the count or -1. */
 int config_parse_schedule(const char *s, long long *ms, int max);

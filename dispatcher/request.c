@@ -183,12 +183,7 @@ static bool build_body(struct request *r, const struct request_spec *s, const st
 		return true;
 	}
 	struct buf callback = BUF_INIT, base = BUF_INIT;
-	if (*cfg->public_url)
-		buf_puts(&base, cfg->public_url);
-	else
-		buf_printf(&base, "http://%s", cfg->listen);
-	while (base.len && base.data[base.len - 1] == '/')
-		base.data[--base.len] = '\0';
+	config_public_url(cfg, &base);
 	buf_printf(&callback, "%s/callback/%s", base.data, s->callback_token);
 	/*
 	 * Without registry_url, repo_url is built from the host the registry

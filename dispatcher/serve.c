@@ -7,7 +7,11 @@
  * SIGINT and SIGTERM stop it: no new requests, what is running finishes,
  * then the loop ends. SIGHUP reloads the configuration (config.c says which
  * keys need a restart instead); connections and requests in flight carry
- * on. A service manager hears of all this through sdnotify: READY once the
+ * on. With tls_cert_file the receiver speaks HTTPS: the certificate and key
+ * are read at start (a bad one stops it) and again at every reload, whose
+ * new context serves new connections while open ones keep theirs (a bad
+ * one fails the reload, and the running one stays).
+ * A service manager hears of all this through sdnotify: READY once the
  * listener is bound and the schema current, RELOADING then READY around a
  * reload, STOPPING at the stop.
  */
@@ -21,6 +25,7 @@
 #include "migrate.h"
 #include "sdnotify.h"
 #include "stats.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -39,8 +44,8 @@ static void on_listening(struct pgc *c, PGresult *res, void *arg)
 static void tell_ready(struct daemon *d, const char *what)
 {
 	char msg[512];
-	snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s; serving on http://%s", what,
-		 d->cfg->listen);
+	snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s; serving on %s://%s", what,
+		 config_tls(d->cfg) ? "https" : "http", d->cfg->listen);
 	if (!sdnotify_send(msg))
 		log_warn("cannot notify the service manager: %s", strerror(errno));
 	d->ready_told = true;
@@ -133,6 +138,51 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 }
 
 /*
+ * The TLS context of cfg's files into *ctx, or NULL when TLS is off; false
+ * with err ("FILE: reason") when they do not load. A certificate out of
+ * its validity period is served at start, with a warning: clients that
+ * verify it refuse it with a clear error of their own, and everything else
+ * (/healthz, /metrics, a renewal by reload) keeps working. On a reload it
+ * is refused, as a renewal gone wrong, and the running one kept.
+ */
+__attribute__((warn_unused_result)) static bool tls_load(const struct config *cfg, bool reload,
+							 SSL_CTX **ctx, char *err, size_t errlen)
+{
+	*ctx = NULL;
+	if (!config_tls(cfg))
+		return true;
+	*ctx = tls_server_new(cfg->tls_cert_file, cfg->tls_key_file, cfg->tls_client_ca_file, err,
+			      errlen);
+	if (!*ctx)
+		return false;
+	char what[1024];
+	enum tls_validity v = tls_server_validity(*ctx, what, sizeof(what));
+	if (v == TLS_VALID) {
+		log_info("TLS certificate %s loaded: %s%s", cfg->tls_cert_file, what,
+			 *cfg->tls_client_ca_file ? "; client certificates required" : "");
+		return true;
+	}
+	const char *state = v == TLS_EXPIRED ? "has expired" : "is not valid yet";
+	if (reload) {
+		snprintf(err, errlen, "%s: the certificate %s (%s)", cfg->tls_cert_file, state,
+			 what);
+		SSL_CTX_free(*ctx);
+		*ctx = NULL;
+		return false;
+	}
+	log_warn("TLS certificate %s %s (%s): clients that verify it refuse to connect; "
+		 "install a valid one and reload",
+		 cfg->tls_cert_file, state, what);
+	return true;
+}
+
+/* config_reload's check: the files of the new configuration must load. */
+static bool reload_tls(const struct config *fresh, char *err, size_t errlen, void *arg)
+{
+	return tls_load(fresh, true, arg, err, errlen);
+}
+
+/*
  * SIGHUP: the new configuration replaces the old whole (see daemon.h);
  * what already runs keeps the values it started with.
  */
@@ -146,12 +196,15 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	bool told = d->ready_told;
 	if (told)
 		sdnotify_reloading("reloading the configuration");
-	struct config *fresh = config_reload(d->cfg, d->argc, d->argv);
+	SSL_CTX *tls = NULL;
+	struct config *fresh = config_reload(d->cfg, d->argc, d->argv, reload_tls, &tls);
 	stats_reload(d->stats, fresh != NULL);
 	if (fresh) {
 		config_free(d->cfg);
 		free(d->cfg);
 		d->cfg = fresh;
+		httpd_set_tls(d->http, tls);
+		SSL_CTX_free(tls);
 		http_reconfigure(d);
 		dispatcher_reconfigure(d->dispatcher);
 	}
@@ -184,7 +237,7 @@ static bool listen_on(struct daemon *d)
 		log_error("cannot listen on %s: %s", listen, err);
 		return false;
 	}
-	log_info("listening on http://%s", listen);
+	log_info("listening on %s://%s", config_tls(d->cfg) ? "https" : "http", listen);
 	return true;
 }
 
@@ -261,6 +314,14 @@ int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 	event_add(d.sighup, NULL);
 
 	http_init(&d);
+	char err[1024];
+	SSL_CTX *tls;
+	if (!tls_load(cfg, false, &tls, err, sizeof(err))) {
+		log_error("cannot serve HTTPS: %s", err);
+		goto failed;
+	}
+	httpd_set_tls(d.http, tls);
+	SSL_CTX_free(tls);
 	if (!listen_on(&d))
 		goto failed;
 	sdnotify_status("connecting to the database");

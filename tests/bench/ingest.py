@@ -4,7 +4,11 @@ answer). Prints events/s (events stored in reghook.events per second of
 the run; the requests answered per second, non-2xx included, beside it)
 and p50/p99 latency at full load and at half of that rate, and, on the
 same server in the same run, pgbench's single-row INSERT rate into an
-equivalent table at the same concurrency.
+equivalent table at the same concurrency. Then the same peak over HTTPS:
+reghook restarted on the same database with a certificate the benchmark
+makes (EC P-256, as test_tls.py does), the clients' connections kept
+alive as a registry's are (one handshake each), beside the plain figure,
+with reghook's own CPU time per event stored in both.
 
 The same event (event.json) is what the clients post and what pgbench
 inserts, into a table made like reghook.events (columns, indexes,
@@ -18,6 +22,8 @@ ceiling computed from the two floors, not measured."""
 
 import json
 import os
+import ssl
+import tempfile
 
 from common import EVENT_TEMPLATE, HERE, DurablePostgres, Nginx, bench_event, harness, pgbench, wrk
 
@@ -36,6 +42,13 @@ def busy_seconds():
     with open('/proc/stat') as f:
         user, nice, system, _, _, irq, softirq = (int(v) for v in f.readline().split()[1:8])
     return (user + nice + system + irq + softirq) / os.sysconf('SC_CLK_TCK')
+
+
+def process_seconds(pid):
+    """CPU time (user and system) a process has used, in seconds."""
+    with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def measured(run):
@@ -94,6 +107,31 @@ def per_event_us(cpu, events):
     return cpu / events * 1e6
 
 
+def tls_peak(pg, token, script, directory):
+    """The peak run again against a reghook serving HTTPS on the same
+    database: (wrk's result, events stored, the machine's CPU seconds,
+    reghook's own CPU seconds)."""
+    from test_tls import TestCA
+    cert = TestCA(directory, 'bench-ca').issue('bench')
+    rh = harness.Reghook(pg.url(), {'log_level': 'warn', 'db_connections': CONNECTIONS,
+                                    'tls_cert_file': cert.cert, 'tls_key_file': cert.key},
+                         ssl_context=ssl._create_unverified_context())
+    try:
+        rh.start()
+        rh.wait_ready()
+        url = rh.url('/')
+        wrk(url, 2, CLIENTS, script, token, 'tls-warm-up')
+        pg.psql('TRUNCATE reghook.events CASCADE')
+        own = process_seconds(rh.proc.pid)
+        peak, cpu = measured(lambda: wrk(url, SECONDS, CLIENTS, script, token, 'tls-peak'))
+        own = process_seconds(rh.proc.pid) - own
+        stored = int(pg.psql('SELECT count(*) FROM reghook.events').strip())
+        return peak, stored, cpu, own
+    finally:
+        rh.stop()
+        rh.cleanup()
+
+
 def main():
     pg = DurablePostgres()
     rh = nginx = None
@@ -110,7 +148,9 @@ def main():
 
         wrk(url, 2, CLIENTS, script, token, 'warm-up')
         pg.psql('TRUNCATE reghook.events CASCADE')
+        own = process_seconds(rh.proc.pid)
         peak, peak_cpu = measured(lambda: wrk(url, SECONDS, CLIENTS, script, token, 'peak'))
+        own = process_seconds(rh.proc.pid) - own
         peak_rate = peak['requests'] / (peak['duration_us'] / 1e6)
         # Rows written by one transaction share its xmin.
         peak_stored, commits = map(int, pg.psql(
@@ -137,6 +177,10 @@ def main():
         half_stored_rate = (stored - before_half) / (half['duration_us'] / 1e6)
         sent = peak['requests'] + probe['requests'] + half['requests']
         rh.stop()
+        tls, tls_stored, tls_cpu, tls_own = tls_peak(pg, token, script,
+                                                     tempfile.mkdtemp(dir=pg.dir))
+        tls_stored_rate = tls_stored / (tls['duration_us'] / 1e6)
+        tls_rate = tls['requests'] / (tls['duration_us'] / 1e6)
 
         ids = pg.psql("""SELECT (SELECT id FROM reghook.registry_sources WHERE name = 'bench'),
                                 (SELECT id FROM reghook.namespaces WHERE name = 'team-a')""")
@@ -169,6 +213,15 @@ def main():
               f'p50 {half["p50_us"] / 1000:6.2f} ms  p99 {half["p99_us"] / 1000:6.2f} ms  '
               f'({half_rate:.0f} requests/s answered, non-2xx {half["non2xx"]}, '
               f'errors {half["errors"]})')
+        print(f'  peak over HTTPS (connections kept alive): {tls_stored_rate:9.0f} events/s '
+              f'stored  p50 {tls["p50_us"] / 1000:6.2f} ms  p99 {tls["p99_us"] / 1000:6.2f} ms  '
+              f'CPU {per_event_us(tls_cpu, tls_stored):5.1f} us/event stored  '
+              f'({tls_rate:.0f} requests/s answered, non-2xx {tls["non2xx"]}, '
+              f'errors {tls["errors"]})')
+        print(f'  ratio HTTPS / plain HTTP at the peak (stored): '
+              f'{tls_stored_rate / peak_stored_rate:.2f}x; reghook\'s own CPU per event stored: '
+              f'{per_event_us(own, peak_stored):.1f} us plain, '
+              f'{per_event_us(tls_own, tls_stored):.1f} us over HTTPS')
         print(f'  pgbench single-row INSERT of the same event, {CLIENTS} clients: '
               f'{tps:9.0f} rows/s  CPU {per_event_us(single_cpu, tps * SECONDS):5.1f} us/row')
         print(f'  ratio peak (stored) / pgbench: {peak_stored_rate / tps:.2f}x')

@@ -164,14 +164,16 @@ def pg_own():
 
 @pytest.fixture
 def reghook_factory(request):
-    """start(config=None, database_url=None, wait=True, bin=None, env=None) -> harness.Reghook
+    """start(config=None, database_url=None, wait=True, bin=None, env=None,
+             ssl_context=None) -> harness.Reghook
 
     Starts a `reghook serve`. database_url defaults to the test's database:
     that of pg_own when the test uses pg_own, else that of pg. config adds or
     overrides config keys. wait=False returns before /readyz answers 200
     (for a daemon expected not to become ready); otherwise it waits. bin
     replaces $REGHOOK_BIN (the sanitizer build); env adds environment
-    variables. At teardown each daemon is stopped and must exit 0, unless
+    variables; ssl_context is the client side of a daemon configured with
+    TLS (see harness.Reghook). At teardown each daemon is stopped and must exit 0, unless
     the test said otherwise with daemon.expect_exit() or used kill9().
     """
     # Requested here rather than as a parameter, so that a test on pg_own
@@ -180,8 +182,8 @@ def reghook_factory(request):
     db = request.getfixturevalue('pg_own' if 'pg_own' in request.fixturenames else 'pg')
     started = []
 
-    def start(config=None, database_url=None, wait=True, bin=None, env=None):
-        daemon = Reghook(database_url or db.url(), config, bin, env)
+    def start(config=None, database_url=None, wait=True, bin=None, env=None, ssl_context=None):
+        daemon = Reghook(database_url or db.url(), config, bin, env, ssl_context)
         started.append(daemon)
         daemon.start()
         if wait:
@@ -209,15 +211,16 @@ def reghook(reghook_factory):
 
 @pytest.fixture
 def registry_factory():
-    """start(events_url=None, token=None, ignore=None) -> harness.Registry
+    """start(events_url=None, token=None, ignore=None, env=None) -> harness.Registry
 
     Starts a docker-registry; with events_url and token it sends its
-    notifications there (ignore: the endpoint's optional ignore block).
+    notifications there (ignore: the endpoint's optional ignore block; env:
+    environment variables added, such as SSL_CERT_FILE).
     """
     started = []
 
-    def start(events_url=None, token=None, ignore=None):
-        registry = Registry(events_url, token, ignore)
+    def start(events_url=None, token=None, ignore=None, env=None):
+        registry = Registry(events_url, token, ignore, env)
         started.append(registry)
         registry.start()
         return registry

@@ -95,13 +95,17 @@ def child_env():
     return env
 
 
-def http_request(port, method, path, body=None, headers=None, timeout=30):
-    """One HTTP/1.1 request to 127.0.0.1:port.
+def http_request(port, method, path, body=None, headers=None, timeout=30, context=None):
+    """One HTTP/1.1 request to 127.0.0.1:port, over HTTPS when context (an
+    ssl.SSLContext) is given.
 
     Returns (status, headers, body) with header names lower-cased (a repeated
     header keeps its last value).
     """
-    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+    if context is not None:
+        conn = http.client.HTTPSConnection('127.0.0.1', port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -435,19 +439,24 @@ class Reghook:
     targets (the test endpoints) and log at debug level; config adds or
     overrides keys (True/False are written as true/false). bin replaces
     $REGHOOK_BIN, e.g. with $REGHOOK_PLAIN_BIN, the build without sanitizers.
-    env adds environment variables (NOTIFY_SOCKET, say).
+    env adds environment variables (NOTIFY_SOCKET, say). ssl_context (an
+    ssl.SSLContext) is for a daemon configured with TLS: the harness's own
+    requests (wait_ready, get, post) go over HTTPS with it, and url() and
+    the default public_url are https://.
     """
 
-    def __init__(self, database_url, config=None, bin=None, env=None):
+    def __init__(self, database_url, config=None, bin=None, env=None, ssl_context=None):
         self.bin = bin or _reghook_bin()
         self.env = dict(env or {})
+        self.ssl_context = ssl_context
+        self.scheme = 'https' if ssl_context is not None else 'http'
         self.dir = tempfile.mkdtemp(prefix='reghook-')
         self.port = free_port()
         self.database_url = database_url
         self.config = {
             'database_url': database_url,
             'listen': f'127.0.0.1:{self.port}',
-            'public_url': f'http://127.0.0.1:{self.port}',
+            'public_url': f'{self.scheme}://127.0.0.1:{self.port}',
             'registry_url': DEFAULT_REGISTRY_URL,
             'allow_private_targets': True,
             'log_level': 'debug',
@@ -507,11 +516,11 @@ class Reghook:
         return self.proc is not None and self.proc.poll() is None
 
     def url(self, path='/'):
-        return f'http://127.0.0.1:{self.port}{path}'
+        return f'{self.scheme}://127.0.0.1:{self.port}{path}'
 
     def request(self, method, path, body=None, headers=None, timeout=30):
         """(status, headers with lower-case names, body bytes)."""
-        return http_request(self.port, method, path, body, headers, timeout)
+        return http_request(self.port, method, path, body, headers, timeout, self.ssl_context)
 
     def get(self, path, headers=None, timeout=30):
         return self.request('GET', path, None, headers, timeout)
@@ -678,12 +687,14 @@ class Registry:
     events_url and token, it posts its notifications there with
     `Authorization: Bearer <token>` (timeout 2s, threshold 5, backoff 1s);
     ignore is the endpoint's optional `ignore` block, e.g.
-    {'actions': ['pull']}.
+    {'actions': ['pull']}. env adds environment variables (SSL_CERT_FILE:
+    the CA that an https:// events_url is verified against).
     """
 
     USER = 'alice'
 
-    def __init__(self, events_url=None, token=None, ignore=None):
+    def __init__(self, events_url=None, token=None, ignore=None, env=None):
+        self.env = dict(env or {})
         self.dir = tempfile.mkdtemp(prefix='reghook-registry-')
         self.port = free_port()
         self.password = uuid.uuid4().hex
@@ -732,7 +743,7 @@ class Registry:
             self.proc = subprocess.Popen(
                 ['/usr/bin/docker-registry', 'serve', self.config_path],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.dir, env=child_env(), start_new_session=True)
+                cwd=self.dir, env={**child_env(), **self.env}, start_new_session=True)
 
         def answers():
             if self.proc.poll() is not None:

@@ -189,15 +189,23 @@ def test_requests_arriving_together_share_one_commit(reghook, pg):
     stopped while they send, then continued) are stored in one transaction,
     not in a first one holding the first request and others after it."""
     import http.client
-    import signal
     token = register(reghook, 'team-a')
-    headers = {'Content-Type': V1, 'Authorization': f'Bearer {token}'}
-    sent = [event(tag=f'together{i}') for i in range(10)]
-    conns = [http.client.HTTPConnection('127.0.0.1', reghook.port, timeout=30) for _ in sent]
+    conns = [http.client.HTTPConnection('127.0.0.1', reghook.port, timeout=30)
+             for _ in range(10)]
     for conn in conns:
         conn.connect()
     wait_until(lambda: gauge(reghook, 'reghook_events_queued') == 0, msg='an idle receiver')
-    reghook.proc.send_signal(signal.SIGSTOP)
+    post_together(reghook, pg, token, conns)
+
+
+def post_together(daemon, pg, token, conns):
+    """Posts a new event on each connection (http.client's, connected) while
+    the daemon is stopped, then continues it: each is answered 200, and all
+    are stored in one transaction."""
+    import signal
+    headers = {'Content-Type': V1, 'Authorization': f'Bearer {token}'}
+    sent = [event(tag=f'together{i}') for i in range(len(conns))]
+    daemon.proc.send_signal(signal.SIGSTOP)
     try:
         for conn, ev in zip(conns, sent):
             conn.request('POST', '/events', json.dumps({'events': [ev]}), headers)
@@ -205,7 +213,7 @@ def test_requests_arriving_together_share_one_commit(reghook, pg):
         # loaded machine loopback may hand over the last ones a moment late.
         time.sleep(0.5)
     finally:
-        reghook.proc.send_signal(signal.SIGCONT)
+        daemon.proc.send_signal(signal.SIGCONT)
     for conn in conns:
         answer = conn.getresponse()
         assert (answer.status, json.loads(answer.read())) == (200, counts(accepted=1))

@@ -107,3 +107,77 @@ def test_bad_http_requests_under_valgrind(reghook_factory, pg, tmp_path):
     assert [a[0] for a in raw(daemon.port, b'POST /events HTTP/1.1\r\nHost: x\r\n',
                               timeout=120)] == [408]
     stop_clean(daemon, tmp_path)
+
+
+def test_tls_connections_under_valgrind(reghook_factory, pg, tmp_path):
+    """HTTPS with client certificates required, under memcheck: posts on
+    new and kept-alive connections, a renewal reloaded while a connection
+    stays open (and is still open at the stop), a broken certificate on
+    reload, handshakes refused (no client certificate, another CA's), cut
+    off halfway or after the ServerHello, left to the handshake deadline,
+    plain HTTP, and a bad request inside TLS: no error, no definite leak,
+    a clean exit."""
+    import http.client
+    import signal
+    import socket
+    import ssl
+
+    from harness import wait_until
+    from test_tls import Pki, client_context, client_hello, post_headers, tls_connect, tls_raw
+
+    wrapper = memcheck_bin(tmp_path)
+    pki = Pki(tmp_path / 'pki')
+    ctx = client_context(pki.ca.cert, pki.client)
+    config = {**pki.serve(pki.server, client_ca=pki.ca.cert), 'client_timeout': '5s'}
+    daemon = reghook_factory(config, bin=wrapper, wait=False, ssl_context=ctx)
+    daemon.wait_ready(timeout=180)
+    token = register(daemon, 'team-a')
+    body = b'{"events":[]}'
+    assert daemon.post('/events', body, post_headers(token), timeout=120)[0] == 200
+
+    kept = http.client.HTTPSConnection('127.0.0.1', daemon.port, timeout=120, context=ctx)
+
+    def post_kept():
+        kept.request('POST', '/events', body, post_headers(token))
+        answer = kept.getresponse()
+        answer.read()
+        return answer.status
+
+    assert post_kept() == 200
+    kept_sock = kept.sock
+    renewed = pki.ca.issue('renewed')
+    pki.install(renewed)
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: 'TLS certificate' in daemon.log().split('SIGHUP received')[-1],
+               timeout=120, msg='the renewal loaded')
+    assert post_kept() == 200
+    assert kept.sock is kept_sock  # the same connection, across the reload
+    pki.break_cert()
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: 'configuration reload failed' in daemon.log(), timeout=120,
+               msg='the refused reload')
+    with tls_connect(daemon.port, ctx, timeout=120) as t:
+        assert t.getpeercert()['serialNumber'] == renewed.serial
+
+    outsider = pki.other.issue('outsider', usage='clientAuth')
+    for refused in (client_context(pki.ca.cert), client_context(pki.ca.cert, outsider)):
+        try:
+            tls_raw(daemon.port, refused, b'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n',
+                    timeout=120)
+        except (ssl.SSLError, OSError):
+            pass
+    hello = client_hello()
+    for cut in (hello[:len(hello) // 2], hello, b''):
+        with socket.create_connection(('127.0.0.1', daemon.port), timeout=120) as s:
+            s.sendall(cut)
+    stalled = socket.create_connection(('127.0.0.1', daemon.port), timeout=120)
+    stalled.sendall(hello[:10])
+    assert stalled.recv(100) == b''  # the handshake deadline, client_timeout from accept
+    stalled.close()
+    with socket.create_connection(('127.0.0.1', daemon.port), timeout=120) as s:
+        s.sendall(b'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n')
+        assert s.recv(100).startswith(b'HTTP/1.1 400 ')
+    assert [a[0] for a in tls_raw(daemon.port, ctx, b'GET /healthz HTTP/1.1\r\n\r\n',
+                                  timeout=120)] == [400]
+    stop_clean(daemon, tmp_path)
+    kept.close()
