@@ -46,10 +46,4 @@ struct daemon {
 	bool ready_told; /* READY=1 went to the service manager */
 };
 
-/* Creates d->http with the daemon's routes (http.c). */
-void http_init(struct daemon *d);
-
-/* Applies a reloaded configuration to the HTTP server (http.c). */
-void http_reconfigure(struct daemon *d);
-
 #endif

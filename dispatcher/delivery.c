@@ -219,6 +219,7 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 	if (f->next)
 		f->next->prev = f->prev;
 	dp->in_flight--;
+	stats_in_flight(dp->d->stats, dp->in_flight);
 	slots_release(dp, f->webhook_id);
 	request_free(r);
 	free(f);
@@ -285,6 +286,7 @@ static void start_one(struct dispatcher *dp, PGresult *res, int row)
 		dp->running->prev = f;
 	dp->running = f;
 	dp->in_flight++;
+	stats_in_flight(dp->d->stats, dp->in_flight);
 	slots_for(dp, f->webhook_id)->in_flight++;
 
 	CURL *easy = request_easy(f->req);
@@ -561,11 +563,6 @@ void dispatcher_stop(struct dispatcher *dp)
 	event_del(dp->summary);
 	if (dp->in_flight)
 		log_info("waiting for %d delivery request(s) in flight", dp->in_flight);
-}
-
-int dispatcher_in_flight(const struct dispatcher *dp)
-{
-	return dp->in_flight;
 }
 
 void dispatcher_reconfigure(struct dispatcher *dp)

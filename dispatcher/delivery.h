@@ -20,8 +20,6 @@ void dispatcher_free(struct dispatcher *dp);
 void dispatcher_schema_ready(struct dispatcher *dp);
 /* Stop claiming; requests in flight finish and are recorded. */
 void dispatcher_stop(struct dispatcher *dp);
-/* Delivery requests running now. */
-int dispatcher_in_flight(const struct dispatcher *dp);
 /* The configuration was replaced: apply the new limits. */
 void dispatcher_reconfigure(struct dispatcher *dp);
 /* Requests in flight or results not yet written. */

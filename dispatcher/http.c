@@ -7,12 +7,14 @@
  */
 #include "buf.h"
 #include "daemon.h"
+#include "http.h"
 #include "httpd.h"
 #include "ingest.h"
 #include "jsonparse.h"
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "reply.h"
 #include "stats.h"
 
 #include <stdio.h>
@@ -83,8 +85,7 @@ static void callback_recorded(struct pgc *c, PGresult *res, void *arg)
 {
 	struct httpd_req *req = arg;
 	if (!pgc_ok(res)) {
-		httpd_add_header(req, "Retry-After", "5");
-		httpd_reply_error(req, 503, "database unavailable; retry");
+		reply_unavailable(req, REPLY_RETRY_DOWN, "database unavailable; retry");
 	} else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
 		httpd_reply_error(req, 404, "unknown callback token");
 	} else {
@@ -106,9 +107,7 @@ static void handle_callback(struct daemon *d, struct httpd_req *req, const char 
 		return;
 	}
 	if (jsonparse(body, len, &limits, &tree, err, sizeof(err)) != JSONPARSE_OK) {
-		char msg[300];
-		snprintf(msg, sizeof(msg), "body is %s", err);
-		httpd_reply_error(req, 400, msg);
+		reply_errorf(req, 400, "body is %s", err);
 	} else if (!YAJL_IS_OBJECT(tree)) {
 		httpd_reply_error(req, 400, "body is not a JSON object");
 	} else if (!callback_field(tree, "state", &state) || !state ||
@@ -120,8 +119,7 @@ static void handle_callback(struct daemon *d, struct httpd_req *req, const char 
 		   !callback_field(tree, "target_url", &target_url)) {
 		httpd_reply_error(req, 400, "description, context and target_url must be strings");
 	} else if (!pgc_is_up(d->control) || !d->schema_ok) {
-		httpd_add_header(req, "Retry-After", "5");
-		httpd_reply_error(req, 503, "database unavailable; retry");
+		reply_unavailable(req, REPLY_RETRY_DOWN, "database unavailable; retry");
 	} else {
 		const char *params[] = {token, state, description, context, target_url};
 		pgc_query(d->control, "SELECT reghook.record_callback($1, $2, $3, $4, $5)", 5,
@@ -214,8 +212,7 @@ static void route(struct httpd_req *req, void *arg)
 		 */
 		httpd_close_after(req);
 		if (strcmp(method, "POST") == 0) {
-			httpd_add_header(req, "Retry-After", "5");
-			httpd_reply_error(req, 503, "reghook is stopping");
+			reply_unavailable(req, REPLY_RETRY_DOWN, "reghook is stopping");
 			return;
 		}
 	}

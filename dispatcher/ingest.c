@@ -17,6 +17,7 @@
 #include "envelope.h"
 #include "httpd.h"
 #include "log.h"
+#include "reply.h"
 #include "sources.h"
 #include "stats.h"
 
@@ -28,9 +29,8 @@
 
 #define BATCH_MAX 1000	     /* events per statement */
 #define PENDING_MAX 20000    /* events queued before new requests get 503 */
-#define RETRY_AFTER_DOWN "5" /* seconds, while the database is unreachable */
-#define RETRY_AFTER_BUSY "1"
-#define BATCH_SLOW_MS 20 /* a batch running longer holds back no other */
+#define RETRY_AFTER_BUSY "1" /* seconds, while the queue is full */
+#define BATCH_SLOW_MS 20     /* a batch running longer holds back no other */
 
 struct ingest_req {
 	struct ingest_req *next;
@@ -68,6 +68,7 @@ struct ingest {
 	int nconns;
 	struct ingest_req *pending_head, *pending_tail; /* owned */
 	int pending_events;
+	int storing;		/* events inside running batches */
 	int in_batches;		/* requests inside running batches */
 	struct event *flush_ev; /* owned: flush() once the loop's current callbacks ran */
 	struct event *slow_ev;	/* owned: flush() when a running batch turns slow */
@@ -87,7 +88,7 @@ static void req_free(struct ingest_req *r)
 	free(r);
 }
 
-static void reply_counts(struct ingest *in, struct ingest_req *r)
+static void answer_counts(struct ingest *in, struct ingest_req *r)
 {
 	char body[160];
 	int ignored = 0; /* by kind (blob, pull, mount); the database counted the rest */
@@ -100,10 +101,10 @@ static void reply_counts(struct ingest *in, struct ingest_req *r)
 	httpd_reply_json(r->req, 200, body);
 }
 
-static void reply_unavailable(struct httpd_req *req, const char *retry_after, const char *why)
+/* The gauges of GET /metrics follow the queue. */
+static void publish(struct ingest *in)
 {
-	httpd_add_header(req, "Retry-After", retry_after);
-	httpd_reply_error(req, 503, why);
+	stats_ingest_queue(in->d->stats, in->pending_events, in->storing);
 }
 
 static bool ready(const struct ingest *in)
@@ -132,6 +133,7 @@ static void enqueue(struct ingest *in, struct ingest_req *r, bool front)
 		in->pending_tail = r;
 	}
 	in->pending_events += r->stored;
+	publish(in);
 }
 
 static struct ingest_req *dequeue(struct ingest *in)
@@ -142,6 +144,7 @@ static struct ingest_req *dequeue(struct ingest *in)
 		in->pending_tail = NULL;
 	in->pending_events -= r->stored;
 	r->next = NULL;
+	publish(in);
 	return r;
 }
 
@@ -161,7 +164,7 @@ static void batch_free(struct ingest_batch *b)
 static void fail_batch(struct ingest *in, struct ingest_batch *b, const char *why)
 {
 	for (struct ingest_req *r = b->reqs; r; r = r->next)
-		reply_unavailable(r->req, RETRY_AFTER_DOWN, why);
+		reply_unavailable(r->req, REPLY_RETRY_DOWN, why);
 	in->in_batches -= b->nreqs;
 	batch_free(b);
 }
@@ -190,7 +193,9 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 	struct ingest *in = conn->in;
 
 	conn->busy = false;
+	in->storing -= conn->events;
 	conn->events = 0;
+	publish(in);
 	if (!res) {
 		log_warn("ingest: database connection lost during a batch of %d request(s)",
 			 b->nreqs);
@@ -221,10 +226,7 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 			struct ingest_req *r = b->reqs;
 			log_warn("ingest: events from %s refused by the database: %s", r->source,
 				 pgc_error(res));
-			struct buf msg = BUF_INIT;
-			buf_printf(&msg, "event refused: %s", pgc_error(res));
-			httpd_reply_error(r->req, 400, msg.data);
-			buf_free(&msg);
+			reply_errorf(r->req, 400, "event refused: %s", pgc_error(res));
 			in->in_batches -= b->nreqs;
 			batch_free(b);
 		} else {
@@ -255,7 +257,7 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 			}
 		}
 		for (struct ingest_req *r = b->reqs; r; r = r->next)
-			reply_counts(in, r);
+			answer_counts(in, r);
 		in->in_batches -= b->nreqs;
 		batch_free(b);
 	}
@@ -301,6 +303,8 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 	in->in_batches += b->nreqs;
 	conn->busy = true;
 	conn->events = b->nitems;
+	in->storing += b->nitems;
+	publish(in);
 	clock_gettime(CLOCK_MONOTONIC, &conn->started);
 	const char *params[] = {json.data};
 	pgc_query(conn->pgc, "SELECT i, outcome, namespace FROM reghook.ingest($1::jsonb)", 1,
@@ -360,7 +364,7 @@ static void flush(struct ingest *in)
 	if (in->pending_head && !ready(in)) {
 		while (in->pending_head) {
 			struct ingest_req *r = dequeue(in);
-			reply_unavailable(r->req, RETRY_AFTER_DOWN, "database unavailable; retry");
+			reply_unavailable(r->req, REPLY_RETRY_DOWN, "database unavailable; retry");
 			req_free(r);
 		}
 	}
@@ -387,7 +391,7 @@ void ingest_handle(struct ingest *in, struct httpd_req *req)
 	const char *source_name;
 
 	if (!ready(in)) {
-		reply_unavailable(req, RETRY_AFTER_DOWN, "database unavailable; retry");
+		reply_unavailable(req, REPLY_RETRY_DOWN, "database unavailable; retry");
 		return;
 	}
 	if (!sources_authenticate(in->sources, auth, &source_id, &source_name)) {
@@ -435,7 +439,7 @@ void ingest_handle(struct ingest *in, struct httpd_req *req)
 			r->stored++;
 	}
 	if (r->stored == 0) {
-		reply_counts(in, r);
+		answer_counts(in, r);
 		req_free(r);
 		return;
 	}
@@ -501,19 +505,6 @@ void ingest_sources_changed(struct ingest *in)
 {
 	if (pgc_is_up(in->d->control))
 		sources_reload(in->sources, in->d->control);
-}
-
-int ingest_queued(const struct ingest *in)
-{
-	return in->pending_events;
-}
-
-int ingest_storing(const struct ingest *in)
-{
-	int n = 0;
-	for (int i = 0; i < in->nconns; i++)
-		n += in->conns[i].events;
-	return n;
 }
 
 bool ingest_busy(const struct ingest *in)

@@ -29,9 +29,6 @@ void ingest_handle(struct ingest *in, struct httpd_req *req);
 void ingest_schema_ready(struct ingest *in);
 /* A registry source changed: reload the cache. */
 void ingest_sources_changed(struct ingest *in);
-/* Events waiting for a batch, and events inside running batches. */
-int ingest_queued(const struct ingest *in);
-int ingest_storing(const struct ingest *in);
 /* Requests are waiting for an answer. */
 bool ingest_busy(const struct ingest *in);
 

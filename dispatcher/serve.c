@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "daemon.h"
 #include "delivery.h"
+#include "http.h"
 #include "httpd.h"
 #include "ingest.h"
 #include "log.h"
