@@ -12,12 +12,14 @@
  * and if the process dies the leases expire and another dispatcher
  * retries: at-least-once. Claims pause while a full batch of records waits
  * for the one being written, so a slow database bounds what is held in
- * memory instead of letting records pile up.
+ * memory instead of letting records pile up. The janitor (janitor.c),
+ * which prunes old history, borrows the done connection.
  */
 #include "delivery.h"
 #include "buf.h"
 #include "daemon.h"
 #include "httpc.h"
+#include "janitor.h"
 #include "log.h"
 #include "request.h"
 #include "retry.h"
@@ -37,9 +39,7 @@
  */
 #define WRITE_BATCH_BYTES (16 * 1024 * 1024)
 #define HELD_BYTES_MAX (32 * 1024 * 1024)
-#define SUMMARY_MS 60000  /* how often successes are summed up in the log */
-#define PRUNE_MS 600000	  /* how often old history is pruned */
-#define PRUNE_BATCH "500" /* rows per prune_history() call */
+#define SUMMARY_MS 60000 /* how often successes are summed up in the log */
 
 struct inflight {
 	struct inflight *prev, *next;
@@ -57,19 +57,19 @@ struct webhook_slots {
 };
 
 struct dispatcher {
-	struct daemon *d;      /* borrowed */
-	struct pgc *claim;     /* owned */
-	struct pgc *done;      /* owned */
-	struct httpc *http;    /* owned */
-	struct event *poll;    /* owned */
-	struct event *reclaim; /* owned */
-	struct event *prune;   /* owned: the janitor's timer */
-	struct event *summary; /* owned: logs the successes of the last minute */
-	long succeeded;	       /* deliveries succeeded since the last summary */
-	bool started;	       /* the schema is current */
-	bool claiming;	       /* a claim query is running */
-	bool claim_again;      /* woken while claiming */
-	int claim_asked;       /* deliveries the running claim may return */
+	struct daemon *d;	 /* borrowed */
+	struct pgc *claim;	 /* owned */
+	struct pgc *done;	 /* owned */
+	struct httpc *http;	 /* owned */
+	struct event *poll;	 /* owned */
+	struct event *reclaim;	 /* owned */
+	struct janitor *janitor; /* owned; borrows the done connection */
+	struct event *summary;	 /* owned: logs the successes of the last minute */
+	long succeeded;		 /* deliveries succeeded since the last summary */
+	bool started;		 /* the schema is current */
+	bool claiming;		 /* a claim query is running */
+	bool claim_again;	 /* woken while claiming */
+	int claim_asked;	 /* deliveries the running claim may return */
 	bool stopping;
 
 	struct inflight *running; /* owned list */
@@ -449,38 +449,6 @@ static void on_reclaim(evutil_socket_t fd, short what, void *arg)
 	pgc_query(dp->done, "SELECT reghook.reclaim_expired($1)", 1, params, on_reclaimed, dp);
 }
 
-static void prune_step(struct dispatcher *dp);
-
-/* The janitor: small batches, one after another, until nothing old is left. */
-static void on_pruned(struct pgc *c, PGresult *res, void *arg)
-{
-	struct dispatcher *dp = arg;
-	if (!pgc_ok(res)) {
-		if (res)
-			log_error("pruning history: %s", pgc_error(res));
-		return;
-	}
-	if (atoi(PQgetvalue(res, 0, 0)) > 0)
-		prune_step(dp);
-}
-
-static void prune_step(struct dispatcher *dp)
-{
-	if (!dp->started || dp->stopping || !pgc_is_up(dp->done))
-		return;
-	char retention[32];
-	snprintf(retention, sizeof(retention), "%lld milliseconds",
-		 dp->d->cfg->history_retention_ms);
-	const char *params[] = {retention, PRUNE_BATCH};
-	pgc_query(dp->done, "SELECT reghook.prune_history($1::interval, $2)", 2, params, on_pruned,
-		  dp);
-}
-
-static void on_prune(evutil_socket_t fd, short what, void *arg)
-{
-	prune_step(arg);
-}
-
 static void on_listening(struct pgc *c, PGresult *res, void *arg)
 {
 	if (res && !pgc_ok(res))
@@ -508,9 +476,10 @@ static void claim_notify(struct pgc *c, const char *channel, const char *payload
 
 static void done_up(struct pgc *c, void *arg)
 {
-	write_results(arg);
+	struct dispatcher *dp = arg;
+	write_results(dp);
 	/* The start-up prune may have found this connection still down. */
-	prune_step(arg);
+	janitor_connected(dp->janitor);
 }
 
 static const struct pgc_hooks claim_hooks = {claim_up, claim_down, claim_notify};
@@ -534,9 +503,7 @@ struct dispatcher *dispatcher_new(struct daemon *d)
 	struct timeval reclaim = {RECLAIM_MS / 1000, (RECLAIM_MS % 1000) * 1000};
 	event_add(dp->poll, &poll);
 	event_add(dp->reclaim, &reclaim);
-	dp->prune = event_new(d->base, -1, EV_PERSIST, on_prune, dp);
-	struct timeval prune = {PRUNE_MS / 1000, 0};
-	event_add(dp->prune, &prune);
+	dp->janitor = janitor_new(d, dp->done);
 	dp->summary = event_new(d->base, -1, EV_PERSIST, on_summary, dp);
 	struct timeval summary = {SUMMARY_MS / 1000, 0};
 	event_add(dp->summary, &summary);
@@ -550,8 +517,7 @@ void dispatcher_schema_ready(struct dispatcher *dp)
 	if (first && pgc_is_up(dp->claim))
 		pgc_query(dp->claim, "LISTEN reghook_deliveries", 0, NULL, on_listening, dp);
 	on_reclaim(-1, 0, dp);
-	if (first)
-		prune_step(dp);
+	janitor_start(dp->janitor);
 }
 
 void dispatcher_stop(struct dispatcher *dp)
@@ -559,7 +525,7 @@ void dispatcher_stop(struct dispatcher *dp)
 	dp->stopping = true;
 	event_del(dp->poll);
 	event_del(dp->reclaim);
-	event_del(dp->prune);
+	janitor_stop(dp->janitor);
 	event_del(dp->summary);
 	if (dp->in_flight)
 		log_info("waiting for %d delivery request(s) in flight", dp->in_flight);
@@ -596,7 +562,7 @@ void dispatcher_free(struct dispatcher *dp)
 	pgc_free(dp->done);
 	event_free(dp->poll);
 	event_free(dp->reclaim);
-	event_free(dp->prune);
+	janitor_free(dp->janitor); /* after the connection it borrowed */
 	/* The successes since the last summary are not lost at a stop. */
 	if (dp->succeeded > 0)
 		log_info("%ld deliveries succeeded since the last summary", dp->succeeded);
