@@ -21,7 +21,7 @@
 
 struct httpd;
 struct ingest;
-struct dispatcher;
+struct delivery;
 struct stats;
 
 struct daemon {
@@ -34,10 +34,10 @@ struct daemon {
 	struct pgc *control; /* owned: migrations, readiness, LISTEN */
 	bool schema_ok;	     /* migrations applied on the current control session */
 
-	struct httpd *http;	       /* owned: the receiver's HTTP server */
-	struct ingest *ingest;	       /* owned: POST /events */
-	struct dispatcher *dispatcher; /* owned: outbound deliveries */
-	struct stats *stats;	       /* owned: GET /metrics */
+	struct httpd *http;	   /* owned: the receiver's HTTP server */
+	struct ingest *ingest;	   /* owned: POST /events */
+	struct delivery *delivery; /* owned: outbound deliveries */
+	struct stats *stats;	   /* owned: GET /metrics */
 
 	struct event *sigint, *sigterm, *sighup; /* owned */
 	struct event *stop_timer;		 /* owned: polls for a clean stop */

@@ -43,7 +43,7 @@
 
 struct inflight {
 	struct inflight *prev, *next;
-	struct dispatcher *dp;
+	struct delivery *dp;
 	struct request *req; /* owned */
 	long long webhook_id;
 	int attempt;
@@ -56,7 +56,7 @@ struct webhook_slots {
 	int in_flight;
 };
 
-struct dispatcher {
+struct delivery {
 	struct daemon *d;	 /* borrowed */
 	struct pgc *claim;	 /* owned */
 	struct pgc *done;	 /* owned */
@@ -90,10 +90,10 @@ struct dispatcher {
 	bool write_busy;
 };
 
-static void claim(struct dispatcher *dp);
-static void write_results(struct dispatcher *dp);
+static void claim(struct delivery *dp);
+static void write_results(struct delivery *dp);
 
-static struct webhook_slots *slots_for(struct dispatcher *dp, long long webhook_id)
+static struct webhook_slots *slots_for(struct delivery *dp, long long webhook_id)
 {
 	for (int i = 0; i < dp->nslots; i++)
 		if (dp->slots[i].webhook_id == webhook_id)
@@ -104,7 +104,7 @@ static struct webhook_slots *slots_for(struct dispatcher *dp, long long webhook_
 }
 
 /* Drops idle slot entries so the array tracks only busy webhooks. */
-static void slots_release(struct dispatcher *dp, long long webhook_id)
+static void slots_release(struct delivery *dp, long long webhook_id)
 {
 	for (int i = 0; i < dp->nslots; i++) {
 		if (dp->slots[i].webhook_id != webhook_id)
@@ -125,7 +125,7 @@ static double jitter01(void)
  * success only counts towards the summary. The URL is not logged: it may
  * carry credentials or a token in its path.
  */
-static void log_attempt(struct dispatcher *dp, const struct inflight *f, const char *outcome,
+static void log_attempt(struct delivery *dp, const struct inflight *f, const char *outcome,
 			long long delay_ms)
 {
 	const struct request *r = f->req;
@@ -160,7 +160,7 @@ static void log_attempt(struct dispatcher *dp, const struct inflight *f, const c
 
 static void on_summary(evutil_socket_t fd, short what, void *arg)
 {
-	struct dispatcher *dp = arg;
+	struct delivery *dp = arg;
 	if (dp->succeeded > 0)
 		log_info("%ld deliveries succeeded in the last minute", dp->succeeded);
 	dp->succeeded = 0;
@@ -169,7 +169,7 @@ static void on_summary(evutil_socket_t fd, short what, void *arg)
 static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 {
 	struct inflight *f = arg;
-	struct dispatcher *dp = f->dp;
+	struct delivery *dp = f->dp;
 	struct request *r = f->req;
 	const struct config *cfg = dp->d->cfg;
 	const char *outcome;
@@ -242,7 +242,7 @@ static const char *colz(PGresult *res, int row, const char *name)
 	return v ? v : "";
 }
 
-static void start_one(struct dispatcher *dp, PGresult *res, int row)
+static void start_one(struct delivery *dp, PGresult *res, int row)
 {
 	const struct config *cfg = dp->d->cfg;
 	struct request_spec s = {
@@ -296,7 +296,7 @@ static void start_one(struct dispatcher *dp, PGresult *res, int row)
 
 static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 {
-	struct dispatcher *dp = arg;
+	struct delivery *dp = arg;
 	if (!pgc_ok(res)) {
 		dp->claiming = false;
 		if (res)
@@ -325,7 +325,7 @@ static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 	}
 }
 
-static void claim(struct dispatcher *dp)
+static void claim(struct delivery *dp)
 {
 	const struct config *cfg = dp->d->cfg;
 	int room = (int)cfg->max_in_flight - dp->in_flight;
@@ -358,7 +358,7 @@ static void claim(struct dispatcher *dp)
 }
 
 /* Drops the first n results (written, or given up). */
-static void drop_results(struct dispatcher *dp, int n)
+static void drop_results(struct delivery *dp, int n)
 {
 	if (n == 0)
 		return;
@@ -372,7 +372,7 @@ static void drop_results(struct dispatcher *dp, int n)
 
 static void on_written(struct pgc *c, PGresult *res, void *arg)
 {
-	struct dispatcher *dp = arg;
+	struct delivery *dp = arg;
 	int n = dp->nwriting;
 	dp->write_busy = false;
 	dp->nwriting = 0;
@@ -397,7 +397,7 @@ static void on_written(struct pgc *c, PGresult *res, void *arg)
 	claim(dp); /* it may have paused for this write */
 }
 
-static void write_results(struct dispatcher *dp)
+static void write_results(struct delivery *dp)
 {
 	if (dp->write_busy || dp->nresults == 0 || !pgc_is_up(dp->done))
 		return;
@@ -428,7 +428,7 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
 
 static void on_reclaimed(struct pgc *c, PGresult *res, void *arg)
 {
-	struct dispatcher *dp = arg;
+	struct delivery *dp = arg;
 	if (pgc_ok(res) && PQntuples(res) == 1 && atoi(PQgetvalue(res, 0, 0)) > 0) {
 		log_warn("%s deliveries had an expired lease and were queued again",
 			 PQgetvalue(res, 0, 0));
@@ -440,7 +440,7 @@ static void on_reclaimed(struct pgc *c, PGresult *res, void *arg)
 
 static void on_reclaim(evutil_socket_t fd, short what, void *arg)
 {
-	struct dispatcher *dp = arg;
+	struct delivery *dp = arg;
 	if (!dp->started || dp->stopping || !pgc_is_up(dp->done))
 		return;
 	char max[16];
@@ -458,14 +458,14 @@ static void on_listening(struct pgc *c, PGresult *res, void *arg)
 
 static void claim_up(struct pgc *c, void *arg)
 {
-	struct dispatcher *dp = arg;
+	struct delivery *dp = arg;
 	if (dp->started)
 		pgc_query(c, "LISTEN reghook_deliveries", 0, NULL, on_listening, dp);
 }
 
 static void claim_down(struct pgc *c, const char *why, void *arg)
 {
-	struct dispatcher *dp = arg;
+	struct delivery *dp = arg;
 	dp->claiming = false;
 }
 
@@ -476,7 +476,7 @@ static void claim_notify(struct pgc *c, const char *channel, const char *payload
 
 static void done_up(struct pgc *c, void *arg)
 {
-	struct dispatcher *dp = arg;
+	struct delivery *dp = arg;
 	write_results(dp);
 	/* The start-up prune may have found this connection still down. */
 	janitor_connected(dp->janitor);
@@ -485,9 +485,9 @@ static void done_up(struct pgc *c, void *arg)
 static const struct pgc_hooks claim_hooks = {claim_up, claim_down, claim_notify};
 static const struct pgc_hooks done_hooks = {done_up, NULL, NULL};
 
-struct dispatcher *dispatcher_new(struct daemon *d)
+struct delivery *delivery_new(struct daemon *d)
 {
-	struct dispatcher *dp = xcalloc(1, sizeof(*dp));
+	struct delivery *dp = xcalloc(1, sizeof(*dp));
 	dp->d = d;
 	dp->http = httpc_new(d->base, (long)d->cfg->max_in_flight);
 	if (!dp->http)
@@ -510,7 +510,7 @@ struct dispatcher *dispatcher_new(struct daemon *d)
 	return dp;
 }
 
-void dispatcher_schema_ready(struct dispatcher *dp)
+void delivery_schema_ready(struct delivery *dp)
 {
 	bool first = !dp->started;
 	dp->started = true;
@@ -520,7 +520,7 @@ void dispatcher_schema_ready(struct dispatcher *dp)
 	janitor_start(dp->janitor);
 }
 
-void dispatcher_stop(struct dispatcher *dp)
+void delivery_stop(struct delivery *dp)
 {
 	dp->stopping = true;
 	event_del(dp->poll);
@@ -531,20 +531,20 @@ void dispatcher_stop(struct dispatcher *dp)
 		log_info("waiting for %d delivery request(s) in flight", dp->in_flight);
 }
 
-void dispatcher_reconfigure(struct dispatcher *dp)
+void delivery_reconfigure(struct delivery *dp)
 {
 	httpc_set_max_connections(dp->http, (long)dp->d->cfg->max_in_flight);
 	/* A higher limit has room now. */
 	claim(dp);
 }
 
-bool dispatcher_busy(const struct dispatcher *dp)
+bool delivery_busy(const struct delivery *dp)
 {
 	/* Results that cannot be written (database gone) do not hold the stop up. */
 	return dp->in_flight > 0 || ((dp->nresults > 0 || dp->write_busy) && pgc_is_up(dp->done));
 }
 
-void dispatcher_free(struct dispatcher *dp)
+void delivery_free(struct delivery *dp)
 {
 	if (!dp)
 		return;

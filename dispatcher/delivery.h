@@ -12,17 +12,17 @@
 #include <stdbool.h>
 
 struct daemon;
-struct dispatcher;
+struct delivery;
 
-struct dispatcher *dispatcher_new(struct daemon *d);
-void dispatcher_free(struct dispatcher *dp);
+struct delivery *delivery_new(struct daemon *d);
+void delivery_free(struct delivery *dp);
 /* The schema is current: start claiming. */
-void dispatcher_schema_ready(struct dispatcher *dp);
+void delivery_schema_ready(struct delivery *dp);
 /* Stop claiming; requests in flight finish and are recorded. */
-void dispatcher_stop(struct dispatcher *dp);
+void delivery_stop(struct delivery *dp);
 /* The configuration was replaced: apply the new limits. */
-void dispatcher_reconfigure(struct dispatcher *dp);
+void delivery_reconfigure(struct delivery *dp);
 /* Requests in flight or results not yet written. */
-bool dispatcher_busy(const struct dispatcher *dp);
+bool delivery_busy(const struct delivery *dp);
 
 #endif

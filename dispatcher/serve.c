@@ -62,7 +62,7 @@ static void on_migrated(bool ok, const char *error, int applied, void *arg)
 	/* Told of every change to registry sources from now on. */
 	pgc_query(d->control, "LISTEN reghook_sources", 0, NULL, on_listening, d);
 	ingest_schema_ready(d->ingest);
-	dispatcher_schema_ready(d->dispatcher);
+	delivery_schema_ready(d->delivery);
 	if (!d->stopping)
 		tell_ready(d, "database connected, schema current");
 }
@@ -98,7 +98,7 @@ static const struct pgc_hooks control_hooks = {control_up, control_down, control
 static void check_stopped(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	if (ingest_busy(d->ingest) || dispatcher_busy(d->dispatcher)) {
+	if (ingest_busy(d->ingest) || delivery_busy(d->delivery)) {
 		d->idle_ticks = 0;
 		return;
 	}
@@ -128,7 +128,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	 * batches still hold.
 	 */
 	httpd_stop_listening(d->http);
-	dispatcher_stop(d->dispatcher);
+	delivery_stop(d->delivery);
 	struct timeval tick = {0, 50000};
 	event_add(d->stop_timer, &tick);
 }
@@ -154,7 +154,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 		free(d->cfg);
 		d->cfg = fresh;
 		http_reconfigure(d);
-		dispatcher_reconfigure(d->dispatcher);
+		delivery_reconfigure(d->delivery);
 	}
 	const char *result = fresh ? "configuration reloaded"
 				   : "configuration reload failed, running configuration kept";
@@ -193,7 +193,7 @@ static void daemon_free(struct daemon *d)
 {
 	httpd_free(d->http);
 	ingest_free(d->ingest);
-	dispatcher_free(d->dispatcher);
+	delivery_free(d->delivery);
 	pgc_free(d->control);
 	stats_free(d->stats);
 	if (d->sigint)
@@ -251,7 +251,7 @@ int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 		fatal("cannot create the event loop");
 	d.stats = stats_new(&d);
 	d.ingest = ingest_new(&d);
-	d.dispatcher = dispatcher_new(&d);
+	d.delivery = delivery_new(&d);
 	d.control = pgc_new(d.base, cfg->database_url, &control_hooks, &d);
 	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
