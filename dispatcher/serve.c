@@ -213,7 +213,7 @@ static void daemon_free(struct daemon *d)
 	free(d->argv);
 }
 
-int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
+static int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 {
 	struct daemon d;
 	int rc = CLI_FAILED;
@@ -273,3 +273,10 @@ failed:
 	daemon_free(&d);
 	return rc;
 }
+
+const struct cli_command cmd_serve_entry = {
+	.name = "serve",
+	.run = cmd_serve,
+	.usage = "serve [--config FILE] [--KEY VALUE ...]",
+	.help = "run the daemon: receiver, delivery workers, janitor",
+};
