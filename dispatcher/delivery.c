@@ -27,6 +27,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #define POLL_MS 1000	     /* backstop for missed NOTIFYs and due retries */
@@ -42,7 +43,7 @@
 #define SUMMARY_MS 60000 /* how often successes are summed up in the log */
 
 struct inflight {
-	struct inflight *prev, *next;
+	LIST_ENTRY(inflight) link; /* in running */
 	struct delivery *dp;
 	struct request *req; /* owned */
 	long long webhook_id;
@@ -72,7 +73,7 @@ struct delivery {
 	int claim_asked;	 /* deliveries the running claim may return */
 	bool stopping;
 
-	struct inflight *running; /* owned list */
+	LIST_HEAD(, inflight) running; /* owned */
 	int in_flight;
 	struct webhook_slots *slots; /* owned array */
 	int nslots;
@@ -212,12 +213,7 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 	dp->results[dp->nresults++] = buf_steal(&record);
 
 	/* Unlink and free; curl has already let go of the handle. */
-	if (f->prev)
-		f->prev->next = f->next;
-	else
-		dp->running = f->next;
-	if (f->next)
-		f->next->prev = f->prev;
+	LIST_REMOVE(f, link);
 	dp->in_flight--;
 	stats_in_flight(dp->d->stats, dp->in_flight);
 	slots_release(dp, f->webhook_id);
@@ -281,10 +277,7 @@ static void start_one(struct delivery *dp, PGresult *res, int row)
 	f->round_start = atoi(colz(res, row, "round_start"));
 	f->max_attempts = max ? atoi(max) : (int)cfg->max_attempts;
 	f->req = request_new(&s, cfg);
-	f->next = dp->running;
-	if (dp->running)
-		dp->running->prev = f;
-	dp->running = f;
+	LIST_INSERT_HEAD(&dp->running, f, link);
 	dp->in_flight++;
 	stats_in_flight(dp->d->stats, dp->in_flight);
 	slots_for(dp, f->webhook_id)->in_flight++;
@@ -489,6 +482,7 @@ struct delivery *delivery_new(struct daemon *d)
 {
 	struct delivery *dp = xcalloc(1, sizeof(*dp));
 	dp->d = d;
+	LIST_INIT(&dp->running);
 	dp->http = httpc_new(d->base, (long)d->cfg->max_in_flight);
 	if (!dp->http)
 		fatal("cannot initialise libcurl");
@@ -548,9 +542,9 @@ void delivery_free(struct delivery *dp)
 {
 	if (!dp)
 		return;
-	while (dp->running) {
-		struct inflight *f = dp->running;
-		dp->running = f->next;
+	struct inflight *f;
+	while ((f = LIST_FIRST(&dp->running))) {
+		LIST_REMOVE(f, link);
 		CURL *easy = request_easy(f->req);
 		if (easy)
 			httpc_remove(dp->http, easy);

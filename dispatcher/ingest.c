@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #define BATCH_MAX 1000	     /* events per statement */
@@ -33,15 +34,17 @@
 #define BATCH_SLOW_MS 20     /* a batch running longer holds back no other */
 
 struct ingest_req {
-	struct ingest_req *next;
-	struct httpd_req *req; /* borrowed until answered */
-	struct envelope env;   /* owned */
+	STAILQ_ENTRY(ingest_req) link; /* in the queue, or in a batch */
+	struct httpd_req *req;	       /* borrowed until answered */
+	struct envelope env;	       /* owned */
 	long long source_id;
 	char source[64];
 	bool alone; /* retry in a batch of its own */
 	int stored; /* events sent to the database */
 	int accepted, duplicates, ignored, rejected;
 };
+
+STAILQ_HEAD(ingest_req_list, ingest_req);
 
 struct ingest_conn {
 	struct ingest *in;
@@ -53,7 +56,7 @@ struct ingest_conn {
 
 struct ingest_batch {
 	struct ingest_conn *conn;
-	struct ingest_req *reqs; /* owned list */
+	struct ingest_req_list reqs; /* owned */
 	int nreqs;
 	/* For each element i of the batch: its request and event. */
 	struct ingest_req **owner;
@@ -66,7 +69,7 @@ struct ingest {
 	struct sources *sources; /* owned */
 	struct ingest_conn *conns;
 	int nconns;
-	struct ingest_req *pending_head, *pending_tail; /* owned */
+	struct ingest_req_list pending; /* owned: waiting for a batch, oldest first */
 	int pending_events;
 	int storing;		/* events inside running batches */
 	int in_batches;		/* requests inside running batches */
@@ -117,42 +120,40 @@ static bool ready(const struct ingest *in)
 	return false;
 }
 
-static void enqueue(struct ingest *in, struct ingest_req *r, bool front)
+static void enqueue(struct ingest *in, struct ingest_req *r)
 {
-	if (front) {
-		r->next = in->pending_head;
-		in->pending_head = r;
-		if (!in->pending_tail)
-			in->pending_tail = r;
-	} else {
-		r->next = NULL;
-		if (in->pending_tail)
-			in->pending_tail->next = r;
-		else
-			in->pending_head = r;
-		in->pending_tail = r;
-	}
+	STAILQ_INSERT_TAIL(&in->pending, r, link);
 	in->pending_events += r->stored;
+	publish(in);
+}
+
+/* Puts a failed batch's requests back at the head of the queue, in order, each to run alone. */
+static void requeue_alone(struct ingest *in, struct ingest_batch *b)
+{
+	struct ingest_req *r;
+	STAILQ_FOREACH(r, &b->reqs, link) {
+		r->alone = true;
+		in->pending_events += r->stored;
+	}
+	STAILQ_CONCAT(&b->reqs, &in->pending);
+	STAILQ_CONCAT(&in->pending, &b->reqs);
 	publish(in);
 }
 
 static struct ingest_req *dequeue(struct ingest *in)
 {
-	struct ingest_req *r = in->pending_head;
-	in->pending_head = r->next;
-	if (!in->pending_head)
-		in->pending_tail = NULL;
+	struct ingest_req *r = STAILQ_FIRST(&in->pending);
+	STAILQ_REMOVE_HEAD(&in->pending, link);
 	in->pending_events -= r->stored;
-	r->next = NULL;
 	publish(in);
 	return r;
 }
 
 static void batch_free(struct ingest_batch *b)
 {
-	while (b->reqs) {
-		struct ingest_req *r = b->reqs;
-		b->reqs = r->next;
+	struct ingest_req *r;
+	while ((r = STAILQ_FIRST(&b->reqs))) {
+		STAILQ_REMOVE_HEAD(&b->reqs, link);
 		req_free(r);
 	}
 	free(b->owner);
@@ -163,7 +164,8 @@ static void batch_free(struct ingest_batch *b)
 /* Answers every request of a batch that could not run: 503. */
 static void fail_batch(struct ingest *in, struct ingest_batch *b, const char *why)
 {
-	for (struct ingest_req *r = b->reqs; r; r = r->next)
+	struct ingest_req *r;
+	STAILQ_FOREACH(r, &b->reqs, link)
 		reply_unavailable(r->req, REPLY_RETRY_DOWN, why);
 	in->in_batches -= b->nreqs;
 	batch_free(b);
@@ -207,23 +209,11 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 			/* Find the culprit: every request again, alone, in order. */
 			log_warn("ingest: batch of %d requests failed (%s); retrying each alone",
 				 b->nreqs, pgc_error(res));
-			struct ingest_req *rev = NULL;
-			while (b->reqs) {
-				struct ingest_req *r = b->reqs;
-				b->reqs = r->next;
-				r->next = rev;
-				rev = r;
-			}
-			while (rev) {
-				struct ingest_req *r = rev;
-				rev = r->next;
-				r->alone = true;
-				enqueue(in, r, true);
-			}
+			requeue_alone(in, b);
 			in->in_batches -= b->nreqs;
 			batch_free(b);
 		} else if (bad_data) {
-			struct ingest_req *r = b->reqs;
+			struct ingest_req *r = STAILQ_FIRST(&b->reqs);
 			log_warn("ingest: events from %s refused by the database: %s", r->source,
 				 pgc_error(res));
 			reply_errorf(r->req, 400, "event refused: %s", pgc_error(res));
@@ -256,7 +246,8 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 				r->ignored++; /* unrouted */
 			}
 		}
-		for (struct ingest_req *r = b->reqs; r; r = r->next)
+		struct ingest_req *r;
+		STAILQ_FOREACH(r, &b->reqs, link)
 			answer_counts(in, r);
 		in->in_batches -= b->nreqs;
 		batch_free(b);
@@ -267,21 +258,20 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 static void start_batch(struct ingest *in, struct ingest_conn *conn)
 {
 	struct ingest_batch *b = xcalloc(1, sizeof(*b));
-	struct ingest_req **tail = &b->reqs;
+	struct ingest_req *r;
 	struct buf json = BUF_INIT;
 	int cap = 0;
 
 	b->conn = conn;
+	STAILQ_INIT(&b->reqs);
 	buf_putc(&json, '[');
-	while (in->pending_head) {
-		struct ingest_req *r = in->pending_head;
+	while ((r = STAILQ_FIRST(&in->pending))) {
 		/* A request retried alone runs alone; a batch fills up to BATCH_MAX. */
-		if (b->nreqs > 0 &&
-		    (r->alone || b->reqs->alone || b->nitems + r->stored > BATCH_MAX))
+		if (b->nreqs > 0 && (r->alone || STAILQ_FIRST(&b->reqs)->alone ||
+				     b->nitems + r->stored > BATCH_MAX))
 			break;
 		dequeue(in);
-		*tail = r;
-		tail = &r->next;
+		STAILQ_INSERT_TAIL(&b->reqs, r, link);
 		b->nreqs++;
 		for (size_t e = 0; e < r->env.count; e++) {
 			const struct reg_event *ev = &r->env.events[e];
@@ -348,7 +338,7 @@ static long batch_wait_ms(const struct ingest *in)
 
 static void flush(struct ingest *in)
 {
-	for (int i = 0; i < in->nconns && in->pending_head; i++) {
+	for (int i = 0; i < in->nconns && !STAILQ_EMPTY(&in->pending); i++) {
 		struct ingest_conn *conn = &in->conns[i];
 		if (conn->busy || !pgc_is_up(conn->pgc) || !in->d->schema_ok)
 			continue;
@@ -361,8 +351,8 @@ static void flush(struct ingest *in)
 		start_batch(in, conn);
 	}
 	/* Nothing can take the queue: tell the registries to come back. */
-	if (in->pending_head && !ready(in)) {
-		while (in->pending_head) {
+	if (!STAILQ_EMPTY(&in->pending) && !ready(in)) {
+		while (!STAILQ_EMPTY(&in->pending)) {
 			struct ingest_req *r = dequeue(in);
 			reply_unavailable(r->req, REPLY_RETRY_DOWN, "database unavailable; retry");
 			req_free(r);
@@ -443,7 +433,7 @@ void ingest_handle(struct ingest *in, struct httpd_req *req)
 		req_free(r);
 		return;
 	}
-	enqueue(in, r, false);
+	enqueue(in, r);
 	/* Requests read in this turn of the loop join the same batch. */
 	event_active(in->flush_ev, EV_TIMEOUT, 0);
 }
@@ -468,6 +458,7 @@ struct ingest *ingest_new(struct daemon *d)
 	struct ingest *in = xcalloc(1, sizeof(*in));
 	in->d = d;
 	in->sources = sources_new();
+	STAILQ_INIT(&in->pending);
 	in->flush_ev = event_new(d->base, -1, 0, on_flush, in);
 	in->slow_ev = evtimer_new(d->base, on_flush, in);
 	in->nconns = (int)d->cfg->db_connections;
@@ -489,7 +480,7 @@ void ingest_free(struct ingest *in)
 	free(in->conns);
 	event_free(in->flush_ev);
 	event_free(in->slow_ev);
-	while (in->pending_head)
+	while (!STAILQ_EMPTY(&in->pending))
 		req_free(dequeue(in));
 	sources_free(in->sources);
 	free(in);
@@ -509,5 +500,5 @@ void ingest_sources_changed(struct ingest *in)
 
 bool ingest_busy(const struct ingest *in)
 {
-	return in->pending_head || in->in_batches > 0;
+	return !STAILQ_EMPTY(&in->pending) || in->in_batches > 0;
 }
