@@ -14,6 +14,13 @@
  * for the one being written, so a slow database bounds what is held in
  * memory instead of letting records pile up. The janitor (janitor.c),
  * which prunes old history, borrows the done connection.
+ *
+ * The engine's life and its claim loop are one state (enum delivery_state
+ * in delivery.h), the writer's another (enum delivery_write_state): each
+ * changes only through its set_state function, and the decisions, which
+ * transition to take and how many records to write, are the pure
+ * functions delivery_next(), delivery_write_take() and
+ * delivery_write_done(), fed by step() and the write callbacks.
  */
 #include "delivery.h"
 #include "buf.h"
@@ -30,16 +37,8 @@
 #include <sys/queue.h>
 #include <time.h>
 
-#define POLL_MS 1000	     /* backstop for missed NOTIFYs and due retries */
-#define RECLAIM_MS 5000	     /* how often expired leases are looked for */
-#define WRITE_BATCH_MAX 1000 /* attempt records per complete_deliveries() */
-/*
- * Records carry response bodies (up to twice response_body_limit as hex),
- * so bytes are bounded too: a batch ends at WRITE_BATCH_BYTES, and claims
- * pause while HELD_BYTES_MAX of records wait.
- */
-#define WRITE_BATCH_BYTES (16 * 1024 * 1024)
-#define HELD_BYTES_MAX (32 * 1024 * 1024)
+#define POLL_MS 1000	 /* backstop for missed NOTIFYs and due retries */
+#define RECLAIM_MS 5000	 /* how often expired leases are looked for */
 #define SUMMARY_MS 60000 /* how often successes are summed up in the log */
 
 struct inflight {
@@ -67,11 +66,8 @@ struct delivery {
 	struct janitor *janitor; /* owned; borrows the done connection */
 	struct event *summary;	 /* owned: logs the successes of the last minute */
 	long succeeded;		 /* deliveries succeeded since the last summary */
-	bool started;		 /* the schema is current */
-	bool claiming;		 /* a claim query is running */
-	bool claim_again;	 /* woken while claiming */
-	int claim_asked;	 /* deliveries the running claim may return */
-	bool stopping;
+	enum delivery_state state;
+	int claim_asked; /* deliveries the running claim may return */
 
 	LIST_HEAD(, inflight) running; /* owned */
 	int in_flight;
@@ -87,12 +83,94 @@ struct delivery {
 	int nresults, cap_results;
 	size_t results_bytes; /* the sum of their lengths */
 	int nwriting;
-	int one_by_one; /* after a refused batch: write these singly to find the culprit */
-	bool write_busy;
+	int suspects; /* records of a refused batch still to be written one by one */
+	enum delivery_write_state write_state;
 };
 
-static void claim(struct delivery *dp);
+static void step(struct delivery *dp, enum delivery_event ev);
+static void wake(struct delivery *dp);
 static void write_results(struct delivery *dp);
+
+/*
+ * The claim loop's transitions, and the engine's life (see enum
+ * delivery_state). Pure: what the engine knows comes in f, and the caller
+ * sends a claim when *claim_now is set.
+ */
+enum delivery_state delivery_next(enum delivery_state s, enum delivery_event ev,
+				  const struct delivery_facts *f, bool *claim_now)
+{
+	*claim_now = false;
+	if (s == DELIVERY_STOPPING || ev == DELIVERY_EV_STOP)
+		return DELIVERY_STOPPING;
+	if (s == DELIVERY_WAITING)
+		return ev == DELIVERY_EV_SCHEMA_READY ? DELIVERY_IDLE : DELIVERY_WAITING;
+	switch (ev) {
+	case DELIVERY_EV_WAKE:
+		if (s == DELIVERY_IDLE)
+			break;
+		/* Woken while claiming: claim again once this claim's rows have started. */
+		return f->up ? DELIVERY_CLAIMING_AGAIN : s;
+	case DELIVERY_EV_CLAIMED_FULL:
+		/* As many rows as asked for: more may be due. */
+		break;
+	case DELIVERY_EV_CLAIMED_SHORT:
+		/*
+		 * It took all that was due: what comes later is NOTIFYed, freed
+		 * slots wake the loop, and retries come with the poll.
+		 */
+		if (s == DELIVERY_CLAIMING_AGAIN)
+			break;
+		return DELIVERY_IDLE;
+	case DELIVERY_EV_CLAIM_FAILED:
+		/* A wake-up noted meanwhile is dropped: the poll comes within a second. */
+		return DELIVERY_IDLE;
+	case DELIVERY_EV_SCHEMA_READY: /* again, after the control connection came back */
+	case DELIVERY_EV_STOP:	       /* (handled above) */
+		return s;
+	}
+	/* Free slots, and records held for writing not over their bounds, or the loop rests. */
+	if (!f->up || f->room <= 0 || f->held >= DELIVERY_WRITE_BATCH_MAX ||
+	    f->held_bytes >= DELIVERY_HELD_BYTES_MAX)
+		return DELIVERY_IDLE;
+	*claim_now = true;
+	return DELIVERY_CLAIMING;
+}
+
+int delivery_write_take(const char *const *records, int held, int suspects)
+{
+	int max = suspects > 0			    ? 1
+		  : held < DELIVERY_WRITE_BATCH_MAX ? held
+						    : DELIVERY_WRITE_BATCH_MAX;
+	size_t bytes = 1; /* '[' */
+	int n = 0;
+	while (n < max && (n == 0 || bytes < DELIVERY_WRITE_BATCH_BYTES)) {
+		bytes += strlen(records[n]) + (n > 0); /* a ',' before all but the first */
+		n++;
+	}
+	return n;
+}
+
+int delivery_write_done(enum delivery_write_outcome outcome, int n, int *suspects)
+{
+	if (outcome == DELIVERY_WRITE_LOST)
+		return 0;
+	if (outcome == DELIVERY_WRITE_REFUSED && n > 1) {
+		*suspects = n;
+		return 0;
+	}
+	*suspects = *suspects > n ? *suspects - n : 0;
+	return n;
+}
+
+static void delivery_set_state(struct delivery *dp, enum delivery_state state)
+{
+	dp->state = state;
+}
+
+static void write_set_state(struct delivery *dp, enum delivery_write_state state)
+{
+	dp->write_state = state;
+}
 
 static struct webhook_slots *slots_for(struct delivery *dp, long long webhook_id)
 {
@@ -221,7 +299,7 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 	free(f);
 
 	write_results(dp);
-	claim(dp);
+	wake(dp);
 }
 
 /* A column of a claimed row by name; NULL for SQL NULL. */
@@ -291,47 +369,28 @@ static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 {
 	struct delivery *dp = arg;
 	if (!pgc_ok(res)) {
-		dp->claiming = false;
 		if (res)
 			log_error("claiming deliveries: %s", pgc_error(res));
+		step(dp, DELIVERY_EV_CLAIM_FAILED);
 		return;
 	}
 	/*
 	 * Still claiming while the rows start: one that fails at once ends in
-	 * claim(), which must only note that, not count room without the rows
+	 * a wake-up, which must only be noted, not count room without the rows
 	 * not started yet.
 	 */
 	int n = PQntuples(res);
 	for (int i = 0; i < n; i++)
 		start_one(dp, res, i);
-	dp->claiming = false;
 	if (n > 0)
 		log_debug("claimed %d deliveries (%d in flight)", n, dp->in_flight);
-	/*
-	 * A full claim means more may be due; so does a wake-up while we were
-	 * busy. A short one took all that was due: what comes later is
-	 * NOTIFYed, freed slots claim again, and retries come with the poll.
-	 */
-	if (n >= dp->claim_asked || dp->claim_again) {
-		dp->claim_again = false;
-		claim(dp);
-	}
+	step(dp, n >= dp->claim_asked ? DELIVERY_EV_CLAIMED_FULL : DELIVERY_EV_CLAIMED_SHORT);
 }
 
-static void claim(struct delivery *dp)
+/* Asks for as many due deliveries as there are free slots, per webhook and in all. */
+static void send_claim(struct delivery *dp, int room)
 {
 	const struct config *cfg = dp->d->cfg;
-	int room = (int)cfg->max_in_flight - dp->in_flight;
-
-	if (!dp->started || dp->stopping || !pgc_is_up(dp->claim))
-		return;
-	if (dp->claiming) {
-		dp->claim_again = true;
-		return;
-	}
-	if (room <= 0 || dp->nresults - dp->nwriting >= WRITE_BATCH_MAX ||
-	    dp->results_bytes >= HELD_BYTES_MAX)
-		return;
 	struct buf busy = BUF_INIT;
 	buf_putc(&busy, '{');
 	for (int i = 0; i < dp->nslots; i++)
@@ -343,11 +402,36 @@ static void claim(struct delivery *dp)
 	snprintf(per, sizeof(per), "%lld", cfg->max_in_flight_per_webhook);
 	snprintf(timeout, sizeof(timeout), "%lld", cfg->request_timeout_ms);
 	const char *params[] = {dp->d->instance, total, per, busy.data, timeout};
-	dp->claiming = true;
 	dp->claim_asked = room;
 	pgc_query(dp->claim, "SELECT * FROM reghook.claim_deliveries($1, $2, $3, $4, $5)", 5,
 		  params, on_claimed, dp);
 	buf_free(&busy);
+}
+
+/*
+ * Every change of the engine's state goes through here: delivery_next()
+ * decides from what the engine knows now, and a claim goes out when it
+ * says so.
+ */
+static void step(struct delivery *dp, enum delivery_event ev)
+{
+	const struct config *cfg = dp->d->cfg;
+	struct delivery_facts f = {
+		.up = pgc_is_up(dp->claim),
+		.room = (int)cfg->max_in_flight - dp->in_flight,
+		.held = dp->nresults - dp->nwriting,
+		.held_bytes = dp->results_bytes,
+	};
+	bool claim_now;
+	delivery_set_state(dp, delivery_next(dp->state, ev, &f, &claim_now));
+	if (claim_now)
+		send_claim(dp, f.room);
+}
+
+/* Deliveries may be due (NOTIFY, the poll, leases reclaimed) or room was freed. */
+static void wake(struct delivery *dp)
+{
+	step(dp, DELIVERY_EV_WAKE);
 }
 
 /* Drops the first n results (written, or given up). */
@@ -367,48 +451,45 @@ static void on_written(struct pgc *c, PGresult *res, void *arg)
 {
 	struct delivery *dp = arg;
 	int n = dp->nwriting;
-	dp->write_busy = false;
+	enum delivery_write_outcome outcome = !res	    ? DELIVERY_WRITE_LOST
+					      : pgc_ok(res) ? DELIVERY_WRITTEN
+							    : DELIVERY_WRITE_REFUSED;
+	write_set_state(dp, DELIVERY_WRITE_IDLE);
 	dp->nwriting = 0;
-	if (!res) {
-		/* Connection lost: the records stay queued and go after the reconnect. */
+	int written = delivery_write_done(outcome, n, &dp->suspects);
+	if (outcome == DELIVERY_WRITE_LOST) {
+		/* The records stay queued and go after the reconnect. */
 		log_warn("writing %d delivery attempts: connection lost; will retry", n);
 		return;
 	}
-	if (!pgc_ok(res) && n > 1) {
-		/* One bad record must not cost the others: write them one by one. */
+	if (outcome == DELIVERY_WRITE_REFUSED && written == 0)
+		/* One bad record must not cost the others. */
 		log_warn("writing %d delivery attempts: %s; retrying one by one", n,
 			 pgc_error(res));
-		dp->one_by_one = n;
-	} else {
-		if (!pgc_ok(res))
-			/* Its lease expires and the delivery is tried again. */
-			log_error("writing a delivery attempt: %s; record dropped", pgc_error(res));
-		drop_results(dp, n);
-		dp->one_by_one = dp->one_by_one > n ? dp->one_by_one - n : 0;
-	}
+	else if (outcome == DELIVERY_WRITE_REFUSED)
+		/* Its lease expires and the delivery is tried again. */
+		log_error("writing a delivery attempt: %s; record dropped", pgc_error(res));
+	drop_results(dp, written);
 	write_results(dp);
-	claim(dp); /* it may have paused for this write */
+	wake(dp); /* the loop may have rested for this write */
 }
 
 static void write_results(struct delivery *dp)
 {
-	if (dp->write_busy || dp->nresults == 0 || !pgc_is_up(dp->done))
+	if (dp->write_state != DELIVERY_WRITE_IDLE || dp->nresults == 0 || !pgc_is_up(dp->done))
 		return;
-	int max = dp->one_by_one		   ? 1
-		  : dp->nresults < WRITE_BATCH_MAX ? dp->nresults
-						   : WRITE_BATCH_MAX;
+	int n = delivery_write_take((const char *const *)dp->results, dp->nresults, dp->suspects);
 	struct buf json = BUF_INIT;
 	buf_putc(&json, '[');
-	int n = 0;
-	while (n < max && (n == 0 || json.len < WRITE_BATCH_BYTES)) {
-		if (n)
+	for (int i = 0; i < n; i++) {
+		if (i)
 			buf_putc(&json, ',');
-		buf_puts(&json, dp->results[n++]);
+		buf_puts(&json, dp->results[i]);
 	}
 	buf_putc(&json, ']');
 	const char *params[] = {dp->d->instance, json.data};
 	dp->nwriting = n;
-	dp->write_busy = true;
+	write_set_state(dp, dp->suspects > 0 ? DELIVERY_WRITE_SINGLE : DELIVERY_WRITE_BATCH);
 	pgc_query(dp->done, "SELECT reghook.complete_deliveries($1, $2::json)", 2, params,
 		  on_written, dp);
 	buf_free(&json);
@@ -416,7 +497,7 @@ static void write_results(struct delivery *dp)
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
 {
-	claim(arg);
+	wake(arg);
 }
 
 static void on_reclaimed(struct pgc *c, PGresult *res, void *arg)
@@ -425,7 +506,7 @@ static void on_reclaimed(struct pgc *c, PGresult *res, void *arg)
 	if (pgc_ok(res) && PQntuples(res) == 1 && atoi(PQgetvalue(res, 0, 0)) > 0) {
 		log_warn("%s deliveries had an expired lease and were queued again",
 			 PQgetvalue(res, 0, 0));
-		claim(dp);
+		wake(dp);
 	} else if (res && !pgc_ok(res)) {
 		log_error("reclaiming expired leases: %s", pgc_error(res));
 	}
@@ -434,7 +515,7 @@ static void on_reclaimed(struct pgc *c, PGresult *res, void *arg)
 static void on_reclaim(evutil_socket_t fd, short what, void *arg)
 {
 	struct delivery *dp = arg;
-	if (!dp->started || dp->stopping || !pgc_is_up(dp->done))
+	if (dp->state == DELIVERY_WAITING || dp->state == DELIVERY_STOPPING || !pgc_is_up(dp->done))
 		return;
 	char max[16];
 	snprintf(max, sizeof(max), "%lld", dp->d->cfg->max_attempts);
@@ -446,25 +527,24 @@ static void on_listening(struct pgc *c, PGresult *res, void *arg)
 {
 	if (res && !pgc_ok(res))
 		log_error("LISTEN reghook_deliveries: %s", pgc_error(res));
-	claim(arg);
+	wake(arg);
 }
 
 static void claim_up(struct pgc *c, void *arg)
 {
 	struct delivery *dp = arg;
-	if (dp->started)
+	if (dp->state != DELIVERY_WAITING)
 		pgc_query(c, "LISTEN reghook_deliveries", 0, NULL, on_listening, dp);
 }
 
 static void claim_down(struct pgc *c, const char *why, void *arg)
 {
-	struct delivery *dp = arg;
-	dp->claiming = false;
+	step(arg, DELIVERY_EV_CLAIM_FAILED);
 }
 
 static void claim_notify(struct pgc *c, const char *channel, const char *payload, void *arg)
 {
-	claim(arg);
+	wake(arg);
 }
 
 static void done_up(struct pgc *c, void *arg)
@@ -506,8 +586,8 @@ struct delivery *delivery_new(struct daemon *d)
 
 void delivery_schema_ready(struct delivery *dp)
 {
-	bool first = !dp->started;
-	dp->started = true;
+	bool first = dp->state == DELIVERY_WAITING;
+	step(dp, DELIVERY_EV_SCHEMA_READY);
 	if (first && pgc_is_up(dp->claim))
 		pgc_query(dp->claim, "LISTEN reghook_deliveries", 0, NULL, on_listening, dp);
 	on_reclaim(-1, 0, dp);
@@ -516,7 +596,7 @@ void delivery_schema_ready(struct delivery *dp)
 
 void delivery_stop(struct delivery *dp)
 {
-	dp->stopping = true;
+	step(dp, DELIVERY_EV_STOP);
 	event_del(dp->poll);
 	event_del(dp->reclaim);
 	janitor_stop(dp->janitor);
@@ -529,13 +609,14 @@ void delivery_reconfigure(struct delivery *dp)
 {
 	httpc_set_max_connections(dp->http, (long)dp->d->cfg->max_in_flight);
 	/* A higher limit has room now. */
-	claim(dp);
+	wake(dp);
 }
 
 bool delivery_busy(const struct delivery *dp)
 {
 	/* Results that cannot be written (database gone) do not hold the stop up. */
-	return dp->in_flight > 0 || ((dp->nresults > 0 || dp->write_busy) && pgc_is_up(dp->done));
+	return dp->in_flight > 0 || ((dp->nresults > 0 || dp->write_state != DELIVERY_WRITE_IDLE) &&
+				     pgc_is_up(dp->done));
 }
 
 void delivery_free(struct delivery *dp)
