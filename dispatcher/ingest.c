@@ -4,12 +4,14 @@
  * DESIGN. A request becomes an ingest_req holding its parsed envelope; the
  * ones with events to store queue on `pending`. flush(), run after the
  * loop's current callbacks (flush_ev) and when a batch ends, hands the
- * queue, up to BATCH_MAX events, to an idle pool connection, as
- * batch_wait_ms() allows. A batch that fails
- * because the connection died is answered 503 (the registry retries, and
- * the event ids make the retry harmless if the commit did happen). A batch
- * that fails with an SQL error is split: each request is retried alone, so
- * one bad event can fail only its own request (400), never its neighbours.
+ * queue, up to INGEST_BATCH_MAX events, to an idle pool connection, as
+ * ingest_batch_wait_ms() allows. A batch that fails because the connection
+ * died is answered 503 (the registry retries, and the event ids make the
+ * retry harmless if the commit did happen). A batch that fails with an SQL
+ * error is split: each request is retried alone, so one bad event can fail
+ * only its own request (400), never its neighbours. The decisions (when a
+ * batch starts, which requests it takes, what a failure means) are pure
+ * functions, declared in ingest.h for the unit tests.
  */
 #include "ingest.h"
 #include "buf.h"
@@ -28,10 +30,8 @@
 #include <sys/queue.h>
 #include <time.h>
 
-#define BATCH_MAX 1000	     /* events per statement */
 #define PENDING_MAX 20000    /* events queued before new requests get 503 */
 #define RETRY_AFTER_BUSY "1" /* seconds, while the queue is full */
-#define BATCH_SLOW_MS 20     /* a batch running longer holds back no other */
 
 struct ingest_req {
 	STAILQ_ENTRY(ingest_req) link; /* in the queue, or in a batch */
@@ -69,6 +69,7 @@ struct ingest {
 	struct sources *sources; /* owned */
 	struct ingest_conn *conns;
 	int nconns;
+	struct ingest_running *running; /* owned: nconns long, scratch for batch_wait_ms() */
 	struct ingest_req_list pending; /* owned: waiting for a batch, oldest first */
 	int pending_events;
 	int storing;		/* events inside running batches */
@@ -84,6 +85,43 @@ static const char *const media_types[] = {
 	"application/vnd.docker.distribution.events.v2+json",
 	"application/json",
 };
+
+long ingest_batch_wait_ms(const struct ingest_running *running, int nrunning, int queued)
+{
+	int smallest = 0;
+	long wait = 0;
+	for (int i = 0; i < nrunning; i++) {
+		long ran = running[i].ran_ms;
+		if (ran >= INGEST_BATCH_SLOW_MS)
+			return 0;
+		if (wait == 0 || INGEST_BATCH_SLOW_MS - ran < wait)
+			wait = INGEST_BATCH_SLOW_MS - ran;
+		if (smallest == 0 || running[i].events < smallest)
+			smallest = running[i].events;
+	}
+	if (nrunning == 0 || queued >= smallest || queued >= INGEST_BATCH_MAX)
+		return 0;
+	return wait;
+}
+
+bool ingest_batch_takes(int nreqs, bool batch_alone, int nitems, bool req_alone, int req_events)
+{
+	/* A request retried alone runs alone; a batch fills up to INGEST_BATCH_MAX. */
+	return nreqs == 0 ||
+	       (!batch_alone && !req_alone && nitems + req_events <= INGEST_BATCH_MAX);
+}
+
+enum ingest_failure ingest_batch_failure(bool lost, const char *sqlstate, int nreqs)
+{
+	if (lost)
+		return INGEST_FAILURE_RETRY;
+	if (nreqs > 1)
+		return INGEST_FAILURE_SPLIT;
+	/* Data exceptions and integrity violations are the request's; the rest the database's. */
+	if (strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0)
+		return INGEST_FAILURE_REFUSED;
+	return INGEST_FAILURE_RETRY;
+}
 
 static void req_free(struct ingest_req *r)
 {
@@ -198,30 +236,36 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 	in->storing -= conn->events;
 	conn->events = 0;
 	publish(in);
-	if (!res) {
-		log_warn("ingest: database connection lost during a batch of %d request(s)",
-			 b->nreqs);
-		fail_batch(in, b, "database unavailable; retry");
-	} else if (!pgc_ok(res)) {
-		const char *state = pgc_sqlstate(res);
-		bool bad_data = strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0;
-		if (b->nreqs > 1) {
+	if (!pgc_ok(res)) {
+		switch (ingest_batch_failure(!res, res ? pgc_sqlstate(res) : "", b->nreqs)) {
+		case INGEST_FAILURE_SPLIT:
 			/* Find the culprit: every request again, alone, in order. */
 			log_warn("ingest: batch of %d requests failed (%s); retrying each alone",
 				 b->nreqs, pgc_error(res));
 			requeue_alone(in, b);
 			in->in_batches -= b->nreqs;
 			batch_free(b);
-		} else if (bad_data) {
+			break;
+		case INGEST_FAILURE_REFUSED: {
 			struct ingest_req *r = STAILQ_FIRST(&b->reqs);
 			log_warn("ingest: events from %s refused by the database: %s", r->source,
 				 pgc_error(res));
 			reply_errorf(r->req, 400, "event refused: %s", pgc_error(res));
 			in->in_batches -= b->nreqs;
 			batch_free(b);
-		} else {
-			log_error("ingest: %s", pgc_error(res));
-			fail_batch(in, b, "database error; retry");
+			break;
+		}
+		case INGEST_FAILURE_RETRY:
+			if (!res) {
+				log_warn("ingest: database connection lost during a batch of %d "
+					 "request(s)",
+					 b->nreqs);
+				fail_batch(in, b, "database unavailable; retry");
+			} else {
+				log_error("ingest: %s", pgc_error(res));
+				fail_batch(in, b, "database error; retry");
+			}
+			break;
 		}
 	} else {
 		for (int row = 0; row < PQntuples(res); row++) {
@@ -266,9 +310,8 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 	STAILQ_INIT(&b->reqs);
 	buf_putc(&json, '[');
 	while ((r = STAILQ_FIRST(&in->pending))) {
-		/* A request retried alone runs alone; a batch fills up to BATCH_MAX. */
-		if (b->nreqs > 0 && (r->alone || STAILQ_FIRST(&b->reqs)->alone ||
-				     b->nitems + r->stored > BATCH_MAX))
+		bool batch_alone = b->nreqs > 0 && STAILQ_FIRST(&b->reqs)->alone;
+		if (!ingest_batch_takes(b->nreqs, batch_alone, b->nitems, r->alone, r->stored))
 			break;
 		dequeue(in);
 		STAILQ_INSERT_TAIL(&b->reqs, r, link);
@@ -302,38 +345,21 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 	buf_free(&json);
 }
 
-/*
- * A batch costs the database nearly as much for a few events as for many,
- * so under load batches should be full. A batch starts on an idle
- * connection when none runs (no load: nobody waits for anybody), when the
- * queue holds at least as many events as the smallest running batch (the
- * load is such that a second batch is as full as the first), or when a
- * running batch has taken over BATCH_SLOW_MS (waiting for a lock, say),
- * which then holds back no other. Returns 0 to start now, else the
- * milliseconds after which a running batch turns slow.
- */
-static long batch_wait_ms(const struct ingest *in)
+/* ingest_batch_wait_ms() over the batches running now. */
+static long batch_wait_ms(struct ingest *in)
 {
 	struct timespec now;
-	int smallest = 0;
-	long wait = 0;
+	int n = 0;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	for (int i = 0; i < in->nconns; i++) {
 		const struct ingest_conn *conn = &in->conns[i];
 		if (!conn->busy)
 			continue;
-		long ran = (now.tv_sec - conn->started.tv_sec) * 1000 +
-			   (now.tv_nsec - conn->started.tv_nsec) / 1000000;
-		if (ran >= BATCH_SLOW_MS)
-			return 0;
-		if (wait == 0 || BATCH_SLOW_MS - ran < wait)
-			wait = BATCH_SLOW_MS - ran;
-		if (smallest == 0 || conn->events < smallest)
-			smallest = conn->events;
+		in->running[n].events = conn->events;
+		in->running[n++].ran_ms = (now.tv_sec - conn->started.tv_sec) * 1000 +
+					  (now.tv_nsec - conn->started.tv_nsec) / 1000000;
 	}
-	if (smallest == 0 || in->pending_events >= smallest || in->pending_events >= BATCH_MAX)
-		return 0;
-	return wait;
+	return ingest_batch_wait_ms(in->running, n, in->pending_events);
 }
 
 static void flush(struct ingest *in)
@@ -463,6 +489,7 @@ struct ingest *ingest_new(struct daemon *d)
 	in->slow_ev = evtimer_new(d->base, on_flush, in);
 	in->nconns = (int)d->cfg->db_connections;
 	in->conns = xcalloc((size_t)in->nconns, sizeof(*in->conns));
+	in->running = xcalloc((size_t)in->nconns, sizeof(*in->running));
 	for (int i = 0; i < in->nconns; i++) {
 		in->conns[i].in = in;
 		in->conns[i].pgc =
@@ -478,6 +505,7 @@ void ingest_free(struct ingest *in)
 	for (int i = 0; i < in->nconns; i++)
 		pgc_free(in->conns[i].pgc);
 	free(in->conns);
+	free(in->running);
 	event_free(in->flush_ev);
 	event_free(in->slow_ev);
 	while (!STAILQ_EMPTY(&in->pending))
