@@ -4,6 +4,7 @@
  */
 #include "cli.h"
 #include "buf.h"
+#include "conf.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -243,4 +244,38 @@ int cli_run(PGconn *conn, const char *sql, int nparams, const char *const *param
 		cli_print_table(res);
 	PQclear(res);
 	return CLI_OK;
+}
+
+int cli_parse_since(const struct cli_command *cmd, PGconn *conn, const char *since, char *out,
+		    size_t outlen)
+{
+	/* An age is a duration as the configuration writes them. */
+	long long ms;
+	char age[32];
+	const char *param = since;
+	const char *sql = "SELECT $1::timestamptz";
+	if (conf_parse_duration(since, &ms)) {
+		snprintf(age, sizeof(age), "%lld", ms);
+		param = age;
+		sql = "SELECT now() - make_interval(secs => $1::bigint / 1000.0)";
+	}
+	PGresult *res = PQexecParams(conn, sql, 1, NULL, &param, NULL, NULL, 0);
+	int rc = CLI_OK;
+	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+		snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
+	} else {
+		/* A data exception (class 22) is the value's fault; anything else the database's.
+		 */
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (state && strncmp(state, "22", 2) == 0) {
+			rc = cli_usage_error(
+				cmd, "--since '%s' is neither an age (30m, 2h, 7d) nor a time",
+				since);
+		} else {
+			fprintf(stderr, "reghook: %s", PQerrorMessage(conn));
+			rc = CLI_FAILED;
+		}
+	}
+	PQclear(res);
+	return rc;
 }

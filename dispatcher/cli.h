@@ -1,6 +1,8 @@
 /*
- * cli: the command table of the reghook binary and the helpers shared by
- * its subcommands. Every command but serve is a thin wrapper over SQL in
+ * cli: the command entry of the reghook binary and the helpers shared by
+ * its subcommands. Each command's file (cmd_*.c, serve.c) exports one
+ * const entry that carries its name, usage, help and options; main.c only
+ * lists the entries. Every command but serve is a thin wrapper over SQL in
  * schema reghook, run over an ordinary blocking libpq connection (commands
  * run no event loop, so blocking is right there).
  */
@@ -54,6 +56,14 @@ int cli_take_option(int *argc, char **argv, const char *name, const char **value
 bool cli_take_flag(int *argc, char **argv, const char *name);
 /* After options are taken: the first leftover "--x", or NULL. */
 const char *cli_unknown_option(int argc, char **argv);
+/*
+ * --since takes an age ("90s", "30m", "2h", "7d", "1w": a duration as in
+ * the configuration) or anything PostgreSQL reads as a timestamptz
+ * ("2026-11-22", "yesterday"). Writes the SQL-ready timestamptz text into
+ * out; CLI_OK, or the exit code after printing why not.
+ */
+int cli_parse_since(const struct cli_command *cmd, PGconn *conn, const char *since, char *out,
+		    size_t outlen) __attribute__((warn_unused_result));
 /* Runs a statement; prints its result as a table if table is set. CLI_OK or CLI_FAILED. */
 int cli_run(PGconn *conn, const char *sql, int nparams, const char *const *params, bool table);
 /* An option of a command's own table: its flag, its value's name (NULL for a flag alone), help. */
@@ -76,15 +86,13 @@ bool cli_parse_id(const char *s);
 /* Prints a result as an aligned table (or nothing but the header if empty). */
 void cli_print_table(const PGresult *res);
 
-int cmd_serve(const struct cli_command *cmd, int argc, char **argv);
-int cmd_migrate(const struct cli_command *cmd, int argc, char **argv);
-int cmd_registry(const struct cli_command *cmd, int argc, char **argv);
-int cmd_namespace(const struct cli_command *cmd, int argc, char **argv);
-int cmd_webhook(const struct cli_command *cmd, int argc, char **argv);
-void cmd_webhook_options(void);
-int cmd_deliveries(const struct cli_command *cmd, int argc, char **argv);
-void cmd_deliveries_options(void);
-int cmd_retrigger(const struct cli_command *cmd, int argc, char **argv);
-void cmd_retrigger_options(void);
+/* The commands, each defined in its own file. */
+extern const struct cli_command cmd_serve_entry;      /* serve.c */
+extern const struct cli_command cmd_migrate_entry;    /* cmd_migrate.c */
+extern const struct cli_command cmd_registry_entry;   /* cmd_registry.c */
+extern const struct cli_command cmd_namespace_entry;  /* cmd_namespace.c */
+extern const struct cli_command cmd_webhook_entry;    /* cmd_webhook.c */
+extern const struct cli_command cmd_deliveries_entry; /* cmd_deliveries.c */
+extern const struct cli_command cmd_retrigger_entry;  /* cmd_retrigger.c */
 
 #endif

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
+static int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
 {
 	struct config cfg;
 	const char *description = NULL;
@@ -75,3 +75,13 @@ int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
 	config_free(&cfg);
 	return rc;
 }
+
+const struct cli_command cmd_namespace_entry = {
+	.name = "namespace",
+	.run = cmd_namespace,
+	.usage = "namespace add NAME [--private] [--description T] | namespace list | "
+		 "namespace grant NS ROLE owner|contributor|viewer",
+	.help = "namespaces, and which database roles may see and manage them",
+	.details = "  --private            shown as is_private in payloads\n"
+		   "  --description T      shown as the repository description in payloads\n",
+};

@@ -115,7 +115,7 @@ static int registry_list(const struct cli_command *cmd, const struct config *cfg
 	return rc;
 }
 
-int cmd_registry(const struct cli_command *cmd, int argc, char **argv)
+static int cmd_registry(const struct cli_command *cmd, int argc, char **argv)
 {
 	struct config cfg;
 	const char *namespaces = NULL;
@@ -142,3 +142,13 @@ int cmd_registry(const struct cli_command *cmd, int argc, char **argv)
 	config_free(&cfg);
 	return rc;
 }
+
+const struct cli_command cmd_registry_entry = {
+	.name = "registry",
+	.run = cmd_registry,
+	.usage = "registry add NAME [--namespaces NS,..] | registry list",
+	.help = "registry sources: add prints the token and the config.yml snippet",
+	.details =
+		"  --namespaces NS,..   the namespaces (and those below them) this registry may\n"
+		"                       post events for; by default all\n",
+};

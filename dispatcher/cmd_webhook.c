@@ -56,7 +56,7 @@ static const struct webhook_opt {
 
 #define NOPTS (sizeof(webhook_opts) / sizeof(webhook_opts[0]))
 
-void cmd_webhook_options(void)
+static void webhook_options(void)
 {
 	for (size_t i = 0; i < NOPTS; i++)
 		printf("  %-16s %s\n", webhook_opts[i].flag, webhook_opts[i].help);
@@ -422,7 +422,7 @@ static int run(const struct cli_command *cmd, const struct config *cfg, int argc
 	return rc;
 }
 
-int cmd_webhook(const struct cli_command *cmd, int argc, char **argv)
+static int cmd_webhook(const struct cli_command *cmd, int argc, char **argv)
 {
 	struct config cfg;
 	struct buf fields = BUF_INIT;
@@ -451,3 +451,13 @@ int cmd_webhook(const struct cli_command *cmd, int argc, char **argv)
 	config_free(&cfg);
 	return rc;
 }
+
+const struct cli_command cmd_webhook_entry = {
+	.name = "webhook",
+	.run = cmd_webhook,
+	.usage = "webhook add NS URL [options] | list [NS] | show ID | set ID [options] | "
+		 "enable ID | disable ID | remove ID | test ID",
+	.help = "webhooks: where a namespace's events are delivered",
+	.details = "URL may hold {namespace} {name} {repository} {tag} {digest} {action}.\n",
+	.print_options = webhook_options,
+};

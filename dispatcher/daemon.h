@@ -21,7 +21,7 @@
 
 struct httpd;
 struct ingest;
-struct dispatcher;
+struct delivery;
 struct stats;
 
 struct daemon {
@@ -34,10 +34,10 @@ struct daemon {
 	struct pgc *control; /* owned: migrations, readiness, LISTEN */
 	bool schema_ok;	     /* migrations applied on the current control session */
 
-	struct httpd *http;	       /* owned: the receiver's HTTP server */
-	struct ingest *ingest;	       /* owned: POST /events */
-	struct dispatcher *dispatcher; /* owned: outbound deliveries */
-	struct stats *stats;	       /* owned: GET /metrics */
+	struct httpd *http;	   /* owned: the receiver's HTTP server */
+	struct ingest *ingest;	   /* owned: POST /events */
+	struct delivery *delivery; /* owned: outbound deliveries */
+	struct stats *stats;	   /* owned: GET /metrics */
 
 	struct event *sigint, *sigterm, *sighup; /* owned */
 	struct event *stop_timer;		 /* owned: polls for a clean stop */
@@ -45,11 +45,5 @@ struct daemon {
 	int idle_ticks;	 /* stop_timer ticks with no work and no request, while stopping */
 	bool ready_told; /* READY=1 went to the service manager */
 };
-
-/* Creates d->http with the daemon's routes (http.c). */
-void http_init(struct daemon *d);
-
-/* Applies a reloaded configuration to the HTTP server (http.c). */
-void http_reconfigure(struct daemon *d);
 
 #endif

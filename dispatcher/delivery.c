@@ -12,12 +12,21 @@
  * and if the process dies the leases expire and another dispatcher
  * retries: at-least-once. Claims pause while a full batch of records waits
  * for the one being written, so a slow database bounds what is held in
- * memory instead of letting records pile up.
+ * memory instead of letting records pile up. The janitor (janitor.c),
+ * which prunes old history, borrows the done connection.
+ *
+ * The engine's life and its claim loop are one state (enum delivery_state
+ * in delivery.h), the writer's another (enum delivery_write_state): each
+ * changes only through its set_state function, and the decisions, which
+ * transition to take and how many records to write, are the pure
+ * functions delivery_next(), delivery_write_take() and
+ * delivery_write_done(), fed by step() and the write callbacks.
  */
 #include "delivery.h"
 #include "buf.h"
 #include "daemon.h"
 #include "httpc.h"
+#include "janitor.h"
 #include "log.h"
 #include "request.h"
 #include "retry.h"
@@ -25,25 +34,16 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <time.h>
 
-#define POLL_MS 1000	     /* backstop for missed NOTIFYs and due retries */
-#define RECLAIM_MS 5000	     /* how often expired leases are looked for */
-#define WRITE_BATCH_MAX 1000 /* attempt records per complete_deliveries() */
-/*
- * Records carry response bodies (up to twice response_body_limit as hex),
- * so bytes are bounded too: a batch ends at WRITE_BATCH_BYTES, and claims
- * pause while HELD_BYTES_MAX of records wait.
- */
-#define WRITE_BATCH_BYTES (16 * 1024 * 1024)
-#define HELD_BYTES_MAX (32 * 1024 * 1024)
-#define SUMMARY_MS 60000  /* how often successes are summed up in the log */
-#define PRUNE_MS 600000	  /* how often old history is pruned */
-#define PRUNE_BATCH "500" /* rows per prune_history() call */
+#define POLL_MS 1000	 /* backstop for missed NOTIFYs and due retries */
+#define RECLAIM_MS 5000	 /* how often expired leases are looked for */
+#define SUMMARY_MS 60000 /* how often successes are summed up in the log */
 
 struct inflight {
-	struct inflight *prev, *next;
-	struct dispatcher *dp;
+	LIST_ENTRY(inflight) link; /* in running */
+	struct delivery *dp;
 	struct request *req; /* owned */
 	long long webhook_id;
 	int attempt;
@@ -56,23 +56,20 @@ struct webhook_slots {
 	int in_flight;
 };
 
-struct dispatcher {
-	struct daemon *d;      /* borrowed */
-	struct pgc *claim;     /* owned */
-	struct pgc *done;      /* owned */
-	struct httpc *http;    /* owned */
-	struct event *poll;    /* owned */
-	struct event *reclaim; /* owned */
-	struct event *prune;   /* owned: the janitor's timer */
-	struct event *summary; /* owned: logs the successes of the last minute */
-	long succeeded;	       /* deliveries succeeded since the last summary */
-	bool started;	       /* the schema is current */
-	bool claiming;	       /* a claim query is running */
-	bool claim_again;      /* woken while claiming */
-	int claim_asked;       /* deliveries the running claim may return */
-	bool stopping;
+struct delivery {
+	struct daemon *d;	 /* borrowed */
+	struct pgc *claim;	 /* owned */
+	struct pgc *done;	 /* owned */
+	struct httpc *http;	 /* owned */
+	struct event *poll;	 /* owned */
+	struct event *reclaim;	 /* owned */
+	struct janitor *janitor; /* owned; borrows the done connection */
+	struct event *summary;	 /* owned: logs the successes of the last minute */
+	long succeeded;		 /* deliveries succeeded since the last summary */
+	enum delivery_state state;
+	int claim_asked; /* deliveries the running claim may return */
 
-	struct inflight *running; /* owned list */
+	LIST_HEAD(, inflight) running; /* owned */
 	int in_flight;
 	struct webhook_slots *slots; /* owned array */
 	int nslots;
@@ -86,14 +83,96 @@ struct dispatcher {
 	int nresults, cap_results;
 	size_t results_bytes; /* the sum of their lengths */
 	int nwriting;
-	int one_by_one; /* after a refused batch: write these singly to find the culprit */
-	bool write_busy;
+	int suspects; /* records of a refused batch still to be written one by one */
+	enum delivery_write_state write_state;
 };
 
-static void claim(struct dispatcher *dp);
-static void write_results(struct dispatcher *dp);
+static void step(struct delivery *dp, enum delivery_event ev);
+static void wake(struct delivery *dp);
+static void write_results(struct delivery *dp);
 
-static struct webhook_slots *slots_for(struct dispatcher *dp, long long webhook_id)
+/*
+ * The claim loop's transitions, and the engine's life (see enum
+ * delivery_state). Pure: what the engine knows comes in f, and the caller
+ * sends a claim when *claim_now is set.
+ */
+enum delivery_state delivery_next(enum delivery_state s, enum delivery_event ev,
+				  const struct delivery_facts *f, bool *claim_now)
+{
+	*claim_now = false;
+	if (s == DELIVERY_STOPPING || ev == DELIVERY_EV_STOP)
+		return DELIVERY_STOPPING;
+	if (s == DELIVERY_WAITING)
+		return ev == DELIVERY_EV_SCHEMA_READY ? DELIVERY_IDLE : DELIVERY_WAITING;
+	switch (ev) {
+	case DELIVERY_EV_WAKE:
+		if (s == DELIVERY_IDLE)
+			break;
+		/* Woken while claiming: claim again once this claim's rows have started. */
+		return f->up ? DELIVERY_CLAIMING_AGAIN : s;
+	case DELIVERY_EV_CLAIMED_FULL:
+		/* As many rows as asked for: more may be due. */
+		break;
+	case DELIVERY_EV_CLAIMED_SHORT:
+		/*
+		 * It took all that was due: what comes later is NOTIFYed, freed
+		 * slots wake the loop, and retries come with the poll.
+		 */
+		if (s == DELIVERY_CLAIMING_AGAIN)
+			break;
+		return DELIVERY_IDLE;
+	case DELIVERY_EV_CLAIM_FAILED:
+		/* A wake-up noted meanwhile is dropped: the poll comes within a second. */
+		return DELIVERY_IDLE;
+	case DELIVERY_EV_SCHEMA_READY: /* again, after the control connection came back */
+	case DELIVERY_EV_STOP:	       /* (handled above) */
+		return s;
+	}
+	/* Free slots, and records held for writing not over their bounds, or the loop rests. */
+	if (!f->up || f->room <= 0 || f->held >= DELIVERY_WRITE_BATCH_MAX ||
+	    f->held_bytes >= DELIVERY_HELD_BYTES_MAX)
+		return DELIVERY_IDLE;
+	*claim_now = true;
+	return DELIVERY_CLAIMING;
+}
+
+int delivery_write_take(const char *const *records, int held, int suspects)
+{
+	int max = suspects > 0			    ? 1
+		  : held < DELIVERY_WRITE_BATCH_MAX ? held
+						    : DELIVERY_WRITE_BATCH_MAX;
+	size_t bytes = 1; /* '[' */
+	int n = 0;
+	while (n < max && (n == 0 || bytes < DELIVERY_WRITE_BATCH_BYTES)) {
+		bytes += strlen(records[n]) + (n > 0); /* a ',' before all but the first */
+		n++;
+	}
+	return n;
+}
+
+int delivery_write_done(enum delivery_write_outcome outcome, int n, int *suspects)
+{
+	if (outcome == DELIVERY_WRITE_LOST)
+		return 0;
+	if (outcome == DELIVERY_WRITE_REFUSED && n > 1) {
+		*suspects = n;
+		return 0;
+	}
+	*suspects = *suspects > n ? *suspects - n : 0;
+	return n;
+}
+
+static void delivery_set_state(struct delivery *dp, enum delivery_state state)
+{
+	dp->state = state;
+}
+
+static void write_set_state(struct delivery *dp, enum delivery_write_state state)
+{
+	dp->write_state = state;
+}
+
+static struct webhook_slots *slots_for(struct delivery *dp, long long webhook_id)
 {
 	for (int i = 0; i < dp->nslots; i++)
 		if (dp->slots[i].webhook_id == webhook_id)
@@ -104,7 +183,7 @@ static struct webhook_slots *slots_for(struct dispatcher *dp, long long webhook_
 }
 
 /* Drops idle slot entries so the array tracks only busy webhooks. */
-static void slots_release(struct dispatcher *dp, long long webhook_id)
+static void slots_release(struct delivery *dp, long long webhook_id)
 {
 	for (int i = 0; i < dp->nslots; i++) {
 		if (dp->slots[i].webhook_id != webhook_id)
@@ -125,7 +204,7 @@ static double jitter01(void)
  * success only counts towards the summary. The URL is not logged: it may
  * carry credentials or a token in its path.
  */
-static void log_attempt(struct dispatcher *dp, const struct inflight *f, const char *outcome,
+static void log_attempt(struct delivery *dp, const struct inflight *f, const char *outcome,
 			long long delay_ms)
 {
 	const struct request *r = f->req;
@@ -160,7 +239,7 @@ static void log_attempt(struct dispatcher *dp, const struct inflight *f, const c
 
 static void on_summary(evutil_socket_t fd, short what, void *arg)
 {
-	struct dispatcher *dp = arg;
+	struct delivery *dp = arg;
 	if (dp->succeeded > 0)
 		log_info("%ld deliveries succeeded in the last minute", dp->succeeded);
 	dp->succeeded = 0;
@@ -169,7 +248,7 @@ static void on_summary(evutil_socket_t fd, short what, void *arg)
 static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 {
 	struct inflight *f = arg;
-	struct dispatcher *dp = f->dp;
+	struct delivery *dp = f->dp;
 	struct request *r = f->req;
 	const struct config *cfg = dp->d->cfg;
 	const char *outcome;
@@ -212,19 +291,15 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 	dp->results[dp->nresults++] = buf_steal(&record);
 
 	/* Unlink and free; curl has already let go of the handle. */
-	if (f->prev)
-		f->prev->next = f->next;
-	else
-		dp->running = f->next;
-	if (f->next)
-		f->next->prev = f->prev;
+	LIST_REMOVE(f, link);
 	dp->in_flight--;
+	stats_in_flight(dp->d->stats, dp->in_flight);
 	slots_release(dp, f->webhook_id);
 	request_free(r);
 	free(f);
 
 	write_results(dp);
-	claim(dp);
+	wake(dp);
 }
 
 /* A column of a claimed row by name; NULL for SQL NULL. */
@@ -241,7 +316,7 @@ static const char *colz(PGresult *res, int row, const char *name)
 	return v ? v : "";
 }
 
-static void start_one(struct dispatcher *dp, PGresult *res, int row)
+static void start_one(struct delivery *dp, PGresult *res, int row)
 {
 	const struct config *cfg = dp->d->cfg;
 	struct request_spec s = {
@@ -280,11 +355,9 @@ static void start_one(struct dispatcher *dp, PGresult *res, int row)
 	f->round_start = atoi(colz(res, row, "round_start"));
 	f->max_attempts = max ? atoi(max) : (int)cfg->max_attempts;
 	f->req = request_new(&s, cfg);
-	f->next = dp->running;
-	if (dp->running)
-		dp->running->prev = f;
-	dp->running = f;
+	LIST_INSERT_HEAD(&dp->running, f, link);
 	dp->in_flight++;
+	stats_in_flight(dp->d->stats, dp->in_flight);
 	slots_for(dp, f->webhook_id)->in_flight++;
 
 	CURL *easy = request_easy(f->req);
@@ -294,49 +367,30 @@ static void start_one(struct dispatcher *dp, PGresult *res, int row)
 
 static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 {
-	struct dispatcher *dp = arg;
+	struct delivery *dp = arg;
 	if (!pgc_ok(res)) {
-		dp->claiming = false;
 		if (res)
 			log_error("claiming deliveries: %s", pgc_error(res));
+		step(dp, DELIVERY_EV_CLAIM_FAILED);
 		return;
 	}
 	/*
 	 * Still claiming while the rows start: one that fails at once ends in
-	 * claim(), which must only note that, not count room without the rows
+	 * a wake-up, which must only be noted, not count room without the rows
 	 * not started yet.
 	 */
 	int n = PQntuples(res);
 	for (int i = 0; i < n; i++)
 		start_one(dp, res, i);
-	dp->claiming = false;
 	if (n > 0)
 		log_debug("claimed %d deliveries (%d in flight)", n, dp->in_flight);
-	/*
-	 * A full claim means more may be due; so does a wake-up while we were
-	 * busy. A short one took all that was due: what comes later is
-	 * NOTIFYed, freed slots claim again, and retries come with the poll.
-	 */
-	if (n >= dp->claim_asked || dp->claim_again) {
-		dp->claim_again = false;
-		claim(dp);
-	}
+	step(dp, n >= dp->claim_asked ? DELIVERY_EV_CLAIMED_FULL : DELIVERY_EV_CLAIMED_SHORT);
 }
 
-static void claim(struct dispatcher *dp)
+/* Asks for as many due deliveries as there are free slots, per webhook and in all. */
+static void send_claim(struct delivery *dp, int room)
 {
 	const struct config *cfg = dp->d->cfg;
-	int room = (int)cfg->max_in_flight - dp->in_flight;
-
-	if (!dp->started || dp->stopping || !pgc_is_up(dp->claim))
-		return;
-	if (dp->claiming) {
-		dp->claim_again = true;
-		return;
-	}
-	if (room <= 0 || dp->nresults - dp->nwriting >= WRITE_BATCH_MAX ||
-	    dp->results_bytes >= HELD_BYTES_MAX)
-		return;
 	struct buf busy = BUF_INIT;
 	buf_putc(&busy, '{');
 	for (int i = 0; i < dp->nslots; i++)
@@ -348,15 +402,40 @@ static void claim(struct dispatcher *dp)
 	snprintf(per, sizeof(per), "%lld", cfg->max_in_flight_per_webhook);
 	snprintf(timeout, sizeof(timeout), "%lld", cfg->request_timeout_ms);
 	const char *params[] = {dp->d->instance, total, per, busy.data, timeout};
-	dp->claiming = true;
 	dp->claim_asked = room;
 	pgc_query(dp->claim, "SELECT * FROM reghook.claim_deliveries($1, $2, $3, $4, $5)", 5,
 		  params, on_claimed, dp);
 	buf_free(&busy);
 }
 
+/*
+ * Every change of the engine's state goes through here: delivery_next()
+ * decides from what the engine knows now, and a claim goes out when it
+ * says so.
+ */
+static void step(struct delivery *dp, enum delivery_event ev)
+{
+	const struct config *cfg = dp->d->cfg;
+	struct delivery_facts f = {
+		.up = pgc_is_up(dp->claim),
+		.room = (int)cfg->max_in_flight - dp->in_flight,
+		.held = dp->nresults - dp->nwriting,
+		.held_bytes = dp->results_bytes,
+	};
+	bool claim_now;
+	delivery_set_state(dp, delivery_next(dp->state, ev, &f, &claim_now));
+	if (claim_now)
+		send_claim(dp, f.room);
+}
+
+/* Deliveries may be due (NOTIFY, the poll, leases reclaimed) or room was freed. */
+static void wake(struct delivery *dp)
+{
+	step(dp, DELIVERY_EV_WAKE);
+}
+
 /* Drops the first n results (written, or given up). */
-static void drop_results(struct dispatcher *dp, int n)
+static void drop_results(struct delivery *dp, int n)
 {
 	if (n == 0)
 		return;
@@ -370,50 +449,47 @@ static void drop_results(struct dispatcher *dp, int n)
 
 static void on_written(struct pgc *c, PGresult *res, void *arg)
 {
-	struct dispatcher *dp = arg;
+	struct delivery *dp = arg;
 	int n = dp->nwriting;
-	dp->write_busy = false;
+	enum delivery_write_outcome outcome = !res	    ? DELIVERY_WRITE_LOST
+					      : pgc_ok(res) ? DELIVERY_WRITTEN
+							    : DELIVERY_WRITE_REFUSED;
+	write_set_state(dp, DELIVERY_WRITE_IDLE);
 	dp->nwriting = 0;
-	if (!res) {
-		/* Connection lost: the records stay queued and go after the reconnect. */
+	int written = delivery_write_done(outcome, n, &dp->suspects);
+	if (outcome == DELIVERY_WRITE_LOST) {
+		/* The records stay queued and go after the reconnect. */
 		log_warn("writing %d delivery attempts: connection lost; will retry", n);
 		return;
 	}
-	if (!pgc_ok(res) && n > 1) {
-		/* One bad record must not cost the others: write them one by one. */
+	if (outcome == DELIVERY_WRITE_REFUSED && written == 0)
+		/* One bad record must not cost the others. */
 		log_warn("writing %d delivery attempts: %s; retrying one by one", n,
 			 pgc_error(res));
-		dp->one_by_one = n;
-	} else {
-		if (!pgc_ok(res))
-			/* Its lease expires and the delivery is tried again. */
-			log_error("writing a delivery attempt: %s; record dropped", pgc_error(res));
-		drop_results(dp, n);
-		dp->one_by_one = dp->one_by_one > n ? dp->one_by_one - n : 0;
-	}
+	else if (outcome == DELIVERY_WRITE_REFUSED)
+		/* Its lease expires and the delivery is tried again. */
+		log_error("writing a delivery attempt: %s; record dropped", pgc_error(res));
+	drop_results(dp, written);
 	write_results(dp);
-	claim(dp); /* it may have paused for this write */
+	wake(dp); /* the loop may have rested for this write */
 }
 
-static void write_results(struct dispatcher *dp)
+static void write_results(struct delivery *dp)
 {
-	if (dp->write_busy || dp->nresults == 0 || !pgc_is_up(dp->done))
+	if (dp->write_state != DELIVERY_WRITE_IDLE || dp->nresults == 0 || !pgc_is_up(dp->done))
 		return;
-	int max = dp->one_by_one		   ? 1
-		  : dp->nresults < WRITE_BATCH_MAX ? dp->nresults
-						   : WRITE_BATCH_MAX;
+	int n = delivery_write_take((const char *const *)dp->results, dp->nresults, dp->suspects);
 	struct buf json = BUF_INIT;
 	buf_putc(&json, '[');
-	int n = 0;
-	while (n < max && (n == 0 || json.len < WRITE_BATCH_BYTES)) {
-		if (n)
+	for (int i = 0; i < n; i++) {
+		if (i)
 			buf_putc(&json, ',');
-		buf_puts(&json, dp->results[n++]);
+		buf_puts(&json, dp->results[i]);
 	}
 	buf_putc(&json, ']');
 	const char *params[] = {dp->d->instance, json.data};
 	dp->nwriting = n;
-	dp->write_busy = true;
+	write_set_state(dp, dp->suspects > 0 ? DELIVERY_WRITE_SINGLE : DELIVERY_WRITE_BATCH);
 	pgc_query(dp->done, "SELECT reghook.complete_deliveries($1, $2::json)", 2, params,
 		  on_written, dp);
 	buf_free(&json);
@@ -421,16 +497,16 @@ static void write_results(struct dispatcher *dp)
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
 {
-	claim(arg);
+	wake(arg);
 }
 
 static void on_reclaimed(struct pgc *c, PGresult *res, void *arg)
 {
-	struct dispatcher *dp = arg;
+	struct delivery *dp = arg;
 	if (pgc_ok(res) && PQntuples(res) == 1 && atoi(PQgetvalue(res, 0, 0)) > 0) {
 		log_warn("%s deliveries had an expired lease and were queued again",
 			 PQgetvalue(res, 0, 0));
-		claim(dp);
+		wake(dp);
 	} else if (res && !pgc_ok(res)) {
 		log_error("reclaiming expired leases: %s", pgc_error(res));
 	}
@@ -438,8 +514,8 @@ static void on_reclaimed(struct pgc *c, PGresult *res, void *arg)
 
 static void on_reclaim(evutil_socket_t fd, short what, void *arg)
 {
-	struct dispatcher *dp = arg;
-	if (!dp->started || dp->stopping || !pgc_is_up(dp->done))
+	struct delivery *dp = arg;
+	if (dp->state == DELIVERY_WAITING || dp->state == DELIVERY_STOPPING || !pgc_is_up(dp->done))
 		return;
 	char max[16];
 	snprintf(max, sizeof(max), "%lld", dp->d->cfg->max_attempts);
@@ -447,77 +523,46 @@ static void on_reclaim(evutil_socket_t fd, short what, void *arg)
 	pgc_query(dp->done, "SELECT reghook.reclaim_expired($1)", 1, params, on_reclaimed, dp);
 }
 
-static void prune_step(struct dispatcher *dp);
-
-/* The janitor: small batches, one after another, until nothing old is left. */
-static void on_pruned(struct pgc *c, PGresult *res, void *arg)
-{
-	struct dispatcher *dp = arg;
-	if (!pgc_ok(res)) {
-		if (res)
-			log_error("pruning history: %s", pgc_error(res));
-		return;
-	}
-	if (atoi(PQgetvalue(res, 0, 0)) > 0)
-		prune_step(dp);
-}
-
-static void prune_step(struct dispatcher *dp)
-{
-	if (!dp->started || dp->stopping || !pgc_is_up(dp->done))
-		return;
-	char retention[32];
-	snprintf(retention, sizeof(retention), "%lld milliseconds",
-		 dp->d->cfg->history_retention_ms);
-	const char *params[] = {retention, PRUNE_BATCH};
-	pgc_query(dp->done, "SELECT reghook.prune_history($1::interval, $2)", 2, params, on_pruned,
-		  dp);
-}
-
-static void on_prune(evutil_socket_t fd, short what, void *arg)
-{
-	prune_step(arg);
-}
-
 static void on_listening(struct pgc *c, PGresult *res, void *arg)
 {
 	if (res && !pgc_ok(res))
 		log_error("LISTEN reghook_deliveries: %s", pgc_error(res));
-	claim(arg);
+	wake(arg);
 }
 
 static void claim_up(struct pgc *c, void *arg)
 {
-	struct dispatcher *dp = arg;
-	if (dp->started)
+	struct delivery *dp = arg;
+	if (dp->state != DELIVERY_WAITING)
 		pgc_query(c, "LISTEN reghook_deliveries", 0, NULL, on_listening, dp);
 }
 
 static void claim_down(struct pgc *c, const char *why, void *arg)
 {
-	struct dispatcher *dp = arg;
-	dp->claiming = false;
+	step(arg, DELIVERY_EV_CLAIM_FAILED);
 }
 
 static void claim_notify(struct pgc *c, const char *channel, const char *payload, void *arg)
 {
-	claim(arg);
+	wake(arg);
 }
 
 static void done_up(struct pgc *c, void *arg)
 {
-	write_results(arg);
+	struct delivery *dp = arg;
+	write_results(dp);
 	/* The start-up prune may have found this connection still down. */
-	prune_step(arg);
+	janitor_connected(dp->janitor);
 }
 
 static const struct pgc_hooks claim_hooks = {claim_up, claim_down, claim_notify};
 static const struct pgc_hooks done_hooks = {done_up, NULL, NULL};
 
-struct dispatcher *dispatcher_new(struct daemon *d)
+struct delivery *delivery_new(struct daemon *d)
 {
-	struct dispatcher *dp = xcalloc(1, sizeof(*dp));
+	struct delivery *dp = xcalloc(1, sizeof(*dp));
 	dp->d = d;
+	LIST_INIT(&dp->running);
 	dp->http = httpc_new(d->base, (long)d->cfg->max_in_flight);
 	if (!dp->http)
 		fatal("cannot initialise libcurl");
@@ -532,62 +577,55 @@ struct dispatcher *dispatcher_new(struct daemon *d)
 	struct timeval reclaim = {RECLAIM_MS / 1000, (RECLAIM_MS % 1000) * 1000};
 	event_add(dp->poll, &poll);
 	event_add(dp->reclaim, &reclaim);
-	dp->prune = event_new(d->base, -1, EV_PERSIST, on_prune, dp);
-	struct timeval prune = {PRUNE_MS / 1000, 0};
-	event_add(dp->prune, &prune);
+	dp->janitor = janitor_new(d, dp->done);
 	dp->summary = event_new(d->base, -1, EV_PERSIST, on_summary, dp);
 	struct timeval summary = {SUMMARY_MS / 1000, 0};
 	event_add(dp->summary, &summary);
 	return dp;
 }
 
-void dispatcher_schema_ready(struct dispatcher *dp)
+void delivery_schema_ready(struct delivery *dp)
 {
-	bool first = !dp->started;
-	dp->started = true;
+	bool first = dp->state == DELIVERY_WAITING;
+	step(dp, DELIVERY_EV_SCHEMA_READY);
 	if (first && pgc_is_up(dp->claim))
 		pgc_query(dp->claim, "LISTEN reghook_deliveries", 0, NULL, on_listening, dp);
 	on_reclaim(-1, 0, dp);
-	if (first)
-		prune_step(dp);
+	janitor_start(dp->janitor);
 }
 
-void dispatcher_stop(struct dispatcher *dp)
+void delivery_stop(struct delivery *dp)
 {
-	dp->stopping = true;
+	step(dp, DELIVERY_EV_STOP);
 	event_del(dp->poll);
 	event_del(dp->reclaim);
-	event_del(dp->prune);
+	janitor_stop(dp->janitor);
 	event_del(dp->summary);
 	if (dp->in_flight)
 		log_info("waiting for %d delivery request(s) in flight", dp->in_flight);
 }
 
-int dispatcher_in_flight(const struct dispatcher *dp)
-{
-	return dp->in_flight;
-}
-
-void dispatcher_reconfigure(struct dispatcher *dp)
+void delivery_reconfigure(struct delivery *dp)
 {
 	httpc_set_max_connections(dp->http, (long)dp->d->cfg->max_in_flight);
 	/* A higher limit has room now. */
-	claim(dp);
+	wake(dp);
 }
 
-bool dispatcher_busy(const struct dispatcher *dp)
+bool delivery_busy(const struct delivery *dp)
 {
 	/* Results that cannot be written (database gone) do not hold the stop up. */
-	return dp->in_flight > 0 || ((dp->nresults > 0 || dp->write_busy) && pgc_is_up(dp->done));
+	return dp->in_flight > 0 || ((dp->nresults > 0 || dp->write_state != DELIVERY_WRITE_IDLE) &&
+				     pgc_is_up(dp->done));
 }
 
-void dispatcher_free(struct dispatcher *dp)
+void delivery_free(struct delivery *dp)
 {
 	if (!dp)
 		return;
-	while (dp->running) {
-		struct inflight *f = dp->running;
-		dp->running = f->next;
+	struct inflight *f;
+	while ((f = LIST_FIRST(&dp->running))) {
+		LIST_REMOVE(f, link);
 		CURL *easy = request_easy(f->req);
 		if (easy)
 			httpc_remove(dp->http, easy);
@@ -599,7 +637,7 @@ void dispatcher_free(struct dispatcher *dp)
 	pgc_free(dp->done);
 	event_free(dp->poll);
 	event_free(dp->reclaim);
-	event_free(dp->prune);
+	janitor_free(dp->janitor); /* after the connection it borrowed */
 	/* The successes since the last summary are not lost at a stop. */
 	if (dp->succeeded > 0)
 		log_info("%ld deliveries succeeded since the last summary", dp->succeeded);

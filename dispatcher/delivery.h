@@ -10,21 +10,134 @@
 #define REGHOOK_DELIVERY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct daemon;
-struct dispatcher;
+struct delivery;
 
-struct dispatcher *dispatcher_new(struct daemon *d);
-void dispatcher_free(struct dispatcher *dp);
+struct delivery *delivery_new(struct daemon *d);
+void delivery_free(struct delivery *dp);
 /* The schema is current: start claiming. */
-void dispatcher_schema_ready(struct dispatcher *dp);
+void delivery_schema_ready(struct delivery *dp);
 /* Stop claiming; requests in flight finish and are recorded. */
-void dispatcher_stop(struct dispatcher *dp);
-/* Delivery requests running now. */
-int dispatcher_in_flight(const struct dispatcher *dp);
+void delivery_stop(struct delivery *dp);
 /* The configuration was replaced: apply the new limits. */
-void dispatcher_reconfigure(struct dispatcher *dp);
+void delivery_reconfigure(struct delivery *dp);
 /* Requests in flight or results not yet written. */
-bool dispatcher_busy(const struct dispatcher *dp);
+bool delivery_busy(const struct delivery *dp);
+
+/*
+ * The engine's decisions, pure functions of what it knows, so that the unit
+ * tests (tests/unit/test_delivery.c) can drive them without a server.
+ */
+
+#define DELIVERY_WRITE_BATCH_MAX 1000 /* attempt records per complete_deliveries() */
+/*
+ * Records carry response bodies (up to twice response_body_limit as hex),
+ * so bytes are bounded too: a batch ends once it reaches
+ * DELIVERY_WRITE_BATCH_BYTES, and claims pause while DELIVERY_HELD_BYTES_MAX
+ * of records (or a whole batch of them) wait for the one being written.
+ */
+#define DELIVERY_WRITE_BATCH_BYTES (16 * 1024 * 1024)
+#define DELIVERY_HELD_BYTES_MAX (32 * 1024 * 1024)
+
+/*
+ * The engine's state: its life and its claim loop, on the claim connection.
+ * At most one claim runs at a time, and it asks for no more deliveries
+ * than there are free slots, so every claimed row starts at once.
+ */
+enum delivery_state {
+	/* Entered at delivery_new(). Left for IDLE when the schema is current. */
+	DELIVERY_WAITING,
+	/*
+	 * No claim runs. Entered from WAITING; from CLAIMING when a claim
+	 * returned fewer rows than asked for; when a claim failed or its
+	 * connection dropped; and when a wake-up found no room (slots, or
+	 * records held for writing over their bounds). Left for CLAIMING
+	 * when a wake-up finds room.
+	 */
+	DELIVERY_IDLE,
+	/*
+	 * A claim runs. Entered when a wake-up or a full claim finds room.
+	 * Left, once the rows it returned have started: for CLAIMING again
+	 * if they were as many as asked (more may be due) and room is left,
+	 * else for IDLE; for CLAIMING_AGAIN at a wake-up; for IDLE if the
+	 * claim fails.
+	 */
+	DELIVERY_CLAIMING,
+	/*
+	 * A claim runs and a wake-up came meanwhile (a NOTIFY, a freed slot):
+	 * what woke the loop may be newer than the claim. Left like CLAIMING,
+	 * except that a short claim also claims again if room is left.
+	 */
+	DELIVERY_CLAIMING_AGAIN,
+	/*
+	 * Entered from any state at delivery_stop(); never left. No claim
+	 * starts; a claim running still starts its rows, and requests in
+	 * flight finish and are recorded.
+	 */
+	DELIVERY_STOPPING,
+};
+
+enum delivery_event {
+	DELIVERY_EV_SCHEMA_READY,  /* the schema is current (again) */
+	DELIVERY_EV_WAKE,	   /* deliveries may be due, or room was freed */
+	DELIVERY_EV_CLAIMED_FULL,  /* a claim returned as many rows as asked; all started */
+	DELIVERY_EV_CLAIMED_SHORT, /* it returned fewer; all started */
+	DELIVERY_EV_CLAIM_FAILED,  /* the claim failed, or the claim connection dropped */
+	DELIVERY_EV_STOP,
+};
+
+/* What the engine knows when an event comes. */
+struct delivery_facts {
+	bool up;	   /* the claim connection is up */
+	int room;	   /* max_in_flight less the requests in flight */
+	int held;	   /* attempt records waiting, less those being written */
+	size_t held_bytes; /* the bytes of all records waiting */
+};
+
+/*
+ * The next state after ev in state s. *claim_now is set when a claim must
+ * be sent now (for f->room deliveries).
+ */
+enum delivery_state delivery_next(enum delivery_state s, enum delivery_event ev,
+				  const struct delivery_facts *f, bool *claim_now)
+	__attribute__((warn_unused_result));
+
+/* The writer, on the done connection: what runs there. */
+enum delivery_write_state {
+	/* Nothing. Entered at start and when a write ends; left when records wait and the
+	   connection is up. */
+	DELIVERY_WRITE_IDLE,
+	/* complete_deliveries() of up to a batch of records. Left when it ends. */
+	DELIVERY_WRITE_BATCH,
+	/* complete_deliveries() of one record of a refused batch (a suspect). Left when it ends. */
+	DELIVERY_WRITE_SINGLE,
+};
+
+enum delivery_write_outcome {
+	DELIVERY_WRITTEN,	/* committed */
+	DELIVERY_WRITE_REFUSED, /* an SQL error: some record was bad */
+	DELIVERY_WRITE_LOST,	/* the connection dropped: outcome unknown */
+};
+
+/*
+ * How many of the held records (oldest first) the next write takes: one
+ * while suspects remain, else up to DELIVERY_WRITE_BATCH_MAX, ending with
+ * the record that brings the JSON array to DELIVERY_WRITE_BATCH_BYTES;
+ * always at least one if any is held.
+ */
+int delivery_write_take(const char *const *records, int held, int suspects)
+	__attribute__((warn_unused_result));
+
+/*
+ * A write of the first n held records ended: returns how many of them leave
+ * the queue (written, or a lone record refused and given up: its lease
+ * expires and the delivery is tried again) and updates *suspects: a
+ * refused batch of several records is written again one record at a time.
+ * A lost write keeps its records for after the reconnect.
+ */
+int delivery_write_done(enum delivery_write_outcome outcome, int n, int *suspects)
+	__attribute__((warn_unused_result));
 
 #endif

@@ -6,19 +6,20 @@
  * answer sent is counted for GET /metrics by route, method and status.
  */
 #include "buf.h"
+#include "callback.h"
 #include "daemon.h"
+#include "http.h"
 #include "httpd.h"
 #include "ingest.h"
-#include "jsonparse.h"
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "reply.h"
 #include "stats.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yajl/yajl_tree.h>
 
 struct route {
 	const char *path; /* exact, or a prefix when it ends in '/' */
@@ -65,72 +66,6 @@ static void handle_events(struct daemon *d, struct httpd_req *req, const char *r
 	ingest_handle(d->ingest, req);
 }
 
-/* A callback body field: absent or null is NULL; anything but a string is an error. */
-static bool callback_field(yajl_val tree, const char *name, const char **out)
-{
-	const char *path[] = {name, NULL};
-	yajl_val v = yajl_tree_get(tree, path, yajl_t_any);
-	*out = NULL;
-	if (!v || YAJL_IS_NULL(v))
-		return true;
-	if (!YAJL_IS_STRING(v) || strlen(v->u.string) > 4096)
-		return false;
-	*out = v->u.string;
-	return true;
-}
-
-static void callback_recorded(struct pgc *c, PGresult *res, void *arg)
-{
-	struct httpd_req *req = arg;
-	if (!pgc_ok(res)) {
-		httpd_add_header(req, "Retry-After", "5");
-		httpd_reply_error(req, 503, "database unavailable; retry");
-	} else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
-		httpd_reply_error(req, 404, "unknown callback token");
-	} else {
-		httpd_reply_json(req, 200, "{\"status\":\"recorded\"}");
-	}
-}
-
-static void handle_callback(struct daemon *d, struct httpd_req *req, const char *token)
-{
-	static const struct jsonparse_limits limits = {8, 0};
-	size_t len;
-	const char *body = httpd_body(req, &len);
-	char err[256];
-	const char *state, *description, *context, *target_url;
-	yajl_val tree = NULL;
-
-	if (len == 0 || len > 65536) {
-		httpd_reply_error(req, 400, len ? "body too large" : "empty body");
-		return;
-	}
-	if (jsonparse(body, len, &limits, &tree, err, sizeof(err)) != JSONPARSE_OK) {
-		char msg[300];
-		snprintf(msg, sizeof(msg), "body is %s", err);
-		httpd_reply_error(req, 400, msg);
-	} else if (!YAJL_IS_OBJECT(tree)) {
-		httpd_reply_error(req, 400, "body is not a JSON object");
-	} else if (!callback_field(tree, "state", &state) || !state ||
-		   (strcmp(state, "success") && strcmp(state, "failure") &&
-		    strcmp(state, "error"))) {
-		httpd_reply_error(req, 400, "state must be \"success\", \"failure\" or \"error\"");
-	} else if (!callback_field(tree, "description", &description) ||
-		   !callback_field(tree, "context", &context) ||
-		   !callback_field(tree, "target_url", &target_url)) {
-		httpd_reply_error(req, 400, "description, context and target_url must be strings");
-	} else if (!pgc_is_up(d->control) || !d->schema_ok) {
-		httpd_add_header(req, "Retry-After", "5");
-		httpd_reply_error(req, 503, "database unavailable; retry");
-	} else {
-		const char *params[] = {token, state, description, context, target_url};
-		pgc_query(d->control, "SELECT reghook.record_callback($1, $2, $3, $4, $5)", 5,
-			  params, callback_recorded, req);
-	}
-	if (tree)
-		yajl_tree_free(tree);
-}
-
 static void handle_metrics(struct daemon *d, struct httpd_req *req, const char *rest)
 {
 	struct buf text = BUF_INIT;
@@ -140,7 +75,7 @@ static void handle_metrics(struct daemon *d, struct httpd_req *req, const char *
 }
 
 static const struct route routes[] = {
-	{"/callback/", "POST", handle_callback,
+	{"/callback/", "POST", callback_handle,
 	 "Docker Hub callback: the endpoint reports state for the delivery named by the token"},
 	{"/events", "POST", handle_events,
 	 "registry notification envelopes; answered after their events are committed"},
@@ -214,8 +149,7 @@ static void route(struct httpd_req *req, void *arg)
 		 */
 		httpd_close_after(req);
 		if (strcmp(method, "POST") == 0) {
-			httpd_add_header(req, "Retry-After", "5");
-			httpd_reply_error(req, 503, "reghook is stopping");
+			reply_unavailable(req, REPLY_RETRY_DOWN, "reghook is stopping");
 			return;
 		}
 	}

@@ -4,12 +4,14 @@
  * DESIGN. A request becomes an ingest_req holding its parsed envelope; the
  * ones with events to store queue on `pending`. flush(), run after the
  * loop's current callbacks (flush_ev) and when a batch ends, hands the
- * queue, up to BATCH_MAX events, to an idle pool connection, as
- * batch_wait_ms() allows. A batch that fails
- * because the connection died is answered 503 (the registry retries, and
- * the event ids make the retry harmless if the commit did happen). A batch
- * that fails with an SQL error is split: each request is retried alone, so
- * one bad event can fail only its own request (400), never its neighbours.
+ * queue, up to INGEST_BATCH_MAX events, to an idle pool connection, as
+ * ingest_batch_wait_ms() allows. A batch that fails because the connection
+ * died is answered 503 (the registry retries, and the event ids make the
+ * retry harmless if the commit did happen). A batch that fails with an SQL
+ * error is split: each request is retried alone, so one bad event can fail
+ * only its own request (400), never its neighbours. The decisions (when a
+ * batch starts, which requests it takes, what a failure means) are pure
+ * functions, declared in ingest.h for the unit tests.
  */
 #include "ingest.h"
 #include "buf.h"
@@ -17,6 +19,7 @@
 #include "envelope.h"
 #include "httpd.h"
 #include "log.h"
+#include "reply.h"
 #include "sources.h"
 #include "stats.h"
 
@@ -24,24 +27,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <time.h>
 
-#define BATCH_MAX 1000	     /* events per statement */
 #define PENDING_MAX 20000    /* events queued before new requests get 503 */
-#define RETRY_AFTER_DOWN "5" /* seconds, while the database is unreachable */
-#define RETRY_AFTER_BUSY "1"
-#define BATCH_SLOW_MS 20 /* a batch running longer holds back no other */
+#define RETRY_AFTER_BUSY "1" /* seconds, while the queue is full */
 
 struct ingest_req {
-	struct ingest_req *next;
-	struct httpd_req *req; /* borrowed until answered */
-	struct envelope env;   /* owned */
+	STAILQ_ENTRY(ingest_req) link; /* in the queue, or in a batch */
+	struct httpd_req *req;	       /* borrowed until answered */
+	struct envelope env;	       /* owned */
 	long long source_id;
 	char source[64];
 	bool alone; /* retry in a batch of its own */
 	int stored; /* events sent to the database */
 	int accepted, duplicates, ignored, rejected;
 };
+
+STAILQ_HEAD(ingest_req_list, ingest_req);
 
 struct ingest_conn {
 	struct ingest *in;
@@ -53,7 +56,7 @@ struct ingest_conn {
 
 struct ingest_batch {
 	struct ingest_conn *conn;
-	struct ingest_req *reqs; /* owned list */
+	struct ingest_req_list reqs; /* owned */
 	int nreqs;
 	/* For each element i of the batch: its request and event. */
 	struct ingest_req **owner;
@@ -66,8 +69,10 @@ struct ingest {
 	struct sources *sources; /* owned */
 	struct ingest_conn *conns;
 	int nconns;
-	struct ingest_req *pending_head, *pending_tail; /* owned */
+	struct ingest_running *running; /* owned: nconns long, scratch for batch_wait_ms() */
+	struct ingest_req_list pending; /* owned: waiting for a batch, oldest first */
 	int pending_events;
+	int storing;		/* events inside running batches */
 	int in_batches;		/* requests inside running batches */
 	struct event *flush_ev; /* owned: flush() once the loop's current callbacks ran */
 	struct event *slow_ev;	/* owned: flush() when a running batch turns slow */
@@ -81,13 +86,50 @@ static const char *const media_types[] = {
 	"application/json",
 };
 
+long ingest_batch_wait_ms(const struct ingest_running *running, int nrunning, int queued)
+{
+	int smallest = 0;
+	long wait = 0;
+	for (int i = 0; i < nrunning; i++) {
+		long ran = running[i].ran_ms;
+		if (ran >= INGEST_BATCH_SLOW_MS)
+			return 0;
+		if (wait == 0 || INGEST_BATCH_SLOW_MS - ran < wait)
+			wait = INGEST_BATCH_SLOW_MS - ran;
+		if (smallest == 0 || running[i].events < smallest)
+			smallest = running[i].events;
+	}
+	if (nrunning == 0 || queued >= smallest || queued >= INGEST_BATCH_MAX)
+		return 0;
+	return wait;
+}
+
+bool ingest_batch_takes(int nreqs, bool batch_alone, int nitems, bool req_alone, int req_events)
+{
+	/* A request retried alone runs alone; a batch fills up to INGEST_BATCH_MAX. */
+	return nreqs == 0 ||
+	       (!batch_alone && !req_alone && nitems + req_events <= INGEST_BATCH_MAX);
+}
+
+enum ingest_failure ingest_batch_failure(bool lost, const char *sqlstate, int nreqs)
+{
+	if (lost)
+		return INGEST_FAILURE_RETRY;
+	if (nreqs > 1)
+		return INGEST_FAILURE_SPLIT;
+	/* Data exceptions and integrity violations are the request's; the rest the database's. */
+	if (strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0)
+		return INGEST_FAILURE_REFUSED;
+	return INGEST_FAILURE_RETRY;
+}
+
 static void req_free(struct ingest_req *r)
 {
 	envelope_free(&r->env);
 	free(r);
 }
 
-static void reply_counts(struct ingest *in, struct ingest_req *r)
+static void answer_counts(struct ingest *in, struct ingest_req *r)
 {
 	char body[160];
 	int ignored = 0; /* by kind (blob, pull, mount); the database counted the rest */
@@ -100,10 +142,10 @@ static void reply_counts(struct ingest *in, struct ingest_req *r)
 	httpd_reply_json(r->req, 200, body);
 }
 
-static void reply_unavailable(struct httpd_req *req, const char *retry_after, const char *why)
+/* The gauges of GET /metrics follow the queue. */
+static void publish(struct ingest *in)
 {
-	httpd_add_header(req, "Retry-After", retry_after);
-	httpd_reply_error(req, 503, why);
+	stats_ingest_queue(in->d->stats, in->pending_events, in->storing);
 }
 
 static bool ready(const struct ingest *in)
@@ -116,40 +158,40 @@ static bool ready(const struct ingest *in)
 	return false;
 }
 
-static void enqueue(struct ingest *in, struct ingest_req *r, bool front)
+static void enqueue(struct ingest *in, struct ingest_req *r)
 {
-	if (front) {
-		r->next = in->pending_head;
-		in->pending_head = r;
-		if (!in->pending_tail)
-			in->pending_tail = r;
-	} else {
-		r->next = NULL;
-		if (in->pending_tail)
-			in->pending_tail->next = r;
-		else
-			in->pending_head = r;
-		in->pending_tail = r;
-	}
+	STAILQ_INSERT_TAIL(&in->pending, r, link);
 	in->pending_events += r->stored;
+	publish(in);
+}
+
+/* Puts a failed batch's requests back at the head of the queue, in order, each to run alone. */
+static void requeue_alone(struct ingest *in, struct ingest_batch *b)
+{
+	struct ingest_req *r;
+	STAILQ_FOREACH(r, &b->reqs, link) {
+		r->alone = true;
+		in->pending_events += r->stored;
+	}
+	STAILQ_CONCAT(&b->reqs, &in->pending);
+	STAILQ_CONCAT(&in->pending, &b->reqs);
+	publish(in);
 }
 
 static struct ingest_req *dequeue(struct ingest *in)
 {
-	struct ingest_req *r = in->pending_head;
-	in->pending_head = r->next;
-	if (!in->pending_head)
-		in->pending_tail = NULL;
+	struct ingest_req *r = STAILQ_FIRST(&in->pending);
+	STAILQ_REMOVE_HEAD(&in->pending, link);
 	in->pending_events -= r->stored;
-	r->next = NULL;
+	publish(in);
 	return r;
 }
 
 static void batch_free(struct ingest_batch *b)
 {
-	while (b->reqs) {
-		struct ingest_req *r = b->reqs;
-		b->reqs = r->next;
+	struct ingest_req *r;
+	while ((r = STAILQ_FIRST(&b->reqs))) {
+		STAILQ_REMOVE_HEAD(&b->reqs, link);
 		req_free(r);
 	}
 	free(b->owner);
@@ -160,8 +202,9 @@ static void batch_free(struct ingest_batch *b)
 /* Answers every request of a batch that could not run: 503. */
 static void fail_batch(struct ingest *in, struct ingest_batch *b, const char *why)
 {
-	for (struct ingest_req *r = b->reqs; r; r = r->next)
-		reply_unavailable(r->req, RETRY_AFTER_DOWN, why);
+	struct ingest_req *r;
+	STAILQ_FOREACH(r, &b->reqs, link)
+		reply_unavailable(r->req, REPLY_RETRY_DOWN, why);
 	in->in_batches -= b->nreqs;
 	batch_free(b);
 }
@@ -190,46 +233,39 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 	struct ingest *in = conn->in;
 
 	conn->busy = false;
+	in->storing -= conn->events;
 	conn->events = 0;
-	if (!res) {
-		log_warn("ingest: database connection lost during a batch of %d request(s)",
-			 b->nreqs);
-		fail_batch(in, b, "database unavailable; retry");
-	} else if (!pgc_ok(res)) {
-		const char *state = pgc_sqlstate(res);
-		bool bad_data = strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0;
-		if (b->nreqs > 1) {
+	publish(in);
+	if (!pgc_ok(res)) {
+		switch (ingest_batch_failure(!res, res ? pgc_sqlstate(res) : "", b->nreqs)) {
+		case INGEST_FAILURE_SPLIT:
 			/* Find the culprit: every request again, alone, in order. */
 			log_warn("ingest: batch of %d requests failed (%s); retrying each alone",
 				 b->nreqs, pgc_error(res));
-			struct ingest_req *rev = NULL;
-			while (b->reqs) {
-				struct ingest_req *r = b->reqs;
-				b->reqs = r->next;
-				r->next = rev;
-				rev = r;
-			}
-			while (rev) {
-				struct ingest_req *r = rev;
-				rev = r->next;
-				r->alone = true;
-				enqueue(in, r, true);
-			}
+			requeue_alone(in, b);
 			in->in_batches -= b->nreqs;
 			batch_free(b);
-		} else if (bad_data) {
-			struct ingest_req *r = b->reqs;
+			break;
+		case INGEST_FAILURE_REFUSED: {
+			struct ingest_req *r = STAILQ_FIRST(&b->reqs);
 			log_warn("ingest: events from %s refused by the database: %s", r->source,
 				 pgc_error(res));
-			struct buf msg = BUF_INIT;
-			buf_printf(&msg, "event refused: %s", pgc_error(res));
-			httpd_reply_error(r->req, 400, msg.data);
-			buf_free(&msg);
+			reply_errorf(r->req, 400, "event refused: %s", pgc_error(res));
 			in->in_batches -= b->nreqs;
 			batch_free(b);
-		} else {
-			log_error("ingest: %s", pgc_error(res));
-			fail_batch(in, b, "database error; retry");
+			break;
+		}
+		case INGEST_FAILURE_RETRY:
+			if (!res) {
+				log_warn("ingest: database connection lost during a batch of %d "
+					 "request(s)",
+					 b->nreqs);
+				fail_batch(in, b, "database unavailable; retry");
+			} else {
+				log_error("ingest: %s", pgc_error(res));
+				fail_batch(in, b, "database error; retry");
+			}
+			break;
 		}
 	} else {
 		for (int row = 0; row < PQntuples(res); row++) {
@@ -254,8 +290,9 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 				r->ignored++; /* unrouted */
 			}
 		}
-		for (struct ingest_req *r = b->reqs; r; r = r->next)
-			reply_counts(in, r);
+		struct ingest_req *r;
+		STAILQ_FOREACH(r, &b->reqs, link)
+			answer_counts(in, r);
 		in->in_batches -= b->nreqs;
 		batch_free(b);
 	}
@@ -265,21 +302,19 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 static void start_batch(struct ingest *in, struct ingest_conn *conn)
 {
 	struct ingest_batch *b = xcalloc(1, sizeof(*b));
-	struct ingest_req **tail = &b->reqs;
+	struct ingest_req *r;
 	struct buf json = BUF_INIT;
 	int cap = 0;
 
 	b->conn = conn;
+	STAILQ_INIT(&b->reqs);
 	buf_putc(&json, '[');
-	while (in->pending_head) {
-		struct ingest_req *r = in->pending_head;
-		/* A request retried alone runs alone; a batch fills up to BATCH_MAX. */
-		if (b->nreqs > 0 &&
-		    (r->alone || b->reqs->alone || b->nitems + r->stored > BATCH_MAX))
+	while ((r = STAILQ_FIRST(&in->pending))) {
+		bool batch_alone = b->nreqs > 0 && STAILQ_FIRST(&b->reqs)->alone;
+		if (!ingest_batch_takes(b->nreqs, batch_alone, b->nitems, r->alone, r->stored))
 			break;
 		dequeue(in);
-		*tail = r;
-		tail = &r->next;
+		STAILQ_INSERT_TAIL(&b->reqs, r, link);
 		b->nreqs++;
 		for (size_t e = 0; e < r->env.count; e++) {
 			const struct reg_event *ev = &r->env.events[e];
@@ -301,6 +336,8 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 	in->in_batches += b->nreqs;
 	conn->busy = true;
 	conn->events = b->nitems;
+	in->storing += b->nitems;
+	publish(in);
 	clock_gettime(CLOCK_MONOTONIC, &conn->started);
 	const char *params[] = {json.data};
 	pgc_query(conn->pgc, "SELECT i, outcome, namespace FROM reghook.ingest($1::jsonb)", 1,
@@ -308,43 +345,26 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 	buf_free(&json);
 }
 
-/*
- * A batch costs the database nearly as much for a few events as for many,
- * so under load batches should be full. A batch starts on an idle
- * connection when none runs (no load: nobody waits for anybody), when the
- * queue holds at least as many events as the smallest running batch (the
- * load is such that a second batch is as full as the first), or when a
- * running batch has taken over BATCH_SLOW_MS (waiting for a lock, say),
- * which then holds back no other. Returns 0 to start now, else the
- * milliseconds after which a running batch turns slow.
- */
-static long batch_wait_ms(const struct ingest *in)
+/* ingest_batch_wait_ms() over the batches running now. */
+static long batch_wait_ms(struct ingest *in)
 {
 	struct timespec now;
-	int smallest = 0;
-	long wait = 0;
+	int n = 0;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	for (int i = 0; i < in->nconns; i++) {
 		const struct ingest_conn *conn = &in->conns[i];
 		if (!conn->busy)
 			continue;
-		long ran = (now.tv_sec - conn->started.tv_sec) * 1000 +
-			   (now.tv_nsec - conn->started.tv_nsec) / 1000000;
-		if (ran >= BATCH_SLOW_MS)
-			return 0;
-		if (wait == 0 || BATCH_SLOW_MS - ran < wait)
-			wait = BATCH_SLOW_MS - ran;
-		if (smallest == 0 || conn->events < smallest)
-			smallest = conn->events;
+		in->running[n].events = conn->events;
+		in->running[n++].ran_ms = (now.tv_sec - conn->started.tv_sec) * 1000 +
+					  (now.tv_nsec - conn->started.tv_nsec) / 1000000;
 	}
-	if (smallest == 0 || in->pending_events >= smallest || in->pending_events >= BATCH_MAX)
-		return 0;
-	return wait;
+	return ingest_batch_wait_ms(in->running, n, in->pending_events);
 }
 
 static void flush(struct ingest *in)
 {
-	for (int i = 0; i < in->nconns && in->pending_head; i++) {
+	for (int i = 0; i < in->nconns && !STAILQ_EMPTY(&in->pending); i++) {
 		struct ingest_conn *conn = &in->conns[i];
 		if (conn->busy || !pgc_is_up(conn->pgc) || !in->d->schema_ok)
 			continue;
@@ -357,10 +377,10 @@ static void flush(struct ingest *in)
 		start_batch(in, conn);
 	}
 	/* Nothing can take the queue: tell the registries to come back. */
-	if (in->pending_head && !ready(in)) {
-		while (in->pending_head) {
+	if (!STAILQ_EMPTY(&in->pending) && !ready(in)) {
+		while (!STAILQ_EMPTY(&in->pending)) {
 			struct ingest_req *r = dequeue(in);
-			reply_unavailable(r->req, RETRY_AFTER_DOWN, "database unavailable; retry");
+			reply_unavailable(r->req, REPLY_RETRY_DOWN, "database unavailable; retry");
 			req_free(r);
 		}
 	}
@@ -387,7 +407,7 @@ void ingest_handle(struct ingest *in, struct httpd_req *req)
 	const char *source_name;
 
 	if (!ready(in)) {
-		reply_unavailable(req, RETRY_AFTER_DOWN, "database unavailable; retry");
+		reply_unavailable(req, REPLY_RETRY_DOWN, "database unavailable; retry");
 		return;
 	}
 	if (!sources_authenticate(in->sources, auth, &source_id, &source_name)) {
@@ -435,11 +455,11 @@ void ingest_handle(struct ingest *in, struct httpd_req *req)
 			r->stored++;
 	}
 	if (r->stored == 0) {
-		reply_counts(in, r);
+		answer_counts(in, r);
 		req_free(r);
 		return;
 	}
-	enqueue(in, r, false);
+	enqueue(in, r);
 	/* Requests read in this turn of the loop join the same batch. */
 	event_active(in->flush_ev, EV_TIMEOUT, 0);
 }
@@ -464,10 +484,12 @@ struct ingest *ingest_new(struct daemon *d)
 	struct ingest *in = xcalloc(1, sizeof(*in));
 	in->d = d;
 	in->sources = sources_new();
+	STAILQ_INIT(&in->pending);
 	in->flush_ev = event_new(d->base, -1, 0, on_flush, in);
 	in->slow_ev = evtimer_new(d->base, on_flush, in);
 	in->nconns = (int)d->cfg->db_connections;
 	in->conns = xcalloc((size_t)in->nconns, sizeof(*in->conns));
+	in->running = xcalloc((size_t)in->nconns, sizeof(*in->running));
 	for (int i = 0; i < in->nconns; i++) {
 		in->conns[i].in = in;
 		in->conns[i].pgc =
@@ -483,9 +505,10 @@ void ingest_free(struct ingest *in)
 	for (int i = 0; i < in->nconns; i++)
 		pgc_free(in->conns[i].pgc);
 	free(in->conns);
+	free(in->running);
 	event_free(in->flush_ev);
 	event_free(in->slow_ev);
-	while (in->pending_head)
+	while (!STAILQ_EMPTY(&in->pending))
 		req_free(dequeue(in));
 	sources_free(in->sources);
 	free(in);
@@ -503,20 +526,7 @@ void ingest_sources_changed(struct ingest *in)
 		sources_reload(in->sources, in->d->control);
 }
 
-int ingest_queued(const struct ingest *in)
-{
-	return in->pending_events;
-}
-
-int ingest_storing(const struct ingest *in)
-{
-	int n = 0;
-	for (int i = 0; i < in->nconns; i++)
-		n += in->conns[i].events;
-	return n;
-}
-
 bool ingest_busy(const struct ingest *in)
 {
-	return in->pending_head || in->in_batches > 0;
+	return !STAILQ_EMPTY(&in->pending) || in->in_batches > 0;
 }

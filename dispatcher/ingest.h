@@ -29,10 +29,60 @@ void ingest_handle(struct ingest *in, struct httpd_req *req);
 void ingest_schema_ready(struct ingest *in);
 /* A registry source changed: reload the cache. */
 void ingest_sources_changed(struct ingest *in);
-/* Events waiting for a batch, and events inside running batches. */
-int ingest_queued(const struct ingest *in);
-int ingest_storing(const struct ingest *in);
 /* Requests are waiting for an answer. */
 bool ingest_busy(const struct ingest *in);
+
+/*
+ * The batching decisions, pure functions so that the unit tests
+ * (tests/unit/test_ingest.c) can drive them without a server.
+ */
+
+#define INGEST_BATCH_MAX 1000	/* events per statement */
+#define INGEST_BATCH_SLOW_MS 20 /* a batch running longer holds back no other */
+
+/* A batch running on a connection: its events, and how long it has run. */
+struct ingest_running {
+	int events;
+	long ran_ms;
+};
+
+/*
+ * A batch costs the database nearly as much for a few events as for many,
+ * so under load batches should be full. A batch starts on an idle
+ * connection, with `queued` events waiting, when none runs (no load:
+ * nobody waits for anybody), when the queue holds at least as many events
+ * as the smallest running batch (the load is such that a second batch is
+ * as full as the first) or a whole batch, or when a running batch has
+ * taken INGEST_BATCH_SLOW_MS or more (waiting for a lock, say), which then
+ * holds back no other. Returns 0 to start now, else the milliseconds after
+ * which the first running batch turns slow.
+ */
+long ingest_batch_wait_ms(const struct ingest_running *running, int nrunning, int queued)
+	__attribute__((warn_unused_result));
+
+/*
+ * Whether the next queued request (req_events events to store; req_alone
+ * if it is retried alone) joins a batch that holds nreqs requests and
+ * nitems events (batch_alone: its request is retried alone). A batch
+ * takes at least one request, and at most INGEST_BATCH_MAX events unless
+ * its one request holds more; a request retried alone runs alone.
+ */
+bool ingest_batch_takes(int nreqs, bool batch_alone, int nitems, bool req_alone, int req_events)
+	__attribute__((warn_unused_result));
+
+/* What a failed batch means for its requests. */
+enum ingest_failure {
+	INGEST_FAILURE_RETRY,	/* every request 503 with Retry-After: the database's fault */
+	INGEST_FAILURE_SPLIT,	/* every request again, alone, in order, to find the culprit */
+	INGEST_FAILURE_REFUSED, /* the batch's one request 400: its events are bad data */
+};
+
+/*
+ * lost: the connection dropped during the batch (the commit may have
+ * happened; event ids make the registry's retry harmless). sqlstate: the
+ * error's SQLSTATE otherwise. nreqs: the batch's requests.
+ */
+enum ingest_failure ingest_batch_failure(bool lost, const char *sqlstate, int nreqs)
+	__attribute__((warn_unused_result));
 
 #endif

@@ -19,6 +19,7 @@
 #include "cli.h"
 #include "daemon.h"
 #include "delivery.h"
+#include "http.h"
 #include "httpd.h"
 #include "ingest.h"
 #include "log.h"
@@ -66,7 +67,7 @@ static void on_migrated(bool ok, const char *error, int applied, void *arg)
 	/* Told of every change to registry sources from now on. */
 	pgc_query(d->control, "LISTEN reghook_sources", 0, NULL, on_listening, d);
 	ingest_schema_ready(d->ingest);
-	dispatcher_schema_ready(d->dispatcher);
+	delivery_schema_ready(d->delivery);
 	if (!d->stopping)
 		tell_ready(d, "database connected, schema current");
 }
@@ -102,7 +103,7 @@ static const struct pgc_hooks control_hooks = {control_up, control_down, control
 static void check_stopped(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	if (ingest_busy(d->ingest) || dispatcher_busy(d->dispatcher)) {
+	if (ingest_busy(d->ingest) || delivery_busy(d->delivery)) {
 		d->idle_ticks = 0;
 		return;
 	}
@@ -132,7 +133,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	 * batches still hold.
 	 */
 	httpd_stop_listening(d->http);
-	dispatcher_stop(d->dispatcher);
+	delivery_stop(d->delivery);
 	struct timeval tick = {0, 50000};
 	event_add(d->stop_timer, &tick);
 }
@@ -206,7 +207,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 		httpd_set_tls(d->http, tls);
 		SSL_CTX_free(tls);
 		http_reconfigure(d);
-		dispatcher_reconfigure(d->dispatcher);
+		delivery_reconfigure(d->delivery);
 	}
 	const char *result = fresh ? "configuration reloaded"
 				   : "configuration reload failed, running configuration kept";
@@ -245,7 +246,7 @@ static void daemon_free(struct daemon *d)
 {
 	httpd_free(d->http);
 	ingest_free(d->ingest);
-	dispatcher_free(d->dispatcher);
+	delivery_free(d->delivery);
 	pgc_free(d->control);
 	stats_free(d->stats);
 	if (d->sigint)
@@ -265,7 +266,7 @@ static void daemon_free(struct daemon *d)
 	free(d->argv);
 }
 
-int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
+static int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 {
 	struct daemon d;
 	int rc = CLI_FAILED;
@@ -303,7 +304,7 @@ int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 		fatal("cannot create the event loop");
 	d.stats = stats_new(&d);
 	d.ingest = ingest_new(&d);
-	d.dispatcher = dispatcher_new(&d);
+	d.delivery = delivery_new(&d);
 	d.control = pgc_new(d.base, cfg->database_url, &control_hooks, &d);
 	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
@@ -333,3 +334,10 @@ failed:
 	daemon_free(&d);
 	return rc;
 }
+
+const struct cli_command cmd_serve_entry = {
+	.name = "serve",
+	.run = cmd_serve,
+	.usage = "serve [--config FILE] [--KEY VALUE ...]",
+	.help = "run the daemon: receiver, delivery workers, janitor",
+};

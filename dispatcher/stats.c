@@ -5,8 +5,6 @@
  */
 #include "stats.h"
 #include "daemon.h"
-#include "delivery.h"
-#include "ingest.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -193,6 +191,17 @@ void stats_attempt(struct stats *s, const char *outcome, const char *error_class
 	metrics_observe(s->duration, seconds);
 }
 
+void stats_in_flight(struct stats *s, int n)
+{
+	metrics_set(s->in_flight, n);
+}
+
+void stats_ingest_queue(struct stats *s, int queued, int storing)
+{
+	metrics_set(s->queued, queued);
+	metrics_set(s->storing, storing);
+}
+
 void stats_http(struct stats *s, const char *route, const char *method, int code)
 {
 	char status[16];
@@ -209,9 +218,6 @@ void stats_reload(struct stats *s, bool ok)
 
 void stats_write(struct stats *s, struct buf *out)
 {
-	metrics_set(s->in_flight, dispatcher_in_flight(s->d->dispatcher));
-	metrics_set(s->queued, ingest_queued(s->d->ingest));
-	metrics_set(s->storing, ingest_storing(s->d->ingest));
 	metrics_set(s->database_up, pgc_is_up(s->d->control) && s->d->schema_ok ? 1 : 0);
 	metrics_write(s->reg, out);
 }

@@ -1,5 +1,5 @@
 /*
- * migrate_cmd: `reghook migrate`. Runs the same asynchronous migrator as the
+ * cmd_migrate: `reghook migrate`. Runs the same asynchronous migrator as the
  * daemon, on a private event loop, and reports what it applied.
  */
 #include "cli.h"
@@ -45,7 +45,7 @@ static void on_down(struct pgc *c, const char *why, void *arg)
 	event_base_loopexit(m->base, NULL);
 }
 
-int cmd_migrate(const struct cli_command *cmd, int argc, char **argv)
+static int cmd_migrate(const struct cli_command *cmd, int argc, char **argv)
 {
 	struct config cfg;
 	struct migrate_cmd m = {NULL, CLI_FAILED, false};
@@ -67,3 +67,10 @@ int cmd_migrate(const struct cli_command *cmd, int argc, char **argv)
 	config_free(&cfg);
 	return m.rc;
 }
+
+const struct cli_command cmd_migrate_entry = {
+	.name = "migrate",
+	.run = cmd_migrate,
+	.usage = "migrate [--config FILE] [--database-url URL]",
+	.help = "apply the schema migrations (serve also does it at start)",
+};

@@ -1,0 +1,106 @@
+/*
+ * janitor: see janitor.h. Apart from the delivery engine, as PgBouncer
+ * keeps its janitor apart from the pooler: pruning shares nothing with
+ * claiming and sending but a connection.
+ */
+#include "janitor.h"
+#include "buf.h"
+#include "daemon.h"
+#include "log.h"
+
+#include <stdlib.h>
+
+#define PRUNE_MS 600000	  /* how often old history is pruned */
+#define PRUNE_BATCH "500" /* rows per prune_history() call */
+
+enum janitor_state {
+	/* Entered at janitor_new(); left for RUNNING when the schema is current. */
+	JANITOR_WAITING,
+	/* Entered from WAITING by janitor_start(); left for STOPPED by janitor_stop(). */
+	JANITOR_RUNNING,
+	/* Entered by janitor_stop(); never left. */
+	JANITOR_STOPPED,
+};
+
+struct janitor {
+	struct daemon *d;    /* borrowed */
+	struct pgc *conn;    /* borrowed: the delivery engine's write connection */
+	struct event *timer; /* owned */
+	enum janitor_state state;
+};
+
+static void janitor_set_state(struct janitor *j, enum janitor_state state)
+{
+	j->state = state;
+}
+
+static void prune_step(struct janitor *j);
+
+/* Small batches, one after another, until nothing old is left. */
+static void on_pruned(struct pgc *c, PGresult *res, void *arg)
+{
+	struct janitor *j = arg;
+	if (!pgc_ok(res)) {
+		if (res)
+			log_error("pruning history: %s", pgc_error(res));
+		return;
+	}
+	if (atoi(PQgetvalue(res, 0, 0)) > 0)
+		prune_step(j);
+}
+
+static void prune_step(struct janitor *j)
+{
+	if (j->state != JANITOR_RUNNING || !pgc_is_up(j->conn))
+		return;
+	char retention[32];
+	snprintf(retention, sizeof(retention), "%lld milliseconds",
+		 j->d->cfg->history_retention_ms);
+	const char *params[] = {retention, PRUNE_BATCH};
+	pgc_query(j->conn, "SELECT reghook.prune_history($1::interval, $2)", 2, params, on_pruned,
+		  j);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	prune_step(arg);
+}
+
+struct janitor *janitor_new(struct daemon *d, struct pgc *conn)
+{
+	struct janitor *j = xcalloc(1, sizeof(*j));
+	j->d = d;
+	j->conn = conn;
+	janitor_set_state(j, JANITOR_WAITING);
+	j->timer = event_new(d->base, -1, EV_PERSIST, on_timer, j);
+	struct timeval every = {PRUNE_MS / 1000, 0};
+	event_add(j->timer, &every);
+	return j;
+}
+
+void janitor_start(struct janitor *j)
+{
+	if (j->state != JANITOR_WAITING)
+		return;
+	janitor_set_state(j, JANITOR_RUNNING);
+	prune_step(j);
+}
+
+void janitor_connected(struct janitor *j)
+{
+	prune_step(j);
+}
+
+void janitor_stop(struct janitor *j)
+{
+	janitor_set_state(j, JANITOR_STOPPED);
+	event_del(j->timer);
+}
+
+void janitor_free(struct janitor *j)
+{
+	if (!j)
+		return;
+	event_free(j->timer);
+	free(j);
+}

@@ -1,0 +1,295 @@
+/*
+ * Unit tests for the decisions of dispatcher/delivery.c: the transitions
+ * of the engine's state (its life and its claim loop) for every event,
+ * when a claim is sent and when the loop rests (no room, records held for
+ * writing over their bounds, the claim connection down), and the writer's
+ * batches: how many records the next write takes (count, bytes, one by one
+ * after a refused batch) and what a write's outcome does to the queue.
+ */
+#include "delivery.h"
+#include "unit.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const state_names[] = {"WAITING", "IDLE", "CLAIMING", "CLAIMING_AGAIN",
+					  "STOPPING"};
+static const char *const event_names[] = {"SCHEMA_READY",  "WAKE",	   "CLAIMED_FULL",
+					  "CLAIMED_SHORT", "CLAIM_FAILED", "STOP"};
+#define NSTATES 5
+#define NEVENTS 6
+
+/* Room for claims, nothing held, the connection up. */
+static const struct delivery_facts roomy = {.up = true, .room = 10, .held = 0, .held_bytes = 0};
+
+/* Checks one transition: from s on ev with facts f, to want, claiming or not. */
+#define EXPECT(s, ev, f, want, want_claim)                                                         \
+	do {                                                                                       \
+		bool claim_ = !(want_claim);                                                       \
+		enum delivery_state got_ = delivery_next((s), (ev), (f), &claim_);                 \
+		UNIT_CHECK((int)got_ == (int)(want) && claim_ == (want_claim),                     \
+			   "%s on %s: %s%s, want %s%s", state_names[s], event_names[ev],           \
+			   state_names[got_], claim_ ? " + claim" : "", state_names[want],         \
+			   (want_claim) ? " + claim" : "");                                        \
+	} while (0)
+
+UNIT_TEST(waiting_for_the_schema)
+{
+	for (int ev = 0; ev < NEVENTS; ev++) {
+		enum delivery_state want = ev == DELIVERY_EV_SCHEMA_READY ? DELIVERY_IDLE
+					   : ev == DELIVERY_EV_STOP	  ? DELIVERY_STOPPING
+									  : DELIVERY_WAITING;
+		EXPECT(DELIVERY_WAITING, ev, &roomy, want, false);
+	}
+}
+
+UNIT_TEST(stopping_is_for_good)
+{
+	/* From every state, on STOP; and nothing leaves STOPPING or claims from it. */
+	for (int s = 0; s < NSTATES; s++)
+		EXPECT(s, DELIVERY_EV_STOP, &roomy, DELIVERY_STOPPING, false);
+	for (int ev = 0; ev < NEVENTS; ev++)
+		EXPECT(DELIVERY_STOPPING, ev, &roomy, DELIVERY_STOPPING, false);
+}
+
+UNIT_TEST(a_wake_up_claims_when_there_is_room)
+{
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_WAKE, &roomy, DELIVERY_CLAIMING, true);
+	struct delivery_facts f = roomy;
+	f.room = 1;
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_WAKE, &f, DELIVERY_CLAIMING, true);
+	/* Every slot busy (or more than every: the limit was lowered by a reload). */
+	f.room = 0;
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_WAKE, &f, DELIVERY_IDLE, false);
+	f.room = -3;
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_WAKE, &f, DELIVERY_IDLE, false);
+	/* The claim connection is down. */
+	f = roomy;
+	f.up = false;
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_WAKE, &f, DELIVERY_IDLE, false);
+}
+
+UNIT_TEST(claims_pause_while_records_wait_for_the_database)
+{
+	struct delivery_facts f = roomy;
+	f.held = DELIVERY_WRITE_BATCH_MAX - 1;
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_WAKE, &f, DELIVERY_CLAIMING, true);
+	f.held = DELIVERY_WRITE_BATCH_MAX;
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_WAKE, &f, DELIVERY_IDLE, false);
+	f = roomy;
+	f.held = 3;
+	f.held_bytes = DELIVERY_HELD_BYTES_MAX - 1;
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_WAKE, &f, DELIVERY_CLAIMING, true);
+	f.held_bytes = DELIVERY_HELD_BYTES_MAX;
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_WAKE, &f, DELIVERY_IDLE, false);
+	/* The same bounds hold after a full claim. */
+	EXPECT(DELIVERY_CLAIMING, DELIVERY_EV_CLAIMED_FULL, &f, DELIVERY_IDLE, false);
+}
+
+UNIT_TEST(a_wake_up_while_claiming_is_noted)
+{
+	EXPECT(DELIVERY_CLAIMING, DELIVERY_EV_WAKE, &roomy, DELIVERY_CLAIMING_AGAIN, false);
+	EXPECT(DELIVERY_CLAIMING_AGAIN, DELIVERY_EV_WAKE, &roomy, DELIVERY_CLAIMING_AGAIN, false);
+	/* Even without room: the claim's rows may fail at once and free their slots. */
+	struct delivery_facts f = roomy;
+	f.room = 0;
+	EXPECT(DELIVERY_CLAIMING, DELIVERY_EV_WAKE, &f, DELIVERY_CLAIMING_AGAIN, false);
+	/* Not with the connection down: the claim running will fail. */
+	f = roomy;
+	f.up = false;
+	EXPECT(DELIVERY_CLAIMING, DELIVERY_EV_WAKE, &f, DELIVERY_CLAIMING, false);
+}
+
+UNIT_TEST(a_full_claim_claims_again)
+{
+	EXPECT(DELIVERY_CLAIMING, DELIVERY_EV_CLAIMED_FULL, &roomy, DELIVERY_CLAIMING, true);
+	EXPECT(DELIVERY_CLAIMING_AGAIN, DELIVERY_EV_CLAIMED_FULL, &roomy, DELIVERY_CLAIMING, true);
+	/* Its rows filled every slot. */
+	struct delivery_facts f = roomy;
+	f.room = 0;
+	EXPECT(DELIVERY_CLAIMING, DELIVERY_EV_CLAIMED_FULL, &f, DELIVERY_IDLE, false);
+	EXPECT(DELIVERY_CLAIMING_AGAIN, DELIVERY_EV_CLAIMED_FULL, &f, DELIVERY_IDLE, false);
+}
+
+UNIT_TEST(a_short_claim_rests_unless_woken_meanwhile)
+{
+	EXPECT(DELIVERY_CLAIMING, DELIVERY_EV_CLAIMED_SHORT, &roomy, DELIVERY_IDLE, false);
+	EXPECT(DELIVERY_CLAIMING_AGAIN, DELIVERY_EV_CLAIMED_SHORT, &roomy, DELIVERY_CLAIMING, true);
+	struct delivery_facts f = roomy;
+	f.room = 0;
+	EXPECT(DELIVERY_CLAIMING_AGAIN, DELIVERY_EV_CLAIMED_SHORT, &f, DELIVERY_IDLE, false);
+	f = roomy;
+	f.up = false;
+	EXPECT(DELIVERY_CLAIMING_AGAIN, DELIVERY_EV_CLAIMED_SHORT, &f, DELIVERY_IDLE, false);
+}
+
+UNIT_TEST(a_failed_claim_rests)
+{
+	for (int s = DELIVERY_IDLE; s <= DELIVERY_CLAIMING_AGAIN; s++)
+		EXPECT(s, DELIVERY_EV_CLAIM_FAILED, &roomy, DELIVERY_IDLE, false);
+}
+
+UNIT_TEST(the_schema_ready_again_changes_nothing)
+{
+	for (int s = DELIVERY_IDLE; s <= DELIVERY_CLAIMING_AGAIN; s++)
+		EXPECT(s, DELIVERY_EV_SCHEMA_READY, &roomy, s, false);
+}
+
+UNIT_TEST(a_day_in_the_life)
+{
+	/* The events a running engine sees, one after another, and what it does. */
+	static const struct {
+		enum delivery_event ev;
+		int room;
+		enum delivery_state want;
+		bool claim;
+	} walk[] = {
+		{DELIVERY_EV_WAKE, 10, DELIVERY_WAITING, false}, /* a NOTIFY before the schema */
+		{DELIVERY_EV_SCHEMA_READY, 10, DELIVERY_IDLE, false},
+		{DELIVERY_EV_WAKE, 10, DELIVERY_CLAIMING, true},	 /* LISTEN done */
+		{DELIVERY_EV_WAKE, 10, DELIVERY_CLAIMING_AGAIN, false},	 /* a NOTIFY */
+		{DELIVERY_EV_CLAIMED_SHORT, 7, DELIVERY_CLAIMING, true}, /* 3 started */
+		{DELIVERY_EV_CLAIMED_FULL, 0, DELIVERY_IDLE, false},	 /* 7 more: all slots */
+		{DELIVERY_EV_WAKE, 0, DELIVERY_IDLE, false},		 /* the poll */
+		{DELIVERY_EV_WAKE, 1, DELIVERY_CLAIMING, true},		 /* a request ended */
+		{DELIVERY_EV_CLAIM_FAILED, 1, DELIVERY_IDLE, false},	 /* connection lost */
+		{DELIVERY_EV_WAKE, 1, DELIVERY_CLAIMING, true},		 /* LISTEN again */
+		{DELIVERY_EV_STOP, 1, DELIVERY_STOPPING, false},	 /* SIGTERM */
+		{DELIVERY_EV_CLAIMED_FULL, 0, DELIVERY_STOPPING, false}, /* its rows start */
+		{DELIVERY_EV_WAKE, 1, DELIVERY_STOPPING, false},
+	};
+	enum delivery_state s = DELIVERY_WAITING;
+	for (size_t i = 0; i < sizeof(walk) / sizeof(walk[0]); i++) {
+		struct delivery_facts f = roomy;
+		f.room = walk[i].room;
+		bool claim;
+		enum delivery_state next = delivery_next(s, walk[i].ev, &f, &claim);
+		UNIT_CHECK(next == walk[i].want && claim == walk[i].claim,
+			   "step %zu: %s on %s gave %s%s", i, state_names[s],
+			   event_names[walk[i].ev], state_names[next], claim ? " + claim" : "");
+		s = next;
+	}
+}
+
+/* n records of len bytes each (all the same text). */
+static const char **records(int n, size_t len, char **text)
+{
+	*text = malloc(len + 1);
+	memset(*text, 'x', len);
+	(*text)[len] = '\0';
+	const char **r = malloc((size_t)n * sizeof(*r));
+	for (int i = 0; i < n; i++)
+		r[i] = *text;
+	return r;
+}
+
+UNIT_TEST(a_write_takes_up_to_a_batch_of_records)
+{
+	char *text;
+	int n = 2 * DELIVERY_WRITE_BATCH_MAX + 5;
+	const char **r = records(n, 100, &text);
+	UNIT_CHECK(delivery_write_take(r, 0, 0) == 0, "nothing held");
+	UNIT_CHECK(delivery_write_take(r, 1, 0) == 1, "one held");
+	UNIT_CHECK(delivery_write_take(r, 17, 0) == 17, "17 held: %d",
+		   delivery_write_take(r, 17, 0));
+	UNIT_CHECK(delivery_write_take(r, DELIVERY_WRITE_BATCH_MAX, 0) == DELIVERY_WRITE_BATCH_MAX,
+		   "a batch held");
+	UNIT_CHECK(delivery_write_take(r, n, 0) == DELIVERY_WRITE_BATCH_MAX, "two batches held: %d",
+		   delivery_write_take(r, n, 0));
+	free(r);
+	free(text);
+}
+
+UNIT_TEST(a_write_ends_with_the_record_that_reaches_the_byte_limit)
+{
+	char *text;
+	/* 6 MiB each: after two the array is 12 MiB and 2 bytes, under 16; the third ends it. */
+	const char **r = records(5, 6 * 1024 * 1024, &text);
+	UNIT_CHECK(delivery_write_take(r, 5, 0) == 3, "6 MiB records: %d",
+		   delivery_write_take(r, 5, 0));
+	UNIT_CHECK(delivery_write_take(r, 2, 0) == 2, "two held: %d", delivery_write_take(r, 2, 0));
+	free(r);
+	free(text);
+	/* A record as large as the limit goes alone, and is never held back. */
+	r = records(3, DELIVERY_WRITE_BATCH_BYTES, &text);
+	UNIT_CHECK(delivery_write_take(r, 3, 0) == 1, "16 MiB records: %d",
+		   delivery_write_take(r, 3, 0));
+	free(r);
+	free(text);
+	/* The limit counts the brackets and commas: '[' + 2 x (8 MiB - 1) + ',' is 16 MiB. */
+	r = records(3, DELIVERY_WRITE_BATCH_BYTES / 2 - 1, &text);
+	UNIT_CHECK(delivery_write_take(r, 3, 0) == 2, "8 MiB - 1 records: %d",
+		   delivery_write_take(r, 3, 0));
+	free(r);
+	free(text);
+	r = records(3, DELIVERY_WRITE_BATCH_BYTES / 2 - 2, &text);
+	UNIT_CHECK(delivery_write_take(r, 3, 0) == 3, "8 MiB - 2 records: %d",
+		   delivery_write_take(r, 3, 0));
+	free(r);
+	free(text);
+}
+
+UNIT_TEST(a_refused_batch_is_written_one_by_one)
+{
+	char *text;
+	const char **r = records(50, 10, &text);
+	int suspects = 0;
+	/* A batch of 50 is refused: nothing leaves the queue; its 50 records are suspects. */
+	UNIT_CHECK(delivery_write_take(r, 50, suspects) == 50, "first batch");
+	UNIT_CHECK(delivery_write_done(DELIVERY_WRITE_REFUSED, 50, &suspects) == 0,
+		   "a refused batch drops nothing");
+	UNIT_CHECK(suspects == 50, "suspects %d, want 50", suspects);
+	/* Then one at a time: written, refused (dropped), lost (kept). */
+	UNIT_CHECK(delivery_write_take(r, 50, suspects) == 1, "a suspect goes alone");
+	UNIT_CHECK(delivery_write_done(DELIVERY_WRITTEN, 1, &suspects) == 1, "written");
+	UNIT_CHECK(suspects == 49, "suspects %d, want 49", suspects);
+	UNIT_CHECK(delivery_write_done(DELIVERY_WRITE_REFUSED, 1, &suspects) == 1,
+		   "a refused single record is dropped");
+	UNIT_CHECK(suspects == 48, "suspects %d, want 48", suspects);
+	UNIT_CHECK(delivery_write_done(DELIVERY_WRITE_LOST, 1, &suspects) == 0, "lost: kept");
+	UNIT_CHECK(suspects == 48, "suspects %d after a lost write, want 48", suspects);
+	UNIT_CHECK(delivery_write_take(r, 48, suspects) == 1, "still one by one");
+	/* When the last suspect is written, batches resume. */
+	suspects = 1;
+	UNIT_CHECK(delivery_write_done(DELIVERY_WRITTEN, 1, &suspects) == 1, "the last suspect");
+	UNIT_CHECK(suspects == 0, "suspects %d, want 0", suspects);
+	UNIT_CHECK(delivery_write_take(r, 47, suspects) == 47, "batches again: %d",
+		   delivery_write_take(r, 47, suspects));
+	free(r);
+	free(text);
+}
+
+UNIT_TEST(what_a_write_outcome_does_to_the_queue)
+{
+	int suspects = 0;
+	UNIT_CHECK(delivery_write_done(DELIVERY_WRITTEN, 7, &suspects) == 7 && suspects == 0,
+		   "a written batch leaves");
+	UNIT_CHECK(delivery_write_done(DELIVERY_WRITE_LOST, 7, &suspects) == 0 && suspects == 0,
+		   "a lost batch stays");
+	UNIT_CHECK(delivery_write_done(DELIVERY_WRITE_REFUSED, 1, &suspects) == 1 && suspects == 0,
+		   "a refused lone record is given up");
+	UNIT_CHECK(delivery_write_done(DELIVERY_WRITE_REFUSED, 2, &suspects) == 0 && suspects == 2,
+		   "a refused pair becomes suspects");
+	suspects = 3;
+	UNIT_CHECK(delivery_write_done(DELIVERY_WRITTEN, 5, &suspects) == 5 && suspects == 0,
+		   "more written than suspected: suspects %d", suspects);
+}
+
+int main(void)
+{
+	UNIT_RUN(waiting_for_the_schema);
+	UNIT_RUN(stopping_is_for_good);
+	UNIT_RUN(a_wake_up_claims_when_there_is_room);
+	UNIT_RUN(claims_pause_while_records_wait_for_the_database);
+	UNIT_RUN(a_wake_up_while_claiming_is_noted);
+	UNIT_RUN(a_full_claim_claims_again);
+	UNIT_RUN(a_short_claim_rests_unless_woken_meanwhile);
+	UNIT_RUN(a_failed_claim_rests);
+	UNIT_RUN(the_schema_ready_again_changes_nothing);
+	UNIT_RUN(a_day_in_the_life);
+	UNIT_RUN(a_write_takes_up_to_a_batch_of_records);
+	UNIT_RUN(a_write_ends_with_the_record_that_reaches_the_byte_limit);
+	UNIT_RUN(a_refused_batch_is_written_one_by_one);
+	UNIT_RUN(what_a_write_outcome_does_to_the_queue);
+	return UNIT_DONE();
+}
