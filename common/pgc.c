@@ -14,6 +14,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 enum pgc_state {
 	PGC_DOWN, /* not connected: entered at start and on any failure; left when the retry timer
@@ -24,13 +25,14 @@ enum pgc_state {
 };
 
 struct pgc_query {
-	struct pgc_query *next;
+	STAILQ_ENTRY(pgc_query) link;
 	char *sql; /* owned */
 	int nparams;
 	char **params; /* owned, each owned; NULL entries are SQL NULL */
 	pgc_result_fn fn;
 	void *arg;
 };
+STAILQ_HEAD(pgc_queries, pgc_query);
 
 struct pgc {
 	struct event_base *base; /* borrowed */
@@ -44,7 +46,7 @@ struct pgc {
 	struct event *timer;
 	int backoff_ms;
 
-	struct pgc_query *head, *tail; /* owned; head is the running query while BUSY */
+	struct pgc_queries queue; /* owned; the first is the running query while BUSY */
 	int queued;
 	PGresult *result; /* owned: the result kept for the running query */
 
@@ -93,10 +95,8 @@ static void query_free(struct pgc_query *q)
 
 static struct pgc_query *pop(struct pgc *c)
 {
-	struct pgc_query *q = c->head;
-	c->head = q->next;
-	if (!c->head)
-		c->tail = NULL;
+	struct pgc_query *q = STAILQ_FIRST(&c->queue);
+	STAILQ_REMOVE_HEAD(&c->queue, link);
 	c->queued--;
 	return q;
 }
@@ -134,12 +134,12 @@ static void go_down(struct pgc *c, const char *why)
 	 * is detached first: a callback that queues again waits for the
 	 * reconnect instead of being answered in this loop.
 	 */
-	struct pgc_query *lost = c->head;
-	c->head = c->tail = NULL;
+	struct pgc_queries lost = STAILQ_HEAD_INITIALIZER(lost);
+	STAILQ_CONCAT(&lost, &c->queue);
 	c->queued = 0;
-	while (lost) {
-		struct pgc_query *q = lost;
-		lost = q->next;
+	while (!STAILQ_EMPTY(&lost)) {
+		struct pgc_query *q = STAILQ_FIRST(&lost);
+		STAILQ_REMOVE_HEAD(&lost, link);
 		c->depth++;
 		q->fn(c, NULL, q->arg);
 		c->depth--;
@@ -248,9 +248,9 @@ static bool flush(struct pgc *c)
 
 static void start_next(struct pgc *c)
 {
-	if (c->state != PGC_IDLE || !c->head || c->doomed)
+	if (c->state != PGC_IDLE || STAILQ_EMPTY(&c->queue) || c->doomed)
 		return;
-	struct pgc_query *q = c->head;
+	struct pgc_query *q = STAILQ_FIRST(&c->queue);
 	int sent;
 	if (q->nparams == 0)
 		sent = PQsendQuery(c->conn, q->sql);
@@ -318,7 +318,7 @@ static void really_free(struct pgc *c)
 		PQfinish(c->conn);
 	if (c->result)
 		PQclear(c->result);
-	while (c->head)
+	while (!STAILQ_EMPTY(&c->queue))
 		query_free(pop(c));
 	free(c->conninfo);
 	free(c);
@@ -372,6 +372,7 @@ struct pgc *pgc_new(struct event_base *base, const char *conninfo, const struct 
 	if (hooks)
 		c->hooks = *hooks;
 	c->arg = arg;
+	STAILQ_INIT(&c->queue);
 	c->state = PGC_DOWN;
 	c->backoff_ms = BACKOFF_MIN_MS;
 	c->io = event_new(base, -1, 0, on_io, c);
@@ -408,11 +409,7 @@ void pgc_query(struct pgc *c, const char *sql, int nparams, const char *const *p
 	}
 	q->fn = fn;
 	q->arg = arg;
-	if (c->tail)
-		c->tail->next = q;
-	else
-		c->head = q;
-	c->tail = q;
+	STAILQ_INSERT_TAIL(&c->queue, q, link);
 	c->queued++;
 	if (c->state == PGC_IDLE)
 		start_next(c);
@@ -425,7 +422,7 @@ bool pgc_is_up(const struct pgc *c)
 
 bool pgc_is_idle(const struct pgc *c)
 {
-	return c->state == PGC_IDLE && !c->head;
+	return c->state == PGC_IDLE && STAILQ_EMPTY(&c->queue);
 }
 
 int pgc_queued(const struct pgc *c)
