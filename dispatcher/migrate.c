@@ -2,7 +2,9 @@
  * migrate: see migrate.h. A run is a chain of queries on one connection:
  * lock, bootstrap the bookkeeping table, read what is applied, apply each
  * missing migration, unlock. Any failure unlocks (or loses the session,
- * which unlocks too) and reports.
+ * which unlocks too) and reports. The run's queries have no deadline: the
+ * lock may be held for long by another instance migrating, and a migration
+ * may rewrite a large table.
  */
 #include "migrate.h"
 #include "buf.h"
@@ -27,6 +29,8 @@ enum migrate_step {
 };
 
 struct migrate {
+	struct pgc *c;	/* borrowed */
+	int timeout_ms; /* the connection's query deadline, given back at the end */
 	enum migrate_step step;
 	migrate_done_fn done;
 	void *arg;
@@ -50,6 +54,7 @@ int migrate_latest_version(void)
 
 static void finish(struct migrate *m)
 {
+	pgc_set_query_timeout(m->c, m->timeout_ms);
 	m->done(m->error == NULL, m->error, m->applied, m->arg);
 	free(m->error);
 	free(m);
@@ -187,6 +192,9 @@ void migrate_run(struct pgc *c, migrate_done_fn done, void *arg)
 	struct migrate *m = xcalloc(1, sizeof(*m));
 	m->done = done;
 	m->arg = arg;
+	m->c = c;
+	m->timeout_ms = pgc_query_timeout(c);
+	pgc_set_query_timeout(c, 0);
 	m->step = MIGRATE_LOCKING;
 	pgc_query(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", 0, NULL, on_result, m);
 }

@@ -252,6 +252,7 @@ int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 	d.ingest = ingest_new(&d);
 	d.dispatcher = dispatcher_new(&d);
 	d.control = pgc_new(d.base, cfg->database_url, &control_hooks, &d);
+	pgc_set_query_timeout(d.control, (int)cfg->db_timeout_ms);
 	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.sighup = evsignal_new(d.base, SIGHUP, on_reload, &d);
