@@ -217,6 +217,12 @@ static void go_down(struct pgc *c, const char *why)
 	snprintf(reason, sizeof(reason), "%s", why);
 	/* libpq messages end in a newline; log lines should not. */
 	reason[strcspn(reason, "\n")] = '\0';
+	/* An error the server sent before it closed says more with its code. */
+	const char *state = c->result && !pgc_ok(c->result) ? pgc_sqlstate(c->result) : "";
+	if (*state && !strstr(reason, "SQLSTATE")) {
+		size_t len = strlen(reason);
+		snprintf(reason + len, sizeof(reason) - len, " (SQLSTATE %s)", state);
+	}
 	close_conn(c);
 	buf_free(&c->failures);
 	pgc_set_state(c, PGC_DOWN);

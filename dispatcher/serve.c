@@ -19,6 +19,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "migrate.h"
+#include "poolcheck.h"
 #include "sdnotify.h"
 #include "stats.h"
 
@@ -66,11 +67,43 @@ static void on_migrated(bool ok, const char *error, int applied, void *arg)
 		tell_ready(d, "database connected, schema current");
 }
 
+/*
+ * Behind a pooler that hands server sessions around per transaction, the
+ * LISTENs, the migrations' advisory lock and the deliveries' wake-ups
+ * would silently break: refuse to run at all, once, at start.
+ */
+static void on_pool_checked(bool shared, const char *detail, void *arg)
+{
+	struct daemon *d = arg;
+	poolcheck_free(d->poolcheck);
+	d->poolcheck = NULL;
+	if (shared) {
+		log_error("database_url leads to a connection pooler in transaction (or statement) "
+			  "pooling mode: %s. reghook needs a server session of its own per "
+			  "connection: it LISTENs for new deliveries and registry sources, holds a "
+			  "session-level advisory lock while migrating, and relies on session "
+			  "state. Use pool_mode = session for this database (PgBouncer), or "
+			  "connect to PostgreSQL directly; not starting",
+			  detail);
+		d->refused = true;
+		event_base_loopexit(d->base, NULL);
+		return;
+	}
+	log_debug("connection pooling check: %s", detail);
+	d->pool_checked = true;
+	if (pgc_is_up(d->control))
+		migrate_run(d->control, on_migrated, d);
+}
+
 static void control_up(struct pgc *c, void *arg)
 {
 	struct daemon *d = arg;
 	log_info("database connected");
-	migrate_run(c, on_migrated, d);
+	if (d->pool_checked)
+		migrate_run(c, on_migrated, d);
+	else if (!d->poolcheck)
+		d->poolcheck = poolcheck_start(d->base, d->cfg->database_url,
+					       (int)d->cfg->db_timeout_ms, on_pool_checked, d);
 }
 
 static void control_down(struct pgc *c, const char *why, void *arg)
@@ -194,6 +227,7 @@ static void daemon_free(struct daemon *d)
 	ingest_free(d->ingest);
 	dispatcher_free(d->dispatcher);
 	pgc_free(d->control);
+	poolcheck_free(d->poolcheck);
 	stats_free(d->stats);
 	if (d->sigint)
 		event_free(d->sigint);
@@ -268,7 +302,7 @@ int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 	log_info("reghook %s serving as %s", REGHOOK_VERSION, d.instance);
 	event_base_dispatch(d.base);
 	log_info("stopped");
-	rc = CLI_OK;
+	rc = d.refused ? CLI_FAILED : CLI_OK;
 failed:
 	daemon_free(&d);
 	return rc;
