@@ -93,6 +93,8 @@ struct pgc {
 	int queued;
 	PGresult *result; /* owned: the result kept for the running query */
 
+	bool reset;  /* pgc_reset() is dropping the connection: no warning */
+	bool warned; /* a failed round was logged as a warning since the last connection */
 	int depth;   /* callbacks on the stack */
 	bool doomed; /* pgc_free() called while depth > 0 */
 };
@@ -223,6 +225,18 @@ static void go_down(struct pgc *c, const char *why)
 		size_t len = strlen(reason);
 		snprintf(reason + len, sizeof(reason) - len, " (SQLSTATE %s)", state);
 	}
+	if (was_up && !c->reset) {
+		char label[300];
+		host_label(c, label, sizeof(label));
+		log_warn("database: connection to %s lost: %s", label, reason);
+	} else if (!was_up && !c->warned) {
+		/* Once per outage; the rounds after it are for debugging. */
+		log_warn("database: cannot connect: %s; trying again, at most every %d s", reason,
+			 BACKOFF_MAX_MS / 1000);
+		c->warned = true;
+	} else if (!was_up) {
+		log_debug("database: cannot connect: %s", reason);
+	}
 	close_conn(c);
 	buf_free(&c->failures);
 	pgc_set_state(c, PGC_DOWN);
@@ -321,6 +335,7 @@ static void connected(struct pgc *c)
 			 c->failures.len ? c->failures.data : "", c->failures.len ? ")" : "");
 	}
 	buf_free(&c->failures);
+	c->warned = false;
 	c->first = c->current;
 	c->last_up = c->current;
 	c->backoff_ms = BACKOFF_MIN_MS;
@@ -773,7 +788,9 @@ void pgc_reset(struct pgc *c, const char *why)
 	if (c->state == PGC_DOWN)
 		return;
 	c->depth++;
+	c->reset = true;
 	go_down(c, why);
+	c->reset = false;
 	c->depth--;
 	if (c->doomed && c->depth == 0)
 		really_free(c);

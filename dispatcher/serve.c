@@ -109,10 +109,8 @@ static void control_up(struct pgc *c, void *arg)
 static void control_down(struct pgc *c, const char *why, void *arg)
 {
 	struct daemon *d = arg;
-	if (d->schema_ok)
-		log_warn("database connection lost: %s", why);
-	else
-		log_debug("database not reachable: %s", why);
+	/* pgc logged the loss of a connection that was up. */
+	log_debug("database not reachable: %s", why);
 	if (!d->stopping)
 		sdnotify_status("waiting for the database: %s", why);
 	d->schema_ok = false;

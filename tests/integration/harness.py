@@ -1153,7 +1153,8 @@ class RegistrySender:
 
     After join(): acked (event ids answered 200, in order of the answers),
     statuses (a Counter of the statuses answered, 'error' for a broken
-    connection) and retry_after (the Retry-After values sent with 503s).
+    connection), retry_after (the Retry-After values sent with 503s) and
+    answers ((time.monotonic(), status) of every answer, in order).
     """
 
     V1 = 'application/vnd.docker.distribution.events.v1+json'
@@ -1167,6 +1168,7 @@ class RegistrySender:
         self.acked = []
         self.statuses = collections.Counter()
         self.retry_after = collections.Counter()
+        self.answers = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(self.events[i::queues],),
@@ -1207,6 +1209,7 @@ class RegistrySender:
                 except (OSError, http.client.HTTPException):
                     status, hdrs = 'error', {}
                 with self._lock:
+                    self.answers.append((time.monotonic(), status))
                     self.statuses[status] += 1
                     if status == 503:
                         self.retry_after[hdrs.get('retry-after')] += 1
