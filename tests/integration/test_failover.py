@@ -229,10 +229,12 @@ def cut_off(server):
             server.signal_all(signal.SIGCONT)
 
 
-def failover(pair, how, daemon, sender, token):
+def failover(pair, how, daemon, sender, token, delay=None):
     """Fails the primary (pair[0]) over to the standby (pair[1]) while the
     sender posts: how is 'kill' (SIGKILL of the postmaster) or 'cut'
-    (cut_off()). Returns the figures of this failover; pair is left as
+    (cut_off()); the promotion comes delay seconds later (by default 1 s
+    after a kill, 3 s after a cut). Returns the figures of this failover;
+    pair is left as
     [new primary, old primary] with the old one killed, or cut off until
     the returned context is left (which kills it first)."""
     primary, standby = pair
@@ -243,14 +245,14 @@ def failover(pair, how, daemon, sender, token):
         primary.kill9()
         way = 'SIGKILL'
         # Patroni notices a dead primary within its loop_wait; a second here.
-        time.sleep(1)
+        time.sleep(1 if delay is None else delay)
     else:
         way = stack.enter_context(cut_off(primary))
         # Killed while still out of reach (before the rules go): it never
         # comes back as a second primary, and its stop waits on no peer.
         stack.callback(primary.kill9)
         # A cut-off primary is noticed later: its leader key must expire.
-        time.sleep(3)
+        time.sleep(3 if delay is None else delay)
     try:
         standby.promote()
         promoted = time.monotonic()
@@ -270,6 +272,7 @@ def failover(pair, how, daemon, sender, token):
     pair[:] = [standby, primary]
     return stack, {
         'way': way,
+        'delay': promoted - failed_at,
         'acked_before': acked_before,
         'promotion_to_200': first - promoted,
         'failure_to_200': first - failed_at,
@@ -280,7 +283,8 @@ def failover(pair, how, daemon, sender, token):
 
 def failover_run(pair, reghook_factory, endpoint_factory, plan, n_events):
     """Posts n_events at 40/s to a reghook given both servers in one URL,
-    failing over once per entry of plan ('kill' or 'cut') while they flow,
+    failing over once per entry of plan ('kill' or 'cut', or (that, seconds
+    before the promotion)) while they flow,
     the old primary rebuilt as the new standby between two failovers; then
     checks that nothing acknowledged was lost. Returns the figures."""
     ports = [s.port for s in pair]
@@ -307,11 +311,12 @@ def failover_run(pair, reghook_factory, endpoint_factory, plan, n_events):
     with contextlib.ExitStack() as cuts:
         sender.start()
         try:
-            for i, how in enumerate(plan):
+            for i, step in enumerate(plan):
+                how, delay = step if isinstance(step, tuple) else (step, None)
                 target = len(sender.acked) + 120  # 3 s of traffic first
                 wait_until(lambda: len(sender.acked) >= target, timeout=60,
                            msg='events acknowledged before the failover')
-                stack, figures = failover(pair, how, daemon, sender, token)
+                stack, figures = failover(pair, how, daemon, sender, token, delay)
                 cuts.enter_context(stack)
                 results.append(figures)
                 if i + 1 < len(plan):
@@ -325,6 +330,15 @@ def failover_run(pair, reghook_factory, endpoint_factory, plan, n_events):
         finally:
             sender.stop()
         new_primary = pair[0]
+        # The LISTENs are back, on the new primary: a registry source added
+        # there now is known to the receiver at once (it reloads its tokens
+        # on that NOTIFY only).
+        late = registry_event(tag='late')
+        token2 = register(daemon, name='second')
+        wait_until(lambda: daemon.post('/events', json.dumps({'events': [late]}).encode(), {
+            'Content-Type': RegistrySender.V1, 'Authorization': f'Bearer {token2}'})[0] == 200,
+            timeout=10, interval=0.2, msg='the new registry source to be accepted')
+        sent.append(late)
         expected = sum(len(expected_hooks(ev)) for ev in sent)
         wait_all_succeeded(new_primary, expected, timeout=120)
         delivered = check_delivered(new_primary, sent, expected_hooks,
@@ -333,10 +347,10 @@ def failover_run(pair, reghook_factory, endpoint_factory, plan, n_events):
     assert len(set(sender.acked)) == n_events
     log = daemon.log()
     for i, f in enumerate(results):
-        print(f'\nfailover {i + 1} ({f["way"]} of the primary): POST /events answered 200 again '
-              f'{f["promotion_to_200"]:.1f} s after the promotion '
-              f'({f["failure_to_200"]:.1f} s after the failure); meanwhile 503 x{f["503"]}, '
-              f'broken connections x{f["errors"]}')
+        print(f'\nfailover {i + 1} ({f["way"]} of the primary, promoted {f["delay"]:.1f} s '
+              f'later): POST /events answered 200 again {f["promotion_to_200"]:.1f} s after the '
+              f'promotion ({f["failure_to_200"]:.1f} s after the failure); meanwhile '
+              f'503 x{f["503"]}, broken connections x{f["errors"]}')
     print(f'events sent {n_events}, acknowledged {len(set(sender.acked))}, stored '
           f'{delivered["stored"]} once each on the new primary; deliveries '
           f'{delivered["deliveries"]} all delivered, sent twice or more '
@@ -366,4 +380,5 @@ def test_primary_cut_off_standby_promoted(pg_pair, reghook_factory, endpoint_fac
 @pytest.mark.soak
 def test_soak_failovers_back_and_forth(pg_pair, reghook_factory, endpoint_factory):
     check_figures(failover_run(pg_pair, reghook_factory, endpoint_factory,
-                               ['kill', 'cut', 'kill', 'cut', 'cut', 'kill'], 6000))
+                               ['kill', 'cut', ('cut', 20), 'kill', ('kill', 10), 'cut'],
+                               6000))
