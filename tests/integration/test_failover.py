@@ -32,7 +32,7 @@ import uuid
 import pytest
 
 from harness import (PgBouncer, Postgres, RegistrySender, add_webhook, register,
-                     registry_event, tail, wait_until)
+                     registry_event, run_reghook, tail, wait_until)
 from test_reliability import check_delivered, make_events, query, wait_all_succeeded
 
 
@@ -90,6 +90,40 @@ def test_transaction_pooling_is_refused(pg, bouncer_factory, reghook_factory, po
     assert 'not starting' in log
     # Refused before anything was migrated.
     assert pg.psql("SELECT to_regclass('reghook.events') IS NULL").strip() == 't'
+
+
+# --- bad settings ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('value, error', [
+    ('500ms', "db_timeout: out of range: from 1s to 1h: '500ms'"),
+    ('2h', "db_timeout: out of range: from 1s to 1h: '2h'"),
+    ('soon', "db_timeout: not a duration (e.g. 500ms, 10s, 5m, 2h, 30d): 'soon'"),
+    ('', "db_timeout: not a duration (e.g. 500ms, 10s, 5m, 2h, 30d): ''"),
+])
+def test_bad_db_timeout_is_refused(value, error):
+    res = run_reghook(['serve', '--database-url', 'x', '--db-timeout', value], check=False)
+    assert res.returncode == 2
+    assert res.stderr.strip() == f'reghook: configuration: {error}'
+
+
+@pytest.mark.parametrize('url, error', [
+    # libpq's own checks of a multi-host URL, which reghook leaves to it
+    ('postgresql://postgres@127.0.0.1,127.0.0.2/x?port=1,2,3',
+     'could not match 3 port numbers to 2 hosts'),
+    ('postgresql://postgres@127.0.0.1:1,/x?connect_timeout=2', 'Connection refused'),
+    ('postgresql://postgres@127.0.0.1/x?tcp_user_timeout=soon',
+     'invalid integer value "soon" for connection option "tcp_user_timeout"'),
+    ('postgresql://postgres@127.0.0.1/x?target_session_attrs=sometimes',
+     'invalid target_session_attrs value: "sometimes"'),
+])
+def test_bad_database_url_waits_and_says_why(reghook_factory, url, error):
+    """A URL libpq refuses is not fatal (an operator may fix the database
+    side first): serve runs, not ready, and its log says what libpq said."""
+    daemon = reghook_factory(database_url=url, wait=False)
+    wait_until(lambda: error in daemon.log(), timeout=30, msg=error)
+    assert daemon.running()
+    assert daemon.get('/healthz')[0] == 200 and daemon.get('/readyz')[0] == 503
 
 
 # --- a server that answers but takes no writes --------------------------------------
