@@ -567,9 +567,9 @@ static void hosts_free(struct pgc *c)
 
 static void really_free(struct pgc *c)
 {
+	close_conn(c); /* before the events go: it takes the socket's out of the loop */
 	event_free(c->io);
 	event_free(c->timer);
-	close_conn(c);
 	while (!STAILQ_EMPTY(&c->queue))
 		query_free(pop(c));
 	hosts_free(c);
