@@ -102,7 +102,8 @@ bench: install-deps
 	tests/bench/run build/reghook
 
 # make soak: the long versions of the reliability tests (pytest marker soak):
-# 20,000 events under SIGKILLs, PostgreSQL stopped for 30 s; they print figures.
+# 20,000 events under SIGKILLs, PostgreSQL stopped for 30 s, six failovers of a
+# primary and its standby back and forth; they print figures.
 .PHONY: soak
 soak: install-deps
 	@$(MAKE) --no-print-directory build/reghook asan

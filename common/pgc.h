@@ -1,13 +1,22 @@
 /*
  * pgc: one asynchronous PostgreSQL connection driven by a libevent loop.
  *
- * Nothing here blocks: the connection is opened with PQconnectStart and
- * PQconnectPoll, queries are sent with PQsendQuery[Params] on a
+ * Nothing here blocks: the connection is opened with PQconnectStartParams
+ * and PQconnectPoll, queries are sent with PQsendQuery[Params] on a
  * non-blocking socket, and results are read as the socket becomes readable.
  * Queries queue in order; each one's callback gets its final result. When
  * the server goes away every queued query is answered with a NULL result
  * (its outcome is unknown: the caller decides whether to retry) and the
  * connection reconnects by itself with a capped exponential backoff.
+ *
+ * Made for a primary that may fail over to a standby: unless the
+ * connection string (or a PG* environment variable) says otherwise,
+ * keepalives=1, keepalives_idle=5, keepalives_interval=2,
+ * keepalives_count=3, tcp_user_timeout=10000, connect_timeout=5 and
+ * target_session_attrs=read-write are set; the hosts of a multi-host string are tried one at a
+ * time, each within connect_timeout, starting with the one that worked last; a query that outlives
+ * its deadline (pgc_set_query_timeout) drops the connection, and so does an answer saying the
+ * server is read-only or shutting down, so that the next host is tried.
  *
  * Owners learn of the connection coming up and going down through hooks,
  * and of LISTEN notifications through a third; they may queue queries from
@@ -40,6 +49,15 @@ struct pgc *pgc_new(struct event_base *base, const char *conninfo, const struct 
 		    void *arg);
 void pgc_free(struct pgc *c);
 
+/*
+ * The deadline of each query queued from now on, from the moment it is
+ * sent to its last result (a commit included); 0, the initial value, for
+ * none. A query past it drops the connection: it and every query queued
+ * behind it are answered NULL.
+ */
+void pgc_set_query_timeout(struct pgc *c, int ms);
+int pgc_query_timeout(const struct pgc *c);
+
 /* Queues a query; params are copied. With nparams 0 the text may hold several statements. */
 void pgc_query(struct pgc *c, const char *sql, int nparams, const char *const *params,
 	       pgc_result_fn fn, void *arg);
@@ -52,6 +70,13 @@ bool pgc_is_idle(const struct pgc *c);
 int pgc_queued(const struct pgc *c);
 /* Drops the connection now (answering queued queries with NULL) and reconnects. */
 void pgc_reset(struct pgc *c, const char *why);
+
+/*
+ * A blocking connection with the same defaults, for command-line tools
+ * (libpq applies connect_timeout per host itself when it blocks). Never
+ * NULL; check PQstatus().
+ */
+PGconn *pgc_connectdb(const char *conninfo) __attribute__((warn_unused_result));
 
 /* True if res is a successful command or tuples result. */
 bool pgc_ok(const PGresult *res);

@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "buf.h"
 #include "conf.h"
+#include "pgc.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -84,7 +85,7 @@ bool cli_config(const struct cli_command *cmd, struct config *cfg, int *argc, ch
 
 PGconn *cli_connect(const struct config *cfg)
 {
-	PGconn *conn = PQconnectdb(cfg->database_url);
+	PGconn *conn = pgc_connectdb(cfg->database_url);
 	if (PQstatus(conn) != CONNECTION_OK) {
 		fprintf(stderr, "reghook: cannot connect to the database: %s",
 			PQerrorMessage(conn));

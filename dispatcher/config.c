@@ -106,6 +106,10 @@ static const struct conf_key config_keys[] = {
 	 "debug, info, warn or error", CONF_RELOADS},
 	{"log_format", CONF_STRING, "text", F(log_format), 0, 0, check_log_format,
 	 "text, or json for one JSON object per line", CONF_RELOADS},
+	{"db_timeout", CONF_DURATION, "10s", F(db_timeout_ms), 1000, 3600000LL, NULL,
+	 "deadline of every database query and commit; past it the connection is dropped and "
+	 "tried again (the schema migrations have none)",
+	 CONF_RESTART},
 	{"db_connections", CONF_INT, "2", F(db_connections), 1, 64, NULL,
 	 "database connections of the receiver (group commit runs on each)", CONF_RESTART},
 	{"max_events_per_envelope", CONF_INT, "1000", F(max_events_per_envelope), 1, 1000000, NULL,

@@ -35,6 +35,7 @@ struct config {
 	char *log_level;
 	char *log_format;
 	long long db_connections;
+	long long db_timeout_ms;
 	long long max_events_per_envelope;
 	char *instance_name;
 

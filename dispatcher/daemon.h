@@ -23,6 +23,7 @@ struct httpd;
 struct ingest;
 struct delivery;
 struct stats;
+struct poolcheck;
 
 struct daemon {
 	struct event_base *base; /* owned */
@@ -31,8 +32,11 @@ struct daemon {
 	char **argv;		 /* owned array; the strings borrowed from main */
 	char instance[128];	 /* instance name in leases and history */
 
-	struct pgc *control; /* owned: migrations, readiness, LISTEN */
-	bool schema_ok;	     /* migrations applied on the current control session */
+	struct pgc *control;	     /* owned: migrations, readiness, LISTEN */
+	bool schema_ok;		     /* migrations applied on the current control session */
+	struct poolcheck *poolcheck; /* owned: the start-up check for a pooler, while it runs */
+	bool pool_checked;	     /* it found every connection keeps its session */
+	bool refused;		     /* it found otherwise: the daemon stops, exit status 1 */
 
 	struct httpd *http;	   /* owned: the receiver's HTTP server */
 	struct ingest *ingest;	   /* owned: POST /events */

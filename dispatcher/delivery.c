@@ -571,6 +571,8 @@ struct delivery *delivery_new(struct daemon *d)
 			 "the event loop");
 	dp->claim = pgc_new(d->base, d->cfg->database_url, &claim_hooks, dp);
 	dp->done = pgc_new(d->base, d->cfg->database_url, &done_hooks, dp);
+	pgc_set_query_timeout(dp->claim, (int)d->cfg->db_timeout_ms);
+	pgc_set_query_timeout(dp->done, (int)d->cfg->db_timeout_ms);
 	dp->poll = event_new(d->base, -1, EV_PERSIST, on_poll, dp);
 	dp->reclaim = event_new(d->base, -1, EV_PERSIST, on_reclaim, dp);
 	struct timeval poll = {POLL_MS / 1000, (POLL_MS % 1000) * 1000};

@@ -9,7 +9,9 @@
  * when anything differs or a numbered migration ran, record them, commit;
  * release the lock. Any failure rolls the transaction back (or loses the
  * session, which does too) and releases the lock: the database is left as
- * it was. A second run finds nothing to do and changes nothing: it reads
+ * it was. The run's queries have no deadline (db_timeout): the lock may be
+ * held for long by another instance migrating, and a migration may rewrite
+ * a large table. A second run finds nothing to do and changes nothing: it reads
  * and commits an empty transaction.
  *
  * The files of schema/functions/ define with CREATE OR REPLACE and grant
@@ -52,6 +54,8 @@ enum migrate_step {
 };
 
 struct migrate {
+	struct pgc *c;	/* borrowed */
+	int timeout_ms; /* the connection's query deadline, given back at the end */
 	enum migrate_step step;
 	migrate_done_fn done;
 	void *arg;
@@ -76,6 +80,7 @@ int migrate_latest_version(void)
 
 static void finish(struct migrate *m)
 {
+	pgc_set_query_timeout(m->c, m->timeout_ms);
 	m->done(m->error == NULL, m->error, m->applied, m->arg);
 	free(m->error);
 	free(m);
@@ -314,5 +319,8 @@ void migrate_run(struct pgc *c, migrate_done_fn done, void *arg)
 	struct migrate *m = xcalloc(1, sizeof(*m));
 	m->done = done;
 	m->arg = arg;
+	m->c = c;
+	m->timeout_ms = pgc_query_timeout(c);
+	pgc_set_query_timeout(c, 0);
 	query(c, m, MIGRATE_LOCKING, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")");
 }

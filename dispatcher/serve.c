@@ -24,6 +24,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "migrate.h"
+#include "poolcheck.h"
 #include "sdnotify.h"
 #include "stats.h"
 #include "tls.h"
@@ -72,20 +73,50 @@ static void on_migrated(bool ok, const char *error, int applied, void *arg)
 		tell_ready(d, "database connected, schema current");
 }
 
+/*
+ * Behind a pooler that hands server sessions around per transaction, the
+ * LISTENs, the migrations' advisory lock and the deliveries' wake-ups
+ * would silently break: refuse to run at all, once, at start.
+ */
+static void on_pool_checked(bool shared, const char *detail, void *arg)
+{
+	struct daemon *d = arg;
+	poolcheck_free(d->poolcheck);
+	d->poolcheck = NULL;
+	if (shared) {
+		log_error("database_url leads to a connection pooler in transaction (or statement) "
+			  "pooling mode: %s. reghook needs a server session of its own per "
+			  "connection: it LISTENs for new deliveries and registry sources, holds a "
+			  "session-level advisory lock while migrating, and relies on session "
+			  "state. Use pool_mode = session for this database (PgBouncer), or "
+			  "connect to PostgreSQL directly; not starting",
+			  detail);
+		d->refused = true;
+		event_base_loopexit(d->base, NULL);
+		return;
+	}
+	log_debug("connection pooling check: %s", detail);
+	d->pool_checked = true;
+	if (pgc_is_up(d->control))
+		migrate_run(d->control, on_migrated, d);
+}
+
 static void control_up(struct pgc *c, void *arg)
 {
 	struct daemon *d = arg;
 	log_info("database connected");
-	migrate_run(c, on_migrated, d);
+	if (d->pool_checked)
+		migrate_run(c, on_migrated, d);
+	else if (!d->poolcheck)
+		d->poolcheck = poolcheck_start(d->base, d->cfg->database_url,
+					       (int)d->cfg->db_timeout_ms, on_pool_checked, d);
 }
 
 static void control_down(struct pgc *c, const char *why, void *arg)
 {
 	struct daemon *d = arg;
-	if (d->schema_ok)
-		log_warn("database connection lost: %s", why);
-	else
-		log_debug("database not reachable: %s", why);
+	/* pgc logged the loss of a connection that was up. */
+	log_debug("database not reachable: %s", why);
 	if (!d->stopping)
 		sdnotify_status("waiting for the database: %s", why);
 	d->schema_ok = false;
@@ -248,6 +279,7 @@ static void daemon_free(struct daemon *d)
 	ingest_free(d->ingest);
 	delivery_free(d->delivery);
 	pgc_free(d->control);
+	poolcheck_free(d->poolcheck);
 	stats_free(d->stats);
 	if (d->sigint)
 		event_free(d->sigint);
@@ -306,6 +338,7 @@ static int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 	d.ingest = ingest_new(&d);
 	d.delivery = delivery_new(&d);
 	d.control = pgc_new(d.base, cfg->database_url, &control_hooks, &d);
+	pgc_set_query_timeout(d.control, (int)cfg->db_timeout_ms);
 	d.sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.sighup = evsignal_new(d.base, SIGHUP, on_reload, &d);
@@ -329,7 +362,7 @@ static int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 	log_info("reghook %s serving as %s", REGHOOK_VERSION, d.instance);
 	event_base_dispatch(d.base);
 	log_info("stopped");
-	rc = CLI_OK;
+	rc = d.refused ? CLI_FAILED : CLI_OK;
 failed:
 	daemon_free(&d);
 	return rc;

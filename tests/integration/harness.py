@@ -294,9 +294,15 @@ class Postgres(Database):
     """A private PostgreSQL cluster in a temporary directory.
 
     It listens on 127.0.0.1 at a free port (kept across restarts) and on a
-    unix socket in its directory, trusts every local connection, and runs
-    without fsync (a crash of the machine is not what tests simulate).
-    Its default database is `reghook`, created at the first start.
+    unix socket in its directory, trusts every local connection (replication
+    too), and runs without fsync (a crash of the machine is not what tests
+    simulate). Its default database is `reghook`, created at the first start.
+
+    settings: more postgresql.conf lines. standby_of: instead of initdb, a
+    streaming standby of that (running) cluster, made by pg_basebackup -R,
+    named `name` (its cluster_name, which the primary's
+    synchronous_standby_names refers to). port: the port to listen on (a
+    standby rebuilt where an old primary was keeps its place in a URL).
     """
 
     SETTINGS = """
@@ -308,33 +314,51 @@ fsync = off
 full_page_writes = off
 """
 
-    def __init__(self):
-        self.port = free_port()
+    def __init__(self, settings='', standby_of=None, name=None, port=None):
+        self.port = port or free_port()
         super().__init__(self, 'reghook')
         self.dir = tempfile.mkdtemp(prefix='reghook-pg-')
         self.datadir = os.path.join(self.dir, 'data')
         self.logfile = os.path.join(self.dir, 'postgres.log')
         self.bindir = _pg_bindir()
         self.running = False
-        self._baseline = None  # databases and roles after the first start
+        # Databases and roles after the first start; a standby has its primary's.
+        self._baseline = None if standby_of is None else standby_of._baseline
         try:
-            self._initdb()
+            self._make_dir()
+            if standby_of is None:
+                self._initdb()
+            else:
+                self._basebackup(standby_of)
+            with open(os.path.join(self.datadir, 'postgresql.conf'), 'a') as f:
+                f.write(self.SETTINGS.format(port=self.port, dir=self.dir))
+                if name:
+                    f.write(f"cluster_name = '{name}'\n")
+                f.write(settings + '\n')
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
 
-    def _initdb(self):
+    def _make_dir(self):
         if IS_ROOT:
             pw = pwd.getpwnam('postgres')
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
             if subprocess.run(_as_postgres(['test', '-w', self.dir])).returncode != 0:
                 raise RuntimeError(f'user postgres cannot reach {self.dir}: '
                                    'set TMPDIR to a directory it can reach')
+
+    def _initdb(self):
         self._run('initdb', '-D', self.datadir, '--auth=trust', '-U', 'postgres',
                   '--encoding=UTF8', f'--locale={_initdb_locale()}', '--no-sync',
                   '--no-instructions')
-        with open(os.path.join(self.datadir, 'postgresql.conf'), 'a') as f:
-            f.write(self.SETTINGS.format(port=self.port, dir=self.dir))
+
+    def _basebackup(self, primary):
+        """A copy of primary's data directory that starts as its standby
+        (-R: standby.signal and primary_conninfo). The copied configuration
+        is the primary's; the lines written after it (port, directory,
+        settings) win."""
+        self._run('pg_basebackup', '-D', self.datadir, '-R', '-X', 'stream', '-c', 'fast',
+                  '--no-sync', '-h', '127.0.0.1', '-p', str(primary.port), '-U', 'postgres')
 
     def _run(self, program, *args):
         """Runs a server program (initdb, pg_ctl) as the cluster's owner."""
@@ -358,16 +382,59 @@ full_page_writes = off
             self._run('pg_ctl', 'stop', '-w', '-t', '60', '-D', self.datadir, '-m', mode)
             self.running = False
 
+    def promote(self):
+        """Promotes a standby to primary; returns once it takes writes."""
+        self._run('pg_ctl', 'promote', '-w', '-t', '60', '-D', self.datadir)
+
+    def postmaster_pid(self):
+        with open(os.path.join(self.datadir, 'postmaster.pid')) as f:
+            return int(f.readline())
+
+    def processes(self):
+        """PIDs of the cluster's processes: every process whose working
+        directory is its data directory (PostgreSQL's processes all chdir
+        there), the postmaster's orphaned children included."""
+        pids = []
+        for entry in os.listdir('/proc'):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.readlink(f'/proc/{entry}/cwd') == self.datadir:
+                    pids.append(int(entry))
+            except OSError:
+                pass
+        return pids
+
+    def kill9(self):
+        """SIGKILL to the postmaster, as a crash of the server would. Its
+        children notice and exit by themselves; destroy() ends stragglers."""
+        os.kill(self.postmaster_pid(), signal.SIGKILL)
+        self.running = False
+
+    def signal_all(self, sig):
+        """Sends sig (SIGSTOP, SIGCONT) to every process of the cluster."""
+        for pid in self.processes():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
     def restart(self):
         self.stop()
         self.start()
 
     def destroy(self):
-        """Stops the server and removes its directory."""
+        """Stops the server and removes its directory. A server that was
+        killed, or whose stop fails, has its processes ended by PID."""
         self.close_connections()
         try:
             self.stop()
         finally:
+            for pid in self.processes():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def _names(self):
@@ -400,6 +467,74 @@ full_page_writes = off
         for db in allowed:
             self.psql(f'DROP OWNED BY {names}', dbname=db)
         self.psql(f'DROP ROLE {names}', dbname='postgres')
+
+
+class PgBouncer:
+    """Debian's pgbouncer in front of a Postgres, on a free loopback port,
+    with a generated ini in a temporary directory (never the system
+    service). pool_mode is session, transaction or statement; every user
+    that connects must be listed in users (trust: no passwords)."""
+
+    def __init__(self, server, pool_mode='session', users=('postgres',), pool_size=20):
+        self.server = server
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix='reghook-pgbouncer-')
+        self.log_path = os.path.join(self.dir, 'pgbouncer.log')
+        self.proc = None
+        with open(os.path.join(self.dir, 'userlist.txt'), 'w') as f:
+            f.writelines(f'"{u}" ""\n' for u in users)
+        with open(os.path.join(self.dir, 'pgbouncer.ini'), 'w') as f:
+            f.write(f"""[databases]
+* = host=127.0.0.1 port={server.port}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {self.dir}/userlist.txt
+pool_mode = {pool_mode}
+default_pool_size = {pool_size}
+max_client_conn = 200
+ignore_startup_parameters = extra_float_digits
+logfile = {self.log_path}
+pidfile = {self.dir}/pgbouncer.pid
+""")
+        if IS_ROOT:
+            # pgbouncer refuses to run as root: it runs as postgres.
+            pw = pwd.getpwnam('postgres')
+            for path in (self.dir, *(os.path.join(self.dir, n) for n in os.listdir(self.dir))):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def url(self, user='postgres', dbname='reghook'):
+        return f'postgresql://{user}@127.0.0.1:{self.port}/{dbname}'
+
+    def start(self, timeout=30):
+        """Starts it and waits until it accepts connections."""
+        kwargs = {'user': 'postgres', 'group': 'postgres', 'extra_groups': []} if IS_ROOT else {}
+        self.proc = subprocess.Popen(
+            ['/usr/sbin/pgbouncer', os.path.join(self.dir, 'pgbouncer.ini')],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=self.dir, env=child_env(), start_new_session=True, **kwargs)
+
+        def answers():
+            if self.proc.poll() is not None:
+                raise AssertionError(f'pgbouncer exited with {self.proc.returncode}; '
+                                     f'log:\n{tail(self.log_path)}')
+            try:
+                with socket.create_connection(('127.0.0.1', self.port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(answers, timeout=timeout, msg='pgbouncer to listen')
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc, 10)
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------
@@ -1040,7 +1175,8 @@ class RegistrySender:
 
     After join(): acked (event ids answered 200, in order of the answers),
     statuses (a Counter of the statuses answered, 'error' for a broken
-    connection) and retry_after (the Retry-After values sent with 503s).
+    connection), retry_after (the Retry-After values sent with 503s) and
+    answers ((time.monotonic(), status) of every answer, in order).
     """
 
     V1 = 'application/vnd.docker.distribution.events.v1+json'
@@ -1054,6 +1190,7 @@ class RegistrySender:
         self.acked = []
         self.statuses = collections.Counter()
         self.retry_after = collections.Counter()
+        self.answers = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(self.events[i::queues],),
@@ -1094,6 +1231,7 @@ class RegistrySender:
                 except (OSError, http.client.HTTPException):
                     status, hdrs = 'error', {}
                 with self._lock:
+                    self.answers.append((time.monotonic(), status))
                     self.statuses[status] += 1
                     if status == 503:
                         self.retry_after[hdrs.get('retry-after')] += 1
