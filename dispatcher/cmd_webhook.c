@@ -8,9 +8,12 @@
 #include "buf.h"
 #include "cli.h"
 #include "conf.h"
+#include "formats.h"
 #include "sign.h"
+#include "template.h"
 #include "urltemplate.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +28,16 @@
 #define WEBHOOK_MAX_TIMEOUT_MS 86400000LL
 
 /* Options that set webhook fields: flag, field in webhook_set(), kind. */
-enum opt_kind { OPT_TEXT, OPT_METHOD, OPT_ACTIONS, OPT_FORMAT, OPT_DURATION, OPT_INT, OPT_SECRET };
+enum opt_kind {
+	OPT_TEXT,
+	OPT_METHOD,
+	OPT_ACTIONS,
+	OPT_FORMAT,
+	OPT_TEMPLATE,
+	OPT_DURATION,
+	OPT_INT,
+	OPT_SECRET
+};
 
 static const struct webhook_opt {
 	const char *flag;
@@ -47,7 +59,9 @@ static const struct webhook_opt {
 	{"--repository", "repository", OPT_TEXT, "glob on the repository name (default *)"},
 	{"--tag", "tag", OPT_TEXT, "glob on the tag (default *)"},
 	{"--format", "format", OPT_FORMAT,
-	 "dockerhub (default) or registry (the event as received)"},
+	 "the payload format, one of those below (default dockerhub)"},
+	{"--template", "template", OPT_TEMPLATE,
+	 "FILE or JSON text: the template of --format template (at most 16 KiB)"},
 	{"--timeout", "timeout_ms", OPT_DURATION,
 	 "request timeout, e.g. 30s (default: request_timeout)"},
 	{"--max-attempts", "max_attempts", OPT_INT,
@@ -62,6 +76,55 @@ static void webhook_options(void)
 		printf("  %-16s %s\n", webhook_opts[i].flag, webhook_opts[i].help);
 	printf("  %-16s %s\n", "--header",
 	       "'Name: value', repeatable; replaces all headers on set");
+	printf("Formats:\n");
+	for (int f = 0; f < FORMATS_COUNT; f++)
+		printf("  %-24s %s\n", formats_name((enum formats_format)f),
+		       formats_help((enum formats_format)f));
+}
+
+/*
+ * The text of --template: v itself when it starts as JSON does ('{' or
+ * '[' after blanks), else the file v names. The template is checked here,
+ * as reghook will render it.
+ */
+static bool read_template(const char *v, struct buf *text, char *err, size_t errlen)
+{
+	const char *p = v + strspn(v, " \t\r\n");
+	if (*p == '{' || *p == '[') {
+		buf_puts(text, v);
+	} else {
+		FILE *f = fopen(v, "rb");
+		if (!f) {
+			snprintf(err, errlen, "--template: %s: %s", v, strerror(errno));
+			return false;
+		}
+		char chunk[4096];
+		size_t n;
+		while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 &&
+		       text->len <= TEMPLATE_MAX_BYTES)
+			buf_append(text, chunk, n);
+		bool failed = ferror(f);
+		fclose(f);
+		if (failed) {
+			snprintf(err, errlen, "--template: %s: could not be read", v);
+			return false;
+		}
+	}
+	if (text->len > TEMPLATE_MAX_BYTES) {
+		snprintf(err, errlen, "--template: over the limit of %d bytes", TEMPLATE_MAX_BYTES);
+		return false;
+	}
+	const char *t = text->data ? text->data : "";
+	char why[200];
+	if (memchr(t, '\0', text->len)) {
+		snprintf(err, errlen, "--template: holds a NUL byte");
+		return false;
+	}
+	if (!template_check(t, text->len, why, sizeof(why))) {
+		snprintf(err, errlen, "--template: %s", why);
+		return false;
+	}
+	return true;
 }
 
 static bool check_value(const struct webhook_opt *o, const char *v, struct buf *json, char *err,
@@ -102,12 +165,27 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 		}
 		return true;
 	}
-	case OPT_FORMAT:
-		if (strcmp(v, "dockerhub") != 0 && strcmp(v, "registry") != 0) {
-			snprintf(err, errlen, "--format: '%s' is not dockerhub or registry", v);
+	case OPT_FORMAT: {
+		enum formats_format f;
+		if (!formats_parse(v, &f)) {
+			struct buf names = BUF_INIT;
+			for (int i = 0; i < FORMATS_COUNT; i++)
+				buf_printf(&names, "%s%s", i ? ", " : "",
+					   formats_name((enum formats_format)i));
+			snprintf(err, errlen, "--format: '%s' is not one of %s", v, names.data);
+			buf_free(&names);
 			return false;
 		}
 		break;
+	}
+	case OPT_TEMPLATE: {
+		struct buf text = BUF_INIT;
+		bool ok = read_template(v, &text, err, errlen);
+		if (ok)
+			buf_json_str(json, text.data ? text.data : "", text.len);
+		buf_free(&text);
+		return ok;
+	}
 	case OPT_DURATION:
 		/* A bare number would be seconds in the configuration; here it is refused,
 		 * so that "--timeout 30" cannot mean 30 ms to one reader and 30 s to another. */
@@ -209,7 +287,8 @@ static const char list_sql[] =
 	" CASE WHEN s.has_password THEN 'set' ELSE 'none' END AS password,"                        \
 	" CASE WHEN s.has_secret THEN 'set' ELSE 'none' END AS secret,"                            \
 	" array_to_string(w.actions, ',') AS actions, w.repository_glob AS repository,"            \
-	" w.tag_glob AS tag, w.format, w.enabled, coalesce(w.disabled_reason, '') AS "             \
+	" w.tag_glob AS tag, w.format, coalesce(w.template, '') AS template, w.enabled, "          \
+	"coalesce(w.disabled_reason, '') AS "                                                      \
 	"disabled_reason,"                                                                         \
 	" coalesce(w.timeout_ms::text, 'default') AS timeout_ms,"                                  \
 	" coalesce(w.max_attempts::text, 'default') AS max_attempts,"                              \
@@ -375,6 +454,8 @@ static int run(const struct cli_command *cmd, const struct config *cfg, int argc
 	}
 	if (is_set && !has_fields)
 		return cli_usage_error(cmd, "set needs at least one field option");
+	if (is_add && strstr(fields, "\"format\":\"template\"") && !strstr(fields, "\"template\":"))
+		return cli_usage_error(cmd, "--format template needs --template FILE");
 	char err[256];
 	if (is_add && !urltemplate_check(argv[3], err, sizeof(err)))
 		return cli_usage_error(cmd, "URL: %s", err);

@@ -346,6 +346,13 @@ static void start_one(struct delivery *dp, PGresult *res, int row)
 		.description = col(res, row, "description"),
 		.is_private = strcmp(colz(res, row, "is_private"), "t") == 0,
 		.namespace_created_at = atoll(colz(res, row, "namespace_created_at")),
+		.event_uuid = col(res, row, "event_uuid"),
+		.event_time = col(res, row, "event_time"),
+		.media_type = col(res, row, "media_type"),
+		.size = atoll(colz(res, row, "size")),
+		.has_size = col(res, row, "size") != NULL,
+		.source_name = col(res, row, "source_name"),
+		.template_ = col(res, row, "template"),
 	};
 	const char *max = col(res, row, "max_attempts");
 	struct inflight *f = xcalloc(1, sizeof(*f));

@@ -2,10 +2,12 @@
  * request: see request.h.
  */
 #include "request.h"
+#include "formats.h"
 #include "log.h"
 #include "netguard.h"
 #include "payload.h"
 #include "sign.h"
+#include "template.h"
 #include "urltemplate.h"
 
 #include <ctype.h>
@@ -21,6 +23,7 @@ struct request {
 	int attempt;
 	long long webhook_id;
 	char method[8];
+	char format[32]; /* the payload format, for history */
 	bool allow_private;
 	size_t body_limit;
 
@@ -174,13 +177,32 @@ static bool add_custom_headers(struct request *r, const char *json)
 	return true;
 }
 
-static bool build_body(struct request *r, const struct request_spec *s, const struct config *cfg)
+/*
+ * The body in the webhook's format, and the format's own headers. False
+ * with why set when it cannot be made (a template that fails the check
+ * here though the database let it in: the delivery fails, not retried).
+ */
+static bool build_body(struct request *r, const struct request_spec *s, const struct config *cfg,
+		       struct payload_headers *extra, char *why, size_t whylen)
 {
 	if (strcmp(r->method, "GET") == 0 || strcmp(r->method, "DELETE") == 0)
 		return true;
-	if (strcmp(s->format, "registry") == 0 && s->raw) {
+	enum formats_format f;
+	if (!formats_parse(s->format, &f)) {
+		snprintf(why, whylen, "unknown format \"%s\"", s->format);
+		return false;
+	}
+	if (f == FORMATS_REGISTRY && s->raw) {
 		buf_puts(&r->body, s->raw);
 		return true;
+	}
+	if (f == FORMATS_TEMPLATE) {
+		char err[200];
+		if (!s->template_ ||
+		    !template_check(s->template_, strlen(s->template_), err, sizeof(err))) {
+			snprintf(why, whylen, "template: %s", s->template_ ? err : "none set");
+			return false;
+		}
 	}
 	struct buf callback = BUF_INIT, base = BUF_INIT;
 	config_public_url(cfg, &base);
@@ -213,8 +235,17 @@ static bool build_body(struct request *r, const struct request_spec *s, const st
 		.callback_url = callback.data,
 		.registry_url = cfg->registry_url,
 		.registry_host = host,
+		.event_id = s->event_uuid,
+		.delivery_id = s->delivery_id,
+		.timestamp = s->event_time,
+		.media_type = s->media_type,
+		.size = s->size,
+		.has_size = s->has_size,
+		.source_name = s->source_name,
 	};
-	bool ok = payload_dockerhub(&ev, &r->body);
+	bool ok = formats_render(f, &ev, s->raw, s->template_, &r->body, extra);
+	if (!ok)
+		snprintf(why, whylen, "the event cannot be sent in format %s", formats_name(f));
 	if (raw)
 		yajl_tree_free(raw);
 	buf_free(&callback);
@@ -229,6 +260,7 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 
 	snprintf(r->delivery_id, sizeof(r->delivery_id), "%s", s->delivery_id);
 	snprintf(r->method, sizeof(r->method), "%s", s->method);
+	snprintf(r->format, sizeof(r->format), "%s", s->format);
 	r->attempt = s->attempt;
 	r->webhook_id = s->webhook_id;
 	r->allow_private = cfg->allow_private_targets;
@@ -245,16 +277,23 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 		finish_invalid(r, err);
 		return r;
 	}
-	if (!build_body(r, s, cfg)) {
-		finish_invalid(r, "payload could not be generated");
+	struct payload_headers extra = {0};
+	if (!build_body(r, s, cfg, &extra, err, sizeof(err))) {
+		payload_headers_free(&extra);
+		finish_invalid(r, err);
 		return r;
 	}
 	bool has_body = strcmp(r->method, "GET") != 0 && strcmp(r->method, "DELETE") != 0;
+	enum formats_format f;
+	const char *fixed = formats_parse(s->format, &f) ? formats_content_type(f) : NULL;
 	if (has_body)
-		add_header(r, "Content-Type", s->content_type, false);
+		add_header(r, "Content-Type", fixed ? fixed : s->content_type, false);
 	add_header(r, "User-Agent", user_agent, false);
 	add_header(r, "X-Reghook-Event", s->action, false);
 	add_header(r, "X-Reghook-Delivery", s->delivery_id, false);
+	for (size_t i = 0; i < extra.n; i++)
+		add_header(r, extra.h[i].name, extra.h[i].value, false);
+	payload_headers_free(&extra);
 	if (!add_custom_headers(r, s->headers_json)) {
 		finish_invalid(r, "webhook headers are not readable");
 		return r;
@@ -439,6 +478,7 @@ void request_record_json(const struct request *r, struct buf *b, const char *out
 		   r->delivery_id, r->attempt, r->webhook_id, r->started_ms, r->duration_ms,
 		   r->truncated ? "true" : "false", delay_ms);
 	json_kv(b, "outcome", outcome, strlen(outcome));
+	json_kv(b, "format", r->format, strlen(r->format));
 	json_kv(b, "method", r->method, strlen(r->method));
 	json_kv(b, "url", url.data, url.len);
 	buf_printf(b, ",\"request_headers\":[%s]", buf_cstr((struct buf *)&r->sent_headers));

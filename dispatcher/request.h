@@ -38,6 +38,14 @@ struct request_spec {
 	const char *description;
 	bool is_private;
 	long long namespace_created_at;
+	/* For the formats beyond dockerhub (formats.h); NULL: unknown, or a test push. */
+	const char *event_uuid; /* the registry's event id */
+	const char *event_time; /* the registry's timestamp, as it sent it */
+	const char *media_type; /* the manifest's */
+	long long size;		/* the manifest's, if has_size */
+	bool has_size;
+	const char *source_name; /* the registry source's name */
+	const char *template_;	 /* for format template */
 };
 
 enum request_outcome {

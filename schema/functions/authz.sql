@@ -77,7 +77,7 @@ BEGIN
     -- that lets its holder report the delivery's state: members read the rest.
     EXECUTE format('GRANT SELECT (delivery_id, attempt, webhook_id, attempted_at, duration_ms, method, url, '
                    'request_headers, response_status, response_headers, response_body, '
-                   'response_truncated, error_class, error_message, instance) '
+                   'response_truncated, error_class, error_message, instance, format) '
                    'ON reghook.delivery_attempts TO %I', member);
     EXECUTE format('GRANT SELECT (webhook_id, position, name) ON reghook.webhook_headers TO %I', member);
     EXECUTE format('GRANT SELECT (id, webhook_id, event_id, action, is_test, status, attempts, next_attempt_at, '

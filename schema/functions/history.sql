@@ -20,7 +20,7 @@ SELECT d.id AS delivery_id, a.attempt, d.webhook_id, w.name AS webhook_name, n.n
        CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
        a.error_class, d.is_test, d.event_id, d.created_at,
        d.callback_state, d.callback_description, d.callback_context, d.callback_target_url,
-       d.callback_at
+       d.callback_at, coalesce(a.format, w.format) AS format
 FROM reghook.deliveries d
 JOIN reghook.webhooks w ON w.id = d.webhook_id
 JOIN reghook.namespaces n ON n.id = w.namespace_id
@@ -51,6 +51,8 @@ COMMENT ON COLUMN reghook.delivery_history.created_at IS 'When the delivery was 
 COMMENT ON COLUMN reghook.delivery_history.callback_state IS
     'What the endpoint reported through callback_url: success, failure or error; NULL if nothing.';
 COMMENT ON COLUMN reghook.delivery_history.callback_description IS 'The description it reported.';
+COMMENT ON COLUMN reghook.delivery_history.format IS
+    'The payload format the attempt was sent in (the webhook''s format for one not tried yet).';
 COMMENT ON COLUMN reghook.delivery_history.callback_context IS 'The context it reported.';
 COMMENT ON COLUMN reghook.delivery_history.callback_target_url IS 'The target_url it reported.';
 COMMENT ON COLUMN reghook.delivery_history.callback_at IS 'When it last reported.';
@@ -63,7 +65,7 @@ SELECT w.id AS webhook_id, w.name AS webhook_name, n.name AS namespace, w.enable
        (SELECT round(avg(CASE WHEN a.error_class IS NULL THEN 1 ELSE 0 END), 3)
         FROM reghook.delivery_attempts a
         WHERE a.webhook_id = w.id AND a.attempted_at > now() - interval '24 hours') AS success_rate_24h,
-       w.url, w.failing_since
+       w.url, w.failing_since, w.format
 FROM reghook.webhooks w
 JOIN reghook.namespaces n ON n.id = w.namespace_id;
 COMMENT ON VIEW reghook.webhook_health IS 'One row per webhook: is it enabled, is it healthy, how much waits.';
@@ -79,6 +81,7 @@ COMMENT ON COLUMN reghook.webhook_health.pending IS 'Deliveries waiting or in fl
 COMMENT ON COLUMN reghook.webhook_health.success_rate_24h IS
     'Share of the last 24 hours'' attempts that succeeded, 0 to 1; NULL without attempts.';
 COMMENT ON COLUMN reghook.webhook_health.url IS 'The webhook''s URL template.';
+COMMENT ON COLUMN reghook.webhook_health.format IS 'The webhook''s payload format.';
 COMMENT ON COLUMN reghook.webhook_health.failing_since IS 'First failure since the last success, if failing.';
 
 -- prune_history: the janitor of `reghook serve` prunes history older than

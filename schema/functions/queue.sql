@@ -54,7 +54,8 @@ RETURNS TABLE (
     password text, secret text, format text, timeout_ms integer, max_attempts integer,
     headers text, repository text, name text, tag text, digest text, actor text,
     occurred_at bigint, raw text, namespace text, description text, is_private boolean,
-    namespace_created_at bigint)
+    namespace_created_at bigint, event_uuid text, event_time text, media_type text,
+    size bigint, source_name text, template text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
@@ -95,11 +96,19 @@ BEGIN
            e.digest, coalesce(e.actor, CASE WHEN c.is_test THEN session_user::text END),
            floor(extract(epoch FROM coalesce(e.occurred_at, c.created_at)))::bigint,
            e.raw::text, n.name, n.description, n.is_private,
-           floor(extract(epoch FROM n.created_at))::bigint
+           floor(extract(epoch FROM n.created_at))::bigint,
+           -- What the other formats add (formats.h): the registry's event id and time, the
+           -- manifest's media type and size (a number only), the source's name, the template.
+           e.event_uuid, e.raw ->> 'timestamp', e.media_type,
+           CASE WHEN jsonb_typeof(e.raw -> 'target' -> 'size') = 'number'
+                     AND (e.raw -> 'target' ->> 'size') ~ '^[0-9]{1,18}$'
+                THEN (e.raw -> 'target' ->> 'size')::bigint END,
+           src.name, w.template
     FROM claimed c
     JOIN reghook.webhooks w ON w.id = c.webhook_id
     JOIN reghook.namespaces n ON n.id = w.namespace_id
     LEFT JOIN reghook.events e ON e.id = c.event_id
+    LEFT JOIN reghook.registry_sources src ON src.id = e.source_id
     LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id;
 END
 $$;
@@ -178,12 +187,12 @@ BEGIN
                b.duration_ms, b.method, b.url, b.request_headers, b.request_body,
                b.response_status, b.response_headers, b.response_body,
                coalesce(b.truncated, false) AS truncated, b.error_class, b.error_message,
-               b.outcome, b.delay_ms
+               b.outcome, b.delay_ms, b.format
         FROM json_to_recordset(batch) AS b(id uuid, attempt integer, webhook_id bigint,
             attempted_at double precision, duration_ms integer, method text, url text,
             request_headers jsonb, request_body text, response_status integer,
             response_headers jsonb, response_body text, truncated boolean, error_class text,
-            error_message text, outcome text, delay_ms bigint)
+            error_message text, outcome text, delay_ms bigint, format text)
     ),
     -- Only attempts whose lease is still ours count.
     moved AS (
@@ -212,10 +221,10 @@ BEGIN
         INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
             duration_ms, method, url, request_headers, request_body, response_status,
             response_headers, response_body, response_truncated, error_class, error_message,
-            instance)
+            instance, format)
         SELECT id, attempt, webhook_id, attempted_at, duration_ms, method, url, request_headers,
                request_body, response_status, response_headers, decode(response_body, 'hex'),
-               truncated, error_class, error_message, instance
+               truncated, error_class, error_message, instance, format
         FROM moved
         ON CONFLICT (delivery_id, attempt) DO NOTHING
     ),

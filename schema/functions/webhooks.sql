@@ -59,6 +59,40 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
                 ELSE changes END
 $$;
 
+-- template_problem: what is wrong with a webhook template, NULL if
+-- nothing is, for SQL users who call webhook_set() directly (the CLI has
+-- checked it already, with the line and column). reghook checks it again
+-- when it renders: a template that passes here but not there makes its
+-- deliveries fail with reghook's message.
+CREATE OR REPLACE FUNCTION reghook.template_problem(t text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v text;
+    known text[] := ARRAY['namespace', 'name', 'repository', 'tag', 'digest', 'action', 'actor',
+                          'timestamp', 'pushed_at', 'media_type', 'size', 'event_id', 'delivery_id',
+                          'registry_url', 'repo_url'];
+BEGIN
+    IF octet_length(t) > 16384 THEN
+        RETURN format('the template is %s bytes, over the limit of 16384', octet_length(t));
+    END IF;
+    BEGIN
+        PERFORM t::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+        RETURN 'the template is not JSON';
+    END;
+    FOR v IN SELECT m[1] FROM regexp_matches(t, '\{\{ *([^{}]*?) *\}\}', 'g') AS m LOOP
+        IF NOT v = ANY (known) THEN
+            RETURN format('unknown variable {{%s}}', v);
+        END IF;
+    END LOOP;
+    IF (SELECT count(*) FROM regexp_matches(t, '\{\{', 'g'))
+       <> (SELECT count(*) FROM regexp_matches(t, '\{\{ *[^{}]*? *\}\}', 'g')) THEN
+        RETURN '{{ without its variable name and }}';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION reghook.webhook_add(namespace text, url text, changes jsonb DEFAULT '{}')
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -80,9 +114,9 @@ COMMENT ON FUNCTION reghook.webhook_add(text, text, jsonb) IS
 
 -- webhook_set applies `changes` (a JSON object of field: value) to a
 -- webhook. Fields: name url method content_type username password secret
--- actions repository tag format timeout_ms max_attempts headers. JSON null
--- clears the optional ones (username, password, secret, timeout_ms,
--- max_attempts). A new URL on another host (scheme, host or port) would
+-- actions repository tag format template timeout_ms max_attempts headers.
+-- JSON null clears the optional ones (username, password, secret,
+-- timeout_ms, max_attempts, template). A new URL on another host (scheme, host or port) would
 -- get the webhook's password and header values with the next request, so
 -- a contributor could read them back: the change must give them again (or
 -- clear them) at the same time.
@@ -95,7 +129,8 @@ DECLARE
     k text;
     known text[] := ARRAY['name', 'url', 'method', 'content_type', 'username', 'password',
                           'secret', 'actions', 'repository', 'tag', 'format', 'timeout_ms',
-                          'max_attempts', 'headers'];
+                          'max_attempts', 'headers', 'template'];
+    problem text;
 BEGIN
     PERFORM reghook.require_webhook(webhook, 2);
     c := reghook.changes_without_url_credentials(changes);
@@ -123,6 +158,20 @@ BEGIN
             RAISE EXCEPTION 'unknown webhook field "%"', k USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END LOOP;
+    IF c ? 'template' AND jsonb_typeof(c -> 'template') NOT IN ('string', 'null') THEN
+        RAISE EXCEPTION 'template must be given as a string holding the JSON template'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    problem := reghook.template_problem(c ->> 'template');
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'template: %', problem USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(c ->> 'format', (SELECT w.format FROM reghook.webhooks w WHERE w.id = webhook)) = 'template'
+       AND (CASE WHEN c ? 'template' THEN c ->> 'template'
+                 ELSE (SELECT w.template FROM reghook.webhooks w WHERE w.id = webhook) END) IS NULL THEN
+        RAISE EXCEPTION 'format template needs a template' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'webhook set ID --format template --template FILE';
+    END IF;
     UPDATE reghook.webhooks w SET
         name = CASE WHEN c ? 'name' THEN c->>'name' ELSE w.name END,
         url = CASE WHEN c ? 'url' THEN c->>'url' ELSE w.url END,
@@ -134,6 +183,7 @@ BEGIN
         repository_glob = CASE WHEN c ? 'repository' THEN c->>'repository' ELSE w.repository_glob END,
         tag_glob = CASE WHEN c ? 'tag' THEN c->>'tag' ELSE w.tag_glob END,
         format = CASE WHEN c ? 'format' THEN c->>'format' ELSE w.format END,
+        template = CASE WHEN c ? 'template' THEN c->>'template' ELSE w.template END,
         timeout_ms = CASE WHEN c ? 'timeout_ms' THEN (c->>'timeout_ms')::integer ELSE w.timeout_ms END,
         max_attempts = CASE WHEN c ? 'max_attempts' THEN (c->>'max_attempts')::integer ELSE w.max_attempts END,
         updated_at = now()
@@ -153,7 +203,7 @@ END
 $$;
 COMMENT ON FUNCTION reghook.webhook_set(bigint, jsonb) IS
     'Changes fields of a webhook, given as a JSON object (name url method content_type username password secret '
-    'actions repository tag format timeout_ms max_attempts headers). Contributors.';
+    'actions repository tag format template timeout_ms max_attempts headers). Contributors.';
 
 -- Replaces a webhook's headers with `headers`, each 'Name: value'.
 CREATE OR REPLACE FUNCTION reghook.webhook_set_headers(webhook bigint, headers text[]) RETURNS void

@@ -95,6 +95,8 @@ def test_every_cookbook_query_runs_as_the_role_it_names(reghook_factory, pg, end
     w = world(reghook_factory, pg, endpoint_factory)
     good, bad, delivery = int(w['good']), int(w['bad']), w['delivery']
     w['ok'].respond(200, b'ok')
+    # Before the retrigger, not after: its attempt may start at once.
+    w['down'].respond(200, b'back')
 
     def check_failures(r):
         assert {(x['url'], x['response_status'], x['error_class'], x['tag']) for x in r} == {
@@ -130,7 +132,6 @@ def test_every_cookbook_query_runs_as_the_role_it_names(reghook_factory, pg, end
 
     def check_retrigger_failed(r):
         assert r == [{'retrigger_failed': 1}]
-        w['down'].respond(200, b'back')
         assert wait_status(pg, w['bad'], 'succeeded', timeout=20)[0]['id'] == w['failed']
 
     def check_grant(r):

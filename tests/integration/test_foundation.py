@@ -32,7 +32,7 @@ def test_help_lists_commands_and_every_config_key():
     webhook = run_reghook(['webhook', '--help']).stdout
     for flag in ('--name', '--url', '--method', '--content-type', '--header', '--username',
                  '--password', '--secret', '--actions', '--repository', '--tag', '--format',
-                 '--timeout', '--max-attempts'):
+                 '--template', '--timeout', '--max-attempts'):
         assert f'  {flag} ' in webhook, flag
 
 

@@ -1,0 +1,283 @@
+"""The payload formats end to end: a real `skopeo` push and delete through
+the real registry, delivered to real endpoints in each format (SPEC
+"Other formats"), checked on the bytes received: CloudEvents read by the
+CloudEvents SDK for JavaScript, chat messages against each service's
+shape and limits, templates rendered; signatures over every format; the
+format in history; and bad --format / --template input through the CLI
+and through SQL."""
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import urllib.parse
+
+import pytest
+
+from harness import DEFAULT_REGISTRY_URL, add_webhook, register, wait_until
+
+FORMATS = ('dockerhub', 'registry', 'cloudevents', 'cloudevents-structured', 'slack',
+           'discord', 'teams', 'template')
+
+TEMPLATE = json.dumps({
+    'text': 'pushed {{repository}}:{{tag}} by {{ actor }}',
+    'size': '{{size}}', 'id': '{{event_id}}', 'at': '{{pushed_at}}', 'when': '{{timestamp}}',
+    'kind': '{{media_type}}', 'delivery': '{{delivery_id}}', 'link': '{{repo_url}}',
+    'digest': '{{digest}}', 'literal': 'LITERAL',
+    'nested': [{'tag': '{{tag}}'}, 1, True, None]}).replace(
+        'LITERAL', '{\\u007b not a variable }}')  # JSON's escape: a "{{" that opens nothing
+
+
+def rows(pg, sql):
+    return json.loads(pg.psql(f"SELECT coalesce(json_agg(t), '[]') FROM ({sql}) t"))
+
+
+def message(req):
+    """An HTTP request as the SDK fixture takes it."""
+    return {'headers': {k.lower(): v for k, v in req.headers}, 'body': req.body.decode()}
+
+
+def ce_attr(event, name, binary):
+    value = event['attributes'][name]
+    return urllib.parse.unquote(value, errors='strict') if binary else value
+
+
+def add_formats(daemon, endpoint, *options):
+    """One webhook per format (actions push and delete), each at /<format>."""
+    ids = {}
+    for fmt in FORMATS:
+        extra = ('--template', TEMPLATE) if fmt == 'template' else ()
+        ids[fmt] = add_webhook(daemon, 'team-a', endpoint.url(f'/{fmt}'), '--format', fmt,
+                               '--actions', 'push,delete', *extra, *options)
+    return ids
+
+
+def by_path(reqs):
+    out = {}
+    for r in reqs:
+        out.setdefault(r.path.strip('/'), []).append(r)
+    return out
+
+
+def check_chat(fmt, body, repository, tag, actor='alice'):
+    text = json.dumps(body)
+    assert '/callback/' not in text and 'rgh_' not in text
+    if fmt == 'slack':
+        assert set(body) == {'text', 'blocks'}
+        assert f'{repository}:{tag}' in body['text'] and actor in body['text']
+        assert body['blocks'] and all(b['type'] in ('section', 'context') for b in body['blocks'])
+    elif fmt == 'discord':
+        assert set(body) >= {'content', 'embeds'}
+        assert len(body['content']) <= 2000 and len(body['embeds']) <= 10
+        assert f'{repository}:{tag}' in text and actor in text
+    else:
+        assert body['type'] == 'message'
+        [att] = body['attachments']
+        assert att['contentType'] == 'application/vnd.microsoft.card.adaptive'
+        assert att['content']['type'] == 'AdaptiveCard'
+        assert f'{repository}:{tag}' in text and actor in text
+
+
+def test_every_format_from_a_real_push_and_delete(reghook, pg, registry_factory,
+                                                  endpoint_factory, cloudevents_sdk):
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    key = b'format-signing-key-0123456789abc'
+    secret = 'whsec_' + base64.b64encode(key).decode()
+    ids = add_formats(reghook, hook, '--secret', secret)
+    registry = registry_factory(reghook.url('/events'), token)
+
+    digest = registry.push('team-a/app:1.0')
+    pushes = by_path(hook.wait_for(len(FORMATS), timeout=60))
+    assert set(pushes) == set(FORMATS)
+    event_id = None
+    for fmt, [req] in pushes.items():
+        # Signed whatever the format: over the exact body received.
+        signed = f'{req.header("webhook-id")}.{req.header("webhook-timestamp")}.'.encode() + req.body
+        mac = hmac.new(key, signed, hashlib.sha256).digest()
+        assert req.header('webhook-signature') == 'v1,' + base64.b64encode(mac).decode(), fmt
+        assert req.header('X-Reghook-Event') == 'push'
+        body = req.json()
+        if fmt in ('cloudevents', 'cloudevents-structured'):
+            binary = fmt == 'cloudevents'
+            assert req.header('Content-Type') == (
+                'application/json' if binary else 'application/cloudevents+json')
+            ev = cloudevents_sdk(message(req))
+            assert ce_attr(ev, 'type', binary) == 'io.reghook.image.pushed'
+            assert ce_attr(ev, 'subject', binary) == 'team-a/app:1.0'
+            assert ce_attr(ev, 'actor', binary) == 'alice'
+            assert ev['data']['digest'] == digest and ev['data']['tag'] == '1.0'
+            assert ev['data']['size'] > 0 and ev['data']['media_type']
+            event_id = event_id or ce_attr(ev, 'id', binary)
+            assert ce_attr(ev, 'id', binary) == event_id == ev['data']['event_id']
+        elif fmt in ('slack', 'discord', 'teams'):
+            check_chat(fmt, body, 'team-a/app', '1.0')
+        elif fmt == 'template':
+            assert body['text'] == 'pushed team-a/app:1.0 by alice'
+            assert type(body['size']) is int and body['size'] > 0
+            assert body['id'] == event_id or event_id is None
+            assert type(body['at']) is int and abs(body['at'] - time.time()) < 300
+            assert body['digest'] == digest and body['link'].endswith('/team-a/app')
+            assert body['literal'] == '{{ not a variable }}'
+            assert body['nested'] == [{'tag': '1.0'}, 1, True, None]
+            assert body['delivery'] == req.header('X-Reghook-Delivery')
+        elif fmt == 'registry':
+            assert body['action'] == 'push' and body['target']['digest'] == digest
+        else:
+            assert body['push_data']['images'] == [digest]
+    assert pushes['template'][0].json()['id'] == event_id
+
+    registry.delete(f'team-a/app@{digest}')
+    got = by_path(hook.wait_for(len(FORMATS) * 3, timeout=60)[len(FORMATS):])
+    for fmt in ('cloudevents', 'cloudevents-structured'):
+        binary = fmt == 'cloudevents'
+        for req in got[fmt]:
+            ev = cloudevents_sdk(message(req))
+            assert ce_attr(ev, 'type', binary) == 'io.reghook.image.deleted'
+            assert ev['data']['digest'] == digest
+    for fmt in ('slack', 'discord', 'teams'):
+        assert all('delete' in json.dumps(r.json()).lower() for r in got[fmt]), fmt
+
+    # History records the format of each attempt.
+    history = rows(pg, 'SELECT webhook_id, format FROM reghook.delivery_history '
+                       'WHERE attempt IS NOT NULL')
+    assert {(str(h['webhook_id']), h['format']) for h in history} == {
+        (ids[f], f) for f in FORMATS}
+    health = rows(pg, 'SELECT webhook_id, format FROM reghook.webhook_health')
+    assert {(str(h['webhook_id']), h['format']) for h in health} == {
+        (ids[f], f) for f in FORMATS}
+    sent = rows(pg, f"SELECT request_headers FROM reghook.delivery_attempts "
+                    f"WHERE webhook_id = {ids['cloudevents']}")
+    assert all(any(n == 'ce-id' for n, _ in s['request_headers']) for s in sent)
+
+
+def test_the_same_ce_id_on_retrigger_and_for_two_webhooks(reghook, pg, registry_factory,
+                                                           endpoint_factory, cloudevents_sdk):
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    first = add_webhook(reghook, 'team-a', hook.url('/a'), '--format', 'cloudevents')
+    add_webhook(reghook, 'team-a', hook.url('/b'), '--format', 'cloudevents')
+    registry = registry_factory(reghook.url('/events'), token)
+    registry.push('team-a/app:2.0')
+    reqs = hook.wait_for(2, timeout=60)
+    wait_until(lambda: rows(pg, f"SELECT 1 FROM reghook.deliveries WHERE webhook_id = {first} "
+                                f"AND status = 'succeeded'"), 15)
+    delivery = rows(pg, f'SELECT id::text FROM reghook.deliveries WHERE webhook_id = {first}')
+    reghook.run_cli('retrigger', delivery[0]['id'])
+    reqs = hook.wait_for(3, timeout=30)
+    ids = {cloudevents_sdk(message(r))['attributes']['id'] for r in reqs}
+    assert len(ids) == 1
+    assert len({r.header('X-Reghook-Delivery') for r in reqs}) == 2
+
+
+def test_webhook_test_sends_the_webhooks_format(reghook, pg, endpoint_factory, cloudevents_sdk):
+    reghook.run_cli('namespace', 'add', 'team-a')
+    hook = endpoint_factory()
+    ce = add_webhook(reghook, 'team-a', hook.url('/ce'), '--format', 'cloudevents-structured',
+                     enable=False)
+    slack = add_webhook(reghook, 'team-a', hook.url('/slack'), '--format', 'slack',
+                        enable=False)
+    for webhook_id in (ce, slack):
+        proc = reghook.run_cli('webhook', 'test', webhook_id, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = by_path(hook.wait_for(2))
+    ev = cloudevents_sdk(message(got['ce'][0]))
+    assert ev['attributes']['subject'] == 'team-a/reghook-test:test'
+    assert ev['attributes']['source'] == f'{DEFAULT_REGISTRY_URL}/team-a/reghook-test'
+    assert ev['attributes']['id'] == got['ce'][0].header('X-Reghook-Delivery')
+    check_chat('slack', got['slack'][0].json(), 'team-a/reghook-test', 'test', 'postgres')
+
+
+def test_show_prints_format_and_template(reghook, tmp_path):
+    reghook.run_cli('namespace', 'add', 'team-a')
+    path = tmp_path / 'mattermost.json'
+    path.write_text('{\n  "text": "{{repository}}:{{tag}} pushed"\n}\n')
+    webhook_id = add_webhook(reghook, 'team-a', 'https://chat.example.com/hooks/x',
+                             '--format', 'template', '--template', str(path), enable=False)
+    out = reghook.run_cli('webhook', 'show', webhook_id).stdout
+    assert 'format             template' in out
+    assert '"text": "{{repository}}:{{tag}} pushed"' in out
+    reghook.run_cli('webhook', 'set', webhook_id, '--format', 'teams')
+    assert 'format             teams' in reghook.run_cli('webhook', 'show', webhook_id).stdout
+
+
+def test_a_template_the_renderer_refuses_fails_the_delivery_once(reghook_factory, pg,
+                                                                endpoint_factory):
+    """A template the SQL guard let in but reghook's check refuses (a "{{" in
+    a key) fails its delivery with reghook's message, without retries."""
+    daemon = reghook_factory({'retry_schedule': '0,1s,1s'})
+    daemon.run_cli('namespace', 'add', 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'), enable=False)
+    pg.psql(f"""SELECT reghook.webhook_set({webhook_id},
+        '{{"format": "template", "template": "{{\\"{{{{tag}}}}\\": 1}}"}}')""")
+    daemon.run_cli('webhook', 'test', webhook_id, check=False)
+    wait_until(lambda: rows(pg, f"SELECT 1 FROM reghook.deliveries WHERE webhook_id = {webhook_id}"
+                                f" AND status = 'failed'"), 15)
+    [attempt] = rows(pg, f'SELECT error_message, format FROM reghook.delivery_attempts '
+                         f'WHERE webhook_id = {webhook_id}')
+    assert attempt['error_message'].startswith('template: line 1, column ')
+    assert attempt['format'] == 'template'
+    assert hook.requests == []
+
+
+# --- bad input ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('args,needle', [
+    (('--format', 'mattermost'), "--format: 'mattermost' is not one of dockerhub, registry"),
+    (('--format', 'template'), '--format template needs --template'),
+    (('--format', 'template', '--template', '{"a": "{{tagg}}"}'),
+     '--template: line 1, column'),
+    (('--format', 'template', '--template', '{"a": '), '--template: line 1, column'),
+    (('--format', 'template', '--template', '/nonexistent/t.json'), 'No such file'),
+    (('--format', 'template', '--template', '{"a": "' + 'x' * 16400 + '"}'),
+     'over the limit of 16384 bytes'),
+])
+def test_bad_format_and_template_on_the_cli(reghook, pg, args, needle):
+    reghook.run_cli('namespace', 'add', 'team-a')
+    proc = reghook.run_cli('webhook', 'add', 'team-a', 'https://x.example/', *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr, proc.stderr
+    assert rows(pg, 'SELECT id FROM reghook.webhooks') == []
+
+
+def test_unknown_variable_names_line_and_column(reghook, tmp_path):
+    reghook.run_cli('namespace', 'add', 'team-a')
+    path = tmp_path / 't.json'
+    path.write_text('{\n  "ok": "{{tag}}",\n  "bad": "x {{tagg}}"\n}\n')
+    proc = reghook.run_cli('webhook', 'add', 'team-a', 'https://x.example/', '--format',
+                           'template', '--template', str(path), check=False)
+    assert proc.returncode == 2
+    assert 'line 3, column' in proc.stderr and 'tagg' in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize('changes,needle', [
+    ({'format': 'mattermost'}, 'webhooks_format_check'),
+    ({'format': 'template'}, 'format template needs a template'),
+    ({'format': 'template', 'template': '{"a": '}, 'template: the template is not JSON'),
+    ({'format': 'template', 'template': '{"a": "{{tagg}}"}'}, 'unknown variable {{tagg}}'),
+    ({'format': 'template', 'template': '{"a": "{{tag"}'}, '{{ without its variable name'),
+    ({'format': 'template', 'template': '{"a": "' + 'x' * 16400 + '"}'},
+     'over the limit of 16384'),
+    ({'template': {'a': 1}}, 'template must be given as a string'),
+])
+def test_bad_format_and_template_through_sql(reghook, pg, changes, needle):
+    reghook.run_cli('namespace', 'add', 'team-a')
+    webhook_id = add_webhook(reghook, 'team-a', 'https://x.example/', enable=False)
+    text = json.dumps(changes).replace("'", "''")
+    with pytest.raises(Exception) as err:
+        pg.psql(f"SELECT reghook.webhook_set({webhook_id}, '{text}')")
+    assert needle in str(err.value)
+    assert rows(pg, f'SELECT format, template FROM reghook.webhooks WHERE id = {webhook_id}') == [
+        {'format': 'dockerhub', 'template': None}]
+
+
+def test_a_good_template_through_sql_is_kept(reghook, pg):
+    reghook.run_cli('namespace', 'add', 'team-a')
+    webhook_id = add_webhook(reghook, 'team-a', 'https://x.example/', enable=False)
+    text = json.dumps({'format': 'template', 'template': TEMPLATE}).replace("'", "''")
+    pg.psql(f"SELECT reghook.webhook_set({webhook_id}, '{text}')")
+    assert rows(pg, f'SELECT format, template FROM reghook.webhooks WHERE id = {webhook_id}') == [
+        {'format': 'template', 'template': TEMPLATE}]
