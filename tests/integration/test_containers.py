@@ -30,6 +30,7 @@ the host's network; in the compose network the test endpoint listens on
 saying why, only where podman cannot run containers (not root, or podman
 itself failing)."""
 
+import concurrent.futures
 import ctypes
 import hashlib
 import json
@@ -119,8 +120,28 @@ def podman_ready():
         pytest.skip(f'containers: podman cannot run here: {proc.stderr.strip()[-500:]}')
 
 
+def build_standins():
+    """{'registry': image, 'postgres': image}, built with build-base (at
+    once when they exist)."""
+    out = {}
+    for name, args in STANDINS.items():
+        out[name] = timed(f'stand-in {name}', lambda: run(
+            [CONTAINER_DIR / 'build-base', f'localhost/reghook-test-{name}', *map(str, args)],
+            env=podman_env(), timeout=1200).stdout.strip().splitlines()[-1])
+    return out
+
+
 @pytest.fixture(scope='module')
-def image(podman_ready):
+def standins_building(podman_ready):
+    """The stand-ins' build, started on a thread of its own before reghook's
+    image is built: building a base mostly waits (downloads, dpkg, the
+    storage), so the two overlap."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool.submit(build_standins)
+
+
+@pytest.fixture(scope='module')
+def image(podman_ready, standins_building):
     """reghook's image, built by `make image` under a tag of this run; the
     .deb it was made from. Untagged at the end (the base stays cached)."""
     tag = f'localhost/reghook-test:{RUN_ID}'
@@ -136,14 +157,9 @@ def image(podman_ready):
 
 
 @pytest.fixture(scope='module')
-def standins(podman_ready):
-    """{'registry': image, 'postgres': image}, built with build-base."""
-    out = {}
-    for name, args in STANDINS.items():
-        out[name] = timed(f'stand-in {name}', lambda: run(
-            [CONTAINER_DIR / 'build-base', f'localhost/reghook-test-{name}', *map(str, args)],
-            env=podman_env(), timeout=1200).stdout.strip().splitlines()[-1])
-    return out
+def standins(standins_building):
+    """{'registry': image, 'postgres': image}: the stand-ins, once built."""
+    return timed('waiting for the stand-ins', standins_building.result)
 
 
 # --- the image on its own -----------------------------------------------------------
