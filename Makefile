@@ -6,6 +6,7 @@
 #   make test       install what is missing, build (also with sanitizers), run every test
 #   make bench      the benchmarks under tests/bench/
 #   make deb        the Debian package, build/deb/reghook_<version>_<arch>.deb
+#   make image      the container image localhost/reghook:<version> (and :latest), from the package
 #   make fuzz       each libFuzzer harness of tests/fuzz/ for FUZZ_SECONDS (300) seconds
 #   make format     reformat the C with the pinned clang-format; format-check only checks
 #
@@ -42,7 +43,7 @@ endif
 
 objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
-.PHONY: all asan run clean-db test unit bench deb fuzz fuzzers format format-check install-deps clean
+.PHONY: all asan run clean-db test unit bench deb image fuzz fuzzers format format-check install-deps clean
 all: build/reghook
 
 # --- one rule set, instantiated for each build tree ---------------------------
@@ -114,8 +115,16 @@ soak: install-deps
 DEB := build/deb/reghook_$(VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
 deb: $(DEB)
 $(DEB): Makefile README.md $(wildcard common/*.[ch] dispatcher/*.[ch]) $(SCHEMA_SQL) $(FUNCTION_SQL) \
-		$(shell find packaging -type f 2>/dev/null)
+		$(filter-out packaging/container/% packaging/compose.yaml,$(shell find packaging -type f 2>/dev/null))
 	packaging/build-deb $(VERSION) build/deb
+
+# --- container image: that package installed into a Debian base made with
+# mmdebstrap (packaging/container/build-image; the base is built once per
+# package list, then only the thin layer with the package). IMAGE_TAGS names it.
+IMAGE_TAGS ?= localhost/reghook:$(VERSION) localhost/reghook:latest
+image: install-deps
+	@$(MAKE) --no-print-directory deb
+	packaging/container/build-image $(DEB) $(IMAGE_TAGS)
 
 # --- fuzzing: libFuzzer harnesses (clang), each linked with what it tests ---------
 # tests/run runs each briefly (FUZZ_TEST_SECONDS); `make fuzz` for longer,

@@ -281,17 +281,75 @@ static bool load_file(const struct conf_key *tab, size_t n, void *settings, cons
 	return ok;
 }
 
+/* The largest file PREFIX_KEY_FILE may name: a value, not a document. */
+#define CONF_VALUE_FILE_MAX 65536
+
+/*
+ * Reads the value of key k from the file that the environment variable var
+ * names (a secret mounted by a container runtime): the whole file, less its
+ * trailing line ends. Returns it (owned by the caller), or NULL with err set.
+ */
+static char *read_value_file(const struct conf_key *k, const char *var, const char *path, char *err,
+			     size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, errlen, "%s: %s: cannot read %s: %s", k->name, var, path,
+			 strerror(errno));
+		return NULL;
+	}
+	char *text = xmalloc(CONF_VALUE_FILE_MAX + 1);
+	size_t len = fread(text, 1, CONF_VALUE_FILE_MAX + 1, f);
+	const char *why = NULL;
+	if (ferror(f))
+		why = "read error";
+	else if (len > CONF_VALUE_FILE_MAX)
+		why = "larger than 64 KiB";
+	else if (memchr(text, '\0', len))
+		why = "NUL byte in the file";
+	fclose(f);
+	if (why) {
+		snprintf(err, errlen, "%s: %s: %s: %s", k->name, var, path, why);
+		free(text);
+		return NULL;
+	}
+	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+		len--;
+	text[len] = '\0';
+	return text;
+}
+
+/*
+ * PREFIX_KEY sets a key; PREFIX_KEY_FILE names a file holding its value
+ * instead (compose and Kubernetes mount secrets as files). Both at once is
+ * an error, as the two could disagree; an empty PREFIX_KEY_FILE is unset.
+ */
 static bool load_env(const struct conf_key *tab, size_t n, void *settings, const char *prefix,
 		     char *err, size_t errlen)
 {
-	char var[256];
+	char var[256], file_var[262];
 	for (size_t i = 0; i < n; i++) {
 		snprintf(var, sizeof(var), "%s%s", prefix, tab[i].name);
 		for (char *p = var; *p; p++)
 			*p = (char)toupper((unsigned char)*p);
-		const char *v = getenv(var);
-		if (v && !set_key(&tab[i], settings, v, err, errlen))
+		snprintf(file_var, sizeof(file_var), "%s_FILE", var);
+		const char *v = getenv(var), *path = getenv(file_var);
+		if (path && !*path)
+			path = NULL; /* set but empty, as PREFIX_CONFIG: not set */
+		if (v && path) {
+			snprintf(err, errlen, "%s: both %s and %s are set", tab[i].name, var,
+				 file_var);
 			return false;
+		}
+		if (path) {
+			char *text = read_value_file(&tab[i], file_var, path, err, errlen);
+			bool ok = text && set_key(&tab[i], settings, text, err, errlen);
+			free(text);
+			if (!ok)
+				return false;
+		} else if (v && !set_key(&tab[i], settings, v, err, errlen)) {
+			return false;
+		}
 	}
 	return true;
 }

@@ -4,7 +4,8 @@
  * A daemon describes its settings once, as a const table of conf_key rows
  * (name, type, default, bounds, help) pointing at fields of its own settings
  * struct. conf_load() fills that struct from the defaults, then a
- * `key = value` file, then PREFIX_KEY environment variables, then
+ * `key = value` file, then PREFIX_KEY environment variables (or
+ * PREFIX_KEY_FILE, naming a file that holds the value: a mounted secret), then
  * `--key value` flags, later sources winning; the same table prints --help.
  * Every error names the key and the reason, so a bad value stops start-up
  * with one line. A key marked `restart` is one the daemon reads only at

@@ -267,6 +267,7 @@ void config_free(struct config *cfg)
 void config_print_help(FILE *out)
 {
 	fprintf(out, "Configuration (--config FILE with 'key = value' lines, REGHOOK_<KEY> "
-		     "environment variables, or --key value; later wins):\n");
+		     "environment variables or REGHOOK_<KEY>_FILE naming a file that holds "
+		     "the value, or --key value; later wins):\n");
 	conf_print_help(config_keys, NKEYS, out);
 }

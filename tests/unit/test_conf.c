@@ -47,10 +47,17 @@ static const struct conf_key table[] = {
 };
 #define N (sizeof(table) / sizeof(table[0]))
 
-static const char *const env_vars[] = {
-	PREFIX "CONFIG",	   PREFIX "LISTEN",  PREFIX "NAME",
-	PREFIX "MAX_IN_FLIGHT",	   PREFIX "VERBOSE", PREFIX "REQUEST_TIMEOUT",
-	PREFIX "MAX_REQUEST_BODY", PREFIX "MODE"};
+static const char *const env_vars[] = {PREFIX "CONFIG",
+				       PREFIX "LISTEN",
+				       PREFIX "NAME",
+				       PREFIX "MAX_IN_FLIGHT",
+				       PREFIX "VERBOSE",
+				       PREFIX "REQUEST_TIMEOUT",
+				       PREFIX "MAX_REQUEST_BODY",
+				       PREFIX "MODE",
+				       PREFIX "NAME_FILE",
+				       PREFIX "LISTEN_FILE",
+				       PREFIX "MAX_IN_FLIGHT_FILE"};
 
 static void clear_env(void)
 {
@@ -437,6 +444,101 @@ UNIT_TEST(same_and_copy)
 	conf_free(table, N, &b);
 }
 
+/* PREFIX_KEY_FILE: the value is the file's text less its trailing line
+ * ends (a secret written with echo ends with one); it ranks as PREFIX_KEY. */
+UNIT_TEST(value_from_file)
+{
+	struct settings s;
+	char name_path[512], listen_path[512], conf_path[512], err[512] = "";
+	int argc;
+	clear_env();
+	UNIT_CHECK(temp_file("postgresql://u:p w@db/x?a=b\r\n\n", name_path, sizeof(name_path)) &&
+			   temp_file("0.0.0.0:8080", listen_path, sizeof(listen_path)) &&
+			   temp_file("name = from config\nlisten = 127.0.0.1:1\n", conf_path,
+				     sizeof(conf_path)),
+		   "cannot write a temporary file");
+	setenv(PREFIX "CONFIG", conf_path, 1);
+	setenv(PREFIX "NAME_FILE", name_path, 1);
+	setenv(PREFIX "LISTEN_FILE", listen_path, 1);
+	char *argv[] = {"prog", NULL};
+	UNIT_CHECK(load(&s, argv, &argc, err, sizeof(err)), "%s", err);
+	UNIT_CHECK_STR(s.name, "postgresql://u:p w@db/x?a=b"); /* over the file, line ends cut */
+	UNIT_CHECK_STR(s.listen, "0.0.0.0:8080");	       /* no line end at all */
+	conf_free(table, N, &s);
+
+	/* A flag still wins; an empty _FILE variable counts as unset. */
+	setenv(PREFIX "LISTEN_FILE", "", 1);
+	char *argv2[] = {"prog", "--name", "from flag", NULL};
+	UNIT_CHECK(load(&s, argv2, &argc, err, sizeof(err)), "%s", err);
+	UNIT_CHECK_STR(s.name, "from flag");
+	UNIT_CHECK_STR(s.listen, "127.0.0.1:1");
+	conf_free(table, N, &s);
+
+	/* A value from a file is checked as any other. */
+	UNIT_CHECK(temp_file("lots\n", listen_path, sizeof(listen_path)), "temporary file");
+	setenv(PREFIX "MAX_IN_FLIGHT_FILE", listen_path, 1);
+	char *argv3[] = {"prog", NULL};
+	expect_error(argv3, "max_in_flight: not an integer: 'lots'");
+	clear_env();
+	unlink(name_path);
+	unlink(listen_path);
+	unlink(conf_path);
+}
+
+/* Loads with PREFIX_NAME_FILE naming a file that holds len bytes of text
+ * (or, with text NULL, a path that does not exist) and checks the error. */
+static void expect_value_file_error(const char *text, size_t len, const char *want)
+{
+	char path[512] = "/nonexistent/secret";
+	if (text) {
+		UNIT_CHECK(temp_file("", path, sizeof(path)), "cannot write a temporary file");
+		FILE *f = fopen(path, "w");
+		UNIT_CHECK(f && fwrite(text, 1, len, f) == len && fclose(f) == 0, "cannot write %s",
+			   path);
+	}
+	setenv(PREFIX "NAME_FILE", path, 1);
+	char *argv[] = {"prog", NULL};
+	expect_error(argv, want);
+	unsetenv(PREFIX "NAME_FILE");
+	if (text)
+		unlink(path);
+}
+
+UNIT_TEST(value_file_errors)
+{
+	clear_env();
+	expect_value_file_error(NULL, 0,
+				"name: " PREFIX
+				"NAME_FILE: cannot read /nonexistent/secret: No such "
+				"file or directory");
+	expect_value_file_error("db\0url\n", 7, "name: " PREFIX "NAME_FILE: ");
+	expect_value_file_error("db\0url\n", 7, ": NUL byte in the file");
+	static char big[65537];
+	memset(big, 'x', sizeof(big));
+	expect_value_file_error(big, sizeof(big), ": larger than 64 KiB");
+	/* 64 KiB exactly is a value. */
+	struct settings s;
+	char path[512], err[512] = "";
+	int argc;
+	UNIT_CHECK(temp_file("", path, sizeof(path)), "cannot write a temporary file");
+	FILE *f = fopen(path, "w");
+	UNIT_CHECK(f && fwrite(big, 1, 65536, f) == 65536 && fclose(f) == 0, "cannot write");
+	setenv(PREFIX "NAME_FILE", path, 1);
+	char *argv[] = {"prog", NULL};
+	UNIT_CHECK(load(&s, argv, &argc, err, sizeof(err)), "%s", err);
+	UNIT_CHECK(s.name && strlen(s.name) == 65536, "64 KiB value cut");
+	conf_free(table, N, &s);
+	/* A directory is not a value. */
+	setenv(PREFIX "NAME_FILE", "/", 1);
+	expect_error(argv, "name: " PREFIX "NAME_FILE: /: read error");
+	/* Both the variable and the file: which one was meant? */
+	setenv(PREFIX "NAME_FILE", path, 1);
+	setenv(PREFIX "NAME", "direct", 1);
+	expect_error(argv, "name: both " PREFIX "NAME and " PREFIX "NAME_FILE are set");
+	clear_env();
+	unlink(path);
+}
+
 int main(void)
 {
 	UNIT_RUN(durations);
@@ -450,5 +552,7 @@ int main(void)
 	UNIT_RUN(find_and_help);
 	UNIT_RUN(range_errors_say_the_bounds);
 	UNIT_RUN(same_and_copy);
+	UNIT_RUN(value_from_file);
+	UNIT_RUN(value_file_errors);
 	return UNIT_DONE();
 }
