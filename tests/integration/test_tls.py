@@ -657,8 +657,9 @@ def test_rss_flat_over_10000_handshakes(reghook_factory, pg, pki):
     warm up, from 8 clients at once: whole handshakes with a request, whole
     handshakes closed without one, ClientHellos cut off halfway, plain
     HTTP. The RSS is printed after the warm-up and after each half; the
-    allocator settles during the first half, so the second must not grow
-    by 2 MiB (a leak of 400 bytes a connection would)."""
+    allocator settles during the first half, so the end must not stand 2 MiB
+    above the higher of the two earlier figures (a leak of 400 bytes a
+    connection would)."""
     plain = os.environ.get('REGHOOK_PLAIN_BIN')
     if not plain:
         pytest.skip('REGHOOK_PLAIN_BIN not set (tests/run sets it)')
@@ -714,5 +715,7 @@ def test_rss_flat_over_10000_handshakes(reghook_factory, pg, pki):
           f'(peak {after[1]} KiB)')
     wrong = [o for o in outcomes if o is not True]
     assert wrong == [], f'{len(wrong)} connections went wrong, first: {wrong[:3]}'
-    assert after[0] - half[0] < 2048, (warm, half, after)
+    # Against the higher of the two earlier figures: the allocator may hand
+    # memory back between samples, so a dip is no baseline.
+    assert after[0] - max(warm[0], half[0]) < 2048, (warm, half, after)
     assert daemon.get('/healthz')[0] == 200
