@@ -436,12 +436,16 @@ static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 static void send_claim(struct delivery *dp, int room)
 {
 	const struct config *cfg = dp->d->cfg;
-	int start = delivery_window_start((int)cfg->max_in_flight_per_webhook);
+	int cap = (int)cfg->max_in_flight_per_webhook;
+	int start = delivery_window_start(cap);
 	struct buf busy = BUF_INIT;
 	buf_putc(&busy, '{');
-	for (int i = 0; i < dp->nslots; i++)
+	for (int i = 0; i < dp->nslots; i++) {
+		/* A reload may have lowered the cap below a window. */
+		int window = dp->slots[i].window < cap ? dp->slots[i].window : cap;
 		buf_printf(&busy, "%s\"%lld\":%d", i ? "," : "", dp->slots[i].webhook_id,
-			   dp->slots[i].in_flight - (dp->slots[i].window - start));
+			   dp->slots[i].in_flight - (window - start));
+	}
 	buf_putc(&busy, '}');
 	char total[16], per[16], timeout[24];
 	snprintf(total, sizeof(total), "%d", room);
