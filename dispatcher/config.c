@@ -81,8 +81,11 @@ static const struct conf_key config_keys[] = {
 	 CONF_RELOADS},
 	{"max_in_flight", CONF_INT, "256", F(max_in_flight), 1, 100000, NULL,
 	 "deliveries in flight at once, all webhooks", CONF_RELOADS},
-	{"max_in_flight_per_webhook", CONF_INT, "16", F(max_in_flight_per_webhook), 1, 100000, NULL,
-	 "deliveries in flight at once to one webhook", CONF_RELOADS},
+	{"max_in_flight_per_webhook", CONF_INT, "256", F(max_in_flight_per_webhook), 1, 100000,
+	 NULL,
+	 "deliveries in flight at once to one webhook, at most: it starts at 16 and widens while "
+	 "the webhook answers fast",
+	 CONF_RELOADS},
 	{"request_timeout", CONF_DURATION, "10s", F(request_timeout_ms), 1, DAY, NULL,
 	 "time allowed for one delivery request", CONF_RELOADS},
 	{"connect_timeout", CONF_DURATION, "5s", F(connect_timeout_ms), 1, DAY, NULL,

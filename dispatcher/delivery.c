@@ -6,14 +6,16 @@
  * slow write never delays the next claim. A claim asks for as many
  * deliveries as there are free slots, per webhook and in all, and every
  * claimed delivery starts at once, so a lease only ever covers a running
- * request. Finished attempts queue as JSON and are written as one batch
- * whenever the done connection is idle (group commit again); if that
- * connection drops, the batch is kept and written after the reconnect,
- * and if the process dies the leases expire and another dispatcher
- * retries: at-least-once. Claims pause while a full batch of records waits
- * for the one being written, so a slow database bounds what is held in
- * memory instead of letting records pile up. The janitor (janitor.c),
- * which prunes old history, borrows the done connection.
+ * request. A webhook's slots are a window that widens while it answers
+ * fast and narrows when it fails or slows (delivery_window_next): with a
+ * fixed few, a fast endpoint's requests end before the next claim comes
+ * back, and each claim round trip carries only those few deliveries. Finished attempts queue as
+ * JSON and are written as one batch whenever the done connection is idle (group commit again); if
+ * that connection drops, the batch is kept and written after the reconnect, and if the process dies
+ * the leases expire and another dispatcher retries: at-least-once. Claims pause while a full batch
+ * of records waits for the one being written, so a slow database bounds what is held in memory
+ * instead of letting records pile up. The janitor (janitor.c), which prunes old history, borrows
+ * the done connection.
  *
  * The engine's life and its claim loop are one state (enum delivery_state
  * in delivery.h), the writer's another (enum delivery_write_state): each
@@ -54,6 +56,8 @@ struct inflight {
 struct webhook_slots {
 	long long webhook_id;
 	int in_flight;
+	int window; /* requests it may have at once (delivery_window_next) */
+	bool used;  /* a request started since the last poll */
 };
 
 struct delivery {
@@ -162,6 +166,18 @@ int delivery_write_done(enum delivery_write_outcome outcome, int n, int *suspect
 	return n;
 }
 
+int delivery_window_start(int cap)
+{
+	return cap < DELIVERY_WINDOW_START ? cap : DELIVERY_WINDOW_START;
+}
+
+int delivery_window_next(int window, int cap, bool fast)
+{
+	int start = delivery_window_start(cap);
+	int next = fast ? window + 1 : window / 2;
+	return next > cap ? cap : next < start ? start : next;
+}
+
 static void delivery_set_state(struct delivery *dp, enum delivery_state state)
 {
 	dp->state = state;
@@ -178,19 +194,39 @@ static struct webhook_slots *slots_for(struct delivery *dp, long long webhook_id
 		if (dp->slots[i].webhook_id == webhook_id)
 			return &dp->slots[i];
 	dp->slots = xrealloc(dp->slots, (size_t)(dp->nslots + 1) * sizeof(*dp->slots));
-	dp->slots[dp->nslots] = (struct webhook_slots){webhook_id, 0};
+	int start = delivery_window_start((int)dp->d->cfg->max_in_flight_per_webhook);
+	dp->slots[dp->nslots] = (struct webhook_slots){webhook_id, 0, start, false};
 	return &dp->slots[dp->nslots++];
 }
 
-/* Drops idle slot entries so the array tracks only busy webhooks. */
-static void slots_release(struct delivery *dp, long long webhook_id)
+/*
+ * A request to the webhook ended, fast or not: its window moves. An idle
+ * entry at its starting window is dropped at once; a wider one is kept
+ * while the webhook stays busy (slots_forget_idle).
+ */
+static void slots_release(struct delivery *dp, long long webhook_id, bool fast)
 {
+	int cap = (int)dp->d->cfg->max_in_flight_per_webhook;
 	for (int i = 0; i < dp->nslots; i++) {
-		if (dp->slots[i].webhook_id != webhook_id)
+		struct webhook_slots *s = &dp->slots[i];
+		if (s->webhook_id != webhook_id)
 			continue;
-		if (--dp->slots[i].in_flight <= 0)
-			dp->slots[i] = dp->slots[--dp->nslots];
+		s->in_flight--;
+		s->window = delivery_window_next(s->window, cap, fast);
+		if (s->in_flight <= 0 && s->window <= delivery_window_start(cap))
+			*s = dp->slots[--dp->nslots];
 		return;
+	}
+}
+
+/* Webhooks that started no request since the last poll start afresh. */
+static void slots_forget_idle(struct delivery *dp)
+{
+	for (int i = dp->nslots - 1; i >= 0; i--) {
+		if (dp->slots[i].in_flight <= 0 && !dp->slots[i].used)
+			dp->slots[i] = dp->slots[--dp->nslots];
+		else
+			dp->slots[i].used = false;
 	}
 }
 
@@ -294,7 +330,9 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 	LIST_REMOVE(f, link);
 	dp->in_flight--;
 	stats_in_flight(dp->d->stats, dp->in_flight);
-	slots_release(dp, f->webhook_id);
+	slots_release(dp, f->webhook_id,
+		      request_outcome(r) == REQUEST_SUCCEEDED &&
+			      request_duration_ms(r) < DELIVERY_WINDOW_FAST_MS);
 	request_free(r);
 	free(f);
 
@@ -365,7 +403,9 @@ static void start_one(struct delivery *dp, PGresult *res, int row)
 	LIST_INSERT_HEAD(&dp->running, f, link);
 	dp->in_flight++;
 	stats_in_flight(dp->d->stats, dp->in_flight);
-	slots_for(dp, f->webhook_id)->in_flight++;
+	struct webhook_slots *slot = slots_for(dp, f->webhook_id);
+	slot->in_flight++;
+	slot->used = true;
 
 	CURL *easy = request_easy(f->req);
 	if (!easy || !httpc_add(dp->http, easy, on_transfer_done, f))
@@ -394,19 +434,29 @@ static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 	step(dp, n >= dp->claim_asked ? DELIVERY_EV_CLAIMED_FULL : DELIVERY_EV_CLAIMED_SHORT);
 }
 
-/* Asks for as many due deliveries as there are free slots, per webhook and in all. */
+/*
+ * Asks for as many due deliveries as there are free slots, per webhook and
+ * in all. The claim gives each webhook its starting window less what the
+ * JSON object says it has taken: a webhook whose window has widened
+ * reports its requests in flight less the widening (which may go below 0).
+ */
 static void send_claim(struct delivery *dp, int room)
 {
 	const struct config *cfg = dp->d->cfg;
+	int cap = (int)cfg->max_in_flight_per_webhook;
+	int start = delivery_window_start(cap);
 	struct buf busy = BUF_INIT;
 	buf_putc(&busy, '{');
-	for (int i = 0; i < dp->nslots; i++)
+	for (int i = 0; i < dp->nslots; i++) {
+		/* A reload may have lowered the cap below a window. */
+		int window = dp->slots[i].window < cap ? dp->slots[i].window : cap;
 		buf_printf(&busy, "%s\"%lld\":%d", i ? "," : "", dp->slots[i].webhook_id,
-			   dp->slots[i].in_flight);
+			   dp->slots[i].in_flight - (window - start));
+	}
 	buf_putc(&busy, '}');
 	char total[16], per[16], timeout[24];
 	snprintf(total, sizeof(total), "%d", room);
-	snprintf(per, sizeof(per), "%lld", cfg->max_in_flight_per_webhook);
+	snprintf(per, sizeof(per), "%d", start);
 	snprintf(timeout, sizeof(timeout), "%lld", cfg->request_timeout_ms);
 	const char *params[] = {dp->d->instance, total, per, busy.data, timeout};
 	dp->claim_asked = room;
@@ -504,6 +554,7 @@ static void write_results(struct delivery *dp)
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
 {
+	slots_forget_idle(arg);
 	wake(arg);
 }
 

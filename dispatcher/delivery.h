@@ -3,8 +3,9 @@
  * PostgreSQL in batches (woken by NOTIFY, with a slow poll as a backstop),
  * sends each as an HTTP request through httpc (libcurl multi on the same
  * event loop), and writes the attempts back in batches. Limits: at most
- * max_in_flight requests in all, max_in_flight_per_webhook to one webhook,
- * so one slow endpoint never holds back another.
+ * max_in_flight requests in all, and to one webhook a window that widens
+ * towards max_in_flight_per_webhook while it answers fast, so one slow
+ * endpoint never holds back another.
  */
 #ifndef REGHOOK_DELIVERY_H
 #define REGHOOK_DELIVERY_H
@@ -30,6 +31,21 @@ bool delivery_busy(const struct delivery *dp);
  * The engine's decisions, pure functions of what it knows, so that the unit
  * tests (tests/unit/test_delivery.c) can drive them without a server.
  */
+
+/*
+ * Requests at once to one webhook: a window that starts at
+ * DELIVERY_WINDOW_START (or max_in_flight_per_webhook, if lower), gains one
+ * with each success answered within DELIVERY_WINDOW_FAST_MS, up to
+ * max_in_flight_per_webhook, and halves, not below where it started, with
+ * each failure or slower answer. A fast endpoint so gets the requests a
+ * backlog needs, while a slow or failing one keeps the few it had.
+ */
+#define DELIVERY_WINDOW_START 16
+#define DELIVERY_WINDOW_FAST_MS 100
+/* The window after an answer: fast is a success within DELIVERY_WINDOW_FAST_MS. */
+int delivery_window_next(int window, int cap, bool fast);
+/* Where a webhook's window starts, for max_in_flight_per_webhook cap. */
+int delivery_window_start(int cap);
 
 #define DELIVERY_WRITE_BATCH_MAX 1000 /* attempt records per complete_deliveries() */
 /*

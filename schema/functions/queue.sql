@@ -187,7 +187,7 @@ BEGIN
                b.duration_ms, b.method, b.url, b.request_headers, b.request_body,
                b.response_status, b.response_headers, b.response_body,
                coalesce(b.truncated, false) AS truncated, b.error_class, b.error_message,
-               b.outcome, b.delay_ms, b.format
+               b.outcome, b.delay_ms, b.format, instance AS owner, 'in_flight'::text AS leased
         FROM json_to_recordset(batch) AS b(id uuid, attempt integer, webhook_id bigint,
             attempted_at double precision, duration_ms integer, method text, url text,
             request_headers jsonb, request_body text, response_status integer,
@@ -208,13 +208,19 @@ BEGIN
                               ELSE coalesce(x.error_message, 'HTTP ' || x.response_status) END,
             lease_owner = NULL, lease_expires_at = NULL
         FROM b x
-        -- Written as one row comparison, which the planner cannot match to
-        -- the index of in-flight deliveries: it then walks the batch and
-        -- finds each delivery by its key, rather than rescanning the batch
-        -- for every in-flight delivery its statistics say are few.
+        -- Every test names a column of the batch, so none of them can
+        -- filter the deliveries on their own: the planner then walks the
+        -- batch and finds each delivery by its key. Tested against the
+        -- constants instead, the lease filter (which PostgreSQL takes
+        -- apart, column by column, even from a row comparison) made the
+        -- deliveries the outer side of a nested loop whenever statistics
+        -- said few were in flight, rescanning the whole batch for each one
+        -- in flight: 1,000 x 1,000 comparisons a batch, seconds at the
+        -- defaults, so records piled up, leases stayed held, and the
+        -- dispatcher's claims waited for the writer.
         WHERE d.id = x.id
           AND (d.lease_owner, d.status, d.attempts) IS NOT DISTINCT FROM
-              (instance, 'in_flight', x.attempt)
+              (x.owner, x.leased, x.attempt)
         RETURNING x.*
     ),
     recorded AS (

@@ -517,6 +517,26 @@ def test_slow_endpoint_times_out_without_holding_back_another(reghook_factory, p
     assert len(arrivals) == 4 and arrivals[2] - arrivals[0] >= 1.5, arrivals
 
 
+def test_a_slow_endpoint_keeps_16_requests_at_once_by_default(reghook_factory, pg,
+                                                              endpoint_factory):
+    # The window widens only with answers within 100 ms: one answering in
+    # 1 s stays at its start, 16, whatever max_in_flight_per_webhook allows.
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    slow = endpoint_factory()
+    slow.respond(200, b'late', delay=1)
+    slow_id = add_webhook(daemon, 'team-a', slow.url('/slow'))
+    post(daemon, token, *[event(tag=f't{i}') for i in range(40)])
+
+    wait_status(pg, slow_id, 'succeeded', timeout=60)
+    assert len(wait_attempts(pg, slow_id, 40, timeout=10)) == 40
+    arrivals = sorted(r.received_at for r in slow.requests)
+    assert len(arrivals) == 40, len(arrivals)
+    # No 17 requests within less than the endpoint's answer.
+    for i in range(len(arrivals) - 16):
+        assert arrivals[i + 16] - arrivals[i] >= 0.9, (i, arrivals)
+
+
 def test_410_disables_the_webhook(reghook_factory, pg, endpoint_factory):
     daemon = reghook_factory(FAST)
     token = register(daemon, 'team-a')

@@ -4,7 +4,8 @@
  * when a claim is sent and when the loop rests (no room, records held for
  * writing over their bounds, the claim connection down), and the writer's
  * batches: how many records the next write takes (count, bytes, one by one
- * after a refused batch) and what a write's outcome does to the queue.
+ * after a refused batch) and what a write's outcome does to the queue;
+ * and how a webhook's window of requests at once moves with its answers.
  */
 #include "delivery.h"
 #include "unit.h"
@@ -275,6 +276,36 @@ UNIT_TEST(what_a_write_outcome_does_to_the_queue)
 		   "more written than suspected: suspects %d", suspects);
 }
 
+UNIT_TEST(a_window_widens_while_fast_and_halves_otherwise)
+{
+	UNIT_CHECK(delivery_window_start(256) == DELIVERY_WINDOW_START, "start: %d",
+		   delivery_window_start(256));
+	UNIT_CHECK(delivery_window_start(4) == 4, "a lower cap: %d", delivery_window_start(4));
+	UNIT_CHECK(delivery_window_next(16, 256, true) == 17, "fast: %d",
+		   delivery_window_next(16, 256, true));
+	UNIT_CHECK(delivery_window_next(256, 256, true) == 256, "fast at the cap: %d",
+		   delivery_window_next(256, 256, true));
+	UNIT_CHECK(delivery_window_next(100, 256, false) == 50, "slow: %d",
+		   delivery_window_next(100, 256, false));
+	UNIT_CHECK(delivery_window_next(20, 256, false) == 16, "slow, not below the start: %d",
+		   delivery_window_next(20, 256, false));
+	UNIT_CHECK(delivery_window_next(16, 256, false) == 16, "slow at the start: %d",
+		   delivery_window_next(16, 256, false));
+	UNIT_CHECK(delivery_window_next(2, 2, true) == 2, "a cap below the start: %d",
+		   delivery_window_next(2, 2, true));
+	UNIT_CHECK(delivery_window_next(2, 2, false) == 2, "a cap below the start, slow: %d",
+		   delivery_window_next(2, 2, false));
+	/* A window left wide by a higher cap comes down at a reload. */
+	UNIT_CHECK(delivery_window_next(200, 32, true) == 32, "over a lowered cap: %d",
+		   delivery_window_next(200, 32, true));
+	int w = delivery_window_start(256);
+	for (int i = 0; i < 1000; i++)
+		w = delivery_window_next(w, 256, true);
+	UNIT_CHECK(w == 256, "1000 fast answers: %d", w);
+	w = delivery_window_next(w, 256, false);
+	UNIT_CHECK(w == 128, "then one failure: %d", w);
+}
+
 int main(void)
 {
 	UNIT_RUN(waiting_for_the_schema);
@@ -291,5 +322,6 @@ int main(void)
 	UNIT_RUN(a_write_ends_with_the_record_that_reaches_the_byte_limit);
 	UNIT_RUN(a_refused_batch_is_written_one_by_one);
 	UNIT_RUN(what_a_write_outcome_does_to_the_queue);
+	UNIT_RUN(a_window_widens_while_fast_and_halves_otherwise);
 	return UNIT_DONE();
 }

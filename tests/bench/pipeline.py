@@ -1,0 +1,133 @@
+"""Pipeline benchmark, with default settings as a user runs reghook: one
+namespace, one enabled webhook pointing at nginx (answering 200 at once),
+and 32 clients posting single-event envelopes as fast as they go for 10 s.
+Prints, per run: events acknowledged per second while posting; events
+acknowledged AND delivered per second, from the first post to the last
+delivery recorded (succeeded, its attempt written); and the rate at which
+the backlog left when posting stopped drained. Beside them, measured in
+the same run on the same machine: wrk posting the same envelopes straight
+at nginx (the HTTP floor), and pgbench's single-row INSERT rate of the
+same event at the same concurrency (the database floor), so the figures
+read as ratios on a machine whose load varies.
+
+The machine is shared: to compare two builds, set BENCH_AB to a second
+binary; the runs then alternate, main's binary ($REGHOOK_BIN) first, and
+each line names its binary. BENCH_RUNS runs (default 2) of each."""
+
+import json
+import os
+import time
+
+from common import (RUNS, HERE, DurablePostgres, Nginx, EVENT_TEMPLATE, harness, pgbench,
+                    wait_drained, wrk)
+
+CLIENTS = 32
+SECONDS = 10
+
+
+def delivered(db):
+    """Deliveries succeeded with their attempt written, and when the last was."""
+    out = db.psql("""SELECT count(*), coalesce(extract(epoch FROM max(a.attempted_at)), 0)
+                     FROM reghook.deliveries d
+                     JOIN reghook.delivery_attempts a ON a.delivery_id = d.id
+                     WHERE d.status = 'succeeded'""")
+    n, last = out.strip().split('|')
+    return int(n), float(last)
+
+
+def pipeline_once(pg, nginx, binary, run):
+    """One run on a fresh database; returns a dict of figures."""
+    name = f'pipeline_{run}'
+    pg.create_db(name)
+    db = harness.Database(pg, name)
+    rh = harness.Reghook(db.url(), {'log_level': 'warn', 'allow_private_targets': True},
+                         bin=binary)
+    try:
+        rh.start()
+        rh.wait_ready()
+        rh.run_cli('namespace', 'add', 'team-a')
+        out = rh.run_cli('registry', 'add', 'bench').stdout
+        token = next(w for w in out.split() if w.startswith('rgh_'))
+        harness.add_webhook(rh, 'team-a', nginx.url('/hook'))
+        script = os.path.join(HERE, 'post_event.lua')
+        posted_at = time.time()
+        posted = wrk(rh.url('/'), SECONDS, CLIENTS, script, token, f'pipeline-{run}')
+        post_seconds = posted['duration_us'] / 1e6
+        stopped = time.monotonic()
+        backlog = int(db.psql("SELECT count(*) FROM reghook.deliveries "
+                              "WHERE status IN ('pending', 'in_flight')"))
+        wait_drained(rh, db, 900, interval=0.1)
+        drain_seconds = time.monotonic() - stopped
+        # Attempts are written after their delivery moves on: wait for the last.
+        events = int(db.psql('SELECT count(*) FROM reghook.events'))
+        harness.wait_until(lambda: delivered(db)[0] >= events, timeout=60,
+                           msg='every attempt written')
+        count, last = delivered(db)
+        if count != events:
+            raise RuntimeError(f'{events} events stored, {count} delivered')
+        return {'acked': events / post_seconds, 'events': events,
+                'delivered': count / (last - posted_at), 'backlog': backlog,
+                'drain': backlog / drain_seconds if backlog else float('nan'),
+                'after': last - posted_at - post_seconds}
+    finally:
+        rh.stop()
+        rh.cleanup()
+        db.close_connections()
+        pg.psql(f'DROP DATABASE "{name}" WITH (FORCE)', dbname='postgres')
+
+
+def floors(pg, nginx):
+    """The HTTP floor (wrk posting the envelope to nginx) and the database
+    floor (pgbench inserting the event, one row per transaction)."""
+    script = os.path.join(HERE, 'post_event.lua')
+    http = wrk(nginx.url('/'), 5, CLIENTS, script, 'x', 'floor')
+    http_rate = http['requests'] / (http['duration_us'] / 1e6)
+    pg.psql('CREATE TABLE IF NOT EXISTS floor_rows (id bigserial PRIMARY KEY, '
+            'at timestamptz NOT NULL DEFAULT now(), raw jsonb NOT NULL)', dbname='reghook')
+    event = json.dumps(json.loads(EVENT_TEMPLATE.replace('@ID@', 'f').replace('@TAG@', 't')))
+    sql = f"INSERT INTO floor_rows (raw) VALUES ('{event.replace(chr(39), chr(39) * 2)}');\n"
+    return http_rate, pgbench(pg, sql, 5, CLIENTS)
+
+
+def main():
+    binaries = [('main', os.environ['REGHOOK_BIN'])]
+    if os.environ.get('BENCH_AB'):
+        binaries.append(('new', os.environ['BENCH_AB']))
+    pg = DurablePostgres()
+    nginx = Nginx()
+    try:
+        pg.start()
+        if pg.psql("SELECT count(*) FROM pg_database WHERE datname = 'reghook'",
+                   dbname='postgres').strip() == '0':
+            pg.create_db('reghook')  # where pgbench runs
+        nginx.start()
+        results = {label: [] for label, _ in binaries}
+        for run in range(RUNS):
+            for label, binary in binaries:
+                r = pipeline_once(pg, nginx, binary, f'{label}_{run}')
+                http, insert = floors(pg, nginx)
+                r['http'], r['insert'] = http, insert
+                results[label].append(r)
+                print(f'  run {run + 1} {label}: {r["events"]} events, acknowledged '
+                      f'{r["acked"]:6.0f}/s; acknowledged and delivered {r["delivered"]:6.0f}/s '
+                      f'(last delivery {r["after"]:.1f} s after posting stopped); backlog of '
+                      f'{r["backlog"]} drained at {r["drain"]:6.0f}/s | floors: wrk to nginx '
+                      f'{http:6.0f}/s, pgbench INSERT {insert:6.0f}/s; delivered/INSERT '
+                      f'{r["delivered"] / insert:.2f}', flush=True)
+        print(f'pipeline, defaults, {CLIENTS} clients for {SECONDS} s, one webhook to nginx:')
+        for label, rs in results.items():
+            d = [r['delivered'] for r in rs]
+            dr = [r['drain'] for r in rs]
+            drains = [x for x in dr if x == x]  # nan: no backlog was left
+            none_left = len(dr) - len(drains)
+            drains = drains or [0.0]
+            print(f'  {label}: acknowledged and delivered {min(d):.0f}-{max(d):.0f}/s, drain '
+                  f'{min(drains):.0f}-{max(drains):.0f}/s ({none_left} of {len(dr)} '
+                  f'runs left no backlog); target 5000')
+    finally:
+        nginx.stop()
+        pg.destroy()
+
+
+if __name__ == '__main__':
+    main()
