@@ -52,21 +52,32 @@ COMMENT ON FUNCTION reghook.retrigger(uuid) IS
     'Queues a succeeded or failed delivery again at once, keeping its id (attempts continue numbering), '
     'or makes the next attempt of a delivery waiting for it due now. Contributors.';
 
+-- require_enabled_webhook(webhook): contributor access to the webhook
+-- (require_webhook), and the webhook enabled: what queueing its deliveries
+-- again needs.
+CREATE OR REPLACE FUNCTION reghook.require_enabled_webhook(webhook bigint) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w record;
+BEGIN
+    PERFORM reghook.require_webhook(webhook, 2);
+    SELECT x.enabled, x.disabled_reason INTO w FROM reghook.webhooks x WHERE x.id = webhook;
+    IF NOT w.enabled THEN
+        RAISE EXCEPTION 'webhook % is disabled (%): enable it first', webhook,
+            coalesce(w.disabled_reason, 'no reason given')
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+END
+$$;
+
 -- retrigger_failed(webhook, since): every failed delivery of a webhook,
 -- or those that failed since a time. Returns how many were queued.
 CREATE OR REPLACE FUNCTION reghook.retrigger_failed(webhook_id bigint, since timestamptz DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    w record;
     n integer;
 BEGIN
-    PERFORM reghook.require_webhook(webhook_id, 2);
-    SELECT x.enabled, x.disabled_reason INTO w FROM reghook.webhooks x WHERE x.id = retrigger_failed.webhook_id;
-    IF NOT w.enabled THEN
-        RAISE EXCEPTION 'webhook % is disabled (%): enable it first', webhook_id,
-            coalesce(w.disabled_reason, 'no reason given')
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
+    PERFORM reghook.require_enabled_webhook(webhook_id);
     UPDATE reghook.deliveries x
     SET status = 'pending', next_attempt_at = now(), completed_at = NULL, round_start = x.attempts,
         retriggered_at = now(), retriggered_by = session_user
@@ -86,16 +97,9 @@ COMMENT ON FUNCTION reghook.retrigger_failed(bigint, timestamptz) IS
 CREATE OR REPLACE FUNCTION reghook.retry_waiting(webhook_id bigint) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    w record;
     n integer;
 BEGIN
-    PERFORM reghook.require_webhook(webhook_id, 2);
-    SELECT x.enabled, x.disabled_reason INTO w FROM reghook.webhooks x WHERE x.id = retry_waiting.webhook_id;
-    IF NOT w.enabled THEN
-        RAISE EXCEPTION 'webhook % is disabled (%): enable it first', webhook_id,
-            coalesce(w.disabled_reason, 'no reason given')
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
+    PERFORM reghook.require_enabled_webhook(webhook_id);
     UPDATE reghook.deliveries x
     SET next_attempt_at = now(), retriggered_at = now(), retriggered_by = session_user
     WHERE x.webhook_id = retry_waiting.webhook_id AND x.status = 'pending' AND x.next_attempt_at > now();
