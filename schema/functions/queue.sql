@@ -33,6 +33,15 @@ CREATE OR REPLACE TRIGGER deliveries_notify_update AFTER UPDATE ON reghook.deliv
     REFERENCING NEW TABLE AS changed
     FOR EACH STATEMENT EXECUTE FUNCTION reghook.notify_deliveries();
 
+-- The plans of claim_deliveries and complete_deliveries are kept for the
+-- connection's life (plpgsql), first made while a new database's tables are
+-- nearly empty and not made again until ANALYZE, while the deliveries grow by
+-- thousands a second. Both only ever touch rows they can name by key or by
+-- index, so they are planned without sequential scans, hash or merge joins:
+-- from stale statistics the planner chose to scan every delivery and event
+-- at each call. JIT is off for them: those disabled paths cost past
+-- jit_above_cost, and a cached plan is compiled again at every call.
+
 -- claim_deliveries: leases up to `max_total` due deliveries, at most
 -- `per_webhook` in flight per webhook counting `in_flight` (a JSON object
 -- {webhook_id: number already in flight at the caller}). Webhooks are
@@ -56,7 +65,8 @@ RETURNS TABLE (
     occurred_at bigint, raw text, namespace text, description text, is_private boolean,
     namespace_created_at bigint, event_uuid text, event_time text, media_type text,
     size bigint, source_name text, template text)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 #variable_conflict use_column
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
@@ -179,7 +189,8 @@ COMMENT ON FUNCTION reghook.release_deliveries(text, uuid[]) IS
 -- The batch is json, not jsonb: it is read once, and json's parser only
 -- scans the text where jsonb's would first build a tree of all of it.
 CREATE OR REPLACE FUNCTION reghook.complete_deliveries(instance text, batch json) RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s'
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 DECLARE n integer;
 BEGIN
     WITH b AS MATERIALIZED (

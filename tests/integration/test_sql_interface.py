@@ -630,3 +630,66 @@ def test_a_member_holding_a_webhook_row_stalls_no_other_namespace(reghook_factor
         assert len(wait_attempts(pg, hooks['team-a'], 2, timeout=20)) == 2
     finally:
         held.rollback()
+
+
+def test_queue_plans_look_rows_up_by_key_whatever_the_statistics(pg):
+    """The dispatcher's claim and completion find their rows by key even when
+    the planner's statistics are stale. A connection keeps these statements'
+    plans for its life: first made while a new database's tables are nearly
+    empty, they are not made again until ANALYZE runs, while the deliveries
+    grow by thousands a second. Planned from such statistics, each call
+    scanned every delivery and every event (and a plan costed past
+    jit_above_cost was compiled again at every call)."""
+    run_reghook(['migrate'], pg.url())
+    run_reghook(['namespace', 'add', 'team-a'], pg.url())
+    run_reghook(['registry', 'add', 'main'], pg.url())
+    out = run_reghook(['webhook', 'add', 'team-a', 'http://127.0.0.1:9/hook'], pg.url()).stdout
+    hook = out.split()[1]
+    run_reghook(['webhook', 'enable', hook], pg.url())
+    conn = pg.connect()
+    cur = conn.cursor()
+    # Nothing may ANALYZE the tables while the test runs.
+    for table in ('events', 'deliveries', 'delivery_attempts'):
+        cur.execute(f'ALTER TABLE reghook.{table} SET (autovacuum_enabled = false)')
+
+    def add(n, status):
+        cur.execute(f"""
+            WITH e AS (
+                INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
+                    action, tag, occurred_at, raw)
+                SELECT (SELECT id FROM reghook.registry_sources), gen_random_uuid()::text,
+                       (SELECT id FROM reghook.namespaces), 'team-a/app', 'app', 'push', 't' || g,
+                       now(), '{{"action": "push"}}'
+                FROM generate_series(1, {n}) g RETURNING id)
+            INSERT INTO reghook.deliveries (webhook_id, event_id, action, status, completed_at)
+            SELECT {hook}, id, 'push', '{status}',
+                   CASE WHEN '{status}' = 'succeeded' THEN now() END FROM e""")
+
+    def cycle():
+        cur.execute("SELECT delivery_id, attempt, webhook_id FROM "
+                    "reghook.claim_deliveries('test', 100, 100, '{}', 10000)")
+        batch = [{'id': str(i), 'attempt': a, 'webhook_id': w, 'attempted_at': time.time() * 1000,
+                  'duration_ms': 1, 'method': 'POST', 'url': 'http://127.0.0.1:9/hook',
+                  'request_headers': [], 'response_status': 200, 'response_headers': [],
+                  'outcome': 'succeeded'} for i, a, w in cur.fetchall()]
+        cur.execute("SELECT reghook.complete_deliveries('test', %s)", (json.dumps(batch),))
+        assert cur.fetchone()[0] == len(batch)
+        return len(batch)
+
+    # Plans made (and kept: more than 5 calls make them generic) on tiny tables.
+    for _ in range(8):
+        add(2, 'pending')
+        assert cycle() == 2
+    add(30000, 'succeeded')
+    add(20, 'pending')
+    cur.execute("LOAD 'auto_explain'")
+    for setting in ('log_min_duration = 0', 'log_nested_statements = on',
+                    'log_analyze = on'):
+        cur.execute(f'SET auto_explain.{setting}')
+    cur.execute('SET client_min_messages = log')
+    del conn.notices[:]
+    assert cycle() == 20
+    plans = ''.join(conn.notices)
+    assert 'claim_deliveries' in plans and 'Insert on delivery_attempts' in plans, plans
+    for scan in ('Seq Scan on deliveries', 'Seq Scan on events', 'JIT:'):
+        assert scan not in plans, plans
