@@ -159,6 +159,41 @@ def wait_drained(rh, db, timeout, interval=0.05, each=None):
         time.sleep(interval)
 
 
+def cpu_seconds(pid):
+    """User plus system CPU seconds a process has used so far."""
+    with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def server_cpu(server):
+    """CPU seconds used so far by each process of a PostgreSQL server living
+    now (the postmaster and its children), by pid."""
+    with open(os.path.join(server.datadir, 'postmaster.pid')) as f:
+        postmaster = int(f.readline())
+    pids = [postmaster]
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/stat') as f:
+                    if int(f.read().rsplit(')', 1)[1].split()[1]) == postmaster:
+                        pids.append(int(entry))
+            except (OSError, ValueError):
+                pass  # gone meanwhile
+    used = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            used[pid] = cpu_seconds(pid)
+    return used
+
+
+def machine_busy():
+    """The machine's busy and total CPU time so far, in clock ticks."""
+    with open('/proc/stat') as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
 def proc_status(pid):
     """VmRSS and VmHWM (peak) of a process, in KiB."""
     with open(f'/proc/{pid}/status') as f:

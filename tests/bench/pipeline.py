@@ -12,14 +12,20 @@ read as ratios on a machine whose load varies.
 
 The machine is shared: to compare two builds, set BENCH_AB to a second
 binary; the runs then alternate, main's binary ($REGHOOK_BIN) first, and
-each line names its binary. BENCH_RUNS runs (default 2) of each."""
+each line names its binary. BENCH_RUNS runs (default 2) of each.
+
+Each run also posts for 10 s with no webhook at all, events only stored
+(the receiver's ceiling, which the pipeline cannot pass), and prints the
+CPU time each event cost, from the first post to the last attempt
+written: reghook's process, PostgreSQL's processes, and the machine's
+busy share, which says whether the two cores were the limit."""
 
 import json
 import os
 import time
 
-from common import (RUNS, HERE, DurablePostgres, Nginx, EVENT_TEMPLATE, harness, pgbench,
-                    wait_drained, wrk)
+from common import (RUNS, HERE, DurablePostgres, Nginx, EVENT_TEMPLATE, cpu_seconds, harness,
+                    machine_busy, pgbench, server_cpu, wait_drained, wrk)
 
 CLIENTS = 32
 SECONDS = 10
@@ -35,8 +41,9 @@ def delivered(db):
     return int(n), float(last)
 
 
-def pipeline_once(pg, nginx, binary, run):
-    """One run on a fresh database; returns a dict of figures."""
+def pipeline_once(pg, nginx, binary, run, deliver=True):
+    """One run on a fresh database; returns a dict of figures. With
+    deliver=False there is no webhook: the events are only stored."""
     name = f'pipeline_{run}'
     pg.create_db(name)
     db = harness.Database(pg, name)
@@ -48,11 +55,17 @@ def pipeline_once(pg, nginx, binary, run):
         rh.run_cli('namespace', 'add', 'team-a')
         out = rh.run_cli('registry', 'add', 'bench').stdout
         token = next(w for w in out.split() if w.startswith('rgh_'))
-        harness.add_webhook(rh, 'team-a', nginx.url('/hook'))
+        if deliver:
+            harness.add_webhook(rh, 'team-a', nginx.url('/hook'))
         script = os.path.join(HERE, 'post_event.lua')
+        cpu = (cpu_seconds(rh.proc.pid), server_cpu(pg), machine_busy())
         posted_at = time.time()
         posted = wrk(rh.url('/'), SECONDS, CLIENTS, script, token, f'pipeline-{run}')
         post_seconds = posted['duration_us'] / 1e6
+        if not deliver:
+            events = int(db.psql('SELECT count(*) FROM reghook.events'))
+            return {'acked': events / post_seconds, 'events': events,
+                    **cpu_per_event(rh, pg, cpu, events)}
         stopped = time.monotonic()
         backlog = int(db.psql("SELECT count(*) FROM reghook.deliveries "
                               "WHERE status IN ('pending', 'in_flight')"))
@@ -65,7 +78,8 @@ def pipeline_once(pg, nginx, binary, run):
         count, last = delivered(db)
         if count != events:
             raise RuntimeError(f'{events} events stored, {count} delivered')
-        return {'acked': events / post_seconds, 'events': events,
+        return {**cpu_per_event(rh, pg, cpu, events),
+                'acked': events / post_seconds, 'events': events,
                 'delivered': count / (last - posted_at), 'backlog': backlog,
                 'drain': backlog / drain_seconds if backlog else float('nan'),
                 'after': last - posted_at - post_seconds}
@@ -74,6 +88,18 @@ def pipeline_once(pg, nginx, binary, run):
         rh.cleanup()
         db.close_connections()
         pg.psql(f'DROP DATABASE "{name}" WITH (FORCE)', dbname='postgres')
+
+
+def cpu_per_event(rh, pg, before, events):
+    """CPU microseconds per event since `before` (cpu_seconds of reghook,
+    server_cpu, machine_busy), of reghook and of PostgreSQL, and the share
+    of the machine's CPU time that was busy."""
+    rh_cpu, pg_cpu, (busy, total) = before
+    now = server_cpu(pg)
+    busy_now, total_now = machine_busy()
+    return {'rh_us': (cpu_seconds(rh.proc.pid) - rh_cpu) * 1e6 / events,
+            'pg_us': sum(t - pg_cpu.get(pid, 0) for pid, t in now.items()) * 1e6 / events,
+            'busy': (busy_now - busy) / max(1, total_now - total)}
 
 
 def floors(pg, nginx):
@@ -105,15 +131,22 @@ def main():
         for run in range(RUNS):
             for label, binary in binaries:
                 r = pipeline_once(pg, nginx, binary, f'{label}_{run}')
+                only = pipeline_once(pg, nginx, binary, f'{label}_{run}_stored', deliver=False)
                 http, insert = floors(pg, nginx)
-                r['http'], r['insert'] = http, insert
+                r['http'], r['insert'], r['stored'] = http, insert, only['acked']
                 results[label].append(r)
                 print(f'  run {run + 1} {label}: {r["events"]} events, acknowledged '
                       f'{r["acked"]:6.0f}/s; acknowledged and delivered {r["delivered"]:6.0f}/s '
                       f'(last delivery {r["after"]:.1f} s after posting stopped); backlog of '
-                      f'{r["backlog"]} drained at {r["drain"]:6.0f}/s | floors: wrk to nginx '
-                      f'{http:6.0f}/s, pgbench INSERT {insert:6.0f}/s; delivered/INSERT '
-                      f'{r["delivered"] / insert:.2f}', flush=True)
+                      f'{r["backlog"]} drained at {r["drain"]:6.0f}/s\n'
+                      f'    CPU per event: reghook {r["rh_us"]:.0f} us, PostgreSQL '
+                      f'{r["pg_us"]:.0f} us, machine busy {r["busy"]:.0%} | stored only, no '
+                      f'webhook: {only["acked"]:6.0f}/s, CPU per event: reghook '
+                      f'{only["rh_us"]:.0f} us, PostgreSQL {only["pg_us"]:.0f} us, machine busy '
+                      f'{only["busy"]:.0%}\n'
+                      f'    floors: wrk to nginx {http:6.0f}/s, pgbench INSERT {insert:6.0f}/s; '
+                      f'delivered/INSERT {r["delivered"] / insert:.2f}, delivered/stored only '
+                      f'{r["delivered"] / only["acked"]:.2f}', flush=True)
         print(f'pipeline, defaults, {CLIENTS} clients for {SECONDS} s, one webhook to nginx:')
         for label, rs in results.items():
             d = [r['delivered'] for r in rs]
@@ -121,7 +154,9 @@ def main():
             drains = [x for x in dr if x == x]  # nan: no backlog was left
             none_left = len(dr) - len(drains)
             drains = drains or [0.0]
-            print(f'  {label}: acknowledged and delivered {min(d):.0f}-{max(d):.0f}/s, drain '
+            ratio = [r['delivered'] / r['stored'] for r in rs]
+            print(f'  {label}: acknowledged and delivered {min(d):.0f}-{max(d):.0f}/s '
+                  f'({min(ratio):.2f}-{max(ratio):.2f} of storing only), drain '
                   f'{min(drains):.0f}-{max(drains):.0f}/s ({none_left} of {len(dr)} '
                   f'runs left no backlog); target 5000')
     finally:
