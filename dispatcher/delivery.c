@@ -14,8 +14,11 @@
  * that connection drops, the batch is kept and written after the reconnect, and if the process dies
  * the leases expire and another dispatcher retries: at-least-once. Claims pause while a full batch
  * of records waits for the one being written, so a slow database bounds what is held in memory
- * instead of letting records pile up. The janitor (janitor.c), which prunes old history, borrows
- * the done connection.
+ * instead of letting records pile up. Under a steady stream both loops would run back to back,
+ * each statement carrying a few rows and costing PostgreSQL more than its rows; so records
+ * gather for a moment before a write (delivery_write_wait_ms), and a finished request claims
+ * again only when the last claim lacked room (delivery_facts.limited). The janitor (janitor.c),
+ * which prunes old history, borrows the done connection.
  *
  * The engine's life and its claim loop are one state (enum delivery_state
  * in delivery.h), the writer's another (enum delivery_write_state): each
@@ -56,8 +59,10 @@ struct inflight {
 struct webhook_slots {
 	long long webhook_id;
 	int in_flight;
-	int window; /* requests it may have at once (delivery_window_next) */
-	bool used;  /* a request started since the last poll */
+	int window;  /* requests it may have at once (delivery_window_next) */
+	bool used;   /* a request started since the last poll */
+	int asked;   /* the most the running (or last) claim could return for it */
+	int claimed; /* what it returned */
 };
 
 struct delivery {
@@ -71,7 +76,9 @@ struct delivery {
 	struct event *summary;	 /* owned: logs the successes of the last minute */
 	long succeeded;		 /* deliveries succeeded since the last summary */
 	enum delivery_state state;
-	int claim_asked; /* deliveries the running claim may return */
+	int claim_asked;	   /* deliveries the running claim may return */
+	bool limited;		   /* see delivery_facts.limited */
+	struct event *write_timer; /* owned: ends the gathering of records */
 
 	LIST_HEAD(, inflight) running; /* owned */
 	int in_flight;
@@ -84,6 +91,7 @@ struct delivery {
 	 * and leave the queue only when it succeeds.
 	 */
 	char **results;
+	long long *results_at; /* when each was queued (monotonic ms) */
 	int nresults, cap_results;
 	size_t results_bytes; /* the sum of their lengths */
 	int nwriting;
@@ -109,6 +117,11 @@ enum delivery_state delivery_next(enum delivery_state s, enum delivery_event ev,
 	if (s == DELIVERY_WAITING)
 		return ev == DELIVERY_EV_SCHEMA_READY ? DELIVERY_IDLE : DELIVERY_WAITING;
 	switch (ev) {
+	case DELIVERY_EV_FREED:
+		/* Only a slot the last claim lacked is worth claiming for. */
+		if (!f->limited)
+			return s;
+		__attribute__((fallthrough));
 	case DELIVERY_EV_WAKE:
 		if (s == DELIVERY_IDLE)
 			break;
@@ -154,6 +167,14 @@ int delivery_write_take(const char *const *records, int held, int suspects)
 	return n;
 }
 
+long delivery_write_wait_ms(int held, long oldest_age_ms, int suspects, bool stopping)
+{
+	if (held <= 0 || suspects > 0 || stopping || held >= DELIVERY_WRITE_BATCH_MAX ||
+	    oldest_age_ms >= DELIVERY_WRITE_GATHER_MS)
+		return 0;
+	return DELIVERY_WRITE_GATHER_MS - (oldest_age_ms < 0 ? 0 : oldest_age_ms);
+}
+
 int delivery_write_done(enum delivery_write_outcome outcome, int n, int *suspects)
 {
 	if (outcome == DELIVERY_WRITE_LOST)
@@ -195,7 +216,7 @@ static struct webhook_slots *slots_for(struct delivery *dp, long long webhook_id
 			return &dp->slots[i];
 	dp->slots = xrealloc(dp->slots, (size_t)(dp->nslots + 1) * sizeof(*dp->slots));
 	int start = delivery_window_start((int)dp->d->cfg->max_in_flight_per_webhook);
-	dp->slots[dp->nslots] = (struct webhook_slots){webhook_id, 0, start, false};
+	dp->slots[dp->nslots] = (struct webhook_slots){webhook_id, 0, start, false, start, 0};
 	return &dp->slots[dp->nslots++];
 }
 
@@ -228,6 +249,13 @@ static void slots_forget_idle(struct delivery *dp)
 		else
 			dp->slots[i].used = false;
 	}
+}
+
+static long long monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static double jitter01(void)
@@ -322,8 +350,11 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 	if (dp->nresults == dp->cap_results) {
 		dp->cap_results = dp->cap_results ? dp->cap_results * 2 : 64;
 		dp->results = xrealloc(dp->results, (size_t)dp->cap_results * sizeof(char *));
+		dp->results_at =
+			xrealloc(dp->results_at, (size_t)dp->cap_results * sizeof(long long));
 	}
 	dp->results_bytes += record.len;
+	dp->results_at[dp->nresults] = monotonic_ms();
 	dp->results[dp->nresults++] = buf_steal(&record);
 
 	/* Unlink and free; curl has already let go of the handle. */
@@ -337,7 +368,7 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 	free(f);
 
 	write_results(dp);
-	wake(dp);
+	step(dp, DELIVERY_EV_FREED);
 }
 
 /* A column of a claimed row by name; NULL for SQL NULL. */
@@ -405,6 +436,7 @@ static void start_one(struct delivery *dp, PGresult *res, int row)
 	stats_in_flight(dp->d->stats, dp->in_flight);
 	struct webhook_slots *slot = slots_for(dp, f->webhook_id);
 	slot->in_flight++;
+	slot->claimed++;
 	slot->used = true;
 
 	CURL *easy = request_easy(f->req);
@@ -418,6 +450,7 @@ static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 	if (!pgc_ok(res)) {
 		if (res)
 			log_error("claiming deliveries: %s", pgc_error(res));
+		dp->limited = true;
 		step(dp, DELIVERY_EV_CLAIM_FAILED);
 		return;
 	}
@@ -431,7 +464,23 @@ static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 		start_one(dp, res, i);
 	if (n > 0)
 		log_debug("claimed %d deliveries (%d in flight)", n, dp->in_flight);
-	step(dp, n >= dp->claim_asked ? DELIVERY_EV_CLAIMED_FULL : DELIVERY_EV_CLAIMED_SHORT);
+	/*
+	 * A webhook that got all it could have may have more due. If a slot
+	 * of it was freed while the claim ran, no later end of a request may
+	 * come to claim the rest: claim again now.
+	 */
+	bool full = n >= dp->claim_asked, again = false;
+	int cap = (int)dp->d->cfg->max_in_flight_per_webhook;
+	for (int i = 0; i < dp->nslots; i++) {
+		struct webhook_slots *s = &dp->slots[i];
+		if (s->claimed < s->asked)
+			continue;
+		full = true;
+		again = again || s->in_flight < (s->window < cap ? s->window : cap);
+	}
+	dp->limited = full;
+	step(dp,
+	     n >= dp->claim_asked || again ? DELIVERY_EV_CLAIMED_FULL : DELIVERY_EV_CLAIMED_SHORT);
 }
 
 /*
@@ -452,6 +501,9 @@ static void send_claim(struct delivery *dp, int room)
 		int window = dp->slots[i].window < cap ? dp->slots[i].window : cap;
 		buf_printf(&busy, "%s\"%lld\":%d", i ? "," : "", dp->slots[i].webhook_id,
 			   dp->slots[i].in_flight - (window - start));
+		dp->slots[i].asked =
+			window > dp->slots[i].in_flight ? window - dp->slots[i].in_flight : 0;
+		dp->slots[i].claimed = 0;
 	}
 	buf_putc(&busy, '}');
 	char total[16], per[16], timeout[24];
@@ -478,11 +530,17 @@ static void step(struct delivery *dp, enum delivery_event ev)
 		.room = (int)cfg->max_in_flight - dp->in_flight,
 		.held = dp->nresults - dp->nwriting,
 		.held_bytes = dp->results_bytes,
+		.limited = dp->limited,
 	};
 	bool claim_now;
 	delivery_set_state(dp, delivery_next(dp->state, ev, &f, &claim_now));
 	if (claim_now)
 		send_claim(dp, f.room);
+	else if (dp->state == DELIVERY_IDLE &&
+		 (!f.up || f.room <= 0 || f.held >= DELIVERY_WRITE_BATCH_MAX ||
+		  f.held_bytes >= DELIVERY_HELD_BYTES_MAX))
+		/* It rests for want of room (or of a connection): a freed slot wakes it. */
+		dp->limited = true;
 }
 
 /* Deliveries may be due (NOTIFY, the poll, leases reclaimed) or room was freed. */
@@ -501,6 +559,7 @@ static void drop_results(struct delivery *dp, int n)
 		free(dp->results[i]);
 	}
 	memmove(dp->results, dp->results + n, (size_t)(dp->nresults - n) * sizeof(char *));
+	memmove(dp->results_at, dp->results_at + n, (size_t)(dp->nresults - n) * sizeof(long long));
 	dp->nresults -= n;
 }
 
@@ -535,6 +594,16 @@ static void write_results(struct delivery *dp)
 {
 	if (dp->write_state != DELIVERY_WRITE_IDLE || dp->nresults == 0 || !pgc_is_up(dp->done))
 		return;
+	long wait = delivery_write_wait_ms(dp->nresults, (long)(monotonic_ms() - dp->results_at[0]),
+					   dp->suspects, dp->state == DELIVERY_STOPPING);
+	if (wait > 0) {
+		if (!evtimer_pending(dp->write_timer, NULL)) {
+			struct timeval tv = {0, wait * 1000};
+			evtimer_add(dp->write_timer, &tv);
+		}
+		return;
+	}
+	evtimer_del(dp->write_timer);
 	int n = delivery_write_take((const char *const *)dp->results, dp->nresults, dp->suspects);
 	struct buf json = BUF_INIT;
 	buf_putc(&json, '[');
@@ -550,6 +619,11 @@ static void write_results(struct delivery *dp)
 	pgc_query(dp->done, "SELECT reghook.complete_deliveries($1, $2::json)", 2, params,
 		  on_written, dp);
 	buf_free(&json);
+}
+
+static void on_write_timer(evutil_socket_t fd, short what, void *arg)
+{
+	write_results(arg);
 }
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
@@ -632,6 +706,8 @@ struct delivery *delivery_new(struct daemon *d)
 	pgc_set_query_timeout(dp->claim, (int)d->cfg->db_timeout_ms);
 	pgc_set_query_timeout(dp->done, (int)d->cfg->db_timeout_ms);
 	dp->poll = event_new(d->base, -1, EV_PERSIST, on_poll, dp);
+	dp->write_timer = evtimer_new(d->base, on_write_timer, dp);
+	dp->limited = true;
 	dp->reclaim = event_new(d->base, -1, EV_PERSIST, on_reclaim, dp);
 	struct timeval poll = {POLL_MS / 1000, (POLL_MS % 1000) * 1000};
 	struct timeval reclaim = {RECLAIM_MS / 1000, (RECLAIM_MS % 1000) * 1000};
@@ -661,6 +737,7 @@ void delivery_stop(struct delivery *dp)
 	event_del(dp->reclaim);
 	janitor_stop(dp->janitor);
 	event_del(dp->summary);
+	write_results(dp); /* what gathers is written now */
 	if (dp->in_flight)
 		log_info("waiting for %d delivery request(s) in flight", dp->in_flight);
 }
@@ -697,6 +774,7 @@ void delivery_free(struct delivery *dp)
 	pgc_free(dp->done);
 	event_free(dp->poll);
 	event_free(dp->reclaim);
+	event_free(dp->write_timer);
 	janitor_free(dp->janitor); /* after the connection it borrowed */
 	/* The successes since the last summary are not lost at a stop. */
 	if (dp->succeeded > 0)
@@ -704,6 +782,7 @@ void delivery_free(struct delivery *dp)
 	event_free(dp->summary);
 	drop_results(dp, dp->nresults);
 	free(dp->results);
+	free(dp->results_at);
 	free(dp->slots);
 	free(dp);
 }

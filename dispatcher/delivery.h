@@ -82,9 +82,10 @@ enum delivery_state {
 	 */
 	DELIVERY_CLAIMING,
 	/*
-	 * A claim runs and a wake-up came meanwhile (a NOTIFY, a freed slot):
-	 * what woke the loop may be newer than the claim. Left like CLAIMING,
-	 * except that a short claim also claims again if room is left.
+	 * A claim runs and a wake-up came meanwhile (a NOTIFY, a slot freed
+	 * that the last claim lacked): what woke the loop may be newer than
+	 * the claim. Left like CLAIMING, except that a short claim also claims
+	 * again if room is left.
 	 */
 	DELIVERY_CLAIMING_AGAIN,
 	/*
@@ -98,6 +99,7 @@ enum delivery_state {
 enum delivery_event {
 	DELIVERY_EV_SCHEMA_READY,  /* the schema is current (again) */
 	DELIVERY_EV_WAKE,	   /* deliveries may be due, or room was freed */
+	DELIVERY_EV_FREED,	   /* a request ended: its slot is free */
 	DELIVERY_EV_CLAIMED_FULL,  /* a claim returned as many rows as asked; all started */
 	DELIVERY_EV_CLAIMED_SHORT, /* it returned fewer; all started */
 	DELIVERY_EV_CLAIM_FAILED,  /* the claim failed, or the claim connection dropped */
@@ -110,6 +112,15 @@ struct delivery_facts {
 	int room;	   /* max_in_flight less the requests in flight */
 	int held;	   /* attempt records waiting, less those being written */
 	size_t held_bytes; /* the bytes of all records waiting */
+	/*
+	 * The last claim may have left due deliveries for want of room: it
+	 * filled a webhook's window or all of max_in_flight, or the loop
+	 * rested with no room. Otherwise a freed slot is no reason to claim:
+	 * what became due since that claim is NOTIFYed, and retries come
+	 * with the poll. A claim for every finished request made most claims
+	 * carry a row or two, and cost PostgreSQL more than the rows.
+	 */
+	bool limited;
 };
 
 /*
@@ -144,6 +155,19 @@ enum delivery_write_outcome {
  * always at least one if any is held.
  */
 int delivery_write_take(const char *const *records, int held, int suspects)
+	__attribute__((warn_unused_result));
+
+/*
+ * How long the idle writer waits before writing what it holds: records
+ * gather for up to DELIVERY_WRITE_GATHER_MS from the oldest's arrival, so
+ * that a steady stream of results is written in a few large statements
+ * rather than one small statement after another (each complete_deliveries()
+ * call costs PostgreSQL several times what a record in it costs). 0: write
+ * now, which a full batch, suspects written one by one and a stopping
+ * engine always do.
+ */
+#define DELIVERY_WRITE_GATHER_MS 20
+long delivery_write_wait_ms(int held, long oldest_age_ms, int suspects, bool stopping)
 	__attribute__((warn_unused_result));
 
 /*

@@ -2,8 +2,9 @@
  * Unit tests for the decisions of dispatcher/delivery.c: the transitions
  * of the engine's state (its life and its claim loop) for every event,
  * when a claim is sent and when the loop rests (no room, records held for
- * writing over their bounds, the claim connection down), and the writer's
- * batches: how many records the next write takes (count, bytes, one by one
+ * writing over their bounds, the claim connection down), and when the end
+ * of a request is worth a claim; the writer's batches: how long records
+ * gather, how many records the next write takes (count, bytes, one by one
  * after a refused batch) and what a write's outcome does to the queue;
  * and how a webhook's window of requests at once moves with its answers.
  */
@@ -15,10 +16,10 @@
 
 static const char *const state_names[] = {"WAITING", "IDLE", "CLAIMING", "CLAIMING_AGAIN",
 					  "STOPPING"};
-static const char *const event_names[] = {"SCHEMA_READY",  "WAKE",	   "CLAIMED_FULL",
+static const char *const event_names[] = {"SCHEMA_READY",  "WAKE",	   "FREED", "CLAIMED_FULL",
 					  "CLAIMED_SHORT", "CLAIM_FAILED", "STOP"};
 #define NSTATES 5
-#define NEVENTS 6
+#define NEVENTS 7
 
 /* Room for claims, nothing held, the connection up. */
 static const struct delivery_facts roomy = {.up = true, .room = 10, .held = 0, .held_bytes = 0};
@@ -144,25 +145,31 @@ UNIT_TEST(a_day_in_the_life)
 		int room;
 		enum delivery_state want;
 		bool claim;
+		bool limited; /* the last claim, or a rest, lacked room */
 	} walk[] = {
-		{DELIVERY_EV_WAKE, 10, DELIVERY_WAITING, false}, /* a NOTIFY before the schema */
-		{DELIVERY_EV_SCHEMA_READY, 10, DELIVERY_IDLE, false},
-		{DELIVERY_EV_WAKE, 10, DELIVERY_CLAIMING, true},	 /* LISTEN done */
-		{DELIVERY_EV_WAKE, 10, DELIVERY_CLAIMING_AGAIN, false},	 /* a NOTIFY */
-		{DELIVERY_EV_CLAIMED_SHORT, 7, DELIVERY_CLAIMING, true}, /* 3 started */
-		{DELIVERY_EV_CLAIMED_FULL, 0, DELIVERY_IDLE, false},	 /* 7 more: all slots */
-		{DELIVERY_EV_WAKE, 0, DELIVERY_IDLE, false},		 /* the poll */
-		{DELIVERY_EV_WAKE, 1, DELIVERY_CLAIMING, true},		 /* a request ended */
-		{DELIVERY_EV_CLAIM_FAILED, 1, DELIVERY_IDLE, false},	 /* connection lost */
-		{DELIVERY_EV_WAKE, 1, DELIVERY_CLAIMING, true},		 /* LISTEN again */
-		{DELIVERY_EV_STOP, 1, DELIVERY_STOPPING, false},	 /* SIGTERM */
-		{DELIVERY_EV_CLAIMED_FULL, 0, DELIVERY_STOPPING, false}, /* its rows start */
-		{DELIVERY_EV_WAKE, 1, DELIVERY_STOPPING, false},
+		{DELIVERY_EV_WAKE, 10, DELIVERY_WAITING, false,
+		 false}, /* a NOTIFY before the schema */
+		{DELIVERY_EV_SCHEMA_READY, 10, DELIVERY_IDLE, false, false},
+		{DELIVERY_EV_WAKE, 10, DELIVERY_CLAIMING, true, false},		/* LISTEN done */
+		{DELIVERY_EV_WAKE, 10, DELIVERY_CLAIMING_AGAIN, false, false},	/* a NOTIFY */
+		{DELIVERY_EV_CLAIMED_SHORT, 7, DELIVERY_CLAIMING, true, false}, /* 3 started */
+		{DELIVERY_EV_CLAIMED_FULL, 0, DELIVERY_IDLE, false, false},  /* 7 more: all slots */
+		{DELIVERY_EV_WAKE, 0, DELIVERY_IDLE, false, false},	     /* the poll */
+		{DELIVERY_EV_FREED, 1, DELIVERY_CLAIMING, true, true},	     /* a request ended */
+		{DELIVERY_EV_CLAIMED_SHORT, 1, DELIVERY_IDLE, false, false}, /* nothing more due */
+		{DELIVERY_EV_FREED, 2, DELIVERY_IDLE, false, false},   /* nothing to claim for */
+		{DELIVERY_EV_WAKE, 2, DELIVERY_CLAIMING, true, false}, /* a NOTIFY */
+		{DELIVERY_EV_CLAIM_FAILED, 1, DELIVERY_IDLE, false, false}, /* connection lost */
+		{DELIVERY_EV_WAKE, 1, DELIVERY_CLAIMING, true, false},	    /* LISTEN again */
+		{DELIVERY_EV_STOP, 1, DELIVERY_STOPPING, false, false},	    /* SIGTERM */
+		{DELIVERY_EV_CLAIMED_FULL, 0, DELIVERY_STOPPING, false, false}, /* its rows start */
+		{DELIVERY_EV_WAKE, 1, DELIVERY_STOPPING, false, false},
 	};
 	enum delivery_state s = DELIVERY_WAITING;
 	for (size_t i = 0; i < sizeof(walk) / sizeof(walk[0]); i++) {
 		struct delivery_facts f = roomy;
 		f.room = walk[i].room;
+		f.limited = walk[i].limited;
 		bool claim;
 		enum delivery_state next = delivery_next(s, walk[i].ev, &f, &claim);
 		UNIT_CHECK(next == walk[i].want && claim == walk[i].claim,
@@ -306,6 +313,45 @@ UNIT_TEST(a_window_widens_while_fast_and_halves_otherwise)
 	UNIT_CHECK(w == 128, "then one failure: %d", w);
 }
 
+UNIT_TEST(a_freed_slot_claims_only_what_the_last_claim_lacked)
+{
+	/* The last claim took all that was due: what comes later is NOTIFYed. */
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_FREED, &roomy, DELIVERY_IDLE, false);
+	EXPECT(DELIVERY_CLAIMING, DELIVERY_EV_FREED, &roomy, DELIVERY_CLAIMING, false);
+	EXPECT(DELIVERY_CLAIMING_AGAIN, DELIVERY_EV_FREED, &roomy, DELIVERY_CLAIMING_AGAIN, false);
+	/* It filled a window, or all slots: the freed slot may have due work. */
+	struct delivery_facts f = roomy;
+	f.limited = true;
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_FREED, &f, DELIVERY_CLAIMING, true);
+	EXPECT(DELIVERY_CLAIMING, DELIVERY_EV_FREED, &f, DELIVERY_CLAIMING_AGAIN, false);
+	f.room = 0;
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_FREED, &f, DELIVERY_IDLE, false);
+	f.room = 10;
+	f.up = false;
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_FREED, &f, DELIVERY_IDLE, false);
+	/* A NOTIFY or the poll claims whatever the last claim did. */
+	EXPECT(DELIVERY_IDLE, DELIVERY_EV_WAKE, &roomy, DELIVERY_CLAIMING, true);
+}
+
+UNIT_TEST(records_gather_for_a_moment_before_a_write)
+{
+	const int g = DELIVERY_WRITE_GATHER_MS;
+	UNIT_CHECK(delivery_write_wait_ms(0, 0, 0, false) == 0, "nothing held");
+	UNIT_CHECK(delivery_write_wait_ms(1, 0, 0, false) == g, "one just queued: %ld",
+		   delivery_write_wait_ms(1, 0, 0, false));
+	UNIT_CHECK(delivery_write_wait_ms(5, 5, 0, false) == g - 5, "the oldest 5 ms old: %ld",
+		   delivery_write_wait_ms(5, 5, 0, false));
+	UNIT_CHECK(delivery_write_wait_ms(5, g, 0, false) == 0, "the oldest has waited enough");
+	UNIT_CHECK(delivery_write_wait_ms(5, 10 * g, 0, false) == 0, "long past");
+	UNIT_CHECK(delivery_write_wait_ms(5, -3, 0, false) == g, "a clock read out of order");
+	UNIT_CHECK(delivery_write_wait_ms(DELIVERY_WRITE_BATCH_MAX, 0, 0, false) == 0,
+		   "a full batch goes now");
+	UNIT_CHECK(delivery_write_wait_ms(DELIVERY_WRITE_BATCH_MAX - 1, 0, 0, false) == g,
+		   "one short of a batch waits");
+	UNIT_CHECK(delivery_write_wait_ms(3, 0, 2, false) == 0, "suspects go one by one, now");
+	UNIT_CHECK(delivery_write_wait_ms(3, 0, 0, true) == 0, "a stopping engine writes now");
+}
+
 int main(void)
 {
 	UNIT_RUN(waiting_for_the_schema);
@@ -323,5 +369,7 @@ int main(void)
 	UNIT_RUN(a_refused_batch_is_written_one_by_one);
 	UNIT_RUN(what_a_write_outcome_does_to_the_queue);
 	UNIT_RUN(a_window_widens_while_fast_and_halves_otherwise);
+	UNIT_RUN(a_freed_slot_claims_only_what_the_last_claim_lacked);
+	UNIT_RUN(records_gather_for_a_moment_before_a_write);
 	return UNIT_DONE();
 }
