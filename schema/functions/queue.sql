@@ -187,7 +187,10 @@ COMMENT ON FUNCTION reghook.release_deliveries(text, uuid[]) IS
 -- history and the webhooks' health are written from (each delivery looked
 -- up by its key, so the cost grows with the batch, not with its square).
 -- The batch is json, not jsonb: it is read once, and json's parser only
--- scans the text where jsonb's would first build a tree of all of it.
+-- scans the text where jsonb's would first build a tree of all of it. The
+-- headers are read from it as text and cast to jsonb: read straight into a
+-- jsonb column, json_to_recordset took 8 to 10 times as long, about
+-- 0.1-0.25 ms a record, more than all the rest of the statement.
 CREATE OR REPLACE FUNCTION reghook.complete_deliveries(instance text, batch json) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s'
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
@@ -201,8 +204,8 @@ BEGIN
                b.outcome, b.delay_ms, b.format, instance AS owner, 'in_flight'::text AS leased
         FROM json_to_recordset(batch) AS b(id uuid, attempt integer, webhook_id bigint,
             attempted_at double precision, duration_ms integer, method text, url text,
-            request_headers jsonb, request_body text, response_status integer,
-            response_headers jsonb, response_body text, truncated boolean, error_class text,
+            request_headers text, request_body text, response_status integer,
+            response_headers text, response_body text, truncated boolean, error_class text,
             error_message text, outcome text, delay_ms bigint, format text)
     ),
     -- Only attempts whose lease is still ours count.
@@ -239,8 +242,9 @@ BEGIN
             duration_ms, method, url, request_headers, request_body, response_status,
             response_headers, response_body, response_truncated, error_class, error_message,
             instance, format)
-        SELECT id, attempt, webhook_id, attempted_at, duration_ms, method, url, request_headers,
-               request_body, response_status, response_headers, decode(response_body, 'hex'),
+        SELECT id, attempt, webhook_id, attempted_at, duration_ms, method, url,
+               request_headers::jsonb, request_body, response_status, response_headers::jsonb,
+               decode(response_body, 'hex'),
                truncated, error_class, error_message, instance, format
         FROM moved
         ON CONFLICT (delivery_id, attempt) DO NOTHING
