@@ -28,6 +28,7 @@ import http.server
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -59,8 +60,33 @@ SANITIZER_ENV = {
 DEFAULT_REGISTRY_URL = 'https://registry.reghook.test'
 
 
+def _ephemeral_ports():
+    """The kernel's range of local ports for outgoing connections."""
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, below the
+    kernel's range for outgoing connections: a port the kernel handed out
+    (bind to port 0) could be taken as the source port of some connection
+    (to PostgreSQL, an endpoint, wrk's) before the server meant to listen
+    on it started, and the server then failed with `Address already in
+    use`. Random, so that tests running at once rarely pick the same."""
+    low, high = _ephemeral_ports()
+    first, last = (10000, low - 1) if low > 12000 else (high + 1, 65535)
+    for _ in range(100):
+        port = random.randint(first, last)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(('127.0.0.1', port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
