@@ -88,32 +88,56 @@ COMMENT ON COLUMN reghook.webhook_health.failing_since IS 'First failure since t
 -- history_retention by calling it repeatedly, each call removing at most
 -- `batch` finished deliveries (with their attempts) and `batch` events that
 -- no delivery refers to any more, so no call holds locks for long.
+--
+-- The events a call frees are those of the deliveries it removed: they go
+-- by id. Old events that no delivery ever referred to (no webhook matched
+-- them) are looked for in received_at order only once no old finished
+-- delivery is left: before that, such a scan would pass, at every call, all
+-- the old events whose deliveries are still there (a day's expiry of a busy
+-- registry is 100,000s of them), and pruning would cost the square of its
+-- size.
 CREATE OR REPLACE FUNCTION reghook.prune_history(retention interval, batch integer DEFAULT 500)
 RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    cutoff timestamptz := now() - retention;
+    freed bigint[];
     n_deliveries integer;
     n_events integer;
+    n_orphans integer := 0;
 BEGIN
     WITH old AS (
         SELECT d.id FROM reghook.deliveries d
-        WHERE d.status IN ('succeeded', 'failed') AND d.completed_at < now() - retention
+        WHERE d.status IN ('succeeded', 'failed') AND d.completed_at < cutoff
         LIMIT batch
         FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM reghook.deliveries d USING old WHERE d.id = old.id RETURNING d.event_id
     )
-    DELETE FROM reghook.deliveries d USING old WHERE d.id = old.id;
-    GET DIAGNOSTICS n_deliveries = ROW_COUNT;
+    SELECT count(*), array_agg(DISTINCT gone.event_id) FILTER (WHERE gone.event_id IS NOT NULL)
+    INTO n_deliveries, freed FROM gone;
 
     WITH old AS (
         SELECT e.id FROM reghook.events e
-        WHERE e.received_at < now() - retention
+        WHERE e.id = ANY (freed) AND e.received_at < cutoff
           AND NOT EXISTS (SELECT 1 FROM reghook.deliveries d WHERE d.event_id = e.id)
-        LIMIT batch
         FOR UPDATE SKIP LOCKED
     )
     DELETE FROM reghook.events e USING old WHERE e.id = old.id;
     GET DIAGNOSTICS n_events = ROW_COUNT;
-    RETURN n_deliveries + n_events;
+
+    IF n_deliveries < batch AND n_events < batch THEN
+        WITH old AS (
+            SELECT e.id FROM reghook.events e
+            WHERE e.received_at < cutoff
+              AND NOT EXISTS (SELECT 1 FROM reghook.deliveries d WHERE d.event_id = e.id)
+            LIMIT batch - n_events
+            FOR UPDATE SKIP LOCKED
+        )
+        DELETE FROM reghook.events e USING old WHERE e.id = old.id;
+        GET DIAGNOSTICS n_orphans = ROW_COUNT;
+    END IF;
+    RETURN n_deliveries + n_events + n_orphans;
 END
 $$;
 COMMENT ON FUNCTION reghook.prune_history(interval, integer) IS

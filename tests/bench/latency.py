@@ -30,25 +30,28 @@ class Sender:
     """Posts envelopes on a pool of keep-alive connections, opening another
     whenever all are busy, so that a slow answer never delays a send."""
 
-    def __init__(self, port, token):
+    def __init__(self, port, token, make_envelope=envelope):
         self.port = port
+        self.make_envelope = make_envelope
         self.head = (f'POST /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n'
                      f'Authorization: Bearer {token}\r\n'
                      'Content-Type: application/vnd.docker.distribution.events.v1+json\r\n')
         self.idle = []
         self.sent = {}  # tag -> monotonic time the request was scheduled to be sent
+        self.answered = {}  # tag -> monotonic time its answer was read
         self.failures = 0
 
     async def post(self, tag, scheduled):
         # The clock starts at the scheduled time, before any connection is
         # opened: an open-loop sender's lateness is part of the latency.
         self.sent[tag] = scheduled
-        body = envelope(tag)
+        body = self.make_envelope(tag)
         conn = self.idle.pop() if self.idle else await asyncio.open_connection('127.0.0.1',
                                                                                 self.port)
         reader, writer = conn
         writer.write(f'{self.head}Content-Length: {len(body)}\r\n\r\n'.encode() + body)
         head, _ = await read_message(reader)
+        self.answered[tag] = time.monotonic()
         if not head.startswith(b'HTTP/1.1 200'):
             self.failures += 1
         self.idle.append(conn)

@@ -37,3 +37,67 @@ def test_old_history_is_pruned_and_recent_kept(pg, reghook_factory):
     assert pg.psql("SELECT string_agg(status, ',' ORDER BY status) FROM reghook.deliveries"
                    ).strip() == 'pending,succeeded'
     assert pg.psql('SELECT count(*) FROM reghook.delivery_attempts').strip() == '2'
+
+
+def test_prune_history_batches_and_frees_the_events_of_the_deliveries_it_removes(pg):
+    """prune_history(retention, batch) called by hand, as the janitor calls
+    it: each call removes at most `batch` finished deliveries (their
+    attempts with them) and frees the events they were the last to refer
+    to; an event still referred to by another delivery stays until that one
+    goes; old events that no delivery ever referred to go once no old
+    finished delivery is left; unfinished deliveries and recent rows stay."""
+    run_reghook(['migrate'], database_url=pg.url())
+    run_reghook(['namespace', 'add', 'team-a'], database_url=pg.url())
+    run_reghook(['registry', 'add', 'main'], database_url=pg.url())
+    for path in ('a', 'b'):
+        run_reghook(['webhook', 'add', 'team-a', f'http://127.0.0.1:9/{path}'], database_url=pg.url())
+    pg.psql("""
+        -- Events 1-6 are 3 days old, 7 is 1 hour old; 8 and 9 (3 days old) had no webhook.
+        INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
+            action, tag, occurred_at, received_at, raw)
+        SELECT 1, 'e' || i, 1, 'team-a/app', 'app', 'push', 't',
+               now() - CASE WHEN i = 7 THEN interval '1 hour' ELSE interval '3 days' END,
+               now() - CASE WHEN i = 7 THEN interval '1 hour' ELSE interval '3 days' END, '{}'
+        FROM generate_series(1, 9) i;
+        -- Events 1-5 to both webhooks, finished 3 days ago, except: event 5's
+        -- delivery to webhook 2 is pending; event 6 to webhook 1 finished an
+        -- hour ago; event 7's finished just now.
+        INSERT INTO reghook.deliveries (webhook_id, event_id, action, status, completed_at, created_at)
+        SELECT w, e, 'push', CASE WHEN e = 5 AND w = 2 THEN 'pending' ELSE 'succeeded' END,
+               CASE WHEN e = 5 AND w = 2 THEN NULL
+                    WHEN e = 6 THEN now() - interval '1 hour'
+                    WHEN e = 7 THEN now()
+                    ELSE now() - interval '3 days' + e * interval '1 minute' + w * interval '1 second' END,
+               now() - interval '3 days'
+        FROM generate_series(1, 7) e, generate_series(1, 2) w
+        WHERE e <= 5 OR w = 1;
+        INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+            duration_ms, method, url, request_headers, instance)
+        SELECT id, a, webhook_id, created_at, 5, 'POST', 'http://x/', '[]', 'test'
+        FROM reghook.deliveries, generate_series(1, 2) a;
+    """)
+
+    def state():
+        return pg.psql("""SELECT (SELECT string_agg(event_uuid, ',' ORDER BY id) FROM reghook.events),
+                                 (SELECT count(*) FROM reghook.deliveries),
+                                 (SELECT count(*) FROM reghook.delivery_attempts)""").strip()
+
+    def prune(batch):
+        return int(pg.psql(f"SELECT reghook.prune_history(interval '2 days', {batch})"))
+    assert state() == 'e1,e2,e3,e4,e5,e6,e7,e8,e9|12|24'
+    # Three of the nine old finished deliveries (in completion order): event
+    # 1's two, and event 2's first, so event 2 stays for its second.
+    assert prune(3) == 3 + 1
+    assert state() == 'e2,e3,e4,e5,e6,e7,e8,e9|9|18'
+    assert prune(3) == 3 + 2
+    assert state() == 'e4,e5,e6,e7,e8,e9|6|12'
+    # The last three old finished ones; event 5's pending delivery keeps it.
+    assert prune(3) == 3 + 1
+    assert state() == 'e5,e6,e7,e8,e9|3|6'
+    # No old finished delivery is left: the old events no delivery ever
+    # referred to go, `batch` at a time.
+    assert prune(1) == 1
+    assert prune(1) == 1
+    assert state() == 'e5,e6,e7|3|6'
+    assert prune(3) == 0
+    assert state() == 'e5,e6,e7|3|6'
