@@ -53,12 +53,12 @@ class Sender:
             self.failures += 1
         self.idle.append(conn)
 
-    async def run(self, count):
-        """Sends count envelopes, tags e0, e1, ..., at RATE a second."""
+    async def run(self, count, rate=RATE):
+        """Sends count envelopes, tags e0, e1, ..., at rate a second."""
         start = time.monotonic()
         tasks = []
         for i in range(count):
-            scheduled = start + i / RATE
+            scheduled = start + i / rate
             delay = scheduled - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
