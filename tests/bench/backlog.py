@@ -6,7 +6,8 @@ within the next 10 hours), half due now (as after a long backoff, when
 they all come due and meet the endpoint still down). The healthy one's
 endpoint (endpoint.py) notes when each delivery arrives while events are
 posted to POST /events at a steady 100 a second, open loop, one per
-envelope, each delivered to both webhooks.
+envelope, each delivered to both webhooks: 15 s measured after a second
+of warm-up.
 
 Prints, per run and backlog: the healthy webhook's p50 and p99 from the
 time a post was scheduled to the endpoint's receipt, and when the slowest
@@ -24,6 +25,7 @@ line names its binary."""
 
 import asyncio
 import os
+import threading
 import time
 
 from common import RUNS, AsyncEndpoint, DurablePostgres, fresh_database, harness
@@ -32,7 +34,8 @@ from latency import Sender, percentile
 SIZES = [int(s) for s in os.environ.get('BENCH_BACKLOG_SIZES', '1000,100000,1000000').split(',')]
 RATE = 100
 SECONDS = 15
-WARMUP = 2  # seconds reghook runs with the backlog before measuring starts
+WARMUP = 2  # seconds reghook runs with the backlog before posting starts
+WARMUP_POSTS = 1  # seconds of posts left out of the figures (first requests, first plans)
 
 
 class StatsPostgres(DurablePostgres):
@@ -148,13 +151,19 @@ def run_once(pg, binary, size, label):
             rh.start()
             rh.wait_ready()
             time.sleep(WARMUP)
-            db.psql('SELECT pg_stat_statements_reset()')
-            dead_before = int(db.psql(f'SELECT count(*) FROM reghook.delivery_attempts '
-                                      f'WHERE webhook_id = {dead}'))
             sender = Sender(rh.port, token)
-            count = RATE * SECONDS
-            started = time.monotonic()
+            count = RATE * (WARMUP_POSTS + SECONDS)
+            # The statements are counted from the end of the posts' warm-up.
+            marks = {}
+            reset = threading.Timer(WARMUP_POSTS, lambda: marks.update(
+                started=time.monotonic(),
+                dead=int(db.psql('SELECT pg_stat_statements_reset(); '
+                                 'SELECT count(*) FROM reghook.delivery_attempts '
+                                 f'WHERE webhook_id = {dead}').split()[-1])))
+            reset.start()
             asyncio.run(sender.run(count, RATE))
+            reset.join()
+            started, dead_before = marks['started'], marks['dead']
             harness.wait_until(
                 lambda: int(db.psql(f"""SELECT count(*) FROM reghook.deliveries
                                         WHERE webhook_id = {healthy}
@@ -170,7 +179,7 @@ def run_once(pg, binary, size, label):
             rh.stop()
             rh.cleanup()
             received = endpoint.stop()
-        tags = [f'e{i}' for i in range(count)]
+        tags = [f'e{i}' for i in range(RATE * WARMUP_POSTS, count)]
         lost = sum(1 for t in tags if t not in received)
         late = sorted((received[t] - sender.sent[t], t) for t in tags if t in received)
         ms = [x * 1000 for x, _ in late]
