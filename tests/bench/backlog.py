@@ -29,7 +29,7 @@ import threading
 import time
 
 from common import RUNS, AsyncEndpoint, DurablePostgres, fresh_database, harness
-from latency import Sender, percentile
+from latency import Sender, arrivals, percentile
 
 SIZES = [int(s) for s in os.environ.get('BENCH_BACKLOG_SIZES', '1000,100000,1000000').split(',')]
 RATE = 100
@@ -179,10 +179,9 @@ def run_once(pg, binary, size, label):
             rh.stop()
             rh.cleanup()
             received = endpoint.stop()
-        tags = [f'e{i}' for i in range(RATE * WARMUP_POSTS, count)]
-        lost = sum(1 for t in tags if t not in received)
-        late = sorted((received[t] - sender.sent[t], t) for t in tags if t in received)
-        ms = [x * 1000 for x, _ in late]
+        lost, late = arrivals(sender, received,
+                              [f'e{i}' for i in range(RATE * WARMUP_POSTS, count)])
+        ms = [x for x, _ in late]
         # When the slowest 1% were sent: one stall, or spread over the run?
         slow = sorted(sender.sent[t] - started for _, t in late[-max(1, len(late) // 100):])
         return {'generated': generated, 'p50': percentile(ms, 50), 'p99': percentile(ms, 99),
