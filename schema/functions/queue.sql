@@ -46,6 +46,17 @@ CREATE OR REPLACE TRIGGER deliveries_notify_update AFTER UPDATE ON reghook.deliv
 -- `per_webhook` in flight per webhook counting `in_flight` (a JSON object
 -- {webhook_id: number already in flight at the caller}). Webhooks are
 -- visited in random order so that a busy one cannot starve the others.
+-- A webhook whose last 20 attempts or more all failed rests: it gets one
+-- delivery at a time (none while one is in flight at any instance, until
+-- its attempt is written), the next no sooner than 10 s after its last
+-- failure, until one succeeds (which resets failures_in_a_row, as enabling
+-- it does). Its other due deliveries wait without spending their attempts;
+-- the 5-day rule still disables it. Without the rest, an endpoint down with
+-- a large backlog due was sent every due delivery as fast as it refused
+-- them, and each of those attempts was claimed, written and logged at the
+-- cost of the other webhooks' claims (tests/bench/backlog.py). Only a
+-- resting webhook makes the claim look at the rows in flight (the few that
+-- the deliveries_lease index holds).
 -- round_start tells the dispatcher where a retriggered delivery's round of
 -- attempts began (retrigger.sql).
 -- plpgsql, not sql: its statement's plan is cached for the session, where
@@ -73,14 +84,21 @@ BEGIN
     RETURN QUERY
     WITH picked AS (
         SELECT d.id
-        FROM (SELECT w.id, w.enabled FROM reghook.webhooks w ORDER BY random()) w
+        FROM (SELECT w.id, w.enabled, coalesce((in_flight ->> w.id::text)::integer, 0) AS busy,
+                     w.failures_in_a_row >= 20 AS resting,
+                     w.last_failure_at > now() - interval '10 seconds' AS failed_lately
+              FROM reghook.webhooks w ORDER BY random()) w
         CROSS JOIN LATERAL (
             SELECT d.id FROM reghook.deliveries d
             WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
               -- A disabled webhook's deliveries wait; a test push goes anyway.
               AND (w.enabled OR d.is_test)
             ORDER BY d.next_attempt_at
-            LIMIT greatest(0, per_webhook - coalesce((in_flight ->> w.id::text)::integer, 0))
+            LIMIT CASE WHEN NOT w.resting THEN greatest(0, per_webhook - w.busy)
+                       WHEN w.failed_lately
+                            OR w.id IN (SELECT x.webhook_id FROM reghook.deliveries x
+                                        WHERE x.status = 'in_flight') THEN 0
+                       ELSE 1 END
             FOR UPDATE OF d SKIP LOCKED
         ) d
         LIMIT max_total

@@ -56,12 +56,12 @@ class Sender:
             self.failures += 1
         self.idle.append(conn)
 
-    async def run(self, count):
-        """Sends count envelopes, tags e0, e1, ..., at RATE a second."""
+    async def run(self, count, rate=RATE):
+        """Sends count envelopes, tags e0, e1, ..., at rate a second."""
         start = time.monotonic()
         tasks = []
         for i in range(count):
-            scheduled = start + i / RATE
+            scheduled = start + i / rate
             delay = scheduled - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -71,6 +71,13 @@ class Sender:
         for _, writer in self.idle:
             writer.close()
         return count / elapsed
+
+
+def arrivals(sender, received, tags):
+    """How many of tags never arrived, and [(ms from the scheduled send to
+    the endpoint's receipt, tag)] of the others, fastest first."""
+    lost = sum(1 for tag in tags if tag not in received)
+    return lost, sorted(((received[t] - sender.sent[t]) * 1000, t) for t in tags if t in received)
 
 
 def percentile(sorted_values, p):
@@ -101,9 +108,8 @@ def run_once(pg, run):
             rh.stop()
             rh.cleanup()
             received = endpoint.stop()
-        measured = [f'e{i}' for i in range(RATE * WARMUP, count)]
-        lost = sum(1 for tag in measured if tag not in received)
-        ms = sorted((received[t] - sender.sent[t]) * 1000 for t in measured if t in received)
+        lost, late = arrivals(sender, received, [f'e{i}' for i in range(RATE * WARMUP, count)])
+        ms = [x for x, _ in late]
         return {'rate': rate, 'p50': percentile(ms, 50), 'p99': percentile(ms, 99),
                 'max': ms[-1], 'lost': lost, 'failures': sender.failures, 'count': len(ms),
                 'queued': [float(x) for x in queued.strip('{}').split(',')]}

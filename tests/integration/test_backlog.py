@@ -1,0 +1,89 @@
+"""A dead webhook with a backlog: after 20 failures in a row it rests (one
+delivery at a time, no sooner than 10 s after its last failure) while
+another webhook of the same namespace is delivered; a probe that succeeds
+ends the rest and the backlog drains. The 10 s pause is skipped by moving
+the webhook's last failure back in SQL, rather than waited for."""
+
+import time
+
+from harness import add_webhook, free_port, register, wait_until
+from test_delivery import event, post, rows, wait_status
+
+# Retries due a second after a failure: without the rest, a refusing
+# endpoint would be sent every delivery again within the quiet periods below.
+FAST = {'retry_schedule': '0,1s'}
+
+
+def health(pg, webhook_id):
+    return rows(pg, f"""SELECT failures_in_a_row, enabled,
+                               (SELECT sum(attempts) FROM reghook.deliveries
+                                WHERE webhook_id = w.id)::int AS attempts,
+                               (SELECT count(*) FROM reghook.deliveries
+                                WHERE webhook_id = w.id AND status = 'pending')::int AS pending
+                        FROM reghook.webhooks w WHERE id = {int(webhook_id)}""")[0]
+
+
+def wait_resting(pg, webhook_id):
+    return wait_until(lambda: (lambda h: h if h['failures_in_a_row'] >= 20 else None)(
+        health(pg, webhook_id)), timeout=20, msg=f'webhook {webhook_id} to fail 20 times')
+
+
+def test_a_refusing_webhook_rests_while_another_of_the_namespace_is_delivered(
+        reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    healthy = add_webhook(daemon, 'team-a', hook.url('/'))
+    dead = add_webhook(daemon, 'team-a', f'http://127.0.0.1:{free_port()}/')
+    tags = [f't{i}' for i in range(300)]
+    post(daemon, token, *[event(tag=t) for t in tags])
+
+    received = hook.wait_for(300, timeout=30)
+    assert sorted(r.json()['push_data']['tag'] for r in received) == sorted(tags)
+    wait_status(pg, healthy, 'succeeded')
+    wait_resting(pg, dead)
+    time.sleep(0.5)  # for a claim that began before the 20th failure was written
+    before = health(pg, dead)
+    # Resting: nothing more is claimed for it until 10 s after its last
+    # failure, though its retries came due a second after each failure.
+    time.sleep(3)
+    after = health(pg, dead)
+    assert after['attempts'] == before['attempts'], (before, after)
+    assert after['enabled'] and after['pending'] == 300, after
+    # What was not sent before the rest began (claims run ahead of the
+    # writing of the failures) keeps its attempts: it waits for the endpoint.
+    assert rows(pg, f"""SELECT count(*) AS n FROM reghook.deliveries
+                        WHERE webhook_id = {int(dead)} AND attempts = 0""")[0]['n'] > 0
+
+    # The healthy webhook still gets what comes next, at once.
+    post(daemon, token, event(tag='later'))
+    assert hook.wait_for(301)[300].json()['push_data']['tag'] == 'later'
+
+
+def test_a_resting_webhook_is_probed_one_at_a_time_and_drains_when_it_answers(
+        reghook_factory, pg, endpoint_factory):
+    daemon = reghook_factory(FAST)
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.respond(503, b'down')
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, *[event(tag=f't{i}') for i in range(60)])
+    wait_resting(pg, webhook_id)
+    time.sleep(1.5)
+    seen = len(hook.requests)
+
+    def pause_over():
+        pg.psql("UPDATE reghook.webhooks SET last_failure_at = now() - interval '1 minute' "
+                f'WHERE id = {int(webhook_id)}')
+
+    # Its pause over, it gets one probe; failing, that probe starts another pause.
+    pause_over()
+    hook.wait_for(seen + 1)
+    time.sleep(2)
+    assert len(hook.requests) == seen + 1
+    # The endpoint is back: the next probe succeeds, and the rest follow.
+    hook.respond(200, b'ok')
+    pause_over()
+    wait_status(pg, webhook_id, 'succeeded', timeout=30)
+    assert {r.json()['push_data']['tag'] for r in hook.requests} == {f't{i}' for i in range(60)}
+    assert health(pg, webhook_id)['failures_in_a_row'] == 0
