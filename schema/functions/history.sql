@@ -60,8 +60,10 @@ COMMENT ON COLUMN reghook.delivery_history.callback_at IS 'When it last reported
 CREATE OR REPLACE VIEW reghook.webhook_health WITH (security_invoker = true) AS
 SELECT w.id AS webhook_id, w.name AS webhook_name, n.name AS namespace, w.enabled, w.disabled_reason,
        w.last_success_at, w.last_failure_at, w.failures_in_a_row,
+       -- An OR, not IN: each status then matches a partial index of the
+       -- queue, where IN read all of the webhook's history.
        (SELECT count(*) FROM reghook.deliveries d
-        WHERE d.webhook_id = w.id AND d.status IN ('pending', 'in_flight')) AS pending,
+        WHERE d.webhook_id = w.id AND (d.status = 'pending' OR d.status = 'in_flight')) AS pending,
        (SELECT round(avg(CASE WHEN a.error_class IS NULL THEN 1 ELSE 0 END), 3)
         FROM reghook.delivery_attempts a
         WHERE a.webhook_id = w.id AND a.attempted_at > now() - interval '24 hours') AS success_rate_24h,

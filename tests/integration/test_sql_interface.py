@@ -159,6 +159,15 @@ def test_history_queries_come_from_indexes(reghook, pg):
     assert 'delivery_attempts_time' in last_hour or 'delivery_attempts_webhook_time' in last_hour, \
         last_hour
     assert 'Seq Scan on delivery_attempts' not in last_hour, last_hour
+    # What waits, per webhook and for the CLI's deliveries not tried yet (the
+    # first half of its query), comes from the queue's partial indexes, not
+    # from the whole history.
+    health = plan(f'SELECT * FROM reghook.webhook_health WHERE webhook_id = {hooks[3]}')
+    assert 'deliveries_due' in health and 'Seq Scan on deliveries' not in health, health
+    untried = plan("SELECT * FROM reghook.delivery_history WHERE attempt IS NULL"
+                   " AND (status = 'pending' OR status = 'in_flight')"
+                   ' ORDER BY created_at DESC LIMIT 50')
+    assert 'deliveries_due' in untried and 'Seq Scan on deliveries' not in untried, untried
     # The CLI's query, on the same history, answers with the newest 50.
     out = json.loads(reghook.run_cli('deliveries', '--webhook', hooks[3], '--json').stdout)
     assert len(out) == 50
