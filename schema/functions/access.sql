@@ -51,6 +51,17 @@ COMMENT ON FUNCTION reghook.role_name(text) IS
     'The group role of this database for admin, dispatcher or member: reghook_admin in a database named reghook, '
     'reghook_admin_<database> elsewhere (see README).';
 
+-- is_admin(who): whether `who` administers reghook in this database: a
+-- member of its admin role, or of the schema owner. access_level() and
+-- visible_namespaces() ask it; they run as the schema owner.
+CREATE OR REPLACE FUNCTION reghook.is_admin(who name) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_has_role(who, (SELECT g.role_name FROM reghook.group_roles g WHERE g.kind = 'admin'), 'MEMBER')
+        OR pg_has_role(who, (SELECT nspowner FROM pg_namespace WHERE nspname = 'reghook'), 'MEMBER')
+$$;
+COMMENT ON FUNCTION reghook.is_admin(name) IS
+    'Whether a role administers reghook here: a member of the admin role or of the schema owner.';
+
 -- access_level(ns, who): what `who` may do in namespace ns: 0 nothing,
 -- 1 viewer, 2 contributor, 3 owner, 4 admin (a member of this database's
 -- admin role, or of the schema owner). It reads namespace_members as the
@@ -60,9 +71,7 @@ CREATE OR REPLACE FUNCTION reghook.access_level(ns bigint, who name) RETURNS int
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE
         WHEN NOT pg_has_role(session_user, who, 'MEMBER') THEN 0
-        WHEN pg_has_role(who, (SELECT g.role_name FROM reghook.group_roles g WHERE g.kind = 'admin'), 'MEMBER')
-          OR pg_has_role(who, (SELECT nspowner FROM pg_namespace WHERE nspname = 'reghook'), 'MEMBER')
-        THEN 4
+        WHEN reghook.is_admin(who) THEN 4
         ELSE coalesce((
             SELECT max(CASE m.access WHEN 'owner' THEN 3 WHEN 'contributor' THEN 2 ELSE 1 END)
             FROM reghook.namespace_members m
@@ -86,8 +95,7 @@ BEGIN
     IF NOT pg_has_role(session_user, who, 'MEMBER') THEN
         RETURN '{}';
     END IF;
-    IF pg_has_role(who, (SELECT g.role_name FROM reghook.group_roles g WHERE g.kind = 'admin'), 'MEMBER')
-       OR pg_has_role(who, (SELECT nspowner FROM pg_namespace WHERE nspname = 'reghook'), 'MEMBER') THEN
+    IF reghook.is_admin(who) THEN
         RETURN ARRAY(SELECT n.id FROM reghook.namespaces n ORDER BY n.id);
     END IF;
     RETURN ARRAY(SELECT DISTINCT m.namespace_id
