@@ -30,6 +30,7 @@
  */
 #include "pgc.h"
 #include "buf.h"
+#include "clock.h"
 #include "log.h"
 
 #include <stdlib.h>
@@ -129,13 +130,6 @@ static void start_connect(struct pgc *c);
 
 static const char *const state_names[] = {"down", "connecting", "idle", "busy"};
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void pgc_set_state(struct pgc *c, enum pgc_state s)
 {
 	/* Connection changes are worth a debug line; query traffic is not. */
@@ -153,7 +147,7 @@ static void arm(struct pgc *c, short what)
 	event_del(c->io);
 	event_assign(c->io, c->base, PQsocket(c->conn), what, on_io, c);
 	if (c->deadline > 0) {
-		long long left = c->deadline - now_ms();
+		long long left = c->deadline - clock_monotonic_ms();
 		if (left < 1)
 			left = 1;
 		struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
@@ -244,7 +238,7 @@ static void go_down(struct pgc *c, const char *why)
 		/* Whatever befell that host, the next round starts with the next one. */
 		c->first = c->nhosts > 1 ? (c->current + 1) % c->nhosts : 0;
 		c->backoff_ms = BACKOFF_MIN_MS;
-		c->round_start = now_ms();
+		c->round_start = clock_monotonic_ms();
 	}
 
 	/*
@@ -273,7 +267,7 @@ static void go_down(struct pgc *c, const char *why)
 	 * The backoff spaces the starts of rounds: a round that spent its
 	 * time waiting on a host that does not answer is followed at once.
 	 */
-	long long wait = c->round_start + c->backoff_ms - now_ms();
+	long long wait = c->round_start + c->backoff_ms - clock_monotonic_ms();
 	if (wait < 0)
 		wait = 0;
 	struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
@@ -427,14 +421,14 @@ static void start_connect(struct pgc *c)
 		return;
 	}
 	int timeout = connect_timeout_ms(c->conn);
-	c->deadline = timeout > 0 ? now_ms() + timeout : 0;
+	c->deadline = timeout > 0 ? clock_monotonic_ms() + timeout : 0;
 	poll_connect(c);
 }
 
 /* A round over the hosts, from the one that worked last. */
 static void start_round(struct pgc *c)
 {
-	c->round_start = now_ms();
+	c->round_start = clock_monotonic_ms();
 	c->tried = 0;
 	c->current = c->first;
 	buf_free(&c->failures);
@@ -482,7 +476,7 @@ static void start_next(struct pgc *c)
 		return;
 	}
 	pgc_set_state(c, PGC_BUSY);
-	c->deadline = q->timeout_ms > 0 ? now_ms() + q->timeout_ms : 0;
+	c->deadline = q->timeout_ms > 0 ? clock_monotonic_ms() + q->timeout_ms : 0;
 	flush(c);
 }
 

@@ -29,6 +29,7 @@
  */
 #include "delivery.h"
 #include "buf.h"
+#include "clock.h"
 #include "daemon.h"
 #include "httpc.h"
 #include "janitor.h"
@@ -251,13 +252,6 @@ static void slots_forget_idle(struct delivery *dp)
 	}
 }
 
-static long long monotonic_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static double jitter01(void)
 {
 	return (double)random() / ((double)RAND_MAX + 1.0);
@@ -354,7 +348,7 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 			xrealloc(dp->results_at, (size_t)dp->cap_results * sizeof(long long));
 	}
 	dp->results_bytes += record.len;
-	dp->results_at[dp->nresults] = monotonic_ms();
+	dp->results_at[dp->nresults] = clock_monotonic_ms();
 	dp->results[dp->nresults++] = buf_steal(&record);
 
 	/* Unlink and free; curl has already let go of the handle. */
@@ -594,7 +588,8 @@ static void write_results(struct delivery *dp)
 {
 	if (dp->write_state != DELIVERY_WRITE_IDLE || dp->nresults == 0 || !pgc_is_up(dp->done))
 		return;
-	long wait = delivery_write_wait_ms(dp->nresults, (long)(monotonic_ms() - dp->results_at[0]),
+	long wait = delivery_write_wait_ms(dp->nresults,
+					   (long)(clock_monotonic_ms() - dp->results_at[0]),
 					   dp->suspects, dp->state == DELIVERY_STOPPING);
 	if (wait > 0) {
 		if (!evtimer_pending(dp->write_timer, NULL)) {

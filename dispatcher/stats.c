@@ -4,6 +4,7 @@
  * the same list.
  */
 #include "stats.h"
+#include "clock.h"
 #include "daemon.h"
 #include "log.h"
 #include "metrics.h"
@@ -61,19 +62,12 @@ static struct metrics_series *gauge(struct stats *s, const char *name, const cha
 	return metrics_single(metrics_family(s->reg, METRICS_GAUGE, name, help, NULL, NULL, 0));
 }
 
-static long long monotonic_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void on_counted(struct pgc *c, PGresult *res, void *arg)
 {
 	struct stats *s = arg;
 	s->refreshing = false;
-	s->next_count_ms =
-		s->count_started_ms + (monotonic_ms() - s->count_started_ms) * QUEUE_COUNT_SHARE;
+	s->next_count_ms = s->count_started_ms +
+			   (clock_monotonic_ms() - s->count_started_ms) * QUEUE_COUNT_SHARE;
 	if (!pgc_ok(res) || PQntuples(res) != 1) {
 		if (res)
 			log_warn("counting the delivery queue: %s", pgc_error(res));
@@ -88,10 +82,10 @@ static void on_refresh(evutil_socket_t fd, short what, void *arg)
 {
 	struct stats *s = arg;
 	if (s->refreshing || s->d->stopping || !s->d->schema_ok || !pgc_is_up(s->d->control) ||
-	    monotonic_ms() < s->next_count_ms)
+	    clock_monotonic_ms() < s->next_count_ms)
 		return;
 	s->refreshing = true;
-	s->count_started_ms = monotonic_ms();
+	s->count_started_ms = clock_monotonic_ms();
 	pgc_query(s->d->control, queue_sql, 0, NULL, on_counted, s);
 }
 
