@@ -60,10 +60,27 @@ struct inflight {
 struct webhook_slots {
 	long long webhook_id;
 	int in_flight;
-	int window;  /* requests it may have at once (delivery_window_next) */
-	bool used;   /* a request started since the last poll */
-	int asked;   /* the most the running (or last) claim could return for it */
-	int claimed; /* what it returned */
+	int window;   /* requests it may have at once (delivery_window_next) */
+	bool used;    /* a request started since the last poll */
+	int asked;    /* the most the running (or last) claim could return for it */
+	int claimed;  /* what it returned */
+	int reserved; /* what the claim and the offers out may still lease of it */
+};
+
+/*
+ * What a claim or an offer out may lease, held back from the free slots
+ * until its rows have started, so that a claim and offers out at once never
+ * lease more than the free slots, per webhook and in all.
+ */
+struct holder {
+	struct delivery *dp;
+	int total;   /* in all */
+	int unknown; /* of each webhook without slots here */
+	int n;
+	struct reservation {
+		long long webhook_id;
+		int allowance;
+	} * w; /* owned: of each webhook with slots */
 };
 
 struct delivery {
@@ -78,6 +95,13 @@ struct delivery {
 	long succeeded;		 /* deliveries succeeded since the last summary */
 	enum delivery_state state;
 	int claim_asked;	   /* deliveries the running claim may return */
+	struct holder *claiming;   /* owned: the running claim's reservation */
+	int handing;		   /* offers out, and fetches of what they handed over */
+	int reserved;		   /* slots held by the claim and the offers out, in all */
+	int holders;		   /* claims and offers out */
+	int unknown_held;	   /* those that may lease of webhooks without slots */
+	bool unknown_denied;	   /* a claim went without those meanwhile */
+	bool offers_lately;	   /* offers came since the last poll */
 	bool limited;		   /* see delivery_facts.limited */
 	struct event *write_timer; /* owned: ends the gathering of records */
 
@@ -142,6 +166,7 @@ enum delivery_state delivery_next(enum delivery_state s, enum delivery_event ev,
 	case DELIVERY_EV_CLAIM_FAILED:
 		/* A wake-up noted meanwhile is dropped: the poll comes within a second. */
 		return DELIVERY_IDLE;
+
 	case DELIVERY_EV_SCHEMA_READY: /* again, after the control connection came back */
 	case DELIVERY_EV_STOP:	       /* (handled above) */
 		return s;
@@ -217,14 +242,14 @@ static struct webhook_slots *slots_for(struct delivery *dp, long long webhook_id
 			return &dp->slots[i];
 	dp->slots = xrealloc(dp->slots, (size_t)(dp->nslots + 1) * sizeof(*dp->slots));
 	int start = delivery_window_start((int)dp->d->cfg->max_in_flight_per_webhook);
-	dp->slots[dp->nslots] = (struct webhook_slots){webhook_id, 0, start, false, start, 0};
+	dp->slots[dp->nslots] = (struct webhook_slots){webhook_id, 0, start, false, start, 0, 0};
 	return &dp->slots[dp->nslots++];
 }
 
 /*
- * A request to the webhook ended, fast or not: its window moves. An idle
- * entry at its starting window is dropped at once; a wider one is kept
- * while the webhook stays busy (slots_forget_idle).
+ * A request to the webhook ended, fast or not: its window moves. The entry
+ * is kept while the webhook stays busy (slots_forget_idle): ingest batches
+ * hand over new deliveries only to webhooks with an entry (delivery_offer).
  */
 static void slots_release(struct delivery *dp, long long webhook_id, bool fast)
 {
@@ -235,8 +260,6 @@ static void slots_release(struct delivery *dp, long long webhook_id, bool fast)
 			continue;
 		s->in_flight--;
 		s->window = delivery_window_next(s->window, cap, fast);
-		if (s->in_flight <= 0 && s->window <= delivery_window_start(cap))
-			*s = dp->slots[--dp->nslots];
 		return;
 	}
 }
@@ -245,7 +268,7 @@ static void slots_release(struct delivery *dp, long long webhook_id, bool fast)
 static void slots_forget_idle(struct delivery *dp)
 {
 	for (int i = dp->nslots - 1; i >= 0; i--) {
-		if (dp->slots[i].in_flight <= 0 && !dp->slots[i].used)
+		if (dp->slots[i].in_flight <= 0 && dp->slots[i].reserved <= 0 && !dp->slots[i].used)
 			dp->slots[i] = dp->slots[--dp->nslots];
 		else
 			dp->slots[i].used = false;
@@ -438,31 +461,69 @@ static void start_one(struct delivery *dp, PGresult *res, int row)
 		on_transfer_done(easy, CURLE_FAILED_INIT, f);
 }
 
-static void on_claimed(struct pgc *c, PGresult *res, void *arg)
+/*
+ * Reserves, for a claim or an offer, what each webhook with slots may lease
+ * (its window less its requests in flight and what others hold, at most
+ * per_max; half of that, rounded up, for a claim while ingest batches offer
+ * slots, which leaves them the rest) and room in all; unknown is what each
+ * other webhook may lease.
+ * Returns the JSON object claim_deliveries() and ingest() take, where they
+ * give each webhook per_webhook (= unknown) less its value.
+ */
+static char *reserve(struct delivery *dp, struct holder *h, int room, int unknown, int per_max,
+		     bool claim)
 {
-	struct delivery *dp = arg;
-	if (!pgc_ok(res)) {
-		if (res)
-			log_error("claiming deliveries: %s", pgc_error(res));
-		dp->limited = true;
-		step(dp, DELIVERY_EV_CLAIM_FAILED);
-		return;
+	int cap = (int)dp->d->cfg->max_in_flight_per_webhook;
+	struct buf json = BUF_INIT;
+	*h = (struct holder){.dp = dp, .total = room, .unknown = unknown};
+	h->w = xcalloc((size_t)dp->nslots + 1, sizeof(*h->w));
+	buf_putc(&json, '{');
+	for (int i = 0; i < dp->nslots; i++) {
+		struct webhook_slots *s = &dp->slots[i];
+		/* A reload may have lowered the cap below a window. */
+		int window = s->window < cap ? s->window : cap;
+		int a = window - s->in_flight - s->reserved;
+		a = a < 0 ? 0 : a > per_max ? per_max : a;
+		if (claim && dp->offers_lately)
+			a -= a / 2;
+		s->reserved += a;
+		h->w[h->n++] = (struct reservation){s->webhook_id, a};
+		buf_printf(&json, "%s\"%lld\":%d", i ? "," : "", s->webhook_id, unknown - a);
+		if (claim) {
+			s->asked = a;
+			s->claimed = 0;
+		}
 	}
-	/*
-	 * Still claiming while the rows start: one that fails at once ends in
-	 * a wake-up, which must only be noted, not count room without the rows
-	 * not started yet.
-	 */
-	int n = PQntuples(res);
-	for (int i = 0; i < n; i++)
-		start_one(dp, res, i);
-	if (n > 0)
-		log_debug("claimed %d deliveries (%d in flight)", n, dp->in_flight);
-	/*
-	 * A webhook that got all it could have may have more due. If a slot
-	 * of it was freed while the claim ran, no later end of a request may
-	 * come to claim the rest: claim again now.
-	 */
+	buf_putc(&json, '}');
+	dp->reserved += room;
+	dp->holders++;
+	dp->unknown_held += unknown > 0;
+	return json.data;
+}
+
+/* Its rows have started, or it failed: what it held is free again. */
+static void release(struct delivery *dp, struct holder *h)
+{
+	dp->reserved -= h->total;
+	dp->holders--;
+	dp->unknown_held -= h->unknown > 0;
+	for (int i = 0; i < h->n; i++)
+		for (int k = 0; k < dp->nslots; k++)
+			if (dp->slots[k].webhook_id == h->w[i].webhook_id)
+				dp->slots[k].reserved -= h->w[i].allowance;
+	free(h->w);
+	h->w = NULL;
+	h->n = 0;
+}
+
+/*
+ * A claim's rows have started (n of them): the loop goes on. A webhook that
+ * got all it could have may have more due. If a slot of it was freed while
+ * the claim ran, no later end of a request may come to claim the rest:
+ * claim again now.
+ */
+static void claim_ended(struct delivery *dp, int n)
+{
 	bool full = n >= dp->claim_asked, again = false;
 	int cap = (int)dp->d->cfg->max_in_flight_per_webhook;
 	for (int i = 0; i < dp->nslots; i++) {
@@ -470,45 +531,60 @@ static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 		if (s->claimed < s->asked)
 			continue;
 		full = true;
-		again = again || s->in_flight < (s->window < cap ? s->window : cap);
+		again = again || s->in_flight + s->reserved < (s->window < cap ? s->window : cap);
 	}
 	dp->limited = full;
 	step(dp,
 	     n >= dp->claim_asked || again ? DELIVERY_EV_CLAIMED_FULL : DELIVERY_EV_CLAIMED_SHORT);
 }
 
-/*
- * Asks for as many due deliveries as there are free slots, per webhook and
- * in all. The claim gives each webhook its starting window less what the
- * JSON object says it has taken: a webhook whose window has widened
- * reports its requests in flight less the widening (which may go below 0).
- */
+static void on_claimed(struct pgc *c, PGresult *res, void *arg)
+{
+	struct delivery *dp = arg;
+	/*
+	 * Still claiming while the rows start: one that fails at once ends in
+	 * a wake-up, which must only be noted, not count room without the rows
+	 * not started yet.
+	 */
+	int n = pgc_ok(res) ? PQntuples(res) : 0;
+	for (int i = 0; i < n; i++)
+		start_one(dp, res, i);
+	if (dp->claiming) {
+		release(dp, dp->claiming);
+		free(dp->claiming);
+		dp->claiming = NULL;
+	}
+	if (!pgc_ok(res)) {
+		if (res)
+			log_error("claiming deliveries: %s", pgc_error(res));
+		dp->limited = true;
+		step(dp, DELIVERY_EV_CLAIM_FAILED);
+		return;
+	}
+	if (n > 0)
+		log_debug("claimed %d deliveries (%d in flight)", n, dp->in_flight);
+	claim_ended(dp, n);
+}
+
+/* Asks for as many due deliveries as there are free slots, per webhook and in all. */
 static void send_claim(struct delivery *dp, int room)
 {
 	const struct config *cfg = dp->d->cfg;
-	int cap = (int)cfg->max_in_flight_per_webhook;
-	int start = delivery_window_start(cap);
-	struct buf busy = BUF_INIT;
-	buf_putc(&busy, '{');
-	for (int i = 0; i < dp->nslots; i++) {
-		/* A reload may have lowered the cap below a window. */
-		int window = dp->slots[i].window < cap ? dp->slots[i].window : cap;
-		buf_printf(&busy, "%s\"%lld\":%d", i ? "," : "", dp->slots[i].webhook_id,
-			   dp->slots[i].in_flight - (window - start));
-		dp->slots[i].asked =
-			window > dp->slots[i].in_flight ? window - dp->slots[i].in_flight : 0;
-		dp->slots[i].claimed = 0;
-	}
-	buf_putc(&busy, '}');
+	int start = delivery_window_start((int)cfg->max_in_flight_per_webhook);
+	/* Webhooks without slots go to one holder at a time; a claim denied them comes again. */
+	int unknown = dp->unknown_held == 0 ? start : 0;
+	dp->unknown_denied = unknown == 0;
 	char total[16], per[16], timeout[24];
 	snprintf(total, sizeof(total), "%d", room);
-	snprintf(per, sizeof(per), "%d", start);
+	snprintf(per, sizeof(per), "%d", unknown);
 	snprintf(timeout, sizeof(timeout), "%lld", cfg->request_timeout_ms);
-	const char *params[] = {dp->d->instance, total, per, busy.data, timeout};
+	dp->claiming = xcalloc(1, sizeof(*dp->claiming));
+	char *busy = reserve(dp, dp->claiming, room, unknown, cfg->max_in_flight_per_webhook, true);
 	dp->claim_asked = room;
+	const char *params[] = {dp->d->instance, total, per, busy, timeout};
 	pgc_query(dp->claim, "SELECT * FROM reghook.claim_deliveries($1, $2, $3, $4, $5)", 5,
 		  params, on_claimed, dp);
-	buf_free(&busy);
+	free(busy);
 }
 
 /*
@@ -521,7 +597,7 @@ static void step(struct delivery *dp, enum delivery_event ev)
 	const struct config *cfg = dp->d->cfg;
 	struct delivery_facts f = {
 		.up = pgc_is_up(dp->claim),
-		.room = (int)cfg->max_in_flight - dp->in_flight,
+		.room = (int)cfg->max_in_flight - dp->in_flight - dp->reserved,
 		.held = dp->nresults - dp->nwriting,
 		.held_bytes = dp->results_bytes,
 		.limited = dp->limited,
@@ -535,6 +611,78 @@ static void step(struct delivery *dp, enum delivery_event ev)
 		  f.held_bytes >= DELIVERY_HELD_BYTES_MAX))
 		/* It rests for want of room (or of a connection): a freed slot wakes it. */
 		dp->limited = true;
+}
+
+/* What an offer handed over has been fetched (or the fetch failed): it starts. */
+static void on_fetched(struct pgc *c, PGresult *res, void *arg)
+{
+	struct holder *h = arg;
+	struct delivery *dp = h->dp;
+	int n = pgc_ok(res) ? PQntuples(res) : 0;
+	for (int i = 0; i < n; i++)
+		start_one(dp, res, i);
+	if (res && !pgc_ok(res))
+		/* Their leases expire and they are claimed again. */
+		log_error("fetching deliveries handed over: %s", pgc_error(res));
+	else if (n > 0)
+		log_debug("handed over %d deliveries (%d in flight)", n, dp->in_flight);
+	release(dp, h);
+	free(h);
+	dp->handing--;
+	bool denied = dp->unknown_denied && dp->unknown_held == 0;
+	dp->unknown_denied = dp->unknown_denied && !denied;
+	step(dp, denied ? DELIVERY_EV_WAKE : DELIVERY_EV_FREED);
+}
+
+bool delivery_offer(struct delivery *dp, int events, struct delivery_offer *o)
+{
+	const struct config *cfg = dp->d->cfg;
+	int room = (int)cfg->max_in_flight - dp->in_flight - dp->reserved;
+	*o = (struct delivery_offer){0};
+	if (dp->state == DELIVERY_WAITING || dp->state == DELIVERY_STOPPING ||
+	    !pgc_is_up(dp->claim) || room <= 0 || events <= 0 ||
+	    dp->nresults - dp->nwriting >= DELIVERY_WRITE_BATCH_MAX ||
+	    dp->results_bytes >= DELIVERY_HELD_BYTES_MAX)
+		return false;
+	int start = delivery_window_start((int)cfg->max_in_flight_per_webhook);
+	/*
+	 * A webhook without slots here (none of its requests lately) only when
+	 * nothing else is out, so that the claim, which takes them too, never
+	 * waits long for them. Each webhook at most one delivery per event.
+	 */
+	int unknown = dp->holders == 0 && dp->state == DELIVERY_IDLE ? start : 0;
+	int known = 0;
+	for (int i = 0; i < dp->nslots; i++)
+		known += dp->slots[i].window > dp->slots[i].in_flight + dp->slots[i].reserved;
+	if (unknown == 0 && known == 0)
+		return false;
+	if (unknown == 0 && room > events * known)
+		room = events * known;
+	dp->offers_lately = true;
+	o->holder = xcalloc(1, sizeof(*o->holder));
+	o->in_flight = reserve(dp, o->holder, room, unknown, events, false);
+	dp->handing++;
+	snprintf(o->max_total, sizeof(o->max_total), "%d", room);
+	snprintf(o->per_webhook, sizeof(o->per_webhook), "%d", unknown);
+	snprintf(o->timeout_ms, sizeof(o->timeout_ms), "%lld", cfg->request_timeout_ms);
+	return true;
+}
+
+void delivery_offer_done(struct delivery *dp, struct delivery_offer *o, const char *handed, int n)
+{
+	struct holder *h = o->holder;
+	free(o->in_flight);
+	*o = (struct delivery_offer){0};
+	if (!h)
+		return;
+	if (n > 0 && handed) {
+		/* Leased to us and committed: fetched on the claim connection, in its turn. */
+		const char *params[] = {dp->d->instance, handed};
+		pgc_query(dp->claim, "SELECT * FROM reghook.leased_deliveries($1, $2::uuid[])", 2,
+			  params, on_fetched, h);
+		return;
+	}
+	on_fetched(dp->claim, NULL, h);
 }
 
 /* Deliveries may be due (NOTIFY, the poll, leases reclaimed) or room was freed. */
@@ -623,6 +771,8 @@ static void on_write_timer(evutil_socket_t fd, short what, void *arg)
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
 {
+	struct delivery *dp = arg;
+	dp->offers_lately = false;
 	slots_forget_idle(arg);
 	wake(arg);
 }
@@ -747,8 +897,9 @@ void delivery_reconfigure(struct delivery *dp)
 bool delivery_busy(const struct delivery *dp)
 {
 	/* Results that cannot be written (database gone) do not hold the stop up. */
-	return dp->in_flight > 0 || ((dp->nresults > 0 || dp->write_state != DELIVERY_WRITE_IDLE) &&
-				     pgc_is_up(dp->done));
+	return dp->in_flight > 0 || dp->handing > 0 ||
+	       ((dp->nresults > 0 || dp->write_state != DELIVERY_WRITE_IDLE) &&
+		pgc_is_up(dp->done));
 }
 
 void delivery_free(struct delivery *dp)
@@ -778,6 +929,9 @@ void delivery_free(struct delivery *dp)
 	drop_results(dp, dp->nresults);
 	free(dp->results);
 	free(dp->results_at);
+	if (dp->claiming)
+		free(dp->claiming->w);
+	free(dp->claiming);
 	free(dp->slots);
 	free(dp);
 }

@@ -24,8 +24,41 @@ void delivery_schema_ready(struct delivery *dp);
 void delivery_stop(struct delivery *dp);
 /* The configuration was replaced: apply the new limits. */
 void delivery_reconfigure(struct delivery *dp);
-/* Requests in flight or results not yet written. */
+/* Requests in flight, results not yet written, or deliveries handed over and not started. */
 bool delivery_busy(const struct delivery *dp);
+
+/*
+ * Handing over (ingest() in schema/functions/ingest.sql): an ingest batch
+ * may offer the engine's free slots, so that the deliveries its events
+ * create are leased to this instance in the transaction that stores them,
+ * with no NOTIFY, no claim, and no row version before the attempt's. What
+ * an offer may lease is held back from claims and other offers until its
+ * deliveries have started, so that together they never lease more than the
+ * free slots: per webhook at most one a stored event, and of a webhook with
+ * no request here lately only while nothing else is out (the claim takes
+ * those).
+ */
+struct holder;
+struct delivery_offer {
+	char max_total[16];   /* ingest()'s max_total */
+	char per_webhook[16]; /* its per_webhook */
+	char timeout_ms[24];  /* request_timeout, for webhooks without their own */
+	char *in_flight;      /* owned: its in_flight JSON object */
+	struct holder *holder;
+};
+/*
+ * For a batch of events: if there is room (and a connection to fetch with),
+ * fills *o and returns true; delivery_offer_done() must follow. Else returns
+ * false and *o is empty.
+ */
+bool delivery_offer(struct delivery *dp, int events, struct delivery_offer *o);
+/*
+ * The batch that carried *o ended (*o is emptied): handed is a PostgreSQL
+ * uuid[] literal of the deliveries it leased to this instance, n of them;
+ * NULL and 0 if none, or if the batch failed. They are fetched
+ * (leased_deliveries()) and started like a claim's rows.
+ */
+void delivery_offer_done(struct delivery *dp, struct delivery_offer *o, const char *handed, int n);
 
 /*
  * The engine's decisions, pure functions of what it knows, so that the unit

@@ -16,6 +16,7 @@
 #include "ingest.h"
 #include "buf.h"
 #include "daemon.h"
+#include "delivery.h"
 #include "envelope.h"
 #include "httpd.h"
 #include "log.h"
@@ -62,6 +63,8 @@ struct ingest_batch {
 	struct ingest_req **owner;
 	const struct reg_event **item; /* borrowed from the owner's envelope */
 	int nitems;
+	bool offered;		     /* it carries the delivery engine's claim */
+	struct delivery_offer offer; /* then, what it offers ingest() */
 };
 
 struct ingest {
@@ -226,12 +229,49 @@ static void log_accepted(const struct ingest_req *r, const struct reg_event *ev)
 		 r->source, ev->id);
 }
 
+/*
+ * The deliveries ingest() handed to this instance, from each row's handed
+ * array, as one uuid[] literal into *out; returns how many.
+ */
+static int handed_over(PGresult *res, struct buf *out)
+{
+	int n = 0;
+	buf_putc(out, '{');
+	for (int row = 0; row < PQntuples(res); row++) {
+		if (PQgetisnull(res, row, 3))
+			continue;
+		const char *ids = PQgetvalue(res, row, 3);
+		size_t len = strlen(ids);
+		if (len < 3 || ids[0] != '{' || ids[len - 1] != '}')
+			continue;
+		buf_printf(out, "%s%.*s", n ? "," : "", (int)(len - 2), ids + 1);
+		for (size_t k = 1; k < len - 1; k++)
+			n += ids[k] == ',';
+		n++;
+	}
+	buf_putc(out, '}');
+	return n;
+}
+
+/* The delivery engine learns what the batch carrying its claim handed over. */
+static void end_offer(struct ingest *in, struct ingest_batch *b, PGresult *res)
+{
+	if (!b->offered)
+		return;
+	b->offered = false;
+	struct buf ids = BUF_INIT;
+	int n = pgc_ok(res) ? handed_over(res, &ids) : 0;
+	delivery_offer_done(in->d->delivery, &b->offer, ids.data, n);
+	buf_free(&ids);
+}
+
 static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 {
 	struct ingest_batch *b = arg;
 	struct ingest_conn *conn = b->conn;
 	struct ingest *in = conn->in;
 
+	end_offer(in, b, res);
 	conn->busy = false;
 	in->storing -= conn->events;
 	conn->events = 0;
@@ -339,9 +379,18 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 	in->storing += b->nitems;
 	publish(in);
 	clock_gettime(CLOCK_MONOTONIC, &conn->started);
-	const char *params[] = {json.data};
-	pgc_query(conn->pgc, "SELECT i, outcome, namespace FROM reghook.ingest($1::jsonb)", 1,
-		  params, on_batch_done, b);
+	/* Its new deliveries may start leased to this instance (ingest.sql: handing over). */
+	b->offered = delivery_offer(in->d->delivery, b->nitems, &b->offer);
+	const char *params[] = {json.data,
+				b->offered ? in->d->instance : NULL,
+				b->offered ? b->offer.max_total : "0",
+				b->offered ? b->offer.per_webhook : "0",
+				b->offered ? b->offer.in_flight : "{}",
+				b->offered ? b->offer.timeout_ms : "0"};
+	pgc_query(conn->pgc,
+		  "SELECT i, outcome, namespace, handed "
+		  "FROM reghook.ingest($1::jsonb, $2, $3, $4, $5::jsonb, $6)",
+		  6, params, on_batch_done, b);
 	buf_free(&json);
 }
 

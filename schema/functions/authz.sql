@@ -56,9 +56,11 @@ BEGIN
     EXECUTE format('GRANT UPDATE ON reghook.webhooks TO %I', dispatcher);
     EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA reghook TO %I', dispatcher);
     -- The receiver, the queue, callbacks and retention.
-    EXECUTE format('GRANT EXECUTE ON FUNCTION reghook.ingest(jsonb), reghook.path_prefixes(text), '
-                   'reghook.glob_match(text, text), '
+    EXECUTE format('GRANT EXECUTE ON FUNCTION reghook.ingest(jsonb), '
+                   'reghook.ingest(jsonb, text, integer, integer, jsonb, integer), '
+                   'reghook.path_prefixes(text), reghook.glob_match(text, text), '
                    'reghook.claim_deliveries(text, integer, integer, jsonb, integer), '
+                   'reghook.leased_deliveries(text, uuid[]), '
                    'reghook.reclaim_expired(integer), reghook.release_deliveries(text, uuid[]), '
                    'reghook.complete_deliveries(text, json), '
                    'reghook.record_callback(text, text, text, text, text), '

@@ -33,8 +33,8 @@ $$;
 COMMENT ON FUNCTION reghook.glob_match(text, text) IS
     'True if subject matches the glob pattern (* any characters, ? one character).';
 
--- ingest(batch): stores a batch of classified events and creates their
--- deliveries. batch is a JSON array of objects:
+-- ingest(batch, instance, ...): stores a batch of classified events and
+-- creates their deliveries. batch is a JSON array of objects:
 --   i           position in the batch (returned with the outcome)
 --   s           registry_sources.id of the poster
 --   id          the registry's event id
@@ -45,12 +45,31 @@ COMMENT ON FUNCTION reghook.glob_match(text, text) IS
 --   ts          event timestamp (ISO 8601)
 --   raw         the event as received
 -- Returns one row per element: i, its outcome (accepted, duplicate,
--- unrouted, rejected) and the namespace it was routed to.
+-- unrouted, rejected), the namespace it was routed to, and the deliveries
+-- of it handed to the caller (handed, NULL if none).
+--
+-- Handing over: a dispatcher whose claim loop is idle with free slots
+-- passes its instance name and its room, as it would to claim_deliveries()
+-- (max_total in all; per_webhook less what in_flight says it holds of a
+-- webhook). New deliveries then start leased to it (in_flight, attempt 1,
+-- the claim's lease), up to that room, in the transaction that stores their
+-- event: no NOTIFY, no claim, no second row version before the attempt's.
+-- Never to a resting webhook (claim_deliveries). The rest wait (pending,
+-- with a NOTIFY) and are claimed as before; a webhook's older deliveries
+-- that are due go with claims meanwhile, which the dispatcher leaves half of
+-- each webhook's free window while batches hand over (delivery.c). With
+-- instance NULL, nothing is handed over.
+-- Why: a claim of new deliveries cost PostgreSQL about as much as storing
+-- their events, and the NOTIFY and the claim's round trip were most of the
+-- time from an event's commit to its request (README, Benchmarks).
+--
 -- plpgsql, not sql: its statement's plan is cached for the session, where
 -- an sql function's would be planned again at every call. It waits at most
 -- 5 s for a row lock a person holds (queue.sql says why).
-CREATE OR REPLACE FUNCTION reghook.ingest(batch jsonb)
-RETURNS TABLE (i integer, outcome text, namespace text)
+CREATE OR REPLACE FUNCTION reghook.ingest(batch jsonb, instance text, max_total integer,
+                                          per_webhook integer, in_flight jsonb,
+                                          default_timeout_ms integer)
+RETURNS TABLE (i integer, outcome text, namespace text, handed uuid[])
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
 #variable_conflict use_column
 BEGIN
@@ -109,10 +128,15 @@ BEGIN
         ON CONFLICT (source_id, event_uuid) DO NOTHING
         RETURNING e.id, e.source_id, e.event_uuid, e.namespace_id, e.name, e.action, e.tag
     ),
-    -- A data-modifying CTE runs to completion whether or not it is read.
-    delivered AS (
-        INSERT INTO reghook.deliveries (webhook_id, event_id, action)
-        SELECT w.id, st.id, st.action
+    -- The webhooks each stored event goes to, and whether the caller has room for its delivery.
+    matched AS (
+        SELECT st.id AS event_id, st.action, w.id AS webhook_id,
+               instance IS NOT NULL
+               AND w.failures_in_a_row < 20
+               AND row_number() OVER (PARTITION BY w.id ORDER BY st.id)
+                   <= per_webhook - coalesce((in_flight ->> w.id::text)::integer, 0) AS room,
+               now() + make_interval(
+                   secs => (coalesce(w.timeout_ms, default_timeout_ms) + 15000) / 1000.0) AS lease
         FROM stored st
         JOIN reghook.webhooks w ON w.namespace_id = st.namespace_id AND w.enabled
         WHERE st.action = ANY (w.actions)
@@ -121,18 +145,50 @@ BEGIN
           AND NOT (st.action = 'push' AND st.tag IS NULL)
           AND reghook.glob_match(w.repository_glob, st.name)
           AND (w.tag_glob = '*' OR reghook.glob_match(w.tag_glob, st.tag))
-        RETURNING 1
+    ),
+    -- Handed over: those with room, up to max_total in all.
+    split AS (
+        SELECT m.*, m.room AND row_number() OVER (PARTITION BY m.room
+                                                  ORDER BY m.event_id, m.webhook_id)
+                               <= max_total AS handed
+        FROM matched m
+    ),
+    -- A data-modifying CTE runs to completion whether or not it is read.
+    delivered AS (
+        INSERT INTO reghook.deliveries (webhook_id, event_id, action, status, attempts,
+                                        lease_owner, lease_expires_at)
+        SELECT m.webhook_id, m.event_id, m.action,
+               CASE WHEN m.handed THEN 'in_flight' ELSE 'pending' END,
+               CASE WHEN m.handed THEN 1 ELSE 0 END,
+               CASE WHEN m.handed THEN instance END,
+               CASE WHEN m.handed THEN m.lease END
+        FROM split m
+        RETURNING id, event_id, status
+    ),
+    handed AS (
+        SELECT event_id, array_agg(id) AS ids
+        FROM delivered WHERE status = 'in_flight' GROUP BY event_id
     )
     SELECT r.i,
            CASE WHEN r.namespace_id IS NULL THEN 'unrouted'
                 WHEN NOT r.allowed THEN 'rejected'
                 WHEN st.id IS NOT NULL THEN 'accepted'
                 ELSE 'duplicate' END,
-           r.namespace
+           r.namespace, h.ids
     FROM routed r
     LEFT JOIN stored st ON st.source_id = r.s AND st.event_uuid = r.id AND r.nth = 1
+    LEFT JOIN handed h ON h.event_id = st.id
     ORDER BY r.i;
 END
+$$;
+COMMENT ON FUNCTION reghook.ingest(jsonb, text, integer, integer, jsonb, integer) IS
+    'Stores a batch of classified registry events (deduplicated) and creates their deliveries, handing new ones to the calling dispatcher within its room; returns each event''s outcome.';
+
+-- ingest(batch): the same, handing nothing over (for tools that store events).
+CREATE OR REPLACE FUNCTION reghook.ingest(batch jsonb)
+RETURNS TABLE (i integer, outcome text, namespace text)
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT x.i, x.outcome, x.namespace FROM reghook.ingest(batch, NULL, 0, 0, '{}', 0) x
 $$;
 COMMENT ON FUNCTION reghook.ingest(jsonb) IS
     'Stores a batch of classified registry events (deduplicated) and creates their deliveries; returns each event''s outcome.';

@@ -42,6 +42,49 @@ CREATE OR REPLACE TRIGGER deliveries_notify_update AFTER UPDATE ON reghook.deliv
 -- at each call. JIT is off for them: those disabled paths cost past
 -- jit_above_cost, and a cached plan is compiled again at every call.
 
+-- leased_deliveries: what a dispatcher needs to send the deliveries of ids
+-- that it holds (in_flight under its lease): the ones claim_deliveries()
+-- just leased, or those ingest() handed to it in the transaction that
+-- stored their events. A delivery it no longer holds is left out.
+CREATE OR REPLACE FUNCTION reghook.leased_deliveries(instance text, ids uuid[])
+RETURNS SETOF reghook.delivery_job
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT c.id, c.attempts, c.round_start, c.action, c.is_test, c.callback_token,
+           w.id, w.url, w.method, w.content_type, w.username, s.password, s.secret,
+           w.format, w.timeout_ms, w.max_attempts,
+           (SELECT coalesce(json_agg(json_build_array(h.name, h.value) ORDER BY h.position), '[]')
+            FROM reghook.webhook_headers h WHERE h.webhook_id = w.id)::text,
+           -- A test push (test_webhook) has no event: it names a made-up repository.
+           coalesce(e.repository, n.name || '/reghook-test'),
+           coalesce(e.name, CASE WHEN c.is_test THEN 'reghook-test' END),
+           coalesce(e.tag, CASE WHEN c.is_test THEN 'test' END),
+           e.digest, coalesce(e.actor, CASE WHEN c.is_test THEN session_user::text END),
+           floor(extract(epoch FROM coalesce(e.occurred_at, c.created_at)))::bigint,
+           e.raw::text, n.name, n.description, n.is_private,
+           floor(extract(epoch FROM n.created_at))::bigint,
+           -- What the other formats add (formats.h): the registry's event id and time, the
+           -- manifest's media type and size (a number only), the source's name, the template.
+           e.event_uuid, e.raw ->> 'timestamp', e.media_type,
+           CASE WHEN jsonb_typeof(e.raw -> 'target' -> 'size') = 'number'
+                     AND (e.raw -> 'target' ->> 'size') ~ '^[0-9]{1,18}$'
+                THEN (e.raw -> 'target' ->> 'size')::bigint END,
+           src.name, w.template
+    FROM reghook.deliveries c
+    JOIN reghook.webhooks w ON w.id = c.webhook_id
+    JOIN reghook.namespaces n ON n.id = w.namespace_id
+    LEFT JOIN reghook.events e ON e.id = c.event_id
+    LEFT JOIN reghook.registry_sources src ON src.id = e.source_id
+    LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id
+    WHERE c.id = ANY (ids) AND c.status = 'in_flight' AND c.lease_owner = instance;
+END
+$$;
+COMMENT ON FUNCTION reghook.leased_deliveries(text, uuid[]) IS
+    'Dispatcher: what is needed to send the deliveries it holds under its lease.';
+
 -- claim_deliveries: leases up to `max_total` due deliveries, at most
 -- `per_webhook` in flight per webhook counting `in_flight` (a JSON object
 -- {webhook_id: number already in flight at the caller}). Webhooks are
@@ -68,20 +111,13 @@ CREATE OR REPLACE TRIGGER deliveries_notify_update AFTER UPDATE ON reghook.deliv
 -- durable completion makes its claim durable too.
 CREATE OR REPLACE FUNCTION reghook.claim_deliveries(instance text, max_total integer, per_webhook integer,
                                          in_flight jsonb, default_timeout_ms integer)
-RETURNS TABLE (
-    delivery_id uuid, attempt integer, round_start integer, action text, is_test boolean, callback_token text,
-    webhook_id bigint, url text, method text, content_type text, username text,
-    password text, secret text, format text, timeout_ms integer, max_attempts integer,
-    headers text, repository text, name text, tag text, digest text, actor text,
-    occurred_at bigint, raw text, namespace text, description text, is_private boolean,
-    namespace_created_at bigint, event_uuid text, event_time text, media_type text,
-    size bigint, source_name text, template text)
+RETURNS SETOF reghook.delivery_job
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 #variable_conflict use_column
+DECLARE leased uuid[];
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
-    RETURN QUERY
     WITH picked AS (
         SELECT d.id
         FROM (SELECT w.id, w.enabled, coalesce((in_flight ->> w.id::text)::integer, 0) AS busy,
@@ -110,34 +146,10 @@ BEGIN
                 secs => (coalesce(w.timeout_ms, default_timeout_ms) + 15000) / 1000.0)
         FROM picked, reghook.webhooks w
         WHERE d.id = picked.id AND w.id = d.webhook_id
-        RETURNING d.*
+        RETURNING d.id
     )
-    SELECT c.id, c.attempts, c.round_start, c.action, c.is_test, c.callback_token,
-           w.id, w.url, w.method, w.content_type, w.username, s.password, s.secret,
-           w.format, w.timeout_ms, w.max_attempts,
-           (SELECT coalesce(json_agg(json_build_array(h.name, h.value) ORDER BY h.position), '[]')
-            FROM reghook.webhook_headers h WHERE h.webhook_id = w.id)::text,
-           -- A test push (test_webhook) has no event: it names a made-up repository.
-           coalesce(e.repository, n.name || '/reghook-test'),
-           coalesce(e.name, CASE WHEN c.is_test THEN 'reghook-test' END),
-           coalesce(e.tag, CASE WHEN c.is_test THEN 'test' END),
-           e.digest, coalesce(e.actor, CASE WHEN c.is_test THEN session_user::text END),
-           floor(extract(epoch FROM coalesce(e.occurred_at, c.created_at)))::bigint,
-           e.raw::text, n.name, n.description, n.is_private,
-           floor(extract(epoch FROM n.created_at))::bigint,
-           -- What the other formats add (formats.h): the registry's event id and time, the
-           -- manifest's media type and size (a number only), the source's name, the template.
-           e.event_uuid, e.raw ->> 'timestamp', e.media_type,
-           CASE WHEN jsonb_typeof(e.raw -> 'target' -> 'size') = 'number'
-                     AND (e.raw -> 'target' ->> 'size') ~ '^[0-9]{1,18}$'
-                THEN (e.raw -> 'target' ->> 'size')::bigint END,
-           src.name, w.template
-    FROM claimed c
-    JOIN reghook.webhooks w ON w.id = c.webhook_id
-    JOIN reghook.namespaces n ON n.id = w.namespace_id
-    LEFT JOIN reghook.events e ON e.id = c.event_id
-    LEFT JOIN reghook.registry_sources src ON src.id = e.source_id
-    LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id;
+    SELECT array_agg(id) INTO leased FROM claimed;
+    RETURN QUERY SELECT * FROM reghook.leased_deliveries(instance, leased);
 END
 $$;
 COMMENT ON FUNCTION reghook.claim_deliveries(text, integer, integer, jsonb, integer) IS

@@ -15,6 +15,7 @@ import signal
 import time
 import urllib.parse
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from harness import DEFAULT_REGISTRY_URL, Response, add_webhook, register, wait_until
 
@@ -535,6 +536,61 @@ def test_a_slow_endpoint_keeps_16_requests_at_once_by_default(reghook_factory, p
     # No 17 requests within less than the endpoint's answer.
     for i in range(len(arrivals) - 16):
         assert arrivals[i + 16] - arrivals[i] >= 0.9, (i, arrivals)
+
+
+def test_deliveries_handed_over_at_ingest_keep_every_limit(reghook_factory, pg,
+                                                           endpoint_factory):
+    # New deliveries start leased to the instance whose ingest batch stored
+    # them, with no claim. Batches running at once, and the claims of what
+    # did not fit, must together keep max_in_flight_per_webhook and
+    # max_in_flight. Two webhooks answering in 1.5 s; 5 slots in all, 3 each.
+    daemon = reghook_factory({'max_in_flight': '5', 'max_in_flight_per_webhook': '3',
+                              'db_connections': '4', 'log_level': 'debug'})
+    token = register(daemon, 'team-a')
+    slow = [endpoint_factory(), endpoint_factory()]
+    ids = []
+    for i, e in enumerate(slow):
+        e.respond(200, b'late', delay=1.5)
+        ids.append(add_webhook(daemon, 'team-a', e.url(f'/slow{i}')))
+    # A lone event while all is idle: handed over (no claim); its requests
+    # keep both webhooks busy while three batches wait for a lock on them,
+    # each holding what it may hand over, then run at once.
+    post(daemon, token, event(tag='first'))
+    wait_until(lambda: any(line.startswith('handed over 2 ')
+                           for line in log_lines(daemon, 'debug')),
+               timeout=10, msg='the first event handed over')
+    locker = pg.connect()
+    locker.autocommit = False
+    locker.cursor().execute('SELECT 1 FROM reghook.webhooks FOR UPDATE')
+    waiting = """SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%reghook.ingest(%'"""
+    with ThreadPoolExecutor(3) as pool:
+        posts = []
+        for k in range(3):
+            posts.append(pool.submit(post, daemon, token, event(tag=f'a{k}'), event(tag=f'b{k}')))
+            wait_until(lambda: int(pg.psql(waiting)) == k + 1, timeout=3,
+                       msg=f'{k + 1} batches waiting')
+        locker.rollback()
+        for p in posts:
+            p.result()
+    locker.close()
+    for webhook in ids:
+        wait_status(pg, webhook, 'succeeded', timeout=60)
+    arrivals = []
+    for e in slow:
+        mine = sorted(r.received_at for r in e.requests)
+        assert len(mine) == 7, len(mine)
+        # No 4 requests to one webhook within less than its answer.
+        for i in range(len(mine) - 3):
+            assert mine[i + 3] - mine[i] >= 1.4, (i, mine)
+        arrivals += mine
+    arrivals.sort()
+    # No 6 in all within less than an answer.
+    for i in range(len(arrivals) - 5):
+        assert arrivals[i + 5] - arrivals[i] >= 1.4, (i, arrivals)
+    handed = sum(int(line.split()[2]) for line in log_lines(daemon, 'debug')
+                 if line.startswith('handed over '))
+    assert handed >= 5, log_lines(daemon, 'debug')
 
 
 def test_410_disables_the_webhook(reghook_factory, pg, endpoint_factory):

@@ -238,7 +238,7 @@ def ingest_waiting_for_locks(pg):
 def hold_ingest_locks_longer(pg):
     """ingest() waits 5 s for a lock before it fails; the tests that hold
     one give it a minute, so that a slow machine does not fail them."""
-    pg.psql("ALTER FUNCTION reghook.ingest(jsonb) SET lock_timeout = '60s'")
+    pg.psql("ALTER FUNCTION reghook.ingest(jsonb, text, integer, integer, jsonb, integer) SET lock_timeout = '60s'")
 
 
 def test_batch_waiting_for_a_lock_holds_back_nobody(reghook, pg):

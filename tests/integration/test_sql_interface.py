@@ -702,3 +702,124 @@ def test_queue_plans_look_rows_up_by_key_whatever_the_statistics(pg):
     assert 'claim_deliveries' in plans and 'Insert on delivery_attempts' in plans, plans
     for scan in ('Seq Scan on deliveries', 'Seq Scan on events', 'JIT:'):
         assert scan not in plans, plans
+
+
+def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
+    """ingest() with an instance name leases each new delivery to the caller
+    in the transaction that stores its event, within the room it gives (in
+    all, and per webhook less what it says it holds), never to a resting or
+    disabled webhook; the rest wait for a claim, which only they NOTIFY.
+    What is handed over is read back with leased_deliveries(), by its holder
+    only, and completes and expires like a claimed delivery."""
+    run_reghook(['migrate'], pg.url())
+    run_reghook(['namespace', 'add', 'team-a'], pg.url())
+    run_reghook(['registry', 'add', 'main'], pg.url())
+    hooks = {}
+    for name in ('a', 'b', 'resting', 'off'):
+        out = run_reghook(['webhook', 'add', 'team-a', f'http://127.0.0.1:9/{name}'],
+                          pg.url()).stdout
+        hooks[name] = int(out.split()[1])
+        if name != 'off':
+            run_reghook(['webhook', 'enable', str(hooks[name])], pg.url())
+    conn = pg.connect()
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute('UPDATE reghook.webhooks SET failures_in_a_row = 20, timeout_ms = 2000 '
+                'WHERE id = %s', (hooks['resting'],))
+    cur.execute('UPDATE reghook.webhooks SET timeout_ms = 3000 WHERE id = %s', (hooks['b'],))
+    cur.execute('SELECT id FROM reghook.registry_sources')
+    source = cur.fetchone()[0]
+    listener = pg.connect()
+    listener.autocommit = True
+    listener.cursor().execute('LISTEN reghook_deliveries')
+
+    def batch(n):
+        return json.dumps([{'i': i, 's': source, 'id': str(uuid.uuid4()), 'action': 'push',
+                            'repository': 'team-a/app', 'tag': f't{i}',
+                            'ts': '2026-11-22T18:20:32Z', 'raw': {'action': 'push'}}
+                           for i in range(n)])
+
+    def ingest(n, instance, total, per, in_flight):
+        cur.execute('SELECT i, outcome, handed::text[] FROM reghook.ingest(%s, %s, %s, %s, %s, 10000)',
+                    (batch(n), instance, total, per, json.dumps(in_flight)))
+        out = cur.fetchall()
+        assert [(i, o) for i, o, _ in out] == [(i, 'accepted') for i in range(n)], out
+        return [str(d) for _, _, ids in out for d in (ids or [])]
+
+    def notified():
+        listener.poll()
+        got = bool(listener.notifies)
+        del listener.notifies[:]
+        return got
+
+    def states(ids):
+        cur.execute("""SELECT webhook_id, status, attempts, lease_owner,
+                              round(extract(epoch FROM lease_expires_at - now()))
+                       FROM reghook.deliveries WHERE id = ANY (%s::uuid[])""", (ids,))
+        return cur.fetchall()
+
+    # Per webhook: a had one of 3 in flight, b none; the resting one and
+    # the disabled one get nothing. 5 events: 2 to a, 3 to b.
+    notified()
+    handed = ingest(5, 'i1', 100, 3, {str(hooks['a']): 1})
+    got = states(handed)
+    assert sorted(w for w, *_ in got) == [hooks['a']] * 2 + [hooks['b']] * 3, got
+    for webhook, status, attempts, owner, lease in got:
+        assert (status, attempts, owner) == ('in_flight', 1, 'i1'), got
+        assert lease == (25 if webhook == hooks['a'] else 18), got  # 10 s (or 3 s) + 15 s
+    cur.execute("""SELECT webhook_id, count(*) FROM reghook.deliveries
+                   WHERE status = 'pending' AND attempts = 0 AND lease_owner IS NULL
+                   GROUP BY 1 ORDER BY 1""")
+    assert cur.fetchall() == sorted([(hooks['a'], 3), (hooks['b'], 2), (hooks['resting'], 5)])
+    assert notified()  # some wait for a claim
+
+    # In all: max_total caps what is handed over, whatever the webhooks' room.
+    assert len(ingest(4, 'i1', 3, 16, {})) == 3
+    # Nothing without an instance, with no room, or through the one-argument
+    # form; an in_flight that is not an object counts nothing held.
+    assert ingest(2, None, 100, 16, {}) == []
+    assert ingest(2, 'i1', 0, 16, {}) == []
+    assert ingest(2, 'i1', 100, 0, {}) == []
+    assert ingest(2, 'i1', 100, -5, {}) == []
+    assert len(ingest(1, 'i1', 100, 1, [])) == 2
+    cur.execute('SELECT count(*) FROM reghook.ingest(%s)', (batch(2),))
+    assert cur.fetchone() == (2,)
+
+    # Everything handed over: no NOTIFY wakes the dispatchers.
+    cur.execute('UPDATE reghook.webhooks SET enabled = false WHERE id = %s', (hooks['resting'],))
+    notified()
+    handed = ingest(2, 'i1', 100, 16, {})
+    assert len(handed) == 4 and not notified()
+
+    # Read back by its holder only, with what the request needs.
+    cur.execute('SELECT delivery_id, attempt, url, repository, tag, callback_token '
+                'FROM reghook.leased_deliveries(%s, %s::uuid[])', ('i1', handed))
+    got = cur.fetchall()
+    assert sorted(str(r[0]) for r in got) == sorted(handed), got
+    assert all(r[1] == 1 and r[2].startswith('http://127.0.0.1:9/') and
+               r[3] == 'team-a/app' and r[4] in ('t0', 't1') and len(r[5]) == 64 for r in got), got
+    cur.execute('SELECT count(*) FROM reghook.leased_deliveries(%s, %s::uuid[])',
+                ('i2', handed))
+    assert cur.fetchone() == (0,)
+
+    # It completes like a claimed delivery, under its lease.
+    done = [{'id': handed[0], 'attempt': 1, 'webhook_id': states([handed[0]])[0][0],
+             'attempted_at': time.time() * 1000, 'duration_ms': 1, 'method': 'POST',
+             'url': 'http://127.0.0.1:9/a', 'request_headers': [], 'response_status': 200,
+             'response_headers': [], 'outcome': 'succeeded'}]
+    cur.execute("SELECT reghook.complete_deliveries('i2', %s)", (json.dumps(done),))
+    assert cur.fetchone() == (0,)
+    cur.execute("SELECT reghook.complete_deliveries('i1', %s)", (json.dumps(done),))
+    assert cur.fetchone() == (1,)
+    assert states([handed[0]])[0][1:4] == ('succeeded', 1, None)
+    # A holder that vanished: its lease runs out and the delivery waits again.
+    cur.execute("UPDATE reghook.deliveries SET lease_expires_at = now() - interval '1 second' "
+                'WHERE id = %s', (handed[1],))
+    cur.execute('SELECT reghook.reclaim_expired(8)')
+    assert cur.fetchone() == (1,)
+    assert states([handed[1]])[0][1:4] == ('pending', 1, None)
+    cur.execute('SELECT error_message FROM reghook.delivery_attempts WHERE delivery_id = %s',
+                (handed[1],))
+    assert 'lease' in cur.fetchone()[0]
+    listener.close()
+    conn.close()
