@@ -17,8 +17,12 @@
  * instead of letting records pile up. Under a steady stream both loops would run back to back,
  * each statement carrying a few rows and costing PostgreSQL more than its rows; so records
  * gather for a moment before a write (delivery_write_wait_ms), and a finished request claims
- * again only when the last claim lacked room (delivery_facts.limited). The janitor (janitor.c),
- * which prunes old history, borrows the done connection.
+ * again only when the last claim lacked room (delivery_facts.limited). New deliveries mostly skip
+ * the claim: an ingest batch offers the free slots (delivery_offer), its transaction leases the
+ * deliveries that fit to this instance, and they are read back (leased_deliveries) on the claim
+ * connection and started like a claim's rows. The claim and each offer out hold back what they
+ * may lease (struct holder) until their rows start, so that together they never lease more than
+ * the free slots. The janitor (janitor.c), which prunes old history, borrows the done connection.
  *
  * The engine's life and its claim loop are one state (enum delivery_state
  * in delivery.h), the writer's another (enum delivery_write_state): each

@@ -1,5 +1,6 @@
 /*
- * delivery: the outbound worker pool. Claims due deliveries from
+ * delivery: the outbound worker pool. Starts the new deliveries that
+ * ingest batches hand over, and claims the other due deliveries from
  * PostgreSQL in batches (woken by NOTIFY, with a slow poll as a backstop),
  * sends each as an HTTP request through httpc (libcurl multi on the same
  * event loop), and writes the attempts back in batches. Limits: at most
