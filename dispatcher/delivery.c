@@ -104,7 +104,7 @@ struct delivery {
 	int reserved;		   /* slots held by the claim and the offers out, in all */
 	int holders;		   /* claims and offers out */
 	int unknown_held;	   /* those that may lease of webhooks without slots */
-	bool unknown_denied;	   /* a claim went without those meanwhile */
+	bool claim_deferred;	   /* a claim waits for such an offer to end */
 	bool offers_lately;	   /* offers came since the last poll */
 	bool limited;		   /* see delivery_facts.limited */
 	struct event *write_timer; /* owned: ends the gathering of records */
@@ -570,14 +570,22 @@ static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 	claim_ended(dp, n);
 }
 
-/* Asks for as many due deliveries as there are free slots, per webhook and in all. */
+/*
+ * Asks for as many due deliveries as there are free slots, per webhook and
+ * in all. Webhooks without slots here go to one holder at a time: while an
+ * offer out may lease of them, the claim waits for it to end (a couple of
+ * milliseconds; it is mostly that offer's own leftovers the claim was
+ * woken for), rather than go without them and have to come again.
+ */
 static void send_claim(struct delivery *dp, int room)
 {
 	const struct config *cfg = dp->d->cfg;
-	int start = delivery_window_start((int)cfg->max_in_flight_per_webhook);
-	/* Webhooks without slots go to one holder at a time; a claim denied them comes again. */
-	int unknown = dp->unknown_held == 0 ? start : 0;
-	dp->unknown_denied = unknown == 0;
+	if (dp->unknown_held > 0) {
+		dp->claim_deferred = true;
+		return;
+	}
+	dp->claim_deferred = false;
+	int unknown = delivery_window_start((int)cfg->max_in_flight_per_webhook);
 	char total[16], per[16], timeout[24];
 	snprintf(total, sizeof(total), "%d", room);
 	snprintf(per, sizeof(per), "%d", unknown);
@@ -633,9 +641,17 @@ static void on_fetched(struct pgc *c, PGresult *res, void *arg)
 	release(dp, h);
 	free(h);
 	dp->handing--;
-	bool denied = dp->unknown_denied && dp->unknown_held == 0;
-	dp->unknown_denied = dp->unknown_denied && !denied;
-	step(dp, denied ? DELIVERY_EV_WAKE : DELIVERY_EV_FREED);
+	if (dp->claim_deferred && dp->unknown_held == 0) {
+		/* The claim that waited for this offer goes now, if the loop still wants it. */
+		dp->claim_deferred = false;
+		if (!dp->claiming &&
+		    (dp->state == DELIVERY_CLAIMING || dp->state == DELIVERY_CLAIMING_AGAIN)) {
+			int room = (int)dp->d->cfg->max_in_flight - dp->in_flight - dp->reserved;
+			send_claim(dp, room > 0 ? room : 0);
+			return;
+		}
+	}
+	step(dp, DELIVERY_EV_FREED);
 }
 
 bool delivery_offer(struct delivery *dp, int events, struct delivery_offer *o)
@@ -660,8 +676,13 @@ bool delivery_offer(struct delivery *dp, int events, struct delivery_offer *o)
 		known += dp->slots[i].window > dp->slots[i].in_flight + dp->slots[i].reserved;
 	if (unknown == 0 && known == 0)
 		return false;
-	if (unknown == 0 && room > events * known)
-		room = events * known;
+	/*
+	 * At most what its events can take (one delivery each per webhook, and
+	 * `unknown` webhooks without slots), so that a claim woken meanwhile
+	 * still finds room.
+	 */
+	if (room > events * (known + unknown))
+		room = events * (known + unknown);
 	dp->offers_lately = true;
 	o->holder = xcalloc(1, sizeof(*o->holder));
 	o->in_flight = reserve(dp, o->holder, room, unknown, events, false);
@@ -733,7 +754,7 @@ static void on_written(struct pgc *c, PGresult *res, void *arg)
 		log_error("writing a delivery attempt: %s; record dropped", pgc_error(res));
 	drop_results(dp, written);
 	write_results(dp);
-	wake(dp); /* the loop may have rested for this write */
+	step(dp, DELIVERY_EV_FREED); /* the loop may have rested for this write (limited) */
 }
 
 static void write_results(struct delivery *dp)
