@@ -16,11 +16,19 @@
 -- ingest()).
 
 -- Deliveries wake the dispatchers: one NOTIFY per statement (and PostgreSQL
--- folds repeats within a transaction), never one per row.
+-- folds repeats within a transaction), never one per row; and only for
+-- deliveries a claim could take now: pending and due, of a webhook that is
+-- not resting (claim_deliveries), or a test push. A retry due later, or a
+-- resting webhook's new delivery, is claimed by the dispatchers' poll
+-- (every second) when its time comes: NOTIFYed, each cost a claim that
+-- found nothing (100 a second in tests/bench/backlog.py, one per event to
+-- the dead webhook).
 CREATE OR REPLACE FUNCTION reghook.notify_deliveries() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM changed WHERE status = 'pending') THEN
+    IF EXISTS (SELECT 1 FROM changed c JOIN reghook.webhooks w ON w.id = c.webhook_id
+               WHERE c.status = 'pending' AND c.next_attempt_at <= now()
+                 AND (w.failures_in_a_row < 20 OR c.is_test)) THEN
         PERFORM pg_notify('reghook_deliveries', '');
     END IF;
     RETURN NULL;

@@ -823,3 +823,67 @@ def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
     assert 'lease' in cur.fetchone()[0]
     listener.close()
     conn.close()
+
+
+def test_only_deliveries_a_claim_could_take_now_wake_the_dispatchers(pg):
+    """NOTIFY reghook_deliveries goes out for a pending delivery that is due,
+    of a webhook that is not resting, or a test push; not for a retry due
+    later, nor for a resting webhook's new delivery (the poll takes those)."""
+    run_reghook(['migrate'], pg.url())
+    run_reghook(['namespace', 'add', 'team-a'], pg.url())
+    run_reghook(['registry', 'add', 'main'], pg.url())
+    out = run_reghook(['webhook', 'add', 'team-a', 'http://127.0.0.1:9/h'], pg.url()).stdout
+    hook = int(out.split()[1])
+    run_reghook(['webhook', 'enable', str(hook)], pg.url())
+    conn = pg.connect()
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute('SELECT id FROM reghook.registry_sources')
+    source = cur.fetchone()[0]
+    listener = pg.connect()
+    listener.autocommit = True
+    listener.cursor().execute('LISTEN reghook_deliveries')
+
+    def woke():
+        time.sleep(0.2)
+        listener.poll()
+        got = bool(listener.notifies)
+        del listener.notifies[:]
+        return got
+
+    def store():
+        cur.execute('SELECT count(*) FROM reghook.ingest(%s)', (json.dumps([
+            {'i': 0, 's': source, 'id': str(uuid.uuid4()), 'action': 'push',
+             'repository': 'team-a/app', 'tag': 't', 'ts': '2026-11-22T18:20:32Z',
+             'raw': {}}]),))
+
+    def attempt(delay_ms):
+        cur.execute("SELECT delivery_id, attempt FROM reghook.claim_deliveries('i1', 10, 10, '{}', 1000)")
+        (delivery, number), = cur.fetchall()
+        cur.execute("SELECT reghook.complete_deliveries('i1', %s)", (json.dumps([{
+            'id': str(delivery), 'attempt': number, 'webhook_id': hook,
+            'attempted_at': time.time() * 1000, 'duration_ms': 1, 'method': 'POST',
+            'url': 'http://127.0.0.1:9/h', 'request_headers': [], 'response_status': 503,
+            'response_headers': [], 'outcome': 'retry', 'delay_ms': delay_ms}]),))
+
+    woke()
+    store()
+    assert woke()  # new and due
+    attempt(60000)
+    assert not woke()  # a retry in a minute: the poll takes it then
+    cur.execute("UPDATE reghook.deliveries SET next_attempt_at = now() - interval '1 second'")
+    attempt(0)
+    assert woke()  # a retry due at once
+    cur.execute("UPDATE reghook.deliveries SET status = 'failed'")
+    woke()
+    cur.execute('UPDATE reghook.webhooks SET failures_in_a_row = 20')
+    store()
+    assert not woke()  # resting
+    cur.execute('SELECT reghook.test_webhook(%s)', (hook,))
+    assert woke()  # a test push goes anyway
+    cur.execute('SELECT reghook.webhook_enable(%s)', (hook,))  # ends the rest
+    woke()
+    store()
+    assert woke()
+    listener.close()
+    conn.close()
