@@ -2,7 +2,8 @@
 -- type, returned by claim_deliveries() and by leased_deliveries(), which
 -- reads back the deliveries that ingest() hands to the dispatcher whose
 -- batch stored their events (schema/functions/ingest.sql, queue.sql).
--- claim_deliveries() is made again with it (queue.sql).
+-- claim_deliveries() is made again with it (queue.sql). ingest() takes the
+-- caller's instance and room now (ingest.sql): its one-argument form goes.
 CREATE TYPE reghook.delivery_job AS (
     delivery_id uuid, attempt integer, round_start integer, action text, is_test boolean,
     callback_token text, webhook_id bigint, url text, method text, content_type text,
@@ -14,3 +15,4 @@ CREATE TYPE reghook.delivery_job AS (
 COMMENT ON TYPE reghook.delivery_job IS
     'A leased delivery with what the dispatcher needs to send it (claim_deliveries, leased_deliveries).';
 DROP FUNCTION IF EXISTS reghook.claim_deliveries(text, integer, integer, jsonb, integer);
+DROP FUNCTION IF EXISTS reghook.ingest(jsonb);

@@ -56,7 +56,7 @@ BEGIN
     EXECUTE format('GRANT UPDATE ON reghook.webhooks TO %I', dispatcher);
     EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA reghook TO %I', dispatcher);
     -- The receiver, the queue, callbacks and retention.
-    EXECUTE format('GRANT EXECUTE ON FUNCTION reghook.ingest(jsonb), '
+    EXECUTE format('GRANT EXECUTE ON FUNCTION '
                    'reghook.ingest(jsonb, text, integer, integer, jsonb, integer), '
                    'reghook.path_prefixes(text), reghook.glob_match(text, text), '
                    'reghook.claim_deliveries(text, integer, integer, jsonb, integer), '

@@ -184,11 +184,3 @@ $$;
 COMMENT ON FUNCTION reghook.ingest(jsonb, text, integer, integer, jsonb, integer) IS
     'Stores a batch of classified registry events (deduplicated) and creates their deliveries, handing new ones to the calling dispatcher within its room; returns each event''s outcome.';
 
--- ingest(batch): the same, handing nothing over (for tools that store events).
-CREATE OR REPLACE FUNCTION reghook.ingest(batch jsonb)
-RETURNS TABLE (i integer, outcome text, namespace text)
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    SELECT x.i, x.outcome, x.namespace FROM reghook.ingest(batch, NULL, 0, 0, '{}', 0) x
-$$;
-COMMENT ON FUNCTION reghook.ingest(jsonb) IS
-    'Stores a batch of classified registry events (deduplicated) and creates their deliveries; returns each event''s outcome.';

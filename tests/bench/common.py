@@ -131,7 +131,7 @@ def queue_events(pg, source_id, count, repository='team-a/app', chunk=10000):
                     'media_type', 'application/vnd.oci.image.manifest.v1+json',
                     'request_id', 'req-' || g, 'actor', 'alice', 'ts', now(),
                     'raw', jsonb_build_object('id', 'bench-' || g)))
-                FROM generate_series({start}, {end}) g))""")
+                FROM generate_series({start}, {end}) g), NULL, 0, 0, '{{}}', 0)""")
 
 
 def drained(db):
