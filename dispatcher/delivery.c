@@ -100,7 +100,6 @@ struct delivery {
 	enum delivery_state state;
 	int claim_asked;	   /* deliveries the running claim may return */
 	struct holder *claiming;   /* owned: the running claim's reservation */
-	int handing;		   /* offers out, and fetches of what they handed over */
 	int reserved;		   /* slots held by the claim and the offers out, in all */
 	int holders;		   /* claims and offers out */
 	int unknown_held;	   /* those that may lease of webhooks without slots */
@@ -640,7 +639,6 @@ static void on_fetched(struct pgc *c, PGresult *res, void *arg)
 		log_debug("handed over %d deliveries (%d in flight)", n, dp->in_flight);
 	release(dp, h);
 	free(h);
-	dp->handing--;
 	if (dp->claim_deferred && dp->unknown_held == 0) {
 		/* The claim that waited for this offer goes now, if the loop still wants it. */
 		dp->claim_deferred = false;
@@ -686,7 +684,6 @@ bool delivery_offer(struct delivery *dp, int events, struct delivery_offer *o)
 	dp->offers_lately = true;
 	o->holder = xcalloc(1, sizeof(*o->holder));
 	o->in_flight = reserve(dp, o->holder, room, unknown, events, false);
-	dp->handing++;
 	snprintf(o->max_total, sizeof(o->max_total), "%d", room);
 	snprintf(o->per_webhook, sizeof(o->per_webhook), "%d", unknown);
 	snprintf(o->timeout_ms, sizeof(o->timeout_ms), "%lld", cfg->request_timeout_ms);
@@ -922,7 +919,9 @@ void delivery_reconfigure(struct delivery *dp)
 bool delivery_busy(const struct delivery *dp)
 {
 	/* Results that cannot be written (database gone) do not hold the stop up. */
-	return dp->in_flight > 0 || dp->handing > 0 ||
+	/* An offer out, or the fetch of what it handed over, holds back the stop too. */
+	int offers_out = dp->holders - (dp->claiming != NULL);
+	return dp->in_flight > 0 || offers_out > 0 ||
 	       ((dp->nresults > 0 || dp->write_state != DELIVERY_WRITE_IDLE) &&
 		pgc_is_up(dp->done));
 }

@@ -63,8 +63,7 @@ struct ingest_batch {
 	struct ingest_req **owner;
 	const struct reg_event **item; /* borrowed from the owner's envelope */
 	int nitems;
-	bool offered;		     /* it carries the delivery engine's claim */
-	struct delivery_offer offer; /* then, what it offers ingest() */
+	struct delivery_offer offer; /* the engine's free slots it offers ingest(), if any */
 };
 
 struct ingest {
@@ -253,12 +252,11 @@ static int handed_over(PGresult *res, struct buf *out)
 	return n;
 }
 
-/* The delivery engine learns what the batch carrying its claim handed over. */
+/* The delivery engine learns what the batch that offered its slots handed over. */
 static void end_offer(struct ingest *in, struct ingest_batch *b, PGresult *res)
 {
-	if (!b->offered)
+	if (!b->offer.holder)
 		return;
-	b->offered = false;
 	struct buf ids = BUF_INIT;
 	int n = pgc_ok(res) ? handed_over(res, &ids) : 0;
 	delivery_offer_done(in->d->delivery, &b->offer, ids.data, n);
@@ -380,13 +378,13 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 	publish(in);
 	clock_gettime(CLOCK_MONOTONIC, &conn->started);
 	/* Its new deliveries may start leased to this instance (ingest.sql: handing over). */
-	b->offered = delivery_offer(in->d->delivery, b->nitems, &b->offer);
+	bool offered = delivery_offer(in->d->delivery, b->nitems, &b->offer);
 	const char *params[] = {json.data,
-				b->offered ? in->d->instance : NULL,
-				b->offered ? b->offer.max_total : "0",
-				b->offered ? b->offer.per_webhook : "0",
-				b->offered ? b->offer.in_flight : "{}",
-				b->offered ? b->offer.timeout_ms : "0"};
+				offered ? in->d->instance : NULL,
+				offered ? b->offer.max_total : "0",
+				offered ? b->offer.per_webhook : "0",
+				offered ? b->offer.in_flight : "{}",
+				offered ? b->offer.timeout_ms : "0"};
 	pgc_query(conn->pgc,
 		  "SELECT i, outcome, namespace, handed "
 		  "FROM reghook.ingest($1::jsonb, $2, $3, $4, $5::jsonb, $6)",
