@@ -48,14 +48,14 @@ COMMENT ON FUNCTION reghook.glob_match(text, text) IS
 -- unrouted, rejected), the namespace it was routed to, and the deliveries
 -- of it handed to the caller (handed, NULL if none).
 --
--- Handing over: a dispatcher whose claim loop is idle with free slots
--- passes its instance name and its room, as it would to claim_deliveries()
+-- Handing over: a dispatcher with free slots passes its instance name and
+-- the room it holds back for this batch, as it would to claim_deliveries()
 -- (max_total in all; per_webhook less what in_flight says it holds of a
 -- webhook). New deliveries then start leased to it (in_flight, attempt 1,
 -- the claim's lease), up to that room, in the transaction that stores their
 -- event: no NOTIFY, no claim, no second row version before the attempt's.
 -- Never to a resting webhook (claim_deliveries). The rest wait (pending,
--- with a NOTIFY) and are claimed as before; a webhook's older deliveries
+-- NOTIFYed as queue.sql says) and are claimed as before; a webhook's older deliveries
 -- that are due go with claims meanwhile, which the dispatcher leaves half of
 -- each webhook's free window while batches hand over (delivery.c). With
 -- instance NULL, nothing is handed over.
