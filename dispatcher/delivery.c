@@ -19,8 +19,8 @@
  * gather for a moment before a write (delivery_write_wait_ms), and a finished request claims
  * again only when the last claim lacked room (delivery_facts.limited). New deliveries mostly skip
  * the claim: an ingest batch offers the free slots (delivery_offer), its transaction leases the
- * deliveries that fit to this instance, and they are read back (leased_deliveries) on the claim
- * connection and started like a claim's rows. The claim and each offer out hold back what they
+ * deliveries that fit to this instance and returns them with its outcomes, and they start like a
+ * claim's rows once the commit is confirmed. The claim and each offer out hold back what they
  * may lease (struct holder) until their rows start, so that together they never lease more than
  * the free slots. The janitor (janitor.c), which prunes old history, borrows the done connection.
  *
@@ -624,42 +624,13 @@ static void step(struct delivery *dp, enum delivery_event ev)
 		dp->limited = true;
 }
 
-/* What an offer handed over has been fetched (or the fetch failed): it starts. */
-static void on_fetched(struct pgc *c, PGresult *res, void *arg)
-{
-	struct holder *h = arg;
-	struct delivery *dp = h->dp;
-	int n = pgc_ok(res) ? PQntuples(res) : 0;
-	for (int i = 0; i < n; i++)
-		start_one(dp, res, i);
-	if (res && !pgc_ok(res))
-		/* Their leases expire and they are claimed again. */
-		log_error("fetching deliveries handed over: %s", pgc_error(res));
-	else if (n > 0)
-		log_debug("handed over %d deliveries (%d in flight)", n, dp->in_flight);
-	release(dp, h);
-	free(h);
-	if (dp->claim_deferred && dp->unknown_held == 0) {
-		/* The claim that waited for this offer goes now, if the loop still wants it. */
-		dp->claim_deferred = false;
-		if (!dp->claiming &&
-		    (dp->state == DELIVERY_CLAIMING || dp->state == DELIVERY_CLAIMING_AGAIN)) {
-			int room = (int)dp->d->cfg->max_in_flight - dp->in_flight - dp->reserved;
-			send_claim(dp, room > 0 ? room : 0);
-			return;
-		}
-	}
-	step(dp, DELIVERY_EV_FREED);
-}
-
 bool delivery_offer(struct delivery *dp, int events, struct delivery_offer *o)
 {
 	const struct config *cfg = dp->d->cfg;
 	int room = (int)cfg->max_in_flight - dp->in_flight - dp->reserved;
 	*o = (struct delivery_offer){0};
-	if (dp->state == DELIVERY_WAITING || dp->state == DELIVERY_STOPPING ||
-	    !pgc_is_up(dp->claim) || room <= 0 || events <= 0 ||
-	    dp->nresults - dp->nwriting >= DELIVERY_WRITE_BATCH_MAX ||
+	if (dp->state == DELIVERY_WAITING || dp->state == DELIVERY_STOPPING || room <= 0 ||
+	    events <= 0 || dp->nresults - dp->nwriting >= DELIVERY_WRITE_BATCH_MAX ||
 	    dp->results_bytes >= DELIVERY_HELD_BYTES_MAX)
 		return false;
 	int start = delivery_window_start((int)cfg->max_in_flight_per_webhook);
@@ -690,21 +661,35 @@ bool delivery_offer(struct delivery *dp, int events, struct delivery_offer *o)
 	return true;
 }
 
-void delivery_offer_done(struct delivery *dp, struct delivery_offer *o, const char *handed, int n)
+void delivery_offer_done(struct delivery *dp, struct delivery_offer *o, PGresult *res)
 {
 	struct holder *h = o->holder;
 	free(o->in_flight);
 	*o = (struct delivery_offer){0};
 	if (!h)
 		return;
-	if (n > 0 && handed) {
-		/* Leased to us and committed: fetched on the claim connection, in its turn. */
-		const char *params[] = {dp->d->instance, handed};
-		pgc_query(dp->claim, "SELECT * FROM reghook.leased_deliveries($1, $2::uuid[])", 2,
-			  params, on_fetched, h);
-		return;
+	int job = pgc_ok(res) ? PQfnumber(res, "delivery_id") : -1, n = 0;
+	for (int i = 0; job >= 0 && i < PQntuples(res); i++) {
+		if (PQgetisnull(res, i, job))
+			continue;
+		start_one(dp, res, i);
+		n++;
 	}
-	on_fetched(dp->claim, NULL, h);
+	if (n > 0)
+		log_debug("handed over %d deliveries (%d in flight)", n, dp->in_flight);
+	release(dp, h);
+	free(h);
+	if (dp->claim_deferred && dp->unknown_held == 0) {
+		/* The claim that waited for this offer goes now, if the loop still wants it. */
+		dp->claim_deferred = false;
+		if (!dp->claiming &&
+		    (dp->state == DELIVERY_CLAIMING || dp->state == DELIVERY_CLAIMING_AGAIN)) {
+			int room = (int)dp->d->cfg->max_in_flight - dp->in_flight - dp->reserved;
+			send_claim(dp, room > 0 ? room : 0);
+			return;
+		}
+	}
+	step(dp, DELIVERY_EV_FREED);
 }
 
 /* Deliveries may be due (NOTIFY, the poll, leases reclaimed) or room was freed. */
@@ -919,7 +904,7 @@ void delivery_reconfigure(struct delivery *dp)
 bool delivery_busy(const struct delivery *dp)
 {
 	/* Results that cannot be written (database gone) do not hold the stop up. */
-	/* An offer out, or the fetch of what it handed over, holds back the stop too. */
+	/* An offer out holds back the stop too: its batch may hand deliveries over. */
 	int offers_out = dp->holders - (dp->claiming != NULL);
 	return dp->in_flight > 0 || offers_out > 0 ||
 	       ((dp->nresults > 0 || dp->write_state != DELIVERY_WRITE_IDLE) &&

@@ -16,6 +16,7 @@
 
 struct daemon;
 struct delivery;
+struct pg_result; /* libpq's PGresult */
 
 struct delivery *delivery_new(struct daemon *d);
 void delivery_free(struct delivery *dp);
@@ -48,18 +49,18 @@ struct delivery_offer {
 	struct holder *holder;
 };
 /*
- * For a batch of events: if there is room (and a connection to fetch with),
- * fills *o and returns true; delivery_offer_done() must follow. Else returns
- * false and *o is empty.
+ * For a batch of events: if there is room, fills *o and returns true;
+ * delivery_offer_done() must follow. Else returns false and *o is empty.
  */
 bool delivery_offer(struct delivery *dp, int events, struct delivery_offer *o);
 /*
- * The batch that carried *o ended (*o is emptied): handed is a PostgreSQL
- * uuid[] literal of the deliveries it leased to this instance, n of them;
- * NULL and 0 if none, or if the batch failed. They are fetched
- * (leased_deliveries()) and started like a claim's rows.
+ * The batch that carried *o ended (*o is emptied), its commit confirmed if
+ * res holds its rows: those with a job (a delivery_id) are the deliveries
+ * it leased to this instance, started like a claim's rows. A failed batch
+ * (res NULL or an error) handed nothing over: it rolled back, or, lost
+ * while it committed, what it handed over waits for its lease to run out.
  */
-void delivery_offer_done(struct delivery *dp, struct delivery_offer *o, const char *handed, int n);
+void delivery_offer_done(struct delivery *dp, struct delivery_offer *o, struct pg_result *res);
 
 /*
  * The engine's decisions, pure functions of what it knows, so that the unit

@@ -228,48 +228,15 @@ static void log_accepted(const struct ingest_req *r, const struct reg_event *ev)
 		 r->source, ev->id);
 }
 
-/*
- * The deliveries ingest() handed to this instance, from each row's handed
- * array, as one uuid[] literal into *out; returns how many.
- */
-static int handed_over(PGresult *res, struct buf *out)
-{
-	int n = 0;
-	buf_putc(out, '{');
-	for (int row = 0; row < PQntuples(res); row++) {
-		if (PQgetisnull(res, row, 3))
-			continue;
-		const char *ids = PQgetvalue(res, row, 3);
-		size_t len = strlen(ids);
-		if (len < 3 || ids[0] != '{' || ids[len - 1] != '}')
-			continue;
-		buf_printf(out, "%s%.*s", n ? "," : "", (int)(len - 2), ids + 1);
-		for (size_t k = 1; k < len - 1; k++)
-			n += ids[k] == ',';
-		n++;
-	}
-	buf_putc(out, '}');
-	return n;
-}
-
-/* The delivery engine learns what the batch that offered its slots handed over. */
-static void end_offer(struct ingest *in, struct ingest_batch *b, PGresult *res)
-{
-	if (!b->offer.holder)
-		return;
-	struct buf ids = BUF_INIT;
-	int n = pgc_ok(res) ? handed_over(res, &ids) : 0;
-	delivery_offer_done(in->d->delivery, &b->offer, ids.data, n);
-	buf_free(&ids);
-}
-
 static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 {
 	struct ingest_batch *b = arg;
 	struct ingest_conn *conn = b->conn;
 	struct ingest *in = conn->in;
 
-	end_offer(in, b, res);
+	/* What the batch handed over starts now that its commit is confirmed. */
+	if (b->offer.holder)
+		delivery_offer_done(in->d->delivery, &b->offer, res);
 	conn->busy = false;
 	in->storing -= conn->events;
 	conn->events = 0;
@@ -307,6 +274,8 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 		}
 	} else {
 		for (int row = 0; row < PQntuples(res); row++) {
+			if (PQgetisnull(res, row, 0))
+				continue; /* a delivery handed over, started above */
 			int i = atoi(PQgetvalue(res, row, 0));
 			const char *outcome = PQgetvalue(res, row, 1);
 			if (i < 0 || i >= b->nitems)
@@ -386,8 +355,8 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 				offered ? b->offer.in_flight : "{}",
 				offered ? b->offer.timeout_ms : "0"};
 	pgc_query(conn->pgc,
-		  "SELECT i, outcome, namespace, handed "
-		  "FROM reghook.ingest($1::jsonb, $2, $3, $4, $5::jsonb, $6)",
+		  "SELECT r.i, r.outcome, r.namespace AS routed_to, (r.job).* "
+		  "FROM reghook.ingest($1::jsonb, $2, $3, $4, $5::jsonb, $6) r",
 		  6, params, on_batch_done, b);
 	buf_free(&json);
 }

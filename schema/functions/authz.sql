@@ -61,6 +61,8 @@ BEGIN
                    'reghook.path_prefixes(text), reghook.glob_match(text, text), '
                    'reghook.claim_deliveries(text, integer, integer, jsonb, integer), '
                    'reghook.leased_deliveries(text, uuid[]), '
+                   'reghook.job_of(uuid, integer, integer, text, boolean, text, bigint, '
+                   'timestamptz, reghook.events), '
                    'reghook.reclaim_expired(integer), reghook.release_deliveries(text, uuid[]), '
                    'reghook.complete_deliveries(text, json), '
                    'reghook.record_callback(text, text, text, text, text), '

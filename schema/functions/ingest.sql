@@ -44,16 +44,20 @@ COMMENT ON FUNCTION reghook.glob_match(text, text) IS
 --   tag, digest, media_type, request_id, actor   (may be null)
 --   ts          event timestamp (ISO 8601)
 --   raw         the event as received
--- Returns one row per element: i, its outcome (accepted, duplicate,
--- unrouted, rejected), the namespace it was routed to, and the deliveries
--- of it handed to the caller (handed, NULL if none).
+-- Returns one row per element, in the order of i: i, its outcome
+-- (accepted, duplicate, unrouted, rejected) and the namespace it was routed
+-- to (job NULL); then one row per delivery handed to the caller (i,
+-- outcome and namespace NULL), with job: what is needed to send it
+-- (reghook.delivery_job, as claim_deliveries() returns).
 --
 -- Handing over: a dispatcher with free slots passes its instance name and
 -- the room it holds back for this batch, as it would to claim_deliveries()
 -- (max_total in all; per_webhook less what in_flight says it holds of a
 -- webhook). New deliveries then start leased to it (in_flight, attempt 1,
 -- the claim's lease), up to that room, in the transaction that stores their
--- event: no NOTIFY, no claim, no second row version before the attempt's.
+-- event: no NOTIFY, no claim, no second row version before the attempt's,
+-- and no statement to read them back: the caller starts them when the
+-- commit is confirmed.
 -- Never to a resting webhook (claim_deliveries). The rest wait (pending,
 -- NOTIFYed as queue.sql says) and are claimed as before; a webhook's older deliveries
 -- that are due go with claims meanwhile, which the dispatcher leaves half of
@@ -61,7 +65,8 @@ COMMENT ON FUNCTION reghook.glob_match(text, text) IS
 -- instance NULL, nothing is handed over.
 -- Why: a claim of new deliveries cost PostgreSQL about as much as storing
 -- their events, and the NOTIFY and the claim's round trip were most of the
--- time from an event's commit to its request (README, Benchmarks).
+-- time from an event's commit to its request; reading the handed
+-- deliveries back took a round trip of its own (README, Benchmarks).
 --
 -- plpgsql, not sql: its statement's plan is cached for the session, where
 -- an sql function's would be planned again at every call. It waits at most
@@ -69,7 +74,7 @@ COMMENT ON FUNCTION reghook.glob_match(text, text) IS
 CREATE OR REPLACE FUNCTION reghook.ingest(batch jsonb, instance text, max_total integer,
                                           per_webhook integer, in_flight jsonb,
                                           default_timeout_ms integer)
-RETURNS TABLE (i integer, outcome text, namespace text, handed uuid[])
+RETURNS TABLE (i integer, outcome text, namespace text, job reghook.delivery_job)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
 #variable_conflict use_column
 BEGIN
@@ -126,11 +131,12 @@ BEGIN
         FROM routed r
         WHERE r.namespace_id IS NOT NULL AND r.allowed AND r.nth = 1
         ON CONFLICT (source_id, event_uuid) DO NOTHING
-        RETURNING e.id, e.source_id, e.event_uuid, e.namespace_id, e.name, e.action, e.tag
+        RETURNING e.id, e.source_id, e.event_uuid, e.namespace_id, e.name, e.action, e.tag,
+                  e AS event
     ),
     -- The webhooks each stored event goes to, and whether the caller has room for its delivery.
     matched AS (
-        SELECT st.id AS event_id, st.action, w.id AS webhook_id,
+        SELECT st.id AS event_id, st.action, st.event, w.id AS webhook_id,
                instance IS NOT NULL
                AND w.failures_in_a_row < 20
                AND row_number() OVER (PARTITION BY w.id ORDER BY st.id)
@@ -146,39 +152,52 @@ BEGIN
           AND reghook.glob_match(w.repository_glob, st.name)
           AND (w.tag_glob = '*' OR reghook.glob_match(w.tag_glob, st.tag))
     ),
-    -- Handed over: those with room, up to max_total in all.
+    -- Handed over: those with room, up to max_total in all. The values of
+    -- each new delivery are made here, once (split is read twice, so it is
+    -- materialized), for its row and for its job: the job is built from them,
+    -- not from the inserted row, which would need a join of the two
+    -- statements' results that the planner, blind to their sizes, makes a
+    -- nested loop (quadratic in the batch).
     split AS (
-        SELECT m.*, m.room AND row_number() OVER (PARTITION BY m.room
-                                                  ORDER BY m.event_id, m.webhook_id)
-                               <= max_total AS handed
+        SELECT m.*, gen_random_uuid() AS id,
+               -- The token as the column's default makes it.
+               replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '') AS token,
+               m.room AND row_number() OVER (PARTITION BY m.room
+                                             ORDER BY m.event_id, m.webhook_id)
+                          <= max_total AS handed
         FROM matched m
     ),
     -- A data-modifying CTE runs to completion whether or not it is read.
     delivered AS (
-        INSERT INTO reghook.deliveries (webhook_id, event_id, action, status, attempts,
-                                        lease_owner, lease_expires_at)
-        SELECT m.webhook_id, m.event_id, m.action,
+        INSERT INTO reghook.deliveries (id, webhook_id, event_id, action, status, attempts,
+                                        lease_owner, lease_expires_at, callback_token)
+        SELECT m.id, m.webhook_id, m.event_id, m.action,
                CASE WHEN m.handed THEN 'in_flight' ELSE 'pending' END,
                CASE WHEN m.handed THEN 1 ELSE 0 END,
                CASE WHEN m.handed THEN instance END,
-               CASE WHEN m.handed THEN m.lease END
+               CASE WHEN m.handed THEN m.lease END,
+               m.token
         FROM split m
-        RETURNING id, event_id, status
     ),
-    handed AS (
-        SELECT event_id, array_agg(id) AS ids
-        FROM delivered WHERE status = 'in_flight' GROUP BY event_id
+    outcomes AS (
+        SELECT r.i,
+               CASE WHEN r.namespace_id IS NULL THEN 'unrouted'
+                    WHEN NOT r.allowed THEN 'rejected'
+                    WHEN st.id IS NOT NULL THEN 'accepted'
+                    ELSE 'duplicate' END AS outcome,
+               r.namespace
+        FROM routed r
+        LEFT JOIN stored st ON st.source_id = r.s AND st.event_uuid = r.id AND r.nth = 1
+        ORDER BY r.i
     )
-    SELECT r.i,
-           CASE WHEN r.namespace_id IS NULL THEN 'unrouted'
-                WHEN NOT r.allowed THEN 'rejected'
-                WHEN st.id IS NOT NULL THEN 'accepted'
-                ELSE 'duplicate' END,
-           r.namespace, h.ids
-    FROM routed r
-    LEFT JOIN stored st ON st.source_id = r.s AND st.event_uuid = r.id AND r.nth = 1
-    LEFT JOIN handed h ON h.event_id = st.id
-    ORDER BY r.i;
+    SELECT o.i, o.outcome, o.namespace, NULL::reghook.delivery_job FROM outcomes o
+    UNION ALL
+    -- Attempt 1 of a new delivery (round_start 0, created now()), as inserted.
+    SELECT NULL, NULL, NULL, ROW(j.*)::reghook.delivery_job
+    FROM split m
+    CROSS JOIN LATERAL reghook.job_of(m.id, 1, 0, m.action, false, m.token, m.webhook_id, now(),
+                                      m.event) j
+    WHERE m.handed;
 END
 $$;
 COMMENT ON FUNCTION reghook.ingest(jsonb, text, integer, integer, jsonb, integer) IS

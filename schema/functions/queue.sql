@@ -50,28 +50,34 @@ CREATE OR REPLACE TRIGGER deliveries_notify_update AFTER UPDATE ON reghook.deliv
 -- at each call. JIT is off for them: those disabled paths cost past
 -- jit_above_cost, and a cached plan is compiled again at every call.
 
--- leased_deliveries: what a dispatcher needs to send the deliveries of ids
--- that it holds (in_flight under its lease): the ones claim_deliveries()
--- just leased, or those ingest() handed to it in the transaction that
--- stored their events. A delivery it no longer holds is left out.
-CREATE OR REPLACE FUNCTION reghook.leased_deliveries(instance text, ids uuid[])
+-- job_of: what a dispatcher needs to send a delivery (its id, attempt,
+-- round_start, action, is_test, callback_token, webhook and created_at) of
+-- event e (NULL for a test push, which has none): the one definition of a
+-- delivery_job, for leased_deliveries() and for ingest(), which builds the
+-- jobs of what it hands over from the values it inserts (a scan of the
+-- tables would not see those rows in the same statement). A set-returning
+-- SQL function with no SET clause, not STRICT and not VOLATILE, so that the
+-- planner inlines it into the caller's statement, planned with the caller's
+-- search_path; only the dispatcher may call it.
+CREATE OR REPLACE FUNCTION reghook.job_of(delivery_id uuid, attempt integer, round_start integer,
+                                          action text, is_test boolean, callback_token text,
+                                          webhook_id bigint, created_at timestamptz,
+                                          e reghook.events)
 RETURNS SETOF reghook.delivery_job
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
-    SELECT c.id, c.attempts, c.round_start, c.action, c.is_test, c.callback_token,
+LANGUAGE sql STABLE AS $$
+    -- The parameters are named in full: the tables have columns of the same names.
+    SELECT job_of.delivery_id, job_of.attempt, job_of.round_start, job_of.action, job_of.is_test,
+           job_of.callback_token,
            w.id, w.url, w.method, w.content_type, w.username, s.password, s.secret,
            w.format, w.timeout_ms, w.max_attempts,
            (SELECT coalesce(json_agg(json_build_array(h.name, h.value) ORDER BY h.position), '[]')
             FROM reghook.webhook_headers h WHERE h.webhook_id = w.id)::text,
            -- A test push (test_webhook) has no event: it names a made-up repository.
            coalesce(e.repository, n.name || '/reghook-test'),
-           coalesce(e.name, CASE WHEN c.is_test THEN 'reghook-test' END),
-           coalesce(e.tag, CASE WHEN c.is_test THEN 'test' END),
-           e.digest, coalesce(e.actor, CASE WHEN c.is_test THEN session_user::text END),
-           floor(extract(epoch FROM coalesce(e.occurred_at, c.created_at)))::bigint,
+           coalesce(e.name, CASE WHEN job_of.is_test THEN 'reghook-test' END),
+           coalesce(e.tag, CASE WHEN job_of.is_test THEN 'test' END),
+           e.digest, coalesce(e.actor, CASE WHEN job_of.is_test THEN session_user::text END),
+           floor(extract(epoch FROM coalesce(e.occurred_at, job_of.created_at)))::bigint,
            e.raw::text, n.name, n.description, n.is_private,
            floor(extract(epoch FROM n.created_at))::bigint,
            -- What the other formats add (formats.h): the registry's event id and time, the
@@ -81,12 +87,31 @@ BEGIN
                      AND (e.raw -> 'target' ->> 'size') ~ '^[0-9]{1,18}$'
                 THEN (e.raw -> 'target' ->> 'size')::bigint END,
            src.name, w.template
-    FROM reghook.deliveries c
-    JOIN reghook.webhooks w ON w.id = c.webhook_id
+    FROM reghook.webhooks w
     JOIN reghook.namespaces n ON n.id = w.namespace_id
-    LEFT JOIN reghook.events e ON e.id = c.event_id
     LEFT JOIN reghook.registry_sources src ON src.id = e.source_id
     LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id
+    WHERE w.id = job_of.webhook_id
+$$;
+COMMENT ON FUNCTION reghook.job_of(uuid, integer, integer, text, boolean, text, bigint, timestamptz,
+                                   reghook.events) IS
+    'Dispatcher: what is needed to send a delivery of an event (inlined into leased_deliveries and ingest).';
+
+-- leased_deliveries: what a dispatcher needs to send the deliveries of ids
+-- that it holds (in_flight under its lease): the ones claim_deliveries()
+-- just leased. A delivery it no longer holds is left out.
+CREATE OR REPLACE FUNCTION reghook.leased_deliveries(instance text, ids uuid[])
+RETURNS SETOF reghook.delivery_job
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT j.*
+    FROM reghook.deliveries c
+    LEFT JOIN reghook.events e ON e.id = c.event_id
+    CROSS JOIN LATERAL reghook.job_of(c.id, c.attempts, c.round_start, c.action, c.is_test,
+                                      c.callback_token, c.webhook_id, c.created_at, e) j
     WHERE c.id = ANY (ids) AND c.status = 'in_flight' AND c.lease_owner = instance;
 END
 $$;

@@ -2,8 +2,9 @@
 the statements the daemon runs for a stream of events, in the daemon's
 batches, as fast as they go, each statement its own durable transaction:
 store a batch of events (ingest()), take their deliveries (handed over by
-ingest(), read back with leased_deliveries(); or, for a build without
-handing over, claim_deliveries()), and record one successful attempt each
+ingest() with what their requests need; for a build that read them back,
+leased_deliveries(); for a build without handing over,
+claim_deliveries()), and record one successful attempt each
 (complete_deliveries(), with the headers and body of a typical answer). One
 webhook matches every event.
 
@@ -61,14 +62,21 @@ def run_once(pg, binary, run):
         conn = db.connect()
         conn.autocommit = True
         cur = conn.cursor()
-        cur.execute("SELECT count(*) FROM pg_proc WHERE proname = 'leased_deliveries'")
-        hand_over = cur.fetchone()[0] > 0
+        cur.execute("SELECT count(*) FILTER (WHERE proname = 'leased_deliveries'),"
+                    "       count(*) FILTER (WHERE proname = 'job_of') FROM pg_proc")
+        hand_over, returned = (n > 0 for n in cur.fetchone())
         spent = {'store': 0.0, 'take': 0.0, 'record': 0.0}
         cpu = server_cpu(pg)
         began = time.monotonic()
         for n in range(BATCHES):
             t0 = time.monotonic()
-            if hand_over:
+            if returned:
+                cur.execute('SELECT (r.job).delivery_id, (r.job).attempt, (r.job).webhook_id '
+                            'FROM reghook.ingest(%s, %s, %s, %s, %s, 10000) r '
+                            'WHERE (r.job).delivery_id IS NOT NULL',
+                            (batch_json(source_id, run, n), INSTANCE, BATCH * 4, BATCH * 4, '{}'))
+                t1 = time.monotonic()
+            elif hand_over:
                 cur.execute('SELECT handed::text[] FROM reghook.ingest(%s, %s, %s, %s, %s, 10000)',
                             (batch_json(source_id, run, n), INSTANCE, BATCH * 4, BATCH * 4, '{}'))
                 ids = [d for (row,) in cur.fetchall() for d in (row or [])]
@@ -95,7 +103,8 @@ def run_once(pg, binary, run):
         now = server_cpu(pg)
         conn.close()
         events = BATCH * BATCHES
-        return {'hand_over': hand_over, 'us': elapsed * 1e6 / events,
+        mode = 'returned by ingest' if returned else 'read back' if hand_over else 'claimed'
+        return {'mode': mode, 'us': elapsed * 1e6 / events,
                 'cpu_us': sum(t - cpu.get(pid, 0) for pid, t in now.items()) * 1e6 / events,
                 **{k: v * 1e6 / events for k, v in spent.items()}}
 
@@ -112,7 +121,7 @@ def main():
             for label, binary in binaries:
                 r = run_once(pg, binary, f'{label}_{run}')
                 results[label].append(r)
-                print(f'  run {run + 1} {label} ({"handed over" if r["hand_over"] else "claimed"}):'
+                print(f'  run {run + 1} {label} ({r["mode"]}):'
                       f' {r["us"]:.0f} us per event (store {r["store"]:.0f}, take {r["take"]:.0f},'
                       f' record {r["record"]:.0f}); PostgreSQL CPU {r["cpu_us"]:.0f} us per event',
                       flush=True)

@@ -709,8 +709,10 @@ def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
     in the transaction that stores its event, within the room it gives (in
     all, and per webhook less what it says it holds), never to a resting or
     disabled webhook; the rest wait for a claim, which only they NOTIFY.
-    What is handed over is read back with leased_deliveries(), by its holder
-    only, and completes and expires like a claimed delivery."""
+    What is handed over comes back with the outcomes, a row with its job
+    (what the request needs) for each delivery; leased_deliveries() reads it
+    again for its holder only; it completes and expires like a claimed
+    delivery."""
     run_reghook(['migrate'], pg.url())
     run_reghook(['namespace', 'add', 'team-a'], pg.url())
     run_reghook(['registry', 'add', 'main'], pg.url())
@@ -740,11 +742,26 @@ def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
                            for i in range(n)])
 
     def ingest(n, instance, total, per, in_flight):
-        cur.execute('SELECT i, outcome, handed::text[] FROM reghook.ingest(%s, %s, %s, %s, %s, 10000)',
+        cur.execute('SELECT r.i, r.outcome, (r.job).delivery_id, (r.job).attempt, (r.job).url, '
+                    '(r.job).tag, (r.job).namespace, (r.job).callback_token '
+                    'FROM reghook.ingest(%s, %s, %s, %s, %s, 10000) r',
                     (batch(n), instance, total, per, json.dumps(in_flight)))
         out = cur.fetchall()
-        assert [(i, o) for i, o, _ in out] == [(i, 'accepted') for i in range(n)], out
-        return [str(d) for _, _, ids in out for d in (ids or [])]
+        # Each event's outcome in order, with no job; then a row for each
+        # delivery handed over, with its job and nothing else.
+        assert [(i, o, j[0]) for i, o, *j in out[:n]] == [(i, 'accepted', None)
+                                                        for i in range(n)], out
+        jobs = [job for i, o, *job in out[n:]]
+        assert all(i is None and o is None and job[0] for i, o, *job in out[n:]), out
+        for _, attempt, url, tag, namespace, token in jobs:
+            assert (attempt, namespace, len(token)) == (1, 'team-a', 64), out
+            assert url.startswith('http://127.0.0.1:9/') and tag in [f't{i}' for i in range(n)]
+        # The job is the row as inserted.
+        cur.execute('SELECT d.id, d.attempts, e.tag, d.callback_token '
+                    'FROM reghook.deliveries d JOIN reghook.events e ON e.id = d.event_id '
+                    'WHERE d.id = ANY (%s::uuid[])', ([str(job[0]) for job in jobs],))
+        assert sorted(cur.fetchall()) == sorted((d, a, t, k) for d, a, _, t, _, k in jobs), out
+        return [str(job[0]) for job in jobs]
 
     def notified():
         listener.poll()
@@ -789,7 +806,7 @@ def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
     handed = ingest(2, 'i1', 100, 16, {})
     assert len(handed) == 4 and not notified()
 
-    # Read back by its holder only, with what the request needs.
+    # Read again by its holder only, with what the request needs.
     cur.execute('SELECT delivery_id, attempt, url, repository, tag, callback_token '
                 'FROM reghook.leased_deliveries(%s, %s::uuid[])', ('i1', handed))
     got = cur.fetchall()
