@@ -124,7 +124,7 @@ def statement_times(db, seconds):
                             sum(total_exec_time) / sum(calls), max(max_exec_time), sum(calls)
                      FROM pg_stat_statements
                      WHERE query LIKE '%claim_deliveries%' OR query LIKE '%complete_deliveries%'
-                        OR query LIKE '%count(*) FROM reghook.deliveries WHERE status%'
+                        OR query LIKE '%count(*)%FROM reghook.deliveries WHERE status%'
                      GROUP BY 1""")
     times = {}
     for line in out.splitlines():

@@ -288,6 +288,13 @@ def test_events_by_outcome_and_queue_gauges(reghook_factory, pg, endpoint_factor
     assert value(families, 'reghook_deliveries_due') == 2
     assert value(families, 'reghook_deliveries_in_flight') == 1
     assert value(families, 'reghook_queue_counted_timestamp_seconds') > 0
+    # A delivery whose next attempt is later waits, but is not due.
+    pg.psql("""UPDATE reghook.deliveries SET next_attempt_at = now() + interval '1 hour'
+                WHERE id = (SELECT id FROM reghook.deliveries WHERE status = 'pending'
+                            LIMIT 1)""")
+    wait_until(lambda: find(scrape(daemon), 'reghook_deliveries_due') == 1, timeout=30,
+               interval=0.2, msg='one delivery due')
+    assert value(scrape(daemon), 'reghook_deliveries_pending') == 2
     slow.stop()  # answers the waiting request, so the daemon stops cleanly
 
 
