@@ -63,6 +63,7 @@ BEGIN
                    'reghook.leased_deliveries(text, uuid[]), '
                    'reghook.job_of(uuid, integer, integer, text, boolean, text, bigint, '
                    'timestamptz, reghook.events), '
+                   'reghook.new_delivery_id(), reghook.new_callback_token(), '
                    'reghook.reclaim_expired(integer), reghook.release_deliveries(text, uuid[]), '
                    'reghook.complete_deliveries(text, json), '
                    'reghook.record_callback(text, text, text, text, text), '

@@ -159,9 +159,7 @@ BEGIN
     -- statements' results that the planner, blind to their sizes, makes a
     -- nested loop (quadratic in the batch).
     split AS (
-        SELECT m.*, gen_random_uuid() AS id,
-               -- The token as the column's default makes it.
-               replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '') AS token,
+        SELECT m.*, reghook.new_delivery_id() AS id, reghook.new_callback_token() AS token,
                m.room AND row_number() OVER (PARTITION BY m.room
                                              ORDER BY m.event_id, m.webhook_id)
                           <= max_total AS handed

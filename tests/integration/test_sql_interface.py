@@ -7,6 +7,7 @@ the `deliveries` and `retrigger` commands."""
 
 import base64
 import json
+import re
 import select
 import time
 import uuid
@@ -753,8 +754,11 @@ def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
                                                         for i in range(n)], out
         jobs = [job for i, o, *job in out[n:]]
         assert all(i is None and o is None and job[0] for i, o, *job in out[n:]), out
-        for _, attempt, url, tag, namespace, token in jobs:
+        for delivery, attempt, url, tag, namespace, token in jobs:
             assert (attempt, namespace, len(token)) == (1, 'team-a', 64), out
+            # Time-ordered: a version 7 UUID, and a token that starts with another.
+            assert str(delivery)[14] == '7' and token[12] == '7', out
+            assert int(str(delivery)[:13].replace('-', ''), 16) <= time.time() * 1000
             assert url.startswith('http://127.0.0.1:9/') and tag in [f't{i}' for i in range(n)]
         # The job is the row as inserted.
         cur.execute('SELECT d.id, d.attempts, e.tag, d.callback_token '
@@ -838,6 +842,29 @@ def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
     assert 'lease' in cur.fetchone()[0]
     listener.close()
     conn.close()
+
+
+def test_new_deliveries_have_time_ordered_ids_and_tokens(pg):
+    """A delivery made by the column defaults (a test push here; ingest()
+    calls the same functions) has a version 7 UUID, later ones sort after
+    earlier ones, and its callback token is 64 hex digits starting with
+    another such UUID, unique."""
+    run_reghook(['migrate'], pg.url())
+    run_reghook(['namespace', 'add', 'team-a'], pg.url())
+    out = run_reghook(['webhook', 'add', 'team-a', 'http://127.0.0.1:9/a'], pg.url()).stdout
+    webhook = int(out.split()[1])
+    made = []
+    for _ in range(5):
+        made.append(pg.psql(f'SELECT reghook.test_webhook({webhook})').strip())
+        time.sleep(0.003)
+    rows = pg.psql(f"""SELECT id, callback_token FROM reghook.deliveries
+                       WHERE webhook_id = {webhook} ORDER BY id""").split()
+    ids = [r.split('|')[0] for r in rows]
+    tokens = [r.split('|')[1] for r in rows]
+    assert ids == made, (ids, made)
+    assert all(d[14] == '7' and d[19] in '89ab' for d in ids), ids
+    assert all(re.fullmatch('[0-9a-f]{64}', t) and t[12] == '7' for t in tokens), tokens
+    assert tokens == sorted(tokens) and len(set(tokens)) == 5, tokens
 
 
 def test_only_deliveries_a_claim_could_take_now_wake_the_dispatchers(pg):
