@@ -1,11 +1,12 @@
 -- 017_time_ordered_ids: a new delivery's id is a version 7 UUID (RFC 9562:
 -- the milliseconds of its making, then random bits), and its callback token
--- starts with another, so that new rows go to the end of the indexes on
--- them (the primary keys of deliveries and delivery_attempts, the token's
--- unique index) instead of to a random page of each. With a long history
--- those indexes outgrow memory: every insert then read a page from disk
--- and, after each checkpoint, wrote it whole to the WAL (README, Benchmarks:
--- the history benchmark's ingest). Existing rows keep their ids. The two
+-- starts with another, so that new rows go next to each other in the
+-- indexes on them (the primary keys of deliveries and delivery_attempts,
+-- the token's unique index) instead of to a random page of each. With a
+-- long history those indexes outgrow memory, and each insert touched a
+-- random page of each: a read when it was not cached and, after each
+-- checkpoint, the whole page written to the WAL (README, Benchmarks: the
+-- history benchmark's ingest). Existing rows keep their ids. The two
 -- functions belong to the table, as its defaults do; ingest() calls them
 -- too, to know a new delivery's id and token before its row is inserted.
 -- SQL-standard bodies: their names are bound when they are made, so no
