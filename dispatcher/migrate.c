@@ -224,6 +224,11 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 		       * dispatcher's) can still find the schema current. */
 		      "BEGIN;"
 		      " DO $bootstrap$ BEGIN"
+		      /* Migration 017's SQL-standard function bodies need 14. */
+		      " IF current_setting('server_version_num')::integer < 140000 THEN"
+		      " RAISE EXCEPTION 'reghook needs PostgreSQL 14 or newer; this server is %',"
+		      " current_setting('server_version');"
+		      " END IF;"
 		      " IF to_regclass('reghook.schema_migrations') IS NULL THEN"
 		      " CREATE SCHEMA IF NOT EXISTS reghook;"
 		      " CREATE TABLE reghook.schema_migrations ("
