@@ -36,10 +36,10 @@ class Sender:
     """Posts envelopes on a pool of keep-alive connections, opening another
     whenever all are busy, so that a slow answer never delays a send."""
 
-    def __init__(self, port, token, make_envelope=envelope):
+    def __init__(self, port, token, make_envelope=envelope, path='/events'):
         self.port = port
         self.make_envelope = make_envelope
-        self.head = (f'POST /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n'
+        self.head = (f'POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n'
                      f'Authorization: Bearer {token}\r\n'
                      'Content-Type: application/vnd.docker.distribution.events.v1+json\r\n')
         self.idle = []
@@ -96,8 +96,7 @@ def floor_once():
     endpoint = AsyncEndpoint(record=True)
     try:
         endpoint.start()
-        sender = Sender(endpoint.port, 'floor')
-        sender.head = sender.head.replace('POST /events', 'POST /hook')
+        sender = Sender(endpoint.port, 'floor', path='/hook')
         count = RATE * (WARMUP + SECONDS)
         asyncio.run(sender.run(count))
     finally:
