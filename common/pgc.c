@@ -56,6 +56,10 @@ struct pgc_query {
 	int timeout_ms;
 	pgc_result_fn fn;
 	void *arg;
+	/* pgc_query_tx(): BEGIN, the statement, COMMIT, pipelined */
+	bool tx;
+	pgc_result_fn early; /* called with the statement's result before its commit */
+	int syncs;	     /* the pipeline's sync points not yet reached */
 };
 STAILQ_HEAD(pgc_queries, pgc_query);
 
@@ -466,11 +470,23 @@ static void start_next(struct pgc *c)
 		return;
 	struct pgc_query *q = STAILQ_FIRST(&c->queue);
 	int sent;
-	if (q->nparams == 0)
+	if (q->tx)
+		/*
+		 * The statement, a flush request (the server sends the rows it
+		 * has), then the sync point, where its implicit transaction
+		 * commits: the caller sees the rows while the commit waits for
+		 * the disk.
+		 */
+		sent = PQenterPipelineMode(c->conn) &&
+		       PQsendQueryParams(c->conn, q->sql, q->nparams, NULL,
+					 (const char *const *)q->params, NULL, NULL, 0) &&
+		       PQsendFlushRequest(c->conn) && PQpipelineSync(c->conn);
+	else if (q->nparams == 0)
 		sent = PQsendQuery(c->conn, q->sql);
 	else
 		sent = PQsendQueryParams(c->conn, q->sql, q->nparams, NULL,
 					 (const char *const *)q->params, NULL, NULL, 0);
+	q->syncs = q->tx ? 1 : 0;
 	if (!sent) {
 		go_down(c, PQerrorMessage(c->conn));
 		return;
@@ -494,6 +510,50 @@ static bool server_unusable(const PGresult *res)
 	       || strncmp(state, "08", 2) == 0;	 /* connection exception */
 }
 
+enum pipeline_step { PIPELINE_MORE, PIPELINE_DONE, PIPELINE_GONE };
+
+/*
+ * One result of a pgc_query_tx() pipeline (NULL after the statement's):
+ * the statement's, or a failure, of the statement or of the commit at the
+ * sync point. The kept result is the statement's, unless one failed: then
+ * the first failure.
+ */
+static enum pipeline_step pipeline_result(struct pgc *c, struct pgc_query *q, PGresult *res)
+{
+	if (!res)
+		return PIPELINE_MORE;
+	if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+		PQclear(res);
+		if (--q->syncs > 0)
+			return PIPELINE_MORE;
+		if (!PQexitPipelineMode(c->conn)) {
+			go_down(c, PQerrorMessage(c->conn));
+			return PIPELINE_GONE;
+		}
+		return PIPELINE_DONE;
+	}
+	if (c->result && !pgc_ok(c->result)) {
+		PQclear(res);
+	} else if (!pgc_ok(res)) {
+		if (c->result)
+			PQclear(c->result);
+		c->result = res;
+	} else if (!c->result) {
+		/* The statement's: before its commit. */
+		c->result = res;
+		if (q->early) {
+			c->depth++;
+			q->early(c, res, q->arg);
+			c->depth--;
+			if (c->doomed || !c->conn)
+				return PIPELINE_GONE;
+		}
+	} else {
+		PQclear(res);
+	}
+	return PIPELINE_MORE;
+}
+
 /* Reads what arrived; completes the running query when its results are all in. */
 static void read_input(struct pgc *c)
 {
@@ -504,6 +564,18 @@ static void read_input(struct pgc *c)
 	dispatch_notifies(c);
 	while (c->state == PGC_BUSY && !PQisBusy(c->conn)) {
 		PGresult *res = PQgetResult(c->conn);
+		struct pgc_query *q = STAILQ_FIRST(&c->queue);
+		if (q->tx) {
+			switch (pipeline_result(c, q, res)) {
+			case PIPELINE_MORE:
+				continue;
+			case PIPELINE_GONE:
+				return;
+			case PIPELINE_DONE:
+				break;
+			}
+			res = NULL; /* the query's results are all in: finish it below */
+		}
 		if (res) {
 			/* Keep the first error, else the last result. */
 			if (c->result && !pgc_ok(c->result)) {
@@ -742,8 +814,8 @@ int pgc_query_timeout(const struct pgc *c)
 	return c->query_timeout_ms;
 }
 
-void pgc_query(struct pgc *c, const char *sql, int nparams, const char *const *params,
-	       pgc_result_fn fn, void *arg)
+static struct pgc_query *enqueue(struct pgc *c, const char *sql, int nparams,
+				 const char *const *params, pgc_result_fn fn, void *arg)
 {
 	struct pgc_query *q = xcalloc(1, sizeof(*q));
 	q->sql = xstrdup(sql);
@@ -758,6 +830,23 @@ void pgc_query(struct pgc *c, const char *sql, int nparams, const char *const *p
 	q->arg = arg;
 	STAILQ_INSERT_TAIL(&c->queue, q, link);
 	c->queued++;
+	return q;
+}
+
+void pgc_query(struct pgc *c, const char *sql, int nparams, const char *const *params,
+	       pgc_result_fn fn, void *arg)
+{
+	enqueue(c, sql, nparams, params, fn, arg);
+	if (c->state == PGC_IDLE)
+		start_next(c);
+}
+
+void pgc_query_tx(struct pgc *c, const char *sql, int nparams, const char *const *params,
+		  pgc_result_fn early, pgc_result_fn fn, void *arg)
+{
+	struct pgc_query *q = enqueue(c, sql, nparams, params, fn, arg);
+	q->tx = true;
+	q->early = early;
 	if (c->state == PGC_IDLE)
 		start_next(c);
 }

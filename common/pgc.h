@@ -62,6 +62,18 @@ int pgc_query_timeout(const struct pgc *c);
 void pgc_query(struct pgc *c, const char *sql, int nparams, const char *const *params,
 	       pgc_result_fn fn, void *arg);
 
+/*
+ * Queues one statement, with the parameters of pgc_query(), to run in a
+ * transaction of its own, and calls early, if not NULL, with its
+ * successful result as soon as the server has it, before its commit, which
+ * may still fail or be lost (a libpq pipeline: the statement, a flush
+ * request, and the sync point where it commits). fn is called last, as for
+ * pgc_query(): with the statement's result once it is committed, the first
+ * failed result, or NULL (the commit's outcome is unknown).
+ */
+void pgc_query_tx(struct pgc *c, const char *sql, int nparams, const char *const *params,
+		  pgc_result_fn early, pgc_result_fn fn, void *arg);
+
 /* Connected (a query may be running). */
 bool pgc_is_up(const struct pgc *c);
 /* Connected and nothing queued or running. */

@@ -20,7 +20,9 @@
  * again only when the last claim lacked room (delivery_facts.limited). New deliveries mostly skip
  * the claim: an ingest batch offers the free slots (delivery_offer), its transaction leases the
  * deliveries that fit to this instance and returns them with its outcomes, and they start like a
- * claim's rows once the commit is confirmed. The claim and each offer out hold back what they
+ * claim's rows as soon as the statement has run, while its commit waits for the disk; their
+ * results wait for that commit (struct delivery_gate), since the writer cannot see the rows
+ * before it. The claim and each offer out hold back what they
  * may lease (struct holder) until their rows start, so that together they never lease more than
  * the free slots. The janitor (janitor.c), which prunes old history, borrows the done connection.
  *
@@ -59,6 +61,13 @@ struct inflight {
 	int attempt;
 	int round_start; /* attempts before the last retrigger: this round counts from here */
 	int max_attempts;
+	struct delivery_gate *gate; /* a reference: the ingest batch it came from, if any */
+};
+
+/* Results of deliveries started before their batch's commit wait until open. */
+struct delivery_gate {
+	int refs;
+	bool open;
 };
 
 struct webhook_slots {
@@ -119,7 +128,8 @@ struct delivery {
 	 * and leave the queue only when it succeeds.
 	 */
 	char **results;
-	long long *results_at; /* when each was queued (monotonic ms) */
+	long long *results_at;		     /* when each was queued (monotonic ms) */
+	struct delivery_gate **results_gate; /* a reference each, or NULL */
 	int nresults, cap_results;
 	size_t results_bytes; /* the sum of their lengths */
 	int nwriting;
@@ -278,6 +288,12 @@ static void slots_forget_idle(struct delivery *dp)
 	}
 }
 
+static void gate_unref(struct delivery_gate *g)
+{
+	if (g && --g->refs == 0)
+		free(g);
+}
+
 static double jitter01(void)
 {
 	return (double)random() / ((double)RAND_MAX + 1.0);
@@ -372,9 +388,12 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 		dp->results = xrealloc(dp->results, (size_t)dp->cap_results * sizeof(char *));
 		dp->results_at =
 			xrealloc(dp->results_at, (size_t)dp->cap_results * sizeof(long long));
+		dp->results_gate = xrealloc(dp->results_gate,
+					    (size_t)dp->cap_results * sizeof(*dp->results_gate));
 	}
 	dp->results_bytes += record.len;
 	dp->results_at[dp->nresults] = clock_monotonic_ms();
+	dp->results_gate[dp->nresults] = f->gate; /* its reference moves with it */
 	dp->results[dp->nresults++] = buf_steal(&record);
 
 	/* Unlink and free; curl has already let go of the handle. */
@@ -405,7 +424,7 @@ static const char *colz(PGresult *res, int row, const char *name)
 	return v ? v : "";
 }
 
-static void start_one(struct delivery *dp, PGresult *res, int row)
+static void start_one(struct delivery *dp, PGresult *res, int row, struct delivery_gate *gate)
 {
 	const struct config *cfg = dp->d->cfg;
 	struct request_spec s = {
@@ -450,6 +469,9 @@ static void start_one(struct delivery *dp, PGresult *res, int row)
 	f->attempt = s.attempt;
 	f->round_start = atoi(colz(res, row, "round_start"));
 	f->max_attempts = max ? atoi(max) : (int)cfg->max_attempts;
+	f->gate = gate;
+	if (gate)
+		gate->refs++;
 	f->req = request_new(&s, cfg);
 	LIST_INSERT_HEAD(&dp->running, f, link);
 	dp->in_flight++;
@@ -551,7 +573,7 @@ static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 	 */
 	int n = pgc_ok(res) ? PQntuples(res) : 0;
 	for (int i = 0; i < n; i++)
-		start_one(dp, res, i);
+		start_one(dp, res, i, NULL);
 	if (dp->claiming) {
 		release(dp, dp->claiming);
 		free(dp->claiming);
@@ -661,18 +683,24 @@ bool delivery_offer(struct delivery *dp, int events, struct delivery_offer *o)
 	return true;
 }
 
-void delivery_offer_done(struct delivery *dp, struct delivery_offer *o, PGresult *res)
+struct delivery_gate *delivery_offer_done(struct delivery *dp, struct delivery_offer *o,
+					  PGresult *res)
 {
 	struct holder *h = o->holder;
+	struct delivery_gate *gate = NULL;
 	free(o->in_flight);
 	*o = (struct delivery_offer){0};
 	if (!h)
-		return;
+		return NULL;
 	int job = pgc_ok(res) ? PQfnumber(res, "delivery_id") : -1, n = 0;
 	for (int i = 0; job >= 0 && i < PQntuples(res); i++) {
 		if (PQgetisnull(res, i, job))
 			continue;
-		start_one(dp, res, i);
+		if (!gate) {
+			gate = xcalloc(1, sizeof(*gate));
+			gate->refs = 1; /* the batch's, until delivery_gate_open() */
+		}
+		start_one(dp, res, i, gate);
 		n++;
 	}
 	if (n > 0)
@@ -686,10 +714,20 @@ void delivery_offer_done(struct delivery *dp, struct delivery_offer *o, PGresult
 		    (dp->state == DELIVERY_CLAIMING || dp->state == DELIVERY_CLAIMING_AGAIN)) {
 			int room = (int)dp->d->cfg->max_in_flight - dp->in_flight - dp->reserved;
 			send_claim(dp, room > 0 ? room : 0);
-			return;
+			return gate;
 		}
 	}
 	step(dp, DELIVERY_EV_FREED);
+	return gate;
+}
+
+void delivery_gate_open(struct delivery *dp, struct delivery_gate *g)
+{
+	if (!g)
+		return;
+	g->open = true;
+	gate_unref(g);
+	write_results(dp);
 }
 
 /* Deliveries may be due (NOTIFY, the poll, leases reclaimed) or room was freed. */
@@ -706,9 +744,12 @@ static void drop_results(struct delivery *dp, int n)
 	for (int i = 0; i < n; i++) {
 		dp->results_bytes -= strlen(dp->results[i]);
 		free(dp->results[i]);
+		gate_unref(dp->results_gate[i]);
 	}
 	memmove(dp->results, dp->results + n, (size_t)(dp->nresults - n) * sizeof(char *));
 	memmove(dp->results_at, dp->results_at + n, (size_t)(dp->nresults - n) * sizeof(long long));
+	memmove(dp->results_gate, dp->results_gate + n,
+		(size_t)(dp->nresults - n) * sizeof(*dp->results_gate));
 	dp->nresults -= n;
 }
 
@@ -741,10 +782,13 @@ static void on_written(struct pgc *c, PGresult *res, void *arg)
 
 static void write_results(struct delivery *dp)
 {
-	if (dp->write_state != DELIVERY_WRITE_IDLE || dp->nresults == 0 || !pgc_is_up(dp->done))
+	/* Those of deliveries whose batch may not have committed yet wait (delivery_offer_done). */
+	int ready = 0;
+	while (ready < dp->nresults && (!dp->results_gate[ready] || dp->results_gate[ready]->open))
+		ready++;
+	if (dp->write_state != DELIVERY_WRITE_IDLE || ready == 0 || !pgc_is_up(dp->done))
 		return;
-	long wait = delivery_write_wait_ms(dp->nresults,
-					   (long)(clock_monotonic_ms() - dp->results_at[0]),
+	long wait = delivery_write_wait_ms(ready, (long)(clock_monotonic_ms() - dp->results_at[0]),
 					   dp->suspects, dp->state == DELIVERY_STOPPING);
 	if (wait > 0) {
 		if (!evtimer_pending(dp->write_timer, NULL)) {
@@ -754,7 +798,7 @@ static void write_results(struct delivery *dp)
 		return;
 	}
 	evtimer_del(dp->write_timer);
-	int n = delivery_write_take((const char *const *)dp->results, dp->nresults, dp->suspects);
+	int n = delivery_write_take((const char *const *)dp->results, ready, dp->suspects);
 	struct buf json = BUF_INIT;
 	buf_putc(&json, '[');
 	for (int i = 0; i < n; i++) {
@@ -922,6 +966,7 @@ void delivery_free(struct delivery *dp)
 		if (easy)
 			httpc_remove(dp->http, easy);
 		request_free(f->req);
+		gate_unref(f->gate);
 		free(f);
 	}
 	httpc_free(dp->http);
@@ -938,6 +983,7 @@ void delivery_free(struct delivery *dp)
 	drop_results(dp, dp->nresults);
 	free(dp->results);
 	free(dp->results_at);
+	free(dp->results_gate);
 	if (dp->claiming)
 		free(dp->claiming->w);
 	free(dp->claiming);

@@ -54,13 +54,22 @@ struct delivery_offer {
  */
 bool delivery_offer(struct delivery *dp, int events, struct delivery_offer *o);
 /*
- * The batch that carried *o ended (*o is emptied), its commit confirmed if
- * res holds its rows: those with a job (a delivery_id) are the deliveries
- * it leased to this instance, started like a claim's rows. A failed batch
- * (res NULL or an error) handed nothing over: it rolled back, or, lost
- * while it committed, what it handed over waits for its lease to run out.
+ * The batch that carried *o ran its statement (*o is emptied): the rows of
+ * res with a job (a delivery_id) are the deliveries it leased to this
+ * instance, started now like a claim's rows, before the batch's commit is
+ * confirmed (a failed res starts none). Returns the gate their results
+ * wait behind (NULL if none started): delivery_gate_open() once the
+ * batch's transaction is over, committed or not. Until then the rows they
+ * update are not visible to the writer, and a result written too early
+ * would be lost. If the commit fails, the deliveries already sent have no
+ * row: their results change nothing, and the registry's retry of the
+ * unanswered events sends them again (at least once).
  */
-void delivery_offer_done(struct delivery *dp, struct delivery_offer *o, struct pg_result *res);
+struct delivery_gate;
+struct delivery_gate *delivery_offer_done(struct delivery *dp, struct delivery_offer *o,
+					  struct pg_result *res);
+/* The transaction behind g is over: its deliveries' results may be written. */
+void delivery_gate_open(struct delivery *dp, struct delivery_gate *g);
 
 /*
  * The engine's decisions, pure functions of what it knows, so that the unit

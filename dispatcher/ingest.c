@@ -64,6 +64,7 @@ struct ingest_batch {
 	const struct reg_event **item; /* borrowed from the owner's envelope */
 	int nitems;
 	struct delivery_offer offer; /* the engine's free slots it offers ingest(), if any */
+	struct delivery_gate *gate;  /* what the deliveries it started wait behind */
 };
 
 struct ingest {
@@ -228,15 +229,30 @@ static void log_accepted(const struct ingest_req *r, const struct reg_event *ev)
 		 r->source, ev->id);
 }
 
+/*
+ * The batch's statement is done and its commit under way: what it handed
+ * over starts now, while the commit waits for the disk (delivery.h says
+ * what that means if the commit fails). The registry is answered when the
+ * commit is confirmed (on_batch_done).
+ */
+static void on_batch_stored(struct pgc *c, PGresult *res, void *arg)
+{
+	struct ingest_batch *b = arg;
+	if (b->offer.holder)
+		b->gate = delivery_offer_done(b->conn->in->d->delivery, &b->offer, res);
+}
+
 static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 {
 	struct ingest_batch *b = arg;
 	struct ingest_conn *conn = b->conn;
 	struct ingest *in = conn->in;
 
-	/* What the batch handed over starts now that its commit is confirmed. */
+	/* An offer not taken up above (the statement failed) is given back. */
 	if (b->offer.holder)
-		delivery_offer_done(in->d->delivery, &b->offer, res);
+		b->gate = delivery_offer_done(in->d->delivery, &b->offer, res);
+	delivery_gate_open(in->d->delivery, b->gate);
+	b->gate = NULL;
 	conn->busy = false;
 	in->storing -= conn->events;
 	conn->events = 0;
@@ -354,10 +370,10 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 				offered ? b->offer.per_webhook : "0",
 				offered ? b->offer.in_flight : "{}",
 				offered ? b->offer.timeout_ms : "0"};
-	pgc_query(conn->pgc,
-		  "SELECT r.i, r.outcome, r.namespace AS routed_to, (r.job).* "
-		  "FROM reghook.ingest($1::jsonb, $2, $3, $4, $5::jsonb, $6) r",
-		  6, params, on_batch_done, b);
+	pgc_query_tx(conn->pgc,
+		     "SELECT r.i, r.outcome, r.namespace AS routed_to, (r.job).* "
+		     "FROM reghook.ingest($1::jsonb, $2, $3, $4, $5::jsonb, $6) r",
+		     6, params, on_batch_stored, on_batch_done, b);
 	buf_free(&json);
 }
 

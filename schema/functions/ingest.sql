@@ -56,8 +56,9 @@ COMMENT ON FUNCTION reghook.glob_match(text, text) IS
 -- webhook). New deliveries then start leased to it (in_flight, attempt 1,
 -- the claim's lease), up to that room, in the transaction that stores their
 -- event: no NOTIFY, no claim, no second row version before the attempt's,
--- and no statement to read them back: the caller starts them when the
--- commit is confirmed.
+-- and no statement to read them back: the caller may start them as soon
+-- as the rows arrive, before the commit (dispatcher/delivery.h says what
+-- that costs when the commit fails).
 -- Never to a resting webhook (claim_deliveries). The rest wait (pending,
 -- NOTIFYed as queue.sql says) and are claimed as before; a webhook's older deliveries
 -- that are due go with claims meanwhile, which the dispatcher leaves half of

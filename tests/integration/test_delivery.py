@@ -593,6 +593,70 @@ def test_deliveries_handed_over_at_ingest_keep_every_limit(reghook_factory, pg,
     assert handed >= 5, log_lines(daemon, 'debug')
 
 
+def test_a_handed_delivery_starts_before_its_commit_and_is_recorded_after_it(reghook, pg,
+                                                                             endpoint_factory):
+    # A batch's deliveries start as soon as its statement is done, while its
+    # commit waits for the disk; their results must wait for that commit,
+    # or the writer, which cannot see the rows yet, would lose them. Here
+    # the commit takes a second (a deferred trigger the test adds).
+    token = register(reghook, 'team-a')
+    endpoint = endpoint_factory()
+    webhook = add_webhook(reghook, 'team-a', endpoint.url('/'))
+    pg.psql("""CREATE FUNCTION public.test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS
+               'BEGIN PERFORM pg_sleep(1); RETURN NULL; END';
+               CREATE CONSTRAINT TRIGGER test_slow_commit AFTER INSERT ON reghook.events
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.test_slow_commit()""")
+    post(reghook, token, event(tag='early'))
+    answered = time.time()
+    assert len(endpoint.requests) == 1
+    assert endpoint.requests[0].received_at < answered - 0.5, \
+        'the request should go while the commit waits'
+    [d] = wait_status(pg, webhook, 'succeeded', timeout=10)
+    assert d['attempts'] == 1 and d['lease_owner'] is None
+    [a] = attempts(pg, webhook)
+    assert a['response_status'] == 200
+    assert len(endpoint.requests) == 1
+    assert 'expired lease' not in reghook.log()
+
+
+def test_a_commit_that_fails_after_its_deliveries_started(reghook, pg, endpoint_factory):
+    # The other side of starting before the commit: when the commit fails,
+    # the endpoint has had the delivery of an event that was not stored.
+    # The registry is not answered 200, so it posts the event again, and it
+    # is delivered again (at least once); nothing is recorded for the first,
+    # and the daemon goes on.
+    token = register(reghook, 'team-a')
+    endpoint = endpoint_factory()
+    webhook = add_webhook(reghook, 'team-a', endpoint.url('/'))
+    pg.psql("""CREATE FUNCTION public.test_doomed_commit() RETURNS trigger LANGUAGE plpgsql AS
+               $$BEGIN IF NEW.tag = 'doomed' THEN RAISE 'test: commit refused'; END IF;
+               RETURN NULL; END$$;
+               CREATE CONSTRAINT TRIGGER test_doomed_commit AFTER INSERT ON reghook.events
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+               EXECUTE FUNCTION public.test_doomed_commit()""")
+    doomed = event(tag='doomed')
+    envelope = json.dumps({'events': [doomed]}).encode()
+    headers = {'Content-Type': V1, 'Authorization': f'Bearer {token}'}
+    status, _, out = reghook.post('/events', envelope, headers)
+    assert status == 503, out
+    endpoint.wait_for(1)
+    assert endpoint.requests[0].json()['push_data']['tag'] == 'doomed'
+    assert pg.psql("SELECT count(*) FROM reghook.events WHERE tag = 'doomed'").strip() == '0'
+    post(reghook, token, event(tag='fine'))
+    wait_until(lambda: len(attempts(pg, webhook)) == 1, timeout=10, msg="'fine' recorded")
+    assert [r.json()['push_data']['tag'] for r in endpoint.requests] == ['doomed', 'fine']
+    # The registry's retry, once the database takes it: stored and delivered again.
+    pg.psql('DROP TRIGGER test_doomed_commit ON reghook.events')
+    status, _, out = reghook.post('/events', envelope, headers)
+    assert status == 200 and json.loads(out)['accepted'] == 1, out
+    wait_until(lambda: len(attempts(pg, webhook)) == 2, timeout=10, msg='the retry recorded')
+    assert [r.json()['push_data']['tag'] for r in endpoint.requests] == \
+        ['doomed', 'fine', 'doomed']
+    assert all(d['status'] == 'succeeded' for d in deliveries(pg, webhook))
+    time.sleep(1)
+    assert len(attempts(pg, webhook)) == 2
+
+
 def test_410_disables_the_webhook(reghook_factory, pg, endpoint_factory):
     daemon = reghook_factory(FAST)
     token = register(daemon, 'team-a')
