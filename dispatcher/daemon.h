@@ -37,6 +37,8 @@ struct daemon {
 	struct poolcheck *poolcheck; /* owned: the start-up check for a pooler, while it runs */
 	bool pool_checked;	     /* it found every connection keeps its session */
 	bool refused;		     /* it found otherwise: the daemon stops, exit status 1 */
+	struct event *migrate_retry; /* owned: the next try after a failed migration */
+	int migrate_backoff_ms;	     /* its wait: 1 s, doubling up to a minute */
 
 	struct httpd *http;	   /* owned: the receiver's HTTP server */
 	struct ingest *ingest;	   /* owned: POST /events */

@@ -53,15 +53,32 @@ static void tell_ready(struct daemon *d, const char *what)
 	d->ready_told = true;
 }
 
+#define MIGRATE_BACKOFF_MIN_MS 1000
+#define MIGRATE_BACKOFF_MAX_MS 60000
+
+/*
+ * A failed migration is tried again, after 1 s, doubling up to a minute:
+ * many failures pass (a deadlock with the statements of an instance still
+ * running the old schema, a lock held by a person, a server being
+ * upgraded), and a daemon that waited for a restart would stay unready.
+ */
 static void on_migrated(bool ok, const char *error, int applied, void *arg)
 {
 	struct daemon *d = arg;
 	if (!ok) {
-		log_error("schema migration failed: %s", error);
+		int wait = d->migrate_backoff_ms;
+		log_error("schema migration failed: %s; trying again in %d s", error, wait / 1000);
 		d->schema_ok = false;
 		sdnotify_status("schema migration failed: %s", error);
+		if (!d->stopping) {
+			struct timeval tv = {wait / 1000, (wait % 1000) * 1000};
+			evtimer_add(d->migrate_retry, &tv);
+		}
+		d->migrate_backoff_ms =
+			wait * 2 > MIGRATE_BACKOFF_MAX_MS ? MIGRATE_BACKOFF_MAX_MS : wait * 2;
 		return;
 	}
+	d->migrate_backoff_ms = MIGRATE_BACKOFF_MIN_MS;
 	if (applied)
 		log_info("schema migrated: %d migration(s) applied", applied);
 	d->schema_ok = true;
@@ -101,10 +118,19 @@ static void on_pool_checked(bool shared, const char *detail, void *arg)
 		migrate_run(d->control, on_migrated, d);
 }
 
+static void on_migrate_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	/* A connection down now runs the migrations when it comes back (control_up). */
+	if (!d->stopping && d->pool_checked && pgc_is_up(d->control))
+		migrate_run(d->control, on_migrated, d);
+}
+
 static void control_up(struct pgc *c, void *arg)
 {
 	struct daemon *d = arg;
 	log_info("database connected");
+	evtimer_del(d->migrate_retry);
 	if (d->pool_checked)
 		migrate_run(c, on_migrated, d);
 	else if (!d->poolcheck)
@@ -289,6 +315,8 @@ static void daemon_free(struct daemon *d)
 		event_free(d->sighup);
 	if (d->stop_timer)
 		event_free(d->stop_timer);
+	if (d->migrate_retry)
+		event_free(d->migrate_retry);
 	if (d->base)
 		event_base_free(d->base);
 	if (d->cfg) {
@@ -343,6 +371,8 @@ static int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.sighup = evsignal_new(d.base, SIGHUP, on_reload, &d);
 	d.stop_timer = event_new(d.base, -1, EV_PERSIST, check_stopped, &d);
+	d.migrate_retry = evtimer_new(d.base, on_migrate_retry, &d);
+	d.migrate_backoff_ms = MIGRATE_BACKOFF_MIN_MS;
 	event_add(d.sigint, NULL);
 	event_add(d.sigterm, NULL);
 	event_add(d.sighup, NULL);

@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from harness import child_env, sanitizer_report
+from harness import child_env, sanitizer_report, wait_until
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RELEASED_LEVELS = range(1, 11)
@@ -211,3 +211,26 @@ def test_an_older_reghook_leaves_a_newer_databases_functions(pg):
     assert 'applying' not in proc.stderr and ddl_run(pg) == []
     unwatch_ddl(pg)
     assert_same(before, schema_dump(pg), 'a newer database after an older migrate')
+
+
+def test_serve_tries_a_failed_migration_again(pg, reghook_factory):
+    """A migration that fails at start (here an event trigger refuses every
+    DDL command, as a lock or a deadlock with an instance still running the
+    old schema would make it fail for a while) is tried again, after 1 s,
+    then 2 s, ..., and the daemon becomes ready once it succeeds, with no
+    restart; until then it is not ready."""
+    pg.psql("""CREATE FUNCTION public.test_no_ddl() RETURNS event_trigger LANGUAGE plpgsql AS
+               $$BEGIN RAISE 'test: no DDL now'; END$$;
+               CREATE EVENT TRIGGER test_no_ddl ON ddl_command_start
+               EXECUTE FUNCTION public.test_no_ddl()""")
+    daemon = reghook_factory(wait=False)
+    wait_until(lambda: daemon.log().count('schema migration failed') >= 2, timeout=15,
+               msg='two failed migrations')
+    log = daemon.log()
+    assert 'test: no DDL now; trying again in 1 s' in log, log
+    assert 'trying again in 2 s' in log, log
+    assert daemon.get('/readyz')[0] != 200
+    assert pg.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'reghook'").strip() == '0'
+    pg.psql('DROP EVENT TRIGGER test_no_ddl')
+    daemon.wait_ready(timeout=15)
+    assert int(pg.psql('SELECT count(*) FROM reghook.schema_migrations')) == NUMBERED
