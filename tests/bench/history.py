@@ -232,17 +232,18 @@ def cookbook_times(db):
 class IngestSender(Sender):
     """latency.py's Sender posting events of namespace team-07 (whose two
     webhooks then deliver to nginx); a connection closed or refused counts
-    as a failure, like an answer other than 200."""
+    as a failure of its own (dropped), apart from answers other than 200."""
 
     def __init__(self, token, prefix):
         super().__init__(None, token, make_envelope=ingest_envelope)
         self.prefix = prefix
+        self.dropped = 0
 
     async def post(self, tag, scheduled):
         try:
             await super().post(tag, scheduled)
         except (OSError, asyncio.IncompleteReadError):
-            self.failures += 1
+            self.dropped += 1
 
 
 def ingest_envelope(tag):
@@ -322,7 +323,8 @@ def prune_day(pg, db, nginx, token, retention_days, label):
     after = [t for t in tags if done is not None and sender.sent[t] >= done]
     return {'prune_s': None if done is None else done - started, 'oldest_days': progress[-1][1] if progress else None,
             'during': latencies(sender, during),
-            'after': latencies(sender, after), 'failures': sender.failures}
+            'after': latencies(sender, after), 'failures': sender.failures,
+            'dropped': sender.dropped}
 
 
 def baseline(db, token):
@@ -337,7 +339,8 @@ def baseline(db, token):
     finally:
         rh.stop()
         rh.cleanup()
-    return {'during': latencies(sender, tags), 'failures': sender.failures}
+    return {'during': latencies(sender, tags), 'failures': sender.failures,
+            'dropped': sender.dropped}
 
 
 def retention(pg, db, nginx):
@@ -361,7 +364,8 @@ def retention(pg, db, nginx):
 def describe_retention(k):
     b = k['baseline']['during']
     lines = [f'ingest at {RATE}/s, nothing to prune: p50 {b["p50"]:.2f} ms, p99 {b["p99"]:.2f} ms '
-             f'({b["n"]} requests, non-200 {k["baseline"]["failures"]})']
+             f'({b["n"]} requests, non-200 {k["baseline"]["failures"]}, connections dropped '
+             f'{k["baseline"]["dropped"]})']
     for i, d in enumerate(k['days']):
         dur, aft = d['during'], d['after']
         lines.append(f'day {i + 1} pruned in '
@@ -370,7 +374,7 @@ def describe_retention(k):
                      + (f': ingest while pruning p50 {dur["p50"]:.2f} ms, p99 {dur["p99"]:.2f} ms, '
                         f'max {dur["max"]:.1f} ms ({dur["n"]} requests)' if dur else '')
                      + (f'; after it p50 {aft["p50"]:.2f} ms, p99 {aft["p99"]:.2f} ms' if aft else '')
-                     + f'; non-200 {d["failures"]}')
+                     + f'; non-200 {d["failures"]}, connections dropped {d["dropped"]}')
     for i, s in enumerate(k['sizes']):
         lines.append(f'sizes {"before" if i == 0 else f"after day {i}"}: '
                      + ', '.join(f'{t} {s[t][0]:.0f} MiB ({s[t][1]:,} dead, {s[t][2]} autovacuums)'

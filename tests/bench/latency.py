@@ -52,8 +52,16 @@ class Sender:
         # opened: an open-loop sender's lateness is part of the latency.
         self.sent[tag] = scheduled
         body = self.make_envelope(tag)
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection('127.0.0.1',
-                                                                                self.port)
+        conn = None
+        while self.idle and conn is None:
+            conn = self.idle.pop()
+            if conn[0].at_eof():
+                # Closed by reghook after client_timeout idle: as an HTTP
+                # client does, the sender does not write on it.
+                conn[1].close()
+                conn = None
+        if conn is None:
+            conn = await asyncio.open_connection('127.0.0.1', self.port)
         reader, writer = conn
         writer.write(f'{self.head}Content-Length: {len(body)}\r\n\r\n'.encode() + body)
         head, _ = await read_message(reader)
