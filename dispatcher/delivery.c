@@ -780,13 +780,53 @@ static void on_written(struct pgc *c, PGresult *res, void *arg)
 	step(dp, DELIVERY_EV_FREED); /* the loop may have rested for this write (limited) */
 }
 
+static bool result_ready(const struct delivery *dp, int i)
+{
+	return !dp->results_gate[i] || dp->results_gate[i]->open;
+}
+
+/*
+ * Moves the results that may be written ahead of those whose batch may not
+ * have committed yet (delivery_offer_done), each group in its order, so
+ * that a batch slow to commit holds back only its own; returns how many
+ * may be written. Only while no write runs (the first nwriting are its).
+ */
+static int order_ready(struct delivery *dp)
+{
+	int n = dp->nresults, ready = 0, waiting = 0;
+	while (ready < n && result_ready(dp, ready))
+		ready++;
+	if (ready == n)
+		return ready;
+	char **results = xcalloc((size_t)(n - ready), sizeof(*results));
+	long long *at = xcalloc((size_t)(n - ready), sizeof(*at));
+	struct delivery_gate **gates = xcalloc((size_t)(n - ready), sizeof(*gates));
+	for (int i = ready; i < n; i++) {
+		if (result_ready(dp, i)) { /* ready <= i: moves down, in place */
+			dp->results[ready] = dp->results[i];
+			dp->results_at[ready] = dp->results_at[i];
+			dp->results_gate[ready++] = dp->results_gate[i];
+		} else {
+			results[waiting] = dp->results[i];
+			at[waiting] = dp->results_at[i];
+			gates[waiting++] = dp->results_gate[i];
+		}
+	}
+	memcpy(dp->results + ready, results, (size_t)waiting * sizeof(*results));
+	memcpy(dp->results_at + ready, at, (size_t)waiting * sizeof(*at));
+	memcpy(dp->results_gate + ready, gates, (size_t)waiting * sizeof(*gates));
+	free(results);
+	free(at);
+	free(gates);
+	return ready;
+}
+
 static void write_results(struct delivery *dp)
 {
-	/* Those of deliveries whose batch may not have committed yet wait (delivery_offer_done). */
-	int ready = 0;
-	while (ready < dp->nresults && (!dp->results_gate[ready] || dp->results_gate[ready]->open))
-		ready++;
-	if (dp->write_state != DELIVERY_WRITE_IDLE || ready == 0 || !pgc_is_up(dp->done))
+	if (dp->write_state != DELIVERY_WRITE_IDLE || dp->nresults == 0 || !pgc_is_up(dp->done))
+		return;
+	int ready = order_ready(dp);
+	if (ready == 0)
 		return;
 	long wait = delivery_write_wait_ms(ready, (long)(clock_monotonic_ms() - dp->results_at[0]),
 					   dp->suspects, dp->state == DELIVERY_STOPPING);

@@ -619,6 +619,29 @@ def test_a_handed_delivery_starts_before_its_commit_and_is_recorded_after_it(reg
     assert 'expired lease' not in reghook.log()
 
 
+def test_a_batch_slow_to_commit_holds_back_only_its_own_results(reghook, pg, endpoint_factory):
+    # The result of a delivery started before its batch's commit waits for
+    # that commit; the results of other deliveries, finished meanwhile, go.
+    token = register(reghook, 'team-a')
+    endpoint = endpoint_factory()
+    webhook = add_webhook(reghook, 'team-a', endpoint.url('/'))
+    pg.psql("""CREATE FUNCTION public.test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS
+               $$BEGIN IF NEW.tag = 'slow' THEN PERFORM pg_sleep(4); END IF;
+               RETURN NULL; END$$;
+               CREATE CONSTRAINT TRIGGER test_slow_commit AFTER INSERT ON reghook.events
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.test_slow_commit()""")
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(post, reghook, token, event(tag='slow'))
+        endpoint.wait_for(1)
+        post(reghook, token, event(tag='fast'))
+        recorded = wait_until(lambda: attempts(pg, webhook), timeout=10, msg='an attempt')
+        assert not slow.done(), 'the slow commit should still be running'
+        assert len(recorded) == 1 and recorded[0]['request_body'].count('"fast"'), recorded
+        slow.result()
+    wait_until(lambda: len(attempts(pg, webhook)) == 2, timeout=10, msg='both attempts')
+    assert all(d['status'] == 'succeeded' for d in deliveries(pg, webhook))
+
+
 def test_a_commit_that_fails_after_its_deliveries_started(reghook, pg, endpoint_factory):
     # The other side of starting before the commit: when the commit fails,
     # the endpoint has had the delivery of an event that was not stored.
