@@ -56,10 +56,9 @@ struct pgc_query {
 	int timeout_ms;
 	pgc_result_fn fn;
 	void *arg;
-	/* pgc_query_tx(): BEGIN, the statement, COMMIT, pipelined */
+	/* pgc_query_tx(): the statement, a flush request and a sync point, pipelined */
 	bool tx;
 	pgc_result_fn early; /* called with the statement's result before its commit */
-	int syncs;	     /* the pipeline's sync points not yet reached */
 };
 STAILQ_HEAD(pgc_queries, pgc_query);
 
@@ -486,7 +485,6 @@ static void start_next(struct pgc *c)
 	else
 		sent = PQsendQueryParams(c->conn, q->sql, q->nparams, NULL,
 					 (const char *const *)q->params, NULL, NULL, 0);
-	q->syncs = q->tx ? 1 : 0;
 	if (!sent) {
 		go_down(c, PQerrorMessage(c->conn));
 		return;
@@ -523,9 +521,8 @@ static enum pipeline_step pipeline_result(struct pgc *c, struct pgc_query *q, PG
 	if (!res)
 		return PIPELINE_MORE;
 	if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+		/* The commit is over: the pipeline's last result. */
 		PQclear(res);
-		if (--q->syncs > 0)
-			return PIPELINE_MORE;
 		if (!PQexitPipelineMode(c->conn)) {
 			go_down(c, PQerrorMessage(c->conn));
 			return PIPELINE_GONE;

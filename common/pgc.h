@@ -4,7 +4,8 @@
  * Nothing here blocks: the connection is opened with PQconnectStartParams
  * and PQconnectPoll, queries are sent with PQsendQuery[Params] on a
  * non-blocking socket, and results are read as the socket becomes readable.
- * Queries queue in order; each one's callback gets its final result. When
+ * Queries queue in order; each one's callback gets its final result (and
+ * pgc_query_tx's early callback its rows before their commit). When
  * the server goes away every queued query is answered with a NULL result
  * (its outcome is unknown: the caller decides whether to retry) and the
  * connection reconnects by itself with a capped exponential backoff.
