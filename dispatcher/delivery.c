@@ -127,9 +127,7 @@ struct delivery {
 	 * oldest first; the first nwriting are in the statement running now
 	 * and leave the queue only when it succeeds.
 	 */
-	char **results;
-	long long *results_at;		     /* when each was queued (monotonic ms) */
-	struct delivery_gate **results_gate; /* a reference each, or NULL */
+	struct delivery_record *results;
 	int nresults, cap_results;
 	size_t results_bytes; /* the sum of their lengths */
 	int nwriting;
@@ -192,7 +190,7 @@ enum delivery_state delivery_next(enum delivery_state s, enum delivery_event ev,
 	return DELIVERY_CLAIMING;
 }
 
-int delivery_write_take(const char *const *records, int held, int suspects)
+int delivery_write_take(const struct delivery_record *records, int held, int suspects)
 {
 	int max = suspects > 0			    ? 1
 		  : held < DELIVERY_WRITE_BATCH_MAX ? held
@@ -200,7 +198,7 @@ int delivery_write_take(const char *const *records, int held, int suspects)
 	size_t bytes = 1; /* '[' */
 	int n = 0;
 	while (n < max && (n == 0 || bytes < DELIVERY_WRITE_BATCH_BYTES)) {
-		bytes += strlen(records[n]) + (n > 0); /* a ',' before all but the first */
+		bytes += records[n].len + (n > 0); /* a ',' before all but the first */
 		n++;
 	}
 	return n;
@@ -385,16 +383,16 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 	request_record_json(r, &record, outcome, delay);
 	if (dp->nresults == dp->cap_results) {
 		dp->cap_results = dp->cap_results ? dp->cap_results * 2 : 64;
-		dp->results = xrealloc(dp->results, (size_t)dp->cap_results * sizeof(char *));
-		dp->results_at =
-			xrealloc(dp->results_at, (size_t)dp->cap_results * sizeof(long long));
-		dp->results_gate = xrealloc(dp->results_gate,
-					    (size_t)dp->cap_results * sizeof(*dp->results_gate));
+		dp->results = xrealloc(dp->results, (size_t)dp->cap_results * sizeof(*dp->results));
 	}
-	dp->results_bytes += record.len;
-	dp->results_at[dp->nresults] = clock_monotonic_ms();
-	dp->results_gate[dp->nresults] = f->gate; /* its reference moves with it */
-	dp->results[dp->nresults++] = buf_steal(&record);
+	size_t len = record.len;
+	dp->results_bytes += len;
+	dp->results[dp->nresults++] = (struct delivery_record){
+		.json = buf_steal(&record),
+		.len = len,
+		.queued_ms = clock_monotonic_ms(),
+		.gate = f->gate, /* its reference moves with it */
+	};
 
 	/* Unlink and free; curl has already let go of the handle. */
 	LIST_REMOVE(f, link);
@@ -742,14 +740,11 @@ static void drop_results(struct delivery *dp, int n)
 	if (n == 0)
 		return;
 	for (int i = 0; i < n; i++) {
-		dp->results_bytes -= strlen(dp->results[i]);
-		free(dp->results[i]);
-		gate_unref(dp->results_gate[i]);
+		dp->results_bytes -= dp->results[i].len;
+		free(dp->results[i].json);
+		gate_unref(dp->results[i].gate);
 	}
-	memmove(dp->results, dp->results + n, (size_t)(dp->nresults - n) * sizeof(char *));
-	memmove(dp->results_at, dp->results_at + n, (size_t)(dp->nresults - n) * sizeof(long long));
-	memmove(dp->results_gate, dp->results_gate + n,
-		(size_t)(dp->nresults - n) * sizeof(*dp->results_gate));
+	memmove(dp->results, dp->results + n, (size_t)(dp->nresults - n) * sizeof(*dp->results));
 	dp->nresults -= n;
 }
 
@@ -780,9 +775,9 @@ static void on_written(struct pgc *c, PGresult *res, void *arg)
 	step(dp, DELIVERY_EV_FREED); /* the loop may have rested for this write (limited) */
 }
 
-static bool result_ready(const struct delivery *dp, int i)
+static bool result_ready(const struct delivery_record *r)
 {
-	return !dp->results_gate[i] || dp->results_gate[i]->open;
+	return !r->gate || r->gate->open;
 }
 
 /*
@@ -794,30 +789,19 @@ static bool result_ready(const struct delivery *dp, int i)
 static int order_ready(struct delivery *dp)
 {
 	int n = dp->nresults, ready = 0, waiting = 0;
-	while (ready < n && result_ready(dp, ready))
+	while (ready < n && result_ready(&dp->results[ready]))
 		ready++;
 	if (ready == n)
 		return ready;
-	char **results = xcalloc((size_t)(n - ready), sizeof(*results));
-	long long *at = xcalloc((size_t)(n - ready), sizeof(*at));
-	struct delivery_gate **gates = xcalloc((size_t)(n - ready), sizeof(*gates));
+	struct delivery_record *held = xcalloc((size_t)(n - ready), sizeof(*held));
 	for (int i = ready; i < n; i++) {
-		if (result_ready(dp, i)) { /* ready <= i: moves down, in place */
-			dp->results[ready] = dp->results[i];
-			dp->results_at[ready] = dp->results_at[i];
-			dp->results_gate[ready++] = dp->results_gate[i];
-		} else {
-			results[waiting] = dp->results[i];
-			at[waiting] = dp->results_at[i];
-			gates[waiting++] = dp->results_gate[i];
-		}
+		if (result_ready(&dp->results[i]))
+			dp->results[ready++] = dp->results[i]; /* ready <= i: moves down */
+		else
+			held[waiting++] = dp->results[i];
 	}
-	memcpy(dp->results + ready, results, (size_t)waiting * sizeof(*results));
-	memcpy(dp->results_at + ready, at, (size_t)waiting * sizeof(*at));
-	memcpy(dp->results_gate + ready, gates, (size_t)waiting * sizeof(*gates));
-	free(results);
-	free(at);
-	free(gates);
+	memcpy(dp->results + ready, held, (size_t)waiting * sizeof(*held));
+	free(held);
 	return ready;
 }
 
@@ -828,7 +812,8 @@ static void write_results(struct delivery *dp)
 	int ready = order_ready(dp);
 	if (ready == 0)
 		return;
-	long wait = delivery_write_wait_ms(ready, (long)(clock_monotonic_ms() - dp->results_at[0]),
+	long wait = delivery_write_wait_ms(ready,
+					   (long)(clock_monotonic_ms() - dp->results[0].queued_ms),
 					   dp->suspects, dp->state == DELIVERY_STOPPING);
 	if (wait > 0) {
 		if (!evtimer_pending(dp->write_timer, NULL)) {
@@ -838,13 +823,13 @@ static void write_results(struct delivery *dp)
 		return;
 	}
 	evtimer_del(dp->write_timer);
-	int n = delivery_write_take((const char *const *)dp->results, ready, dp->suspects);
+	int n = delivery_write_take(dp->results, ready, dp->suspects);
 	struct buf json = BUF_INIT;
 	buf_putc(&json, '[');
 	for (int i = 0; i < n; i++) {
 		if (i)
 			buf_putc(&json, ',');
-		buf_puts(&json, dp->results[i]);
+		buf_append(&json, dp->results[i].json, dp->results[i].len);
 	}
 	buf_putc(&json, ']');
 	const char *params[] = {dp->d->instance, json.data};
@@ -1022,8 +1007,6 @@ void delivery_free(struct delivery *dp)
 	event_free(dp->summary);
 	drop_results(dp, dp->nresults);
 	free(dp->results);
-	free(dp->results_at);
-	free(dp->results_gate);
 	if (dp->claiming)
 		free(dp->claiming->w);
 	free(dp->claiming);

@@ -192,13 +192,21 @@ enum delivery_write_outcome {
 	DELIVERY_WRITE_LOST,	/* the connection dropped: outcome unknown */
 };
 
+/* An attempt record waiting to be written (complete_deliveries()). */
+struct delivery_record {
+	char *json;		    /* owned: one JSON object */
+	size_t len;		    /* its length */
+	long long queued_ms;	    /* when it was queued (monotonic) */
+	struct delivery_gate *gate; /* a reference (delivery_offer_done), or NULL */
+};
+
 /*
  * How many of the held records (oldest first) the next write takes: one
  * while suspects remain, else up to DELIVERY_WRITE_BATCH_MAX, ending with
  * the record that brings the JSON array to DELIVERY_WRITE_BATCH_BYTES;
  * always at least one if any is held.
  */
-int delivery_write_take(const char *const *records, int held, int suspects)
+int delivery_write_take(const struct delivery_record *records, int held, int suspects)
 	__attribute__((warn_unused_result));
 
 /*

@@ -180,14 +180,14 @@ UNIT_TEST(a_day_in_the_life)
 }
 
 /* n records of len bytes each (all the same text). */
-static const char **records(int n, size_t len, char **text)
+static struct delivery_record *records(int n, size_t len, char **text)
 {
 	*text = malloc(len + 1);
 	memset(*text, 'x', len);
 	(*text)[len] = '\0';
-	const char **r = malloc((size_t)n * sizeof(*r));
+	struct delivery_record *r = calloc((size_t)n, sizeof(*r));
 	for (int i = 0; i < n; i++)
-		r[i] = *text;
+		r[i] = (struct delivery_record){.json = *text, .len = len};
 	return r;
 }
 
@@ -195,7 +195,7 @@ UNIT_TEST(a_write_takes_up_to_a_batch_of_records)
 {
 	char *text;
 	int n = 2 * DELIVERY_WRITE_BATCH_MAX + 5;
-	const char **r = records(n, 100, &text);
+	struct delivery_record *r = records(n, 100, &text);
 	UNIT_CHECK(delivery_write_take(r, 0, 0) == 0, "nothing held");
 	UNIT_CHECK(delivery_write_take(r, 1, 0) == 1, "one held");
 	UNIT_CHECK(delivery_write_take(r, 17, 0) == 17, "17 held: %d",
@@ -212,7 +212,7 @@ UNIT_TEST(a_write_ends_with_the_record_that_reaches_the_byte_limit)
 {
 	char *text;
 	/* 6 MiB each: after two the array is 12 MiB and 2 bytes, under 16; the third ends it. */
-	const char **r = records(5, 6 * 1024 * 1024, &text);
+	struct delivery_record *r = records(5, 6 * 1024 * 1024, &text);
 	UNIT_CHECK(delivery_write_take(r, 5, 0) == 3, "6 MiB records: %d",
 		   delivery_write_take(r, 5, 0));
 	UNIT_CHECK(delivery_write_take(r, 2, 0) == 2, "two held: %d", delivery_write_take(r, 2, 0));
@@ -240,7 +240,7 @@ UNIT_TEST(a_write_ends_with_the_record_that_reaches_the_byte_limit)
 UNIT_TEST(a_refused_batch_is_written_one_by_one)
 {
 	char *text;
-	const char **r = records(50, 10, &text);
+	struct delivery_record *r = records(50, 10, &text);
 	int suspects = 0;
 	/* A batch of 50 is refused: nothing leaves the queue; its 50 records are suspects. */
 	UNIT_CHECK(delivery_write_take(r, 50, suspects) == 50, "first batch");
