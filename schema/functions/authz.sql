@@ -59,6 +59,7 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION '
                    'reghook.ingest(jsonb, text, integer, integer, jsonb, integer), '
                    'reghook.path_prefixes(text), reghook.glob_match(text, text), '
+                   'reghook.event_delivery_id(bigint, bigint, text, timestamptz), '
                    'reghook.claim_deliveries(text, integer, integer, jsonb, integer), '
                    'reghook.leased_deliveries(text, uuid[]), '
                    'reghook.job_of(uuid, integer, integer, text, boolean, text, bigint, '

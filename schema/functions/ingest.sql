@@ -33,6 +33,34 @@ $$;
 COMMENT ON FUNCTION reghook.glob_match(text, text) IS
     'True if subject matches the glob pattern (* any characters, ? one character).';
 
+-- The id of an event's delivery to a webhook, made from them alone: a
+-- version 8 UUID (RFC 9562's layout for ids of one's own), the event's
+-- timestamp in milliseconds first as in a version 7 (new rows go next to
+-- each other in the indexes, 017_time_ordered_ids.sql says why), then 74
+-- bits of a SHA-256 of the registry source, the webhook and the registry's
+-- event id. The registry posting an event again gives its delivery the same
+-- id: a delivery handed over at ingest may reach its endpoint before its
+-- commit fails, and the one made from the registry's retry then carries the
+-- id the endpoint has seen (X-Reghook-Delivery, webhook-id), so it can tell
+-- the two are one, and that id is the one in the history. An event's
+-- delivery to a webhook is made once (the event is stored once per source
+-- and id, and is retriggered in place), so the id is unique. A timestamp
+-- outside 1970 to 10889 takes the nearer end.
+CREATE OR REPLACE FUNCTION reghook.event_delivery_id(source bigint, webhook bigint,
+                                                     event_uuid text, occurred_at timestamptz)
+RETURNS uuid
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT encode(set_bit(set_bit(set_bit(set_bit(set_bit(set_bit(
+               overlay(substring(sha256(convert_to(source || '/' || webhook || '/' || event_uuid,
+                                                   'UTF8')) FROM 1 FOR 16)
+                       PLACING substring(int8send(greatest(0, least(281474976710655,
+                           floor(extract(epoch FROM occurred_at) * 1000)))::bigint) FROM 3)
+                       FROM 1 FOR 6),
+               52, 0), 53, 0), 54, 0), 55, 1), 70, 0), 71, 1), 'hex')::uuid
+$$;
+COMMENT ON FUNCTION reghook.event_delivery_id(bigint, bigint, text, timestamptz) IS
+    'The id of an event''s delivery to a webhook: the event''s time in ms, then a hash of source, webhook and event id.';
+
 -- ingest(batch, instance, ...): stores a batch of classified events and
 -- creates their deliveries. batch is a JSON array of objects:
 --   i           position in the batch (returned with the outcome)
@@ -160,7 +188,9 @@ BEGIN
     -- statements' results that the planner, blind to their sizes, makes a
     -- nested loop (quadratic in the batch).
     split AS (
-        SELECT m.*, reghook.new_delivery_id() AS id, reghook.new_callback_token() AS token,
+        SELECT m.*, reghook.event_delivery_id((m.event).source_id, m.webhook_id,
+                                               (m.event).event_uuid, (m.event).occurred_at) AS id,
+               reghook.new_callback_token() AS token,
                m.room AND row_number() OVER (PARTITION BY m.room
                                              ORDER BY m.event_id, m.webhook_id)
                           <= max_total AS handed

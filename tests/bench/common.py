@@ -5,6 +5,7 @@ answer late), a way to queue deliveries without the dispatcher running,
 and helpers to read figures."""
 
 import contextlib
+import datetime
 import os
 import re
 import shutil
@@ -33,15 +34,23 @@ max_connections = 200
 # Runs of each delivery benchmark (drain, latency, rss), each on a fresh database.
 RUNS = int(os.environ.get('BENCH_RUNS', '2'))
 
-# The registry event the benchmarks post, with @ID@ (event and request id)
-# and @TAG@ to fill in (post_event.lua reads the same file).
+# The registry event the benchmarks post, with @ID@ (event and request id),
+# @TAG@ and @TIME@ to fill in (post_event.lua reads the same file).
 with open(os.path.join(HERE, 'event.json')) as _f:
     EVENT_TEMPLATE = _f.read()
 
 
+def registry_time():
+    """Now, as a registry stamps its events. A delivery's id starts with
+    its event's time (schema/functions/ingest.sql), so events stamped with
+    one fixed time would put new ids all over one place of the indexes."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
+
+
 def bench_event(event_id, tag):
-    """event.json's event, as JSON text, with this id and tag."""
-    return EVENT_TEMPLATE.replace('@ID@', event_id).replace('@TAG@', tag)
+    """event.json's event, as JSON text, with this id and tag, stamped now."""
+    return (EVENT_TEMPLATE.replace('@ID@', event_id).replace('@TAG@', tag)
+            .replace('@TIME@', registry_time()))
 
 
 def each_run(run_once, describe):

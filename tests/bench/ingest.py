@@ -25,7 +25,8 @@ import os
 import ssl
 import tempfile
 
-from common import EVENT_TEMPLATE, HERE, DurablePostgres, Nginx, bench_event, harness, pgbench, wrk
+from common import (EVENT_TEMPLATE, HERE, DurablePostgres, Nginx, bench_event, harness, pgbench,
+                    registry_time, wrk)
 
 CLIENTS = 32
 SECONDS = 10
@@ -66,7 +67,7 @@ def insert_scripts(pg, source_id, namespace_id, batches):
     """pgbench scripts storing event.json as reghook would: one row per
     transaction, and for each size in batches, that many rows per
     INSERT ... ON CONFLICT DO NOTHING."""
-    template = EVENT_TEMPLATE
+    template = EVENT_TEMPLATE.replace('@TIME@', registry_time())
     event = json.loads(bench_event('id', 'tag'))
     target = event['target']
     raw_type = pg.psql("""SELECT format_type(atttypid, atttypmod) FROM pg_attribute

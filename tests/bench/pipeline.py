@@ -24,7 +24,7 @@ import json
 import os
 import time
 
-from common import (RUNS, HERE, DurablePostgres, Nginx, EVENT_TEMPLATE, cpu_seconds, harness,
+from common import (RUNS, HERE, DurablePostgres, Nginx, bench_event, cpu_seconds, harness,
                     machine_busy, pgbench, server_cpu, wait_drained, wrk)
 
 CLIENTS = 32
@@ -110,7 +110,7 @@ def floors(pg, nginx):
     http_rate = http['requests'] / (http['duration_us'] / 1e6)
     pg.psql('CREATE TABLE IF NOT EXISTS floor_rows (id bigserial PRIMARY KEY, '
             'at timestamptz NOT NULL DEFAULT now(), raw jsonb NOT NULL)', dbname='reghook')
-    event = json.dumps(json.loads(EVENT_TEMPLATE.replace('@ID@', 'f').replace('@TAG@', 't')))
+    event = json.dumps(json.loads(bench_event('f', 't')))
     sql = f"INSERT INTO floor_rows (raw) VALUES ('{event.replace(chr(39), chr(39) * 2)}');\n"
     return http_rate, pgbench(pg, sql, 5, CLIENTS)
 

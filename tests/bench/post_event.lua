@@ -1,7 +1,8 @@
 -- wrk script: each request posts one single-event envelope, as a registry
 -- does, with an event id unique across runs, threads and requests. The event is
 -- event.json (shared with the pgbench baseline of the ingest benchmark):
--- its @ID@ (event and request id) and @TAG@ are filled in per request.
+-- its @ID@ (event and request id), @TAG@ and @TIME@ (now, to the second)
+-- are filled in per request.
 -- Arguments: TOKEN RUN [DELAY_MS]: RUN names the run (each run's ids are
 -- new: wrk's random numbers repeat from run to run), DELAY_MS paces each
 -- connection.
@@ -15,7 +16,7 @@ function setup(thread)
 	table.insert(threads, thread)
 end
 
--- The template cut at its placeholders: parts[1] @ID@ parts[2] @TAG@ ...
+-- The template cut at its placeholders: parts[1] @ID@ parts[2] @TIME@ ...
 local function template()
 	local f = assert(io.open(dir .. "event.json", "rb"))
 	local text = f:read("*a")
@@ -52,6 +53,7 @@ function request()
 	local values = {
 		ID = string.format("bench-%s-%d-%d", run, tid, count),
 		TAG = "t" .. count,
+		TIME = os.date("!%Y-%m-%dT%H:%M:%SZ"),
 	}
 	local body = {'{"events":['}
 	for i, name in ipairs(names) do

@@ -20,7 +20,8 @@ import json
 import os
 import time
 
-from common import RUNS, DurablePostgres, fresh_database, harness, prepare_webhook, server_cpu
+from common import (RUNS, DurablePostgres, fresh_database, harness, prepare_webhook, registry_time,
+                    server_cpu)
 
 BATCH = int(os.environ.get('BENCH_BATCH', '50'))
 BATCHES = 400
@@ -32,7 +33,7 @@ def batch_json(source_id, run, n):
         {'i': i, 's': source_id, 'id': f'{run}-{n}-{i}', 'action': 'push',
          'repository': 'team-a/app', 'tag': f't{n}-{i}', 'digest': 'sha256:' + 'ab' * 32,
          'media_type': 'application/vnd.oci.image.manifest.v1+json',
-         'request_id': f'req-{n}-{i}', 'actor': 'alice', 'ts': '2026-11-22T18:20:32Z',
+         'request_id': f'req-{n}-{i}', 'actor': 'alice', 'ts': registry_time(),
          'raw': {'id': f'{run}-{n}-{i}', 'action': 'push'}} for i in range(BATCH)])
 
 

@@ -646,8 +646,9 @@ def test_a_commit_that_fails_after_its_deliveries_started(reghook, pg, endpoint_
     # The other side of starting before the commit: when the commit fails,
     # the endpoint has had the delivery of an event that was not stored.
     # The registry is not answered 200, so it posts the event again, and it
-    # is delivered again (at least once); nothing is recorded for the first,
-    # and the daemon goes on.
+    # is delivered again (at least once), with the id the endpoint has seen,
+    # which is the one recorded; nothing is recorded for the first, and the
+    # daemon goes on.
     token = register(reghook, 'team-a')
     endpoint = endpoint_factory()
     webhook = add_webhook(reghook, 'team-a', endpoint.url('/'))
@@ -676,6 +677,9 @@ def test_a_commit_that_fails_after_its_deliveries_started(reghook, pg, endpoint_
     assert [r.json()['push_data']['tag'] for r in endpoint.requests] == \
         ['doomed', 'fine', 'doomed']
     assert all(d['status'] == 'succeeded' for d in deliveries(pg, webhook))
+    ids = [r.header('X-Reghook-Delivery') for r in endpoint.requests]
+    assert ids[0] == ids[2] != ids[1], ids
+    assert sorted(d['id'] for d in deliveries(pg, webhook)) == sorted(ids[1:]), ids
     time.sleep(1)
     assert len(attempts(pg, webhook)) == 2
 

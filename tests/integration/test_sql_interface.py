@@ -756,9 +756,10 @@ def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
         assert all(i is None and o is None and job[0] for i, o, *job in out[n:]), out
         for delivery, attempt, url, tag, namespace, token in jobs:
             assert (attempt, namespace, len(token)) == (1, 'team-a', 64), out
-            # Time-ordered: a version 7 UUID, and a token that starts with another.
-            assert str(delivery)[14] == '7' and token[12] == '7', out
-            assert int(str(delivery)[:13].replace('-', ''), 16) <= time.time() * 1000
+            # Time-ordered: a version 8 UUID starting with the event's time
+            # in ms, and a token that starts with a version 7 UUID.
+            assert str(delivery)[14] == '8' and token[12] == '7', out
+            assert int(str(delivery)[:13].replace('-', ''), 16) == 1795371632000
             assert url.startswith('http://127.0.0.1:9/') and tag in [f't{i}' for i in range(n)]
         # The job is the row as inserted.
         cur.execute('SELECT d.id, d.attempts, e.tag, d.callback_token '
@@ -865,6 +866,56 @@ def test_new_deliveries_have_time_ordered_ids_and_tokens(pg):
     assert all(d[14] == '7' and d[19] in '89ab' for d in ids), ids
     assert all(re.fullmatch('[0-9a-f]{64}', t) and t[12] == '7' for t in tokens), tokens
     assert tokens == sorted(tokens) and len(set(tokens)) == 5, tokens
+
+
+def test_a_delivery_id_is_made_from_its_source_webhook_and_event(pg):
+    """An event's delivery to a webhook has the same id whenever the
+    registry posts that event (an ingest rolled back, then the event posted
+    again), another id for another webhook or another registry source
+    posting the same event id, and its event's time in ms first; a
+    timestamp before 1970 or past 10889 takes the nearer end."""
+    run_reghook(['migrate'], pg.url())
+    run_reghook(['namespace', 'add', 'team-a'], pg.url())
+    run_reghook(['registry', 'add', 'main'], pg.url())
+    run_reghook(['registry', 'add', 'second'], pg.url())
+    hooks = []
+    for name in ('a', 'b'):
+        out = run_reghook(['webhook', 'add', 'team-a', f'http://127.0.0.1:9/{name}'],
+                          pg.url()).stdout
+        hooks.append(int(out.split()[1]))
+        run_reghook(['webhook', 'enable', out.split()[1]], pg.url())
+    conn = pg.connect()
+    conn.autocommit = False
+    cur = conn.cursor()
+    cur.execute('SELECT id FROM reghook.registry_sources ORDER BY id')
+    main, second = [r[0] for r in cur.fetchall()]
+
+    def ingest(*events):
+        """{(source, event id, webhook): delivery id} of the events, each
+        (source, event id, timestamp), ingested in one batch."""
+        batch = [{'i': i, 's': s, 'id': eid, 'action': 'push', 'repository': 'team-a/app',
+                  'tag': f't{i}', 'ts': ts, 'raw': {}} for i, (s, eid, ts) in enumerate(events)]
+        cur.execute('SELECT r.outcome FROM reghook.ingest(%s, %s, 10, 10, %s, 10000) r '
+                    'WHERE r.job IS NULL', (json.dumps(batch), 'test-instance', '{}'))
+        assert [r[0] for r in cur.fetchall()] == ['accepted'] * len(events)
+        cur.execute('SELECT e.source_id, e.event_uuid, d.webhook_id, d.id::text '
+                    'FROM reghook.deliveries d JOIN reghook.events e ON e.id = d.event_id')
+        return {(s, e, w): d for s, e, w, d in cur.fetchall()}
+
+    ts = '2026-11-22T18:20:32.125Z'
+    first = ingest((main, 'ev-1', ts), (second, 'ev-1', ts), (main, 'ev/2', ts))
+    conn.rollback()
+    again = ingest((main, 'ev/2', ts), (main, 'ev-1', ts), (second, 'ev-1', ts))
+    assert again == first and len(set(first.values())) == 6, first
+    assert all(d.startswith('01a2047d-05fd-8') and d[19] in '89ab' for d in first.values()), first
+    conn.rollback()
+    # Out of the 48 bits' range; a registry id with any characters.
+    ends = ingest((main, 'old', '1969-07-20T20:17:40Z'), (main, 'late', '20000-01-01T00:00:00Z'),
+                  (main, 'é\u00a0"\'/', ts))
+    assert {d[:13] for (_, e, _), d in ends.items() if e == 'old'} == {'00000000-0000'}, ends
+    assert {d[:13] for (_, e, _), d in ends.items() if e == 'late'} == {'ffffffff-ffff'}, ends
+    assert len(set(ends.values())) == 6, ends
+    conn.rollback()
 
 
 def test_only_deliveries_a_claim_could_take_now_wake_the_dispatchers(pg):
