@@ -1063,6 +1063,11 @@ class _EndpointHandler(http.server.BaseHTTPRequestHandler):
 
 class _EndpointServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver listens with a backlog of 5: more connections opened at
+    # once (reghook opens up to max_in_flight_per_webhook) overflow it, and
+    # one may then wait for the kernel's retransmissions past a request
+    # timeout. nginx's is 511.
+    request_queue_size = 128
     block_on_close = False  # stop() must not wait for a delayed answer
 
     def handle_error(self, request, client_address):
