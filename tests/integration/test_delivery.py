@@ -613,21 +613,30 @@ def tags_received(endpoint):
     return [r.json()['push_data']['tag'] for r in endpoint.requests]
 
 
+def ready_to_hand_over(reghook, pg, endpoint_factory, tag, at_commit):
+    """A webhook of team-a at a new endpoint, a deferred trigger that runs
+    the PL/pgSQL statement at_commit at the commit of a transaction storing
+    an event tagged `tag` (dropped as test_commit_<tag>), then a warm-up
+    delivered. Returns (token, endpoint, webhook)."""
+    token = register(reghook, 'team-a')
+    endpoint = endpoint_factory()
+    webhook = add_webhook(reghook, 'team-a', endpoint.url('/'))
+    pg.psql(f"""CREATE FUNCTION public.test_commit() RETURNS trigger LANGUAGE plpgsql AS
+                $$BEGIN IF NEW.tag = '{tag}' THEN {at_commit}; END IF; RETURN NULL; END$$;
+                CREATE CONSTRAINT TRIGGER test_commit_{tag} AFTER INSERT ON reghook.events
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.test_commit()""")
+    warm_up(reghook, pg, token, endpoint, webhook)
+    return token, endpoint, webhook
+
+
 def test_a_handed_delivery_starts_before_its_commit_and_is_recorded_after_it(reghook, pg,
                                                                              endpoint_factory):
     # A batch's deliveries start as soon as its statement is done, while its
     # commit waits for the disk; their results must wait for that commit,
     # or the writer, which cannot see the rows yet, would lose them. Here
     # the commit takes a second (a deferred trigger the test adds).
-    token = register(reghook, 'team-a')
-    endpoint = endpoint_factory()
-    webhook = add_webhook(reghook, 'team-a', endpoint.url('/'))
-    pg.psql("""CREATE FUNCTION public.test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS
-               $$BEGIN IF NEW.tag = 'early' THEN PERFORM pg_sleep(1); END IF;
-               RETURN NULL; END$$;
-               CREATE CONSTRAINT TRIGGER test_slow_commit AFTER INSERT ON reghook.events
-               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.test_slow_commit()""")
-    warm_up(reghook, pg, token, endpoint, webhook)
+    token, endpoint, webhook = ready_to_hand_over(reghook, pg, endpoint_factory, 'early',
+                                                  'PERFORM pg_sleep(1)')
     post(reghook, token, event(tag='early'))
     answered = time.time()
     assert tags_received(endpoint) == ['warm-up', 'early']
@@ -643,15 +652,8 @@ def test_a_handed_delivery_starts_before_its_commit_and_is_recorded_after_it(reg
 def test_a_batch_slow_to_commit_holds_back_only_its_own_results(reghook, pg, endpoint_factory):
     # The result of a delivery started before its batch's commit waits for
     # that commit; the results of other deliveries, finished meanwhile, go.
-    token = register(reghook, 'team-a')
-    endpoint = endpoint_factory()
-    webhook = add_webhook(reghook, 'team-a', endpoint.url('/'))
-    pg.psql("""CREATE FUNCTION public.test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS
-               $$BEGIN IF NEW.tag = 'slow' THEN PERFORM pg_sleep(4); END IF;
-               RETURN NULL; END$$;
-               CREATE CONSTRAINT TRIGGER test_slow_commit AFTER INSERT ON reghook.events
-               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.test_slow_commit()""")
-    warm_up(reghook, pg, token, endpoint, webhook)
+    token, endpoint, webhook = ready_to_hand_over(reghook, pg, endpoint_factory, 'slow',
+                                                  'PERFORM pg_sleep(4)')
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(post, reghook, token, event(tag='slow'))
         endpoint.wait_for(2)
@@ -672,16 +674,8 @@ def test_a_commit_that_fails_after_its_deliveries_started(reghook, pg, endpoint_
     # is delivered again (at least once), with the id the endpoint has seen,
     # which is the one recorded; nothing is recorded for the first, and the
     # daemon goes on.
-    token = register(reghook, 'team-a')
-    endpoint = endpoint_factory()
-    webhook = add_webhook(reghook, 'team-a', endpoint.url('/'))
-    pg.psql("""CREATE FUNCTION public.test_doomed_commit() RETURNS trigger LANGUAGE plpgsql AS
-               $$BEGIN IF NEW.tag = 'doomed' THEN RAISE 'test: commit refused'; END IF;
-               RETURN NULL; END$$;
-               CREATE CONSTRAINT TRIGGER test_doomed_commit AFTER INSERT ON reghook.events
-               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
-               EXECUTE FUNCTION public.test_doomed_commit()""")
-    warm_up(reghook, pg, token, endpoint, webhook)
+    token, endpoint, webhook = ready_to_hand_over(reghook, pg, endpoint_factory, 'doomed',
+                                                  "RAISE 'test: commit refused'")
     doomed = event(tag='doomed')
     envelope = json.dumps({'events': [doomed]}).encode()
     headers = {'Content-Type': V1, 'Authorization': f'Bearer {token}'}
@@ -691,7 +685,7 @@ def test_a_commit_that_fails_after_its_deliveries_started(reghook, pg, endpoint_
     assert tags_received(endpoint) == ['warm-up', 'doomed']
     assert pg.psql("SELECT count(*) FROM reghook.events WHERE tag = 'doomed'").strip() == '0'
     # The registry's retry, once the database takes it: stored and delivered again.
-    pg.psql('DROP TRIGGER test_doomed_commit ON reghook.events')
+    pg.psql('DROP TRIGGER test_commit_doomed ON reghook.events')
     status, _, out = reghook.post('/events', envelope, headers)
     assert status == 200 and json.loads(out)['accepted'] == 1, out
     wait_until(lambda: len(attempts(pg, webhook)) == 2, timeout=10, msg='the retry recorded')
