@@ -107,6 +107,30 @@ def wait_until(fn, timeout=10, interval=0.05, msg=''):
         time.sleep(interval)
 
 
+def stop_and_wait(pid, timeout=10):
+    """SIGSTOP to pid, then waits until each of its threads is stopped.
+
+    The signal is delivered when the process next runs: a process busy or
+    asleep in epoll_wait on a loaded machine may still take what arrives
+    meanwhile (its epoll_wait returning those sockets on SIGCONT).
+    """
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped():
+        """True when every thread is stopped, or the process is gone."""
+        try:
+            tasks = os.listdir(f'/proc/{pid}/task')
+            states = []
+            for task in tasks:
+                with open(f'/proc/{pid}/task/{task}/stat') as f:
+                    states.append(f.read().rsplit(')', 1)[1].split()[0])
+        except FileNotFoundError:
+            return True
+        return all(state in ('T', 't', 'Z', 'X') for state in states)
+
+    wait_until(stopped, timeout=timeout, interval=0.005, msg=f'process {pid} to stop')
+
+
 def child_env():
     """Environment for the programs under test and the tools run by tests.
 
@@ -438,10 +462,14 @@ full_page_writes = off
         self.running = False
 
     def signal_all(self, sig):
-        """Sends sig (SIGSTOP, SIGCONT) to every process of the cluster."""
+        """Sends sig (SIGSTOP, SIGCONT) to every process of the cluster; after
+        a SIGSTOP, returns once each is stopped."""
         for pid in self.processes():
             try:
-                os.kill(pid, sig)
+                if sig == signal.SIGSTOP:
+                    stop_and_wait(pid)
+                else:
+                    os.kill(pid, sig)
             except ProcessLookupError:
                 pass
 

@@ -9,7 +9,7 @@ import re
 import time
 import uuid
 
-from harness import add_webhook, register, wait_until
+from harness import add_webhook, register, stop_and_wait, wait_until
 
 V1 = 'application/vnd.docker.distribution.events.v1+json'
 DIGEST = 'sha256:' + 'ab' * 32
@@ -205,8 +205,10 @@ def post_together(daemon, pg, token, conns):
     import signal
     headers = {'Content-Type': V1, 'Authorization': f'Bearer {token}'}
     sent = [event(tag=f'together{i}') for i in range(len(conns))]
-    daemon.proc.send_signal(signal.SIGSTOP)
     try:
+        # Stopped before the first request goes: a daemon that took it
+        # before the signal did would store it in a commit of its own.
+        stop_and_wait(daemon.proc.pid)
         for conn, ev in zip(conns, sent):
             conn.request('POST', '/events', json.dumps({'events': [ev]}), headers)
         # Every request in its socket's queue before reghook goes on: on a
