@@ -49,9 +49,10 @@
 #include <sys/queue.h>
 #include <time.h>
 
-#define POLL_MS 1000	 /* backstop for missed NOTIFYs and due retries */
-#define RECLAIM_MS 5000	 /* how often expired leases are looked for */
-#define SUMMARY_MS 60000 /* how often successes are summed up in the log */
+#define POLL_MS 1000	       /* backstop for missed NOTIFYs and due retries */
+#define RECLAIM_MS 5000	       /* how often expired leases are looked for */
+#define SUMMARY_MS 60000       /* how often successes are summed up in the log */
+#define BATCHES_LATELY_MS 2000 /* ingest batches came this recently: claims leave them half */
 
 struct inflight {
 	LIST_ENTRY(inflight) link; /* in running */
@@ -113,7 +114,7 @@ struct delivery {
 	int holders;		   /* claims and offers out */
 	int unknown_held;	   /* those that may lease of webhooks without slots */
 	bool claim_deferred;	   /* a claim waits for such an offer to end */
-	bool offers_lately;	   /* offers came since the last poll */
+	long long last_batch_ms;   /* when an ingest batch last asked to hand over; 0: never */
 	bool limited;		   /* see delivery_facts.limited */
 	struct event *write_timer; /* owned: ends the gathering of records */
 
@@ -485,11 +486,24 @@ static void start_one(struct delivery *dp, PGresult *res, int row, struct delive
 }
 
 /*
+ * Whether ingest batches come these days. A claim meanwhile takes half of
+ * the free room, in all and of each webhook's window (rounded up), and
+ * leaves them the rest: a batch stored while a claim is out (the poll's,
+ * every second, or one woken by a NOTIFY) still hands its deliveries over.
+ * A time, not a flag the poll resets: the poll's own claim is the one most
+ * likely to be out when a batch comes.
+ */
+static bool batches_lately(const struct delivery *dp)
+{
+	return dp->last_batch_ms > 0 &&
+	       clock_monotonic_ms() - dp->last_batch_ms < BATCHES_LATELY_MS;
+}
+
+/*
  * Reserves, for a claim or an offer, what each webhook with slots may lease
  * (its window less its requests in flight and what others hold, at most
- * per_max; half of that, rounded up, for a claim while ingest batches offer
- * slots, which leaves them the rest) and room in all; unknown is what each
- * other webhook may lease.
+ * per_max; half of that, rounded up, for a claim while ingest batches
+ * offer) and room in all; unknown is what each other webhook may lease.
  * Returns the JSON object claim_deliveries() and ingest() take, where they
  * give each webhook per_webhook (= unknown) less its value.
  */
@@ -507,7 +521,7 @@ static char *reserve(struct delivery *dp, struct holder *h, int room, int unknow
 		int window = s->window < cap ? s->window : cap;
 		int a = window - s->in_flight - s->reserved;
 		a = a < 0 ? 0 : a > per_max ? per_max : a;
-		if (claim && dp->offers_lately)
+		if (claim && batches_lately(dp))
 			a -= a / 2;
 		s->reserved += a;
 		h->w[h->n++] = (struct reservation){s->webhook_id, a};
@@ -604,6 +618,8 @@ static void send_claim(struct delivery *dp, int room)
 		return;
 	}
 	dp->claim_deferred = false;
+	if (batches_lately(dp))
+		room -= room / 2;
 	int unknown = delivery_window_start((int)cfg->max_in_flight_per_webhook);
 	char total[16], per[16], timeout[24];
 	snprintf(total, sizeof(total), "%d", room);
@@ -649,6 +665,8 @@ bool delivery_offer(struct delivery *dp, int events, struct delivery_offer *o)
 	const struct config *cfg = dp->d->cfg;
 	int room = (int)cfg->max_in_flight - dp->in_flight - dp->reserved;
 	*o = (struct delivery_offer){0};
+	if (events > 0)
+		dp->last_batch_ms = clock_monotonic_ms();
 	if (dp->state == DELIVERY_WAITING || dp->state == DELIVERY_STOPPING || room <= 0 ||
 	    events <= 0 || dp->nresults - dp->nwriting >= DELIVERY_WRITE_BATCH_MAX ||
 	    dp->results_bytes >= DELIVERY_HELD_BYTES_MAX)
@@ -672,7 +690,6 @@ bool delivery_offer(struct delivery *dp, int events, struct delivery_offer *o)
 	 */
 	if (room > events * (known + unknown))
 		room = events * (known + unknown);
-	dp->offers_lately = true;
 	o->holder = xcalloc(1, sizeof(*o->holder));
 	o->in_flight = reserve(dp, o->holder, room, unknown, events, false);
 	snprintf(o->max_total, sizeof(o->max_total), "%d", room);
@@ -847,8 +864,6 @@ static void on_write_timer(evutil_socket_t fd, short what, void *arg)
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
 {
-	struct delivery *dp = arg;
-	dp->offers_lately = false;
 	slots_forget_idle(arg);
 	wake(arg);
 }

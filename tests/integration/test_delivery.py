@@ -599,9 +599,9 @@ def test_deliveries_handed_over_at_ingest_keep_every_limit(reghook_factory, pg,
 def warm_up(reghook, pg, token, endpoint, webhook):
     """Delivers one event to the webhook and waits for its attempt to be
     recorded. A new batch's deliveries are handed over (started before the
-    commit) to a webhook this instance sent to within the last second, or,
-    for another, only while no claim is out: the claim that runs every
-    second could otherwise take them after the commit."""
+    commit) to a webhook this instance sent to within the last second, even
+    while a claim is out; to another only while none is: the claim that
+    runs every second could otherwise take them after the commit."""
     before = len(endpoint.requests)
     post(reghook, token, event(tag='warm-up'))
     endpoint.wait_for(before + 1)
@@ -665,6 +665,39 @@ def test_a_batch_slow_to_commit_holds_back_only_its_own_results(reghook, pg, end
         slow.result()
     wait_until(lambda: len(attempts(pg, webhook)) == 3, timeout=10, msg='all three attempts')
     assert tags_received(endpoint) == ['warm-up', 'slow', 'fast']
+
+
+def test_a_batch_stored_while_a_claim_is_out_still_hands_over(reghook, pg, endpoint_factory):
+    # A claim is out every second (the poll's) and whenever a NOTIFY wakes
+    # the dispatcher. A batch stored meanwhile must still find free slots to
+    # hand its deliveries over, not wait as pending for the claim after it.
+    # Here every claim takes 3 s (a statement trigger the test adds), and a
+    # NOTIFY sends one out.
+    token = register(reghook, 'team-a')
+    endpoint = endpoint_factory()
+    webhook = add_webhook(reghook, 'team-a', endpoint.url('/'))
+    warm_up(reghook, pg, token, endpoint, webhook)
+    pg.psql("""CREATE FUNCTION public.test_slow_claim() RETURNS trigger LANGUAGE plpgsql AS
+               $$BEGIN
+                   IF current_query() LIKE '%claim_deliveries(%' THEN PERFORM pg_sleep(3); END IF;
+                   RETURN NULL;
+               END$$;
+               CREATE TRIGGER test_slow_claim BEFORE UPDATE ON reghook.deliveries
+               FOR EACH STATEMENT EXECUTE FUNCTION public.test_slow_claim();
+               NOTIFY reghook_deliveries""")
+
+    def claim_out():
+        """The sleeping claim's start, or ''."""
+        return pg.psql("""SELECT query_start FROM pg_stat_activity
+                          WHERE pid <> pg_backend_pid() AND wait_event = 'PgSleep'
+                            AND query LIKE '%claim_deliveries(%'""").strip()
+    claim = wait_until(claim_out, timeout=5, interval=0.01, msg='a claim out')
+    post(reghook, token, event(tag='during'))
+    endpoint.wait_for(2)
+    assert claim_out() == claim, 'the delivery should not have waited for the claim'
+    assert tags_received(endpoint) == ['warm-up', 'during']
+    ds = wait_status(pg, webhook, 'succeeded', timeout=15)
+    assert [(d['attempts'], d['lease_owner']) for d in ds] == [(1, None)] * 2, ds
 
 
 def test_a_commit_that_fails_after_its_deliveries_started(reghook, pg, endpoint_factory):
