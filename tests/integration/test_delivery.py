@@ -18,6 +18,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from harness import DEFAULT_REGISTRY_URL, Response, add_webhook, register, wait_until
+from test_receiver import HOLDING_LOCKS, hold_ingest_locks_longer
 
 V1 = 'application/vnd.docker.distribution.events.v1+json'
 DIGEST = 'sha256:' + 'ab' * 32
@@ -26,6 +27,9 @@ TIMESTAMP_EPOCH = calendar.timegm((2026, 11, 22, 18, 20, 32))
 
 # Short schedules keep retries within a test's few seconds.
 FAST = {'retry_schedule': '0,1s,1s,1s'}
+# A retry is claimed by the poll within a second of its time; 2 s more for
+# a loaded machine (the daemon under test runs with AddressSanitizer).
+RETRY_CLAIMED_WITHIN = 1.0 + 2.0
 
 REPOSITORY_KEYS = {'comment_count', 'date_created', 'description', 'dockerfile',
                    'full_description', 'is_official', 'is_private', 'is_trusted', 'name',
@@ -410,7 +414,7 @@ def test_retries_until_success_with_the_same_delivery_id(reghook_factory, pg, en
     assert delivery['attempts'] == 3 and delivery['last_error'] is None
     # Schedule 0,1s,1s: about a second (±20%) between attempts, plus the poll.
     gaps = [b.received_at - a.received_at for a, b in zip(reqs, reqs[1:])]
-    assert all(0.7 <= g <= 2.6 for g in gaps), gaps
+    assert all(0.7 <= g <= 1.2 + RETRY_CLAIMED_WITHIN for g in gaps), gaps
     assert quiet(hook, 1.5) == 3
 
 
@@ -424,8 +428,9 @@ def test_retry_after_is_honoured(reghook_factory, pg, endpoint_factory):
 
     first, second = hook.wait_for(2, timeout=15)
     gap = second.received_at - first.received_at
-    # Asked 2 s against a scheduled 0.8-1.2 s: clamped to at most 2x, so 1.6-2.4 s.
-    assert 1.5 <= gap <= 2.4 + 1.5, gap
+    # Asked 2 s against a scheduled 0.8-1.2 s: 1.6-2 s (at most twice the
+    # schedule), not the schedule's.
+    assert 1.5 <= gap <= 2 + RETRY_CLAIMED_WITHIN, gap
     wait_status(pg, webhook_id, 'succeeded')
     history = wait_attempts(pg, webhook_id, 2)
     assert ['Retry-After', '2'] in history[0]['response_headers']
@@ -440,7 +445,9 @@ def test_retry_after_is_clamped_to_twice_the_schedule(reghook_factory, pg, endpo
     post(daemon, token, event())
     first, second = hook.wait_for(2, timeout=15)
     gap = second.received_at - first.received_at
-    assert 1.5 <= gap <= 2.4 + 1.5, gap
+    # Twice the 0.8-1.2 s scheduled, not an hour (tests/unit/test_retry.c
+    # checks the exact clamp).
+    assert 1.5 <= gap <= 2.4 + RETRY_CLAIMED_WITHIN, gap
     wait_status(pg, webhook_id, 'succeeded')
 
 
@@ -455,7 +462,7 @@ def test_retry_after_with_a_zero_delay_counts_as_one_second(reghook_factory, pg,
     first, second = hook.wait_for(2, timeout=15)
     gap = second.received_at - first.received_at
     # Scheduled 0 counts as 1 s: the 30 s asked for is clamped to 2 s.
-    assert 1.9 <= gap <= 2 + 1.5, gap
+    assert 1.9 <= gap <= 2 + RETRY_CLAIMED_WITHIN, gap
     wait_status(pg, webhook_id, 'succeeded')
 
 
@@ -496,26 +503,29 @@ def test_slow_endpoint_times_out_without_holding_back_another(reghook_factory, p
     token = register(daemon, 'team-a')
     slow, fast = endpoint_factory(), endpoint_factory()
     slow.respond(200, b'late', delay=10)
-    slow_id = add_webhook(daemon, 'team-a', slow.url('/slow'), '--timeout', '2s')
+    slow_id = add_webhook(daemon, 'team-a', slow.url('/slow'), '--timeout', '5s')
     set_fields(pg, slow_id, max_attempts=1)
     fast_id = add_webhook(daemon, 'team-a', fast.url('/fast'))
     sent = [event(tag=f't{i}') for i in range(4)]
-    t0 = time.time()
     post(daemon, token, *sent)
 
     got = fast.wait_for(4, timeout=10)
-    assert max(r.received_at for r in got) - t0 < 1.5, [r.received_at - t0 for r in got]
+    # All four before the slow webhook's first requests time out and free
+    # their slots: none waited for them.
+    first_slow = min(r.received_at for r in slow.wait_for(1))
+    assert max(r.received_at for r in got) - first_slow < 4.5, \
+        [r.received_at - first_slow for r in got]
     assert sorted(r.json()['push_data']['tag'] for r in got) == ['t0', 't1', 't2', 't3']
     wait_status(pg, fast_id, 'succeeded', timeout=5)
 
-    history = wait_attempts(pg, slow_id, 4, timeout=20)
+    history = wait_attempts(pg, slow_id, 4, timeout=30)
     for a in history:
         assert a['error_class'] == 'timeout' and a['response_status'] is None, a
-        assert 1800 <= a['duration_ms'] <= 4000, a
+        assert 4800 <= a['duration_ms'] <= 7000, a
     wait_status(pg, slow_id, 'failed')
     # At most two at once at the slow endpoint (max_in_flight_per_webhook).
     arrivals = sorted(r.received_at for r in slow.requests)
-    assert len(arrivals) == 4 and arrivals[2] - arrivals[0] >= 1.5, arrivals
+    assert len(arrivals) == 4 and arrivals[2] - arrivals[0] >= 4.5, arrivals
 
 
 def test_a_slow_endpoint_keeps_16_requests_at_once_by_default(reghook_factory, pg,
@@ -545,8 +555,9 @@ def test_deliveries_handed_over_at_ingest_keep_every_limit(reghook_factory, pg,
     # did not fit, must together keep max_in_flight_per_webhook and
     # max_in_flight. Two webhooks answering in 1.5 s; 5 slots in all, 3 each.
     daemon = reghook_factory({'max_in_flight': '5', 'max_in_flight_per_webhook': '3',
-                              'db_connections': '4', 'log_level': 'debug'})
+                              'db_connections': '4', 'log_level': 'debug', **HOLDING_LOCKS})
     token = register(daemon, 'team-a')
+    hold_ingest_locks_longer(pg)
     slow = [endpoint_factory(), endpoint_factory()]
     ids = []
     for i, e in enumerate(slow):
@@ -572,7 +583,7 @@ def test_deliveries_handed_over_at_ingest_keep_every_limit(reghook_factory, pg,
         posts = []
         for k in range(3):
             posts.append(pool.submit(post, daemon, token, event(tag=f'a{k}'), event(tag=f'b{k}')))
-            wait_until(lambda: int(pg.psql(waiting)) == k + 1, timeout=3,
+            wait_until(lambda: int(pg.psql(waiting)) == k + 1, timeout=10,
                        msg=f'{k + 1} batches waiting')
         locker.rollback()
         for p in posts:
@@ -1005,12 +1016,13 @@ def test_non_utf8_response_header_is_recorded(reghook_factory, pg, endpoint_fact
 
 def test_kill9_mid_request_every_delivery_arrives(reghook_factory, pg, endpoint_factory):
     """Deliveries leased by a dispatcher killed while its requests are in
-    flight are retried after the lease (request timeout + 60 s) runs out."""
-    daemon = reghook_factory({'request_timeout': '1s', 'retry_schedule': '0,1s'})
+    flight are retried after the lease (request timeout + 15 s) runs out.
+    The kill comes within the requests' 3 s timeout: none has ended."""
+    daemon = reghook_factory({'request_timeout': '3s', 'retry_schedule': '0,1s'})
     token = register(daemon, 'team-a')
     hook = endpoint_factory()
     n = 3
-    hook.script([Response(200, b'slow', delay=3)] * n)
+    hook.script([Response(200, b'slow', delay=10)] * n)
     webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
     post(daemon, token, *[event(tag=f'k{i}') for i in range(n)])
 

@@ -178,7 +178,7 @@ def test_faulty_endpoints_are_classified_and_hold_back_no_one(reghook_factory, p
 
         once = ('--max-attempts', '1')
         hooks = {
-            'hanging': add_webhook(daemon, 'team-a', hanging.url('/hang'), '--timeout', '5s',
+            'hanging': add_webhook(daemon, 'team-a', hanging.url('/hang'), '--timeout', '10s',
                                    *once),
             'slow': add_webhook(daemon, 'team-a', slow.url('/slow'), '--timeout', '30s', *once),
             'reset': add_webhook(daemon, 'team-a', resetting.url('/reset'), *once),
@@ -200,7 +200,7 @@ def test_faulty_endpoints_are_classified_and_hold_back_no_one(reghook_factory, p
         assert sorted(r.json()['push_data']['tag'] for r in got) == [f'f{i}' for i in range(n)]
         healthy_done = max(r.received_at for r in got)
         # The hanging endpoint holds its first two requests (two per webhook
-        # at once, the third waits for a timeout 5 s away) while the healthy
+        # at once, the third waits for a timeout 10 s away) while the healthy
         # one already has everything.
         wait_until(lambda: hanging.accepted >= 2, timeout=3, msg='two hanging requests')
         assert hanging.accepted == 2

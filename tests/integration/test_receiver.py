@@ -237,17 +237,23 @@ def ingest_waiting_for_locks(pg):
         WHERE wait_event_type = 'Lock' AND query LIKE '%reghook.ingest(%'"""))
 
 
+HOLDING_LOCKS = {'db_timeout': '60s'}
+
+
 def hold_ingest_locks_longer(pg):
     """ingest() waits 5 s for a lock before it fails; the tests that hold
-    one give it a minute, so that a slow machine does not fail them."""
+    one give it a minute, so that a slow machine does not fail them. Their
+    daemon needs a db_timeout as long (HOLDING_LOCKS), or it gives up on
+    the statement first."""
     pg.psql("ALTER FUNCTION reghook.ingest(jsonb, text, integer, integer, jsonb, integer) SET lock_timeout = '60s'")
 
 
-def test_batch_waiting_for_a_lock_holds_back_nobody(reghook, pg):
+def test_batch_waiting_for_a_lock_holds_back_nobody(reghook_factory, pg):
     """A batch stuck on a lock keeps its connection, and the events queued
     meanwhile go through the other connection after a moment (20 ms), not
     when the lock is released; and what queued while both connections were
     held shares one commit."""
+    reghook = reghook_factory(HOLDING_LOCKS)
     token = register(reghook, 'team-a', 'team-b')
     hold_ingest_locks_longer(pg)
     held = pg.connect()
@@ -478,7 +484,7 @@ def test_sigterm_closes_keep_alive_connections_with_503(reghook_factory, pg):
     connection is closed; a request read before the stop is still
     answered; the daemon exits."""
     import http.client
-    daemon = reghook_factory()
+    daemon = reghook_factory(HOLDING_LOCKS)
     token = register(daemon, 'team-a', 'team-b')
     hold_ingest_locks_longer(pg)
     conn = http.client.HTTPConnection('127.0.0.1', daemon.port, timeout=10)

@@ -80,6 +80,25 @@ def webhook_of(pg, webhook_id):
     return rows(pg, f'SELECT * FROM reghook.webhooks WHERE id = {int(webhook_id)}')[0]
 
 
+def notified_since_last(cur, listener):
+    """Whether reghook_deliveries was notified since the last call (listener
+    LISTENs; cur autocommits). Notifications come in the order of their
+    commits, so all that the statements before made came before a sentinel
+    sent now: no sleep to guess how long they take."""
+    cur.execute("NOTIFY reghook_deliveries, 'test-sentinel'")
+    got = sentinel = False
+    deadline = time.monotonic() + 10
+    while not sentinel:
+        assert time.monotonic() < deadline, 'the sentinel notification never came'
+        select.select([listener], [], [], 1)
+        listener.poll()
+        for n in listener.notifies:
+            sentinel = sentinel or n.payload == 'test-sentinel'
+            got = got or n.payload != 'test-sentinel'
+        del listener.notifies[:]
+    return got
+
+
 # --- views -----------------------------------------------------------------------
 
 
@@ -769,14 +788,11 @@ def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
         return [str(job[0]) for job in jobs]
 
     def notified():
-        listener.poll()
-        got = bool(listener.notifies)
-        del listener.notifies[:]
-        return got
+        return notified_since_last(cur, listener)
 
     def states(ids):
         cur.execute("""SELECT webhook_id, status, attempts, lease_owner,
-                              round(extract(epoch FROM lease_expires_at - now()))
+                              round(extract(epoch FROM lease_expires_at - created_at))
                        FROM reghook.deliveries WHERE id = ANY (%s::uuid[])""", (ids,))
         return cur.fetchall()
 
@@ -938,11 +954,7 @@ def test_only_deliveries_a_claim_could_take_now_wake_the_dispatchers(pg):
     listener.cursor().execute('LISTEN reghook_deliveries')
 
     def woke():
-        time.sleep(0.2)
-        listener.poll()
-        got = bool(listener.notifies)
-        del listener.notifies[:]
-        return got
+        return notified_since_last(cur, listener)
 
     def store():
         cur.execute("SELECT count(*) FROM reghook.ingest(%s, NULL, 0, 0, '{}', 0)", (json.dumps([
