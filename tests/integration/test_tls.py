@@ -656,10 +656,14 @@ def test_rss_flat_over_10000_handshakes(reghook_factory, pg, pki):
     """10,000 connections to the build without sanitizers, after 2,000 to
     warm up, from 8 clients at once: whole handshakes with a request, whole
     handshakes closed without one, ClientHellos cut off halfway, plain
-    HTTP. The RSS is printed after the warm-up and after each half; the
-    allocator settles during the first half, so the end must not stand 2 MiB
-    above the higher of the two earlier figures (a leak of 400 bytes a
-    connection would)."""
+    HTTP. The RSS is printed after the warm-up and after each quarter. A
+    leak grows it in every quarter; the allocator's high-water mark may
+    jump once (by 4 MiB here), when a loaded machine lets connections pile
+    up, and stays there. So at least one of the last three quarters must
+    add less than 512 KiB. Tried with a block of 1,600 bytes left behind
+    at each accept: 3-10 MiB a quarter, failed; 400 bytes hide in the free
+    space the peak left (blocks lost for good are LeakSanitizer's to find,
+    in the sanitizer build's tests)."""
     plain = os.environ.get('REGHOOK_PLAIN_BIN')
     if not plain:
         pytest.skip('REGHOOK_PLAIN_BIN not set (tests/run sets it)')
@@ -703,19 +707,21 @@ def test_rss_flat_over_10000_handshakes(reghook_factory, pg, pki):
         return [r for rs in results for r in rs]
 
     assert set(run(2000)) == {True}
-    warm = read_rss_kib(daemon.proc.pid)
+    rss = [read_rss_kib(daemon.proc.pid)[0]]
     started = time.monotonic()
-    outcomes = run(HANDSHAKES // 2)
-    half = read_rss_kib(daemon.proc.pid)
-    outcomes += run(HANDSHAKES // 2)
+    outcomes = []
+    for _ in range(4):
+        outcomes += run(HANDSHAKES // 4)
+        rss.append(read_rss_kib(daemon.proc.pid)[0])
     seconds = time.monotonic() - started
-    after = read_rss_kib(daemon.proc.pid)
-    print(f'TLS RSS: {warm[0]} KiB after 2,000 warm-up connections, {half[0]} KiB after '
-          f'{HANDSHAKES // 2} more, {after[0]} KiB after {HANDSHAKES} more in {seconds:.0f} s '
-          f'(peak {after[1]} KiB)')
+    peak = read_rss_kib(daemon.proc.pid)[1]
+    print(f'TLS RSS: {rss[0]} KiB after 2,000 warm-up connections, then '
+          f'{", ".join(str(r) for r in rss[1:])} KiB after each {HANDSHAKES // 4} more '
+          f'({HANDSHAKES} in {seconds:.0f} s, peak {peak} KiB)')
     wrong = [o for o in outcomes if o is not True]
     assert wrong == [], f'{len(wrong)} connections went wrong, first: {wrong[:3]}'
-    # Against the higher of the two earlier figures: the allocator may hand
-    # memory back between samples, so a dip is no baseline.
-    assert after[0] - max(warm[0], half[0]) < 2048, (warm, half, after)
+    # Growth of each of the last three quarters over the highest figure
+    # before it (the allocator may hand memory back, so a dip is no baseline).
+    growth = [rss[i] - max(rss[:i]) for i in range(2, 5)]
+    assert min(growth) < 512, rss
     assert daemon.get('/healthz')[0] == 200
