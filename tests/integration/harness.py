@@ -1234,8 +1234,10 @@ class RegistrySender:
 
     After join(): acked (event ids answered 200, in order of the answers),
     statuses (a Counter of the statuses answered, 'error' for a broken
-    connection), retry_after (the Retry-After values sent with 503s) and
-    answers ((time.monotonic(), status) of every answer, in order).
+    connection), retry_after (the Retry-After values sent with 503s),
+    answers ((time.monotonic(), status) of every answer, in order) and
+    exchanges ((sent, answered, status) of every request, the times
+    time.monotonic()'s).
     """
 
     V1 = 'application/vnd.docker.distribution.events.v1+json'
@@ -1250,6 +1252,7 @@ class RegistrySender:
         self.statuses = collections.Counter()
         self.retry_after = collections.Counter()
         self.answers = []
+        self.exchanges = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(self.events[i::queues],),
@@ -1284,13 +1287,16 @@ class RegistrySender:
         for ev in events:
             body = json.dumps({'events': [ev]}).encode()
             while not self._stop.is_set():
+                sent = time.monotonic()
                 try:
                     status, hdrs, _ = http_request(self.port, 'POST', '/events', body, headers,
                                                    timeout=10)
                 except (OSError, http.client.HTTPException):
                     status, hdrs = 'error', {}
                 with self._lock:
-                    self.answers.append((time.monotonic(), status))
+                    answered = time.monotonic()
+                    self.answers.append((answered, status))
+                    self.exchanges.append((sent, answered, status))
                     self.statuses[status] += 1
                     if status == 503:
                         self.retry_after[hdrs.get('retry-after')] += 1
