@@ -28,6 +28,15 @@ def wait_resting(pg, webhook_id):
         health(pg, webhook_id)), timeout=20, msg=f'webhook {webhook_id} to fail 20 times')
 
 
+def wait_settled(pg, webhook_id):
+    """Waits until none of a webhook's deliveries is in flight: what was
+    claimed has been sent and its attempt written."""
+    wait_until(lambda: rows(pg, f"""SELECT count(*) AS n FROM reghook.deliveries
+                                    WHERE webhook_id = {int(webhook_id)}
+                                      AND status = 'in_flight'""")[0]['n'] == 0,
+               timeout=20, msg=f'webhook {webhook_id} with nothing in flight')
+
+
 def test_a_refusing_webhook_rests_while_another_of_the_namespace_is_delivered(
         reghook_factory, pg, endpoint_factory):
     daemon = reghook_factory(FAST)
@@ -48,7 +57,8 @@ def test_a_refusing_webhook_rests_while_another_of_the_namespace_is_delivered(
     # pause counts from now, whatever the healthy deliveries took on a busy
     # machine (a probe 10 s after the last failure is due).
     pg.psql(f'UPDATE reghook.webhooks SET last_failure_at = now() WHERE id = {int(dead)}')
-    time.sleep(0.5)  # for a probe claimed just before
+    time.sleep(0.5)  # for a claim of a probe that read the time before
+    wait_settled(pg, dead)
     before = health(pg, dead)
     time.sleep(3)
     after = health(pg, dead)
@@ -74,6 +84,7 @@ def test_a_resting_webhook_is_probed_one_at_a_time_and_drains_when_it_answers(
     post(daemon, token, *[event(tag=f't{i}') for i in range(60)])
     wait_resting(pg, webhook_id)
     time.sleep(1.5)
+    wait_settled(pg, webhook_id)
     seen = len(hook.requests)
 
     def pause_over():
