@@ -1234,10 +1234,9 @@ class RegistrySender:
 
     After join(): acked (event ids answered 200, in order of the answers),
     statuses (a Counter of the statuses answered, 'error' for a broken
-    connection), retry_after (the Retry-After values sent with 503s),
-    answers ((time.monotonic(), status) of every answer, in order) and
-    exchanges ((sent, answered, status) of every request, the times
-    time.monotonic()'s).
+    connection), retry_after (the Retry-After values sent with 503s) and
+    exchanges ((sent, answered, status) of every request, in the order of
+    the answers, the times time.monotonic()'s).
     """
 
     V1 = 'application/vnd.docker.distribution.events.v1+json'
@@ -1251,7 +1250,6 @@ class RegistrySender:
         self.acked = []
         self.statuses = collections.Counter()
         self.retry_after = collections.Counter()
-        self.answers = []
         self.exchanges = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -1294,9 +1292,7 @@ class RegistrySender:
                 except (OSError, http.client.HTTPException):
                     status, hdrs = 'error', {}
                 with self._lock:
-                    answered = time.monotonic()
-                    self.answers.append((answered, status))
-                    self.exchanges.append((sent, answered, status))
+                    self.exchanges.append((sent, time.monotonic(), status))
                     self.statuses[status] += 1
                     if status == 503:
                         self.retry_after[hdrs.get('retry-after')] += 1

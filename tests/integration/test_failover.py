@@ -293,7 +293,7 @@ def failover(pair, how, daemon, sender, token, delay=None):
 
         def first_200():
             with sender._lock:
-                return next((t for t, status in sender.answers
+                return next((t for _, t, status in sender.exchanges
                              if status == 200 and t >= promoted), None)
 
         first = wait_until(first_200, timeout=60, interval=0.05,
@@ -302,7 +302,7 @@ def failover(pair, how, daemon, sender, token, delay=None):
         stack.close()
         raise
     with sender._lock:
-        during = [s for t, s in sender.answers if failed_at <= t < first]
+        during = [s for _, t, s in sender.exchanges if failed_at <= t < first]
     pair[:] = [standby, primary]
     return stack, {
         'way': way,

@@ -218,7 +218,8 @@ def outage_run(pg_own, reghook_factory, endpoint_factory, stop_seconds):
         restarting = time.monotonic()
         # No request sent while the database was down was answered 200 (one
         # sent before the stop may have been committed before it).
-        while_down = [x for x in sender.exchanges if x[0] >= stopped and x[1] < restarting]
+        with sender._lock:
+            while_down = [x for x in sender.exchanges if x[0] >= stopped and x[1] < restarting]
         during = [x for x in while_down if x[2] == 200]
         pg_own.start()
         sender.join(timeout=120)
