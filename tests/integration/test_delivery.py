@@ -624,18 +624,21 @@ def tags_received(endpoint):
     return [r.json()['push_data']['tag'] for r in endpoint.requests]
 
 
-def ready_to_hand_over(reghook, pg, endpoint_factory, tag, at_commit):
-    """A webhook of team-a at a new endpoint, a deferred trigger that runs
-    the PL/pgSQL statement at_commit at the commit of a transaction storing
-    an event tagged `tag` (dropped as test_commit_<tag>), then a warm-up
-    delivered. Returns (token, endpoint, webhook)."""
+def ready_to_hand_over(reghook, pg, endpoint_factory, tag=None, at_commit=None):
+    """A webhook of team-a at a new endpoint; with tag, a deferred trigger
+    that runs the PL/pgSQL statement at_commit at the commit of a
+    transaction storing an event tagged `tag` (dropped as
+    test_commit_<tag>); then a warm-up delivered. Returns (token, endpoint,
+    webhook)."""
     token = register(reghook, 'team-a')
     endpoint = endpoint_factory()
     webhook = add_webhook(reghook, 'team-a', endpoint.url('/'))
-    pg.psql(f"""CREATE FUNCTION public.test_commit() RETURNS trigger LANGUAGE plpgsql AS
-                $$BEGIN IF NEW.tag = '{tag}' THEN {at_commit}; END IF; RETURN NULL; END$$;
-                CREATE CONSTRAINT TRIGGER test_commit_{tag} AFTER INSERT ON reghook.events
-                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.test_commit()""")
+    if tag:
+        pg.psql(f"""CREATE FUNCTION public.test_commit() RETURNS trigger LANGUAGE plpgsql AS
+                    $$BEGIN IF NEW.tag = '{tag}' THEN {at_commit}; END IF; RETURN NULL; END$$;
+                    CREATE CONSTRAINT TRIGGER test_commit_{tag} AFTER INSERT ON reghook.events
+                    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+                    EXECUTE FUNCTION public.test_commit()""")
     warm_up(reghook, pg, token, endpoint, webhook)
     return token, endpoint, webhook
 
@@ -684,10 +687,7 @@ def test_a_batch_stored_while_a_claim_is_out_still_hands_over(reghook, pg, endpo
     # hand its deliveries over, not wait as pending for the claim after it.
     # Here every claim takes 3 s (a statement trigger the test adds), and a
     # NOTIFY sends one out.
-    token = register(reghook, 'team-a')
-    endpoint = endpoint_factory()
-    webhook = add_webhook(reghook, 'team-a', endpoint.url('/'))
-    warm_up(reghook, pg, token, endpoint, webhook)
+    token, endpoint, webhook = ready_to_hand_over(reghook, pg, endpoint_factory)
     pg.psql("""CREATE FUNCTION public.test_slow_claim() RETURNS trigger LANGUAGE plpgsql AS
                $$BEGIN
                    IF current_query() LIKE '%claim_deliveries(%' THEN PERFORM pg_sleep(3); END IF;
