@@ -358,7 +358,9 @@ def test_image_serves_a_push_through_the_registry(image, container, registry_fac
     assert body['push_data']['tag'] == '1.0' and body['push_data']['images'] == [digest]
     assert body['repository']['repo_name'] == 'team-a/app'
     assert body['callback_url'].startswith(f'http://127.0.0.1:{c.port}/callback/')
-    assert 'event accepted: push team-a/app:1.0' in c.logs()
+    # Logged once the event's commit is confirmed, which can come after its delivery.
+    wait_until(lambda: 'event accepted: push team-a/app:1.0' in c.logs(), 10,
+               msg='the event logged as accepted')
 
     # The health check of the compose file: 0 while ready, else not.
     assert podman('exec', c.name, 'reghook-healthcheck', str(c.port), check=False).returncode == 0
