@@ -31,7 +31,8 @@ INSTANCE = 'bench'
 def batch_json(source_id, run, n):
     return json.dumps([
         {'i': i, 's': source_id, 'id': f'{run}-{n}-{i}', 'action': 'push',
-         'repository': 'team-a/app', 'tag': f't{n}-{i}', 'digest': 'sha256:' + 'ab' * 32,
+         'repository': 'team-a/app', 'p': ['team-a/app', 'team-a'],
+         'tag': f't{n}-{i}', 'digest': 'sha256:' + 'ab' * 32,
          'media_type': 'application/vnd.oci.image.manifest.v1+json',
          'request_id': f'req-{n}-{i}', 'actor': 'alice', 'ts': registry_time(),
          'raw': {'id': f'{run}-{n}-{i}', 'action': 'push'}} for i in range(BATCH)])
