@@ -135,12 +135,13 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -Icommon -Idispatcher $(PKG_CFLAG
 	-fno-sanitize-recover=undefined
 FUZZ_BASE    := common/buf.c common/log.c
 FUZZ_BINS    := build/fuzz/fuzz_envelope build/fuzz/fuzz_jsonparse build/fuzz/fuzz_urltemplate \
-	build/fuzz/fuzz_config build/fuzz/fuzz_template
+	build/fuzz/fuzz_config build/fuzz/fuzz_template build/fuzz/fuzz_httpd
 
 build/fuzz/fuzz_envelope: dispatcher/envelope.c common/jsonparse.c
 build/fuzz/fuzz_jsonparse: common/jsonparse.c
 build/fuzz/fuzz_urltemplate: dispatcher/urltemplate.c
 build/fuzz/fuzz_config: dispatcher/config.c common/conf.c
+build/fuzz/fuzz_httpd: common/httpd.c
 build/fuzz/fuzz_template: dispatcher/template.c dispatcher/payload.c dispatcher/envelope.c \
 	common/jsonparse.c common/jsongen.c
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_BASE) $(wildcard common/*.h dispatcher/*.h)

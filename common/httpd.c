@@ -885,17 +885,15 @@ static void on_hello(evutil_socket_t fd, short what, void *arg)
 	conn_start(c, bufferevent_socket_new(c->srv->base, fd, BEV_OPT_CLOSE_ON_FREE), CONN_IDLE);
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-		      int socklen, void *arg)
+void httpd_adopt(struct httpd *s, evutil_socket_t fd, const struct sockaddr *sa, int socklen)
 {
-	struct httpd *s = arg;
 	struct httpd_conn *c = xcalloc(1, sizeof(*c));
 	c->srv = s;
 	c->fd = fd;
 	c->timer = evtimer_new(s->base, on_timer, c);
 	char host[INET6_ADDRSTRLEN], port[8];
-	if (getnameinfo(sa, (socklen_t)socklen, host, sizeof(host), port, sizeof(port),
-			NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+	if (sa && getnameinfo(sa, (socklen_t)socklen, host, sizeof(host), port, sizeof(port),
+			      NI_NUMERICHOST | NI_NUMERICSERV) == 0)
 		snprintf(c->peer, sizeof(c->peer), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
 			 port);
 	LIST_INSERT_HEAD(&s->conns, c, link);
@@ -912,6 +910,12 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	}
 	c->hello = event_new(s->base, fd, EV_READ, on_hello, c);
 	conn_set_state(c, CONN_HELLO);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+		      int socklen, void *arg)
+{
+	httpd_adopt(arg, fd, sa, socklen);
 }
 
 /*

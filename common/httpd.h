@@ -45,6 +45,7 @@
 #include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 
 #define HTTPD_MAX_HEAD (64 * 1024)
 
@@ -70,6 +71,12 @@ bool httpd_listen(struct httpd *s, const char *host, int port, char *err, size_t
  * with.
  */
 void httpd_set_tls(struct httpd *s, SSL_CTX *ctx);
+/*
+ * Serves a connected, non-blocking socket as one the listener accepted
+ * (the server owns fd from now on); sa names the peer for the log, or is
+ * NULL. The listener's own path, and the fuzz harness's (a socketpair).
+ */
+void httpd_adopt(struct httpd *s, evutil_socket_t fd, const struct sockaddr *sa, int socklen);
 /* Accepts no new connections; those open carry on. */
 void httpd_stop_listening(struct httpd *s);
 /* Closes every connection; requests not yet answered are freed unanswered. */
