@@ -37,6 +37,19 @@ def wait_settled(pg, webhook_id):
                timeout=20, msg=f'webhook {webhook_id} with nothing in flight')
 
 
+def wait_claims_begun_before(pg):
+    """Waits until every claim that began before now has ended: its
+    statements may have read a webhook as it was before a change just
+    committed, and leased a delivery by it (wait_settled() then waits for
+    that delivery's attempt)."""
+    since = pg.psql('SELECT clock_timestamp()').strip()
+    wait_until(lambda: pg.psql(f"""SELECT count(*) FROM pg_stat_activity
+                                 WHERE pid <> pg_backend_pid() AND state = 'active'
+                                   AND query LIKE '%claim_deliveries(%'
+                                   AND query_start < '{since}'""").strip() == '0',
+               timeout=10, interval=0.01, msg='the claims begun before')
+
+
 def test_a_refusing_webhook_rests_while_another_of_the_namespace_is_delivered(
         reghook_factory, pg, endpoint_factory):
     daemon = reghook_factory(FAST)
@@ -51,13 +64,13 @@ def test_a_refusing_webhook_rests_while_another_of_the_namespace_is_delivered(
     assert sorted(r.json()['push_data']['tag'] for r in received) == sorted(tags)
     wait_status(pg, healthy, 'succeeded')
     wait_resting(pg, dead)
-    time.sleep(0.5)  # for a claim that began before the 20th failure was written
+    wait_claims_begun_before(pg)  # one may have read the webhook before its 20th failure
     # Resting: nothing more is claimed for it until 10 s after its last
     # failure, though its retries came due a second after each failure. The
     # pause counts from now, whatever the healthy deliveries took on a busy
     # machine (a probe 10 s after the last failure is due).
     pg.psql(f'UPDATE reghook.webhooks SET last_failure_at = now() WHERE id = {int(dead)}')
-    time.sleep(0.5)  # for a claim of a probe that read the time before
+    wait_claims_begun_before(pg)  # one may have read the time before, and leased a probe
     wait_settled(pg, dead)
     before = health(pg, dead)
     time.sleep(3)
