@@ -107,11 +107,12 @@ def fresh_database(server, name):
         server.psql(f'DROP DATABASE "{name}" WITH (FORCE)', dbname='postgres')
 
 
-def bench_reghook(pg, config=None):
+def bench_reghook(pg, config=None, binary=None):
     """A harness.Reghook on pg (not started) for the benchmarks: quiet logs,
-    loopback targets allowed, config adding or overriding keys."""
+    loopback targets allowed, config adding or overriding keys; binary, if
+    given, instead of REGHOOK_BIN."""
     return harness.Reghook(pg.url(), {'log_level': 'warn', 'allow_private_targets': True,
-                                      **(config or {})})
+                                      **(config or {})}, **({'bin': binary} if binary else {}))
 
 
 def prepare_webhook(pg, rh, url, namespace='team-a'):

@@ -22,7 +22,8 @@ timed BENCH_RUNS times over it (default 2), and the days pruned give the
 range of the figures with pruning. HISTORY_ATTEMPTS, HISTORY_CYCLES (days
 pruned after the first, default 3) and HISTORY_PRUNE_SECONDS (how long a
 day's pruning may take before the benchmark moves on, default 240) change
-its size."""
+its size. To compare two builds' pruning, set BENCH_AB to a second
+binary: the days pruned alternate between the two, REGHOOK_BIN's first."""
 
 import asyncio
 import os
@@ -285,12 +286,17 @@ def oldest_finished(db):
                             FROM reghook.deliveries WHERE status IN ('succeeded', 'failed')""") or 0)
 
 
-def prune_day(pg, db, nginx, token, retention_days, label):
-    """reghook with history_retention retention_days, RATE events a second
-    posted until the janitor has pruned what is older (or
+def wal_bytes(db):
+    return int(db.psql('SELECT wal_bytes FROM pg_stat_wal'))
+
+
+def prune_day(pg, db, nginx, token, retention_days, label, binary):
+    """reghook (binary) with history_retention retention_days, RATE events
+    a second posted until the janitor has pruned what is older (or
     PRUNE_SECONDS_MAX pass), and 5 s more; returns latencies during and
-    after pruning, and how long it took."""
-    rh = bench_reghook(db, {'history_retention': f'{retention_days}d'})
+    after pruning, how long it took and the WAL written meanwhile."""
+    rh = bench_reghook(db, {'history_retention': f'{retention_days}d'}, binary)
+    wal_before = wal_bytes(db)
     sender = IngestSender(token, f'{label}-')
     stop = threading.Event()
     progress = []  # (monotonic, days of the oldest finished delivery)
@@ -318,13 +324,14 @@ def prune_day(pg, db, nginx, token, retention_days, label):
     finally:
         rh.stop()
         rh.cleanup()
+    wal = wal_bytes(db) - wal_before
     done = next((t for t, days in progress if days <= retention_days + 0.001), None)
     during = [t for t in tags if done is None or sender.sent[t] < done]
     after = [t for t in tags if done is not None and sender.sent[t] >= done]
     return {'prune_s': None if done is None else done - started, 'oldest_days': progress[-1][1] if progress else None,
             'during': latencies(sender, during),
             'after': latencies(sender, after), 'failures': sender.failures,
-            'dropped': sender.dropped}
+            'dropped': sender.dropped, 'build': label.split('-')[-1], 'wal_mib': wal / 2**20}
 
 
 def baseline(db, token):
@@ -370,9 +377,13 @@ def retention(pg, db, nginx):
     settle(db, 'baseline')
     result = {'baseline': baseline(db, token), 'days': []}
     result['sizes'] = [sizes(db)]
+    binaries = [('main', os.environ['REGHOOK_BIN'])]
+    if os.environ.get('BENCH_AB'):
+        binaries.append(('new', os.environ['BENCH_AB']))
     for day in range(1 + CYCLES):
         settle(db, f'day{day}')
-        result['days'].append(prune_day(pg, db, nginx, token, 29 - day, f'day{day}'))
+        label, binary = binaries[day % len(binaries)]
+        result['days'].append(prune_day(pg, db, nginx, token, 29 - day, f'day{day}-{label}', binary))
         result['sizes'].append(sizes(db))
     return result
 
@@ -387,13 +398,14 @@ def describe_retention(k):
              f'{k["baseline"]["dropped"]})']
     for i, d in enumerate(k['days']):
         dur, aft = d['during'], d['after']
-        lines.append(f'day {i + 1} pruned in '
+        lines.append(f'day {i + 1} ({d["build"]}) pruned in '
                      + (f'(not done in {PRUNE_SECONDS_MAX} s: oldest {d["oldest_days"]:.2f} days)'
                         if d['prune_s'] is None else f'{d["prune_s"]:.1f} s')
                      + (f': ingest while pruning p50 {dur["p50"]:.2f} ms, p99 {dur["p99"]:.2f} ms, '
                         f'max {dur["max"]:.1f} ms ({dur["n"]} requests)' if dur else '')
                      + (f'; after it p50 {aft["p50"]:.2f} ms, p99 {aft["p99"]:.2f} ms' if aft else '')
-                     + f'; non-200 {d["failures"]}, connections dropped {d["dropped"]}')
+                     + f'; non-200 {d["failures"]}, connections dropped {d["dropped"]}; '
+                     f'WAL {d["wal_mib"]:.0f} MiB')
     for i, s in enumerate(k['sizes']):
         lines.append(f'sizes {"before" if i == 0 else f"after day {i}"}: '
                      + ', '.join(f'{t} {s[t][0]:.0f} MiB ({s[t][1]:,} dead, {s[t][2]} autovacuums)'
