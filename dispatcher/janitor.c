@@ -2,6 +2,10 @@
  * janitor: see janitor.h. Apart from the delivery engine, as PgBouncer
  * keeps its janitor apart from the pooler: pruning shares nothing with
  * claiming and sending but a connection.
+ *
+ * One round at a time: a round that outlasts PRUNE_MS (a large expiry)
+ * goes on, and the timer starts none beside it, so the attempt records
+ * never queue behind more than one prune_history() call.
  */
 #include "janitor.h"
 #include "buf.h"
@@ -14,10 +18,14 @@
 #define PRUNE_BATCH "500" /* rows per prune_history() call */
 
 enum janitor_state {
-	/* Entered at janitor_new(); left for RUNNING when the schema is current. */
+	/* Entered at janitor_new(); left for IDLE when the schema is current. */
 	JANITOR_WAITING,
-	/* Entered from WAITING by janitor_start(); left for STOPPED by janitor_stop(). */
-	JANITOR_RUNNING,
+	/* Entered from WAITING by janitor_start(), and from PRUNING when a
+	 * call found nothing old or failed; left for PRUNING by prune_round(). */
+	JANITOR_IDLE,
+	/* A prune_history() call is in flight. Entered from IDLE, and again
+	 * from itself while calls find old rows; left for IDLE. */
+	JANITOR_PRUNING,
 	/* Entered by janitor_stop(); never left. */
 	JANITOR_STOPPED,
 };
@@ -34,36 +42,51 @@ static void janitor_set_state(struct janitor *j, enum janitor_state state)
 	j->state = state;
 }
 
-static void prune_step(struct janitor *j);
+static void prune_batch(struct janitor *j);
 
 /* Small batches, one after another, until nothing old is left. */
 static void on_pruned(struct pgc *c, PGresult *res, void *arg)
 {
 	struct janitor *j = arg;
+	if (j->state != JANITOR_PRUNING)
+		return;
 	if (!pgc_ok(res)) {
 		if (res)
 			log_error("pruning history: %s", pgc_error(res));
+		janitor_set_state(j, JANITOR_IDLE);
 		return;
 	}
 	if (atoi(PQgetvalue(res, 0, 0)) > 0)
-		prune_step(j);
+		prune_batch(j);
+	else
+		janitor_set_state(j, JANITOR_IDLE);
 }
 
-static void prune_step(struct janitor *j)
+static void prune_batch(struct janitor *j)
 {
-	if (j->state != JANITOR_RUNNING || !pgc_is_up(j->conn))
+	if (!pgc_is_up(j->conn)) {
+		janitor_set_state(j, JANITOR_IDLE);
 		return;
+	}
 	char retention[32];
 	snprintf(retention, sizeof(retention), "%lld milliseconds",
 		 j->d->cfg->history_retention_ms);
 	const char *params[] = {retention, PRUNE_BATCH};
+	janitor_set_state(j, JANITOR_PRUNING);
 	pgc_query(j->conn, "SELECT reghook.prune_history($1::interval, $2)", 2, params, on_pruned,
 		  j);
 }
 
+/* A round, unless one is under way. */
+static void prune_round(struct janitor *j)
+{
+	if (j->state == JANITOR_IDLE)
+		prune_batch(j);
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
-	prune_step(arg);
+	prune_round(arg);
 }
 
 struct janitor *janitor_new(struct daemon *d, struct pgc *conn)
@@ -82,13 +105,13 @@ void janitor_start(struct janitor *j)
 {
 	if (j->state != JANITOR_WAITING)
 		return;
-	janitor_set_state(j, JANITOR_RUNNING);
-	prune_step(j);
+	janitor_set_state(j, JANITOR_IDLE);
+	prune_round(j);
 }
 
 void janitor_connected(struct janitor *j)
 {
-	prune_step(j);
+	prune_round(j);
 }
 
 void janitor_stop(struct janitor *j)

@@ -3,7 +3,8 @@
  * the schema first becomes current, it deletes what history_retention
  * allows (reghook.prune_history(): finished deliveries and their attempts
  * older than the retention), in small batches, one after another, until
- * nothing old is left, so that no statement holds locks for long.
+ * nothing old is left, so that no statement holds locks for long; one
+ * round at a time.
  *
  * It owns no connection: it borrows the delivery engine's write connection,
  * whose owner tells it when that connection comes up. Its batches then queue

@@ -5,11 +5,17 @@ newer or unfinished."""
 from harness import run_reghook, wait_until
 
 
-def test_old_history_is_pruned_and_recent_kept(pg, reghook_factory):
+def namespace_with_webhook(pg):
+    """Namespace team-a (id 1), registry source main (1), webhook 1 to a
+    closed port, through the CLI."""
     run_reghook(['migrate'], database_url=pg.url())
     run_reghook(['namespace', 'add', 'team-a'], database_url=pg.url())
     run_reghook(['registry', 'add', 'main'], database_url=pg.url())
     run_reghook(['webhook', 'add', 'team-a', 'http://127.0.0.1:9/'], database_url=pg.url())
+
+
+def test_old_history_is_pruned_and_recent_kept(pg, reghook_factory):
+    namespace_with_webhook(pg)
     pg.psql("""
         INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
             action, tag, digest, occurred_at, received_at, raw)
@@ -101,3 +107,41 @@ def test_prune_history_batches_and_frees_the_events_of_the_deliveries_it_removes
     assert state() == 'e5,e6,e7|3|6'
     assert prune(3) == 0
     assert state() == 'e5,e6,e7|3|6'
+
+
+def test_the_janitor_prunes_a_long_expiry_batch_after_batch(pg, reghook_factory):
+    """More old history than many of the janitor's batches: it goes on,
+    batch after batch, until all of it is gone."""
+    namespace_with_webhook(pg)
+    pg.psql("""
+        INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
+            action, tag, digest, occurred_at, received_at, raw)
+        SELECT 1, 'old' || i, 1, 'team-a/app', 'app', 'push', 't' || i, 'sha256:1',
+               now() - interval '3 days', now() - interval '3 days', '{}'
+        FROM generate_series(1, 2500) i;
+        INSERT INTO reghook.deliveries (webhook_id, event_id, action, status, completed_at)
+        SELECT 1, id, 'push', 'succeeded', now() - interval '3 days' FROM reghook.events;
+        INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+            duration_ms, method, url, request_headers, instance)
+        SELECT id, 1, 1, now() - interval '3 days', 5, 'POST', 'http://x/', '[]', 'test'
+        FROM reghook.deliveries;
+        -- And 300 events older still that no delivery refers to.
+        INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
+            action, tag, digest, occurred_at, received_at, raw)
+        SELECT 1, 'orphan' || i, 1, 'team-a/app', 'app', 'push', 'o' || i, 'sha256:1',
+               now() - interval '4 days', now() - interval '4 days', '{}'
+        FROM generate_series(1, 300) i;
+        -- A day old: kept.
+        INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
+            action, tag, digest, occurred_at, received_at, raw)
+        VALUES (1, 'recent', 1, 'team-a/app', 'app', 'push', 'r', 'sha256:1',
+                now() - interval '1 day', now() - interval '1 day', '{}');
+    """)
+    reghook_factory({'history_retention': '2d'})
+
+    def counts():
+        return pg.psql("""SELECT (SELECT count(*) FROM reghook.events) || ',' ||
+                                 (SELECT count(*) FROM reghook.deliveries) || ',' ||
+                                 (SELECT count(*) FROM reghook.delivery_attempts)""").strip()
+    wait_until(lambda: counts() == '1,0,0', timeout=60, msg='pruning all the old history')
+    assert pg.psql('SELECT event_uuid FROM reghook.events').strip() == 'recent'
