@@ -54,6 +54,10 @@ static void handle_readyz(struct daemon *d, struct httpd_req *req, const char *r
 		httpd_reply_error(req, 503, "database schema not current");
 		return;
 	}
+	if (!ingest_check_ready(d->ingest)) {
+		httpd_reply_error(req, 503, "receiver cannot store events yet");
+		return;
+	}
 	/* A live round trip: the connection may look up while the server is gone. */
 	char version[16];
 	snprintf(version, sizeof(version), "%d", migrate_latest_version());

@@ -31,6 +31,12 @@ void ingest_schema_ready(struct ingest *in);
 void ingest_sources_changed(struct ingest *in);
 /* Requests are waiting for an answer. */
 bool ingest_busy(const struct ingest *in);
+/*
+ * Events can be stored now: the sources are loaded and ingest() has run on
+ * a connection that is up. If not, warms up again the connections whose
+ * warm-up failed.
+ */
+bool ingest_check_ready(struct ingest *in);
 
 /*
  * The batching decisions, pure functions so that the unit tests

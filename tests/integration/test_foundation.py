@@ -5,6 +5,7 @@ import concurrent.futures
 import os
 import signal
 import subprocess
+import time
 
 from harness import child_env, http_request, run_reghook, sanitizer_report, wait_until
 
@@ -172,6 +173,31 @@ def test_readyz_follows_the_database_without_restart(pg_own, reghook_factory):
     pg_own.start()
     wait_until(lambda: daemon.get('/readyz')[0] == 200, timeout=30, msg='readyz 200 again')
     assert daemon.proc.pid == pid and daemon.running()
+
+
+def test_readyz_waits_until_the_receiver_can_store_events(pg, reghook_factory):
+    """Ready means a receiver connection has run ingest(): while a table it
+    writes is locked, the daemon answers 503, past ingest()'s 5 s lock
+    timeout, which it logs; once the lock is gone it becomes ready by
+    itself, its failed warm-up tried again."""
+    run_reghook(['migrate'], database_url=pg.url())
+    held = pg.connect()
+    held.autocommit = False
+    held.cursor().execute('LOCK TABLE reghook.events IN ACCESS EXCLUSIVE MODE')
+    try:
+        daemon = reghook_factory(wait=False)
+        wait_until(lambda: 'ingest() failed' in daemon.log(), timeout=20,
+                   msg='the warm-up failing on the lock')
+        answers = set()
+        for _ in range(5):
+            status, _, body = http_request(daemon.port, 'GET', '/readyz', timeout=5)
+            answers.add((status, body))
+            time.sleep(0.2)
+        assert answers == {(503, b'{"error":"receiver cannot store events yet"}\n')}, answers
+        assert 'lock timeout' in daemon.log()
+    finally:
+        held.rollback()
+    daemon.wait_ready(timeout=30)
 
 
 def test_serve_starts_before_its_database(pg_own, reghook_factory):
