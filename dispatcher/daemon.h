@@ -52,4 +52,10 @@ struct daemon {
 	bool ready_told; /* READY=1 went to the service manager */
 };
 
+/*
+ * The receiver can store events again (a connection of it ran ingest()):
+ * READY=1, if the schema is current.
+ */
+void daemon_receiver_ready(struct daemon *d);
+
 #endif

@@ -230,6 +230,19 @@ static void log_accepted(const struct ingest_req *r, const struct reg_event *ev)
 		 r->source, ev->id);
 }
 
+/* ingest() ran on conn: the first such connection up makes the receiver ready (READY=1). */
+static void became_warm(struct ingest_conn *conn)
+{
+	if (conn->warm)
+		return;
+	bool was_ready = false;
+	for (int i = 0; i < conn->in->nconns; i++)
+		was_ready |= conn->in->conns[i].warm && pgc_is_up(conn->in->conns[i].pgc);
+	conn->warm = true;
+	if (!was_ready)
+		daemon_receiver_ready(conn->in->d);
+}
+
 /*
  * The batch's statement is done and its commit under way: what it handed
  * over starts now, while the commit waits for the disk (delivery.h says
@@ -290,7 +303,7 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 			break;
 		}
 	} else {
-		conn->warm = true;
+		became_warm(conn);
 		for (int row = 0; row < PQntuples(res); row++) {
 			if (PQgetisnull(res, row, 0))
 				continue; /* a delivery handed over, started above */
@@ -509,8 +522,9 @@ static void on_warm(struct pgc *c, PGresult *res, void *arg)
 {
 	struct ingest_conn *conn = arg;
 	conn->busy = false;
-	conn->warm = pgc_ok(res);
-	if (res && !conn->warm)
+	if (pgc_ok(res))
+		became_warm(conn);
+	else if (res)
 		log_warn("receiver connection: ingest() failed: %s", pgc_error(res));
 	flush(conn->in);
 }

@@ -12,7 +12,8 @@
  * new context serves new connections while open ones keep theirs (a bad
  * one fails the reload, and the running one stays).
  * A service manager hears of all this through sdnotify: READY once the
- * listener is bound and the schema current, RELOADING then READY around a
+ * listener is bound, the schema current and the receiver able to store
+ * events (as /readyz), RELOADING then READY around a
  * reload, STOPPING at the stop.
  */
 #include "buf.h"
@@ -86,7 +87,14 @@ static void on_migrated(bool ok, const char *error, int applied, void *arg)
 	pgc_query(d->control, "LISTEN reghook_sources", 0, NULL, on_listening, d);
 	ingest_schema_ready(d->ingest);
 	delivery_schema_ready(d->delivery);
-	if (!d->stopping)
+	/* Else when a receiver connection has run ingest() (daemon_receiver_ready). */
+	if (ingest_check_ready(d->ingest))
+		daemon_receiver_ready(d);
+}
+
+void daemon_receiver_ready(struct daemon *d)
+{
+	if (!d->stopping && d->schema_ok)
 		tell_ready(d, "database connected, schema current");
 }
 
