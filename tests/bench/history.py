@@ -290,14 +290,14 @@ def wal_bytes(db):
     return int(db.psql('SELECT wal_bytes FROM pg_stat_wal'))
 
 
-def prune_day(pg, db, nginx, token, retention_days, label, binary):
-    """reghook (binary) with history_retention retention_days, RATE events
+def prune_day(pg, db, nginx, token, retention_days, label, build, binary):
+    """reghook (binary, called build) with history_retention retention_days, RATE events
     a second posted until the janitor has pruned what is older (or
     PRUNE_SECONDS_MAX pass), and 5 s more; returns latencies during and
     after pruning, how long it took and the WAL written meanwhile."""
     rh = bench_reghook(db, {'history_retention': f'{retention_days}d'}, binary)
     wal_before = wal_bytes(db)
-    sender = IngestSender(token, f'{label}-')
+    sender = IngestSender(token, f'{label}-{build}-')
     stop = threading.Event()
     progress = []  # (monotonic, days of the oldest finished delivery)
 
@@ -331,7 +331,7 @@ def prune_day(pg, db, nginx, token, retention_days, label, binary):
     return {'prune_s': None if done is None else done - started, 'oldest_days': progress[-1][1] if progress else None,
             'during': latencies(sender, during),
             'after': latencies(sender, after), 'failures': sender.failures,
-            'dropped': sender.dropped, 'build': label.split('-')[-1], 'wal_mib': wal / 2**20}
+            'dropped': sender.dropped, 'build': build, 'wal_mib': wal / 2**20}
 
 
 def baseline(db, token):
@@ -382,8 +382,8 @@ def retention(pg, db, nginx):
         binaries.append(('new', os.environ['BENCH_AB']))
     for day in range(1 + CYCLES):
         settle(db, f'day{day}')
-        label, binary = binaries[day % len(binaries)]
-        result['days'].append(prune_day(pg, db, nginx, token, 29 - day, f'day{day}-{label}', binary))
+        build, binary = binaries[day % len(binaries)]
+        result['days'].append(prune_day(pg, db, nginx, token, 29 - day, f'day{day}', build, binary))
         result['sizes'].append(sizes(db))
     return result
 
