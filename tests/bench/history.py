@@ -355,6 +355,19 @@ def dirty_mib():
         return next(int(line.split()[1]) for line in f if line.startswith('Dirty:')) // 1024
 
 
+def writeback_settings():
+    """The kernel's writeback of dirty pages, which sets when PostgreSQL's
+    data files go to the disk that its WAL flushes wait on (README,
+    Benchmarks: a burst every dirty_writeback_centisecs of what has been
+    dirty for dirty_expire_centisecs)."""
+    values = []
+    for name in ('dirty_expire_centisecs', 'dirty_writeback_centisecs', 'dirty_background_bytes',
+                 'dirty_background_ratio'):
+        with open(f'/proc/sys/vm/{name}') as f:
+            values.append(f'vm.{name} {f.read().strip()}')
+    return ', '.join(values)
+
+
 def settle(db, label):
     """A CHECKPOINT, then the kernel's writeback of what it left dirty, so
     that a phase does not pay for the writes of the one before (making the
@@ -393,7 +406,8 @@ def retention(pg, db, nginx):
 
 def describe_retention(k):
     b = k['baseline']['during']
-    lines = [f'ingest at {RATE}/s, nothing to prune: p50 {b["p50"]:.2f} ms, p99 {b["p99"]:.2f} ms '
+    lines = [f'kernel writeback: {writeback_settings()}',
+             f'ingest at {RATE}/s, nothing to prune: p50 {b["p50"]:.2f} ms, p99 {b["p99"]:.2f} ms '
              f'({b["n"]} requests, non-200 {k["baseline"]["failures"]}, connections dropped '
              f'{k["baseline"]["dropped"]})']
     for i, d in enumerate(k['days']):
