@@ -449,7 +449,7 @@ UNIT_TEST(same_and_copy)
 UNIT_TEST(value_from_file)
 {
 	struct settings s;
-	char name_path[512], listen_path[512], conf_path[512], err[512] = "";
+	char name_path[512], listen_path[512], conf_path[512], lots_path[512], err[512] = "";
 	int argc;
 	clear_env();
 	UNIT_CHECK(temp_file("postgresql://u:p w@db/x?a=b\r\n\n", name_path, sizeof(name_path)) &&
@@ -475,14 +475,15 @@ UNIT_TEST(value_from_file)
 	conf_free(table, N, &s);
 
 	/* A value from a file is checked as any other. */
-	UNIT_CHECK(temp_file("lots\n", listen_path, sizeof(listen_path)), "temporary file");
-	setenv(PREFIX "MAX_IN_FLIGHT_FILE", listen_path, 1);
+	UNIT_CHECK(temp_file("lots\n", lots_path, sizeof(lots_path)), "temporary file");
+	setenv(PREFIX "MAX_IN_FLIGHT_FILE", lots_path, 1);
 	char *argv3[] = {"prog", NULL};
 	expect_error(argv3, "max_in_flight: not an integer: 'lots'");
 	clear_env();
 	unlink(name_path);
 	unlink(listen_path);
 	unlink(conf_path);
+	unlink(lots_path);
 }
 
 /* Loads with PREFIX_NAME_FILE naming a file that holds len bytes of text
