@@ -388,7 +388,8 @@ def retention(pg, db, nginx):
     token = next(w for w in out.split() if w.startswith('rgh_'))
     rh.cleanup()
     settle(db, 'baseline')
-    result = {'baseline': baseline(db, token), 'days': []}
+    # Read as the phases start, not when they are printed: the host's to change.
+    result = {'writeback': writeback_settings(), 'baseline': baseline(db, token), 'days': []}
     result['sizes'] = [sizes(db)]
     binaries = [('main', os.environ['REGHOOK_BIN'])]
     if os.environ.get('BENCH_AB'):
@@ -406,7 +407,7 @@ def retention(pg, db, nginx):
 
 def describe_retention(k):
     b = k['baseline']['during']
-    lines = [f'kernel writeback: {writeback_settings()}',
+    lines = [f'kernel writeback: {k["writeback"]}',
              f'ingest at {RATE}/s, nothing to prune: p50 {b["p50"]:.2f} ms, p99 {b["p99"]:.2f} ms '
              f'({b["n"]} requests, non-200 {k["baseline"]["failures"]}, connections dropped '
              f'{k["baseline"]["dropped"]})']
