@@ -86,6 +86,134 @@ COMMENT ON COLUMN reghook.webhook_health.url IS 'The webhook''s URL template.';
 COMMENT ON COLUMN reghook.webhook_health.format IS 'The webhook''s payload format.';
 COMMENT ON COLUMN reghook.webhook_health.failing_since IS 'First failure since the last success, if failing.';
 
+-- --- the attempts' day partitions (018_attempts_by_day.sql) ---------------------
+
+-- history_cutoff: what prune_history() and keep_attempt_partitions() remove
+-- is older than this. With a retention of a day or more, whole UTC days
+-- go: a day's attempts are dropped as one partition only once the whole
+-- day has expired, and its deliveries go then too, after it, so that
+-- deleting them finds no attempt to delete row by row. History is then
+-- kept between retention and retention plus a day. A shorter retention
+-- (a test's, a small registry's) is not rounded: its rows go row by row.
+CREATE OR REPLACE FUNCTION reghook.history_cutoff(retention interval) RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN retention >= interval '1 day'
+                THEN date_trunc('day', now() - retention, 'UTC')
+                ELSE now() - retention END
+$$;
+COMMENT ON FUNCTION reghook.history_cutoff(interval) IS
+    'Janitor: history older than this goes; with a retention of a day or more, rounded down to a UTC midnight.';
+
+-- The partitions of delivery_attempts but the default, with their bounds
+-- (lower NULL: MINVALUE). Read from the catalog's text of each bound,
+-- printed in the session's time zone and read back in it.
+CREATE OR REPLACE FUNCTION reghook.attempt_partitions()
+RETURNS TABLE (partition regclass, lower timestamptz, upper timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.oid::regclass,
+           (regexp_match(b.bound, 'FROM \(''([^'']*)''\)'))[1]::timestamptz,
+           (regexp_match(b.bound, 'TO \(''([^'']*)''\)'))[1]::timestamptz
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound) b
+    WHERE i.inhparent = 'reghook.delivery_attempts'::regclass AND b.bound <> 'DEFAULT'
+$$;
+COMMENT ON FUNCTION reghook.attempt_partitions() IS
+    'The day partitions of delivery_attempts (and the one an upgrade made of the table before), with their bounds.';
+
+-- add_attempt_partitions(first, last): makes the partition of each UTC day
+-- from first to last that none covers yet, as the schema owner (the
+-- dispatcher may not create tables). A day that already has rows in the
+-- default partition is left to it (they are pruned row by row). Returns how
+-- many it made. Each one locks delivery_attempts and its default partition
+-- for a moment (ACCESS EXCLUSIVE): the janitor calls it in a statement of
+-- its own, through keep_attempt_partitions().
+CREATE OR REPLACE FUNCTION reghook.add_attempt_partitions(first date, last date) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' AS $$
+DECLARE
+    day date;
+    made integer := 0;
+    name text;
+BEGIN
+    IF last - first > 366 THEN
+        RAISE EXCEPTION 'add_attempt_partitions: % days asked (from % to %), at most 367 at a time',
+            last - first + 1, first, last USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR day IN SELECT d::date FROM generate_series(first, last, interval '1 day') d LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM reghook.attempt_partitions() p
+                              WHERE coalesce(p.lower, '-infinity') < day::timestamptz + interval '1 day'
+                                AND p.upper > day::timestamptz);
+        CONTINUE WHEN EXISTS (SELECT 1 FROM reghook.delivery_attempts_default a
+                              WHERE a.attempted_at >= day::timestamptz
+                                AND a.attempted_at < day::timestamptz + interval '1 day');
+        name := 'delivery_attempts_' || to_char(day, 'YYYYMMDD');
+        EXECUTE format('CREATE TABLE reghook.%I PARTITION OF reghook.delivery_attempts '
+                       'FOR VALUES FROM (%L) TO (%L)', name, day::timestamptz,
+                       day::timestamptz + interval '1 day');
+        EXECUTE format('ALTER TABLE reghook.%I ADD CONSTRAINT %I PRIMARY KEY (delivery_id, attempt)',
+                       name, name || '_pkey');
+        -- As every table of the schema: read through the parent's policies only.
+        EXECUTE format('ALTER TABLE reghook.%I ENABLE ROW LEVEL SECURITY', name);
+        made := made + 1;
+    END LOOP;
+    RETURN made;
+END
+$$;
+COMMENT ON FUNCTION reghook.add_attempt_partitions(date, date) IS
+    'Makes the partitions of delivery_attempts for the UTC days from first to last that have none; returns how many.';
+
+-- keep_attempt_partitions(retention): the janitor's call at each round,
+-- before prune_history(): makes the partitions of today and the next two
+-- days (UTC) if missing, and drops those whose every attempt is older than
+-- history_cutoff(retention). Waits at most 100 ms for its locks (a person's
+-- long query on delivery_attempts holds one): it fails then, and the next
+-- round tries again, while the completions of deliveries queued behind it
+-- wait no longer. Returns how many partitions it dropped.
+CREATE OR REPLACE FUNCTION reghook.keep_attempt_partitions(retention interval) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC'
+SET lock_timeout = '100ms' AS $$
+DECLARE
+    p record;
+    dropped integer := 0;
+BEGIN
+    PERFORM reghook.add_attempt_partitions(current_date, current_date + 2);
+    FOR p IN SELECT x.partition FROM reghook.attempt_partitions() x
+             WHERE x.upper <= reghook.history_cutoff(retention) ORDER BY x.upper LOOP
+        EXECUTE format('DROP TABLE %s', p.partition);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+COMMENT ON FUNCTION reghook.keep_attempt_partitions(interval) IS
+    'Janitor: makes the attempts'' partitions of the next days, drops those older than retention; returns how many dropped.';
+
+-- A delivery's attempts go with it (the foreign key they had, before
+-- 018_attempts_by_day.sql): once per statement that deleted deliveries,
+-- as the table's owner, whoever deleted them (a webhook's removal, the
+-- janitor). Only the partitions that can hold them are read: an attempt
+-- started before its delivery completed (a day more for the clocks of
+-- the dispatcher and the database), so pruned deliveries, long finished,
+-- cost a look in the oldest partitions only.
+CREATE OR REPLACE FUNCTION reghook.attempts_go_with_deliveries() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM gone) THEN
+        DELETE FROM reghook.delivery_attempts a
+        USING gone g
+        WHERE a.delivery_id = g.id
+          AND a.attempted_at <= (SELECT max(coalesce(g2.completed_at, 'infinity')) FROM gone g2)
+                                + interval '1 day';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION reghook.attempts_go_with_deliveries() IS
+    'Trigger: deletes the attempts of the deliveries a statement deleted.';
+CREATE OR REPLACE TRIGGER attempts_go_with_deliveries AFTER DELETE ON reghook.deliveries
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
+    EXECUTE FUNCTION reghook.attempts_go_with_deliveries();
+
 -- prune_history: the janitor of `reghook serve` prunes history older than
 -- history_retention by calling it repeatedly, each call removing at most
 -- `batch` finished deliveries (with their attempts) and `batch` events that
@@ -102,7 +230,7 @@ CREATE OR REPLACE FUNCTION reghook.prune_history(retention interval, batch integ
 RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    cutoff timestamptz := now() - retention;
+    cutoff timestamptz := reghook.history_cutoff(retention);
     freed bigint[];
     n_deliveries integer;
     n_events integer;

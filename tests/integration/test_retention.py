@@ -145,3 +145,127 @@ def test_the_janitor_prunes_a_long_expiry_batch_after_batch(pg, reghook_factory)
                                  (SELECT count(*) FROM reghook.delivery_attempts)""").strip()
     wait_until(lambda: counts() == '1,0,0', timeout=60, msg='pruning all the old history')
     assert pg.psql('SELECT event_uuid FROM reghook.events').strip() == 'recent'
+
+
+def partitions(pg):
+    """The attempts' partitions but the default, by name."""
+    return pg.psql("SELECT string_agg(partition::text, ',' ORDER BY lower NULLS FIRST) "
+                   "FROM reghook.attempt_partitions()").strip().replace('reghook.', '').split(',')
+
+
+def day_name(pg, days):
+    return pg.psql(f"SELECT 'delivery_attempts_' || to_char((now() AT TIME ZONE 'UTC')::date + {days}, "
+                   "'YYYYMMDD')").strip()
+
+
+def test_an_expired_day_of_attempts_is_dropped_whole(pg, reghook_factory):
+    """delivery_attempts has a partition per UTC day: the janitor makes
+    today's and the next two days' and drops a day's once all of it has
+    expired, then deletes that day's deliveries and events (whole days, with
+    a retention of a day or more). Nothing of the day is deleted row by row
+    first: its partition's rows are all still there when it goes."""
+    namespace_with_webhook(pg)
+    assert pg.psql('SELECT reghook.add_attempt_partitions(current_date - 5, current_date - 1)',
+                   ).strip() == '5'
+    # A delivery finished in each of the last five days (at noon, UTC), two attempts each.
+    pg.psql("""
+        INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
+            action, tag, digest, occurred_at, received_at, raw)
+        SELECT 1, 'd' || i, 1, 'team-a/app', 'app', 'push', 't', 'sha256:1', t, t, '{}'
+        FROM generate_series(1, 5) i,
+             LATERAL (SELECT date_trunc('day', now(), 'UTC') - i * interval '1 day'
+                             + interval '12 hours' AS t) x;
+        INSERT INTO reghook.deliveries (webhook_id, event_id, action, status, completed_at, created_at)
+        SELECT 1, id, 'push', 'succeeded', received_at, received_at FROM reghook.events;
+        INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+            duration_ms, method, url, request_headers, instance)
+        SELECT id, a, 1, completed_at - (2 - a) * interval '1 minute', 5, 'POST', 'http://x/', '[]',
+               'test'
+        FROM reghook.deliveries, generate_series(1, 2) a;""")
+    assert pg.psql('SELECT count(*) FROM reghook.delivery_attempts_default').strip() == '0'
+    # The oldest day's rows are never deleted one by one: a trigger counts any.
+    pg.psql(f"""
+        CREATE TABLE public.deleted_rows (n integer);
+        CREATE FUNCTION public.count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN INSERT INTO public.deleted_rows VALUES (1); RETURN OLD; END $$;
+        CREATE TRIGGER count_deleted BEFORE DELETE ON reghook.{day_name(pg, -5)}
+            FOR EACH ROW EXECUTE FUNCTION public.count_deleted();
+        CREATE TRIGGER count_deleted BEFORE DELETE ON reghook.{day_name(pg, -4)}
+            FOR EACH ROW EXECUTE FUNCTION public.count_deleted();
+        GRANT INSERT ON public.deleted_rows TO PUBLIC;""")
+    # 3 days: days -5 and -4 have expired whole (the cutoff is day -3's midnight).
+    daemon = reghook_factory({'history_retention': '3d'})
+    expected = [day_name(pg, d) for d in (-3, -2, -1, 0, 1, 2)]
+    wait_until(lambda: partitions(pg) == expected, timeout=15, msg='expired partitions dropped')
+    wait_until(lambda: pg.psql('SELECT count(*) FROM reghook.deliveries').strip() == '3',
+               timeout=15, msg='their deliveries pruned')
+    assert pg.psql("SELECT string_agg(event_uuid, ',' ORDER BY event_uuid) FROM reghook.events"
+                   ).strip() == 'd1,d2,d3'
+    assert pg.psql('SELECT count(*) FROM reghook.delivery_attempts').strip() == '6'
+    assert pg.psql('SELECT count(*) FROM public.deleted_rows').strip() == '0'
+    assert '2 expired day(s) of attempts dropped' in daemon.log()
+
+
+def test_attempts_go_with_their_deliveries_from_every_partition(pg):
+    """The attempts of deleted deliveries go with them, whichever partition
+    holds them (a day's, or the default for days that have none): a webhook
+    removed takes its history; another's stays."""
+    namespace_with_webhook(pg)
+    run_reghook(['webhook', 'add', 'team-a', 'http://127.0.0.1:9/other'], database_url=pg.url())
+    pg.psql("""
+        SELECT reghook.add_attempt_partitions(current_date - 1, current_date);
+        INSERT INTO reghook.deliveries (webhook_id, action, status, completed_at)
+        SELECT w, 'push', 'succeeded', now() FROM generate_series(1, 2) w, generate_series(1, 3);
+        -- Today, yesterday, and ten days ago (the default partition).
+        INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+            duration_ms, method, url, request_headers, instance)
+        SELECT id, a, webhook_id, now() - (array[0, 1, 10])[a] * interval '1 day', 5, 'POST',
+               'http://x/', '[]', 'test'
+        FROM reghook.deliveries, generate_series(1, 3) a;""")
+
+    def counts():
+        return pg.psql("""SELECT string_agg(tableoid::regclass::text || ':' || webhook_id || ':' || n,
+                                            ',' ORDER BY tableoid::regclass::text, webhook_id)
+                          FROM (SELECT tableoid, webhook_id, count(*) n FROM reghook.delivery_attempts
+                                GROUP BY 1, 2) x""").strip().replace('reghook.', '')
+    yesterday, today = day_name(pg, -1), day_name(pg, 0)
+    assert counts() == (f'{yesterday}:1:3,{yesterday}:2:3,{today}:1:3,{today}:2:3,'
+                        'delivery_attempts_default:1:3,delivery_attempts_default:2:3')
+    run_reghook(['webhook', 'remove', '1'], database_url=pg.url())
+    assert counts() == f'{yesterday}:2:3,{today}:2:3,delivery_attempts_default:2:3'
+    # By hand too, as an admin would.
+    pg.psql("DELETE FROM reghook.deliveries WHERE id = (SELECT min(id::text)::uuid FROM reghook.deliveries)")
+    assert counts() == f'{yesterday}:2:2,{today}:2:2,delivery_attempts_default:2:2'
+
+
+def test_an_upgraded_history_becomes_one_partition_dropped_once_expired(pg, reghook_factory):
+    """A database of before the partitions (migrations 001-010 as released),
+    with attempts: `reghook migrate` makes its table the partition of
+    everything before the next UTC midnight, every row kept and readable;
+    new days get partitions of their own; and the old one goes whole once
+    its newest day has expired."""
+    pg.apply_released_migrations(10)
+    pg.psql("""SELECT reghook.namespace_add('team-a');
+        SELECT reghook.webhook_add('team-a', 'http://127.0.0.1:9/');
+        INSERT INTO reghook.deliveries (webhook_id, action, status, completed_at)
+        SELECT 1, 'push', 'succeeded', now() - i * interval '1 hour' FROM generate_series(1, 40) i;
+        INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+            duration_ms, method, url, request_headers, instance)
+        SELECT id, 1, 1, completed_at, 5, 'POST', 'http://x/', '[]', 'test' FROM reghook.deliveries;""")
+    run_reghook(['migrate'], database_url=pg.url())
+    before = 'delivery_attempts_before_' + day_name(pg, 1)[len('delivery_attempts_'):]
+    assert partitions(pg) == [before]
+    assert pg.psql(f'SELECT count(*) FROM reghook.{before}').strip() == '40'
+    assert pg.psql("SELECT count(*) FROM reghook.delivery_history WHERE attempt = 1").strip() == '40'
+    # Kept while any of it is within the retention; then dropped whole.
+    reghook_factory({'history_retention': '1d'})
+    wait_until(lambda: partitions(pg) == [before, day_name(pg, 1), day_name(pg, 2)], timeout=15,
+               msg='the next days made')
+    # A retention that ends just after the next midnight: not yet.
+    assert pg.psql("SELECT reghook.keep_attempt_partitions(interval '1 day' - "
+                   "(date_trunc('day', now(), 'UTC') + interval '2 days' - now()) "
+                   "+ interval '1 minute')").strip() == '0'
+    # One that ends at it: the old table has expired whole.
+    assert pg.psql("SELECT reghook.keep_attempt_partitions(interval '1 day' - "
+                   "(date_trunc('day', now(), 'UTC') + interval '2 days' - now()))").strip() == '1'
+    assert partitions(pg) == [day_name(pg, 1), day_name(pg, 2)]
