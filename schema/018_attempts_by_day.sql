@@ -5,8 +5,8 @@
 -- the WAL after each checkpoint, and the commits of the events arriving
 -- meanwhile waited behind those writes (README, Benchmarks: the history
 -- benchmark). The day partitions are made ahead and dropped by
--- add_attempt_partitions() and drop_attempt_partitions()
--- (schema/functions/history.sql), which prune_history() calls.
+-- keep_attempt_partitions() (schema/functions/history.sql), which the
+-- janitor calls at each round before prune_history().
 --
 -- A partitioned table's unique indexes must hold its partition key, so the
 -- primary key (delivery_id, attempt) becomes each partition's own; the two
@@ -21,10 +21,12 @@
 -- once per statement where the key's cascade went row by row.
 --
 -- The table there was becomes a partition as it is, holding every row
--- attempted before the next UTC midnight (no row is copied and its indexes
--- are kept: on a long history this migration takes seconds, the check
--- that its rows are older than that midnight), and goes whole once its
--- newest day has expired. Empty (a new database), it is dropped instead.
+-- attempted before the next UTC midnight (or the one after its newest
+-- row), and goes whole once its newest day has expired. No row is copied
+-- and its indexes are kept, but ATTACH reads the whole table to check its
+-- rows' times, holding it locked meanwhile (README, Upgrade, says how long).
+-- Empty (a new database), it is dropped instead.
+--
 -- The views on it are made again by schema/functions/history.sql.
 DROP VIEW IF EXISTS reghook.delivery_history;
 DROP VIEW IF EXISTS reghook.webhook_health;
@@ -67,7 +69,11 @@ ALTER TABLE reghook.delivery_attempts_default ENABLE ROW LEVEL SECURITY;
 
 DO $$
 DECLARE
-    midnight timestamptz := date_trunc('day', now(), 'UTC') + interval '1 day';
+    -- After its newest row too (read from its index), should a clock have
+    -- put one in the future.
+    midnight timestamptz := date_trunc('day', greatest(now(), (SELECT max(a.attempted_at)
+                                                              FROM reghook.delivery_attempts_upgraded a)),
+                                       'UTC') + interval '1 day';
 BEGIN
     IF EXISTS (SELECT 1 FROM reghook.delivery_attempts_upgraded) THEN
         EXECUTE format('ALTER TABLE reghook.delivery_attempts ATTACH PARTITION reghook.delivery_attempts_upgraded '

@@ -168,7 +168,8 @@ COMMENT ON FUNCTION reghook.add_attempt_partitions(date, date) IS
 -- history_cutoff(retention). Waits at most 100 ms for its locks (a person's
 -- long query on delivery_attempts holds one): it fails then, and the next
 -- round tries again, while the completions of deliveries queued behind it
--- wait no longer. Returns how many partitions it dropped.
+-- wait no longer. Several instances' janitors take turns: one that finds
+-- another at it does nothing. Returns how many partitions it dropped.
 CREATE OR REPLACE FUNCTION reghook.keep_attempt_partitions(retention interval) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC'
 SET lock_timeout = '100ms' AS $$
@@ -176,6 +177,10 @@ DECLARE
     p record;
     dropped integer := 0;
 BEGIN
+    -- Arbitrary, fixed: the key of this function's turn.
+    IF NOT pg_try_advisory_xact_lock(7165716867) THEN
+        RETURN 0;
+    END IF;
     PERFORM reghook.add_attempt_partitions(current_date, current_date + 2);
     FOR p IN SELECT x.partition FROM reghook.attempt_partitions() x
              WHERE x.upper <= reghook.history_cutoff(retention) ORDER BY x.upper LOOP

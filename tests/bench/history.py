@@ -120,7 +120,8 @@ def make_history(db, rh, attempts):
     rh.run_cli('migrate')
     # The attempts' day partitions of the 30 days, as the janitor would have made them.
     if db.psql("SELECT to_regproc('reghook.add_attempt_partitions') IS NOT NULL").strip() == 't':
-        db.psql('SELECT reghook.add_attempt_partitions(current_date - 31, current_date + 2)')
+        db.psql("SELECT reghook.add_attempt_partitions((now() AT TIME ZONE 'UTC')::date - 31, "
+                "(now() AT TIME ZONE 'UTC')::date + 2)")
     harness.register(rh, name='bench')
     source = int(db.psql("SELECT id FROM reghook.registry_sources WHERE name = 'bench'"))
     events = round(attempts / 2 / 1.18)

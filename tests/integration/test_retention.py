@@ -147,6 +147,10 @@ def test_the_janitor_prunes_a_long_expiry_batch_after_batch(pg, reghook_factory)
     assert pg.psql('SELECT event_uuid FROM reghook.events').strip() == 'recent'
 
 
+# Today's date in UTC, whose days the attempts' partitions are.
+TODAY = "(now() AT TIME ZONE 'UTC')::date"
+
+
 def partitions(pg):
     """The attempts' partitions but the default, by name."""
     return pg.psql("SELECT string_agg(partition::text, ',' ORDER BY lower NULLS FIRST) "
@@ -154,20 +158,15 @@ def partitions(pg):
 
 
 def day_name(pg, days):
-    return pg.psql(f"SELECT 'delivery_attempts_' || to_char((now() AT TIME ZONE 'UTC')::date + {days}, "
-                   "'YYYYMMDD')").strip()
+    return pg.psql(f"SELECT 'delivery_attempts_' || to_char({TODAY} + {days}, 'YYYYMMDD')").strip()
 
 
-def test_an_expired_day_of_attempts_is_dropped_whole(pg, reghook_factory):
-    """delivery_attempts has a partition per UTC day: the janitor makes
-    today's and the next two days' and drops a day's once all of it has
-    expired, then deletes that day's deliveries and events (whole days, with
-    a retention of a day or more). Nothing of the day is deleted row by row
-    first: its partition's rows are all still there when it goes."""
+def five_days_of_history(pg):
+    """Namespace, source and webhook as namespace_with_webhook(); the
+    attempts' partitions of the last five days; a delivery finished in each
+    of those days (at noon, UTC, its event received then), two attempts each."""
     namespace_with_webhook(pg)
-    assert pg.psql('SELECT reghook.add_attempt_partitions(current_date - 5, current_date - 1)',
-                   ).strip() == '5'
-    # A delivery finished in each of the last five days (at noon, UTC), two attempts each.
+    assert pg.psql(f'SELECT reghook.add_attempt_partitions({TODAY} - 5, {TODAY} - 1)').strip() == '5'
     pg.psql("""
         INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
             action, tag, digest, occurred_at, received_at, raw)
@@ -182,6 +181,15 @@ def test_an_expired_day_of_attempts_is_dropped_whole(pg, reghook_factory):
         SELECT id, a, 1, completed_at - (2 - a) * interval '1 minute', 5, 'POST', 'http://x/', '[]',
                'test'
         FROM reghook.deliveries, generate_series(1, 2) a;""")
+
+
+def test_an_expired_day_of_attempts_is_dropped_whole(pg, reghook_factory):
+    """delivery_attempts has a partition per UTC day: the janitor makes
+    today's and the next two days' and drops a day's once all of it has
+    expired, then deletes that day's deliveries and events (whole days, with
+    a retention of a day or more). Nothing of the day is deleted row by row
+    first: its partition's rows are all still there when it goes."""
+    five_days_of_history(pg)
     assert pg.psql('SELECT count(*) FROM reghook.delivery_attempts_default').strip() == '0'
     # The oldest day's rows are never deleted one by one: a trigger counts any.
     pg.psql(f"""
@@ -212,8 +220,8 @@ def test_attempts_go_with_their_deliveries_from_every_partition(pg):
     removed takes its history; another's stays."""
     namespace_with_webhook(pg)
     run_reghook(['webhook', 'add', 'team-a', 'http://127.0.0.1:9/other'], database_url=pg.url())
-    pg.psql("""
-        SELECT reghook.add_attempt_partitions(current_date - 1, current_date);
+    pg.psql(f"""
+        SELECT reghook.add_attempt_partitions({TODAY} - 1, {TODAY});
         INSERT INTO reghook.deliveries (webhook_id, action, status, completed_at)
         SELECT w, 'push', 'succeeded', now() FROM generate_series(1, 2) w, generate_series(1, 3);
         -- Today, yesterday, and ten days ago (the default partition).
@@ -269,3 +277,26 @@ def test_an_upgraded_history_becomes_one_partition_dropped_once_expired(pg, regh
     assert pg.psql("SELECT reghook.keep_attempt_partitions(interval '1 day' - "
                    "(date_trunc('day', now(), 'UTC') + interval '2 days' - now()))").strip() == '1'
     assert partitions(pg) == [day_name(pg, 1), day_name(pg, 2)]
+
+
+def test_a_long_query_on_the_history_delays_the_drop_not_the_pruning(pg, reghook_factory):
+    """A person's query holding delivery_attempts open: the janitor waits
+    100 ms for its lock, says so, and prunes the expired days row by row
+    (the deliveries and their attempts); the partitions go at a later
+    round, once the query has ended."""
+    five_days_of_history(pg)
+    reader = pg.connect()
+    cur = reader.cursor()
+    cur.execute('BEGIN')
+    cur.execute('SELECT count(*) FROM reghook.delivery_attempts')
+    assert cur.fetchone()[0] == 10
+    daemon = reghook_factory({'history_retention': '3d'})
+    wait_until(lambda: pg.psql('SELECT count(*) FROM reghook.deliveries').strip() == '3',
+               timeout=15, msg='the expired deliveries pruned')
+    assert pg.psql('SELECT count(*) FROM reghook.delivery_attempts').strip() == '6'
+    assert [day_name(pg, -5), day_name(pg, -4)] == partitions(pg)[:2]
+    assert "keeping the attempts' day partitions: canceling statement due to lock timeout" \
+        in daemon.log()
+    cur.execute('ROLLBACK')
+    assert pg.psql("SELECT reghook.keep_attempt_partitions(interval '3 days')").strip() == '2'
+    assert partitions(pg) == [day_name(pg, d) for d in (-3, -2, -1, 0, 1, 2)]
