@@ -97,7 +97,7 @@ BEGIN
     -- The helpers those functions use run as the schema owner and need no
     -- grant.
     EXECUTE format('GRANT EXECUTE ON FUNCTION reghook.access_level(bigint, name), '
-                   'reghook.visible_namespaces(name), '
+                   'reghook.visible_namespaces(name), reghook.visible_webhooks(name), '
                    'reghook.webhook_add(text, text, jsonb), reghook.webhook_set(bigint, jsonb), '
                    'reghook.webhook_set_headers(bigint, text[]), reghook.webhook_enable(bigint), '
                    'reghook.webhook_disable(bigint, text), reghook.webhook_remove(bigint), '
@@ -164,6 +164,7 @@ BEGIN
     EXECUTE format('CREATE POLICY member_read ON reghook.deliveries FOR SELECT TO %I '
                    'USING (webhook_id IN (SELECT w.id FROM reghook.webhooks w))', member);
     EXECUTE format('CREATE POLICY member_read ON reghook.delivery_attempts FOR SELECT TO %I '
-                   'USING (webhook_id IN (SELECT w.id FROM reghook.webhooks w))', member);
+                   'USING (webhook_id = ANY ((SELECT reghook.visible_webhooks(current_user))::bigint[]))',
+                   member);
 END
 $$;

@@ -164,7 +164,8 @@ def sizes(db):
     out = db.psql("""SELECT t.name, sum(pg_total_relation_size(s.relid)) / 1048576.0, sum(s.n_dead_tup),
                             sum(s.autovacuum_count)
                      FROM unnest(ARRAY['events', 'deliveries', 'delivery_attempts']) t(name)
-                     CROSS JOIN LATERAL pg_partition_tree(('reghook.' || t.name)::regclass) p
+                     CROSS JOIN LATERAL (SELECT ('reghook.' || t.name)::regclass AS relid UNION
+                                         SELECT relid FROM pg_partition_tree(('reghook.' || t.name)::regclass)) p
                      JOIN pg_stat_user_tables s ON s.relid = p.relid
                      GROUP BY t.name""")
     return {r.split('|')[0]: (float(r.split('|')[1]), int(r.split('|')[2]), int(r.split('|')[3]))
