@@ -115,9 +115,12 @@ COMMENT ON FUNCTION reghook.visible_namespaces(name) IS
 -- member's query of the history).
 CREATE OR REPLACE FUNCTION reghook.visible_webhooks(who name) RETURNS bigint[]
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Once, not in the query: there it was called again for every webhook.
+    namespaces bigint[] := reghook.visible_namespaces(who);
 BEGIN
     RETURN ARRAY(SELECT w.id FROM reghook.webhooks w
-                 WHERE w.namespace_id = ANY (reghook.visible_namespaces(who))
+                 WHERE w.namespace_id = ANY (namespaces)
                  ORDER BY w.id);
 END
 $$;

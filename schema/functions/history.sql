@@ -199,9 +199,14 @@ COMMENT ON FUNCTION reghook.keep_attempt_partitions(interval) IS
 -- janitor). Only the partitions that can hold them are read: an attempt
 -- started before its delivery completed (a day more for the clocks of
 -- the dispatcher and the database), so pruned deliveries, long finished,
--- cost a look in the oldest partitions only.
+-- cost a look in the oldest partitions only. Each delivery's attempts are
+-- looked up by key (a nested loop): a hash join read every attempt of
+-- those partitions below the bound instead, a whole day's at each of the
+-- janitor's calls (it doubled the time to prune a day of 10,000,000
+-- attempts).
 CREATE OR REPLACE FUNCTION reghook.attempts_go_with_deliveries() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM gone) THEN
         DELETE FROM reghook.delivery_attempts a

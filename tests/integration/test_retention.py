@@ -2,6 +2,8 @@
 attempts) and unreferenced events older than the retention, and nothing
 newer or unfinished."""
 
+import re
+
 from harness import run_reghook, wait_until
 
 
@@ -300,3 +302,49 @@ def test_a_long_query_on_the_history_delays_the_drop_not_the_pruning(pg, reghook
     cur.execute('ROLLBACK')
     assert pg.psql("SELECT reghook.keep_attempt_partitions(interval '3 days')").strip() == '2'
     assert partitions(pg) == [day_name(pg, d) for d in (-3, -2, -1, 0, 1, 2)]
+
+
+def test_deleted_deliveries_find_their_attempts_by_key(pg):
+    """The trigger that takes a deleted delivery's attempts with it looks
+    each one up by key, in the partitions old enough to hold it only: a
+    hash join read every attempt of those partitions instead, a day's at
+    each of the janitor's calls."""
+    five_days_of_history(pg)
+    # 3,000 attempts of kept deliveries in each of days -3 to -1, and 1,000
+    # test pushes finished (and tried) in each of the expired days -5 and -4.
+    pg.psql("""
+        INSERT INTO reghook.deliveries (webhook_id, action, status, completed_at, created_at)
+        SELECT 1, 'push', 'succeeded', now(), now() FROM generate_series(1, 9000);
+        INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+            duration_ms, method, url, request_headers, instance)
+        SELECT id, 1, 1, now() - (1 + n % 3) * interval '1 day', 5, 'POST', 'http://x/', '[]', 'test'
+        FROM (SELECT id, row_number() OVER () AS n FROM reghook.deliveries WHERE event_id IS NULL) d;
+        WITH old AS (
+            INSERT INTO reghook.deliveries (webhook_id, action, is_test, status, completed_at, created_at)
+            SELECT 1, 'push', true, 'succeeded', t, t
+            FROM generate_series(1, 2000) n,
+                 LATERAL (SELECT date_trunc('day', now(), 'UTC') - (4 + n % 2) * interval '1 day'
+                                 + interval '6 hours' AS t) x
+            RETURNING id, completed_at)
+        INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+            duration_ms, method, url, request_headers, instance)
+        SELECT id, 1, 1, completed_at, 5, 'POST', 'http://x/', '[]', 'test' FROM old;
+        ANALYZE reghook.deliveries; ANALYZE reghook.delivery_attempts;""")
+    conn = pg.connect()
+    cur = conn.cursor()
+    cur.execute("LOAD 'auto_explain'")
+    for setting in ('log_min_duration = 0', 'log_nested_statements = on', 'log_analyze = on'):
+        cur.execute(f'SET auto_explain.{setting}')
+    cur.execute('SET client_min_messages = log')
+    del conn.notices[:]
+    cur.execute("SELECT reghook.prune_history(interval '3 days', 500)")
+    assert cur.fetchone()[0] >= 500  # 500 deliveries, and the events they freed
+    plan = next(n for n in conn.notices if 'DELETE FROM reghook.delivery_attempts a' in n)
+    assert 'Nested Loop' in plan and 'Hash Join' not in plan, plan
+    assert f'Index Scan using {day_name(pg, -3)}_pkey' in plan, plan
+    assert f'Seq Scan on {day_name(pg, -3)}' not in plan and 'Materialize' not in plan, plan
+    # Partitions newer than a day after the deliveries' completion are not read.
+    assert re.search(rf'Index Scan using {day_name(pg, -1)}_pkey .*\(never executed\)', plan), plan
+    assert pg.psql('SELECT count(*) FROM reghook.deliveries').strip() == str(9000 + 5 + 2000 - 500)
+    assert pg.psql('SELECT count(*) FROM reghook.delivery_attempts a WHERE NOT EXISTS '
+                   '(SELECT FROM reghook.deliveries d WHERE d.id = a.delivery_id)').strip() == '0'
