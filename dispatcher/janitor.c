@@ -6,13 +6,6 @@
  * One round at a time: a round that outlasts PRUNE_MS (a large expiry)
  * goes on, and the timer starts none beside it, so the attempt records
  * never queue behind more than one prune_history() call.
- *
- * A round starts with keep_attempt_partitions() in a statement of its own:
- * it makes the attempts' partitions of the next days and drops the
- * expired ones, holding delivery_attempts locked for a moment only; then
- * prune_history() deletes what is left, a batch at a time. A failure of the
- * first (it waits 100 ms at most for its locks) is logged and the round
- * goes on: the deletes are correct without it, only slower.
  */
 #include "janitor.h"
 #include "buf.h"
@@ -28,12 +21,9 @@ enum janitor_state {
 	/* Entered at janitor_new(); left for IDLE when the schema is current. */
 	JANITOR_WAITING,
 	/* Entered from WAITING by janitor_start(), and from PRUNING when a
-	 * call found nothing old or failed; left for KEEPING by prune_round(). */
+	 * call found nothing old or failed; left for PRUNING by prune_round(). */
 	JANITOR_IDLE,
-	/* The keep_attempt_partitions() call is in flight. Entered from IDLE;
-	 * left for PRUNING. */
-	JANITOR_KEEPING,
-	/* A prune_history() call is in flight. Entered from KEEPING, and again
+	/* A prune_history() call is in flight. Entered from IDLE, and again
 	 * from itself while calls find old rows; left for IDLE. */
 	JANITOR_PRUNING,
 	/* Entered by janitor_stop(); never left. */
@@ -72,11 +62,6 @@ static void on_pruned(struct pgc *c, PGresult *res, void *arg)
 		janitor_set_state(j, JANITOR_IDLE);
 }
 
-static void retention_param(const struct janitor *j, char *out, size_t size)
-{
-	snprintf(out, size, "%lld milliseconds", j->d->cfg->history_retention_ms);
-}
-
 static void prune_batch(struct janitor *j)
 {
 	if (!pgc_is_up(j->conn)) {
@@ -84,44 +69,19 @@ static void prune_batch(struct janitor *j)
 		return;
 	}
 	char retention[32];
-	retention_param(j, retention, sizeof(retention));
+	snprintf(retention, sizeof(retention), "%lld milliseconds",
+		 j->d->cfg->history_retention_ms);
 	const char *params[] = {retention, PRUNE_BATCH};
 	janitor_set_state(j, JANITOR_PRUNING);
 	pgc_query(j->conn, "SELECT reghook.prune_history($1::interval, $2)", 2, params, on_pruned,
 		  j);
 }
 
-static void on_kept(struct pgc *c, PGresult *res, void *arg)
-{
-	struct janitor *j = arg;
-	if (j->state != JANITOR_KEEPING)
-		return;
-	if (!pgc_ok(res)) {
-		if (!res) {
-			janitor_set_state(j, JANITOR_IDLE);
-			return;
-		}
-		log_warn("keeping the attempts' day partitions: %s", pgc_error(res));
-	} else if (atoi(PQgetvalue(res, 0, 0)) > 0) {
-		log_info("pruning history: %s expired day(s) of attempts dropped",
-			 PQgetvalue(res, 0, 0));
-	}
-	prune_batch(j);
-}
-
 /* A round, unless one is under way. */
 static void prune_round(struct janitor *j)
 {
-	if (j->state != JANITOR_IDLE)
-		return;
-	if (!pgc_is_up(j->conn))
-		return;
-	char retention[32];
-	retention_param(j, retention, sizeof(retention));
-	const char *params[] = {retention};
-	janitor_set_state(j, JANITOR_KEEPING);
-	pgc_query(j->conn, "SELECT reghook.keep_attempt_partitions($1::interval)", 1, params,
-		  on_kept, j);
+	if (j->state == JANITOR_IDLE)
+		prune_batch(j);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)

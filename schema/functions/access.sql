@@ -108,25 +108,6 @@ $$;
 COMMENT ON FUNCTION reghook.visible_namespaces(name) IS
     'The namespaces a role sees (access_level() above 0), for the row-level security policies of members.';
 
--- visible_webhooks(who): the webhooks of those namespaces, as one array,
--- for the policy of delivery_attempts: read once per query (an InitPlan)
--- where a subquery on webhooks was read again for each of the table's day
--- partitions (31 of them with the default retention: 4 ms of every
--- member's query of the history).
-CREATE OR REPLACE FUNCTION reghook.visible_webhooks(who name) RETURNS bigint[]
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    -- Once, not in the query: there it was called again for every webhook.
-    namespaces bigint[] := reghook.visible_namespaces(who);
-BEGIN
-    RETURN ARRAY(SELECT w.id FROM reghook.webhooks w
-                 WHERE w.namespace_id = ANY (namespaces)
-                 ORDER BY w.id);
-END
-$$;
-COMMENT ON FUNCTION reghook.visible_webhooks(name) IS
-    'The webhooks of the namespaces a role sees, for the row-level security policy of delivery_attempts.';
-
 CREATE OR REPLACE FUNCTION reghook.access_name(level integer) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT (ARRAY['viewer', 'contributor', 'owner',

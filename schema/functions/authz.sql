@@ -68,8 +68,7 @@ BEGIN
                    'reghook.reclaim_expired(integer), reghook.release_deliveries(text, uuid[]), '
                    'reghook.complete_deliveries(text, json), '
                    'reghook.record_callback(text, text, text, text, text), '
-                   'reghook.prune_history(interval, integer), reghook.history_cutoff(interval), '
-                   'reghook.keep_attempt_partitions(interval), reghook.role_name(text) TO %I', dispatcher);
+                   'reghook.prune_history(interval, integer), reghook.role_name(text) TO %I', dispatcher);
 
     -- The group roles are read through role_name() only.
     EXECUTE format('REVOKE ALL ON reghook.group_roles FROM %I, %I', admin, dispatcher);
@@ -97,7 +96,7 @@ BEGIN
     -- The helpers those functions use run as the schema owner and need no
     -- grant.
     EXECUTE format('GRANT EXECUTE ON FUNCTION reghook.access_level(bigint, name), '
-                   'reghook.visible_namespaces(name), reghook.visible_webhooks(name), '
+                   'reghook.visible_namespaces(name), '
                    'reghook.webhook_add(text, text, jsonb), reghook.webhook_set(bigint, jsonb), '
                    'reghook.webhook_set_headers(bigint, text[]), reghook.webhook_enable(bigint), '
                    'reghook.webhook_disable(bigint, text), reghook.webhook_remove(bigint), '
@@ -164,7 +163,6 @@ BEGIN
     EXECUTE format('CREATE POLICY member_read ON reghook.deliveries FOR SELECT TO %I '
                    'USING (webhook_id IN (SELECT w.id FROM reghook.webhooks w))', member);
     EXECUTE format('CREATE POLICY member_read ON reghook.delivery_attempts FOR SELECT TO %I '
-                   'USING (webhook_id = ANY ((SELECT reghook.visible_webhooks(current_user))::bigint[]))',
-                   member);
+                   'USING (webhook_id IN (SELECT w.id FROM reghook.webhooks w))', member);
 END
 $$;

@@ -318,7 +318,7 @@ BEGIN
                decode(response_body, 'hex'),
                truncated, error_class, error_message, instance, format
         FROM moved
-        ON CONFLICT DO NOTHING
+        ON CONFLICT (delivery_id, attempt) DO NOTHING
     ),
     -- Webhook health: a success resets the failure run; the run's start is kept.
     last_ok AS (

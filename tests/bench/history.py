@@ -73,9 +73,7 @@ def table_keys(db):
                                                       'reghook.delivery_attempts'])
           AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid);""").splitlines()
     cons = [r.split('|') for r in rows if r]
-    # A partitioned table's index, made again on the table, not ONLY on it,
-    # is made on each of its partitions too.
-    idx = [[drop, make.replace(' ON ONLY ', ' ON ')] for drop, make in (r.split('|') for r in indexes if r)]
+    idx = [r.split('|') for r in indexes if r]
     drop = [c[0] for c in cons] + [i[0] for i in idx]
     # Keys first (the foreign keys need them), foreign keys last.
     make = ([c[1] for c in cons if c[2] != 'f'] + [i[1] for i in idx]
@@ -118,10 +116,6 @@ def parallel_psql(db, statements):
 def make_history(db, rh, attempts):
     """Makes the history; returns the seconds each step took."""
     rh.run_cli('migrate')
-    # The attempts' day partitions of the 30 days, as the janitor would have made them.
-    if db.psql("SELECT to_regproc('reghook.add_attempt_partitions') IS NOT NULL").strip() == 't':
-        db.psql("SELECT reghook.add_attempt_partitions((now() AT TIME ZONE 'UTC')::date - 31, "
-                "(now() AT TIME ZONE 'UTC')::date + 2)")
     harness.register(rh, name='bench')
     source = int(db.psql("SELECT id FROM reghook.registry_sources WHERE name = 'bench'"))
     events = round(attempts / 2 / 1.18)
@@ -160,14 +154,9 @@ def counts(db):
 
 def sizes(db):
     """pg_total_relation_size of TABLES in MiB, and their dead rows."""
-    # A partitioned table's figures are the sum of its partitions'.
-    out = db.psql("""SELECT t.name, sum(pg_total_relation_size(s.relid)) / 1048576.0, sum(s.n_dead_tup),
-                            sum(s.autovacuum_count)
-                     FROM unnest(ARRAY['events', 'deliveries', 'delivery_attempts']) t(name)
-                     CROSS JOIN LATERAL (SELECT ('reghook.' || t.name)::regclass AS relid UNION
-                                         SELECT relid FROM pg_partition_tree(('reghook.' || t.name)::regclass)) p
-                     JOIN pg_stat_user_tables s ON s.relid = p.relid
-                     GROUP BY t.name""")
+    out = db.psql("""SELECT relname, pg_total_relation_size(relid) / 1048576.0, n_dead_tup, autovacuum_count
+                     FROM pg_stat_user_tables WHERE schemaname = 'reghook'
+                       AND relname IN ('events', 'deliveries', 'delivery_attempts')""")
     return {r.split('|')[0]: (float(r.split('|')[1]), int(r.split('|')[2]), int(r.split('|')[3]))
             for r in out.splitlines() if r}
 
@@ -297,14 +286,6 @@ def oldest_finished(db):
                             FROM reghook.deliveries WHERE status IN ('succeeded', 'failed')""") or 0)
 
 
-def prune_target(db, retention_days):
-    """The age in days of what pruning keeps: retention_days, rounded up to
-    a UTC midnight where reghook prunes whole days (history_cutoff())."""
-    return float(db.psql(f"""SELECT CASE WHEN to_regproc('reghook.history_cutoff') IS NULL THEN {retention_days}
-                                      ELSE extract(epoch FROM now() - reghook.history_cutoff(
-                                               interval '{retention_days} days')) / 86400 END"""))
-
-
 def wal_bytes(db):
     return int(db.psql('SELECT wal_bytes FROM pg_stat_wal'))
 
@@ -318,14 +299,14 @@ def prune_day(pg, db, nginx, token, retention_days, label, build, binary):
     wal_before = wal_bytes(db)
     sender = IngestSender(token, f'{label}-{build}-')
     stop = threading.Event()
-    progress = []  # (monotonic, days of the oldest finished delivery, days pruning keeps)
+    progress = []  # (monotonic, days of the oldest finished delivery)
 
     def watch():
         pruned_at = None
         while not stop.is_set():
-            days, target = oldest_finished(db), prune_target(db, retention_days)
-            progress.append((time.monotonic(), days, target))
-            if pruned_at is None and days <= target + 0.001:
+            days = oldest_finished(db)
+            progress.append((time.monotonic(), days))
+            if pruned_at is None and days <= retention_days + 0.001:
                 pruned_at = time.monotonic()
             if pruned_at is not None and time.monotonic() - pruned_at > 5:
                 stop.set()
@@ -344,7 +325,7 @@ def prune_day(pg, db, nginx, token, retention_days, label, build, binary):
         rh.stop()
         rh.cleanup()
     wal = wal_bytes(db) - wal_before
-    done = next((t for t, days, target in progress if days <= target + 0.001), None)
+    done = next((t for t, days in progress if days <= retention_days + 0.001), None)
     during = [t for t in tags if done is None or sender.sent[t] < done]
     after = [t for t in tags if done is not None and sender.sent[t] >= done]
     return {'prune_s': None if done is None else done - started, 'oldest_days': progress[-1][1] if progress else None,
