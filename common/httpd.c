@@ -1044,6 +1044,11 @@ const char *httpd_body(struct httpd_req *req, size_t *len)
 	return p ? p : "";
 }
 
+void httpd_body_discard(struct httpd_req *req)
+{
+	evbuffer_drain(req->body, evbuffer_get_length(req->body));
+}
+
 void httpd_add_header(struct httpd_req *req, const char *name, const char *value)
 {
 	buf_printf(&req->out, "%s: %s\r\n", name, value);

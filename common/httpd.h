@@ -89,6 +89,8 @@ const char *httpd_path(const struct httpd_req *req);
 const char *httpd_header(const struct httpd_req *req, const char *name);
 /* The body, contiguous; *len its length. Never NULL. */
 const char *httpd_body(struct httpd_req *req, size_t *len);
+/* Frees the body of a request whose answer waits (what httpd_body gave is gone). */
+void httpd_body_discard(struct httpd_req *req);
 
 /* A field for the answer; name and value must be valid field text. */
 void httpd_add_header(struct httpd_req *req, const char *name, const char *value);

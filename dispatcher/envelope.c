@@ -13,6 +13,8 @@
 #include <yajl/yajl_tree.h>
 
 #define MAX_FIELD 1024
+/* distribution's limit on a repository name (reference.NameTotalLengthMax) */
+#define MAX_REPOSITORY 255
 
 static const char *const manifest_types[] = {
 	"application/vnd.docker.distribution.manifest.v1+json",
@@ -127,6 +129,30 @@ static bool get_string(yajl_val obj, const char *const *path, size_t idx, const 
 	return true;
 }
 
+/*
+ * A repository name as a registry gives it: at most MAX_REPOSITORY bytes,
+ * path components separated by single slashes, none empty. The receiver
+ * sends the database every whole-component prefix of it
+ * (envelope_event_json), so an unbounded name would cost the square of
+ * its length: 1,024 slashes, 525 kB an event.
+ */
+static bool repository_ok(const char *repo, size_t idx, char *err, size_t errlen)
+{
+	size_t len = strlen(repo);
+	if (len > MAX_REPOSITORY) {
+		snprintf(err, errlen, "events[%zu].target.repository: longer than %d bytes", idx,
+			 MAX_REPOSITORY);
+		return false;
+	}
+	if (repo[0] == '/' || repo[len - 1] == '/' || strstr(repo, "//")) {
+		snprintf(err, errlen,
+			 "events[%zu].target.repository: an empty path component in '%s'", idx,
+			 repo);
+		return false;
+	}
+	return true;
+}
+
 static void gen_value(yajl_gen g, yajl_val v)
 {
 	switch (v->type) {
@@ -230,6 +256,8 @@ static bool parse_event(yajl_val e, size_t idx, struct reg_event *ev, char *err,
 		snprintf(err, errlen, "events[%zu].%s: missing", idx, missing);
 		return false;
 	}
+	if (!repository_ok(ev->repository, idx, err, errlen))
+		return false;
 	if (!envelope_timestamp(ts, ev->timestamp, sizeof(ev->timestamp))) {
 		snprintf(err, errlen, "events[%zu].timestamp: not an RFC 3339 time: '%.64s'", idx,
 			 ts);
@@ -237,6 +265,32 @@ static bool parse_event(yajl_val e, size_t idx, struct reg_event *ev, char *err,
 	}
 	ev->raw = serialise(e);
 	return true;
+}
+
+/* Copies the event's strings out of the tree, into one block it owns. */
+static void own_fields(struct reg_event *ev)
+{
+	const char **const field[] = {&ev->id,	   &ev->action,	    &ev->repository, &ev->tag,
+				      &ev->digest, &ev->media_type, &ev->request_id, &ev->actor};
+	const size_t n = sizeof(field) / sizeof(field[0]);
+	size_t total = 0;
+	for (size_t i = 0; i < n; i++)
+		total += *field[i] ? strlen(*field[i]) + 1 : 0;
+	ev->fields = xmalloc(total ? total : 1);
+	char *p = ev->fields;
+	for (size_t i = 0; i < n; i++) {
+		if (!*field[i])
+			continue;
+		size_t len = strlen(*field[i]) + 1;
+		memcpy(p, *field[i], len);
+		*field[i] = p;
+		p += len;
+	}
+	ev->bytes = total + (ev->raw ? strlen(ev->raw) + 1 : 0);
+	/* and the repository's prefixes in the batch (envelope_event_json) */
+	for (const char *c = ev->repository; c && *c; c++)
+		if (*c == '/' || !c[1])
+			ev->bytes += (size_t)(c - ev->repository) + 4;
 }
 
 enum envelope_status envelope_parse(const char *body, size_t len, size_t max_events,
@@ -283,6 +337,10 @@ enum envelope_status envelope_parse(const char *body, size_t len, size_t max_eve
 	for (size_t i = 0; i < out->count; i++)
 		if (!parse_event(events->u.array.values[i], i, &out->events[i], err, errlen))
 			goto bad;
+	for (size_t i = 0; i < out->count; i++)
+		own_fields(&out->events[i]);
+	yajl_tree_free(out->tree);
+	out->tree = NULL;
 	return ENVELOPE_OK;
 bad:
 	envelope_free(out);
@@ -291,8 +349,10 @@ bad:
 
 void envelope_free(struct envelope *env)
 {
-	for (size_t i = 0; i < env->count && env->events; i++)
+	for (size_t i = 0; i < env->count && env->events; i++) {
 		free(env->events[i].raw);
+		free(env->events[i].fields);
+	}
 	free(env->events);
 	if (env->tree)
 		yajl_tree_free(env->tree);

@@ -33,7 +33,7 @@ enum event_kind {
 
 struct reg_event {
 	enum event_kind kind;
-	/* Borrowed from the envelope's tree; NULL when absent or empty. */
+	/* In fields; NULL when absent or empty. */
 	const char *id;
 	const char *action;
 	const char *repository;
@@ -43,11 +43,19 @@ struct reg_event {
 	const char *request_id;
 	const char *actor;
 	char timestamp[40]; /* normalised ISO 8601, at most microseconds */
-	char *raw;	    /* owned: the event re-serialised as JSON */
+	char *raw;	    /* owned: the event re-serialised as JSON (kept kinds only) */
+	char *fields;	    /* owned: the strings above, one after another */
+	size_t bytes;	    /* held: fields and raw; and its prefixes, once in a batch */
 };
 
+/*
+ * Once parsed, an envelope holds its events' fields and raw JSON only: the
+ * tree, which can take 45 times the body's size (an array of small
+ * numbers), is freed before envelope_parse returns, so a request waiting
+ * for its batch holds no more than its events.
+ */
 struct envelope {
-	void *tree; /* owned yajl tree */
+	void *tree; /* owned yajl tree, while parsing */
 	size_t count;
 	struct reg_event *events; /* owned array of count */
 };

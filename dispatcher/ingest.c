@@ -31,8 +31,9 @@
 #include <sys/queue.h>
 #include <time.h>
 
-#define PENDING_MAX 20000    /* events queued before new requests get 503 */
-#define RETRY_AFTER_BUSY "1" /* seconds, while the queue is full */
+#define PENDING_MAX 20000	      /* events queued before new requests get 503 */
+#define PENDING_MAX_BYTES (64u << 20) /* or bytes of events queued */
+#define RETRY_AFTER_BUSY "1"	      /* seconds, while the queue is full */
 
 struct ingest_req {
 	STAILQ_ENTRY(ingest_req) link; /* in the queue, or in a batch */
@@ -40,8 +41,9 @@ struct ingest_req {
 	struct envelope env;	       /* owned */
 	long long source_id;
 	char source[64];
-	bool alone; /* retry in a batch of its own */
-	int stored; /* events sent to the database */
+	bool alone;   /* retry in a batch of its own */
+	int stored;   /* events sent to the database */
+	size_t bytes; /* what those events hold (envelope.h) */
 	int accepted, duplicates, ignored, rejected;
 };
 
@@ -76,6 +78,7 @@ struct ingest {
 	struct ingest_running *running; /* owned: nconns long, scratch for batch_wait_ms() */
 	struct ingest_req_list pending; /* owned: waiting for a batch, oldest first */
 	int pending_events;
+	size_t pending_bytes;
 	int storing;		/* events inside running batches */
 	int in_batches;		/* requests inside running batches */
 	struct event *flush_ev; /* owned: flush() once the loop's current callbacks ran */
@@ -108,11 +111,13 @@ long ingest_batch_wait_ms(const struct ingest_running *running, int nrunning, in
 	return wait;
 }
 
-bool ingest_batch_takes(int nreqs, bool batch_alone, int nitems, bool req_alone, int req_events)
+bool ingest_batch_takes(int nreqs, bool batch_alone, int nitems, size_t bytes, bool req_alone,
+			int req_events, size_t req_bytes)
 {
-	/* A request retried alone runs alone; a batch fills up to INGEST_BATCH_MAX. */
+	/* A request retried alone runs alone; a batch fills up to its limits. */
 	return nreqs == 0 ||
-	       (!batch_alone && !req_alone && nitems + req_events <= INGEST_BATCH_MAX);
+	       (!batch_alone && !req_alone && nitems + req_events <= INGEST_BATCH_MAX &&
+		bytes <= INGEST_BATCH_MAX_BYTES && req_bytes <= INGEST_BATCH_MAX_BYTES - bytes);
 }
 
 enum ingest_failure ingest_batch_failure(bool lost, const char *sqlstate, int nreqs)
@@ -166,6 +171,7 @@ static void enqueue(struct ingest *in, struct ingest_req *r)
 {
 	STAILQ_INSERT_TAIL(&in->pending, r, link);
 	in->pending_events += r->stored;
+	in->pending_bytes += r->bytes;
 	publish(in);
 }
 
@@ -176,6 +182,7 @@ static void requeue_alone(struct ingest *in, struct ingest_batch *b)
 	STAILQ_FOREACH(r, &b->reqs, link) {
 		r->alone = true;
 		in->pending_events += r->stored;
+		in->pending_bytes += r->bytes;
 	}
 	STAILQ_CONCAT(&b->reqs, &in->pending);
 	STAILQ_CONCAT(&in->pending, &b->reqs);
@@ -187,6 +194,7 @@ static struct ingest_req *dequeue(struct ingest *in)
 	struct ingest_req *r = STAILQ_FIRST(&in->pending);
 	STAILQ_REMOVE_HEAD(&in->pending, link);
 	in->pending_events -= r->stored;
+	in->pending_bytes -= r->bytes;
 	publish(in);
 	return r;
 }
@@ -343,15 +351,18 @@ static void start_batch(struct ingest *in, struct ingest_conn *conn)
 	struct ingest_req *r;
 	struct buf json = BUF_INIT;
 	int cap = 0;
+	size_t bytes = 0;
 
 	b->conn = conn;
 	STAILQ_INIT(&b->reqs);
 	buf_putc(&json, '[');
 	while ((r = STAILQ_FIRST(&in->pending))) {
 		bool batch_alone = b->nreqs > 0 && STAILQ_FIRST(&b->reqs)->alone;
-		if (!ingest_batch_takes(b->nreqs, batch_alone, b->nitems, r->alone, r->stored))
+		if (!ingest_batch_takes(b->nreqs, batch_alone, b->nitems, bytes, r->alone,
+					r->stored, r->bytes))
 			break;
 		dequeue(in);
+		bytes += r->bytes;
 		STAILQ_INSERT_TAIL(&b->reqs, r, link);
 		b->nreqs++;
 		for (size_t e = 0; e < r->env.count; e++) {
@@ -470,7 +481,7 @@ void ingest_handle(struct ingest *in, struct httpd_req *req)
 				  "v1+json, v2+json or application/json");
 		return;
 	}
-	if (in->pending_events >= PENDING_MAX) {
+	if (in->pending_events >= PENDING_MAX || in->pending_bytes >= PENDING_MAX_BYTES) {
 		reply_unavailable(req, RETRY_AFTER_BUSY, "too many events waiting; retry");
 		return;
 	}
@@ -495,11 +506,15 @@ void ingest_handle(struct ingest *in, struct httpd_req *req)
 		req_free(r);
 		return;
 	}
+	/* The envelope holds what the batch needs: the body is not read again. */
+	httpd_body_discard(req);
 	for (size_t i = 0; i < r->env.count; i++) {
-		if (r->env.events[i].kind == EVENT_IGNORED)
+		if (r->env.events[i].kind == EVENT_IGNORED) {
 			r->ignored++;
-		else
+		} else {
 			r->stored++;
+			r->bytes += r->env.events[i].bytes;
+		}
 	}
 	if (r->stored == 0) {
 		answer_counts(in, r);

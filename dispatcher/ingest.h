@@ -16,6 +16,7 @@
 #define REGHOOK_INGEST_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct daemon;
 struct httpd_req;
@@ -43,8 +44,9 @@ bool ingest_check_ready(struct ingest *in);
  * (tests/unit/test_ingest.c) can drive them without a server.
  */
 
-#define INGEST_BATCH_MAX 1000	/* events per statement */
-#define INGEST_BATCH_SLOW_MS 20 /* a batch running longer holds back no other */
+#define INGEST_BATCH_MAX 1000		   /* events per statement */
+#define INGEST_BATCH_MAX_BYTES (16u << 20) /* of events per statement */
+#define INGEST_BATCH_SLOW_MS 20		   /* a batch running longer holds back no other */
 
 /* A batch running on a connection: its events, and how long it has run. */
 struct ingest_running {
@@ -67,14 +69,15 @@ long ingest_batch_wait_ms(const struct ingest_running *running, int nrunning, in
 	__attribute__((warn_unused_result));
 
 /*
- * Whether the next queued request (req_events events to store; req_alone
- * if it is retried alone) joins a batch that holds nreqs requests and
- * nitems events (batch_alone: its request is retried alone). A batch
- * takes at least one request, and at most INGEST_BATCH_MAX events unless
- * its one request holds more; a request retried alone runs alone.
+ * Whether the next queued request (req_events events of req_bytes to store;
+ * req_alone if it is retried alone) joins a batch that holds nreqs requests
+ * and nitems events of bytes (batch_alone: its request is retried alone).
+ * A batch takes at least one request, and at most INGEST_BATCH_MAX events
+ * and INGEST_BATCH_MAX_BYTES unless its one request holds more; a request
+ * retried alone runs alone.
  */
-bool ingest_batch_takes(int nreqs, bool batch_alone, int nitems, bool req_alone, int req_events)
-	__attribute__((warn_unused_result));
+bool ingest_batch_takes(int nreqs, bool batch_alone, int nitems, size_t bytes, bool req_alone,
+			int req_events, size_t req_bytes) __attribute__((warn_unused_result));
 
 /* What a failed batch means for its requests. */
 enum ingest_failure {

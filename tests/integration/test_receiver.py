@@ -248,6 +248,16 @@ def hold_ingest_locks_longer(pg):
     pg.psql("ALTER FUNCTION reghook.ingest(jsonb, text, integer, integer, jsonb, integer) SET lock_timeout = '60s'")
 
 
+def hold_namespace(pg, name):
+    """A transaction holding a namespace's row, which storing its events
+    waits for (a key-share lock): release it with rollback()."""
+    hold_ingest_locks_longer(pg)
+    held = pg.connect()
+    held.autocommit = False
+    held.cursor().execute('SELECT 1 FROM reghook.namespaces WHERE name = %s FOR UPDATE', (name,))
+    return held
+
+
 def test_batch_waiting_for_a_lock_holds_back_nobody(reghook_factory, pg):
     """A batch stuck on a lock keeps its connection, and the events queued
     meanwhile go through the other connection after a moment (20 ms), not
@@ -255,34 +265,30 @@ def test_batch_waiting_for_a_lock_holds_back_nobody(reghook_factory, pg):
     held shares one commit."""
     reghook = reghook_factory(HOLDING_LOCKS)
     token = register(reghook, 'team-a', 'team-b')
-    hold_ingest_locks_longer(pg)
-    held = pg.connect()
-    held.autocommit = False
+    # Storing a team-a event takes a key-share lock on its namespace row.
+    held = hold_namespace(pg, 'team-a')
     pool = concurrent.futures.ThreadPoolExecutor(16)
     try:
-        with held.cursor() as cur:
-            # Storing a team-a event takes a key-share lock on its namespace row.
-            cur.execute("SELECT 1 FROM reghook.namespaces WHERE name = 'team-a' FOR UPDATE")
-            five = pool.submit(post, reghook, token,
-                               {'events': [event(tag=f'f{i}') for i in range(5)]})
-            wait_until(lambda: gauge(reghook, 'reghook_events_storing') == 5, timeout=10,
-                       interval=0.001, msg='the batch of five to start')
-            # One event queued behind a batch of five waits for a fuller
-            # queue, but not longer than the batch's first 20 ms (a timer).
-            status, _, body = post(reghook, token,
-                                   {'events': [event(repository='team-b/app')]})
-            assert (status, body) == (200, counts(accepted=1))
-            assert ingest_waiting_for_locks(pg) == 1 and not five.done()
-            # The second connection waits for the lock too; ten requests queue.
-            other = pool.submit(post, reghook, token, {'events': [event(tag='other')]})
-            wait_until(lambda: ingest_waiting_for_locks(pg) == 2, timeout=10,
-                       msg='both connections to wait for the lock')
-            queued = [event(repository='team-b/app', tag=f'q{i}') for i in range(10)]
-            answers = [pool.submit(post, reghook, token, {'events': [ev]}) for ev in queued]
-            wait_until(lambda: gauge(reghook, 'reghook_events_queued') == 10, timeout=10,
-                       msg='ten events queued')
-            assert gauge(reghook, 'reghook_events_storing') == 6
-            assert not any(a.done() for a in answers)
+        five = pool.submit(post, reghook, token,
+                           {'events': [event(tag=f'f{i}') for i in range(5)]})
+        wait_until(lambda: gauge(reghook, 'reghook_events_storing') == 5, timeout=10,
+                   interval=0.001, msg='the batch of five to start')
+        # One event queued behind a batch of five waits for a fuller
+        # queue, but not longer than the batch's first 20 ms (a timer).
+        status, _, body = post(reghook, token,
+                               {'events': [event(repository='team-b/app')]})
+        assert (status, body) == (200, counts(accepted=1))
+        assert ingest_waiting_for_locks(pg) == 1 and not five.done()
+        # The second connection waits for the lock too; ten requests queue.
+        other = pool.submit(post, reghook, token, {'events': [event(tag='other')]})
+        wait_until(lambda: ingest_waiting_for_locks(pg) == 2, timeout=10,
+                   msg='both connections to wait for the lock')
+        queued = [event(repository='team-b/app', tag=f'q{i}') for i in range(10)]
+        answers = [pool.submit(post, reghook, token, {'events': [ev]}) for ev in queued]
+        wait_until(lambda: gauge(reghook, 'reghook_events_queued') == 10, timeout=10,
+                   msg='ten events queued')
+        assert gauge(reghook, 'reghook_events_storing') == 6
+        assert not any(a.done() for a in answers)
         held.rollback()
         assert five.result(timeout=30)[2] == counts(accepted=5)
         assert other.result(timeout=30)[2] == counts(accepted=1)
@@ -290,6 +296,39 @@ def test_batch_waiting_for_a_lock_holds_back_nobody(reghook_factory, pg):
         ids = ', '.join(f"'{ev['id']}'" for ev in queued)
         assert pg.psql(f"""SELECT count(DISTINCT xmin::text) FROM reghook.events
                            WHERE event_uuid IN ({ids})""").strip() == '1'
+    finally:
+        held.rollback()
+        pool.shutdown(wait=True)
+
+
+def test_the_queue_is_bounded_in_bytes_too(reghook_factory, pg):
+    """While both database connections are held, large envelopes (a
+    megabyte of extra fields each, within max_request_body) queue until
+    64 MiB of events wait; then 503 with Retry-After: 1, nothing of those
+    stored; and everything answered 200 is stored once the lock goes."""
+    reghook = reghook_factory(HOLDING_LOCKS)
+    token = register(reghook, 'team-a')
+    held = hold_namespace(pg, 'team-a')
+    pool = concurrent.futures.ThreadPoolExecutor(120)
+    try:
+        sent = [event(tag=f'big{i}', padding='p' * 1_000_000) for i in range(120)]
+        answers = [pool.submit(post, reghook, token, {'events': [ev]}) for ev in sent]
+        # Two batches (up to 16 MiB each) wait for the lock, 64 MiB queue.
+        wait_until(lambda: sum(a.done() for a in answers) >= 120 - 2 * 16 - 68,
+                   timeout=20, msg='the envelopes over 64 MiB answered')
+        time.sleep(1)
+        refused = [a.result() for a in answers if a.done()]
+        assert all(status == 503 and hdrs.get('retry-after') == '1' and
+                   body == {'error': 'too many events waiting; retry'}
+                   for status, hdrs, body in refused), refused[:1]
+        assert 64 <= gauge(reghook, 'reghook_events_queued') <= 68
+        held.rollback()
+        results = [a.result(timeout=60) for a in answers]
+        stored = [ev['id'] for ev, (status, _, _) in zip(sent, results) if status == 200]
+        assert all(status in (200, 503) for status, _, _ in results)
+        assert len(stored) == 120 - len(refused)
+        got = {e['event_uuid'] for e in events(pg)}
+        assert got == set(stored)
     finally:
         held.rollback()
         pool.shutdown(wait=True)
@@ -337,6 +376,14 @@ BAD_BODIES = [
      b' "digest": "sha256:1"}, "timestamp": "yesterday"}]}', 'events[0].timestamp'),
     (b'{"events": [{"id": "1", "action": "delete", "target": {"repository": "team-a/x"},'
      b' "timestamp": "2026-11-22T18:20:32Z"}]}', 'target.digest or target.tag'),
+    # A repository name no registry gives, whose prefixes would cost the
+    # square of its length: over 255 bytes, or with an empty component.
+    (b'{"events": [{"id": "1", "action": "push", "target": {"repository": "' + b'/' * 1024
+     + b'", "tag": "t", "digest": "sha256:1"}, "timestamp": "2026-11-22T18:20:32Z"}]}',
+     'events[0].target.repository: longer than 255 bytes'),
+    (b'{"events": [{"id": "1", "action": "push", "target": {"repository": "team-a//app",'
+     b' "tag": "t", "digest": "sha256:1"}, "timestamp": "2026-11-22T18:20:32Z"}]}',
+     "events[0].target.repository: an empty path component in 'team-a//app'"),
     (b'{"events": []}\x00', 'NUL'),
     (b'{"events": ["\xff\xfe"]}', 'not JSON'),
     (b'[' * 5000 + b']' * 5000, 'nested deeper'),

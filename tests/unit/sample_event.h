@@ -18,6 +18,7 @@
 
 struct sample {
 	struct envelope env;
+	yajl_val raw; /* the event as stored (its raw JSON), parsed */
 	struct payload_event ev;
 };
 
@@ -45,7 +46,13 @@ static inline bool sample_load(const char *file, struct sample *s)
 		return false;
 	}
 	const struct reg_event *r = &s->env.events[0];
-	yajl_val event = ((yajl_val)s->env.tree)->u.object.values[0]->u.array.values[0];
+	s->raw = yajl_tree_parse(r->raw, NULL, 0);
+	if (!s->raw) {
+		fprintf(stderr, "  %s: its raw JSON does not parse\n", path);
+		envelope_free(&s->env);
+		return false;
+	}
+	yajl_val event = s->raw;
 	yajl_val size =
 		yajl_tree_get(event, (const char *[]){"target", "size", NULL}, yajl_t_number);
 	yajl_val host =
@@ -79,6 +86,7 @@ static inline bool sample_load(const char *file, struct sample *s)
 static inline void sample_free(struct sample *s)
 {
 	envelope_free(&s->env);
+	yajl_tree_free(s->raw);
 }
 
 #endif

@@ -225,6 +225,58 @@ UNIT_TEST(malformed_envelopes)
 		   "NUL accepted");
 }
 
+/*
+ * Repository names a registry cannot give: over 255 bytes, or with an empty
+ * path component. Each costs the database its prefixes (the square of its
+ * length), so they are refused; 255 bytes of single-letter components pass.
+ */
+UNIT_TEST(repository_names)
+{
+	char longest[256], over[257], slashes[1025];
+	for (size_t i = 0; i < 255; i++)
+		longest[i] = i % 2 ? '/' : 'a';
+	longest[255] = '\0';
+	memset(over, 'a', 256);
+	over[256] = '\0';
+	memset(slashes, '/', 1024);
+	slashes[1024] = '\0';
+	static const char *const fmt =
+		"{\"events\":[{\"action\":\"push\",\"id\":\"1\",\"timestamp\":"
+		"\"2026-01-01T00:00:00Z\",\"target\":{\"repository\":\"%s\",\"tag\":\"t\","
+		"\"digest\":\"sha256:1\"}}]}";
+	const struct {
+		const char *repo;
+		const char *fragment; /* of the error; NULL: accepted */
+	} cases[] = {
+		{longest, NULL},
+		{"team-a/app", NULL},
+		{"app", NULL},
+		{over, "events[0].target.repository: longer than 255 bytes"},
+		{slashes, "longer than 255 bytes"},
+		{"/team-a/app",
+		 "events[0].target.repository: an empty path component in '/team-a/app'"},
+		{"team-a/app/", "an empty path component"},
+		{"team-a//app", "an empty path component"},
+		{"/", "an empty path component"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char body[2048];
+		snprintf(body, sizeof(body), fmt, cases[i].repo);
+		struct envelope env;
+		char err[256] = "";
+		enum envelope_status st =
+			envelope_parse(body, strlen(body), 10, &env, err, sizeof(err));
+		if (cases[i].fragment)
+			UNIT_CHECK(st == ENVELOPE_BAD && strstr(err, cases[i].fragment),
+				   "case %zu: status %d, error '%s'", i, st, err);
+		else
+			UNIT_CHECK(st == ENVELOPE_OK &&
+					   unit_streq(env.events[0].repository, cases[i].repo),
+				   "case %zu: %s", i, err);
+		envelope_free(&env);
+	}
+}
+
 /* What yajl would let through but change, or PostgreSQL refuse: 400 before parsing. */
 UNIT_TEST(strict_strings)
 {
@@ -374,6 +426,7 @@ int main(void)
 	UNIT_RUN(timestamps);
 	UNIT_RUN(v2_delete_shape);
 	UNIT_RUN(malformed_envelopes);
+	UNIT_RUN(repository_names);
 	UNIT_RUN(strict_strings);
 	UNIT_RUN(too_many_events_early);
 	UNIT_RUN(batch_json);

@@ -78,22 +78,38 @@ UNIT_TEST(a_slow_batch_holds_back_no_other)
 UNIT_TEST(a_batch_takes_requests_up_to_the_event_limit)
 {
 	/* An empty batch takes any request: alone, or larger than a batch. */
-	UNIT_CHECK(ingest_batch_takes(0, false, 0, false, 1), "empty batch, 1 event");
-	UNIT_CHECK(ingest_batch_takes(0, false, 0, true, 1), "empty batch, a request alone");
-	UNIT_CHECK(ingest_batch_takes(0, false, 0, false, 5 * MAX),
+	UNIT_CHECK(ingest_batch_takes(0, false, 0, 0, false, 1, 100), "empty batch, 1 event");
+	UNIT_CHECK(ingest_batch_takes(0, false, 0, 0, true, 1, 100),
+		   "empty batch, a request alone");
+	UNIT_CHECK(ingest_batch_takes(0, false, 0, 0, false, 5 * MAX, 100),
 		   "empty batch, 5 batches' worth");
 	/* Then up to exactly MAX events. */
-	UNIT_CHECK(ingest_batch_takes(3, false, MAX - 10, false, 10), "filling to exactly MAX");
-	UNIT_CHECK(!ingest_batch_takes(3, false, MAX - 10, false, 11), "one event over MAX");
-	UNIT_CHECK(!ingest_batch_takes(1, false, MAX, false, 1), "a full batch");
-	UNIT_CHECK(ingest_batch_takes(7, false, 12, false, 3), "a small request");
+	UNIT_CHECK(ingest_batch_takes(3, false, MAX - 10, 0, false, 10, 100),
+		   "filling to exactly MAX");
+	UNIT_CHECK(!ingest_batch_takes(3, false, MAX - 10, 0, false, 11, 100),
+		   "one event over MAX");
+	UNIT_CHECK(!ingest_batch_takes(1, false, MAX, 0, false, 1, 100), "a full batch");
+	UNIT_CHECK(ingest_batch_takes(7, false, 12, 0, false, 3, 100), "a small request");
+}
+
+UNIT_TEST(a_batch_takes_requests_up_to_the_byte_limit)
+{
+	const size_t max = INGEST_BATCH_MAX_BYTES;
+	/* One request larger than a batch's bytes still runs, alone. */
+	UNIT_CHECK(ingest_batch_takes(0, false, 0, 0, false, 1, 4 * max), "empty batch, 4x bytes");
+	UNIT_CHECK(ingest_batch_takes(2, false, 2, max - 10, false, 1, 10),
+		   "filling to exactly max");
+	UNIT_CHECK(!ingest_batch_takes(2, false, 2, max - 10, false, 1, 11), "one byte over");
+	UNIT_CHECK(!ingest_batch_takes(1, false, 1, 4 * max, false, 1, 1),
+		   "a batch already over its bytes takes no more");
+	UNIT_CHECK(!ingest_batch_takes(1, false, 1, 1, false, 1, (size_t)-1), "no wrap-around");
 }
 
 UNIT_TEST(a_request_retried_alone_runs_alone)
 {
-	UNIT_CHECK(!ingest_batch_takes(1, false, 1, true, 1), "an alone request joining");
-	UNIT_CHECK(!ingest_batch_takes(1, true, 1, false, 1), "joining an alone request");
-	UNIT_CHECK(!ingest_batch_takes(1, true, 1, true, 1), "two alone requests");
+	UNIT_CHECK(!ingest_batch_takes(1, false, 1, 0, true, 1, 100), "an alone request joining");
+	UNIT_CHECK(!ingest_batch_takes(1, true, 1, 0, false, 1, 100), "joining an alone request");
+	UNIT_CHECK(!ingest_batch_takes(1, true, 1, 0, true, 1, 100), "two alone requests");
 }
 
 UNIT_TEST(what_a_failed_batch_means)
@@ -127,6 +143,7 @@ int main(void)
 	UNIT_RUN(a_whole_batch_queued_starts);
 	UNIT_RUN(a_slow_batch_holds_back_no_other);
 	UNIT_RUN(a_batch_takes_requests_up_to_the_event_limit);
+	UNIT_RUN(a_batch_takes_requests_up_to_the_byte_limit);
 	UNIT_RUN(a_request_retried_alone_runs_alone);
 	UNIT_RUN(what_a_failed_batch_means);
 	return UNIT_DONE();
