@@ -131,6 +131,7 @@ struct delivery {
 	struct delivery_record *results;
 	int nresults, cap_results;
 	size_t results_bytes; /* the sum of their lengths */
+	int nbusy;	      /* of them, found busy (delivery_record.busy_since_ms) */
 	int nwriting;
 	int suspects; /* records of a refused batch still to be written one by one */
 	enum delivery_write_state write_state;
@@ -388,12 +389,14 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 	}
 	size_t len = record.len;
 	dp->results_bytes += len;
-	dp->results[dp->nresults++] = (struct delivery_record){
+	dp->results[dp->nresults] = (struct delivery_record){
 		.json = buf_steal(&record),
 		.len = len,
 		.queued_ms = clock_monotonic_ms(),
 		.gate = f->gate, /* its reference moves with it */
 	};
+	snprintf(dp->results[dp->nresults++].id, sizeof(dp->results->id), "%s",
+		 request_delivery_id(r));
 
 	/* Unlink and free; curl has already let go of the handle. */
 	LIST_REMOVE(f, link);
@@ -751,18 +754,60 @@ static void wake(struct delivery *dp)
 	step(dp, DELIVERY_EV_WAKE);
 }
 
+static void free_result(struct delivery *dp, struct delivery_record *r)
+{
+	dp->results_bytes -= r->len;
+	dp->nbusy -= r->busy_since_ms > 0;
+	free(r->json);
+	gate_unref(r->gate);
+}
+
 /* Drops the first n results (written, or given up). */
 static void drop_results(struct delivery *dp, int n)
 {
 	if (n == 0)
 		return;
-	for (int i = 0; i < n; i++) {
-		dp->results_bytes -= dp->results[i].len;
-		free(dp->results[i].json);
-		gate_unref(dp->results[i].gate);
-	}
+	for (int i = 0; i < n; i++)
+		free_result(dp, &dp->results[i]);
 	memmove(dp->results, dp->results + n, (size_t)(dp->nresults - n) * sizeof(*dp->results));
 	dp->nresults -= n;
+}
+
+/*
+ * The first n results were written, but those of the deliveries in busy
+ * (complete_deliveries()' array, as text) were not: their rows were held.
+ * Those stay queued, to be written again, unless held too long.
+ */
+static void written_results(struct delivery *dp, int n, const char *busy)
+{
+	long long now = clock_monotonic_ms();
+	int kept = 0;
+	for (int i = 0; i < n; i++) {
+		struct delivery_record *r = &dp->results[i];
+		if (!strstr(busy, r->id)) {
+			free_result(dp, r);
+			continue;
+		}
+		if (r->busy_since_ms == 0) {
+			log_warn("delivery %s: its row is held by another transaction; its attempt "
+				 "is written once that ends",
+				 r->id);
+			r->busy_since_ms = now;
+			dp->nbusy++;
+		} else if (now - r->busy_since_ms >= DELIVERY_BUSY_KEEP_MS) {
+			log_error("delivery %s: its row was held by another transaction for %d "
+				  "min; attempt record dropped (the delivery is tried again once "
+				  "its lease runs out)",
+				  r->id, DELIVERY_BUSY_KEEP_MS / 60000);
+			free_result(dp, r);
+			continue;
+		}
+		r->retry_ms = now + DELIVERY_BUSY_RETRY_MS;
+		dp->results[kept++] = *r; /* kept <= i: moves down */
+	}
+	memmove(dp->results + kept, dp->results + n,
+		(size_t)(dp->nresults - n) * sizeof(*dp->results));
+	dp->nresults -= n - kept;
 }
 
 static void on_written(struct pgc *c, PGresult *res, void *arg)
@@ -780,21 +825,25 @@ static void on_written(struct pgc *c, PGresult *res, void *arg)
 		log_warn("writing %d delivery attempts: connection lost; will retry", n);
 		return;
 	}
-	if (outcome == DELIVERY_WRITE_REFUSED && written == 0)
-		/* One bad record must not cost the others. */
-		log_warn("writing %d delivery attempts: %s; retrying one by one", n,
-			 pgc_error(res));
-	else if (outcome == DELIVERY_WRITE_REFUSED)
-		/* Its lease expires and the delivery is tried again. */
-		log_error("writing a delivery attempt: %s; record dropped", pgc_error(res));
-	drop_results(dp, written);
+	if (outcome == DELIVERY_WRITTEN) {
+		written_results(dp, written, PQntuples(res) == 1 ? PQgetvalue(res, 0, 1) : "");
+	} else {
+		if (written == 0)
+			/* One bad record must not cost the others. */
+			log_warn("writing %d delivery attempts: %s; retrying one by one", n,
+				 pgc_error(res));
+		else
+			/* Its lease expires and the delivery is tried again. */
+			log_error("writing a delivery attempt: %s; record dropped", pgc_error(res));
+		drop_results(dp, written);
+	}
 	write_results(dp);
 	step(dp, DELIVERY_EV_FREED); /* the loop may have rested for this write (limited) */
 }
 
-static bool result_ready(const struct delivery_record *r)
+static bool result_ready(const struct delivery_record *r, long long now)
 {
-	return !r->gate || r->gate->open;
+	return (!r->gate || r->gate->open) && r->retry_ms <= now;
 }
 
 /*
@@ -806,13 +855,14 @@ static bool result_ready(const struct delivery_record *r)
 static int order_ready(struct delivery *dp)
 {
 	int n = dp->nresults, ready = 0, waiting = 0;
-	while (ready < n && result_ready(&dp->results[ready]))
+	long long now = clock_monotonic_ms();
+	while (ready < n && result_ready(&dp->results[ready], now))
 		ready++;
 	if (ready == n)
 		return ready;
 	struct delivery_record *held = xcalloc((size_t)(n - ready), sizeof(*held));
 	for (int i = ready; i < n; i++) {
-		if (result_ready(&dp->results[i]))
+		if (result_ready(&dp->results[i], now))
 			dp->results[ready++] = dp->results[i]; /* ready <= i: moves down */
 		else
 			held[waiting++] = dp->results[i];
@@ -827,8 +877,22 @@ static void write_results(struct delivery *dp)
 	if (dp->write_state != DELIVERY_WRITE_IDLE || dp->nresults == 0 || !pgc_is_up(dp->done))
 		return;
 	int ready = order_ready(dp);
-	if (ready == 0)
+	if (ready == 0) {
+		/* Records of busy deliveries wait for their time; the others for their batch. */
+		long long first = 0;
+		for (int i = 0; i < dp->nresults; i++)
+			if (dp->results[i].retry_ms > 0 &&
+			    (first == 0 || dp->results[i].retry_ms < first))
+				first = dp->results[i].retry_ms;
+		if (first > 0 && !evtimer_pending(dp->write_timer, NULL)) {
+			long long in = first - clock_monotonic_ms();
+			struct timeval tv = {in / 1000, (in % 1000) * 1000};
+			if (in < 0)
+				tv = (struct timeval){0, 0};
+			evtimer_add(dp->write_timer, &tv);
+		}
 		return;
+	}
 	long wait = delivery_write_wait_ms(ready,
 					   (long)(clock_monotonic_ms() - dp->results[0].queued_ms),
 					   dp->suspects, dp->state == DELIVERY_STOPPING);
@@ -852,8 +916,8 @@ static void write_results(struct delivery *dp)
 	const char *params[] = {dp->d->instance, json.data};
 	dp->nwriting = n;
 	write_set_state(dp, dp->suspects > 0 ? DELIVERY_WRITE_SINGLE : DELIVERY_WRITE_BATCH);
-	pgc_query(dp->done, "SELECT reghook.complete_deliveries($1, $2::json)", 2, params,
-		  on_written, dp);
+	pgc_query(dp->done, "SELECT recorded, busy FROM reghook.complete_deliveries($1, $2::json)",
+		  2, params, on_written, dp);
 	buf_free(&json);
 }
 
@@ -988,10 +1052,14 @@ void delivery_reconfigure(struct delivery *dp)
 bool delivery_busy(const struct delivery *dp)
 {
 	/* Results that cannot be written (database gone) do not hold the stop up. */
-	/* An offer out holds back the stop too: its batch may hand deliveries over. */
-	int offers_out = dp->holders - (dp->claiming != NULL);
-	return dp->in_flight > 0 || offers_out > 0 ||
-	       ((dp->nresults > 0 || dp->write_state != DELIVERY_WRITE_IDLE) &&
+	/*
+	 * A claim or an offer out holds it back too: what it leases is sent and
+	 * recorded before the process ends, not left leased to nobody until
+	 * the lease expires (a claim ends by db_timeout at the latest).
+	 */
+	/* Nor records whose deliveries another transaction holds: their leases run out. */
+	return dp->in_flight > 0 || dp->holders > 0 ||
+	       ((dp->nresults > dp->nbusy || dp->write_state != DELIVERY_WRITE_IDLE) &&
 		pgc_is_up(dp->done));
 }
 
@@ -1020,6 +1088,10 @@ void delivery_free(struct delivery *dp)
 	if (dp->succeeded > 0)
 		log_info("%ld deliveries succeeded since the last summary", dp->succeeded);
 	event_free(dp->summary);
+	if (dp->nbusy > 0)
+		log_warn("%d attempt record(s) not written: another transaction holds their "
+			 "deliveries (tried again once their leases run out)",
+			 dp->nbusy);
 	drop_results(dp, dp->nresults);
 	free(dp->results);
 	if (dp->claiming)

@@ -100,6 +100,15 @@ int delivery_window_start(int cap);
  */
 #define DELIVERY_WRITE_BATCH_BYTES (16 * 1024 * 1024)
 #define DELIVERY_HELD_BYTES_MAX (32 * 1024 * 1024)
+/*
+ * A record whose delivery's row another transaction holds (a person's open
+ * webhook_remove, say) is not waited for: complete_deliveries() says so
+ * (busy) and the record is written again every DELIVERY_BUSY_RETRY_MS,
+ * while the others go on, for up to DELIVERY_BUSY_KEEP_MS; then it is
+ * dropped, and the delivery is tried again once its lease runs out.
+ */
+#define DELIVERY_BUSY_RETRY_MS 1000
+#define DELIVERY_BUSY_KEEP_MS (10 * 60 * 1000)
 
 /*
  * The engine's state: its life and its claim loop, on the claim connection.
@@ -198,6 +207,9 @@ struct delivery_record {
 	size_t len;		    /* its length */
 	long long queued_ms;	    /* when it was queued (monotonic) */
 	struct delivery_gate *gate; /* a reference (delivery_offer_done), or NULL */
+	char id[40];		    /* its delivery */
+	long long busy_since_ms;    /* when its row was first found held; 0: never */
+	long long retry_ms;	    /* while busy: not written again before this */
 };
 
 /*

@@ -252,20 +252,25 @@ COMMENT ON FUNCTION reghook.release_deliveries(text, uuid[]) IS
 --   url, request_headers, request_body, response_status, response_headers,
 --   response_body (hex), truncated, error_class, error_message,
 --   outcome (succeeded | retry | failed | gone), delay_ms (for retry)
--- Returns the number of attempts recorded (lost leases are skipped).
+-- Returns the number of attempts recorded (lost leases are skipped), and
+-- busy: the ids of the deliveries still leased to the caller whose rows
+-- another transaction holds (a person's open webhook_remove, say). Their
+-- records are not written and not waited for: the caller writes them again
+-- once the lock is gone, and the rest of the batch is not held up.
 -- One statement: the batch is read once, the deliveries whose lease is
--- still ours are moved on, and what that UPDATE returns is what the
--- history and the webhooks' health are written from (each delivery looked
--- up by its key, so the cost grows with the batch, not with its square).
+-- still ours are locked and moved on, and what that UPDATE returns is what
+-- the history and the webhooks' health are written from (each delivery
+-- looked up by its key, so the cost grows with the batch, not with its
+-- square).
 -- The batch is json, not jsonb: it is read once, and json's parser only
 -- scans the text where jsonb's would first build a tree of all of it. The
 -- headers are read from it as text and cast to jsonb: read straight into a
 -- jsonb column, json_to_recordset took 8 to 10 times as long, about
 -- 0.1-0.25 ms a record, more than all the rest of the statement.
-CREATE OR REPLACE FUNCTION reghook.complete_deliveries(instance text, batch json) RETURNS integer
+CREATE OR REPLACE FUNCTION reghook.complete_deliveries(instance text, batch json,
+                                                       OUT recorded integer, OUT busy uuid[])
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s'
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
-DECLARE n integer;
 BEGIN
     WITH b AS MATERIALIZED (
         SELECT b.id, b.attempt, b.webhook_id, to_timestamp(b.attempted_at / 1000.0) AS attempted_at,
@@ -279,7 +284,35 @@ BEGIN
             response_headers text, response_body text, truncated boolean, error_class text,
             error_message text, outcome text, delay_ms bigint, format text)
     ),
-    -- Only attempts whose lease is still ours count.
+    -- Only attempts whose lease is still ours count. Their rows are locked
+    -- here, and one that another transaction holds is skipped (busy).
+    -- Every test names a column of the batch, so none of them can
+    -- filter the deliveries on their own: the planner then walks the
+    -- batch and finds each delivery by its key. Tested against the
+    -- constants instead, the lease filter (which PostgreSQL takes
+    -- apart, column by column, even from a row comparison) made the
+    -- deliveries the outer side of a nested loop whenever statistics
+    -- said few were in flight, rescanning the whole batch for each one
+    -- in flight: 1,000 x 1,000 comparisons a batch, seconds at the
+    -- defaults, so records piled up, leases stayed held, and the
+    -- dispatcher's claims waited for the writer.
+    mine AS (
+        SELECT x.* FROM b x JOIN reghook.deliveries d ON d.id = x.id
+        WHERE (d.lease_owner, d.status, d.attempts) IS NOT DISTINCT FROM
+              (x.owner, x.leased, x.attempt)
+        FOR NO KEY UPDATE OF d SKIP LOCKED
+    ),
+    -- Of the rest, those still ours in this statement's snapshot: locked
+    -- by another transaction, not lost (normally none, and then the
+    -- lookup runs for none).
+    held AS (
+        SELECT x.id FROM b x
+        WHERE x.id NOT IN (SELECT m.id FROM mine m)
+          AND EXISTS (SELECT FROM reghook.deliveries d
+                      WHERE d.id = x.id
+                        AND (d.lease_owner, d.status, d.attempts) IS NOT DISTINCT FROM
+                            (x.owner, x.leased, x.attempt))
+    ),
     moved AS (
         UPDATE reghook.deliveries d
         SET status = CASE x.outcome WHEN 'succeeded' THEN 'succeeded'
@@ -292,17 +325,7 @@ BEGIN
             last_error = CASE WHEN x.outcome = 'succeeded' THEN NULL
                               ELSE coalesce(x.error_message, 'HTTP ' || x.response_status) END,
             lease_owner = NULL, lease_expires_at = NULL
-        FROM b x
-        -- Every test names a column of the batch, so none of them can
-        -- filter the deliveries on their own: the planner then walks the
-        -- batch and finds each delivery by its key. Tested against the
-        -- constants instead, the lease filter (which PostgreSQL takes
-        -- apart, column by column, even from a row comparison) made the
-        -- deliveries the outer side of a nested loop whenever statistics
-        -- said few were in flight, rescanning the whole batch for each one
-        -- in flight: 1,000 x 1,000 comparisons a batch, seconds at the
-        -- defaults, so records piled up, leases stayed held, and the
-        -- dispatcher's claims waited for the writer.
+        FROM mine x
         WHERE d.id = x.id
           AND (d.lease_owner, d.status, d.attempts) IS NOT DISTINCT FROM
               (x.owner, x.leased, x.attempt)
@@ -371,12 +394,12 @@ BEGIN
                 ELSE w.disabled_reason END
         FROM health h WHERE w.id = h.webhook_id
     )
-    SELECT count(*) INTO n FROM moved;
-    RETURN n;
+    SELECT (SELECT count(*) FROM moved), coalesce((SELECT array_agg(id) FROM held), '{}')
+    INTO recorded, busy;
 END
 $$;
 COMMENT ON FUNCTION reghook.complete_deliveries(text, json) IS
-    'Dispatcher: records a batch of attempts and moves their deliveries on (lease permitting).';
+    'Dispatcher: records a batch of attempts and moves their deliveries on (lease permitting); returns how many, and the deliveries another transaction holds.';
 
 -- record_callback: a Docker Hub style callback from an endpoint.
 CREATE OR REPLACE FUNCTION reghook.record_callback(token text, state text, description text,

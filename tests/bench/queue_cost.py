@@ -94,7 +94,8 @@ def run_once(pg, binary, run):
                             (INSTANCE, BATCH * 4, BATCH * 4, '{}'))
             taken = [record(str(d), a, w) for d, a, w in cur.fetchall()]
             t2 = time.monotonic()
-            cur.execute('SELECT reghook.complete_deliveries(%s, %s)', (INSTANCE, json.dumps(taken)))
+            cur.execute('SELECT * FROM reghook.complete_deliveries(%s, %s)',
+                        (INSTANCE, json.dumps(taken)))
             if cur.fetchone()[0] != BATCH:
                 raise RuntimeError(f'batch {n}: {len(taken)} taken, not all recorded')
             t3 = time.monotonic()

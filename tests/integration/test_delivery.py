@@ -1186,6 +1186,39 @@ def test_sigterm_lets_requests_in_flight_finish_and_records_them(reghook_factory
     assert [d['status'] for d in deliveries(pg, webhook_id)] == ['succeeded']
 
 
+def test_sigterm_while_a_claim_runs_sends_and_records_what_it_leased(reghook_factory, pg,
+                                                                     endpoint_factory):
+    """SIGTERM while a claim is out (here waiting for a lock the test holds):
+    the stop waits for it, and the deliveries it leased are sent and
+    recorded, not left leased to a process that is gone."""
+    daemon = reghook_factory()
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/hook'))
+    post(daemon, token, event())
+    hook.wait_for(1)
+    wait_status(pg, webhook_id, 'succeeded')
+    [delivery] = deliveries(pg, webhook_id)
+    holder = pg.connect()
+    holder.autocommit = False
+    # The claim's rows read the webhook's headers: it waits for this lock.
+    holder.cursor().execute('LOCK TABLE reghook.webhook_headers IN ACCESS EXCLUSIVE MODE')
+    pg.psql(f"SELECT reghook.retrigger('{delivery['id']}')")
+    wait_until(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                               "'Lock' AND query LIKE '%claim_deliveries%'").strip() == '1',
+               10, msg='a claim waiting for the lock')
+    daemon.proc.terminate()
+    time.sleep(1)
+    assert daemon.proc.poll() is None, 'exited with its claim out'
+    holder.rollback()
+    assert daemon.proc.wait(15) == 0
+    hook.wait_for(2)
+    [d] = deliveries(pg, webhook_id)
+    assert (d['status'], d['attempts'], d['lease_owner']) == ('succeeded', 2, None), d
+    assert [a['attempt'] for a in attempts(pg, webhook_id)] == [1, 2]
+    holder.close()
+
+
 def test_a_refused_record_does_not_cost_its_batch(reghook_factory, pg, endpoint_factory):
     """When PostgreSQL refuses one attempt record (here a constraint the test
     adds), the others written with it are still recorded at once."""
@@ -1205,6 +1238,43 @@ def test_a_refused_record_does_not_cost_its_batch(reghook_factory, pg, endpoint_
     assert len(attempts(pg, good_id)) == 5
     wait_until(lambda: 'record dropped' in daemon.log(), 10, msg='the dropped record logged')
     assert attempts(pg, bad_id) == []
+
+
+def test_a_record_whose_delivery_a_person_holds_waits_alone(reghook_factory, pg,
+                                                           endpoint_factory):
+    """A delivery's row held by another transaction (a person's open UPDATE)
+    when its attempt is recorded: the writer does not wait for it, the
+    other webhooks' records are written meanwhile, and the held one is
+    written once the transaction ends, not dropped."""
+    daemon = reghook_factory()
+    token = register(daemon, 'team-a')
+    slow, fast = endpoint_factory(), endpoint_factory()
+    slow.respond(200, b'slow', delay=2)
+    held_id = add_webhook(daemon, 'team-a', slow.url('/held'))
+    other_id = add_webhook(daemon, 'team-a', fast.url('/other'))
+    post(daemon, token, event(tag='t1'))
+    slow.wait_for(1)
+    fast.wait_for(1)
+    holder = pg.connect()
+    holder.autocommit = False
+    hold = holder.cursor()
+    hold.execute('SELECT id FROM reghook.deliveries WHERE webhook_id = %s FOR UPDATE',
+                 (held_id,))
+    assert len(hold.fetchall()) == 1
+    wait_until(lambda: 'its row is held by another transaction' in daemon.log(), 15,
+               msg='the held record noticed')
+    # Meanwhile the other webhook's attempts are recorded as they come.
+    post(daemon, token, event(tag='t2'))
+    fast.wait_for(2)
+    wait_until(lambda: len(attempts(pg, other_id)) == 2, 4,
+               msg="the other webhook's record written while the row is held")
+    assert len(attempts(pg, held_id)) <= 1  # only t2's: t1's row is held
+    holder.rollback()
+    wait_until(lambda: len(attempts(pg, held_id)) == 2, 10, msg='the held record written')
+    assert [d['status'] for d in deliveries(pg, held_id)] == ['succeeded'] * 2
+    assert [(a['attempt'], a['response_status']) for a in attempts(pg, held_id)] == [(1, 200)] * 2
+    assert 'record dropped' not in daemon.log()
+    holder.close()
 
 
 # --- what the log says at the default level ------------------------------------------

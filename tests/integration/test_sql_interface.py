@@ -701,7 +701,7 @@ def test_queue_plans_look_rows_up_by_key_whatever_the_statistics(pg):
                   'duration_ms': 1, 'method': 'POST', 'url': 'http://127.0.0.1:9/hook',
                   'request_headers': [], 'response_status': 200, 'response_headers': [],
                   'outcome': 'succeeded'} for i, a, w in cur.fetchall()]
-        cur.execute("SELECT reghook.complete_deliveries('test', %s)", (json.dumps(batch),))
+        cur.execute("SELECT recorded FROM reghook.complete_deliveries('test', %s)", (json.dumps(batch),))
         assert cur.fetchone()[0] == len(batch)
         return len(batch)
 
@@ -843,9 +843,9 @@ def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
              'attempted_at': time.time() * 1000, 'duration_ms': 1, 'method': 'POST',
              'url': 'http://127.0.0.1:9/a', 'request_headers': [], 'response_status': 200,
              'response_headers': [], 'outcome': 'succeeded'}]
-    cur.execute("SELECT reghook.complete_deliveries('i2', %s)", (json.dumps(done),))
+    cur.execute("SELECT recorded FROM reghook.complete_deliveries('i2', %s)", (json.dumps(done),))
     assert cur.fetchone() == (0,)
-    cur.execute("SELECT reghook.complete_deliveries('i1', %s)", (json.dumps(done),))
+    cur.execute("SELECT recorded FROM reghook.complete_deliveries('i1', %s)", (json.dumps(done),))
     assert cur.fetchone() == (1,)
     assert states([handed[0]])[0][1:4] == ('succeeded', 1, None)
     # A holder that vanished: its lease runs out and the delivery waits again.
@@ -934,6 +934,73 @@ def test_a_delivery_id_is_made_from_its_source_webhook_and_event(pg):
     conn.rollback()
 
 
+def test_a_record_whose_delivery_another_transaction_holds_is_not_waited_for(pg):
+    """complete_deliveries() skips a delivery whose row another transaction
+    holds (here a DELETE of its webhook, not yet committed), records the
+    others at once, and names the held one in busy; written again once the
+    lock is gone, it is recorded. One whose lease is lost is not busy."""
+    run_reghook(['migrate'], pg.url())
+    run_reghook(['namespace', 'add', 'team-a'], pg.url())
+    run_reghook(['registry', 'add', 'main'], pg.url())
+    hooks = []
+    for name in ('kept', 'removed'):
+        out = run_reghook(['webhook', 'add', 'team-a', f'http://127.0.0.1:9/{name}'],
+                          pg.url()).stdout
+        hooks.append(int(out.split()[1]))
+        run_reghook(['webhook', 'enable', str(hooks[-1])], pg.url())
+    conn = pg.connect()
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute('SELECT id FROM reghook.registry_sources')
+    source = cur.fetchone()[0]
+    cur.execute("SELECT (r.job).delivery_id, (r.job).webhook_id FROM reghook.ingest(%s, 'i1', "
+                "10, 10, '{}', 10000) r WHERE (r.job).delivery_id IS NOT NULL", (json.dumps([
+                    {'i': i, 's': source, 'id': str(uuid.uuid4()), 'action': 'push',
+                     'repository': 'team-a/app', 'tag': f't{i}', 'ts': '2026-11-22T18:20:32Z',
+                     'raw': {}} for i in range(2)]),))
+    leased = cur.fetchall()
+    assert len(leased) == 4, leased
+
+    def record(delivery, webhook, attempt=1):
+        return {'id': str(delivery), 'attempt': attempt, 'webhook_id': webhook,
+                'attempted_at': time.time() * 1000, 'duration_ms': 1, 'method': 'POST',
+                'url': 'http://127.0.0.1:9/', 'request_headers': [], 'response_status': 200,
+                'response_headers': [], 'outcome': 'succeeded'}
+
+    holder = pg.connect()
+    holder.autocommit = False
+    holder.cursor().execute('DELETE FROM reghook.webhooks WHERE id = %s', (hooks[1],))
+    removed = sorted(str(d) for d, w in leased if w == hooks[1])
+    batch = [record(d, w) for d, w in leased]
+    # A delivery of the kept webhook whose lease is no longer ours: neither
+    # recorded nor busy.
+    next(r for r in batch if r['webhook_id'] == hooks[0])['attempt'] = 7
+    started = time.monotonic()
+    cur.execute("SELECT recorded, busy::text[] FROM reghook.complete_deliveries('i1', %s)",
+                (json.dumps(batch),))
+    recorded, busy = cur.fetchone()
+    took = time.monotonic() - started
+    assert (recorded, sorted(busy)) == (1, removed), (recorded, busy)
+    assert took < 2, f'waited {took:.1f} s for the held rows'
+    cur.execute('SELECT webhook_id, count(*) FROM reghook.delivery_attempts GROUP BY 1')
+    assert cur.fetchall() == [(hooks[0], 1)]
+
+    # The person thinks better of it: written again, the held ones are recorded.
+    holder.rollback()
+    again = [r for r in batch if r['id'] in removed]
+    cur.execute("SELECT recorded, busy::text[] FROM reghook.complete_deliveries('i1', %s)",
+                (json.dumps(again),))
+    assert cur.fetchone() == (2, [])
+    cur.execute("SELECT status, count(*) FROM reghook.deliveries WHERE webhook_id = %s "
+                "GROUP BY 1", (hooks[1],))
+    assert cur.fetchall() == [('succeeded', 2)]
+    # Written a third time, they are no longer ours to record: nothing, not busy.
+    cur.execute("SELECT recorded, busy::text[] FROM reghook.complete_deliveries('i1', %s)",
+                (json.dumps(again),))
+    assert cur.fetchone() == (0, [])
+    holder.close()
+
+
 def test_only_deliveries_a_claim_could_take_now_wake_the_dispatchers(pg):
     """NOTIFY reghook_deliveries goes out for a pending delivery that is due,
     of a webhook that is not resting, or a test push; not for a retry due
@@ -965,7 +1032,7 @@ def test_only_deliveries_a_claim_could_take_now_wake_the_dispatchers(pg):
     def attempt(delay_ms):
         cur.execute("SELECT delivery_id, attempt FROM reghook.claim_deliveries('i1', 10, 10, '{}', 1000)")
         (delivery, number), = cur.fetchall()
-        cur.execute("SELECT reghook.complete_deliveries('i1', %s)", (json.dumps([{
+        cur.execute("SELECT recorded FROM reghook.complete_deliveries('i1', %s)", (json.dumps([{
             'id': str(delivery), 'attempt': number, 'webhook_id': hook,
             'attempted_at': time.time() * 1000, 'duration_ms': 1, 'method': 'POST',
             'url': 'http://127.0.0.1:9/h', 'request_headers': [], 'response_status': 503,
