@@ -42,7 +42,7 @@ static const char *check_schedule(const char *v)
 	long long ms[CONFIG_MAX_RETRY_STEPS];
 	return config_parse_schedule(v, ms, CONFIG_MAX_RETRY_STEPS) > 0
 		       ? NULL
-		       : "not a comma-separated list of up to 32 durations";
+		       : "not a comma-separated list of up to 32 durations of at most 30d";
 }
 
 static const char *check_base_url(const char *v)
@@ -140,7 +140,7 @@ int config_parse_schedule(const char *s, long long *ms, int max)
 		item[len] = '\0';
 		for (size_t i = len; i > 0 && item[i - 1] == ' '; i--)
 			item[i - 1] = '\0';
-		if (!conf_parse_duration(item, &ms[n]))
+		if (!conf_parse_duration(item, &ms[n]) || ms[n] > CONFIG_MAX_RETRY_STEP_MS)
 			return -1;
 		n++;
 		p += len;

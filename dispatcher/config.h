@@ -10,6 +10,8 @@
 #include <stdio.h>
 
 #define CONFIG_MAX_RETRY_STEPS 32
+/* A longer delay means nothing to a delivery (a webhook failing 5 days is disabled). */
+#define CONFIG_MAX_RETRY_STEP_MS (30LL * 24 * 3600 * 1000)
 
 struct buf;
 

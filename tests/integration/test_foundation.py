@@ -60,6 +60,11 @@ def test_bad_config_value_names_the_key(tmp_path):
         (['serve', '--database-url', 'x', '--max_attempts=0'], {}, 'max_attempts'),
         (['serve', '--database-url', 'x', '--listen', 'nowhere'], {}, 'listen'),
         (['serve', '--database-url', 'x', '--retry-schedule', '1s,,2s'], {}, 'retry_schedule'),
+        # Each step at most 30 days: beyond, the database's intervals overflow.
+        (['serve', '--database-url', 'x', '--retry-schedule', '0,31d'], {},
+         'retry_schedule: not a comma-separated list of up to 32 durations of at most 30d'),
+        (['serve', '--database-url', 'x', '--retry-schedule', '0,9999999999999d'], {},
+         'retry_schedule'),
         (['serve', '--database-url', 'x'], {'REGHOOK_MAX_REQUEST_BODY': 'huge'},
          'max_request_body'),
         (['serve', '--database-url', 'x'], {'REGHOOK_LOG_LEVEL': 'loud'}, 'log_level'),
