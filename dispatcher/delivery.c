@@ -69,6 +69,7 @@ struct inflight {
 struct delivery_gate {
 	int refs;
 	bool open;
+	bool unsure; /* opened as the batch's connection was lost: committed or not? */
 };
 
 struct webhook_slots {
@@ -131,7 +132,7 @@ struct delivery {
 	struct delivery_record *results;
 	int nresults, cap_results;
 	size_t results_bytes; /* the sum of their lengths */
-	int nbusy;	      /* of them, found busy (delivery_record.busy_since_ms) */
+	int nbusy;	      /* of them, kept for want of their rows (keep_until_ms) */
 	int nwriting;
 	int suspects; /* records of a refused batch still to be written one by one */
 	enum delivery_write_state write_state;
@@ -739,11 +740,12 @@ struct delivery_gate *delivery_offer_done(struct delivery *dp, struct delivery_o
 	return gate;
 }
 
-void delivery_gate_open(struct delivery *dp, struct delivery_gate *g)
+void delivery_gate_open(struct delivery *dp, struct delivery_gate *g, bool sure)
 {
 	if (!g)
 		return;
 	g->open = true;
+	g->unsure = !sure;
 	gate_unref(g);
 	write_results(dp);
 }
@@ -757,7 +759,7 @@ static void wake(struct delivery *dp)
 static void free_result(struct delivery *dp, struct delivery_record *r)
 {
 	dp->results_bytes -= r->len;
-	dp->nbusy -= r->busy_since_ms > 0;
+	dp->nbusy -= r->keep_until_ms > 0;
 	free(r->json);
 	gate_unref(r->gate);
 }
@@ -774,34 +776,60 @@ static void drop_results(struct delivery *dp, int n)
 }
 
 /*
- * The first n results were written, but those of the deliveries in busy
- * (complete_deliveries()' array, as text) were not: their rows were held.
- * Those stay queued, to be written again, unless held too long.
+ * Whether a result written but not recorded stays queued, to be written
+ * again: its delivery's row was held by another transaction (busy), or was
+ * not there yet, after a batch whose connection was lost while it
+ * committed (its commit may land later, and its deliveries with it). How
+ * long it may stay, and what the log says.
  */
-static void written_results(struct delivery *dp, int n, const char *busy)
+static bool keep_result(struct delivery_record *r, bool busy, bool missing, long long now)
+{
+	bool unsure = missing && r->gate && r->gate->unsure;
+	if (!busy && !unsure)
+		return false;
+	if (r->keep_until_ms == 0) {
+		if (busy)
+			log_warn("delivery %s: its row is held by another transaction; its attempt "
+				 "is written once that ends",
+				 r->id);
+		else
+			log_warn("delivery %s: not stored yet (the batch that made it lost its "
+				 "connection while it committed); its attempt is written if it was",
+				 r->id);
+		r->keep_until_ms = now + (busy ? DELIVERY_BUSY_KEEP_MS : DELIVERY_UNSURE_KEEP_MS);
+		return true;
+	}
+	if (now < r->keep_until_ms)
+		return true;
+	if (busy)
+		log_error("delivery %s: its row was held by another transaction for %d min; "
+			  "attempt record dropped (the delivery is tried again once its lease "
+			  "runs out)",
+			  r->id, DELIVERY_BUSY_KEEP_MS / 60000);
+	else
+		log_warn("delivery %s: its batch was not committed; attempt record dropped (the "
+			 "registry, answered 503, sends the event again)",
+			 r->id);
+	return false;
+}
+
+/*
+ * The first n results were written; busy and missing (complete_deliveries()'
+ * arrays, as text) name the deliveries whose results were not recorded for
+ * want of their rows: those stay queued if keep_result() says so.
+ */
+static void written_results(struct delivery *dp, int n, const char *busy, const char *missing)
 {
 	long long now = clock_monotonic_ms();
 	int kept = 0;
 	for (int i = 0; i < n; i++) {
 		struct delivery_record *r = &dp->results[i];
-		if (!strstr(busy, r->id)) {
+		bool was_kept = r->keep_until_ms > 0;
+		if (!keep_result(r, strstr(busy, r->id), strstr(missing, r->id), now)) {
 			free_result(dp, r);
 			continue;
 		}
-		if (r->busy_since_ms == 0) {
-			log_warn("delivery %s: its row is held by another transaction; its attempt "
-				 "is written once that ends",
-				 r->id);
-			r->busy_since_ms = now;
-			dp->nbusy++;
-		} else if (now - r->busy_since_ms >= DELIVERY_BUSY_KEEP_MS) {
-			log_error("delivery %s: its row was held by another transaction for %d "
-				  "min; attempt record dropped (the delivery is tried again once "
-				  "its lease runs out)",
-				  r->id, DELIVERY_BUSY_KEEP_MS / 60000);
-			free_result(dp, r);
-			continue;
-		}
+		dp->nbusy += !was_kept;
 		r->retry_ms = now + DELIVERY_BUSY_RETRY_MS;
 		dp->results[kept++] = *r; /* kept <= i: moves down */
 	}
@@ -826,7 +854,9 @@ static void on_written(struct pgc *c, PGresult *res, void *arg)
 		return;
 	}
 	if (outcome == DELIVERY_WRITTEN) {
-		written_results(dp, written, PQntuples(res) == 1 ? PQgetvalue(res, 0, 1) : "");
+		bool row = PQntuples(res) == 1 && PQnfields(res) == 3;
+		written_results(dp, written, row ? PQgetvalue(res, 0, 1) : "",
+				row ? PQgetvalue(res, 0, 2) : "");
 	} else {
 		if (written == 0)
 			/* One bad record must not cost the others. */
@@ -916,7 +946,8 @@ static void write_results(struct delivery *dp)
 	const char *params[] = {dp->d->instance, json.data};
 	dp->nwriting = n;
 	write_set_state(dp, dp->suspects > 0 ? DELIVERY_WRITE_SINGLE : DELIVERY_WRITE_BATCH);
-	pgc_query(dp->done, "SELECT recorded, busy FROM reghook.complete_deliveries($1, $2::json)",
+	pgc_query(dp->done,
+		  "SELECT recorded, busy, missing FROM reghook.complete_deliveries($1, $2::json)",
 		  2, params, on_written, dp);
 	buf_free(&json);
 }

@@ -68,8 +68,12 @@ bool delivery_offer(struct delivery *dp, int events, struct delivery_offer *o);
 struct delivery_gate;
 struct delivery_gate *delivery_offer_done(struct delivery *dp, struct delivery_offer *o,
 					  struct pg_result *res);
-/* The transaction behind g is over: its deliveries' results may be written. */
-void delivery_gate_open(struct delivery *dp, struct delivery_gate *g);
+/*
+ * The transaction behind g is over (sure: the server said how; else its
+ * connection was lost, and its commit may land later): its deliveries'
+ * results may be written.
+ */
+void delivery_gate_open(struct delivery *dp, struct delivery_gate *g, bool sure);
 
 /*
  * The engine's decisions, pure functions of what it knows, so that the unit
@@ -109,6 +113,12 @@ int delivery_window_start(int cap);
  */
 #define DELIVERY_BUSY_RETRY_MS 1000
 #define DELIVERY_BUSY_KEEP_MS (10 * 60 * 1000)
+/*
+ * So is a record of a delivery handed over by a batch whose connection was
+ * lost while it committed, as long as its row is not there: for up to
+ * DELIVERY_UNSURE_KEEP_MS, in which the commit, if it is made, lands.
+ */
+#define DELIVERY_UNSURE_KEEP_MS (60 * 1000)
 
 /*
  * The engine's state: its life and its claim loop, on the claim connection.
@@ -208,8 +218,8 @@ struct delivery_record {
 	long long queued_ms;	    /* when it was queued (monotonic) */
 	struct delivery_gate *gate; /* a reference (delivery_offer_done), or NULL */
 	char id[40];		    /* its delivery */
-	long long busy_since_ms;    /* when its row was first found held; 0: never */
-	long long retry_ms;	    /* while busy: not written again before this */
+	long long keep_until_ms;    /* kept for want of its row (keep_result); 0: not */
+	long long retry_ms;	    /* while kept: not written again before this */
 };
 
 /*

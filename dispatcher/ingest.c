@@ -273,7 +273,7 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 	/* An offer not taken up above (the statement failed) is given back. */
 	if (b->offer.holder)
 		b->gate = delivery_offer_done(in->d->delivery, &b->offer, res);
-	delivery_gate_open(in->d->delivery, b->gate);
+	delivery_gate_open(in->d->delivery, b->gate, res != NULL);
 	b->gate = NULL;
 	conn->busy = false;
 	in->storing -= conn->events;

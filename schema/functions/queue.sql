@@ -252,11 +252,13 @@ COMMENT ON FUNCTION reghook.release_deliveries(text, uuid[]) IS
 --   url, request_headers, request_body, response_status, response_headers,
 --   response_body (hex), truncated, error_class, error_message,
 --   outcome (succeeded | retry | failed | gone), delay_ms (for retry)
--- Returns the number of attempts recorded (lost leases are skipped), and
--- busy: the ids of the deliveries still leased to the caller whose rows
--- another transaction holds (a person's open webhook_remove, say). Their
--- records are not written and not waited for: the caller writes them again
--- once the lock is gone, and the rest of the batch is not held up.
+-- Returns the number of attempts recorded (lost leases are skipped); busy:
+-- the ids of the deliveries still leased to the caller whose rows another
+-- transaction holds (a person's open webhook_remove, say), whose records
+-- are not written and not waited for (the caller writes them again once
+-- the lock is gone, and the rest of the batch is not held up); and
+-- missing: the ids with no delivery at all (yet: one whose ingest()
+-- transaction lost its connection while it committed may still land).
 -- One statement: the batch is read once, the deliveries whose lease is
 -- still ours are locked and moved on, and what that UPDATE returns is what
 -- the history and the webhooks' health are written from (each delivery
@@ -268,7 +270,8 @@ COMMENT ON FUNCTION reghook.release_deliveries(text, uuid[]) IS
 -- jsonb column, json_to_recordset took 8 to 10 times as long, about
 -- 0.1-0.25 ms a record, more than all the rest of the statement.
 CREATE OR REPLACE FUNCTION reghook.complete_deliveries(instance text, batch json,
-                                                       OUT recorded integer, OUT busy uuid[])
+                                                       OUT recorded integer, OUT busy uuid[],
+                                                       OUT missing uuid[])
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s'
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 BEGIN
@@ -302,16 +305,18 @@ BEGIN
               (x.owner, x.leased, x.attempt)
         FOR NO KEY UPDATE OF d SKIP LOCKED
     ),
-    -- Of the rest, those still ours in this statement's snapshot: locked
-    -- by another transaction, not lost (normally none, and then the
-    -- lookup runs for none).
-    held AS (
-        SELECT x.id FROM b x
+    -- The rest (normally none, and then the lookups run for none): still
+    -- ours in this statement's snapshot (so locked by another transaction,
+    -- not lost), or not there at all.
+    rest AS (
+        SELECT x.id,
+               EXISTS (SELECT FROM reghook.deliveries d
+                       WHERE d.id = x.id
+                         AND (d.lease_owner, d.status, d.attempts) IS NOT DISTINCT FROM
+                             (x.owner, x.leased, x.attempt)) AS ours,
+               NOT EXISTS (SELECT FROM reghook.deliveries d WHERE d.id = x.id) AS gone
+        FROM b x
         WHERE x.id NOT IN (SELECT m.id FROM mine m)
-          AND EXISTS (SELECT FROM reghook.deliveries d
-                      WHERE d.id = x.id
-                        AND (d.lease_owner, d.status, d.attempts) IS NOT DISTINCT FROM
-                            (x.owner, x.leased, x.attempt))
     ),
     moved AS (
         UPDATE reghook.deliveries d
@@ -394,12 +399,14 @@ BEGIN
                 ELSE w.disabled_reason END
         FROM health h WHERE w.id = h.webhook_id
     )
-    SELECT (SELECT count(*) FROM moved), coalesce((SELECT array_agg(id) FROM held), '{}')
-    INTO recorded, busy;
+    SELECT (SELECT count(*) FROM moved),
+           coalesce((SELECT array_agg(id) FILTER (WHERE ours) FROM rest), '{}'),
+           coalesce((SELECT array_agg(id) FILTER (WHERE gone) FROM rest), '{}')
+    INTO recorded, busy, missing;
 END
 $$;
 COMMENT ON FUNCTION reghook.complete_deliveries(text, json) IS
-    'Dispatcher: records a batch of attempts and moves their deliveries on (lease permitting); returns how many, and the deliveries another transaction holds.';
+    'Dispatcher: records a batch of attempts and moves their deliveries on (lease permitting); returns how many, the deliveries another transaction holds, and those not there.';
 
 -- record_callback: a Docker Hub style callback from an endpoint.
 CREATE OR REPLACE FUNCTION reghook.record_callback(token text, state text, description text,

@@ -185,6 +185,45 @@ def test_read_only_server_is_left_and_not_hammered(pg_own, reghook_factory):
     print(f'\nread-only server: {attempts} connection attempts in {window} s')
 
 
+def test_a_batch_cut_off_as_it_commits_keeps_its_deliveries_results(pg_own, reghook_factory,
+                                                                     endpoint_factory):
+    """The receiver gives up on its connection (db_timeout) while its batch's
+    commit waits (here for a synchronous standby that is not there), after
+    the delivery it handed over was sent: the registry is answered 503, and
+    once the commit lands the delivery's result is recorded, not dropped
+    (dropped, the delivery stayed leased until its lease ran out, then was
+    sent again with a lost attempt in its history)."""
+    daemon = reghook_factory({'db_timeout': '2s'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    add_webhook(daemon, 'team-a', hook.url('/hook'))
+    headers = {'Content-Type': RegistrySender.V1, 'Authorization': f'Bearer {token}'}
+    body = json.dumps({'events': [registry_event(tag='cut-off')]}).encode()
+    pg_own.psql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'; "
+                'SELECT pg_reload_conf()', dbname='postgres')
+    try:
+        assert daemon.post('/events', body, headers)[0] == 503
+        hook.wait_for(1)
+        wait_until(lambda: 'not stored yet' in daemon.log(), timeout=10,
+                   msg='the result kept for its row')
+        time.sleep(1.5)  # written again meanwhile: still not there
+    finally:
+        pg_own.psql('ALTER SYSTEM RESET synchronous_standby_names; SELECT pg_reload_conf()',
+                    dbname='postgres')
+    wait_until(lambda: pg_own.psql(
+        "SELECT status || ' ' || attempts || ' ' || coalesce(lease_owner, '-') "
+        'FROM reghook.deliveries').strip() == 'succeeded 1 -', timeout=10,
+        msg='the delivery recorded once its commit landed')
+    assert pg_own.psql('SELECT attempt, response_status FROM reghook.delivery_attempts'
+                       ).split() == ['1|200']
+    # The registry, answered 503, sends the event again: a duplicate, not sent again.
+    status, _, out = daemon.post('/events', body, headers)
+    assert status == 200 and json.loads(out)['duplicates'] == 1, out
+    time.sleep(0.5)
+    assert len(hook.requests) == 1
+    assert 'attempt record dropped' not in daemon.log()
+
+
 # --- a primary and its synchronous standby ---------------------------------------------
 
 STANDBY = 'standby'  # the cluster_name every standby gets, which the primary waits for

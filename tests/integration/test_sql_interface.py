@@ -938,7 +938,8 @@ def test_a_record_whose_delivery_another_transaction_holds_is_not_waited_for(pg)
     """complete_deliveries() skips a delivery whose row another transaction
     holds (here a DELETE of its webhook, not yet committed), records the
     others at once, and names the held one in busy; written again once the
-    lock is gone, it is recorded. One whose lease is lost is not busy."""
+    lock is gone, it is recorded. One whose lease is lost is not busy; one
+    that does not exist is missing."""
     run_reghook(['migrate'], pg.url())
     run_reghook(['namespace', 'add', 'team-a'], pg.url())
     run_reghook(['registry', 'add', 'main'], pg.url())
@@ -975,12 +976,14 @@ def test_a_record_whose_delivery_another_transaction_holds_is_not_waited_for(pg)
     # A delivery of the kept webhook whose lease is no longer ours: neither
     # recorded nor busy.
     next(r for r in batch if r['webhook_id'] == hooks[0])['attempt'] = 7
+    nowhere = str(uuid.uuid4())
     started = time.monotonic()
-    cur.execute("SELECT recorded, busy::text[] FROM reghook.complete_deliveries('i1', %s)",
-                (json.dumps(batch),))
-    recorded, busy = cur.fetchone()
+    cur.execute('SELECT recorded, busy::text[], missing::text[] '
+                "FROM reghook.complete_deliveries('i1', %s)",
+                (json.dumps(batch + [record(nowhere, hooks[0])]),))
+    recorded, busy, missing = cur.fetchone()
     took = time.monotonic() - started
-    assert (recorded, sorted(busy)) == (1, removed), (recorded, busy)
+    assert (recorded, sorted(busy), missing) == (1, removed, [nowhere]), (recorded, busy)
     assert took < 2, f'waited {took:.1f} s for the held rows'
     cur.execute('SELECT webhook_id, count(*) FROM reghook.delivery_attempts GROUP BY 1')
     assert cur.fetchall() == [(hooks[0], 1)]
@@ -988,16 +991,16 @@ def test_a_record_whose_delivery_another_transaction_holds_is_not_waited_for(pg)
     # The person thinks better of it: written again, the held ones are recorded.
     holder.rollback()
     again = [r for r in batch if r['id'] in removed]
-    cur.execute("SELECT recorded, busy::text[] FROM reghook.complete_deliveries('i1', %s)",
-                (json.dumps(again),))
-    assert cur.fetchone() == (2, [])
+    cur.execute('SELECT recorded, busy::text[], missing::text[] '
+                "FROM reghook.complete_deliveries('i1', %s)", (json.dumps(again),))
+    assert cur.fetchone() == (2, [], [])
     cur.execute("SELECT status, count(*) FROM reghook.deliveries WHERE webhook_id = %s "
                 "GROUP BY 1", (hooks[1],))
     assert cur.fetchall() == [('succeeded', 2)]
     # Written a third time, they are no longer ours to record: nothing, not busy.
-    cur.execute("SELECT recorded, busy::text[] FROM reghook.complete_deliveries('i1', %s)",
-                (json.dumps(again),))
-    assert cur.fetchone() == (0, [])
+    cur.execute('SELECT recorded, busy::text[], missing::text[] '
+                "FROM reghook.complete_deliveries('i1', %s)", (json.dumps(again),))
+    assert cur.fetchone() == (0, [], [])
     holder.close()
 
 
