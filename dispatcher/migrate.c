@@ -1,18 +1,31 @@
 /*
  * migrate: see migrate.h.
  *
- * DESIGN. A run is a chain of queries on one connection, one step each:
- * take the advisory lock; in one transaction, create the schema and
- * schema_migrations if missing, read the applied versions, apply each
- * missing numbered migration, compare the files of schema/functions/ with
- * what schema_functions says was applied, apply them all in their order
- * when anything differs or a numbered migration ran, record them, commit;
- * release the lock. Any failure rolls the transaction back (or loses the
- * session, which does too) and releases the lock: the database is left as
- * it was. The run's queries have no deadline (db_timeout): the lock may be
- * held for long by another instance migrating, and a migration may rewrite
- * a large table. A second run finds nothing to do and changes nothing: it reads
- * and commits an empty transaction.
+ * DESIGN. A run is a chain of queries on one connection, one step each, in
+ * one transaction: create the schema and schema_migrations if missing, lock
+ * schema_migrations against other runs, read the applied versions, apply
+ * each missing numbered migration, compare the files of schema/functions/
+ * with what schema_functions says was applied, apply them all in their
+ * order when anything differs or a numbered migration ran, record them,
+ * commit. Any failure rolls the transaction back (or loses the session,
+ * which does too): the database is left as it was. A second run finds
+ * nothing to do and changes nothing: it reads and commits an empty
+ * transaction.
+ *
+ * The lock is SHARE ROW EXCLUSIVE on schema_migrations, taken by a role
+ * that may write the table (the owner's, an admin's): it waits for
+ * another run, and nothing a member may do holds it up (members may only
+ * read the table, and a reader's lock does not conflict). An advisory
+ * lock, as before, any role that may connect could take and keep, and
+ * every start of reghook waited for it. A role that may not write it (the
+ * dispatcher's) takes no lock: it can only find the schema current. The
+ * run's queries have no deadline (db_timeout): another run may hold the
+ * lock for long, and a migration may rewrite a large table. But each
+ * waits at most MIGRATE_LOCK_TIMEOUT for a lock on the tables it changes:
+ * one a person holds (an open transaction that read the webhooks) fails
+ * the run, which is tried again later, instead of queueing every other
+ * statement on that table behind the migration's request, for all
+ * namespaces, until the person is done.
  *
  * The files of schema/functions/ define with CREATE OR REPLACE and grant
  * from a clean slate (authz.sql), so applying them again is harmless, and
@@ -34,23 +47,19 @@
 
 #define NMIGRATIONS ((int)(sizeof(migration_srcs) / sizeof(migration_srcs[0])))
 #define NFUNCTIONS ((int)(sizeof(function_srcs) / sizeof(function_srcs[0])))
-/* Arbitrary, fixed: the key of the advisory lock that serialises migrations. */
-#define MIGRATE_LOCK_KEY "7165716866"
-#define MIGRATE_UNLOCK_SQL "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"
+#define MIGRATE_LOCK_TIMEOUT "2s"
 /* Every query of the transaction resolves names in reghook first. */
 #define MIGRATE_SEARCH_PATH "SET LOCAL search_path = reghook, pg_catalog;\n"
 
 enum migrate_step {
-	MIGRATE_LOCKING,   /* waiting for the advisory lock */
-	MIGRATE_BOOTSTRAP, /* BEGIN; creating the schema and the bookkeeping table */
+	MIGRATE_BOOTSTRAP, /* BEGIN; creating the schema and the bookkeeping table; the lock */
 	MIGRATE_READING,   /* reading the applied versions */
 	MIGRATE_APPLYING,  /* running migration `next` */
 	MIGRATE_COMPARING, /* asking whether schema/functions/ changed */
 	MIGRATE_FUNCTIONS, /* running function file `next` */
 	MIGRATE_RECORDING, /* recording the function files applied */
 	MIGRATE_COMMITTING,
-	MIGRATE_ROLLBACK,  /* something failed: ending the transaction before unlocking */
-	MIGRATE_UNLOCKING, /* releasing the lock; then done */
+	MIGRATE_ROLLBACK, /* something failed: ending the transaction; then done */
 };
 
 struct migrate {
@@ -72,6 +81,44 @@ const char migrate_current_sql[] =
 	"$1::int), 0) = " MIGRATION_COUNT;
 
 static void on_result(struct pgc *c, PGresult *res, void *arg);
+
+/*
+ * The run's first query: its transaction, the schema and schema_migrations
+ * (only when missing: a role that may not create, the dispatcher's, can
+ * still find the schema current; two runs on a new database both create
+ * them, and the second, which waited for the first's commit, finds them
+ * made), the lock (DESIGN), and the wait for the locks of the rest.
+ */
+static const char bootstrap_sql[] =
+	"BEGIN;"
+	" DO $bootstrap$ BEGIN"
+	/* Migration 017's SQL-standard function bodies need 14. */
+	" IF current_setting('server_version_num')::integer < 140000 THEN"
+	" RAISE EXCEPTION 'reghook needs PostgreSQL 14 or newer; this server is %',"
+	" current_setting('server_version');"
+	" END IF;"
+	" IF to_regclass('reghook.schema_migrations') IS NULL THEN"
+	" BEGIN"
+	" CREATE SCHEMA IF NOT EXISTS reghook;"
+	" CREATE TABLE reghook.schema_migrations ("
+	" version integer PRIMARY KEY, name text NOT NULL,"
+	" applied_at timestamptz NOT NULL DEFAULT now());"
+	" COMMENT ON TABLE reghook.schema_migrations IS "
+	"'Migrations of schema/ applied to this database, by version.';"
+	" COMMENT ON COLUMN reghook.schema_migrations.version IS "
+	"'Number of the migration (its file name''s prefix).';"
+	" COMMENT ON COLUMN reghook.schema_migrations.name IS "
+	"'Name of the migration (its file name''s rest).';"
+	" COMMENT ON COLUMN reghook.schema_migrations.applied_at IS "
+	"'When it was applied.';"
+	" EXCEPTION WHEN unique_violation OR duplicate_schema OR duplicate_table THEN NULL;"
+	" END;"
+	" END IF;"
+	" IF has_table_privilege('reghook.schema_migrations', 'UPDATE') THEN"
+	" LOCK TABLE reghook.schema_migrations IN SHARE ROW EXCLUSIVE MODE;"
+	" END IF;"
+	" END $bootstrap$;"
+	" SET LOCAL lock_timeout = '" MIGRATE_LOCK_TIMEOUT "'";
 
 int migrate_latest_version(void)
 {
@@ -134,18 +181,15 @@ static void query(struct pgc *c, struct migrate *m, enum migrate_step step, cons
 	pgc_query(c, sql, 0, NULL, on_result, m);
 }
 
-/* After a failure: roll the transaction back, if there is one, then unlock. */
+/* After a failure: roll the transaction back. */
 static void fail(struct pgc *c, struct migrate *m, const char *what, PGresult *res)
 {
 	set_error(m, what, res);
 	if (!res) {
-		finish(m); /* the session is gone, and with it the transaction and the lock */
+		finish(m); /* the session is gone, and with it the transaction */
 		return;
 	}
-	if (m->step == MIGRATE_LOCKING || m->step == MIGRATE_UNLOCKING)
-		query(c, m, MIGRATE_UNLOCKING, MIGRATE_UNLOCK_SQL);
-	else
-		query(c, m, MIGRATE_ROLLBACK, "ROLLBACK");
+	query(c, m, MIGRATE_ROLLBACK, "ROLLBACK");
 }
 
 static void compare_functions(struct pgc *c, struct migrate *m)
@@ -216,34 +260,6 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 	char what[160];
 
 	switch (m->step) {
-	case MIGRATE_LOCKING:
-		if (!pgc_ok(res))
-			return fail(c, m, "taking the migration lock", res);
-		query(c, m, MIGRATE_BOOTSTRAP,
-		      /* Only when missing: a role that may not create (the
-		       * dispatcher's) can still find the schema current. */
-		      "BEGIN;"
-		      " DO $bootstrap$ BEGIN"
-		      /* Migration 017's SQL-standard function bodies need 14. */
-		      " IF current_setting('server_version_num')::integer < 140000 THEN"
-		      " RAISE EXCEPTION 'reghook needs PostgreSQL 14 or newer; this server is %',"
-		      " current_setting('server_version');"
-		      " END IF;"
-		      " IF to_regclass('reghook.schema_migrations') IS NULL THEN"
-		      " CREATE SCHEMA IF NOT EXISTS reghook;"
-		      " CREATE TABLE reghook.schema_migrations ("
-		      " version integer PRIMARY KEY, name text NOT NULL,"
-		      " applied_at timestamptz NOT NULL DEFAULT now());"
-		      " COMMENT ON TABLE reghook.schema_migrations IS "
-		      "'Migrations of schema/ applied to this database, by version.';"
-		      " COMMENT ON COLUMN reghook.schema_migrations.version IS "
-		      "'Number of the migration (its file name''s prefix).';"
-		      " COMMENT ON COLUMN reghook.schema_migrations.name IS "
-		      "'Name of the migration (its file name''s rest).';"
-		      " COMMENT ON COLUMN reghook.schema_migrations.applied_at IS "
-		      "'When it was applied.';"
-		      " END IF; END $bootstrap$");
-		break;
 	case MIGRATE_BOOTSTRAP:
 		if (!pgc_ok(res))
 			return fail(c, m, "creating schema reghook", res);
@@ -303,18 +319,10 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 	case MIGRATE_COMMITTING:
 		if (!pgc_ok(res))
 			return fail(c, m, "committing the migrations", res);
-		query(c, m, MIGRATE_UNLOCKING, MIGRATE_UNLOCK_SQL);
+		finish(m);
 		break;
 	case MIGRATE_ROLLBACK:
-		if (!res) {
-			/* The connection went, and the lock with its session. */
-			finish(m);
-			break;
-		}
-		query(c, m, MIGRATE_UNLOCKING, MIGRATE_UNLOCK_SQL);
-		break;
-	case MIGRATE_UNLOCKING:
-		finish(m);
+		finish(m); /* rolled back, or the session (and its transaction) is gone */
 		break;
 	}
 }
@@ -327,5 +335,5 @@ void migrate_run(struct pgc *c, migrate_done_fn done, void *arg)
 	m->c = c;
 	m->timeout_ms = pgc_query_timeout(c);
 	pgc_set_query_timeout(c, 0);
-	query(c, m, MIGRATE_LOCKING, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")");
+	query(c, m, MIGRATE_BOOTSTRAP, bootstrap_sql);
 }

@@ -6,8 +6,8 @@
  * migration ran, every file of schema/functions/ in its fixed order
  * (functions, views, triggers, policies, grants; recorded with their
  * SHA-256 in reghook.schema_functions). All of it is one transaction, so a
- * failure leaves the database as it was; a session advisory lock makes
- * concurrent runs (several daemons starting together) apply each
+ * failure leaves the database as it was; a lock on schema_migrations
+ * makes concurrent runs (several daemons starting together) apply each
  * migration exactly once, the later ones finding nothing to do.
  */
 #ifndef REGHOOK_MIGRATE_H

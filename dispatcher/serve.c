@@ -100,8 +100,7 @@ void daemon_receiver_ready(struct daemon *d)
 
 /*
  * Behind a pooler that hands server sessions around per transaction, the
- * LISTENs, the migrations' advisory lock and the deliveries' wake-ups
- * would silently break: refuse to run at all, once, at start.
+ * LISTENs and the deliveries' wake-ups would silently break: refuse to run at all, once, at start.
  */
 static void on_pool_checked(bool shared, const char *detail, void *arg)
 {
@@ -111,9 +110,9 @@ static void on_pool_checked(bool shared, const char *detail, void *arg)
 	if (shared) {
 		log_error("database_url leads to a connection pooler in transaction (or statement) "
 			  "pooling mode: %s. reghook needs a server session of its own per "
-			  "connection: it LISTENs for new deliveries and registry sources, holds a "
-			  "session-level advisory lock while migrating, and relies on session "
-			  "state. Use pool_mode = session for this database (PgBouncer), or "
+			  "connection: it LISTENs for new deliveries and registry sources, and "
+			  "relies on session state. Use pool_mode = session for this database "
+			  "(PgBouncer), or "
 			  "connect to PostgreSQL directly; not starting",
 			  detail);
 		d->refused = true;

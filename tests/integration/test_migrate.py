@@ -15,6 +15,7 @@ import os
 import pathlib
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -190,10 +191,56 @@ def test_concurrent_migrates_apply_the_functions_once(pg):
     newer = len(list((ROOT / 'schema').glob('[0-9][0-9][0-9]_*.sql'))) - 10
     assert sorted(p.stdout.split('(')[1].split()[0] for p in procs) == ['0', '0', '0', str(newer)]
     assert [APPLYING_FILES + 'authz.sql' in p.stderr for p in procs].count(True) == 1
+    # And four at once on a new database: each makes the schema if it is
+    # missing, and the later ones, which waited for the first, find it made.
     fresh = f'{pg.dbname}_fresh'
     pg.create_db(fresh)
-    assert migrate(pg, fresh).returncode == 0
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        procs = list(pool.map(lambda _: migrate(pg, fresh), range(4)))
+    assert all(p.returncode == 0 for p in procs), [p.stderr for p in procs]
+    assert sorted(p.stdout.split('(')[1].split()[0] for p in procs) == ['0', '0', '0',
+                                                                         str(NUMBERED)]
     assert_same(schema_dump(pg, fresh), schema_dump(pg), 'the database migrated by four at once')
+
+
+def test_no_member_session_holds_up_a_migration(pg):
+    """A member's session (any role that may connect) cannot hold a start
+    up: the advisory lock migrations once took, and a read of
+    schema_migrations in an open transaction, are no obstacle. A lock a
+    member holds on a table that a migration changes makes the migration
+    fail after 2 s, to be tried again, instead of waiting for the member
+    with every other statement on that table queued behind it."""
+    assert migrate(pg).returncode == 0
+    member = pg.create_login_role(f'{pg.dbname}_m')
+    pg.psql(f"""GRANT "{pg.psql("SELECT reghook.role_name('member')").strip()}" TO "{member}";
+                GRANT CONNECT ON DATABASE "{pg.dbname}" TO "{member}";""")
+    conn = pg.connect(user=member)
+    conn.autocommit = False
+    cur = conn.cursor()
+    cur.execute('SELECT pg_advisory_lock(7165716866)')
+    cur.execute('SELECT count(*) FROM reghook.schema_migrations')
+    started = time.monotonic()
+    proc = migrate(pg)
+    assert proc.returncode == 0 and time.monotonic() - started < 10, proc.stderr
+    # An upgrade (here: the files of schema/functions/ to apply again) while
+    # the member's transaction holds what it read.
+    cur.execute('SELECT count(*) FROM reghook.webhooks')
+    pg.psql("UPDATE reghook.schema_functions SET sha256 = repeat('0', 64) WHERE file = 'queue.sql'")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        upgrade = pool.submit(migrate, pg)
+        time.sleep(0.5)
+        # Meanwhile another session reads the webhooks, waiting at most
+        # for the migration's 2 s, not for the member.
+        pg.psql('SELECT count(*) FROM reghook.webhooks')
+        read_after = time.monotonic() - started
+        proc = upgrade.result()
+    assert proc.returncode != 0 and 'lock timeout' in proc.stderr, proc.stderr
+    assert read_after < 10, read_after
+    conn.rollback()
+    proc = migrate(pg)
+    assert proc.returncode == 0 and APPLYING_FILES + 'authz.sql' in proc.stderr, proc.stderr
+    conn.close()
 
 
 def test_an_older_reghook_leaves_a_newer_databases_functions(pg):
