@@ -525,7 +525,8 @@ static bool head_done(struct httpd_conn *c)
 	c->chunked = te != NULL;
 	c->chunk = CHUNK_SIZE;
 	c->left = length > 0 ? (size_t)length : 0;
-	if (expect && (c->chunked || c->left) &&
+	/* An HTTP/1.0 client cannot read a 1xx answer: it is not sent one (RFC 9110, 10.1.1). */
+	if (expect && r->minor >= 1 && (c->chunked || c->left) &&
 	    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
 		evbuffer_add_printf(bufferevent_get_output(c->bev),
 				    "HTTP/1.1 100 Continue\r\n\r\n");
@@ -659,10 +660,15 @@ static bool read_body(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 			c->chunk = CHUNK_DATA_END;
 			continue;
 		}
+		/* As in read_head: a trailer trickled a byte at a time is scanned once. */
 		size_t eol_len;
+		struct evbuffer_ptr from;
+		evbuffer_ptr_set(in, &from, c->scanned, EVBUFFER_PTR_SET);
 		struct evbuffer_ptr eol =
-			evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+			evbuffer_search_eol(in, &from, &eol_len, EVBUFFER_EOL_CRLF);
 		if (eol.pos < 0) {
+			size_t pending = evbuffer_get_length(in);
+			c->scanned = pending ? pending - 1 : 0;
 			if (evbuffer_get_length(in) > 1024 && c->chunk != CHUNK_TRAILER) {
 				error_answer(c, 400, "malformed chunk");
 				*failed = true;
@@ -672,6 +678,7 @@ static bool read_body(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 			}
 			return false;
 		}
+		c->scanned = 0;
 		size_t len = (size_t)eol.pos;
 		char line[1025];
 		if (len >= sizeof(line) && c->chunk != CHUNK_TRAILER) {

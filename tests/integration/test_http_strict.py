@@ -249,6 +249,41 @@ def test_protocol_paths(reghook, pg):
     assert sorted(r['event_uuid'] for r in events(pg)) == sorted(e['id'] for e in evs)
 
 
+def test_http10_expect_and_a_trailer_in_pieces(reghook, pg):
+    """An HTTP/1.0 request's Expect: 100-continue is ignored (RFC 9110,
+    10.1.1: such a client cannot read the interim answer); and a chunked
+    body's trailer arriving a few bytes at a time, its CR and LF apart, is
+    read as one."""
+    token = register(reghook, 'team-a')
+    evs = [event(tag=f'piece-{i}') for i in range(2)]
+    sock = socket.create_connection(('127.0.0.1', reghook.port), timeout=20)
+    try:
+        body = envelope(evs[0])
+        sock.sendall(request(token, b'', b'Expect: 100-continue\r\n'
+                             b'Content-Length: %d\r\n' % len(body), version=b'HTTP/1.0',
+                             length=False))
+        sock.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            sock.recv(4096)
+        sock.settimeout(20)
+        sock.sendall(body)
+        assert [a[0] for a in answers(read_all(sock))] == [200]
+    finally:
+        sock.close()
+    sock = socket.create_connection(('127.0.0.1', reghook.port), timeout=20)
+    try:
+        body = envelope(evs[1])
+        sock.sendall(request(token, b'', b'Transfer-Encoding: chunked\r\nConnection: close\r\n',
+                             length=False) + b'%x\r\n' % len(body) + body + b'\r\n0\r\n')
+        for piece in (b'X-Tr', b'ailer: t', b'\r', b'\nX-Other: 2\r', b'\n\r', b'\n'):
+            time.sleep(0.05)
+            sock.sendall(piece)
+        assert [a[0] for a in answers(read_all(sock))] == [200]
+    finally:
+        sock.close()
+    assert sorted(r['event_uuid'] for r in events(pg)) == sorted(e['id'] for e in evs)
+
+
 def test_request_deadline_for_trickling_clients(reghook_factory, pg):
     """A client that keeps trickling one byte at a time is cut off with 408
     once client_timeout has passed since its first byte, however steadily
