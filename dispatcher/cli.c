@@ -182,23 +182,44 @@ const char *cli_unknown_option(int argc, char **argv)
 	return NULL;
 }
 
+char *cli_printable(const char *s)
+{
+	char *out = xstrdup(s), *o = out;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			*o++ = '?';
+			p++;
+		} else {
+			*o++ = *p < 0x20 || *p == 0x7f ? '?' : (char)*p;
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
 void cli_print_table(const PGresult *res)
 {
 	int rows = PQntuples(res), cols = PQnfields(res);
-	size_t *width = calloc((size_t)cols, sizeof(size_t));
+	size_t *width = xcalloc((size_t)cols, sizeof(size_t));
+	char **cell = xcalloc((size_t)rows * (size_t)cols + 1, sizeof(char *));
 	for (int c = 0; c < cols; c++) {
 		width[c] = strlen(PQfname(res, c));
-		for (int r = 0; r < rows; r++)
-			if ((size_t)PQgetlength(res, r, c) > width[c])
-				width[c] = (size_t)PQgetlength(res, r, c);
+		for (int r = 0; r < rows; r++) {
+			cell[r * cols + c] = cli_printable(PQgetvalue(res, r, c));
+			if (strlen(cell[r * cols + c]) > width[c])
+				width[c] = strlen(cell[r * cols + c]);
+		}
 	}
 	for (int c = 0; c < cols; c++)
 		printf("%-*s%s", c == cols - 1 ? 0 : (int)width[c], PQfname(res, c),
 		       c == cols - 1 ? "\n" : "  ");
 	for (int r = 0; r < rows; r++)
 		for (int c = 0; c < cols; c++)
-			printf("%-*s%s", c == cols - 1 ? 0 : (int)width[c], PQgetvalue(res, r, c),
+			printf("%-*s%s", c == cols - 1 ? 0 : (int)width[c], cell[r * cols + c],
 			       c == cols - 1 ? "\n" : "  ");
+	for (int i = 0; i < rows * cols; i++)
+		free(cell[i]);
+	free(cell);
 	free(width);
 }
 

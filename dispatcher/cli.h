@@ -83,6 +83,13 @@ int cli_take_options(const struct cli_command *cmd, const struct cli_option *opt
 void cli_print_options(const struct cli_option *opts, size_t n);
 /* True for a positive decimal id (of a webhook, say) that fits in a bigint. */
 bool cli_parse_id(const char *s);
+/*
+ * A value from the database as it may go to a terminal: a copy (to free)
+ * with its control characters (C0, DEL, and C1 as UTF-8) each made '?', so
+ * that text a person or an endpoint chose (a webhook's name, a callback's
+ * description) cannot move the cursor, retitle the window or hide a line.
+ */
+char *cli_printable(const char *s) __attribute__((warn_unused_result));
 /* Prints a result as an aligned table (or nothing but the header if empty). */
 void cli_print_table(const PGresult *res);
 

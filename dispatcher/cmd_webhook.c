@@ -319,8 +319,11 @@ static int webhook_show(PGconn *conn, const char *id)
 		PQclear(res);
 		return CLI_FAILED;
 	}
-	for (int c = 0; c < PQnfields(res); c++)
-		printf("%-18s %s\n", PQfname(res, c), PQgetvalue(res, 0, c));
+	for (int c = 0; c < PQnfields(res); c++) {
+		char *value = cli_printable(PQgetvalue(res, 0, c));
+		printf("%-18s %s\n", PQfname(res, c), value);
+		free(value);
+	}
 	PQclear(res);
 	return CLI_OK;
 }

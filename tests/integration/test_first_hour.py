@@ -291,6 +291,30 @@ def test_callbacks_show_in_delivery_history_and_deliveries(reghook, pg, endpoint
     assert j['callback_state'] == 'failure' and j['callback_context'] == 'ci/test'
 
 
+def test_the_cli_prints_no_control_characters(reghook, pg, endpoint_factory):
+    """Text an endpoint (a callback's description) or a contributor (a
+    webhook's name) chose reaches the terminal of whoever lists them with
+    its control characters made '?': no cursor moves, no window title."""
+    hook_id, path = delivered_callback_path(reghook, endpoint_factory)
+    wait_status(pg, hook_id, 'succeeded')
+    report = {'state': 'failure', 'description': 'tests \x1b]0;owned\x07failed\x1b[2J\u009b1m',
+              'context': 'ci/test'}
+    assert reghook.post(path, json.dumps(report).encode(),
+                        {'Content-Type': 'application/json'})[0] == 200
+    reghook.run_cli('webhook', 'set', hook_id, '--name', 'hook\x1b[1A\rname')
+    listed = {' '.join(args): reghook.run_cli(*args).stdout
+              for args in (['deliveries'], ['webhook', 'list'], ['webhook', 'show', hook_id])}
+    for what, out in listed.items():
+        assert not any(ord(ch) < 0x20 and ch != '\n' or 0x7f <= ord(ch) <= 0x9f for ch in out), \
+            (what, out)
+    assert 'failure: tests ?]0;owned?failed?[2J?1m' in listed['deliveries']
+    assert 'hook?[1A?name' in listed['webhook list']
+    assert 'hook?[1A?name' in listed[f'webhook show {hook_id}']
+    # Read with SQL, the text is as it was sent.
+    assert pg.psql('SELECT callback_description FROM reghook.deliveries').strip() == \
+        report['description']
+
+
 def test_retrigger_failed_says_delivery_for_one(reghook_factory, pg, endpoint_factory):
     daemon = reghook_factory({'retry_schedule': '0', 'max_attempts': 1})
     token = register(daemon, 'team-a')
