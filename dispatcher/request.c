@@ -10,7 +10,9 @@
 #include "template.h"
 #include "urltemplate.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -100,18 +102,54 @@ static void finish_invalid(struct request *r, const char *why)
 	snprintf(r->error, sizeof(r->error), "%s", why);
 }
 
-/* CURLOPT_OPENSOCKETFUNCTION: the SSRF guard, on the address really connected to. */
+/* The SSRF guard: whether the request may go to sa; if not, says why in r->blocked. */
+static bool guard_allows(struct request *r, const struct sockaddr *sa)
+{
+	enum netguard_class c = netguard_classify(sa);
+	if (netguard_allowed(c, r->allow_private))
+		return true;
+	snprintf(r->blocked, sizeof(r->blocked),
+		 "target address is %s; refused (allow_private_targets is off)",
+		 netguard_class_name(c));
+	return false;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION: the guard, on the address really connected to. */
 static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *addr)
 {
 	struct request *r = arg;
-	enum netguard_class c = netguard_classify(&addr->addr);
-	if (!netguard_allowed(c, r->allow_private)) {
-		snprintf(r->blocked, sizeof(r->blocked),
-			 "target address is %s; refused (allow_private_targets is off)",
-			 netguard_class_name(c));
+	if (!guard_allows(r, &addr->addr))
 		return CURL_SOCKET_BAD;
-	}
 	return socket(addr->family, addr->socktype, addr->protocol);
+}
+
+/*
+ * CURLOPT_PREREQFUNCTION: the guard again once connected, new connection or
+ * one reused from libcurl's cache, which open_socket does not see: one made
+ * while allow_private_targets was on serves no request started after a
+ * reload turned it off. A connection made stands for any address refused
+ * before it (another of the name's), which then says nothing of this one.
+ */
+static int check_connected(void *arg, char *primary_ip, char *local_ip, int primary_port,
+			   int local_port)
+{
+	struct request *r = arg;
+	struct sockaddr_storage ss = {0};
+	struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, primary_ip, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+	} else if (inet_pton(AF_INET6, primary_ip, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+	} else {
+		snprintf(r->blocked, sizeof(r->blocked), "target address '%.64s' not understood",
+			 primary_ip);
+		return CURL_PREREQFUNC_ABORT;
+	}
+	if (!guard_allows(r, (const struct sockaddr *)&ss))
+		return CURL_PREREQFUNC_ABORT;
+	r->blocked[0] = '\0';
+	return CURL_PREREQFUNC_OK;
 }
 
 static size_t on_body(char *data, size_t size, size_t n, void *arg)
@@ -338,6 +376,8 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, r);
+	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, check_connected);
+	curl_easy_setopt(e, CURLOPT_PREREQDATA, r);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);

@@ -332,6 +332,30 @@ def test_reload_log_level(reghook_factory, pg):
     assert value(families, 'reghook_config_last_reload_successful') == 1
 
 
+def test_reload_turning_private_targets_off_holds_for_kept_alive_connections(
+        reghook_factory, pg, endpoint_factory):
+    """A connection to a private target (loopback here), kept alive from
+    before a reload that turned allow_private_targets off, serves no
+    request started after it: the guard checks the address of the
+    connection a request goes out on, reused from libcurl's cache or new."""
+    daemon = reghook_factory({'retry_schedule': '0,1h'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/hook'))
+    post(daemon, token, event(tag='before'))
+    hook.wait_for(1)
+    wait_until(lambda: len(attempts(pg, webhook_id)) == 1, msg='the first attempt')
+    assert 'configuration reloaded: allow_private_targets' in \
+        reload(daemon, allow_private_targets=False)
+    post(daemon, token, event(tag='after'))
+    wait_until(lambda: len(attempts(pg, webhook_id)) == 2, msg='the second attempt')
+    first, second = attempts(pg, webhook_id)
+    assert (first['response_status'], first['error_class']) == (200, None)
+    assert (second['response_status'], second['error_class']) == (None, 'blocked'), second
+    assert 'refused (allow_private_targets is off)' in second['error_message']
+    assert len(hook.requests) == 1
+
+
 def test_reload_max_in_flight(reghook_factory, pg, endpoint_factory):
     daemon = reghook_factory({'max_in_flight': 1, 'request_timeout': '300s'})
     token = register(daemon, 'team-a')
