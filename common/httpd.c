@@ -1051,6 +1051,11 @@ const char *httpd_body(struct httpd_req *req, size_t *len)
 	return p ? p : "";
 }
 
+size_t httpd_body_length(const struct httpd_req *req)
+{
+	return evbuffer_get_length(req->body);
+}
+
 void httpd_body_discard(struct httpd_req *req)
 {
 	evbuffer_drain(req->body, evbuffer_get_length(req->body));

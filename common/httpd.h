@@ -89,6 +89,8 @@ const char *httpd_path(const struct httpd_req *req);
 const char *httpd_header(const struct httpd_req *req, const char *name);
 /* The body, contiguous; *len its length. Never NULL. */
 const char *httpd_body(struct httpd_req *req, size_t *len);
+/* Its length, without making it contiguous (a copy, for a body in pieces). */
+size_t httpd_body_length(const struct httpd_req *req);
 /* Frees the body of a request whose answer waits (what httpd_body gave is gone). */
 void httpd_body_discard(struct httpd_req *req);
 

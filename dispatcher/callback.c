@@ -41,16 +41,17 @@ static void callback_recorded(struct pgc *c, PGresult *res, void *arg)
 void callback_handle(struct daemon *d, struct httpd_req *req, const char *token)
 {
 	static const struct jsonparse_limits limits = {8, 0};
-	size_t len;
-	const char *body = httpd_body(req, &len);
+	size_t len = httpd_body_length(req);
 	char err[256];
 	const char *state, *description, *context, *target_url;
 	yajl_val tree = NULL;
 
+	/* Refused before the body is copied whole (httpd_body). */
 	if (len == 0 || len > 65536) {
 		httpd_reply_error(req, 400, len ? "body too large" : "empty body");
 		return;
 	}
+	const char *body = httpd_body(req, &len);
 	if (jsonparse(body, len, &limits, &tree, err, sizeof(err)) != JSONPARSE_OK) {
 		reply_errorf(req, 400, "body is %s", err);
 	} else if (!YAJL_IS_OBJECT(tree)) {

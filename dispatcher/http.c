@@ -143,7 +143,11 @@ static void route(struct httpd_req *req, void *arg)
 	struct buf allow = BUF_INIT;
 	const char *rest;
 
-	log_debug("%s %s", method, path);
+	/* A callback's path holds its token, which no log line shows (README). */
+	if (strncmp(path, "/callback/", strlen("/callback/")) == 0)
+		log_debug("%s /callback/(token)", method);
+	else
+		log_debug("%s %s", method, path);
 	if (d->stopping) {
 		d->idle_ticks = 0; /* its answer is written before the exit */
 		/*
