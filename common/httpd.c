@@ -82,6 +82,7 @@ struct httpd_req {
 	struct buf out;	       /* fields of the answer, as lines */
 	bool close;	       /* close the connection after the answer */
 	bool head_request;
+	size_t reserved; /* of the server's bodies (reserve_body) */
 };
 
 struct httpd_conn {
@@ -122,6 +123,7 @@ struct httpd {
 	long long request_timeout_ms;
 	SSL_CTX *tls; /* a reference of its own; NULL: plain HTTP */
 	LIST_HEAD(, httpd_conn) conns;
+	size_t bodies; /* bytes of request bodies declared and not yet given back */
 };
 
 static void conn_read(struct httpd_conn *c);
@@ -186,6 +188,7 @@ static void req_free(struct httpd_req *r)
 {
 	if (!r)
 		return;
+	r->srv->bodies -= r->reserved;
 	free(r->head);
 	free(r->path);
 	free(r->fields);
@@ -320,6 +323,21 @@ static void error_answer(struct httpd_conn *c, int status, const char *message)
 	}
 	c->req->close = true;
 	httpd_reply_error(c->req, status, message);
+}
+
+/* Counts n more bytes of the request's body against HTTPD_BODIES_MAX; 503 if over. */
+static bool reserve_body(struct httpd_conn *c, size_t n)
+{
+	struct httpd *s = c->srv;
+	size_t max = HTTPD_BODIES_MAX > 2 * c->max_body ? HTTPD_BODIES_MAX : 2 * c->max_body;
+	if (n > max - s->bodies) {
+		httpd_add_header(c->req, "Retry-After", "1");
+		error_answer(c, 503, "too many request bodies in memory; retry");
+		return false;
+	}
+	s->bodies += n;
+	c->req->reserved += n;
+	return true;
 }
 
 /* Field-name characters (RFC 9110 token). */
@@ -517,6 +535,8 @@ static bool head_done(struct httpd_conn *c)
 		error_answer(c, 413, msg);
 		return false;
 	}
+	if (length > 0 && !reserve_body(c, (size_t)length))
+		return false;
 	const char *expect = httpd_header(r, "Expect");
 	if (expect && strcasecmp(expect, "100-continue") != 0) {
 		error_answer(c, 417, "only Expect: 100-continue is understood");
@@ -730,6 +750,10 @@ static bool read_body(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 		if (size == 0) {
 			c->chunk = CHUNK_TRAILER;
 			continue;
+		}
+		if (!reserve_body(c, size)) {
+			*failed = true;
+			return false;
 		}
 		c->left = size;
 		c->chunk = CHUNK_DATA;
@@ -1059,6 +1083,8 @@ size_t httpd_body_length(const struct httpd_req *req)
 void httpd_body_discard(struct httpd_req *req)
 {
 	evbuffer_drain(req->body, evbuffer_get_length(req->body));
+	req->srv->bodies -= req->reserved;
+	req->reserved = 0;
 }
 
 void httpd_add_header(struct httpd_req *req, const char *name, const char *value)

@@ -9,6 +9,11 @@
  *   a request line alone within it too (414);
  * - the body within max_body, refused with 413 as soon as a declared
  *   Content-Length or the chunks so far pass it, without reading the rest;
+ * - the bodies of all requests at once within HTTPD_BODIES_MAX (or twice
+ *   max_body, if more), counted as they are declared (a Content-Length, a
+ *   chunk's size) and given back when the request ends or its handler
+ *   discards the body: past it, 503 with Retry-After: 1, so that many
+ *   connections cannot hold a megabyte each without limit;
  * - the whole request, head and body, within request_timeout from its
  *   first byte (408), however slowly it trickles; an idle kept-alive
  *   connection is closed after the same time, and an answer the client
@@ -48,6 +53,7 @@
 #include <sys/socket.h>
 
 #define HTTPD_MAX_HEAD (64 * 1024)
+#define HTTPD_BODIES_MAX (256u * 1024 * 1024)
 
 struct httpd;
 struct httpd_req;

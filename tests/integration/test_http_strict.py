@@ -13,6 +13,7 @@ the daemon survives, and a registry posting meanwhile is answered 200.
 
 import json
 import os
+import select
 import socket
 import threading
 import time
@@ -282,6 +283,39 @@ def test_http10_expect_and_a_trailer_in_pieces(reghook, pg):
     finally:
         sock.close()
     assert sorted(r['event_uuid'] for r in events(pg)) == sorted(e['id'] for e in evs)
+
+
+def test_request_bodies_held_at_once_are_bounded(reghook, pg):
+    """Connections that each declare a body of a megabyte (and send none,
+    no token needed) hold 256 MiB at most: past it, 503 with Retry-After: 1
+    at once, without reading the body; once they go, requests pass again."""
+    token = register(reghook, 'team-a')
+    head = request('x', b'', b'Content-Length: 1000000\r\n', length=False)
+    socks = []
+    try:
+        for _ in range(280):
+            sock = socket.create_connection(('127.0.0.1', reghook.port), timeout=20)
+            sock.sendall(head)
+            socks.append(sock)
+        # 268 megabytes fit in 256 MiB: the other 12 are answered.
+        answered, deadline = {}, time.monotonic() + 10
+        while len(answered) < 12 and time.monotonic() < deadline:
+            ready, _, _ = select.select([s for s in socks if s not in answered], [], [], 0.5)
+            for sock in ready:
+                answered[sock] = read_all(sock)
+        time.sleep(1)  # and no more than those
+        assert not select.select([s for s in socks if s not in answered], [], [], 0)[0]
+        got = [a for data in answered.values() for a in answers(data)]
+        assert len(got) == 12 and all(
+            (status, hdrs.get('retry-after'), body) ==
+            (503, '1', {'error': 'too many request bodies in memory; retry'})
+            for status, hdrs, body in got), got[:1]
+    finally:
+        for sock in socks:
+            sock.close()
+    body = envelope(event(tag='after'))
+    wait_until(lambda: raw(reghook.port, request(token, body, b'Connection: close\r\n'))[0][0]
+               == 200, timeout=10, msg='a request to pass once the bodies are given back')
 
 
 def test_request_deadline_for_trickling_clients(reghook_factory, pg):
