@@ -15,9 +15,9 @@
  * The lock is SHARE ROW EXCLUSIVE on schema_migrations, taken by a role
  * that may write the table (the owner's, an admin's): it waits for
  * another run, and nothing a member may do holds it up (members may only
- * read the table, and a reader's lock does not conflict). An advisory
- * lock, as before, any role that may connect could take and keep, and
- * every start of reghook waited for it. A role that may not write it (the
+ * read the table, and a reader's lock does not conflict); an advisory
+ * lock, any role that may connect can take and keep, and every start would
+ * wait for it. A role that may not write the table (the
  * dispatcher's) takes no lock: it can only find the schema current. The
  * run's queries have no deadline (db_timeout): another run may hold the
  * lock for long, and a migration may rewrite a large table. But each
