@@ -330,7 +330,8 @@ static bool reserve_body(struct httpd_conn *c, size_t n)
 {
 	struct httpd *s = c->srv;
 	size_t max = HTTPD_BODIES_MAX > 2 * c->max_body ? HTTPD_BODIES_MAX : 2 * c->max_body;
-	if (n > max - s->bodies) {
+	/* Held bodies may pass a max lowered since (max_request_body reloaded). */
+	if (s->bodies > max || n > max - s->bodies) {
 		httpd_add_header(c->req, "Retry-After", "1");
 		error_answer(c, 503, "too many request bodies in memory; retry");
 		return false;

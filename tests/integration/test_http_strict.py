@@ -22,6 +22,7 @@ import pytest
 
 from harness import register, wait_until
 from test_badinput import GoodClient, envelope, error_of, exchange, http_bytes, read_rss_kib
+from test_ops import reload
 from test_receiver import V1, counts, event, events
 
 
@@ -316,6 +317,33 @@ def test_request_bodies_held_at_once_are_bounded(reghook, pg):
     body = envelope(event(tag='after'))
     wait_until(lambda: raw(reghook.port, request(token, body, b'Connection: close\r\n'))[0][0]
                == 200, timeout=10, msg='a request to pass once the bodies are given back')
+
+
+def test_request_bodies_held_stay_bounded_when_max_request_body_is_lowered(reghook_factory, pg):
+    """Bodies held while a reload lowers max_request_body (so the bound,
+    twice it, falls below what is held) leave no room: the next body is
+    answered 503, not let through."""
+    reghook = reghook_factory({'max_request_body': '200MiB'})
+    register(reghook, 'team-a')
+    declared = request('x', b'', b'Content-Length: 150000000\r\n', length=False)
+    socks = []
+    try:
+        for _ in range(2):  # 300 MB held, within twice 200 MiB
+            sock = socket.create_connection(('127.0.0.1', reghook.port), timeout=20)
+            sock.sendall(declared)
+            socks.append(sock)
+        time.sleep(0.5)
+        assert not select.select(socks, [], [], 0)[0]
+        assert 'configuration reloaded: max_request_body' in reload(reghook,
+                                                                    max_request_body='1MiB')
+        small = request('x', b'', b'Content-Length: 1000\r\nConnection: close\r\n',
+                        length=False)
+        [(status, hdrs, body)] = raw(reghook.port, small)
+        assert (status, hdrs.get('retry-after'), body) == \
+            (503, '1', {'error': 'too many request bodies in memory; retry'})
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def test_request_deadline_for_trickling_clients(reghook_factory, pg):
