@@ -96,8 +96,7 @@ void buf_printf(struct buf *b, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Length of the valid UTF-8 sequence starting at s (its first byte >= 0x80), or 0. */
-static size_t utf8_sequence(const char *s, size_t avail)
+size_t utf8_sequence(const char *s, size_t avail)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	size_t n;
@@ -122,6 +121,27 @@ static size_t utf8_sequence(const char *s, size_t avail)
 	if (cp < min || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
 		return 0;
 	return n;
+}
+
+size_t text_printable(char *s)
+{
+	char *o = s;
+	for (size_t i = 0, len = strlen(s); i < len;) {
+		unsigned char c = (unsigned char)s[i];
+		size_t n = c < 0x80 ? 1 : utf8_sequence(s + i, len - i);
+		/* C1 controls are U+0080 to U+009F: 0xc2 0x80 to 0xc2 0x9f. */
+		if (n == 0 || c < 0x20 || c == 0x7f ||
+		    (c == 0xc2 && (unsigned char)s[i + 1] < 0xa0)) {
+			*o++ = '?';
+			i += n ? n : 1;
+		} else {
+			memmove(o, s + i, n);
+			o += n;
+			i += n;
+		}
+	}
+	*o = '\0';
+	return (size_t)(o - s);
 }
 
 void buf_json_str(struct buf *b, const char *s, size_t len)

@@ -29,6 +29,15 @@ void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 /* Appends s as a JSON string literal, quotes included; invalid UTF-8 becomes U+FFFD. */
 void buf_json_str(struct buf *b, const char *s, size_t len);
 void buf_reset(struct buf *b);
+
+/* Length of the well-formed UTF-8 sequence at s (its first byte >= 0x80)
+ * within avail bytes, or 0: no overlong forms, surrogates or code points
+ * past U+10FFFF (RFC 3629). */
+size_t utf8_sequence(const char *s, size_t avail);
+/* Makes text safe to print to a terminal or a journal, in place: each
+ * control character (C0, DEL, C1) and each byte that is not part of
+ * well-formed UTF-8 becomes '?'. Returns the new length. */
+size_t text_printable(char *s);
 /* Hands the contents to the caller (who frees them) and empties b. */
 char *buf_steal(struct buf *b);
 void buf_free(struct buf *b);

@@ -3,6 +3,7 @@
  * start-up (and on reload); nothing else here is mutable.
  */
 #include "log.h"
+#include "buf.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -46,20 +47,32 @@ bool log_parse_level(const char *name, enum log_level *out)
 	return false;
 }
 
-/* Appends s to out as the inside of a JSON string. */
+/* Appends s to out as the inside of a JSON string: controls (C0, DEL, C1)
+ * escaped, and a byte that is not part of well-formed UTF-8 as U+FFFD, so
+ * that every line is JSON a shipper can parse, whatever a peer sent. */
 static size_t json_escape(char *out, size_t cap, const char *s)
 {
-	size_t n = 0;
-	for (; *s && n + 7 < cap; s++) {
-		unsigned char c = (unsigned char)*s;
+	size_t n = 0, len = strlen(s);
+	for (size_t i = 0; i < len && n + 7 < cap;) {
+		unsigned char c = (unsigned char)s[i];
+		size_t seq = c < 0x80 ? 1 : utf8_sequence(s + i, len - i);
 		if (c == '"' || c == '\\') {
 			out[n++] = '\\';
 			out[n++] = (char)c;
-		} else if (c < 0x20) {
+		} else if (c < 0x20 || c == 0x7f) {
 			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+		} else if (seq == 0) {
+			n += (size_t)snprintf(out + n, cap - n, "\\ufffd");
+			seq = 1;
+		} else if (c == 0xc2 && (unsigned char)s[i + 1] < 0xa0) {
+			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", (unsigned char)s[i + 1]);
+		} else if (n + seq + 1 < cap) {
+			memcpy(out + n, s + i, seq);
+			n += seq;
 		} else {
-			out[n++] = (char)c;
+			break;
 		}
+		i += seq;
 	}
 	out[n] = '\0';
 	return n;
@@ -85,10 +98,11 @@ static void log_write(enum log_level level, const char *fmt, va_list ap)
 			       "{\"ts\":\"%s\",\"level\":\"%s\",\"pid\":%d,\"msg\":\"%s\"}\n",
 			       stamp, level_names[level], (int)getpid(), esc);
 	} else {
-		/* One call, one line: a newline in a peer's string cannot forge another. */
-		for (char *p = msg; *p; p++)
-			if ((unsigned char)*p < 0x20 || *p == 0x7f)
-				*p = '?';
+		/* One call, one line: a newline in a peer's string cannot forge
+		 * another, a terminal's control sequence cannot drive the
+		 * reader's terminal, and no stray byte makes the journal keep
+		 * the line as a blob. */
+		text_printable(msg);
 		len = snprintf(line, sizeof(line), "%s %-5s [%d] %s\n", stamp, level_names[level],
 			       (int)getpid(), msg);
 	}

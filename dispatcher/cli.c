@@ -184,16 +184,8 @@ const char *cli_unknown_option(int argc, char **argv)
 
 char *cli_printable(const char *s)
 {
-	char *out = xstrdup(s), *o = out;
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
-			*o++ = '?';
-			p++;
-		} else {
-			*o++ = *p < 0x20 || *p == 0x7f ? '?' : (char)*p;
-		}
-	}
-	*o = '\0';
+	char *out = xstrdup(s);
+	text_printable(out);
 	return out;
 }
 

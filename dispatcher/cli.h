@@ -85,7 +85,8 @@ void cli_print_options(const struct cli_option *opts, size_t n);
 bool cli_parse_id(const char *s);
 /*
  * A value from the database as it may go to a terminal: a copy (to free)
- * with its control characters (C0, DEL, and C1 as UTF-8) each made '?', so
+ * with its control characters (C0, DEL, and C1 as UTF-8) and any byte that
+ * is not well-formed UTF-8 each made '?' (text_printable), so
  * that text a person or an endpoint chose (a webhook's name, a callback's
  * description) cannot move the cursor, retitle the window or hide a line.
  */

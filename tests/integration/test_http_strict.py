@@ -23,7 +23,7 @@ import pytest
 from harness import register, wait_until
 from test_badinput import GoodClient, envelope, error_of, exchange, http_bytes, read_rss_kib
 from test_ops import reload
-from test_receiver import V1, counts, event, events
+from test_receiver import V1, counts, event, events, post
 
 
 def read_all(sock, limit=1 << 20):
@@ -210,6 +210,33 @@ def test_errors_of_the_http_layer_are_json(reghook):
         assert got[0][1]['content-type'] == 'application/json', got
         assert isinstance(got[0][2]['error'], str) and got[0][2]['error'], got
     assert reghook.running()
+
+
+def test_log_lines_of_a_registrys_strings_are_safe_to_read(reghook_factory, pg):
+    """An event id (any string the registry sends, logged with each event
+    stored) with C0 and C1 control characters (ESC, CSI as U+009B) and DEL,
+    and a two-byte character where the log cuts it at 64 bytes. The text
+    log keeps it on one line with each of them made '?', so that no terminal
+    is driven and the journal keeps the line as text; the JSON log keeps a
+    line that parses, the controls escaped, the half character U+FFFD."""
+    event_id = '\x1b[2J\u009b31m\x7f' + 'a' * 53 + '\xe9tail'
+    for fmt, ns in (('text', 'team-a'), ('json', 'team-b')):
+        daemon = reghook_factory({'log_format': fmt})
+        token = register(daemon, ns, name=fmt)
+        status, _, out = post(daemon, token,
+                              {'events': [event(id=event_id, repository=f'{ns}/app')]})
+        assert status == 200 and out['accepted'] == 1, out
+        with open(daemon.log_path, 'rb') as f:
+            lines = [line for line in f.read().split(b'\n') if b'event accepted' in line]
+        assert len(lines) == 1, lines
+        line = lines[0]
+        if fmt == 'text':
+            assert line.endswith(b'(event ?[2J?31m?' + b'a' * 53 + b'?)'), line
+        else:
+            msg = json.loads(line.decode('utf-8'))['msg']
+            assert msg.endswith('(event ' + event_id[:62] + '\ufffd)'), msg
+            assert b'\\u009b' in line and b'\\u007f' in line and b'\\u001b' in line, line
+        assert daemon.running()
 
 
 def test_protocol_paths(reghook, pg):
