@@ -7,9 +7,11 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* Parses a non-negative decimal prefix; returns the rest of s or NULL. */
 static const char *parse_number(const char *s, long long *out)
@@ -116,6 +118,48 @@ static const struct conf_key *find_key(const struct conf_key *tab, size_t n, con
 		if (key_equal(tab[i].name, key, keylen))
 			return &tab[i];
 	return NULL;
+}
+
+/* Edit distance of a name (any case, '-' for '_', as keys are matched) from
+ * a key's: a typo is one or two edits. */
+static size_t distance(const char *a, size_t alen, const char *b)
+{
+	size_t blen = strlen(b), row[64];
+	if (alen >= 64 || blen >= 64)
+		return SIZE_MAX;
+	for (size_t j = 0; j <= blen; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= alen; i++) {
+		size_t diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= blen; j++) {
+			size_t up = row[j];
+			char c = (char)tolower((unsigned char)a[i - 1]);
+			size_t sub = diag + ((c == '-' ? '_' : c) != b[j - 1]);
+			size_t best = up + 1 < row[j - 1] + 1 ? up + 1 : row[j - 1] + 1;
+			row[j] = sub < best ? sub : best;
+			diag = up;
+		}
+	}
+	return row[blen];
+}
+
+/* The one key nearest to a name that is none (at most two edits), or NULL. */
+static const struct conf_key *nearest_key(const struct conf_key *tab, size_t n, const char *name,
+					  size_t len)
+{
+	const struct conf_key *best = NULL;
+	size_t best_d = 3;
+	bool tie = false;
+	for (size_t i = 0; i < n; i++) {
+		size_t d = distance(name, len, tab[i].name);
+		if (d < best_d) {
+			best = &tab[i], best_d = d, tie = false;
+		} else if (d == best_d) {
+			tie = true;
+		}
+	}
+	return tie ? NULL : best;
 }
 
 const struct conf_key *conf_find(const struct conf_key *tab, size_t n, const char *name)
@@ -268,8 +312,10 @@ static bool load_file(const struct conf_key *tab, size_t n, void *settings, cons
 		}
 		const struct conf_key *k = find_key(tab, n, key, strlen(key));
 		if (!k) {
-			snprintf(err, errlen, "%s:%d: %s: unknown configuration key", path, lineno,
-				 key);
+			const struct conf_key *near = nearest_key(tab, n, key, strlen(key));
+			snprintf(err, errlen, "%s:%d: %s: unknown configuration key%s%s%s", path,
+				 lineno, key, near ? " (did you mean " : "", near ? near->name : "",
+				 near ? "?)" : "");
 			ok = false;
 		} else if (!set_key(k, settings, value, why, sizeof(why))) {
 			snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
@@ -352,6 +398,63 @@ static bool load_env(const struct conf_key *tab, size_t n, void *settings, const
 		}
 	}
 	return true;
+}
+
+/* Whether the environment variable name (after the prefix, len bytes) is
+ * that of key k: its name in capitals. */
+static bool env_names(const struct conf_key *k, const char *name, size_t len)
+{
+	size_t i = 0;
+	for (; i < len && k->name[i]; i++)
+		if (name[i] != toupper((unsigned char)k->name[i]))
+			return false;
+	return i == len && k->name[i] == '\0';
+}
+
+extern char **environ;
+
+bool conf_next_unknown_env(const struct conf_key *tab, size_t n, const char *prefix, size_t *at,
+			   char *name, size_t namelen, char *hint, size_t hintlen)
+{
+	size_t plen = strlen(prefix);
+	for (; environ[*at]; (*at)++) {
+		const char *var = environ[*at], *eq = strchr(var, '=');
+		size_t len = eq ? (size_t)(eq - var) : strlen(var);
+		if (len <= plen || strncmp(var, prefix, plen) != 0)
+			continue;
+		const char *rest = var + plen;
+		size_t rlen = len - plen;
+		bool file = rlen > 5 && strncmp(rest + rlen - 5, "_FILE", 5) == 0;
+		size_t stem = file ? rlen - 5 : rlen;
+		bool known = (rlen == 6 && strncmp(rest, "CONFIG", 6) == 0);
+		for (size_t i = 0; i < n && !known; i++)
+			known = env_names(&tab[i], rest, rlen) ||
+				(file && env_names(&tab[i], rest, stem));
+		if (known)
+			continue;
+		snprintf(name, namelen, "%.*s", (int)len, var);
+		/* PREFIX_KEY_FILE misspelt in its key, or in _FILE. */
+		const struct conf_key *near = nearest_key(tab, n, rest, file ? stem : rlen);
+		bool near_file = file;
+		for (size_t i = 0; i < n && !near; i++) {
+			char with_file[80];
+			snprintf(with_file, sizeof(with_file), "%s_file", tab[i].name);
+			if (distance(rest, rlen, with_file) <= 2)
+				near = &tab[i], near_file = true;
+		}
+		hint[0] = '\0';
+		if (near) {
+			size_t h = (size_t)snprintf(hint, hintlen, "%s", prefix);
+			for (const char *c = near->name; *c && h + 1 < hintlen; c++)
+				hint[h++] = (char)toupper((unsigned char)*c);
+			hint[h < hintlen ? h : hintlen - 1] = '\0';
+			if (near_file)
+				snprintf(hint + strlen(hint), hintlen - strlen(hint), "_FILE");
+		}
+		(*at)++;
+		return true;
+	}
+	return false;
 }
 
 /* Finds --config FILE / --config=FILE in argv, consuming it. */

@@ -63,6 +63,16 @@ bool conf_load(const struct conf_key *tab, size_t n, void *settings, const char 
 	       int *argc, char **argv, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
+/*
+ * The environment variables conf_load does not read although they carry its
+ * prefix (a misspelt PREFIX_LISTNE, a key in lower case), one per call, from
+ * *at (0 at first) on: the next one's name goes to name, and to hint the
+ * variable of the nearest key when one is near enough to be what was meant,
+ * else "". False when there are no more.
+ */
+bool conf_next_unknown_env(const struct conf_key *tab, size_t n, const char *prefix, size_t *at,
+			   char *name, size_t namelen, char *hint, size_t hintlen);
+
 /* True if the key's field holds the same value in both settings structs. */
 bool conf_same(const struct conf_key *k, const void *a, const void *b);
 /* Copies the key's field from src to dst (a string is duplicated). */

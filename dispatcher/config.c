@@ -204,6 +204,13 @@ bool config_load(struct config *cfg, int *argc, char **argv)
 		return false;
 	}
 	apply_logging(cfg);
+	/* Not refused, as an unknown key in the file is: the environment is
+	 * shared with what else runs there, which may use the prefix too. */
+	char name[128], hint[128];
+	for (size_t at = 0; conf_next_unknown_env(config_keys, NKEYS, "REGHOOK_", &at, name,
+						  sizeof(name), hint, sizeof(hint));)
+		log_warn("environment variable %s is not a setting of reghook's: ignored%s%s%s",
+			 name, *hint ? " (did you mean " : "", hint, *hint ? "?)" : "");
 	return true;
 }
 

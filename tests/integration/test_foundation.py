@@ -110,6 +110,29 @@ def test_config_file_env_and_flags_later_wins(pg, tmp_path):
                                            database_url=pg.url()).stdout
 
 
+def test_a_misspelt_environment_variable_is_named_not_ignored_silently(pg, tmp_path):
+    """An unknown key in the file is refused; the environment is shared with
+    whatever else runs there, so a REGHOOK_ variable reghook does not read
+    gets a warning naming it (and the variable meant, when one is near),
+    and the command goes on."""
+    env = {'REGHOOK_DATABASE_URL': pg.url(), 'REGHOOK_DATABSE_URL': 'x',
+           'REGHOOK_log_level': 'debug', 'REGHOOK_LISTEN_FIEL': '/x',
+           'REGHOOK_OWN_THING': 'x', 'REGHOOK_LOG_LEVEL': 'info'}
+    proc = run_with_env(['migrate'], env)
+    assert 'schema current' in proc.stdout, proc.stderr
+    warned = sorted(line.split('] ', 1)[1] for line in proc.stderr.splitlines()
+                    if ' warn ' in line)
+    said = "is not a setting of reghook's: ignored"
+    assert warned == [
+        f'environment variable REGHOOK_DATABSE_URL {said} (did you mean REGHOOK_DATABASE_URL?)',
+        f'environment variable REGHOOK_LISTEN_FIEL {said} (did you mean REGHOOK_LISTEN_FILE?)',
+        f'environment variable REGHOOK_OWN_THING {said}',
+        f'environment variable REGHOOK_log_level {said} (did you mean REGHOOK_LOG_LEVEL?)',
+    ], proc.stderr
+    proc = run_with_env(['migrate'], {'REGHOOK_DATABASE_URL': pg.url()})
+    assert 'schema current' in proc.stdout and proc.stderr == '', proc.stderr
+
+
 def test_migrate_is_idempotent(pg):
     first = run_reghook(['migrate'], database_url=pg.url())
     versions = pg.psql('SELECT count(*) FROM reghook.schema_migrations').strip()

@@ -243,6 +243,7 @@ def test_first_hour_from_make_run_to_a_delivered_webhook(make_run, registry_fact
 
     # make clean-db removes the cluster and the files make run wrote.
     make_run.stop()
+    assert "is not a setting of reghook's" not in make_run.output()
     cluster = os.path.realpath(os.path.join(make_run.checkout, 'var', 'cluster')) \
         if os.geteuid() == 0 else None
     subprocess.run(['packaging/run-local', '--remove-db'], cwd=make_run.checkout,

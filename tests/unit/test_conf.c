@@ -319,6 +319,9 @@ UNIT_TEST(errors_name_the_key)
 		"listen = x\n\nrequest_timeout = soon\n",
 		":3: request_timeout: not a duration (e.g. 500ms, 10s, 5m, 2h, 30d): 'soon'");
 	expect_file_error("listen = x\ncolour = blue\n", ":2: colour: unknown configuration key");
+	expect_file_error("listne = x\n",
+			  ":1: listne: unknown configuration key (did you mean listen?)");
+	expect_file_error("Max-In-Fligth = 3\n", "(did you mean max_in_flight?)");
 	expect_file_error("listen x\n", ":1: expected 'key = value'");
 
 	char *a1[] = {"prog", "--config", "/nonexistent/reghook.conf", NULL};
@@ -350,6 +353,54 @@ UNIT_TEST(errors_name_the_key)
 	UNIT_CHECK_STR(err, "colour: unknown configuration key");
 	UNIT_CHECK(conf_set(table, N, &s, "max-in-flight", "5", err, sizeof(err)), "%s", err);
 	UNIT_CHECK(s.max_in_flight == 5, "conf_set max-in-flight gave %lld", s.max_in_flight);
+}
+
+/* Variables with the prefix that conf_load does not read, each once, with
+ * the key meant when one is near. */
+UNIT_TEST(unknown_environment_variables)
+{
+	clear_env();
+	static const char *const vars[] = {PREFIX "LISTNE", PREFIX "max_in_flight",
+					   PREFIX "NAM_FILE", PREFIX "SOMETHING_ELSE",
+					   PREFIX "MODE_FILE_FILE"};
+	setenv(PREFIX "LISTEN", "x", 1);
+	setenv(PREFIX "NAME_FILE", "", 1);
+	setenv(PREFIX "CONFIG", "", 1);
+	setenv(PREFIX "LISTNE", "x", 1);
+	setenv(PREFIX "max_in_flight", "3", 1);
+	setenv(PREFIX "NAM_FILE", "/x", 1);
+	setenv(PREFIX "SOMETHING_ELSE", "x", 1);
+	setenv(PREFIX "MODE_FILE_FILE", "x", 1);
+	setenv("RHUNITLISTEN", "x", 1);
+	const char *want[][2] = {{PREFIX "LISTNE", PREFIX "LISTEN"},
+				 {PREFIX "max_in_flight", PREFIX "MAX_IN_FLIGHT"},
+				 {PREFIX "NAM_FILE", PREFIX "NAME_FILE"},
+				 {PREFIX "SOMETHING_ELSE", ""},
+				 {PREFIX "MODE_FILE_FILE", ""}};
+	int found[5] = {0}, others = 0;
+	char name[128], hint[128];
+	for (size_t at = 0; conf_next_unknown_env(table, N, PREFIX, &at, name, sizeof(name), hint,
+						  sizeof(hint));) {
+		int k = -1;
+		for (int i = 0; i < 5; i++)
+			if (strcmp(name, want[i][0]) == 0)
+				k = i;
+		if (k < 0) {
+			others++;
+			UNIT_CHECK(false, "%s reported", name);
+			continue;
+		}
+		found[k]++;
+		UNIT_CHECK(strcmp(hint, want[k][1]) == 0, "%s: hint %s, want %s", name, hint,
+			   want[k][1]);
+	}
+	for (int i = 0; i < 5; i++)
+		UNIT_CHECK(found[i] == 1, "%s reported %d times", want[i][0], found[i]);
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		unsetenv(vars[i]);
+	unsetenv("RHUNITLISTEN");
+	clear_env();
+	UNIT_CHECK(others == 0, "%d others", others);
 }
 
 UNIT_TEST(flags_consumed_others_kept)
@@ -549,6 +600,7 @@ int main(void)
 	UNIT_RUN(precedence);
 	UNIT_RUN(long_lines);
 	UNIT_RUN(errors_name_the_key);
+	UNIT_RUN(unknown_environment_variables);
 	UNIT_RUN(flags_consumed_others_kept);
 	UNIT_RUN(find_and_help);
 	UNIT_RUN(range_errors_say_the_bounds);
