@@ -131,6 +131,12 @@ def stop_and_wait(pid, timeout=10):
     wait_until(stopped, timeout=timeout, interval=0.005, msg=f'process {pid} to stop')
 
 
+def in_ci():
+    """Whether this is a CI run (CI set, not false or 0, as tests/run reads
+    it): where a test would fall back to a weaker check, it fails instead."""
+    return os.environ.get('CI', '') not in ('', 'false', '0')
+
+
 def child_env():
     """Environment for the programs under test and the tools run by tests.
 

@@ -154,7 +154,7 @@ def mini_tree(tmp_path):
                               env={**os.environ, 'FUZZ_TEST_SECONDS': '1', **(env or {})})
         return proc.returncode, proc.stdout
 
-    run.build, run.asan = build, asan
+    run.root, run.build, run.asan = root, build, asan
     return run
 
 
@@ -198,6 +198,30 @@ def test_runner_fails_when_nothing_is_built(mini_tree):
     shutil.rmtree(mini_tree.asan)
     rc, out = mini_tree()
     assert out.splitlines()[-1] == '1 passed, 4 failed', out
+    assert rc == 1, out
+
+
+def test_runner_fails_on_a_skip_or_nothing_collected_under_ci(mini_tree):
+    """A test that skips itself is counted apart; in CI it is a failure, as
+    is a run that collected no test (the suite would pass with less run)."""
+    integration = mini_tree.root / 'tests' / 'integration'
+    (integration / 'test_skips.py').write_text(
+        'import pytest\n\ndef test_skips():\n    pytest.skip("no such tool")\n')
+    rc, out = mini_tree({'CI': ''})
+    assert out.splitlines()[-1] == '5 passed, 0 failed, 1 skipped', out
+    assert rc == 0, out
+    rc, out = mini_tree({'CI': 'true'})
+    assert out.splitlines()[-1] == '5 passed, 1 failed', out
+    assert 'FAIL - skipped under CI: tests.integration.test_skips::test_skips: no such tool' in out, out
+    assert rc == 1, out
+    for path in integration.iterdir():
+        path.unlink()
+    rc, out = mini_tree({'CI': 'false'})
+    assert out.splitlines()[-1] == '4 passed, 0 failed', out
+    assert rc == 0, out
+    rc, out = mini_tree({'CI': 'true'})
+    assert out.splitlines()[-1] == '4 passed, 1 failed', out
+    assert 'none was collected' in out, out
     assert rc == 1, out
 
 

@@ -15,7 +15,8 @@ import uuid
 
 import pytest
 
-from harness import child_env, free_port, http_request, register, tail, wait_until
+from harness import (child_env, free_port, http_request, register, sanitizer_report, tail,
+                     wait_until)
 from test_delivery import event, post
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -137,6 +138,8 @@ class MakeRun:
         return proc
 
     def stop(self):
+        """Stops make run as Ctrl-C's TERM would; returns its exit status
+        (reghook's), None when it had to be killed."""
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
@@ -144,6 +147,8 @@ class MakeRun:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+                return None
+        return self.proc.returncode if self.proc is not None else None
 
     def cleanup(self):
         self.stop()
@@ -242,7 +247,9 @@ def test_first_hour_from_make_run_to_a_delivered_webhook(make_run, registry_fact
     assert other.splitlines()[-1] == '1', other  # team-a only
 
     # make clean-db removes the cluster and the files make run wrote.
-    make_run.stop()
+    # reghook (the sanitizer build) stopped cleanly, with nothing to report.
+    assert make_run.stop() == 0, make_run.output()
+    assert not sanitizer_report(make_run.output()), make_run.output()
     assert "is not a setting of reghook's" not in make_run.output()
     cluster = os.path.realpath(os.path.join(make_run.checkout, 'var', 'cluster')) \
         if os.geteuid() == 0 else None
