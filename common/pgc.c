@@ -128,6 +128,8 @@ static const struct {
 
 static void on_io(evutil_socket_t fd, short what, void *arg);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
+static struct pgc_query *enqueue(struct pgc *c, bool first, const char *sql, int nparams,
+				 const char *const *params, pgc_result_fn fn, void *arg);
 static void start_next(struct pgc *c);
 static void start_connect(struct pgc *c);
 
@@ -318,6 +320,16 @@ static int connect_timeout_ms(PGconn *conn)
 	return (seconds < 2 ? 2 : seconds) * 1000;
 }
 
+/* The session's SET failed: the connection is not used. */
+static void on_session_set(struct pgc *c, PGresult *res, void *arg)
+{
+	(void)arg;
+	if (res && !pgc_ok(res)) {
+		log_warn("database: %s: %s", PGC_SESSION_SQL, pgc_error(res));
+		pgc_reset(c, "the session could not be set up");
+	}
+}
+
 static void connected(struct pgc *c)
 {
 	if (PQsetnonblocking(c->conn, 1) != 0) {
@@ -338,6 +350,7 @@ static void connected(struct pgc *c)
 	c->backoff_ms = BACKOFF_MIN_MS;
 	pgc_set_state(c, PGC_IDLE);
 	arm(c, EV_READ);
+	enqueue(c, true, PGC_SESSION_SQL, 0, NULL, on_session_set, NULL);
 	c->depth++;
 	if (c->hooks.up)
 		c->hooks.up(c, c->arg);
@@ -811,7 +824,8 @@ int pgc_query_timeout(const struct pgc *c)
 	return c->query_timeout_ms;
 }
 
-static struct pgc_query *enqueue(struct pgc *c, const char *sql, int nparams,
+/* Queues a query last, or first (before what is queued, not sent yet). */
+static struct pgc_query *enqueue(struct pgc *c, bool first, const char *sql, int nparams,
 				 const char *const *params, pgc_result_fn fn, void *arg)
 {
 	struct pgc_query *q = xcalloc(1, sizeof(*q));
@@ -825,7 +839,10 @@ static struct pgc_query *enqueue(struct pgc *c, const char *sql, int nparams,
 	q->timeout_ms = c->query_timeout_ms;
 	q->fn = fn;
 	q->arg = arg;
-	STAILQ_INSERT_TAIL(&c->queue, q, link);
+	if (first)
+		STAILQ_INSERT_HEAD(&c->queue, q, link);
+	else
+		STAILQ_INSERT_TAIL(&c->queue, q, link);
 	c->queued++;
 	return q;
 }
@@ -833,7 +850,7 @@ static struct pgc_query *enqueue(struct pgc *c, const char *sql, int nparams,
 void pgc_query(struct pgc *c, const char *sql, int nparams, const char *const *params,
 	       pgc_result_fn fn, void *arg)
 {
-	enqueue(c, sql, nparams, params, fn, arg);
+	enqueue(c, false, sql, nparams, params, fn, arg);
 	if (c->state == PGC_IDLE)
 		start_next(c);
 }
@@ -841,7 +858,7 @@ void pgc_query(struct pgc *c, const char *sql, int nparams, const char *const *p
 void pgc_query_tx(struct pgc *c, const char *sql, int nparams, const char *const *params,
 		  pgc_result_fn early, pgc_result_fn fn, void *arg)
 {
-	struct pgc_query *q = enqueue(c, sql, nparams, params, fn, arg);
+	struct pgc_query *q = enqueue(c, false, sql, nparams, params, fn, arg);
 	q->tx = true;
 	q->early = early;
 	if (c->state == PGC_IDLE)

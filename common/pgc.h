@@ -85,9 +85,23 @@ int pgc_queued(const struct pgc *c);
 void pgc_reset(struct pgc *c, const char *why);
 
 /*
+ * What each session runs first, before any query of its owner's (pgc does
+ * it on every connection it makes): names in queries are looked up in
+ * pg_catalog only (pg_temp is never searched for functions or operators).
+ * Where a member may create objects in a schema of the search_path (public
+ * is writable by all before PostgreSQL 15, and in databases upgraded from
+ * one), a function or operator of theirs that matches a call's argument
+ * types more closely than the built-in one (array_to_string(text[], text)
+ * for the generic anyarray) would otherwise run with the privileges of
+ * whoever ran the query: the daemon's, which reads every webhook's secrets,
+ * or an operator's CLI.
+ */
+#define PGC_SESSION_SQL "SET search_path = pg_catalog, pg_temp"
+
+/*
  * A blocking connection with the same defaults, for command-line tools
  * (libpq applies connect_timeout per host itself when it blocks). Never
- * NULL; check PQstatus().
+ * NULL; check PQstatus(). The caller runs PGC_SESSION_SQL.
  */
 PGconn *pgc_connectdb(const char *conninfo) __attribute__((warn_unused_result));
 

@@ -92,6 +92,12 @@ PGconn *cli_connect(const struct config *cfg)
 		PQfinish(conn);
 		return NULL;
 	}
+	PGresult *res = cli_exec(conn, PGC_SESSION_SQL, 0, NULL);
+	if (!res) {
+		PQfinish(conn);
+		return NULL;
+	}
+	PQclear(res);
 	return conn;
 }
 
@@ -101,11 +107,20 @@ PGresult *cli_exec(PGconn *conn, const char *sql, int nparams, const char *const
 	ExecStatusType st = PQresultStatus(res);
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
 		return res;
+	/* A message may quote what a member wrote (a reason, a name): printable only. */
 	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 	const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
-	fprintf(stderr, "reghook: %s\n", msg ? msg : PQerrorMessage(conn));
-	if (hint)
-		fprintf(stderr, "hint: %s\n", hint);
+	char *text = xstrdup(msg ? msg : PQerrorMessage(conn));
+	for (size_t len = strlen(text); len > 0 && text[len - 1] == '\n';)
+		text[--len] = '\0'; /* libpq's own message ends in a newline */
+	text_printable(text);
+	fprintf(stderr, "reghook: %s\n", text);
+	free(text);
+	if (hint) {
+		text = cli_printable(hint);
+		fprintf(stderr, "hint: %s\n", text);
+		free(text);
+	}
 	PQclear(res);
 	return NULL;
 }

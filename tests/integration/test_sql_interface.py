@@ -341,6 +341,75 @@ def test_no_member_reads_a_password_secret_or_header_value(reghook, pg, endpoint
             assert refused(pg, role, sql)[0] == '42501', (role, sql)
 
 
+def test_a_members_functions_in_a_writable_schema_never_run_for_reghook(reghook_factory, pg,
+                                                                       endpoint_factory):
+    """Where everyone may create objects in public (PostgreSQL 14, or a
+    database upgraded from it), a member's function that matches a call's
+    argument types more closely than the built-in one would run as whoever
+    made the call: array_to_string(text[], text) in `webhook list`, an
+    operator ||(integer, text) in the daemon's start-up check. reghook's
+    sessions look names up in pg_catalog only: the member's code runs for
+    the member alone."""
+    daemon = reghook_factory(FAST)
+    hook = endpoint_factory()
+    two_teams(daemon, pg, hook)
+    pg.psql('GRANT CREATE ON SCHEMA public TO PUBLIC')
+    as_role(pg, 'contrib_a', """
+        CREATE TABLE public.ran_as (who text, secrets bigint);
+        GRANT INSERT ON public.ran_as TO PUBLIC;
+        CREATE FUNCTION public.array_to_string(a text[], sep text) RETURNS text
+        LANGUAGE plpgsql AS $$
+        DECLARE n bigint;
+        BEGIN
+            BEGIN
+                SELECT count(*) INTO n FROM reghook.webhook_secrets;
+            EXCEPTION WHEN insufficient_privilege THEN
+                n := NULL;
+            END;
+            INSERT INTO public.ran_as VALUES (current_user, n);
+            RETURN pg_catalog.array_to_string(a, sep);
+        END $$;
+        CREATE FUNCTION public.cat(a integer, b text) RETURNS text LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO public.ran_as VALUES (current_user, NULL);
+            RETURN pg_catalog.textcat(a::text, b);
+        END $$;
+        CREATE OPERATOR public.|| (LEFTARG = integer, RIGHTARG = text, FUNCTION = public.cat);
+        GRANT EXECUTE ON FUNCTION public.array_to_string(text[], text), public.cat(integer, text)
+            TO PUBLIC""")
+    # The member's own session (search_path "$user", public) does run them:
+    # what the test would catch is real.
+    as_role(pg, 'contrib_a', "SELECT array_to_string(ARRAY['a', 'b'], ','), 1 || 'x'::text")
+    assert pg.psql('SELECT who FROM public.ran_as ORDER BY who').split() == ['contrib_a'] * 2
+
+    listed = daemon.run_cli('webhook', 'list').stdout
+    assert 'push,delete' in listed or 'push' in listed, listed
+    daemon.run_cli('deliveries')
+    daemon.run_cli('webhook', 'show', '1')
+    as_role(pg, 'contrib_a', "SELECT 1")
+    again = reghook_factory(FAST)  # the start-up checks of a second daemon
+    assert again.get('/readyz')[0] == 200
+    assert pg.psql("SELECT count(*) FROM public.ran_as WHERE who <> 'contrib_a'").strip() == '0', \
+        pg.psql('SELECT * FROM public.ran_as')
+
+
+def test_an_error_quoting_a_members_text_reaches_the_terminal_printable(reghook, pg,
+                                                                        endpoint_factory):
+    """A reason a contributor gave (webhook_disable) is quoted by the error
+    an operator's retrigger gets: its control characters are '?' there too,
+    as in the tables, so that it cannot retitle the window or erase the
+    line."""
+    hook = endpoint_factory()
+    _, hooks = two_teams(reghook, pg, hook)
+    as_role(pg, 'contrib_a', 'SELECT reghook.webhook_disable(%s, %s)',
+            (int(hooks['team-a']), 'gone\x1b]0;PWNED\x07\x1b[2K\r\u009b1m'))
+    proc = reghook.run_cli('retrigger', '--webhook', hooks['team-a'], '--failed', check=False)
+    assert proc.returncode == 1, proc
+    assert proc.stderr.startswith(f"reghook: webhook {hooks['team-a']} is disabled"), proc.stderr
+    assert 'gone?]0;PWNED??[2K??1m' in proc.stderr, proc.stderr
+    assert not any(c in proc.stderr for c in '\x1b\x07\r\u009b'), proc.stderr
+
+
 def test_sql_injection_through_function_arguments_is_harmless(reghook, pg, endpoint_factory):
     hook = endpoint_factory()
     two_teams(reghook, pg, hook)
