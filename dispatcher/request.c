@@ -95,6 +95,16 @@ static void add_header(struct request *r, const char *name, const char *value, b
 	buf_putc(&r->sent_headers, ']');
 }
 
+/*
+ * What one request may be, whatever its webhook holds (a row written before
+ * webhook_set() bounded its fields, or a template of 16 KiB whose variables
+ * each expand to a kilobyte of escaped control characters): a URL of 16 KiB
+ * once expanded, a body of 1 MiB. Each request in flight holds its body,
+ * and its attempt's record holds both again.
+ */
+#define REQUEST_URL_MAX 16384
+#define REQUEST_BODY_MAX (1024 * 1024)
+
 static void finish_invalid(struct request *r, const char *why)
 {
 	r->outcome = REQUEST_INVALID;
@@ -310,13 +320,26 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 
 	struct urltemplate_vars vars = {s->namespace_, s->name,	  s->repository,
 					s->tag,	       s->digest, s->action};
-	if (!urltemplate_expand(s->url_template, &vars, &r->url, err, sizeof(err))) {
-		buf_puts(&r->url, s->url_template);
+	if (!urltemplate_expand(s->url_template, &vars, &r->url, err, sizeof(err)) ||
+	    r->url.len > REQUEST_URL_MAX) {
+		if (r->url.len > REQUEST_URL_MAX)
+			snprintf(err, sizeof(err), "the URL is %zu bytes once expanded, over the limit "
+				 "of %d", r->url.len, REQUEST_URL_MAX);
+		/* The history shows the template, as much of it as a URL may be. */
+		buf_reset(&r->url);
+		buf_append(&r->url, s->url_template, strnlen(s->url_template, REQUEST_URL_MAX));
 		finish_invalid(r, err);
 		return r;
 	}
 	struct payload_headers extra = {0};
-	if (!build_body(r, s, cfg, &extra, err, sizeof(err))) {
+	bool built = build_body(r, s, cfg, &extra, err, sizeof(err));
+	if (built && r->body.len > REQUEST_BODY_MAX) {
+		snprintf(err, sizeof(err), "the body is %zu bytes in format %s, over the limit of %d",
+			 r->body.len, s->format, REQUEST_BODY_MAX);
+		buf_free(&r->body);
+		built = false;
+	}
+	if (!built) {
 		payload_headers_free(&extra);
 		finish_invalid(r, err);
 		return r;
@@ -364,7 +387,10 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 	}
 	r->easy = e;
 	long long timeout = s->timeout_ms > 0 ? s->timeout_ms : cfg->request_timeout_ms;
-	curl_easy_setopt(e, CURLOPT_URL, r->url.data);
+	if (curl_easy_setopt(e, CURLOPT_URL, r->url.data) != CURLE_OK) {
+		finish_invalid(r, "the URL is refused by libcurl");
+		return r;
+	}
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	/* "Recv failure: Connection reset by peer" says more than its code's text. */
@@ -403,7 +429,7 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 
 CURL *request_easy(struct request *r)
 {
-	return r->easy;
+	return r->outcome == REQUEST_INVALID ? NULL : r->easy;
 }
 
 static const char *curl_class(CURLcode c)

@@ -49,14 +49,92 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     FROM (SELECT regexp_match(url, '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/?#]*)@') AS m) x
 $$;
 
+-- A URL's scheme in lower case (RFC 3986 3.1: HTTPS:// is https://), as
+-- the webhooks' check and the dispatcher take it.
+CREATE OR REPLACE FUNCTION reghook.url_scheme_lowered(url text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(lower(m[1]) || substr(url, length(m[1]) + 1), url)
+    FROM (SELECT regexp_match(url, '^([a-zA-Z][a-zA-Z0-9+.-]*:)') AS m) x
+$$;
+
 -- Changes as webhook_set() takes them, with credentials out of the url
 -- (options given on their own, --username say, win over the URL's).
 CREATE OR REPLACE FUNCTION reghook.changes_without_url_credentials(changes jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE WHEN jsonb_typeof(changes) = 'object' AND jsonb_typeof(changes -> 'url') = 'string'
                 THEN reghook.url_credentials(changes ->> 'url') || changes
-                     || jsonb_build_object('url', reghook.url_without_credentials(changes ->> 'url'))
+                     || jsonb_build_object('url', reghook.url_scheme_lowered(
+                            reghook.url_without_credentials(changes ->> 'url')))
                 ELSE changes END
+$$;
+
+-- check_webhook_values: refuses, as a bad value, a field of changes (as
+-- webhook_set() takes them) longer than a webhook may hold, and a URL with
+-- whitespace or a control character (which the dispatcher would refuse at
+-- each delivery). The limits, in bytes: the dispatcher holds every field
+-- for each request in flight, and the history records the request, so
+-- that one contributor's 64 MB content type slowed every namespace's
+-- deliveries. A header's are webhook_set_headers()'s.
+CREATE OR REPLACE FUNCTION reghook.check_webhook_values(c jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f text;
+    lim integer;
+    n integer;
+BEGIN
+    FOR f, lim IN VALUES ('name', 200), ('url', 8192), ('content_type', 255), ('username', 256),
+                         ('password', 1024), ('secret', 1024), ('repository', 1024), ('tag', 1024) LOOP
+        n := octet_length(c ->> f);
+        IF n > lim THEN
+            RAISE EXCEPTION '% is % bytes, over the limit of %', f, n, lim
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    IF c ->> 'url' ~ '[[:space:][:cntrl:]]' THEN
+        RAISE EXCEPTION 'url: whitespace or a control character; percent-encode it (%%20 for a space)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+-- What the JSON of a template (j, inside depth containers) has that the
+-- dispatcher's strict reading refuses and jsonb lets by (dispatcher/
+-- template.h): a key twice in one object, a variable in a key, containers
+-- nested more than 32 deep. NULL if none.
+CREATE OR REPLACE FUNCTION reghook.template_json_problem(j json, depth integer) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k text;
+    v json;
+    seen text[] := '{}';
+    problem text;
+BEGIN
+    IF json_typeof(j) NOT IN ('object', 'array') THEN
+        RETURN NULL;
+    END IF;
+    IF depth >= 32 THEN
+        RETURN 'JSON nested deeper than 32 levels';
+    END IF;
+    -- An object's members, or an array's elements (with no key).
+    FOR k, v IN SELECT e.key, e.value
+                FROM json_each(CASE WHEN json_typeof(j) = 'object' THEN j ELSE '{}' END) e
+                UNION ALL
+                SELECT NULL, a
+                FROM json_array_elements(CASE WHEN json_typeof(j) = 'array' THEN j ELSE '[]' END) a
+    LOOP
+        IF k = ANY (seen) THEN
+            RETURN format('duplicate key "%s"', left(k, 64));
+        ELSIF strpos(k, '{{') > 0 THEN
+            RETURN format('a variable in the key "%s": keys are copied as they are', left(k, 64));
+        END IF;
+        seen := seen || k;
+        problem := reghook.template_json_problem(v, depth + 1);
+        IF problem IS NOT NULL THEN
+            RETURN problem;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
 $$;
 
 -- template_problem: what is wrong with a webhook template, NULL if
@@ -67,6 +145,7 @@ $$;
 CREATE OR REPLACE FUNCTION reghook.template_problem(t text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    problem text;
     v text;
     known text[] := ARRAY['namespace', 'name', 'repository', 'tag', 'digest', 'action', 'actor',
                           'timestamp', 'pushed_at', 'media_type', 'size', 'event_id', 'delivery_id',
@@ -77,9 +156,13 @@ BEGIN
     END IF;
     BEGIN
         PERFORM t::jsonb;
-    EXCEPTION WHEN invalid_text_representation THEN
+    EXCEPTION WHEN invalid_text_representation OR untranslatable_character THEN
         RETURN 'the template is not JSON';
     END;
+    problem := reghook.template_json_problem(t::json, 0);
+    IF problem IS NOT NULL THEN
+        RETURN problem;
+    END IF;
     FOR v IN SELECT m[1] FROM regexp_matches(t, '\{\{ *([^{}]*?) *\}\}', 'g') AS m LOOP
         IF NOT v = ANY (known) THEN
             RETURN format('unknown variable {{%s}}', v);
@@ -99,11 +182,13 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ns_id bigint := reghook.require_namespace(webhook_add.namespace, 2);
     new_id bigint;
+    bare text := reghook.url_scheme_lowered(reghook.url_without_credentials(webhook_add.url));
 BEGIN
+    PERFORM reghook.check_webhook_values(jsonb_build_object('url', bare));
+    -- Named after the URL's host, an IPv6 one with its brackets.
     INSERT INTO reghook.webhooks (namespace_id, name, url)
-    VALUES (ns_id, coalesce(substring(reghook.url_without_credentials(webhook_add.url) FROM '^[a-zA-Z]+://([^/:?#]+)'),
-                            reghook.url_without_credentials(webhook_add.url)),
-            reghook.url_without_credentials(webhook_add.url))
+    VALUES (ns_id, coalesce(substring(bare FROM '^[a-zA-Z]+://(\[[^]/?#]*\]|[^/:?#]+)'), bare),
+            bare)
     RETURNING id INTO new_id;
     PERFORM reghook.webhook_set(new_id, reghook.url_credentials(webhook_add.url) || coalesce(changes, '{}'));
     RETURN new_id;
@@ -158,6 +243,7 @@ BEGIN
             RAISE EXCEPTION 'unknown webhook field "%"', k USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END LOOP;
+    PERFORM reghook.check_webhook_values(c);
     IF c ? 'template' AND jsonb_typeof(c -> 'template') NOT IN ('string', 'null') THEN
         RAISE EXCEPTION 'template must be given as a string holding the JSON template'
             USING ERRCODE = 'invalid_parameter_value';
@@ -205,7 +291,8 @@ COMMENT ON FUNCTION reghook.webhook_set(bigint, jsonb) IS
     'Changes fields of a webhook, given as a JSON object (name url method content_type username password secret '
     'actions repository tag format template timeout_ms max_attempts headers). Contributors.';
 
--- Replaces a webhook's headers with `headers`, each 'Name: value'.
+-- Replaces a webhook's headers with `headers`, each 'Name: value': at most
+-- 64, each name at most 256 bytes and each value 8192.
 CREATE OR REPLACE FUNCTION reghook.webhook_set_headers(webhook bigint, headers text[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -213,10 +300,19 @@ DECLARE
     pos integer := 0;
 BEGIN
     PERFORM reghook.require_webhook(webhook, 2);
+    IF cardinality(headers) > 64 THEN
+        RAISE EXCEPTION '% headers, over the limit of 64', cardinality(headers)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     DELETE FROM reghook.webhook_headers WHERE webhook_id = webhook;
     FOREACH h IN ARRAY coalesce(headers, '{}') LOOP
-        IF position(':' IN h) < 2 THEN
-            RAISE EXCEPTION 'header "%" is not "Name: value"', h USING ERRCODE = 'invalid_parameter_value';
+        IF h IS NULL OR position(':' IN h) < 2 THEN
+            RAISE EXCEPTION 'header "%" is not "Name: value"', coalesce(left(h, 64), 'null')
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF octet_length(split_part(h, ':', 1)) > 256
+              OR octet_length(substr(h, position(':' IN h) + 1)) > 8192 THEN
+            RAISE EXCEPTION 'header "%": a name over 256 bytes or a value over 8192', left(h, 64)
+                USING ERRCODE = 'invalid_parameter_value';
         END IF;
         pos := pos + 1;
         INSERT INTO reghook.webhook_headers (webhook_id, position, name, value)
@@ -247,6 +343,10 @@ CREATE OR REPLACE FUNCTION reghook.webhook_disable(webhook bigint, reason text D
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM reghook.require_webhook(webhook, 2);
+    IF octet_length(reason) > 1024 THEN
+        RAISE EXCEPTION 'reason is % bytes, over the limit of 1024', octet_length(reason)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     UPDATE reghook.webhooks
     SET enabled = false, disabled_reason = coalesce(reason, 'disabled by ' || session_user), updated_at = now()
     WHERE id = webhook;

@@ -15,7 +15,9 @@ import urllib.parse
 
 import pytest
 
-from harness import DEFAULT_REGISTRY_URL, add_webhook, register, wait_until
+from harness import (DEFAULT_REGISTRY_URL, add_webhook, register, registry_event,
+                     wait_until)
+from test_delivery import post
 
 FORMATS = ('dockerhub', 'registry', 'cloudevents', 'cloudevents-structured', 'slack',
            'discord', 'teams', 'template')
@@ -204,14 +206,16 @@ def test_show_prints_format_and_template(reghook, tmp_path):
 
 def test_a_template_the_renderer_refuses_fails_the_delivery_once(reghook_factory, pg,
                                                                 endpoint_factory):
-    """A template the SQL guard let in but reghook's check refuses (a "{{" in
-    a key) fails its delivery with reghook's message, without retries."""
+    """A template reghook's check refuses (a "{{" in a key) that is in the
+    table all the same (written before webhook_set() refused it too, or by
+    an admin's UPDATE) fails its delivery with reghook's message, without
+    retries."""
     daemon = reghook_factory({'retry_schedule': '0,1s,1s'})
     daemon.run_cli('namespace', 'add', 'team-a')
     hook = endpoint_factory()
     webhook_id = add_webhook(daemon, 'team-a', hook.url('/'), enable=False)
-    pg.psql(f"""SELECT reghook.webhook_set({webhook_id},
-        '{{"format": "template", "template": "{{\\"{{{{tag}}}}\\": 1}}"}}')""")
+    pg.psql(f"""UPDATE reghook.webhooks SET format = 'template',
+        template = '{{"{{{{tag}}}}": 1}}' WHERE id = {webhook_id}""")
     daemon.run_cli('webhook', 'test', webhook_id, check=False)
     wait_until(lambda: rows(pg, f"SELECT 1 FROM reghook.deliveries WHERE webhook_id = {webhook_id}"
                                 f" AND status = 'failed'"), 15)
@@ -262,6 +266,11 @@ def test_unknown_variable_names_line_and_column(reghook, tmp_path):
     ({'format': 'template', 'template': '{"a": "' + 'x' * 16400 + '"}'},
      'over the limit of 16384'),
     ({'template': {'a': 1}}, 'template must be given as a string'),
+    # What jsonb lets by and the dispatcher's strict reading refuses.
+    ({'format': 'template', 'template': '{"a": 1, "a": 2}'}, 'duplicate key "a"'),
+    ({'format': 'template', 'template': '{"b": [{"{{tag}}": 1}]}'}, 'a variable in the key'),
+    ({'format': 'template', 'template': '[' * 33 + ']' * 33}, 'nested deeper than 32'),
+    ({'format': 'template', 'template': '{"a": "\\u0000"}'}, 'the template is not JSON'),
 ])
 def test_bad_format_and_template_through_sql(reghook, pg, changes, needle):
     reghook.run_cli('namespace', 'add', 'team-a')
@@ -272,6 +281,103 @@ def test_bad_format_and_template_through_sql(reghook, pg, changes, needle):
     assert needle in str(err.value)
     assert rows(pg, f'SELECT format, template FROM reghook.webhooks WHERE id = {webhook_id}') == [
         {'format': 'dockerhub', 'template': None}]
+
+
+def test_the_sql_check_and_the_dispatchers_agree_on_depth(reghook, pg, endpoint_factory):
+    """32 levels are a template both take: stored, and delivered."""
+    reghook.run_cli('namespace', 'add', 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(reghook, 'team-a', hook.url('/'))
+    deep = '[' * 31 + '{"t": "{{tag}}"}' + ']' * 31
+    text = json.dumps({'format': 'template', 'template': deep}).replace("'", "''")
+    pg.psql(f"SELECT reghook.webhook_set({webhook_id}, '{text}')")
+    reghook.run_cli('webhook', 'test', webhook_id)
+    [req] = hook.wait_for(1)
+    body = req.json()
+    for _ in range(31):
+        [body] = body
+    assert body == {'t': 'test'}
+
+
+def test_a_body_or_url_past_the_limits_fails_at_once_and_sends_nothing(reghook_factory, pg,
+                                                                       endpoint_factory):
+    """What a webhook may expand to is bounded whatever its fields: a
+    template of 16 KiB of {{actor}}, with an actor of 1,024 control
+    characters (each escaped to six bytes), renders 9 MB; a URL template of
+    8 KiB of {repository} expands past 100 KB. Each delivery fails at once,
+    saying why, with no request and no retry; the history records the URL
+    template, not its expansion."""
+    daemon = reghook_factory({'retry_schedule': '0,1s,1s'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    template = '["' + '{{actor}}' * 1800 + '"]'
+    body_id = add_webhook(daemon, 'team-a', hook.url('/body'), '--format', 'template',
+                          '--template', template)
+    url_template = hook.url('/u/') + '{repository}' * 600
+    url_id = add_webhook(daemon, 'team-a', url_template)
+    ev = registry_event(repository='team-a/' + 'x' * 200)
+    ev['actor'] = {'name': '\x01' * 1024}
+    post(daemon, token, ev)
+    for webhook_id in (body_id, url_id):
+        wait_until(lambda: rows(pg, f"SELECT 1 FROM reghook.deliveries WHERE webhook_id = "
+                                    f"{webhook_id} AND status = 'failed'"), 15)
+    [body] = rows(pg, f'SELECT error_message, url FROM reghook.delivery_attempts '
+                      f'WHERE webhook_id = {body_id}')
+    assert body['error_message'].startswith('the body is ') and \
+        body['error_message'].endswith(' bytes in format template, over the limit of 1048576'), body
+    [url] = rows(pg, f'SELECT error_message, url FROM reghook.delivery_attempts '
+                     f'WHERE webhook_id = {url_id}')
+    assert url['error_message'].startswith('the URL is ') and \
+        url['error_message'].endswith(' bytes once expanded, over the limit of 16384'), url
+    assert url['url'] == url_template
+    assert hook.requests == []
+    assert daemon.running()
+
+
+@pytest.mark.parametrize('changes,needle', [
+    ({'content_type': 'x' * 256}, 'content_type is 256 bytes, over the limit of 255'),
+    ({'url': 'https://x.example/' + 'a' * 8180}, 'url is 8198 bytes, over the limit of 8192'),
+    ({'name': 'n' * 201}, 'name is 201 bytes'),
+    ({'username': 'u' * 257}, 'username is 257 bytes'),
+    ({'password': 'p' * 1025}, 'password is 1025 bytes'),
+    ({'repository': '*' * 1025}, 'repository is 1025 bytes'),
+    ({'tag': '*' * 1025}, 'tag is 1025 bytes'),
+    ({'url': 'https://x.example/a b'}, 'url: whitespace or a control character'),
+    ({'url': 'https://x.example/a\nb'}, 'url: whitespace or a control character'),
+    ({'headers': ['X-A: 1'] * 65}, '65 headers, over the limit of 64'),
+    ({'headers': ['X-A: ' + 'v' * 8193]}, 'a value over 8192'),
+    ({'headers': ['X-A: 1', None]}, 'header "null" is not "Name: value"'),
+])
+def test_webhook_fields_past_their_limits_are_refused_through_sql(reghook, pg, changes, needle):
+    reghook.run_cli('namespace', 'add', 'team-a')
+    webhook_id = add_webhook(reghook, 'team-a', 'https://x.example/', enable=False)
+    before = rows(pg, f'SELECT * FROM reghook.webhooks WHERE id = {webhook_id}')
+    text = json.dumps(changes).replace("'", "''")
+    with pytest.raises(Exception) as err:
+        pg.psql(f"SELECT reghook.webhook_set({webhook_id}, '{text}')")
+    assert needle in str(err.value), err.value
+    assert rows(pg, f'SELECT * FROM reghook.webhooks WHERE id = {webhook_id}') == before
+    assert rows(pg, 'SELECT * FROM reghook.webhook_headers') == []
+
+
+def test_webhook_add_normalises_the_scheme_and_names_an_ipv6_host(reghook, pg):
+    """HTTPS:// is https:// (RFC 3986), through the CLI and SQL alike; the
+    default name of a webhook is its URL's host, an IPv6 one whole."""
+    reghook.run_cli('namespace', 'add', 'team-a')
+    cli_id = add_webhook(reghook, 'team-a', 'HTTPS://x.example/hook', enable=False)
+    [sql_id] = pg.psql("SELECT reghook.webhook_add('team-a', 'Http://[2001:db8::1]:8443/h')"
+                       ).split()
+    got = rows(pg, f'SELECT id, name, url FROM reghook.webhooks WHERE id IN ({cli_id}, {sql_id}) '
+                   f'ORDER BY id')
+    assert [(g['name'], g['url']) for g in got] == [
+        ('x.example', 'https://x.example/hook'),
+        ('[2001:db8::1]', 'http://[2001:db8::1]:8443/h')], got
+    with pytest.raises(Exception) as err:
+        pg.psql("SELECT reghook.webhook_add('team-a', 'https://x.example/' || repeat('a', 9000))")
+    assert 'url is 9018 bytes, over the limit of 8192' in str(err.value)
+    with pytest.raises(Exception) as err:
+        pg.psql("SELECT reghook.webhook_disable(%s, repeat('r', 1025))" % cli_id)
+    assert 'reason is 1025 bytes, over the limit of 1024' in str(err.value)
 
 
 def test_a_good_template_through_sql_is_kept(reghook, pg):
