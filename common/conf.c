@@ -294,7 +294,9 @@ static bool load_file(const struct conf_key *tab, size_t n, void *settings, cons
 			ok = false;
 			break;
 		}
-		char *s = trim(line);
+		/* A byte order mark, as some editors write, is not part of the key. */
+		char *s = trim(lineno == 1 && strncmp(line, "\xef\xbb\xbf", 3) == 0 ? line + 3
+										    : line);
 		if (*s == '\0' || *s == '#')
 			continue;
 		char *eq = strchr(s, '=');
@@ -321,6 +323,13 @@ static bool load_file(const struct conf_key *tab, size_t n, void *settings, cons
 			snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
 			ok = false;
 		}
+	}
+	/* A directory (a bind mount of a file that was not there) or a read
+	 * error ends getline as the end of the file would: not as an empty
+	 * or shortened configuration. */
+	if (ok && ferror(f)) {
+		snprintf(err, errlen, "config: cannot read %s: %s", path, strerror(errno));
+		ok = false;
 	}
 	free(line);
 	fclose(f);
@@ -465,13 +474,18 @@ static bool take_config_flag(int *argc, char **argv, const char **path, char *er
 		if (strcmp(argv[i], "--") == 0)
 			break;
 		if (strcmp(argv[i], "--config") == 0) {
-			if (i + 1 >= *argc) {
+			if (i + 1 >= *argc || !*argv[i + 1]) {
 				snprintf(err, errlen, "--config: needs a file");
 				return false;
 			}
 			*path = argv[i + 1];
 			used = 2;
 		} else if (strncmp(argv[i], "--config=", 9) == 0) {
+			/* --config=$CONF with CONF unset would load nothing at all. */
+			if (!argv[i][9]) {
+				snprintf(err, errlen, "--config: needs a file");
+				return false;
+			}
 			*path = argv[i] + 9;
 			used = 1;
 		}

@@ -328,6 +328,13 @@ UNIT_TEST(errors_name_the_key)
 	expect_error(a1, "config: cannot read /nonexistent/reghook.conf");
 	char *a2[] = {"prog", "--config", NULL};
 	expect_error(a2, "--config: needs a file");
+	/* A directory (a bind mount of a missing file), an empty --config=$UNSET. */
+	char *a2d[] = {"prog", "--config", "/", NULL};
+	expect_error(a2d, "config: cannot read /: Is a directory");
+	char *a2e[] = {"prog", "--config=", NULL};
+	expect_error(a2e, "--config: needs a file");
+	char *a2f[] = {"prog", "--config", "", NULL};
+	expect_error(a2f, "--config: needs a file");
 
 	setenv(PREFIX "MAX_IN_FLIGHT", "lots", 1);
 	char *a3[] = {"prog", NULL};
@@ -401,6 +408,22 @@ UNIT_TEST(unknown_environment_variables)
 	unsetenv("RHUNITLISTEN");
 	clear_env();
 	UNIT_CHECK(others == 0, "%d others", others);
+}
+
+/* A byte order mark before the first key (Notepad's UTF-8) is not part of it. */
+UNIT_TEST(byte_order_mark)
+{
+	clear_env();
+	char path[512], arg[600], err[512] = "";
+	UNIT_CHECK(temp_file("\xef\xbb\xbflisten = 10.0.0.1:9\n", path, sizeof(path)), "temp");
+	snprintf(arg, sizeof(arg), "--config=%s", path);
+	char *argv[] = {"prog", arg, NULL};
+	struct settings s;
+	int argc;
+	UNIT_CHECK(load(&s, argv, &argc, err, sizeof(err)), "%s", err);
+	UNIT_CHECK(s.listen && strcmp(s.listen, "10.0.0.1:9") == 0, "listen %s", s.listen);
+	conf_free(table, N, &s);
+	unlink(path);
 }
 
 UNIT_TEST(flags_consumed_others_kept)
@@ -601,6 +624,7 @@ int main(void)
 	UNIT_RUN(long_lines);
 	UNIT_RUN(errors_name_the_key);
 	UNIT_RUN(unknown_environment_variables);
+	UNIT_RUN(byte_order_mark);
 	UNIT_RUN(flags_consumed_others_kept);
 	UNIT_RUN(find_and_help);
 	UNIT_RUN(range_errors_say_the_bounds);
