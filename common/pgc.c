@@ -33,6 +33,7 @@
 #include "clock.h"
 #include "log.h"
 
+#include <pg_config.h> /* DEF_PGPORT_STR: libpq's default port */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -700,18 +701,27 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		really_free(c);
 }
 
-/* Splits a comma-separated libpq list into owned strings; -1 if an entry is empty. */
-static int split_list(const char *s, char ***out)
+/*
+ * Splits a comma-separated libpq list into owned strings. An empty entry
+ * is empty_as when that is given (libpq's default for an empty port,
+ * which a URI without one makes: postgresql://db1,db2:5433/x has the
+ * ports ",5433"), else -1.
+ */
+static int split_list(const char *s, const char *empty_as, char ***out)
 {
 	int n = 0;
 	char **items = NULL;
 	for (const char *p = s;; p++) {
 		size_t len = strcspn(p, ",");
 		items = xrealloc(items, (size_t)(n + 1) * sizeof(*items));
-		items[n] = xmalloc(len + 1);
-		memcpy(items[n], p, len);
-		items[n++][len] = '\0';
-		if (len == 0) {
+		if (len == 0 && empty_as) {
+			items[n++] = xstrdup(empty_as);
+		} else {
+			items[n] = xmalloc(len + 1);
+			memcpy(items[n], p, len);
+			items[n++][len] = '\0';
+		}
+		if (len == 0 && !empty_as) {
 			while (n > 0)
 				free(items[--n]);
 			free(items);
@@ -729,7 +739,9 @@ static int split_list(const char *s, char ***out)
  * Splits the hosts of conninfo (host, hostaddr and port lists, each from
  * the string or else from its environment variable) into c->hosts when
  * there are several. Anything libpq would refuse (lists of different
- * lengths, empty entries) is left to libpq, which says why.
+ * lengths, an empty host) is left to libpq, which says why. Hosts named by
+ * a service file (service=, PGSERVICE) are not seen here: libpq walks them
+ * within one attempt, under one connect_timeout (README says so).
  */
 static void hosts_init(struct pgc *c)
 {
@@ -752,7 +764,7 @@ static void hosts_init(struct pgc *c)
 		if (!value[k])
 			value[k] = getenv(envs[k]);
 		if (value[k] && *value[k]) {
-			count[k] = split_list(value[k], &list[k]);
+			count[k] = split_list(value[k], k == 2 ? DEF_PGPORT_STR : NULL, &list[k]);
 			if (count[k] < 0)
 				goto done;
 		}

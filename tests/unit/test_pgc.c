@@ -194,6 +194,35 @@ UNIT_TEST(connect_timeout_moves_to_the_next_host)
 	close(fd);
 }
 
+/* A host without a port in a URI (its port list ",5433" or "5433,") is a
+ * host of its own all the same, with libpq's default port. */
+UNIT_TEST(a_host_without_a_port_is_a_host_of_its_own)
+{
+	int port;
+	int fd = silent_listener(&port);
+	UNIT_CHECK(fd >= 0, "no loopback listener");
+	if (fd < 0)
+		return;
+	char url[256];
+	snprintf(url, sizeof(url),
+		 "postgresql://u@127.0.0.1:%d,127.0.0.2/x?connect_timeout=2&keepalives=0", port);
+	struct round r = {event_base_new(), "", 0, 0};
+	static const struct pgc_hooks hooks = {on_up, on_down, NULL};
+	struct pgc *c = pgc_new(r.base, url, &hooks, &r);
+	struct timeval limit = {30, 0};
+	event_base_loopexit(r.base, &limit);
+	event_base_dispatch(r.base);
+	char first[64];
+	snprintf(first, sizeof(first), "127.0.0.1:%d: timed out connecting", port);
+	char *at = strstr(r.why, first);
+	UNIT_CHECK(r.downs == 1 && at && strstr(at, "; 127.0.0.2:5432: ") != NULL,
+		   "downs %d, reason \"%s\" lacks \"%s\" then 127.0.0.2:5432", r.downs, r.why,
+		   first);
+	pgc_free(c);
+	event_base_free(r.base);
+	close(fd);
+}
+
 int main(void)
 {
 	UNIT_RUN(defaults_fill_in);
@@ -201,5 +230,6 @@ int main(void)
 	UNIT_RUN(environment_wins_over_defaults);
 	UNIT_RUN(bad_strings_are_refused_by_libpq);
 	UNIT_RUN(connect_timeout_moves_to_the_next_host);
+	UNIT_RUN(a_host_without_a_port_is_a_host_of_its_own);
 	return UNIT_DONE();
 }
