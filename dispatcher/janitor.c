@@ -69,12 +69,14 @@ static void prune_batch(struct janitor *j)
 		return;
 	}
 	char retention[32];
-	snprintf(retention, sizeof(retention), "%lld milliseconds",
-		 j->d->cfg->history_retention_ms);
+	snprintf(retention, sizeof(retention), "%lld", j->d->cfg->history_retention_ms);
 	const char *params[] = {retention, PRUNE_BATCH};
 	janitor_set_state(j, JANITOR_PRUNING);
-	pgc_query(j->conn, "SELECT reghook.prune_history($1::interval, $2)", 2, params, on_pruned,
-		  j);
+	/* Not '2592000000 milliseconds'::interval: before PostgreSQL 15 a
+	 * field of an interval's text is an int, and 30 days in ms overflows. */
+	pgc_query(j->conn,
+		  "SELECT reghook.prune_history(make_interval(secs => $1::bigint / 1000.0), $2)", 2,
+		  params, on_pruned, j);
 }
 
 /* A round, unless one is under way. */

@@ -167,7 +167,10 @@ static const struct pgc_hooks control_hooks = {control_up, control_down, control
 static void check_stopped(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	if (ingest_busy(d->ingest) || delivery_busy(d->delivery)) {
+	/* and the control connection's queries (a callback's record, say) while
+	 * it is up: down, what waits for it is answered 503 as it is freed. */
+	if (ingest_busy(d->ingest) || delivery_busy(d->delivery) ||
+	    (pgc_is_up(d->control) && pgc_queued(d->control) > 0)) {
 		d->idle_ticks = 0;
 		return;
 	}

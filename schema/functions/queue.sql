@@ -408,11 +408,16 @@ $$;
 COMMENT ON FUNCTION reghook.complete_deliveries(text, json) IS
     'Dispatcher: records a batch of attempts and moves their deliveries on (lease permitting); returns how many, the deliveries another transaction holds, and those not there.';
 
--- record_callback: a Docker Hub style callback from an endpoint.
+-- record_callback: a Docker Hub style callback from an endpoint. It runs
+-- on a dispatcher's control connection, which also carries readiness and
+-- the LISTENs: a row lock a person holds (an open transaction around
+-- webhook_remove or a retrigger) is waited for at most 1 s, after which
+-- the endpoint is answered 503 and retries, rather than everything on that
+-- connection waiting behind it until db_timeout drops it.
 CREATE OR REPLACE FUNCTION reghook.record_callback(token text, state text, description text,
                                         context text, target_url text)
 RETURNS uuid
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
     UPDATE reghook.deliveries
     SET callback_state = state, callback_description = description,
         callback_context = context, callback_target_url = target_url, callback_at = now()

@@ -958,6 +958,44 @@ def test_callback_is_recorded(reghook, pg, endpoint_factory):
     assert d['callback_state'] == 'failure'
 
 
+def test_a_callback_for_a_row_a_person_holds_waits_a_second_and_a_stop_waits_for_it(
+        reghook_factory, pg, endpoint_factory):
+    """A person's open transaction holds the delivery's row: the callback is
+    answered 503 (retry) after at most a second of waiting (the control
+    connection it runs on also carries readiness and the LISTENs; it waited
+    for db_timeout and was then dropped, taking /readyz down with it). A
+    SIGTERM while such a callback waits lets it finish: the endpoint gets
+    its answer, not a closed connection."""
+    daemon = reghook_factory({'db_timeout': '30s'})
+    webhook_id, path = delivered_callback_path(daemon, endpoint_factory)
+    report = json.dumps({'state': 'success', 'description': 'deployed'}).encode()
+    headers = {'Content-Type': 'application/json'}
+    holder = pg.connect()
+    holder.autocommit = False
+    with holder.cursor() as cur:
+        cur.execute('SELECT 1 FROM reghook.deliveries WHERE webhook_id = %s FOR UPDATE',
+                    (int(webhook_id),))
+    started = time.monotonic()
+    status, hdrs, _ = daemon.post(path, report, headers)
+    waited = time.monotonic() - started
+    assert status == 503 and hdrs.get('retry-after'), (status, hdrs)
+    assert waited < 15, waited  # the lock's second, not db_timeout's 30
+    assert daemon.get('/readyz')[0] == 200
+    assert ' lost: ' not in daemon.log(), daemon.log()  # the control connection stayed
+
+    # A stop while one waits: the callback is answered before reghook exits.
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(daemon.post, path, report, headers)
+        time.sleep(0.3)
+        os.kill(daemon.proc.pid, signal.SIGTERM)
+        status, _, _ = pending.result(timeout=30)
+    assert status == 503
+    assert daemon.proc.wait(30) == 0
+    holder.rollback()
+    holder.close()
+    assert deliveries(pg, webhook_id)[0]['called_back'] is False
+
+
 def test_webhook_test_reaches_a_disabled_webhook(reghook, pg, endpoint_factory):
     register(reghook, 'team-a')
     hook = endpoint_factory()
