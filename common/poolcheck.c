@@ -16,7 +16,9 @@
  * session of its own for as long as it is connected: B is never A (two
  * clients connected at once never share a backend), and A' is always A (a
  * client's backend never changes while it is connected). Either sight is
- * therefore proof of pooling per transaction, never a false alarm. The
+ * therefore proof of pooling per transaction, never a false alarm, as long
+ * as neither client reconnected meanwhile: a connection lost in a round
+ * starts the probe over, as a failed query does. The
  * converse holds in practice: a pooler in transaction mode gives b the
  * session a has just left (PgBouncer reuses idle server connections last
  * in, first out), or, if another client took that one, may give a another
@@ -95,10 +97,22 @@ static void on_up(struct pgc *c, void *arg)
 		begin_round(p);
 }
 
-/* Runs after the lost queries were answered: start_over() has run. */
+static void start_over(struct poolcheck *p, PGresult *res);
+
+/*
+ * Runs after the lost queries were answered: when one of them was this
+ * probe's, start_over() has run. A connection lost mid-round with none of
+ * its queries under way (a between steps 1 and 3) starts it over too: its
+ * next session, taken for the same client's, would be a false alarm.
+ */
 static void on_down(struct pgc *c, const char *why, void *arg)
 {
 	struct poolcheck *p = arg;
+	if (p->state != POOLCHECK_CONNECTING && p->state != POOLCHECK_DONE) {
+		log_warn("connection pooling check: a connection was lost (%s); trying again", why);
+		start_over(p, NULL);
+		return;
+	}
 	if (c != p->b || !p->hold_lost)
 		return;
 	p->hold_lost = false;
