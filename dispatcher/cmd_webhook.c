@@ -250,9 +250,15 @@ static bool take_fields(int *argc, char **argv, struct buf *json, bool *new_url,
 		if (r > 0 && strcmp(webhook_opts[i].field, "url") == 0)
 			*new_url = true;
 	}
-	/* --header is repeatable; all of them replace the webhook's headers. */
+	/* --header is repeatable; all of them replace the webhook's headers,
+	 * and one empty --header '' clears them. */
 	int headers = 0;
+	bool clear = false;
 	while ((r = cli_take_option(argc, argv, "--header", &v)) != 0) {
+		if (r > 0 && *v == '\0') {
+			clear = true;
+			continue;
+		}
 		const char *colon = r > 0 ? strchr(v, ':') : NULL;
 		if (!colon || colon == v || strpbrk(v, "\r\n")) {
 			snprintf(err, errlen, "--header: expected 'Name: value'");
@@ -262,7 +268,13 @@ static bool take_fields(int *argc, char **argv, struct buf *json, bool *new_url,
 			 headers++ ? "," : (json->len > 1 ? ",\"headers\":[" : "\"headers\":["));
 		buf_json_str(json, v, strlen(v));
 	}
-	if (headers)
+	if (clear && headers) {
+		snprintf(err, errlen, "--header '' clears the headers: give it alone");
+		return false;
+	}
+	if (clear)
+		buf_puts(json, json->len > 1 ? ",\"headers\":[" : "\"headers\":[");
+	if (headers || clear)
 		buf_putc(json, ']');
 	buf_putc(json, '}');
 	return true;

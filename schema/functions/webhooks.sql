@@ -229,7 +229,7 @@ BEGIN
            AND ((cur.has_password AND NOT c ? 'password') OR (cur.has_headers AND NOT c ? 'headers')) THEN
             RAISE EXCEPTION 'a URL on another host would receive the webhook''s password and headers: give them again with the new URL, or clear them'
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'webhook set ID --url URL --password P --header ''Name: value'' (an empty --password clears it).';
+                      HINT = 'webhook set ID --url URL --password P --header ''Name: value'' (an empty --password, or --header '''', clears them).';
         END IF;
     END IF;
     IF NOT EXISTS (SELECT 1 FROM reghook.webhooks WHERE id = webhook) THEN

@@ -708,6 +708,16 @@ def test_a_new_host_must_be_given_the_password_and_headers_again(reghook, pg, en
             (a, json.dumps({'url': 'http://new.example/', 'password': '', 'headers': []})))
     assert webhook_of(pg, a)['url'] == 'http://new.example/'
     assert rows(pg, f'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = {a}') == [{'password': None}]
+    # The same from the CLI, as its refusal says: --header '' clears the headers.
+    b = hooks['team-b']
+    res = reghook.run_cli('webhook', 'set', b, '--url', 'http://other.example/', check=False)
+    assert res.returncode == 1 and "--header '', clears them" in res.stderr, res.stderr
+    res = reghook.run_cli('webhook', 'set', b, '--header', '', '--header', 'X-A: 1', check=False)
+    assert res.returncode == 2 and 'give it alone' in res.stderr, res.stderr
+    reghook.run_cli('webhook', 'set', b, '--url', 'http://other.example/', '--password', '',
+                    '--header', '')
+    assert webhook_of(pg, b)['url'] == 'http://other.example/'
+    assert rows(pg, f'SELECT * FROM reghook.webhook_headers WHERE webhook_id = {b}') == []
 
 
 def test_a_member_holding_a_webhook_row_stalls_no_other_namespace(reghook_factory, pg, endpoint_factory):
