@@ -11,26 +11,37 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* "a,b" -> "{a,b}", a text[] literal; names hold no quotes or braces (checked by SQL). */
+/*
+ * "a, b" -> "{"a","b"}", a text[] literal, each name without the spaces
+ * around it (names hold no quotes or braces: SQL checks them). NULL for a
+ * list with an empty name ("", "a,", "a,,b"): a scope of no namespace
+ * would refuse every event.
+ */
 static char *array_literal(const char *list)
 {
 	struct buf b = BUF_INIT;
 	buf_putc(&b, '{');
-	for (const char *p = list; *p;) {
+	for (const char *p = list;; p++) {
 		size_t n = strcspn(p, ",");
-		buf_putc(&b, '"');
-		for (size_t i = 0; i < n; i++) {
-			if (p[i] == '"' || p[i] == '\\')
-				buf_putc(&b, '\\');
-			if (p[i] != ' ')
-				buf_putc(&b, p[i]);
-		}
-		buf_putc(&b, '"');
-		p += n;
-		if (*p == ',') {
+		const char *end = p + n;
+		while (p < end && *p == ' ')
 			p++;
-			buf_putc(&b, ',');
+		while (end > p && end[-1] == ' ')
+			end--;
+		if (p == end) {
+			buf_free(&b);
+			return NULL;
 		}
+		buf_puts(&b, b.len > 1 ? ",\"" : "\"");
+		for (; p < end; p++) {
+			if (*p == '"' || *p == '\\')
+				buf_putc(&b, '\\');
+			buf_putc(&b, *p);
+		}
+		buf_putc(&b, '"');
+		p += strcspn(p, ",");
+		if (!*p)
+			break;
 	}
 	buf_putc(&b, '}');
 	return buf_steal(&b);
@@ -69,10 +80,14 @@ static int registry_add(const struct cli_command *cmd, const struct config *cfg,
 	if (argc != 3)
 		return cli_usage_error(cmd, argc < 3 ? "missing NAME" : "unexpected argument '%s'",
 				       argc < 3 ? "" : argv[3]);
-	PGconn *conn = cli_connect(cfg);
-	if (!conn)
-		return CLI_FAILED;
 	char *scope = namespaces ? array_literal(namespaces) : NULL;
+	if (namespaces && !scope)
+		return cli_usage_error(cmd, "--namespaces: an empty name in '%s'", namespaces);
+	PGconn *conn = cli_connect(cfg);
+	if (!conn) {
+		free(scope);
+		return CLI_FAILED;
+	}
 	const char *params[] = {argv[2], scope};
 	PGresult *res = cli_exec(conn, "SELECT id, token FROM reghook.registry_add($1, $2::text[])",
 				 2, params);

@@ -9,6 +9,11 @@ DECLARE
     new_token text := 'rgh_' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
     new_id bigint;
 BEGIN
+    -- An empty scope, or one with a NULL name, would refuse every event.
+    IF cardinality(namespaces) = 0 OR array_position(namespaces, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'namespaces: give their names, or NULL for all'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     SELECT s INTO missing FROM unnest(namespaces) AS s
     WHERE NOT EXISTS (SELECT 1 FROM reghook.namespaces n WHERE n.name = s) LIMIT 1;
     IF missing IS NOT NULL THEN

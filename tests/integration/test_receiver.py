@@ -9,6 +9,8 @@ import re
 import time
 import uuid
 
+import pytest
+
 from harness import add_webhook, register, stop_and_wait, wait_until
 
 V1 = 'application/vnd.docker.distribution.events.v1+json'
@@ -146,6 +148,27 @@ def test_scoped_token_rejects_foreign_namespaces(reghook, pg):
     assert (status, body) == (200, counts(accepted=2, rejected=1))
     assert sorted(r['namespace'] for r in events(pg)) == ['team-b', 'team-b/sub']
     assert 'may not post events for namespace team-a' in reghook.log()
+
+
+def test_a_registry_scope_is_names_or_nothing(reghook, pg):
+    """--namespaces takes names, spaces around them dropped; an empty name
+    (an empty list, a trailing comma) is a usage error, not a token that
+    refuses every event; in SQL, an empty scope or a NULL name is refused."""
+    register(reghook, 'team-a', 'team-b')
+    for bad in ('', 'team-a,', 'team-a,,team-b', ' , '):
+        res = reghook.run_cli('registry', 'add', 'r', '--namespaces', bad, check=False)
+        assert res.returncode == 2 and '--namespaces: an empty name' in res.stderr, (bad, res)
+    res = reghook.run_cli('registry', 'add', 'r', '--namespaces', 'team-a team-b', check=False)
+    assert res.returncode == 1 and 'namespace "team-a team-b" does not exist' in res.stderr, res
+    out = reghook.run_cli('registry', 'add', 'r', '--namespaces', ' team-a , team-b').stdout
+    assert 'limited to namespaces' in out
+    for scope in ("'{}'", "ARRAY['team-a', NULL]"):
+        with pytest.raises(Exception) as err:
+            pg.psql(f"SELECT reghook.registry_add('s', {scope})")
+        assert 'namespaces: give their names, or NULL for all' in str(err.value)
+    got = pg.psql("SELECT json_agg(json_build_array(name, namespaces) ORDER BY id) "
+                  "FROM reghook.registry_sources")
+    assert json.loads(got) == [['main', None], ['r', ['team-a', 'team-b']]]
 
 
 def test_duplicates_sequential_and_concurrent(reghook, pg, endpoint_factory):
