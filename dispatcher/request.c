@@ -323,8 +323,10 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 	if (!urltemplate_expand(s->url_template, &vars, &r->url, err, sizeof(err)) ||
 	    r->url.len > REQUEST_URL_MAX) {
 		if (r->url.len > REQUEST_URL_MAX)
-			snprintf(err, sizeof(err), "the URL is %zu bytes once expanded, over the limit "
-				 "of %d", r->url.len, REQUEST_URL_MAX);
+			snprintf(err, sizeof(err),
+				 "the URL is %zu bytes once expanded, over the limit "
+				 "of %d",
+				 r->url.len, REQUEST_URL_MAX);
 		/* The history shows the template, as much of it as a URL may be. */
 		buf_reset(&r->url);
 		buf_append(&r->url, s->url_template, strnlen(s->url_template, REQUEST_URL_MAX));
@@ -334,8 +336,9 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 	struct payload_headers extra = {0};
 	bool built = build_body(r, s, cfg, &extra, err, sizeof(err));
 	if (built && r->body.len > REQUEST_BODY_MAX) {
-		snprintf(err, sizeof(err), "the body is %zu bytes in format %s, over the limit of %d",
-			 r->body.len, s->format, REQUEST_BODY_MAX);
+		snprintf(err, sizeof(err),
+			 "the body is %zu bytes in format %s, over the limit of %d", r->body.len,
+			 s->format, REQUEST_BODY_MAX);
 		buf_free(&r->body);
 		built = false;
 	}
