@@ -90,6 +90,13 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END LOOP;
+    -- Decodable as the dispatcher decodes it (common/sign.c): padding
+    -- optional, and right when given.
+    IF c ->> 'secret' <> '' AND (c ->> 'secret' = 'whsec_' OR c ->> 'secret' !~
+            '^whsec_([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}(==)?|[A-Za-z0-9+/]{3}=?)?$') THEN
+        RAISE EXCEPTION 'secret: not a signing key (whsec_ and its base64)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF c ->> 'url' ~ '[[:space:][:cntrl:]]' THEN
         RAISE EXCEPTION 'url: whitespace or a control character; percent-encode it (%%20 for a space)'
             USING ERRCODE = 'invalid_parameter_value';
@@ -243,6 +250,10 @@ BEGIN
             RAISE EXCEPTION 'unknown webhook field "%"', k USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END LOOP;
+    -- A key given bare (base64 alone) is kept with its prefix, as --secret takes it.
+    IF c ->> 'secret' <> '' AND c ->> 'secret' NOT LIKE 'whsec\_%' THEN
+        c := c || jsonb_build_object('secret', 'whsec_' || (c ->> 'secret'));
+    END IF;
     PERFORM reghook.check_webhook_values(c);
     IF c ? 'template' AND jsonb_typeof(c -> 'template') NOT IN ('string', 'null') THEN
         RAISE EXCEPTION 'template must be given as a string holding the JSON template'

@@ -347,6 +347,11 @@ def test_a_body_or_url_past_the_limits_fails_at_once_and_sends_nothing(reghook_f
     ({'headers': ['X-A: 1'] * 65}, '65 headers, over the limit of 64'),
     ({'headers': ['X-A: ' + 'v' * 8193]}, 'a value over 8192'),
     ({'headers': ['X-A: 1', None]}, 'header "null" is not "Name: value"'),
+    # Secrets the table's check let by and the signer cannot decode.
+    ({'secret': 'whsec_QUJD='}, 'secret: not a signing key'),
+    ({'secret': 'whsec_QUJDRA='}, 'secret: not a signing key'),
+    ({'secret': 'whsec_A'}, 'secret: not a signing key'),
+    ({'secret': 'whsec_'}, 'secret: not a signing key'),
 ])
 def test_webhook_fields_past_their_limits_are_refused_through_sql(reghook, pg, changes, needle):
     reghook.run_cli('namespace', 'add', 'team-a')
@@ -358,6 +363,19 @@ def test_webhook_fields_past_their_limits_are_refused_through_sql(reghook, pg, c
     assert needle in str(err.value), err.value
     assert rows(pg, f'SELECT * FROM reghook.webhooks WHERE id = {webhook_id}') == before
     assert rows(pg, 'SELECT * FROM reghook.webhook_headers') == []
+
+
+def test_a_bare_signing_key_through_sql_is_kept_with_its_prefix(reghook, pg, endpoint_factory):
+    """As --secret takes it: base64 alone, padded or not, signs."""
+    reghook.run_cli('namespace', 'add', 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(reghook, 'team-a', hook.url('/'))
+    pg.psql(f"""SELECT reghook.webhook_set({webhook_id}, '{{"secret": "QUJDRA"}}')""")
+    assert rows(pg, f'SELECT secret FROM reghook.webhook_secrets WHERE webhook_id = {webhook_id}'
+                ) == [{'secret': 'whsec_QUJDRA'}]
+    reghook.run_cli('webhook', 'test', webhook_id)
+    [req] = hook.wait_for(1)
+    assert req.header('Webhook-Signature', '').startswith('v1,')
 
 
 def test_webhook_add_normalises_the_scheme_and_names_an_ipv6_host(reghook, pg):
