@@ -103,6 +103,12 @@ static int registry_add(const struct cli_command *cmd, const struct config *cfg,
 	       token);
 	printf("Paste this into the registry's config.yml and restart the registry:\n\n");
 	print_snippet(cfg, token);
+	if (config_public_url_unreachable(cfg))
+		fprintf(stderr,
+			"\nNote: public_url is not set, so the url above names listen (%s), "
+			"which no registry can reach: set public_url, or write the address the "
+			"registry reaches reghook at in its place.\n",
+			cfg->listen);
 	PQclear(res);
 	PQfinish(conn);
 	return CLI_OK;

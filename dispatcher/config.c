@@ -30,10 +30,16 @@ static const char *check_listen(const char *v)
 	const char *colon = strrchr(v, ':');
 	if (!colon || colon == v)
 		return "not HOST:PORT";
-	char *end;
-	long port = strtol(colon + 1, &end, 10);
-	if (*end || port < 0 || port > 65535 || colon[1] == '\0')
-		return "port is not a number from 0 to 65535";
+	/* Digits only: strtol would take "+80" and " 80", which the URLs made
+	 * from listen (public_url's default, the registry snippet) would keep. */
+	size_t digits = strspn(colon + 1, "0123456789");
+	long port = digits >= 1 && digits <= 5 ? strtol(colon + 1, NULL, 10) : -1;
+	if (colon[1 + digits] != '\0' || port < 1 || port > 65535)
+		return "port is not a number from 1 to 65535";
+	if (v[0] != '[' && memchr(v, ':', (size_t)(colon - v)))
+		return "an IPv6 address goes in brackets: [::1]:8080";
+	if (v[0] == '[' && colon[-1] != ']')
+		return "not [IPv6]:PORT";
 	return NULL;
 }
 
@@ -45,12 +51,21 @@ static const char *check_schedule(const char *v)
 		       : "not a comma-separated list of up to 32 durations of at most 30d";
 }
 
+/* A base that paths are appended to: http(s)://host[:port][/path], and no
+ * more ("https://hooks.example.com # prod" made callback URLs of it). */
 static const char *check_base_url(const char *v)
 {
 	if (*v == '\0')
 		return NULL;
-	if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
+	size_t scheme = strncmp(v, "http://", 7) == 0 ? 7 : strncmp(v, "https://", 8) == 0 ? 8 : 0;
+	if (!scheme)
 		return "not an http:// or https:// URL";
+	if (strcspn(v + scheme, "/") == 0)
+		return "no host after the scheme";
+	for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+		if (*p <= 0x20 || *p == 0x7f || *p == '?' || *p == '#')
+			return "a base URL holds no whitespace, control character, query or "
+			       "fragment";
 	return NULL;
 }
 
@@ -257,6 +272,12 @@ struct config *config_reload(const struct config *running, int argc, char *const
 bool config_tls(const struct config *cfg)
 {
 	return *cfg->tls_cert_file != '\0';
+}
+
+bool config_public_url_unreachable(const struct config *cfg)
+{
+	return !*cfg->public_url &&
+	       (strncmp(cfg->listen, "0.0.0.0:", 8) == 0 || strncmp(cfg->listen, "[::]:", 5) == 0);
 }
 
 void config_public_url(const struct config *cfg, struct buf *out)

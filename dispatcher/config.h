@@ -75,6 +75,10 @@ bool config_tls(const struct config *cfg);
  * reghook, without a trailing slash: public_url, or by default
  * http://<listen> (https:// with TLS).
  */
+/* True when public_url is unset and listen is a wildcard address (0.0.0.0,
+ * [::]): the URLs made from it (callback_url, the registry snippet's) would
+ * name an address no endpoint or registry can reach. */
+bool config_public_url_unreachable(const struct config *cfg);
 void config_public_url(const struct config *cfg, struct buf *out);
 void config_print_help(FILE *out);
 /* Parses "0,5s,5m" into delays; returns the count or -1. */

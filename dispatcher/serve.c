@@ -306,6 +306,11 @@ static bool listen_on(struct daemon *d)
 		return false;
 	}
 	log_info("listening on %s://%s", config_tls(d->cfg) ? "https" : "http", listen);
+	if (config_public_url_unreachable(d->cfg))
+		log_warn("public_url is not set: callback_url and the registry snippet name %s, "
+			 "which no endpoint or registry can reach; set public_url to the address "
+			 "they reach reghook at",
+			 listen);
 	return true;
 }
 

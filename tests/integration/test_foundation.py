@@ -59,6 +59,19 @@ def test_bad_config_value_names_the_key(tmp_path):
         (['serve', '--database-url', 'x', '--request-timeout', 'soon'], {}, 'request_timeout'),
         (['serve', '--database-url', 'x', '--max_attempts=0'], {}, 'max_attempts'),
         (['serve', '--database-url', 'x', '--listen', 'nowhere'], {}, 'listen'),
+        # Forms that bound but made URLs no one can use of the default public_url.
+        (['serve', '--database-url', 'x', '--listen', '127.0.0.1:+80'], {},
+         'listen: port is not a number from 1 to 65535'),
+        (['serve', '--database-url', 'x', '--listen', '127.0.0.1: 80'], {}, 'listen: port'),
+        (['serve', '--database-url', 'x', '--listen', '127.0.0.1:0'], {}, 'listen: port'),
+        (['serve', '--database-url', 'x', '--listen', '::1:8080'], {},
+         'listen: an IPv6 address goes in brackets'),
+        (['serve', '--database-url', 'x', '--public-url', 'https://hooks.example.com # prod'],
+         {}, 'public_url: a base URL holds no whitespace'),
+        (['serve', '--database-url', 'x', '--public-url', 'https://'], {},
+         'public_url: no host after the scheme'),
+        (['serve', '--database-url', 'x'], {'REGHOOK_REGISTRY_URL': 'https://r.example/?x=1'},
+         'registry_url: a base URL holds no'),
         (['serve', '--database-url', 'x', '--retry-schedule', '1s,,2s'], {}, 'retry_schedule'),
         # Each step at most 30 days: beyond, the database's intervals overflow.
         (['serve', '--database-url', 'x', '--retry-schedule', '0,31d'], {},
@@ -131,6 +144,20 @@ def test_a_misspelt_environment_variable_is_named_not_ignored_silently(pg, tmp_p
     ], proc.stderr
     proc = run_with_env(['migrate'], {'REGHOOK_DATABASE_URL': pg.url()})
     assert 'schema current' in proc.stdout and proc.stderr == '', proc.stderr
+
+
+def test_a_wildcard_listen_without_public_url_is_pointed_out(pg):
+    """listen = 0.0.0.0:PORT with no public_url makes callback URLs and the
+    registry snippet name 0.0.0.0: registry add says so beside the snippet
+    (which it still prints), and serve warns at start."""
+    run_reghook(['migrate'], database_url=pg.url())
+    proc = run_reghook(['registry', 'add', 'r', '--listen', '0.0.0.0:8080'],
+                       database_url=pg.url())
+    assert 'url: http://0.0.0.0:8080/events' in proc.stdout
+    assert 'Note: public_url is not set' in proc.stderr, proc.stderr
+    proc = run_reghook(['registry', 'add', 's', '--listen', '0.0.0.0:8080', '--public-url',
+                        'https://hooks.example.com'], database_url=pg.url())
+    assert 'url: https://hooks.example.com/events' in proc.stdout and proc.stderr == ''
 
 
 def test_migrate_is_idempotent(pg):
