@@ -1007,6 +1007,7 @@ static void claim_down(struct pgc *c, const char *why, void *arg)
 
 static void claim_notify(struct pgc *c, const char *channel, const char *payload, void *arg)
 {
+	log_debug("woken by %s", channel);
 	wake(arg);
 }
 

@@ -71,11 +71,17 @@ def test_session_pooling_works(pg, bouncer_factory, reghook_factory, endpoint_fa
                                   {'Content-Type': RegistrySender.V1,
                                    'Authorization': f'Bearer {token}'})
     assert status == 200 and json.loads(body)['accepted'] == 1, (status, body)
-    # Delivered at once: the NOTIFY reached the LISTEN through the pooler.
     request = hook.wait_for(1)[0]
     assert request.json()['push_data']['tag'] == 'through-pgbouncer'
     assert pg.psql('SELECT count(*) FROM reghook.events').strip() == '1'
     assert 'pooling mode' not in daemon.log()
+    # A test push is queued in SQL and NOTIFYed (the push above was handed
+    # over at ingest): the NOTIFY reaches the LISTEN through the pooler,
+    # not only the poll behind it.
+    daemon.run_cli('webhook', 'test', '1')
+    assert hook.wait_for(2)[1].json()['push_data']['tag'] == 'test'
+    wait_until(lambda: 'woken by reghook_deliveries' in daemon.log(), 10,
+               msg='the NOTIFY reached the dispatcher')
 
 
 @pytest.mark.parametrize('pool_mode', ['transaction', 'statement'])
