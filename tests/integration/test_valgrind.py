@@ -160,12 +160,16 @@ def test_tls_connections_under_valgrind(reghook_factory, pg, tmp_path):
         assert t.getpeercert()['serialNumber'] == renewed.serial
 
     outsider = pki.other.issue('outsider', usage='clientAuth')
-    for refused in (client_context(pki.ca.cert), client_context(pki.ca.cert, outsider)):
-        try:
+    for refused, why in ((client_context(pki.ca.cert), 'peer did not return a certificate'),
+                         (client_context(pki.ca.cert, outsider), 'certificate verify failed')):
+        before = daemon.log().count('TLS handshake with')
+        with pytest.raises((ssl.SSLError, OSError)):
             tls_raw(daemon.port, refused, b'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n',
                     timeout=120)
-        except (ssl.SSLError, OSError):
-            pass
+        wait_until(lambda: daemon.log().count('TLS handshake with') > before, timeout=120,
+                   msg='the refused handshake in the log')
+        assert why in [line for line in daemon.log().splitlines()
+                       if 'TLS handshake with' in line][-1]
     hello = client_hello()
     for cut in (hello[:len(hello) // 2], hello, b''):
         with socket.create_connection(('127.0.0.1', daemon.port), timeout=120) as s:
