@@ -426,7 +426,7 @@ bool conf_next_unknown_env(const struct conf_key *tab, size_t n, const char *pre
 			   char *name, size_t namelen, char *hint, size_t hintlen)
 {
 	size_t plen = strlen(prefix);
-	for (; environ[*at]; (*at)++) {
+	for (; environ && environ[*at]; (*at)++) { /* clearenv() leaves it NULL */
 		const char *var = environ[*at], *eq = strchr(var, '=');
 		size_t len = eq ? (size_t)(eq - var) : strlen(var);
 		if (len <= plen || strncmp(var, prefix, plen) != 0)
