@@ -13,6 +13,7 @@
 #include "log.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #define PRUNE_MS 600000	  /* how often old history is pruned */
 #define PRUNE_BATCH "500" /* rows per prune_history() call */
@@ -35,6 +36,9 @@ struct janitor {
 	struct pgc *conn;    /* borrowed: the delivery engine's write connection */
 	struct event *timer; /* owned */
 	enum janitor_state state;
+	/* Where prune_history()'s scan for old events that no delivery refers
+	 * to goes on: "-infinity" at the start of a pass over them. */
+	char orphans_from[64];
 };
 
 static void janitor_set_state(struct janitor *j, enum janitor_state state)
@@ -56,7 +60,11 @@ static void on_pruned(struct pgc *c, PGresult *res, void *arg)
 		janitor_set_state(j, JANITOR_IDLE);
 		return;
 	}
-	if (atoi(PQgetvalue(res, 0, 0)) > 0)
+	bool edge = PQgetisnull(res, 0, 1);
+	snprintf(j->orphans_from, sizeof(j->orphans_from), "%s",
+		 edge ? "-infinity" : PQgetvalue(res, 0, 1));
+	/* Rows went, or the scan for unreferenced events has more to look at. */
+	if (atoi(PQgetvalue(res, 0, 0)) > 0 || (!edge && strcmp(j->orphans_from, "-infinity") != 0))
 		prune_batch(j);
 	else
 		janitor_set_state(j, JANITOR_IDLE);
@@ -70,13 +78,14 @@ static void prune_batch(struct janitor *j)
 	}
 	char retention[32];
 	snprintf(retention, sizeof(retention), "%lld", j->d->cfg->history_retention_ms);
-	const char *params[] = {retention, PRUNE_BATCH};
+	const char *params[] = {retention, PRUNE_BATCH, j->orphans_from};
 	janitor_set_state(j, JANITOR_PRUNING);
 	/* Not '2592000000 milliseconds'::interval: before PostgreSQL 15 a
 	 * field of an interval's text is an int, and 30 days in ms overflows. */
 	pgc_query(j->conn,
-		  "SELECT reghook.prune_history(make_interval(secs => $1::bigint / 1000.0), $2)", 2,
-		  params, on_pruned, j);
+		  "SELECT pruned, orphans_next FROM reghook.prune_history("
+		  "make_interval(secs => $1::bigint / 1000.0), $2, $3)",
+		  3, params, on_pruned, j);
 }
 
 /* A round, unless one is under way. */
@@ -96,6 +105,7 @@ struct janitor *janitor_new(struct daemon *d, struct pgc *conn)
 	struct janitor *j = xcalloc(1, sizeof(*j));
 	j->d = d;
 	j->conn = conn;
+	snprintf(j->orphans_from, sizeof(j->orphans_from), "-infinity");
 	janitor_set_state(j, JANITOR_WAITING);
 	j->timer = event_new(d->base, -1, EV_PERSIST, on_timer, j);
 	struct timeval every = {PRUNE_MS / 1000, 0};

@@ -97,9 +97,17 @@ COMMENT ON COLUMN reghook.webhook_health.failing_since IS 'First failure since t
 -- delivery is left: before that, such a scan would pass, at every call, all
 -- the old events whose deliveries are still there (a day's expiry of a busy
 -- registry is 100,000s of them), and pruning would cost the square of its
--- size.
-CREATE OR REPLACE FUNCTION reghook.prune_history(retention interval, batch integer DEFAULT 500)
-RETURNS integer
+-- size. That scan looks at 8 x batch old events a call, from orphans_from
+-- on (received after it), and says where the next call goes on
+-- (orphans_next; NULL once it has reached the retention's edge, when the
+-- next pass starts from the oldest again): old events that unfinished
+-- deliveries still refer to (a disabled webhook's wait forever), passed at
+-- every call by a scan from the oldest, made a call of millions of them
+-- outlast db_timeout.
+CREATE OR REPLACE FUNCTION reghook.prune_history(retention interval, batch integer DEFAULT 500,
+                                                 orphans_from timestamptz DEFAULT '-infinity',
+                                                 OUT pruned integer,
+                                                 OUT orphans_next timestamptz)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     cutoff timestamptz := now() - retention;
@@ -107,7 +115,10 @@ DECLARE
     n_deliveries integer;
     n_events integer;
     n_orphans integer := 0;
+    n_scanned integer;
+    last_scanned timestamptz;
 BEGIN
+    orphans_next := orphans_from;
     WITH old AS (
         SELECT d.id FROM reghook.deliveries d
         WHERE d.status IN ('succeeded', 'failed') AND d.completed_at < cutoff
@@ -129,18 +140,30 @@ BEGIN
     GET DIAGNOSTICS n_events = ROW_COUNT;
 
     IF n_deliveries < batch AND n_events < batch THEN
-        WITH old AS (
-            SELECT e.id FROM reghook.events e
-            WHERE e.received_at < cutoff
-              AND NOT EXISTS (SELECT 1 FROM reghook.deliveries d WHERE d.event_id = e.id)
+        WITH scanned AS MATERIALIZED (
+            SELECT e.id, e.received_at FROM reghook.events e
+            WHERE e.received_at < cutoff AND e.received_at > coalesce(orphans_from, '-infinity')
+            ORDER BY e.received_at
+            LIMIT 8 * batch
+        ), old AS (
+            SELECT e.id FROM reghook.events e JOIN scanned s ON s.id = e.id
+            WHERE NOT EXISTS (SELECT 1 FROM reghook.deliveries d WHERE d.event_id = e.id)
             LIMIT batch - n_events
-            FOR UPDATE SKIP LOCKED
+            FOR UPDATE OF e SKIP LOCKED
+        ), gone AS (
+            DELETE FROM reghook.events e USING old WHERE e.id = old.id RETURNING e.id
         )
-        DELETE FROM reghook.events e USING old WHERE e.id = old.id;
-        GET DIAGNOSTICS n_orphans = ROW_COUNT;
+        SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM scanned),
+               (SELECT max(received_at) FROM scanned)
+        INTO n_orphans, n_scanned, last_scanned;
+        -- All of the scanned ones looked at (none left for want of room),
+        -- and the edge not reached: the next call goes on after them.
+        orphans_next := CASE WHEN n_scanned = 8 * batch AND n_orphans < batch - n_events
+                             THEN last_scanned
+                             WHEN n_scanned = 8 * batch THEN orphans_from END;
     END IF;
-    RETURN n_deliveries + n_events + n_orphans;
+    pruned := n_deliveries + n_events + n_orphans;
 END
 $$;
-COMMENT ON FUNCTION reghook.prune_history(interval, integer) IS
-    'Janitor: removes up to batch finished deliveries and unreferenced events older than retention; returns how many.';
+COMMENT ON FUNCTION reghook.prune_history(interval, integer, timestamptz) IS
+    'Janitor: removes up to batch finished deliveries and unreferenced events older than retention; returns how many, and where its next call looks for unreferenced events.';

@@ -89,7 +89,7 @@ def test_prune_history_batches_and_frees_the_events_of_the_deliveries_it_removes
                                  (SELECT count(*) FROM reghook.delivery_attempts)""").strip()
 
     def prune(batch):
-        return int(pg.psql(f"SELECT reghook.prune_history(interval '2 days', {batch})"))
+        return int(pg.psql(f"SELECT pruned FROM reghook.prune_history(interval '2 days', {batch})"))
     assert state() == 'e1,e2,e3,e4,e5,e6,e7,e8,e9|12|24'
     # Three of the nine old finished deliveries (in completion order): event
     # 1's two, and event 2's first, so event 2 stays for its second.
@@ -107,6 +107,51 @@ def test_prune_history_batches_and_frees_the_events_of_the_deliveries_it_removes
     assert state() == 'e5,e6,e7|3|6'
     assert prune(3) == 0
     assert state() == 'e5,e6,e7|3|6'
+
+
+def test_the_scan_for_unreferenced_events_looks_at_a_bounded_stretch_per_call(pg):
+    """2,000 old events that pending deliveries (a disabled webhook's, which
+    wait) refer to, and 5 unreferenced ones received after them: each call
+    looks at 8 x batch old events at most, going on where the last left off
+    (orphans_next), until the 5 are gone; the 2,000 stay. A scan from the
+    oldest at every call looked at all 2,000 each time (millions of them
+    outlasted db_timeout)."""
+    namespace_with_webhook(pg)
+    pg.psql("""
+        INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
+            action, tag, occurred_at, received_at, raw)
+        SELECT 1, 'held' || i, 1, 'team-a/app', 'app', 'push', 't', now(),
+               now() - interval '5 days' + i * interval '1 second', '{}'
+        FROM generate_series(1, 2000) i;
+        INSERT INTO reghook.deliveries (webhook_id, event_id, action, status)
+        SELECT 1, id, 'push', 'pending' FROM reghook.events;
+        INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
+            action, tag, occurred_at, received_at, raw)
+        SELECT 1, 'orphan' || i, 1, 'team-a/app', 'app', 'push', 't', now(),
+               now() - interval '3 days' + i * interval '1 second', '{}'
+        FROM generate_series(1, 5) i;
+        ANALYZE reghook.events;
+    """)
+
+    def read_by_scan():
+        # Each psql is a session of its own: its statistics are in at its end.
+        return int(pg.psql("SELECT idx_tup_read FROM pg_stat_user_indexes "
+                           "WHERE indexrelname = 'events_received'"))
+
+    start, calls, most = '-infinity', 0, 0
+    while pg.psql("SELECT count(*) FROM reghook.events WHERE event_uuid LIKE 'orphan%'"
+                  ).strip() != '0':
+        calls += 1
+        assert calls <= 40, f'{calls} calls and the orphans are still there'
+        before = read_by_scan()
+        pruned, start = pg.psql(f"SELECT pruned, coalesce(orphans_next::text, 'edge') FROM "
+                                f"reghook.prune_history(interval '2 days', 10, "
+                                f"'{start}')").strip().split('|')
+        most = max(most, read_by_scan() - before)
+        start = '-infinity' if start == 'edge' else start
+    assert most <= 90, most  # 8 x 10, and a few the scan looks at to stop (not 2,000)
+    assert calls >= 2000 // 80
+    assert pg.psql("SELECT count(*) FROM reghook.events").strip() == '2000'
 
 
 def test_the_janitor_prunes_a_long_expiry_batch_after_batch(pg, reghook_factory):
