@@ -160,11 +160,49 @@ static void slack_link(const struct buf *url, const struct buf *label, struct bu
 	buf_putc(out, '>');
 }
 
+/*
+ * Slack text clamped to its limit: escaping can make the fields' own cuts
+ * too long together (each & of a name is five characters), and a cut there
+ * must not split an entity (&am) or a link (<url|lab, no >), which Slack
+ * would show as the raw text: it is made before them.
+ */
+static void slack_clamped(struct jsongen *j, const char *key, const struct buf *text)
+{
+	const char *s = text->data ? text->data : "";
+	if (chat_length(s, text->len) <= CHAT_SLACK_TEXT_MAX) {
+		kv_clamped(j, key, text, CHAT_SLACK_TEXT_MAX);
+		return;
+	}
+	struct buf b = BUF_INIT;
+	chat_truncate(s, text->len, CHAT_SLACK_TEXT_MAX, &b);
+	size_t keep = b.len - 3; /* without the ellipsis */
+	const char *lt = NULL, *amp = NULL;
+	for (size_t i = 0; i < keep; i++) {
+		if (b.data[i] == '<')
+			lt = b.data + i;
+		else if (b.data[i] == '>')
+			lt = NULL;
+		else if (b.data[i] == '&')
+			amp = b.data + i;
+		else if (b.data[i] == ';')
+			amp = NULL;
+	}
+	if (amp)
+		keep = (size_t)(amp - b.data);
+	if (lt && (size_t)(lt - b.data) < keep)
+		keep = (size_t)(lt - b.data);
+	b.len = keep;
+	buf_puts(&b, "\xe2\x80\xa6");
+	jsongen_str(j, key);
+	jsongen_strn(j, b.data, b.len);
+	buf_free(&b);
+}
+
 static void slack_mrkdwn(struct jsongen *j, const struct buf *text)
 {
 	jsongen_map_open(j, NULL);
 	jsongen_kv_str(j, "type", "mrkdwn");
-	kv_clamped(j, "text", text, CHAT_SLACK_TEXT_MAX);
+	slack_clamped(j, "text", text);
 	jsongen_map_close(j);
 }
 
@@ -198,7 +236,7 @@ bool chat_slack(const struct payload_event *ev, struct buf *out)
 	bool ok = jsongen_init(&j);
 	if (ok) {
 		jsongen_map_open(&j, NULL);
-		kv_clamped(&j, "text", &text, CHAT_SLACK_TEXT_MAX);
+		slack_clamped(&j, "text", &text);
 		jsongen_array_open(&j, "blocks");
 		jsongen_map_open(&j, NULL);
 		jsongen_kv_str(&j, "type", "section");

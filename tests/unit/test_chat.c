@@ -279,6 +279,57 @@ UNIT_TEST(limits_with_long_many_byte_names)
 	sample_free(&s);
 }
 
+/* Whether Slack text s has an entity or a link cut short: every & starts
+ * &amp; &lt; or &gt;, and every < has its >. */
+static bool slack_whole(const char *s)
+{
+	bool open = false;
+	for (const char *p = s; p && *p; p++) {
+		if (*p == '&' && strncmp(p, "&amp;", 5) && strncmp(p, "&lt;", 4) &&
+		    strncmp(p, "&gt;", 4))
+			return false;
+		if (*p == '<')
+			open = true;
+		else if (*p == '>')
+			open = false;
+	}
+	return !open;
+}
+
+/* Names of & each (five characters escaped) past what the fields' own cuts
+ * allow for together: the clamp cuts before an entity or a link. */
+UNIT_TEST(slack_cuts_no_entity_or_link_short)
+{
+	struct sample s;
+	UNIT_CHECK(sample_load("03-push-manifest-tag.json", &s), "sample not loaded");
+	struct buf digest = BUF_INIT, repo = BUF_INIT, actor = BUF_INIT;
+	for (int i = 0; i < 1024; i++)
+		buf_putc(&digest, '&');
+	buf_puts(&repo, "team-a/");
+	for (int i = 0; i < 248; i++)
+		buf_putc(&repo, '&');
+	for (int i = 0; i < 1024; i++)
+		buf_puts(&actor, i % 3 ? "&" : "<");
+	s.ev.digest = digest.data;
+	s.ev.repository = repo.data;
+	s.ev.actor = actor.data;
+	s.ev.registry_url = "https://registry.example.com";
+	yajl_val t = render(chat_slack, &s.ev);
+	const char *paths[] = {"text", "blocks.0.text.text", "blocks.1.elements.0.text"};
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		const char *v = jstr(t, paths[i]);
+		UNIT_CHECK(v && length(v) <= CHAT_SLACK_TEXT_MAX, "%s: %zu characters", paths[i],
+			   length(v));
+		UNIT_CHECK(slack_whole(v), "%s cuts an entity or a link short: ...%s", paths[i],
+			   v && strlen(v) > 40 ? v + strlen(v) - 40 : v);
+	}
+	yajl_tree_free(t);
+	buf_free(&digest);
+	buf_free(&repo);
+	buf_free(&actor);
+	sample_free(&s);
+}
+
 UNIT_TEST(refusals)
 {
 	struct sample s;
@@ -308,6 +359,7 @@ int main(void)
 	UNIT_RUN(markup_in_names_is_escaped);
 	UNIT_RUN(truncation_at_the_boundary);
 	UNIT_RUN(limits_with_long_many_byte_names);
+	UNIT_RUN(slack_cuts_no_entity_or_link_short);
 	UNIT_RUN(refusals);
 	return UNIT_DONE();
 }
