@@ -83,7 +83,9 @@ asan: build/asan/reghook $(UNIT_BINS) $(TOOL_BINS)
 install-deps:
 	@packaging/install-deps
 
-run: install-deps
+# Only what building and serving need: not the tests' servers and tools.
+run:
+	@packaging/install-deps run
 	@$(MAKE) --no-print-directory build/reghook
 	packaging/run-local build/reghook
 
@@ -113,7 +115,8 @@ soak: install-deps
 # --- Debian package: packaging/build-deb runs dpkg-buildpackage on a copy of
 # the tree with packaging/debian/; rebuilt only when a source changed.
 DEB := build/deb/reghook_$(VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
-deb: $(DEB)
+deb: install-deps
+	@$(MAKE) --no-print-directory $(DEB)
 $(DEB): Makefile README.md $(wildcard common/*.[ch] dispatcher/*.[ch]) $(SCHEMA_SQL) $(FUNCTION_SQL) \
 		$(filter-out packaging/container/% packaging/compose.yaml,$(shell find packaging -type f 2>/dev/null))
 	packaging/build-deb $(VERSION) build/deb

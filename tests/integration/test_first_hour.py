@@ -14,7 +14,7 @@ import subprocess
 import psycopg2
 import pytest
 
-from harness import add_webhook, register, run_reghook, wait_until
+from harness import add_webhook, child_env, register, run_reghook
 from test_delivery import (delivered_callback_path, event, post, rows, wait_attempts,
                            wait_status)
 
@@ -360,3 +360,58 @@ def test_without_a_database_in_a_make_run_checkout_the_cli_says_to_source_var_en
     assert res.stderr.strip().endswith(
         "database_url: not set (use --database-url, REGHOOK_DATABASE_URL or the config file; "
         "for make run's database, first '. var/env' in this shell)")
+
+
+def fake_tools(bin_dir, calls):
+    """Stand-ins for dpkg-query (nothing installed), apt-get, systemctl and
+    update-rc.d that record their arguments in calls."""
+    bin_dir.mkdir()
+    for tool in ('dpkg-query', 'apt-get', 'systemctl', 'update-rc.d'):
+        path = bin_dir / tool
+        path.write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\n'
+                        f'[ "{tool}" = apt-get ] && [ "$1" = install ] && '
+                        f'[ -x "$INSTALL_DEPS_POLICY_RC" ] && '
+                        f'echo "policy $("$INSTALL_DEPS_POLICY_RC"; echo $?)" >> {calls}\n'
+                        'exit 0\n')
+        path.chmod(0o755)
+
+
+def test_make_run_installs_no_test_server_and_the_tests_servers_stay_off(tmp_path):
+    """make run installs what building and serving need, not nginx, the
+    registry or PgBouncer (whose Debian packages serve port 80 and an open
+    registry on port 5000 on every address); make test's install keeps every
+    service from starting while it installs (policy-rc.d says 101) and
+    disables the test servers' services after. Run with stand-ins for the
+    package tools, as root is needed to install."""
+    if os.geteuid() != 0:
+        pytest.skip('install-deps installs as root only')
+    calls = tmp_path / 'calls'
+    fake_tools(tmp_path / 'bin', calls)
+    env = {**child_env(), 'PATH': f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+           'INSTALL_DEPS_POLICY_RC': str(tmp_path / 'policy-rc.d')}
+    script = str(ROOT / 'packaging' / 'install-deps')
+
+    def run(*args):
+        calls.write_text('')
+        proc = subprocess.run([script, *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+        return proc, calls.read_text().splitlines()
+
+    proc, lines = run('run')
+    assert proc.returncode == 0, proc.stderr
+    [install] = [line for line in lines if line.startswith('apt-get install')]
+    wanted = set(install.split()[4:])
+    assert {'build-essential', 'libpq-dev', 'postgresql', 'ca-certificates'} <= wanted, wanted
+    assert not wanted & {'nginx-light', 'docker-registry', 'pgbouncer', 'podman'}, wanted
+    assert 'policy 101' in lines and not (tmp_path / 'policy-rc.d').exists()
+
+    proc, lines = run()
+    assert proc.returncode == 0, proc.stderr
+    [install] = [line for line in lines if line.startswith('apt-get install')]
+    assert {'nginx-light', 'docker-registry', 'pgbouncer'} <= set(install.split())
+    assert 'policy 101' in lines and not (tmp_path / 'policy-rc.d').exists()
+    disabled = ' '.join(line for line in lines if 'disable' in line)
+    for svc in ('nginx', 'docker-registry', 'pgbouncer'):
+        assert svc in disabled, lines
+    assert subprocess.run([script, 'bogus'], env=env, capture_output=True,
+                          timeout=60).returncode == 2

@@ -186,6 +186,10 @@ def test_first_hour_from_make_run_to_a_delivered_webhook(make_run, registry_fact
     assert namespace_add == 'reghook namespace add team-a'
     assert psql.startswith('psql ')
     assert 'allow_private_targets is on' in out
+    # Its PostgreSQL's superuser needs no password: only its own user (and
+    # root) may reach the socket.
+    sockdir = os.path.join(make_run.checkout, 'var', 'cluster', 'run')
+    assert stat.S_IMODE(os.stat(sockdir).st_mode) == 0o700
     # From another directory, as printed.
     assert make_run.shell(f"{source} && reghook registry list", cwd='/').stdout.startswith('id')
     rows = make_run.shell(f"{psql} -At -c 'SELECT name FROM reghook.registry_sources'",
