@@ -37,9 +37,17 @@ struct janitor {
 	struct event *timer; /* owned */
 	enum janitor_state state;
 	/* Where prune_history()'s scan for old events that no delivery refers
-	 * to goes on: "-infinity" at the start of a pass over them. */
+	 * to goes on (received_at, id): "-infinity" at the start of a round's
+	 * pass over them, "infinity" once it is over (one pass a round). */
 	char orphans_from[64];
+	char orphans_from_id[24];
 };
+
+static void orphans_from(struct janitor *j, const char *at, const char *id)
+{
+	snprintf(j->orphans_from, sizeof(j->orphans_from), "%s", at);
+	snprintf(j->orphans_from_id, sizeof(j->orphans_from_id), "%s", id);
+}
 
 static void janitor_set_state(struct janitor *j, enum janitor_state state)
 {
@@ -61,10 +69,14 @@ static void on_pruned(struct pgc *c, PGresult *res, void *arg)
 		return;
 	}
 	bool edge = PQgetisnull(res, 0, 1);
-	snprintf(j->orphans_from, sizeof(j->orphans_from), "%s",
-		 edge ? "-infinity" : PQgetvalue(res, 0, 1));
-	/* Rows went, or the scan for unreferenced events has more to look at. */
-	if (atoi(PQgetvalue(res, 0, 0)) > 0 || (!edge && strcmp(j->orphans_from, "-infinity") != 0))
+	bool more = !edge && (strcmp(PQgetvalue(res, 0, 1), j->orphans_from) != 0 ||
+			      strcmp(PQgetvalue(res, 0, 2), j->orphans_from_id) != 0);
+	if (edge)
+		orphans_from(j, "infinity", "0");
+	else
+		orphans_from(j, PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+	/* Rows went, or the pass over unreferenced events has more to look at. */
+	if (atoi(PQgetvalue(res, 0, 0)) > 0 || more)
 		prune_batch(j);
 	else
 		janitor_set_state(j, JANITOR_IDLE);
@@ -78,21 +90,23 @@ static void prune_batch(struct janitor *j)
 	}
 	char retention[32];
 	snprintf(retention, sizeof(retention), "%lld", j->d->cfg->history_retention_ms);
-	const char *params[] = {retention, PRUNE_BATCH, j->orphans_from};
+	const char *params[] = {retention, PRUNE_BATCH, j->orphans_from, j->orphans_from_id};
 	janitor_set_state(j, JANITOR_PRUNING);
 	/* Not '2592000000 milliseconds'::interval: before PostgreSQL 15 a
 	 * field of an interval's text is an int, and 30 days in ms overflows. */
 	pgc_query(j->conn,
-		  "SELECT pruned, orphans_next FROM reghook.prune_history("
-		  "make_interval(secs => $1::bigint / 1000.0), $2, $3)",
-		  3, params, on_pruned, j);
+		  "SELECT pruned, orphans_next, orphans_next_id FROM reghook.prune_history("
+		  "make_interval(secs => $1::bigint / 1000.0), $2, $3, $4)",
+		  4, params, on_pruned, j);
 }
 
 /* A round, unless one is under way. */
 static void prune_round(struct janitor *j)
 {
-	if (j->state == JANITOR_IDLE)
-		prune_batch(j);
+	if (j->state != JANITOR_IDLE)
+		return;
+	orphans_from(j, "-infinity", "0");
+	prune_batch(j);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -105,7 +119,7 @@ struct janitor *janitor_new(struct daemon *d, struct pgc *conn)
 	struct janitor *j = xcalloc(1, sizeof(*j));
 	j->d = d;
 	j->conn = conn;
-	snprintf(j->orphans_from, sizeof(j->orphans_from), "-infinity");
+	orphans_from(j, "-infinity", "0");
 	janitor_set_state(j, JANITOR_WAITING);
 	j->timer = event_new(d->base, -1, EV_PERSIST, on_timer, j);
 	struct timeval every = {PRUNE_MS / 1000, 0};

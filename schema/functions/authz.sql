@@ -68,7 +68,8 @@ BEGIN
                    'reghook.reclaim_expired(integer), reghook.release_deliveries(text, uuid[]), '
                    'reghook.complete_deliveries(text, json), '
                    'reghook.record_callback(text, text, text, text, text), '
-                   'reghook.prune_history(interval, integer, timestamptz), reghook.role_name(text) TO %I', dispatcher);
+                   'reghook.prune_history(interval, integer), '
+                   'reghook.prune_history(interval, integer, timestamptz, bigint), reghook.role_name(text) TO %I', dispatcher);
 
     -- The group roles are read through role_name() only.
     EXECUTE format('REVOKE ALL ON reghook.group_roles FROM %I, %I', admin, dispatcher);

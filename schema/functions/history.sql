@@ -97,17 +97,19 @@ COMMENT ON COLUMN reghook.webhook_health.failing_since IS 'First failure since t
 -- delivery is left: before that, such a scan would pass, at every call, all
 -- the old events whose deliveries are still there (a day's expiry of a busy
 -- registry is 100,000s of them), and pruning would cost the square of its
--- size. That scan looks at 8 x batch old events a call, from orphans_from
--- on (received after it), and says where the next call goes on
--- (orphans_next; NULL once it has reached the retention's edge, when the
--- next pass starts from the oldest again): old events that unfinished
--- deliveries still refer to (a disabled webhook's wait forever), passed at
--- every call by a scan from the oldest, made a call of millions of them
--- outlast db_timeout.
-CREATE OR REPLACE FUNCTION reghook.prune_history(retention interval, batch integer DEFAULT 500,
-                                                 orphans_from timestamptz DEFAULT '-infinity',
+-- size. That scan looks at 8 x batch old events a call, in (received_at,
+-- id) order from after (orphans_from, orphans_from_id), and says where the
+-- next call goes on (orphans_next, orphans_next_id; NULL once it has
+-- reached the retention's edge): old events that unfinished deliveries
+-- still refer to (a disabled webhook's wait forever), passed at every call
+-- by a scan from the oldest, made a call of millions of them outlast
+-- db_timeout. The id breaks ties: the events of one ingest batch share
+-- their received_at. The janitor makes one pass a round.
+CREATE OR REPLACE FUNCTION reghook.prune_history(retention interval, batch integer,
+                                                 orphans_from timestamptz, orphans_from_id bigint,
                                                  OUT pruned integer,
-                                                 OUT orphans_next timestamptz)
+                                                 OUT orphans_next timestamptz,
+                                                 OUT orphans_next_id bigint)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     cutoff timestamptz := now() - retention;
@@ -116,9 +118,11 @@ DECLARE
     n_events integer;
     n_orphans integer := 0;
     n_scanned integer;
-    last_scanned timestamptz;
+    last_at timestamptz;
+    last_id bigint;
 BEGIN
     orphans_next := orphans_from;
+    orphans_next_id := orphans_from_id;
     WITH old AS (
         SELECT d.id FROM reghook.deliveries d
         WHERE d.status IN ('succeeded', 'failed') AND d.completed_at < cutoff
@@ -142,8 +146,11 @@ BEGIN
     IF n_deliveries < batch AND n_events < batch THEN
         WITH scanned AS MATERIALIZED (
             SELECT e.id, e.received_at FROM reghook.events e
-            WHERE e.received_at < cutoff AND e.received_at > coalesce(orphans_from, '-infinity')
-            ORDER BY e.received_at
+            WHERE e.received_at < cutoff
+              -- the first condition for the index, the second for the ties
+              AND e.received_at >= orphans_from
+              AND (e.received_at, e.id) > (orphans_from, coalesce(orphans_from_id, 0))
+            ORDER BY e.received_at, e.id
             LIMIT 8 * batch
         ), old AS (
             SELECT e.id FROM reghook.events e JOIN scanned s ON s.id = e.id
@@ -154,16 +161,34 @@ BEGIN
             DELETE FROM reghook.events e USING old WHERE e.id = old.id RETURNING e.id
         )
         SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM scanned),
-               (SELECT max(received_at) FROM scanned)
-        INTO n_orphans, n_scanned, last_scanned;
-        -- All of the scanned ones looked at (none left for want of room),
-        -- and the edge not reached: the next call goes on after them.
-        orphans_next := CASE WHEN n_scanned = 8 * batch AND n_orphans < batch - n_events
-                             THEN last_scanned
-                             WHEN n_scanned = 8 * batch THEN orphans_from END;
+               (SELECT s.received_at FROM scanned s ORDER BY s.received_at DESC, s.id DESC
+                LIMIT 1),
+               (SELECT s.id FROM scanned s ORDER BY s.received_at DESC, s.id DESC LIMIT 1)
+        INTO n_orphans, n_scanned, last_at, last_id;
+        IF n_scanned < 8 * batch THEN
+            -- The edge reached: this pass is over.
+            orphans_next := NULL;
+            orphans_next_id := NULL;
+        ELSIF n_orphans < batch - n_events THEN
+            -- All of the scanned ones looked at: the next call goes on after them.
+            orphans_next := last_at;
+            orphans_next_id := last_id;
+        END IF;
+        -- (else room ran out first: the next call looks from the same place)
     END IF;
     pruned := n_deliveries + n_events + n_orphans;
 END
 $$;
-COMMENT ON FUNCTION reghook.prune_history(interval, integer, timestamptz) IS
+COMMENT ON FUNCTION reghook.prune_history(interval, integer, timestamptz, bigint) IS
     'Janitor: removes up to batch finished deliveries and unreferenced events older than retention; returns how many, and where its next call looks for unreferenced events.';
+
+-- The two-argument form, which the janitors of reghook before migration
+-- 020 call while a newer one has migrated the schema (README, Upgrade):
+-- each call scans from the oldest, as theirs did.
+CREATE OR REPLACE FUNCTION reghook.prune_history(retention interval, batch integer DEFAULT 500)
+RETURNS integer
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p.pruned FROM reghook.prune_history(retention, batch, '-infinity', 0) p
+$$;
+COMMENT ON FUNCTION reghook.prune_history(interval, integer) IS
+    'Janitor of an older reghook: removes up to batch finished deliveries and unreferenced events older than retention; returns how many.';
