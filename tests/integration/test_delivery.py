@@ -17,6 +17,8 @@ import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from harness import DEFAULT_REGISTRY_URL, Response, add_webhook, register, wait_until
 from test_receiver import HOLDING_LOCKS, hold_ingest_locks_longer
 
@@ -1018,14 +1020,19 @@ def test_webhook_test_reaches_a_disabled_webhook(reghook, pg, endpoint_factory):
 
 
 def test_invalid_secret_set_through_sql_fails_cleanly(reghook_factory, pg, endpoint_factory):
-    """A secret the CHECK constraint lets through but that does not decode
-    (5 base64 characters) cannot be signed with: the delivery must fail and
-    be recorded, not vanish."""
+    """A secret the table's CHECK lets through but that does not decode (5
+    base64 characters) cannot be signed with: webhook_set() refuses it now,
+    but a row written before it did (or by an admin's INSERT) is still
+    there: the delivery must fail and be recorded, not vanish."""
     daemon = reghook_factory(FAST)
     token = register(daemon, 'team-a')
     hook = endpoint_factory()
     webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
-    set_fields(pg, webhook_id, max_attempts=1, secret='whsec_abcde')
+    set_fields(pg, webhook_id, max_attempts=1)
+    with pytest.raises(Exception, match='secret: not a signing key'):
+        set_fields(pg, webhook_id, secret='whsec_abcde')
+    pg.psql(f"INSERT INTO reghook.webhook_secrets (webhook_id, secret) "
+            f"VALUES ({int(webhook_id)}, 'whsec_abcde')")
     post(daemon, token, event())
     [attempt] = wait_attempts(pg, webhook_id, 1, timeout=10)
     assert attempt['error_class'] == 'other' and 'secret' in attempt['error_message']
