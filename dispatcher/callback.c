@@ -4,11 +4,13 @@
  * connection (record_callback() returns NULL for one it does not know).
  */
 #include "callback.h"
+#include "buf.h"
 #include "daemon.h"
 #include "httpd.h"
 #include "jsonparse.h"
 #include "reply.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <yajl/yajl_tree.h>
 
@@ -26,9 +28,17 @@ static bool callback_field(yajl_val tree, const char *name, const char **out)
 	return true;
 }
 
+struct callback {
+	struct daemon *d;
+	struct httpd_req *req;
+};
+
 static void callback_recorded(struct pgc *c, PGresult *res, void *arg)
 {
-	struct httpd_req *req = arg;
+	struct callback *cb = arg;
+	struct httpd_req *req = cb->req;
+	cb->d->callbacks--;
+	free(cb);
 	if (!pgc_ok(res)) {
 		reply_unavailable(req, REPLY_RETRY_DOWN, "database unavailable; retry");
 	} else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
@@ -68,8 +78,12 @@ void callback_handle(struct daemon *d, struct httpd_req *req, const char *token)
 		reply_unavailable(req, REPLY_RETRY_DOWN, "database unavailable; retry");
 	} else {
 		const char *params[] = {token, state, description, context, target_url};
+		struct callback *cb = xmalloc(sizeof(*cb));
+		cb->d = d;
+		cb->req = req;
+		d->callbacks++;
 		pgc_query(d->control, "SELECT reghook.record_callback($1, $2, $3, $4, $5)", 5,
-			  params, callback_recorded, req);
+			  params, callback_recorded, cb);
 	}
 	if (tree)
 		yajl_tree_free(tree);

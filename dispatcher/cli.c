@@ -113,6 +113,10 @@ PGresult *cli_exec(PGconn *conn, const char *sql, int nparams, const char *const
 	char *text = xstrdup(msg ? msg : PQerrorMessage(conn));
 	for (size_t len = strlen(text); len > 0 && text[len - 1] == '\n';)
 		text[--len] = '\0'; /* libpq's own message ends in a newline */
+	if (!msg)		    /* and may hold more lines, indented: one line, spaced */
+		for (char *p = text; *p; p++)
+			if (*p == '\n' || *p == '\t')
+				*p = ' ';
 	text_printable(text);
 	fprintf(stderr, "reghook: %s\n", text);
 	free(text);

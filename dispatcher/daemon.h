@@ -33,6 +33,7 @@ struct daemon {
 	char instance[128];	 /* instance name in leases and history */
 
 	struct pgc *control;	     /* owned: migrations, readiness, LISTEN */
+	int callbacks;		     /* POST /callback records under way on it */
 	bool schema_ok;		     /* migrations applied on the current control session */
 	struct poolcheck *poolcheck; /* owned: the start-up check for a pooler, while it runs */
 	bool pool_checked;	     /* it found every connection keeps its session */

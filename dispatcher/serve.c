@@ -167,10 +167,11 @@ static const struct pgc_hooks control_hooks = {control_up, control_down, control
 static void check_stopped(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	/* and the control connection's queries (a callback's record, say) while
-	 * it is up: down, what waits for it is answered 503 as it is freed. */
+	/* and the callbacks being recorded while their connection is up (down,
+	 * they are answered 503 as it is freed); not a migration waiting for
+	 * another instance's. */
 	if (ingest_busy(d->ingest) || delivery_busy(d->delivery) ||
-	    (pgc_is_up(d->control) && pgc_queued(d->control) > 0)) {
+	    (pgc_is_up(d->control) && d->callbacks > 0)) {
 		d->idle_ticks = 0;
 		return;
 	}

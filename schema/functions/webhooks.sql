@@ -97,6 +97,9 @@ BEGIN
         RAISE EXCEPTION 'secret: not a signing key (whsec_ and its base64)'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF jsonb_typeof(c -> 'actions') = 'array' AND jsonb_array_length(c -> 'actions') > 2 THEN
+        RAISE EXCEPTION 'actions: push, delete, or both' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF c ->> 'url' ~ '[[:space:][:cntrl:]]' THEN
         RAISE EXCEPTION 'url: whitespace or a control character; percent-encode it (%%20 for a space)'
             USING ERRCODE = 'invalid_parameter_value';
@@ -131,7 +134,9 @@ BEGIN
     LOOP
         IF k = ANY (seen) THEN
             RETURN format('duplicate key "%s"', left(k, 64));
-        ELSIF strpos(k, '{{') > 0 THEN
+        -- A "{{" in a key as written (the object's own text holds the key
+        -- so); "{\u007b" is a literal "{{" the dispatcher takes too.
+        ELSIF strpos(k, '{{') > 0 AND strpos(j::text, to_json(k)::text) > 0 THEN
             RETURN format('a variable in the key "%s": keys are copied as they are', left(k, 64));
         END IF;
         seen := seen || k;
@@ -194,7 +199,8 @@ BEGIN
     PERFORM reghook.check_webhook_values(jsonb_build_object('url', bare));
     -- Named after the URL's host, an IPv6 one with its brackets.
     INSERT INTO reghook.webhooks (namespace_id, name, url)
-    VALUES (ns_id, coalesce(substring(bare FROM '^[a-zA-Z]+://(\[[^]/?#]*\]|[^/:?#]+)'), bare),
+    VALUES (ns_id, left(coalesce(substring(bare FROM '^[a-zA-Z]+://(\[[^]/?#]*\]|[^/:?#]+)'),
+                                 bare), 200),
             bare)
     RETURNING id INTO new_id;
     PERFORM reghook.webhook_set(new_id, reghook.url_credentials(webhook_add.url) || coalesce(changes, '{}'));

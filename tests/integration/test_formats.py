@@ -347,6 +347,7 @@ def test_a_body_or_url_past_the_limits_fails_at_once_and_sends_nothing(reghook_f
     ({'headers': ['X-A: 1'] * 65}, '65 headers, over the limit of 64'),
     ({'headers': ['X-A: ' + 'v' * 8193]}, 'a value over 8192'),
     ({'headers': ['X-A: 1', None]}, 'header "null" is not "Name: value"'),
+    ({'actions': ['push'] * 1000 + ['delete']}, 'actions: push, delete, or both'),
     # Secrets the table's check let by and the signer cannot decode.
     ({'secret': 'whsec_QUJD='}, 'secret: not a signing key'),
     ({'secret': 'whsec_QUJDRA='}, 'secret: not a signing key'),
@@ -390,12 +391,29 @@ def test_webhook_add_normalises_the_scheme_and_names_an_ipv6_host(reghook, pg):
     assert [(g['name'], g['url']) for g in got] == [
         ('x.example', 'https://x.example/hook'),
         ('[2001:db8::1]', 'http://[2001:db8::1]:8443/h')], got
+    [long_id] = pg.psql("SELECT reghook.webhook_add('team-a', 'https://' || repeat('h', 300) "
+                        "|| '.example/')").split()
+    assert rows(pg, f'SELECT octet_length(name) AS n FROM reghook.webhooks WHERE id = {long_id}'
+                ) == [{'n': 200}]
     with pytest.raises(Exception) as err:
         pg.psql("SELECT reghook.webhook_add('team-a', 'https://x.example/' || repeat('a', 9000))")
     assert 'url is 9018 bytes, over the limit of 8192' in str(err.value)
     with pytest.raises(Exception) as err:
         pg.psql("SELECT reghook.webhook_disable(%s, repeat('r', 1025))" % cli_id)
     assert 'reason is 1025 bytes, over the limit of 1024' in str(err.value)
+
+
+def test_a_literal_brace_pair_in_a_key_is_taken_by_sql_as_by_the_cli(reghook, pg):
+    """README's way to write a literal {{: the JSON escape "{\u007b", in a
+    key too; the CLI takes it, and so does webhook_set()."""
+    reghook.run_cli('namespace', 'add', 'team-a')
+    template = '{"{\\u007b not a variable }}": "{{tag}}"}'
+    webhook_id = add_webhook(reghook, 'team-a', 'https://x.example/', '--format', 'template',
+                             '--template', template, enable=False)
+    text = json.dumps({'template': template}).replace("'", "''")
+    pg.psql(f"SELECT reghook.webhook_set({webhook_id}, '{text}')")
+    assert rows(pg, f'SELECT template FROM reghook.webhooks WHERE id = {webhook_id}') == [
+        {'template': template}]
 
 
 def test_a_good_template_through_sql_is_kept(reghook, pg):
