@@ -94,9 +94,14 @@ void pgc_reset(struct pgc *c, const char *why);
  * types more closely than the built-in one (array_to_string(text[], text)
  * for the generic anyarray) would otherwise run with the privileges of
  * whoever ran the query: the daemon's, which reads every webhook's secrets,
- * or an operator's CLI.
+ * or an operator's CLI. (So set_config() is named with its schema.) And
+ * timestamps are written in ISO form, whatever the role's or database's
+ * DateStyle: a value read back as text and sent again (the janitor's
+ * cursor) is then the same instant.
  */
-#define PGC_SESSION_SQL "SET search_path = pg_catalog, pg_temp"
+#define PGC_SESSION_SQL                                                                            \
+	"SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false),"               \
+	" pg_catalog.set_config('datestyle', 'ISO', false)"
 
 /*
  * A blocking connection with the same defaults, for command-line tools

@@ -165,16 +165,18 @@ BEGIN
                 LIMIT 1),
                (SELECT s.id FROM scanned s ORDER BY s.received_at DESC, s.id DESC LIMIT 1)
         INTO n_orphans, n_scanned, last_at, last_id;
-        IF n_scanned < 8 * batch THEN
-            -- The edge reached: this pass is over.
+        IF n_orphans = batch - n_events THEN
+            -- Room ran out first: the next call looks from the same place.
+            NULL;
+        ELSIF n_scanned < 8 * batch THEN
+            -- The edge reached, all of it looked at: this pass is over.
             orphans_next := NULL;
             orphans_next_id := NULL;
-        ELSIF n_orphans < batch - n_events THEN
+        ELSE
             -- All of the scanned ones looked at: the next call goes on after them.
             orphans_next := last_at;
             orphans_next_id := last_id;
         END IF;
-        -- (else room ran out first: the next call looks from the same place)
     END IF;
     pruned := n_deliveries + n_events + n_orphans;
 END
@@ -184,7 +186,8 @@ COMMENT ON FUNCTION reghook.prune_history(interval, integer, timestamptz, bigint
 
 -- The two-argument form, which the janitors of reghook before migration
 -- 020 call while a newer one has migrated the schema (README, Upgrade):
--- each call scans from the oldest, as theirs did.
+-- each call looks at the oldest 8 x batch old events for unreferenced ones
+-- (theirs looked at all of them); the upgraded janitors do the rest.
 CREATE OR REPLACE FUNCTION reghook.prune_history(retention interval, batch integer DEFAULT 500)
 RETURNS integer
 LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$

@@ -68,6 +68,19 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
                 ELSE changes END
 $$;
 
+-- At most n bytes of s, whole characters.
+CREATE OR REPLACE FUNCTION reghook.left_bytes(s text, n integer) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    out text := left(s, n);
+BEGIN
+    WHILE octet_length(out) > n LOOP
+        out := left(out, -1);
+    END LOOP;
+    RETURN out;
+END
+$$;
+
 -- check_webhook_values: refuses, as a bad value, a field of changes (as
 -- webhook_set() takes them) longer than a webhook may hold, and a URL with
 -- whitespace or a control character (which the dispatcher would refuse at
@@ -109,8 +122,8 @@ $$;
 
 -- What the JSON of a template (j, inside depth containers) has that the
 -- dispatcher's strict reading refuses and jsonb lets by (dispatcher/
--- template.h): a key twice in one object, a variable in a key, containers
--- nested more than 32 deep. NULL if none.
+-- template.h): a key twice in one object, containers nested more than 32
+-- deep. NULL if none.
 CREATE OR REPLACE FUNCTION reghook.template_json_problem(j json, depth integer) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -134,10 +147,6 @@ BEGIN
     LOOP
         IF k = ANY (seen) THEN
             RETURN format('duplicate key "%s"', left(k, 64));
-        -- A "{{" in a key as written (the object's own text holds the key
-        -- so); "{\u007b" is a literal "{{" the dispatcher takes too.
-        ELSIF strpos(k, '{{') > 0 AND strpos(j::text, to_json(k)::text) > 0 THEN
-            RETURN format('a variable in the key "%s": keys are copied as they are', left(k, 64));
         END IF;
         seen := seen || k;
         problem := reghook.template_json_problem(v, depth + 1);
@@ -175,6 +184,13 @@ BEGIN
     IF problem IS NOT NULL THEN
         RETURN problem;
     END IF;
+    -- A "{{" in a key as written, as the dispatcher looks for it: a string
+    -- followed by a colon is a key ("{\u007b" is a literal "{{").
+    SELECT m[1] INTO v FROM regexp_matches(t, '"((?:[^"\\]|\\.)*)"\s*:', 'g') AS m
+    WHERE strpos(m[1], '{{') > 0 LIMIT 1;
+    IF v IS NOT NULL THEN
+        RETURN format('a variable in the key "%s": keys are copied as they are', left(v, 64));
+    END IF;
     FOR v IN SELECT m[1] FROM regexp_matches(t, '\{\{ *([^{}]*?) *\}\}', 'g') AS m LOOP
         IF NOT v = ANY (known) THEN
             RETURN format('unknown variable {{%s}}', v);
@@ -199,8 +215,8 @@ BEGIN
     PERFORM reghook.check_webhook_values(jsonb_build_object('url', bare));
     -- Named after the URL's host, an IPv6 one with its brackets.
     INSERT INTO reghook.webhooks (namespace_id, name, url)
-    VALUES (ns_id, left(coalesce(substring(bare FROM '^[a-zA-Z]+://(\[[^]/?#]*\]|[^/:?#]+)'),
-                                 bare), 200),
+    VALUES (ns_id, reghook.left_bytes(coalesce(substring(bare FROM '^[a-zA-Z]+://(\[[^]/?#]*\]|[^/:?#]+)'),
+                                               bare), 200),
             bare)
     RETURNING id INTO new_id;
     PERFORM reghook.webhook_set(new_id, reghook.url_credentials(webhook_add.url) || coalesce(changes, '{}'));

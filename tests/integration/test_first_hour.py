@@ -372,6 +372,8 @@ def fake_tools(bin_dir, calls):
                         f'[ "{tool}" = apt-get ] && [ "$1" = install ] && '
                         f'[ -x "$INSTALL_DEPS_POLICY_RC" ] && '
                         f'echo "policy $("$INSTALL_DEPS_POLICY_RC"; echo $?)" >> {calls}\n'
+                        f'[ "{tool}" = apt-get ] && [ "$1" = install ] && '
+                        '[ -n "$FAIL_INSTALL" ] && exit 100\n'
                         'exit 0\n')
         path.chmod(0o755)
 
@@ -391,10 +393,10 @@ def test_make_run_installs_no_test_server_and_the_tests_servers_stay_off(tmp_pat
            'INSTALL_DEPS_POLICY_RC': str(tmp_path / 'policy-rc.d')}
     script = str(ROOT / 'packaging' / 'install-deps')
 
-    def run(*args):
+    def run(*args, extra=None):
         calls.write_text('')
-        proc = subprocess.run([script, *args], env=env, capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run([script, *args], env={**env, **(extra or {})},
+                              capture_output=True, text=True, timeout=60)
         return proc, calls.read_text().splitlines()
 
     proc, lines = run('run')
@@ -413,5 +415,13 @@ def test_make_run_installs_no_test_server_and_the_tests_servers_stay_off(tmp_pat
     disabled = ' '.join(line for line in lines if 'disable' in line)
     for svc in ('nginx', 'docker-registry', 'pgbouncer'):
         assert svc in disabled, lines
+    # An install that stops midway (the packages it configured enabled their
+    # services) still leaves them disabled, and no policy-rc.d behind.
+    proc, lines = run(extra={'FAIL_INSTALL': '1'})
+    assert proc.returncode != 0
+    disabled = ' '.join(line for line in lines if 'disable' in line)
+    for svc in ('nginx', 'docker-registry', 'pgbouncer'):
+        assert svc in disabled, lines
+    assert not (tmp_path / 'policy-rc.d').exists()
     assert subprocess.run([script, 'bogus'], env=env, capture_output=True,
                           timeout=60).returncode == 2

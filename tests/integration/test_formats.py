@@ -269,6 +269,7 @@ def test_unknown_variable_names_line_and_column(reghook, tmp_path):
     # What jsonb lets by and the dispatcher's strict reading refuses.
     ({'format': 'template', 'template': '{"a": 1, "a": 2}'}, 'duplicate key "a"'),
     ({'format': 'template', 'template': '{"b": [{"{{tag}}": 1}]}'}, 'a variable in the key'),
+    ({'format': 'template', 'template': '{"{{tag}}\\u00e9" : 1}'}, 'a variable in the key'),
     ({'format': 'template', 'template': '[' * 33 + ']' * 33}, 'nested deeper than 32'),
     ({'format': 'template', 'template': '{"a": "\\u0000"}'}, 'the template is not JSON'),
 ])
@@ -407,7 +408,7 @@ def test_a_literal_brace_pair_in_a_key_is_taken_by_sql_as_by_the_cli(reghook, pg
     """README's way to write a literal {{: the JSON escape "{\u007b", in a
     key too; the CLI takes it, and so does webhook_set()."""
     reghook.run_cli('namespace', 'add', 'team-a')
-    template = '{"{\\u007b not a variable }}": "{{tag}}"}'
+    template = '{"{\\u007btag}}": "{{tag}}", "k": "{\\u007b}}"}'
     webhook_id = add_webhook(reghook, 'team-a', 'https://x.example/', '--format', 'template',
                              '--template', template, enable=False)
     text = json.dumps({'template': template}).replace("'", "''")

@@ -168,6 +168,32 @@ def test_the_scan_for_unreferenced_events_looks_at_a_bounded_stretch_per_call(pg
     assert pg.psql("SELECT count(*) FROM reghook.events").strip() == '2000'
 
 
+def test_a_pass_ends_only_when_its_last_stretch_is_all_looked_at(pg):
+    """25 old unreferenced events and nothing else, batch 10: the first
+    call's stretch reaches the retention's edge, but it had room for 10
+    only: the pass goes on (orphans_next, not NULL) until none is left."""
+    namespace_with_webhook(pg)
+    pg.psql("""
+        INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
+            action, tag, occurred_at, received_at, raw)
+        SELECT 1, 'orphan' || i, 1, 'team-a/app', 'app', 'push', 't', now(),
+               now() - interval '3 days' + i * interval '1 second', '{}'
+        FROM generate_series(1, 25) i;
+    """)
+    at, at_id, seen = '-infinity', '0', []
+    while True:
+        pruned, at, at_id = pg.psql(
+            f"SELECT pruned, coalesce(orphans_next::text, 'edge'), coalesce(orphans_next_id, 0) "
+            f"FROM reghook.prune_history(interval '2 days', 10, '{at}', {at_id})"
+        ).strip().split('|')
+        seen.append((int(pruned), at))
+        if at == 'edge':
+            break
+        assert len(seen) < 10, seen
+    assert [p for p, _ in seen] == [10, 10, 5], seen
+    assert pg.psql('SELECT count(*) FROM reghook.events').strip() == '0'
+
+
 def test_the_janitor_prunes_a_long_expiry_batch_after_batch(pg, reghook_factory):
     """More old history than many of the janitor's batches: it goes on,
     batch after batch, until all of it is gone."""
