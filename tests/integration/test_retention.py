@@ -14,6 +14,17 @@ def namespace_with_webhook(pg):
     run_reghook(['webhook', 'add', 'team-a', 'http://127.0.0.1:9/'], database_url=pg.url())
 
 
+def events_a_second_apart(prefix, count, days_ago):
+    """SQL adding `count` events of team-a named prefix1..prefixN, received
+    a second apart from `days_ago` days ago."""
+    return f"""
+        INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
+            action, tag, occurred_at, received_at, raw)
+        SELECT 1, '{prefix}' || i, 1, 'team-a/app', 'app', 'push', 't', now(),
+               now() - interval '{days_ago} days' + i * interval '1 second', '{{}}'
+        FROM generate_series(1, {count}) i;"""
+
+
 def test_old_history_is_pruned_and_recent_kept(pg, reghook_factory):
     namespace_with_webhook(pg)
     pg.psql("""
@@ -120,12 +131,7 @@ def test_the_scan_for_unreferenced_events_looks_at_a_bounded_stretch_per_call(pg
     A scan from the oldest at every call looked at all 2,000 each time
     (millions of them outlasted db_timeout)."""
     namespace_with_webhook(pg)
-    pg.psql("""
-        INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
-            action, tag, occurred_at, received_at, raw)
-        SELECT 1, 'held' || i, 1, 'team-a/app', 'app', 'push', 't', now(),
-               now() - interval '5 days' + i * interval '1 second', '{}'
-        FROM generate_series(1, 1995) i;
+    pg.psql(events_a_second_apart('held', 1995, 5) + """
         INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
             action, tag, occurred_at, received_at, raw)
         SELECT 1, CASE WHEN i <= 5 THEN 'held-in-batch' ELSE 'orphan-in-batch' END || i, 1,
@@ -133,13 +139,7 @@ def test_the_scan_for_unreferenced_events_looks_at_a_bounded_stretch_per_call(pg
         FROM generate_series(1, 10) i ORDER BY i;
         INSERT INTO reghook.deliveries (webhook_id, event_id, action, status)
         SELECT 1, id, 'push', 'pending' FROM reghook.events WHERE event_uuid LIKE 'held%';
-        INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
-            action, tag, occurred_at, received_at, raw)
-        SELECT 1, 'orphan-late' || i, 1, 'team-a/app', 'app', 'push', 't', now(),
-               now() - interval '3 days' + i * interval '1 second', '{}'
-        FROM generate_series(1, 3) i;
-        ANALYZE reghook.events;
-    """)
+    """ + events_a_second_apart('orphan-late', 3, 3) + 'ANALYZE reghook.events;')
 
     def read_by_scan():
         # Each psql is a session of its own: its statistics are in at its end.
@@ -173,13 +173,7 @@ def test_a_pass_ends_only_when_its_last_stretch_is_all_looked_at(pg):
     call's stretch reaches the retention's edge, but it had room for 10
     only: the pass goes on (orphans_next, not NULL) until none is left."""
     namespace_with_webhook(pg)
-    pg.psql("""
-        INSERT INTO reghook.events (source_id, event_uuid, namespace_id, repository, name,
-            action, tag, occurred_at, received_at, raw)
-        SELECT 1, 'orphan' || i, 1, 'team-a/app', 'app', 'push', 't', now(),
-               now() - interval '3 days' + i * interval '1 second', '{}'
-        FROM generate_series(1, 25) i;
-    """)
+    pg.psql(events_a_second_apart('orphan', 25, 3))
     at, at_id, seen = '-infinity', '0', []
     while True:
         pruned, at, at_id = pg.psql(
