@@ -167,8 +167,8 @@ static const struct pgc_hooks control_hooks = {control_up, control_down, control
 static void check_stopped(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	/* and the callbacks being recorded while their connection is up (down,
-	 * they are answered 503 as it is freed); not a migration waiting for
+	/* and the callbacks being recorded while their connection is up (when
+	 * it went down they were answered 503); not a migration waiting for
 	 * another instance's. */
 	if (ingest_busy(d->ingest) || delivery_busy(d->delivery) ||
 	    (pgc_is_up(d->control) && d->callbacks > 0)) {
