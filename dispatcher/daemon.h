@@ -32,8 +32,11 @@ struct daemon {
 	char **argv;		 /* owned array; the strings borrowed from main */
 	char instance[128];	 /* instance name in leases and history */
 
-	struct pgc *control;	     /* owned: migrations, readiness, LISTEN */
-	int callbacks;		     /* POST /callback records under way on it */
+	struct pgc *control; /* owned: migrations, readiness, LISTEN */
+	int callbacks;	     /* POST /callback records under way on it */
+	/* GET /readyz requests waiting for the one readiness query in flight */
+	struct httpd_req **readyz_waiting; /* owned array */
+	size_t readyz_n, readyz_cap;
 	bool schema_ok;		     /* migrations applied on the current control session */
 	struct poolcheck *poolcheck; /* owned: the start-up check for a pooler, while it runs */
 	bool pool_checked;	     /* it found every connection keeps its session */

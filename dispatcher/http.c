@@ -33,15 +33,27 @@ static void handle_healthz(struct daemon *d, struct httpd_req *req, const char *
 	httpd_reply_json(req, 200, "{\"status\":\"ok\"}");
 }
 
+/* Every /readyz waiting gets the answer of the one query they waited for. */
 static void readyz_answer(struct pgc *c, PGresult *res, void *arg)
 {
-	struct httpd_req *req = arg;
-	if (pgc_ok(res) && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0)
-		httpd_reply_json(req, 200, "{\"status\":\"ready\"}");
-	else if (!res || !pgc_ok(res))
-		httpd_reply_error(req, 503, "database not reachable");
-	else
-		httpd_reply_error(req, 503, "database schema not current");
+	struct daemon *d = arg;
+	bool ready = pgc_ok(res) && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	/* Taken whole first: an answer may start the next /readyz of its
+	 * connection (pipelined), which waits for a query of its own. */
+	struct httpd_req **waiting = d->readyz_waiting;
+	size_t n = d->readyz_n;
+	d->readyz_waiting = NULL;
+	d->readyz_n = d->readyz_cap = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct httpd_req *req = waiting[i];
+		if (ready)
+			httpd_reply_json(req, 200, "{\"status\":\"ready\"}");
+		else if (!res || !pgc_ok(res))
+			httpd_reply_error(req, 503, "database not reachable");
+		else
+			httpd_reply_error(req, 503, "database schema not current");
+	}
+	free(waiting);
 }
 
 static void handle_readyz(struct daemon *d, struct httpd_req *req, const char *rest)
@@ -58,11 +70,24 @@ static void handle_readyz(struct daemon *d, struct httpd_req *req, const char *r
 		httpd_reply_error(req, 503, "receiver cannot store events yet");
 		return;
 	}
-	/* A live round trip: the connection may look up while the server is gone. */
+	/*
+	 * A live round trip: the connection may look up while the server is
+	 * gone. One at a time, answering all that came meanwhile: the control
+	 * connection also records callbacks, which a client looping on /readyz
+	 * would otherwise queue behind thousands of these.
+	 */
+	if (d->readyz_n == d->readyz_cap) {
+		d->readyz_cap = d->readyz_cap ? 2 * d->readyz_cap : 16;
+		d->readyz_waiting =
+			xrealloc(d->readyz_waiting, d->readyz_cap * sizeof(*d->readyz_waiting));
+	}
+	d->readyz_waiting[d->readyz_n++] = req;
+	if (d->readyz_n > 1)
+		return;
 	char version[16];
 	snprintf(version, sizeof(version), "%d", migrate_latest_version());
 	const char *params[] = {version};
-	pgc_query(d->control, migrate_current_sql, 1, params, readyz_answer, req);
+	pgc_query(d->control, migrate_current_sql, 1, params, readyz_answer, d);
 }
 
 static void handle_events(struct daemon *d, struct httpd_req *req, const char *rest)

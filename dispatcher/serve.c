@@ -321,6 +321,7 @@ static void daemon_free(struct daemon *d)
 	ingest_free(d->ingest);
 	delivery_free(d->delivery);
 	pgc_free(d->control);
+	free(d->readyz_waiting);
 	poolcheck_free(d->poolcheck);
 	stats_free(d->stats);
 	if (d->sigint)

@@ -240,6 +240,39 @@ def test_log_lines_of_a_registrys_strings_are_safe_to_read(reghook_factory, pg):
         assert daemon.running()
 
 
+def test_readyz_requests_at_once_share_their_database_query(reghook_factory, pg):
+    """200 clients asking /readyz at once: each gets its 200, and they are
+    answered by far fewer readiness queries than requests (one in flight
+    at a time answers all that came meanwhile), so that a client looping
+    on /readyz cannot queue thousands of queries before the callbacks that
+    share the connection."""
+    daemon = reghook_factory()
+
+    def scans():
+        return int(pg.psql("SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) "
+                           "FROM pg_stat_user_tables WHERE relid = 'reghook.schema_migrations'::regclass"))
+
+    before = scans()
+    socks = [socket.create_connection(('127.0.0.1', daemon.port), timeout=30) for _ in range(200)]
+    try:
+        for s in socks:
+            s.sendall(b'GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        statuses = []
+        for s in socks:
+            got = b''
+            while piece := s.recv(65536):
+                got += piece
+            statuses.append(int(got.split(b' ', 2)[1]))
+    finally:
+        for s in socks:
+            s.close()
+    assert statuses == [200] * 200, statuses
+    daemon.stop()  # a backend's statistics are in once it ends
+    queries = scans() - before
+    print(f"200 /readyz at once: {queries} readiness queries")
+    assert queries <= 100, queries
+
+
 def test_protocol_paths(reghook, pg):
     """Chunked bodies, Expect: 100-continue, two pipelined requests, HTTP/1.0
     and a client that shuts its side after sending: each served."""
