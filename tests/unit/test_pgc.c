@@ -159,68 +159,74 @@ static void on_lost(struct pgc *c, PGresult *res, void *arg)
 	*(int *)arg = res == NULL ? 1 : 2;
 }
 
-UNIT_TEST(connect_timeout_moves_to_the_next_host)
+/*
+ * One round of a pgc on "127.0.0.1:<a silent listener>,<second>", with a
+ * query queued, to its end: the round gives up the first host after
+ * connect_timeout and goes on to the second (given as it shows in the
+ * reason, second_label), where nothing answers either. Checks that, and
+ * returns the pgc for more checks (the caller frees it, r->base and fd).
+ */
+static struct pgc *silent_first_round(const char *second, const char *second_label, struct round *r,
+				      int *fd, int *answered)
 {
 	int port;
-	int fd = silent_listener(&port);
-	UNIT_CHECK(fd >= 0, "no loopback listener");
-	if (fd < 0)
-		return;
+	*fd = silent_listener(&port);
+	UNIT_CHECK(*fd >= 0, "no loopback listener");
+	if (*fd < 0)
+		return NULL;
 	char url[256];
 	snprintf(url, sizeof(url),
-		 "postgresql://u@127.0.0.1:%d,127.0.0.1:1/x?connect_timeout=2&keepalives=0", port);
-	struct round r = {event_base_new(), "", 0, 0};
+		 "postgresql://u@127.0.0.1:%d,%s/x?connect_timeout=2&keepalives=0", port, second);
+	*r = (struct round){event_base_new(), "", 0, 0};
 	static const struct pgc_hooks hooks = {on_up, on_down, NULL};
-	struct pgc *c = pgc_new(r.base, url, &hooks, &r);
-	int answered = 0;
+	struct pgc *c = pgc_new(r->base, url, &hooks, r);
 	pgc_set_query_timeout(c, 1000);
-	UNIT_CHECK(pgc_query_timeout(c) == 1000, "query timeout %d", pgc_query_timeout(c));
-	pgc_query(c, "SELECT 1", 0, NULL, on_lost, &answered);
+	pgc_query(c, "SELECT 1", 0, NULL, on_lost, answered);
 	/* A backstop: the round ends after about 2 s; a hang fails here. */
 	struct timeval limit = {30, 0};
-	event_base_loopexit(r.base, &limit);
-	event_base_dispatch(r.base);
-	UNIT_CHECK(r.downs == 1 && r.ups == 0, "downs %d, ups %d", r.downs, r.ups);
-	char first[64];
+	event_base_loopexit(r->base, &limit);
+	event_base_dispatch(r->base);
+	UNIT_CHECK(r->downs == 1 && r->ups == 0, "downs %d, ups %d", r->downs, r->ups);
+	char first[64], then[64];
 	snprintf(first, sizeof(first), "127.0.0.1:%d: timed out connecting", port);
-	char *at = strstr(r.why, first);
-	UNIT_CHECK(at != NULL, "reason \"%s\" lacks \"%s\"", r.why, first);
-	UNIT_CHECK(at && strstr(at, "; 127.0.0.1:1: ") != NULL,
-		   "reason \"%s\" does not go on with the second host", r.why);
+	snprintf(then, sizeof(then), "; %s: ", second_label);
+	char *at = strstr(r->why, first);
+	UNIT_CHECK(at != NULL, "reason \"%s\" lacks \"%s\"", r->why, first);
+	UNIT_CHECK(at && strstr(at, then) != NULL, "reason \"%s\" does not go on with %s", r->why,
+		   second_label);
+	return c;
+}
+
+static void round_end(struct pgc *c, struct round *r, int fd)
+{
+	pgc_free(c);
+	event_base_free(r->base);
+	close(fd);
+}
+
+UNIT_TEST(connect_timeout_moves_to_the_next_host)
+{
+	struct round r;
+	int fd, answered = 0;
+	struct pgc *c = silent_first_round("127.0.0.1:1", "127.0.0.1:1", &r, &fd, &answered);
+	if (!c)
+		return;
+	UNIT_CHECK(pgc_query_timeout(c) == 1000, "query timeout %d", pgc_query_timeout(c));
 	UNIT_CHECK(answered == 1, "the queued query was answered %d, want 1 (NULL)", answered);
 	UNIT_CHECK(!pgc_is_up(c), "up without a server");
-	pgc_free(c);
-	event_base_free(r.base);
-	close(fd);
+	round_end(c, &r, fd);
 }
 
 /* A host without a port in a URI (its port list ",5433" or "5433,") is a
  * host of its own all the same, with libpq's default port. */
 UNIT_TEST(a_host_without_a_port_is_a_host_of_its_own)
 {
-	int port;
-	int fd = silent_listener(&port);
-	UNIT_CHECK(fd >= 0, "no loopback listener");
-	if (fd < 0)
+	struct round r;
+	int fd, answered = 0;
+	struct pgc *c = silent_first_round("127.0.0.2", "127.0.0.2:5432", &r, &fd, &answered);
+	if (!c)
 		return;
-	char url[256];
-	snprintf(url, sizeof(url),
-		 "postgresql://u@127.0.0.1:%d,127.0.0.2/x?connect_timeout=2&keepalives=0", port);
-	struct round r = {event_base_new(), "", 0, 0};
-	static const struct pgc_hooks hooks = {on_up, on_down, NULL};
-	struct pgc *c = pgc_new(r.base, url, &hooks, &r);
-	struct timeval limit = {30, 0};
-	event_base_loopexit(r.base, &limit);
-	event_base_dispatch(r.base);
-	char first[64];
-	snprintf(first, sizeof(first), "127.0.0.1:%d: timed out connecting", port);
-	char *at = strstr(r.why, first);
-	UNIT_CHECK(r.downs == 1 && at && strstr(at, "; 127.0.0.2:5432: ") != NULL,
-		   "downs %d, reason \"%s\" lacks \"%s\" then 127.0.0.2:5432", r.downs, r.why,
-		   first);
-	pgc_free(c);
-	event_base_free(r.base);
-	close(fd);
+	round_end(c, &r, fd);
 }
 
 int main(void)
