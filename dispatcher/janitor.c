@@ -5,7 +5,7 @@
  *
  * One round at a time: a round that outlasts PRUNE_MS (a large expiry)
  * goes on, and the timer starts none beside it, so the attempt records
- * never queue behind more than one prune_history() call.
+ * never queue behind more than one prune_history_from() call.
  */
 #include "janitor.h"
 #include "buf.h"
@@ -16,7 +16,7 @@
 #include <string.h>
 
 #define PRUNE_MS 600000	  /* how often old history is pruned */
-#define PRUNE_BATCH "500" /* rows per prune_history() call */
+#define PRUNE_BATCH "500" /* rows per prune_history_from() call */
 
 enum janitor_state {
 	/* Entered at janitor_new(); left for IDLE when the schema is current. */
@@ -24,7 +24,7 @@ enum janitor_state {
 	/* Entered from WAITING by janitor_start(), and from PRUNING when a
 	 * call found nothing old or failed; left for PRUNING by prune_round(). */
 	JANITOR_IDLE,
-	/* A prune_history() call is in flight. Entered from IDLE, and again
+	/* A prune_history_from() call is in flight. Entered from IDLE, and again
 	 * from itself while calls find old rows; left for IDLE. */
 	JANITOR_PRUNING,
 	/* Entered by janitor_stop(); never left. */
@@ -36,7 +36,7 @@ struct janitor {
 	struct pgc *conn;    /* borrowed: the delivery engine's write connection */
 	struct event *timer; /* owned */
 	enum janitor_state state;
-	/* Where prune_history()'s scan for old events that no delivery refers
+	/* Where prune_history_from()'s scan for old events that no delivery refers
 	 * to goes on (received_at, id): "-infinity" at the start of a round's
 	 * pass over them, "infinity" once it is over (one pass a round). */
 	char orphans_from[64];
@@ -95,7 +95,7 @@ static void prune_batch(struct janitor *j)
 	/* Not '2592000000 milliseconds'::interval: before PostgreSQL 15 a
 	 * field of an interval's text is an int, and 30 days in ms overflows. */
 	pgc_query(j->conn,
-		  "SELECT pruned, orphans_next, orphans_next_id FROM reghook.prune_history("
+		  "SELECT pruned, orphans_next, orphans_next_id FROM reghook.prune_history_from("
 		  "make_interval(secs => $1::bigint / 1000.0), $2, $3, $4)",
 		  4, params, on_pruned, j);
 }

@@ -69,7 +69,7 @@ BEGIN
                    'reghook.complete_deliveries(text, json), '
                    'reghook.record_callback(text, text, text, text, text), '
                    'reghook.prune_history(interval, integer), '
-                   'reghook.prune_history(interval, integer, timestamptz, bigint), reghook.role_name(text) TO %I', dispatcher);
+                   'reghook.prune_history_from(interval, integer, timestamptz, bigint), reghook.role_name(text) TO %I', dispatcher);
 
     -- The group roles are read through role_name() only.
     EXECUTE format('REVOKE ALL ON reghook.group_roles FROM %I, %I', admin, dispatcher);

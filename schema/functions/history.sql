@@ -86,8 +86,8 @@ COMMENT ON COLUMN reghook.webhook_health.url IS 'The webhook''s URL template.';
 COMMENT ON COLUMN reghook.webhook_health.format IS 'The webhook''s payload format.';
 COMMENT ON COLUMN reghook.webhook_health.failing_since IS 'First failure since the last success, if failing.';
 
--- prune_history: the janitor of `reghook serve` prunes history older than
--- history_retention by calling it repeatedly, each call removing at most
+-- prune_history_from: the janitor of `reghook serve` prunes history older
+-- than history_retention by calling it repeatedly, each call removing at most
 -- `batch` finished deliveries (with their attempts) and `batch` events that
 -- no delivery refers to any more, so no call holds locks for long.
 --
@@ -105,8 +105,9 @@ COMMENT ON COLUMN reghook.webhook_health.failing_since IS 'First failure since t
 -- by a scan from the oldest, made a call of millions of them outlast
 -- db_timeout. The id breaks ties: the events of one ingest batch share
 -- their received_at. The janitor makes one pass a round.
-CREATE OR REPLACE FUNCTION reghook.prune_history(retention interval, batch integer,
-                                                 orphans_from timestamptz, orphans_from_id bigint,
+CREATE OR REPLACE FUNCTION reghook.prune_history_from(retention interval, batch integer,
+                                                      orphans_from timestamptz,
+                                                      orphans_from_id bigint,
                                                  OUT pruned integer,
                                                  OUT orphans_next timestamptz,
                                                  OUT orphans_next_id bigint)
@@ -181,17 +182,17 @@ BEGIN
     pruned := n_deliveries + n_events + n_orphans;
 END
 $$;
-COMMENT ON FUNCTION reghook.prune_history(interval, integer, timestamptz, bigint) IS
+COMMENT ON FUNCTION reghook.prune_history_from(interval, integer, timestamptz, bigint) IS
     'Janitor: removes up to batch finished deliveries and unreferenced events older than retention; returns how many, and where its next call looks for unreferenced events.';
 
--- The two-argument form, which the janitors of reghook before migration
--- 020 call while a newer one has migrated the schema (README, Upgrade):
--- each call looks at the oldest 8 x batch old events for unreferenced ones
+-- prune_history: what the janitors of reghook before migration 020 call,
+-- also while a newer one has migrated the schema (README, Upgrade): each
+-- call looks at the oldest 8 x batch old events for unreferenced ones
 -- (theirs looked at all of them); the upgraded janitors do the rest.
 CREATE OR REPLACE FUNCTION reghook.prune_history(retention interval, batch integer DEFAULT 500)
 RETURNS integer
 LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    SELECT p.pruned FROM reghook.prune_history(retention, batch, '-infinity', 0) p
+    SELECT p.pruned FROM reghook.prune_history_from(retention, batch, '-infinity', 0) p
 $$;
 COMMENT ON FUNCTION reghook.prune_history(interval, integer) IS
     'Janitor of an older reghook: removes up to batch finished deliveries and unreferenced events older than retention; returns how many.';

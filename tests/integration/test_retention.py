@@ -57,7 +57,7 @@ def test_old_history_is_pruned_and_recent_kept(pg, reghook_factory):
 
 
 def test_prune_history_batches_and_frees_the_events_of_the_deliveries_it_removes(pg):
-    """prune_history(retention, batch) called by hand, as the janitor calls
+    """prune_history(retention, batch) called by hand, as an older janitor calls
     it: each call removes at most `batch` finished deliveries (their
     attempts with them) and frees the events they were the last to refer
     to; an event still referred to by another delivery stays until that one
@@ -157,7 +157,7 @@ def test_the_scan_for_unreferenced_events_looks_at_a_bounded_stretch_per_call(pg
         before = read_by_scan()
         pruned, at, at_id = pg.psql(
             f"SELECT pruned, coalesce(orphans_next::text, 'edge'), coalesce(orphans_next_id, 0) "
-            f"FROM reghook.prune_history(interval '2 days', 10, '{at}', {at_id})"
+            f"FROM reghook.prune_history_from(interval '2 days', 10, '{at}', {at_id})"
         ).strip().split('|')
         most = max(most, read_by_scan() - before)
     # 8 x 10 and a few more where the planner sorts the tail of the index
@@ -178,7 +178,7 @@ def test_a_pass_ends_only_when_its_last_stretch_is_all_looked_at(pg):
     while True:
         pruned, at, at_id = pg.psql(
             f"SELECT pruned, coalesce(orphans_next::text, 'edge'), coalesce(orphans_next_id, 0) "
-            f"FROM reghook.prune_history(interval '2 days', 10, '{at}', {at_id})"
+            f"FROM reghook.prune_history_from(interval '2 days', 10, '{at}', {at_id})"
         ).strip().split('|')
         seen.append((int(pruned), at))
         if at == 'edge':
