@@ -54,16 +54,28 @@ $$;
 COMMENT ON FUNCTION reghook.namespace_grant(text, name, text) IS
     'Grants a role owner, contributor or viewer access to a namespace (replacing its earlier access). Owners.';
 
+-- namespace_revoke takes back, with a role's last namespace, the member
+-- role that namespace_grant gave it: without a namespace it has no business
+-- in this database (it could still LISTEN, NOTIFY and hold a transaction
+-- open: README, Limits).
 CREATE OR REPLACE FUNCTION reghook.namespace_revoke(namespace text, role_name name) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ns_id bigint := reghook.require_namespace(namespace, 3);
+    member_role name := (SELECT g.role_name FROM reghook.group_roles g WHERE g.kind = 'member');
 BEGIN
     DELETE FROM reghook.namespace_members m
     WHERE m.namespace_id = ns_id AND m.role_name = namespace_revoke.role_name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'role "%" has no access to namespace "%"', role_name, namespace
             USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM reghook.namespace_members m
+                   WHERE m.role_name = namespace_revoke.role_name)
+       AND EXISTS (SELECT 1 FROM pg_auth_members a
+                   JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles r ON r.oid = a.member
+                   WHERE g.rolname = member_role AND r.rolname = namespace_revoke.role_name) THEN
+        EXECUTE format('REVOKE %I FROM %I', member_role, namespace_revoke.role_name);
     END IF;
 END
 $$;

@@ -22,13 +22,18 @@
 -- resting webhook's new delivery, is claimed by the dispatchers' poll
 -- (every second) when its time comes: NOTIFYed, each cost a claim that
 -- found nothing (100 a second in tests/bench/backlog.py, one per event to
--- the dead webhook).
+-- the dead webhook). Nor while PostgreSQL's NOTIFY queue is half full:
+-- every role that may connect can fill it (by listening in a transaction
+-- it keeps open while notifying), and a transaction that NOTIFYs then
+-- fails at its commit, which would have failed every ingest() that left a
+-- delivery waiting; the poll takes those deliveries instead.
 CREATE OR REPLACE FUNCTION reghook.notify_deliveries() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM changed c JOIN reghook.webhooks w ON w.id = c.webhook_id
                WHERE c.status = 'pending' AND c.next_attempt_at <= now()
-                 AND (w.failures_in_a_row < 20 OR c.is_test)) THEN
+                 AND (w.failures_in_a_row < 20 OR c.is_test))
+       AND pg_notification_queue_usage() < 0.5 THEN
         PERFORM pg_notify('reghook_deliveries', '');
     END IF;
     RETURN NULL;
@@ -198,14 +203,23 @@ COMMENT ON FUNCTION reghook.claim_deliveries(text, integer, integer, jsonb, inte
 
 -- reclaim_expired: deliveries whose dispatcher vanished go back to the
 -- queue; the lost attempt is recorded as such, and counts towards the
--- attempts of the delivery's round.
+-- attempts of the delivery's round. But it never ends the round: nobody
+-- knows whether its request was sent (a crash, or a batch's rows that never
+-- reached the dispatcher), so the delivery goes back to the queue even after
+-- its last attempt and gets at least one more real one (at-least-once).
+-- Only a delivery whose leases were lost more than max_attempts times in
+-- its round (one that stops every dispatcher that takes it, say) is
+-- failed. A lost attempt is the one row with no method (below).
 CREATE OR REPLACE FUNCTION reghook.reclaim_expired(default_max_attempts integer) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE n integer;
 BEGIN
     WITH expired AS (
         SELECT d.id, d.attempts, d.webhook_id, d.lease_owner,
-               d.attempts - d.round_start >= coalesce(w.max_attempts, default_max_attempts) AS exhausted
+               (SELECT count(*) FROM reghook.delivery_attempts a
+                WHERE a.delivery_id = d.id AND a.attempt > d.round_start
+                  AND a.attempt < d.attempts AND a.method = '')
+                   >= coalesce(w.max_attempts, default_max_attempts) AS exhausted
         FROM reghook.deliveries d JOIN reghook.webhooks w ON w.id = d.webhook_id
         WHERE d.status = 'in_flight' AND d.lease_expires_at < now()
         FOR UPDATE OF d SKIP LOCKED
@@ -274,6 +288,7 @@ CREATE OR REPLACE FUNCTION reghook.complete_deliveries(instance text, batch json
                                                        OUT missing uuid[])
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s'
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
+DECLARE health_runs jsonb;
 BEGIN
     WITH b AS MATERIALIZED (
         SELECT b.id, b.attempt, b.webhook_id, to_timestamp(b.attempted_at / 1000.0) AS attempted_at,
@@ -364,11 +379,39 @@ BEGIN
                    AS first_fail_after
         FROM moved m JOIN last_ok k USING (webhook_id)
         GROUP BY m.webhook_id, k.at
+    )
+    SELECT (SELECT count(*) FROM moved),
+           coalesce((SELECT array_agg(id) FILTER (WHERE ours) FROM rest), '{}'),
+           coalesce((SELECT array_agg(id) FILTER (WHERE gone) FROM rest), '{}'),
+           (SELECT jsonb_agg(r) FROM runs r)
+    INTO recorded, busy, missing, health_runs;
+    IF health_runs IS NULL THEN
+        RETURN;
+    END IF;
+    -- The webhooks' health: their rows are locked in the order of their
+    -- ids, waiting for another dispatcher's batch that holds one (its
+    -- commit is a few milliseconds away), so that no batch's counts, its
+    -- 410 or its success are lost: skipped, a batch's health was never
+    -- made up. A row held longer is a person's (an open transaction
+    -- around webhook_set, say), which must not stall the history of every
+    -- namespace: after 250 ms, only the rows free then are updated, and
+    -- that batch's health is lost for the held ones (README, Limits).
+    BEGIN
+        PERFORM set_config('lock_timeout', '250ms', true);
+        PERFORM FROM reghook.webhooks w
+        WHERE w.id IN (SELECT (r ->> 'webhook_id')::bigint FROM jsonb_array_elements(health_runs) r)
+        ORDER BY w.id
+        FOR NO KEY UPDATE;
+        PERFORM set_config('lock_timeout', '5s', true);
+    EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+        NULL;
+    END;
+    WITH runs AS (
+        SELECT * FROM jsonb_to_recordset(health_runs) AS r(webhook_id bigint, last_ok timestamptz,
+            last_bad timestamptz, gone boolean, fails_after bigint, first_fail_after timestamptz)
     ),
-    -- Health is kept on the webhooks whose rows are free now: one that a
-    -- person holds (an open transaction around webhook_set, say) must not
-    -- stall the history of every namespace. Its health catches up with its
-    -- next batch; a 410 or the 5 days disable it on its next attempt.
+    -- Those held by this transaction now, and any other free (SKIP LOCKED
+    -- passes only rows that another transaction holds).
     free AS (
         SELECT w.id FROM reghook.webhooks w
         WHERE w.id IN (SELECT webhook_id FROM runs)
@@ -379,30 +422,24 @@ BEGIN
                          ELSE coalesce(w.failing_since, r.first_fail_after) END AS since
         FROM runs r JOIN reghook.webhooks w ON w.id = r.webhook_id
         WHERE r.webhook_id IN (SELECT id FROM free)
-    ),
-    -- 410 disables a webhook, and so do 5 days of failures without a success.
-    healed AS (
-        UPDATE reghook.webhooks w
-        SET last_success_at = coalesce(h.last_ok, w.last_success_at),
-            last_failure_at = coalesce(h.last_bad, w.last_failure_at),
-            failures_in_a_row = CASE WHEN h.last_ok IS NOT NULL THEN h.fails_after
-                                     ELSE w.failures_in_a_row + h.fails_after END,
-            failing_since = h.since,
-            enabled = w.enabled AND NOT h.gone
-                      AND NOT coalesce(h.since < now() - interval '5 days', false),
-            disabled_reason = CASE
-                WHEN NOT w.enabled THEN w.disabled_reason
-                WHEN h.gone THEN 'endpoint answered 410 Gone'
-                WHEN h.since < now() - interval '5 days'
-                THEN 'no successful delivery for 5 days of failures (since '
-                     || to_char(h.since, 'YYYY-MM-DD HH24:MI:SS TZ') || ')'
-                ELSE w.disabled_reason END
-        FROM health h WHERE w.id = h.webhook_id
     )
-    SELECT (SELECT count(*) FROM moved),
-           coalesce((SELECT array_agg(id) FILTER (WHERE ours) FROM rest), '{}'),
-           coalesce((SELECT array_agg(id) FILTER (WHERE gone) FROM rest), '{}')
-    INTO recorded, busy, missing;
+    -- 410 disables a webhook, and so do 5 days of failures without a success.
+    UPDATE reghook.webhooks w
+    SET last_success_at = coalesce(h.last_ok, w.last_success_at),
+        last_failure_at = coalesce(h.last_bad, w.last_failure_at),
+        failures_in_a_row = CASE WHEN h.last_ok IS NOT NULL THEN h.fails_after
+                                 ELSE w.failures_in_a_row + h.fails_after END,
+        failing_since = h.since,
+        enabled = w.enabled AND NOT h.gone
+                  AND NOT coalesce(h.since < now() - interval '5 days', false),
+        disabled_reason = CASE
+            WHEN NOT w.enabled THEN w.disabled_reason
+            WHEN h.gone THEN 'endpoint answered 410 Gone'
+            WHEN h.since < now() - interval '5 days'
+            THEN 'no successful delivery for 5 days of failures (since '
+                 || to_char(h.since, 'YYYY-MM-DD HH24:MI:SS TZ') || ')'
+            ELSE w.disabled_reason END
+    FROM health h WHERE w.id = h.webhook_id;
 END
 $$;
 COMMENT ON FUNCTION reghook.complete_deliveries(text, json) IS

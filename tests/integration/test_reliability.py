@@ -26,6 +26,7 @@ import pytest
 
 from harness import (RegistrySender, Response, add_webhook, register, registry_event,
                      wait_until)
+from test_delivery import post
 
 
 def plain_bin():
@@ -180,6 +181,33 @@ def test_sigkill_at_random_moments_loses_nothing(reghook_factory, pg, endpoint_f
 def test_soak_sigkill_at_random_moments_loses_nothing(reghook_factory, pg, endpoint_factory):
     crash_run(reghook_factory, pg, endpoint_factory, n_events=20000, seconds=240,
               after_kills=5, seed=random.randrange(1 << 30))
+
+
+def test_a_delivery_lost_on_its_last_attempt_is_sent_again(reghook_factory, pg,
+                                                           endpoint_factory):
+    """SIGKILL while the one attempt a webhook allows is under way: nobody
+    knows whether it arrived, so once the lease runs out the delivery is
+    sent again (at-least-once), not failed unsent; the lost attempt is in
+    the history before the one that succeeded."""
+    daemon = reghook_factory({'instance_name': 'one'}, bin=plain_bin())
+    token = register(daemon, 'team-a')
+    endpoint = endpoint_factory()
+    endpoint.respond(200, b'ok', delay=3)
+    add_webhook(daemon, 'team-a', endpoint.url('/hook'), '--timeout', '2s', '--max-attempts', '1')
+    post(daemon, token, registry_event(tag='v1'))
+    endpoint.wait_for(1)
+    daemon.kill9()
+    endpoint.respond(200, b'ok')
+    daemon.start()
+    daemon.wait_ready()
+    # The lease: the request timeout + 15 s.
+    wait_until(lambda: pg.psql('SELECT status FROM reghook.deliveries').strip() == 'succeeded',
+               timeout=45, msg='the delivery sent again and succeeded')
+    assert len(endpoint.requests) == 2
+    rows = query(pg, 'SELECT attempt, method, response_status FROM reghook.delivery_attempts '
+                     'ORDER BY attempt')
+    assert rows == [{'attempt': 1, 'method': '', 'response_status': None},
+                    {'attempt': 2, 'method': 'POST', 'response_status': 200}], rows
 
 
 # --- PostgreSQL restarted and stopped --------------------------------------------

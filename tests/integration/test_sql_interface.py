@@ -9,6 +9,7 @@ import base64
 import json
 import re
 import select
+import threading
 import time
 import uuid
 
@@ -291,8 +292,17 @@ def test_owner_manages_members_of_its_namespace(reghook, pg, endpoint_factory):
     members = as_role(pg, 'owner_a', 'SELECT role_name, access FROM reghook.namespace_members'
                                      ' ORDER BY role_name')
     assert ('newcomer', 'viewer') in members and all(m[0] != 'viewer_b' for m in members)
+    as_role(pg, 'owner_a', "SELECT reghook.namespace_grant('team-a', 'newcomer', 'owner')")
+    reghook.run_cli('namespace', 'grant', 'team-b', 'newcomer', 'viewer')
     as_role(pg, 'owner_a', "SELECT reghook.namespace_revoke('team-a', 'newcomer')")
-    assert as_role(pg, 'newcomer', 'SELECT name FROM reghook.namespaces') == []
+    assert as_role(pg, 'newcomer', 'SELECT name FROM reghook.namespaces') == [('team-b',)]
+    # With its last namespace it loses the member role, and with it the schema.
+    pg.psql("SELECT reghook.namespace_revoke('team-b', 'newcomer')")
+    code, _ = refused(pg, 'newcomer', 'SELECT name FROM reghook.namespaces')
+    assert code == '42501'
+    as_role(pg, 'owner_a', "SELECT reghook.namespace_grant('team-a', 'newcomer', 'viewer')")
+    assert as_role(pg, 'newcomer', 'SELECT name FROM reghook.namespaces') == [('team-a',)]
+    as_role(pg, 'owner_a', "SELECT reghook.namespace_revoke('team-a', 'newcomer')")
     # A contributor does not manage members; an owner of team-a not those of team-b.
     code, msg = refused(pg, 'contrib_a', "SELECT reghook.namespace_grant('team-a', 'newcomer', 'owner')")
     assert code == '42501' and 'owner access' in msg
@@ -940,6 +950,41 @@ def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
     conn.close()
 
 
+def test_a_lost_lease_is_never_a_rounds_last_attempt(pg):
+    """A lease that runs out says nothing of whether the request went out
+    (a crash, or a batch's rows that never reached the dispatcher): it is
+    recorded as a lost attempt and counts, but a delivery whose last
+    attempt was lost goes back to the queue for one more; only one whose
+    leases were all lost, more than max_attempts times, is failed."""
+    run_reghook(['migrate'], pg.url())
+    run_reghook(['namespace', 'add', 'team-a'], pg.url())
+    out = run_reghook(['webhook', 'add', 'team-a', 'http://127.0.0.1:9/a', '--max-attempts', '2'],
+                      pg.url()).stdout
+    webhook = int(out.split()[1])
+    run_reghook(['webhook', 'enable', str(webhook)], pg.url())
+    delivery = pg.psql(f'SELECT reghook.test_webhook({webhook})').strip()
+
+    def lose_lease():
+        taken = pg.psql("SELECT count(*) FROM reghook.claim_deliveries('gone', 10, 10, '{}', 1000)")
+        assert taken.strip() == '1'
+        pg.psql("UPDATE reghook.deliveries SET lease_expires_at = now() - interval '1 second'")
+        assert pg.psql('SELECT reghook.reclaim_expired(8)').strip() == '1'
+        return pg.psql(f"SELECT status, attempts FROM reghook.deliveries WHERE id = '{delivery}'"
+                       ).strip()
+
+    assert lose_lease() == 'pending|1'
+    # Its last attempt (2 of 2) lost: queued again, not failed unsent.
+    assert lose_lease() == 'pending|2'
+    # A third lease lost, more than max_attempts: failed.
+    assert lose_lease() == 'failed|3'
+    lost = pg.psql(f"""SELECT attempt, method, error_class FROM reghook.delivery_attempts
+                       WHERE delivery_id = '{delivery}' ORDER BY attempt""").split()
+    assert lost == ['1||other', '2||other', '3||other'], lost
+    # A retrigger starts a new round: its lost attempts count from there.
+    pg.psql(f"SELECT reghook.retrigger('{delivery}')")
+    assert lose_lease() == 'pending|4'
+
+
 def test_new_deliveries_have_time_ordered_ids_and_tokens(pg):
     """A delivery made by the column defaults (a test push here; ingest()
     calls the same functions) has a version 7 UUID, later ones sort after
@@ -1081,6 +1126,78 @@ def test_a_record_whose_delivery_another_transaction_holds_is_not_waited_for(pg)
                 "FROM reghook.complete_deliveries('i1', %s)", (json.dumps(again),))
     assert cur.fetchone() == (0, [], [])
     holder.close()
+
+
+def test_two_dispatchers_batches_for_one_webhook_both_keep_its_health(pg):
+    """Two instances write attempts of one webhook at once: the second
+    waits for the first's commit instead of skipping the webhook's health,
+    so its 410 disables the webhook and both batches' failures count. Only
+    a row a person holds past 250 ms is passed over (its attempts are still
+    recorded at once)."""
+    run_reghook(['migrate'], pg.url())
+    run_reghook(['namespace', 'add', 'team-a'], pg.url())
+    run_reghook(['registry', 'add', 'main'], pg.url())
+    out = run_reghook(['webhook', 'add', 'team-a', 'http://127.0.0.1:9/h'], pg.url()).stdout
+    hook = int(out.split()[1])
+    run_reghook(['webhook', 'enable', str(hook)], pg.url())
+    source = int(pg.psql('SELECT id FROM reghook.registry_sources'))
+
+    def leased(instance, n):
+        return pg.psql(f"""SELECT (r.job).delivery_id FROM reghook.ingest('{json.dumps([
+            {'i': i, 's': source, 'id': str(uuid.uuid4()), 'action': 'push',
+             'repository': 'team-a/app', 'tag': f't{i}', 'ts': '2026-11-22T18:20:32Z',
+             'raw': {}} for i in range(n)])}', '{instance}', 10, 10, '{{}}', 10000) r
+            WHERE (r.job).delivery_id IS NOT NULL""").split()
+
+    def records(ids, status, outcome):
+        return json.dumps([{'id': d, 'attempt': 1, 'webhook_id': hook,
+                            'attempted_at': time.time() * 1000, 'duration_ms': 1,
+                            'method': 'POST', 'url': 'http://127.0.0.1:9/h',
+                            'request_headers': [], 'response_status': status,
+                            'response_headers': [], 'outcome': outcome, 'delay_ms': 60000}
+                           for d in ids])
+
+    def health():
+        return pg.psql(f'SELECT enabled, failures_in_a_row, disabled_reason '
+                       f'FROM reghook.webhooks WHERE id = {hook}').strip()
+
+    first, second = pg.connect(), pg.connect()
+    first.autocommit, second.autocommit = False, True
+    a, b = leased('A', 3), leased('B', 1)
+    first.cursor().execute("SELECT recorded FROM reghook.complete_deliveries('A', %s)",
+                           (records(a, 500, 'retry'),))
+    got = {}
+
+    def write_second():
+        cur = second.cursor()
+        cur.execute("SELECT recorded FROM reghook.complete_deliveries('B', %s)",
+                    (records(b, 410, 'gone'),))
+        got['recorded'] = cur.fetchone()[0]
+
+    writer = threading.Thread(target=write_second)
+    writer.start()
+    time.sleep(0.1)
+    first.commit()  # A's batch, open until now, held the webhook's row
+    writer.join(10)
+    assert got == {'recorded': 1}
+    assert health() == 'f|4|endpoint answered 410 Gone'
+
+    # A person's open transaction holds the row: the batch is recorded
+    # after 250 ms; that batch's health is not applied.
+    pg.psql(f'SELECT reghook.webhook_enable({hook})')
+    c = leased('B', 1)
+    person = pg.connect()
+    person.autocommit = False
+    person.cursor().execute(f'SELECT 1 FROM reghook.webhooks WHERE id = {hook} FOR UPDATE')
+    started = time.monotonic()
+    cur = second.cursor()
+    cur.execute("SELECT recorded FROM reghook.complete_deliveries('B', %s)",
+                (records(c, 500, 'retry'),))
+    assert cur.fetchone() == (1,) and time.monotonic() - started < 2
+    person.rollback()
+    assert health() == 't|0|'
+    for conn in (first, second, person):
+        conn.close()
 
 
 def test_only_deliveries_a_claim_could_take_now_wake_the_dispatchers(pg):
