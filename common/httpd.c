@@ -87,6 +87,8 @@ struct httpd_req {
 
 struct httpd_conn {
 	LIST_ENTRY(httpd_conn) link;
+	TAILQ_ENTRY(httpd_conn) idle_link; /* in srv->idle while waiting for a first byte */
+	bool in_idle;
 	struct httpd *srv;
 	evutil_socket_t fd;	 /* owned until bev exists, then bev's */
 	struct bufferevent *bev; /* owned; NULL while CONN_HELLO */
@@ -123,7 +125,11 @@ struct httpd {
 	long long request_timeout_ms;
 	SSL_CTX *tls; /* a reference of its own; NULL: plain HTTP */
 	LIST_HEAD(, httpd_conn) conns;
-	size_t bodies; /* bytes of request bodies declared and not yet given back */
+	int nconns;
+	int max_conns;		       /* httpd_set_max_connections; 0: no limit */
+	bool full;		       /* the listener is off for want of room */
+	TAILQ_HEAD(, httpd_conn) idle; /* waiting for a request's first byte, longest first */
+	size_t bodies;		       /* bytes of request bodies received and not yet given back */
 };
 
 static void conn_read(struct httpd_conn *c);
@@ -199,7 +205,16 @@ static void req_free(struct httpd_req *r)
 
 static void conn_free(struct httpd_conn *c)
 {
+	struct httpd *s = c->srv;
 	LIST_REMOVE(c, link);
+	if (c->in_idle)
+		TAILQ_REMOVE(&s->idle, c, idle_link);
+	s->nconns--;
+	if (s->full && s->nconns < s->max_conns) {
+		s->full = false;
+		if (s->listener && !evtimer_pending(s->accept_pause, NULL))
+			evconnlistener_enable(s->listener);
+	}
 	if (c->req) {
 		if (c->state == CONN_HANDLING)
 			c->req->conn = NULL; /* the handler still has it */
@@ -225,6 +240,18 @@ static void conn_free(struct httpd_conn *c)
 static void conn_set_state(struct httpd_conn *c, enum conn_state state)
 {
 	c->state = state;
+	bool idle = state == CONN_HELLO || state == CONN_IDLE;
+	if (c->in_idle)
+		TAILQ_REMOVE(&c->srv->idle, c, idle_link);
+	if (idle)
+		TAILQ_INSERT_TAIL(&c->srv->idle, c, idle_link);
+	c->in_idle = idle;
+	/* At the limit with every connection busy, the listener rested: room now. */
+	if (idle && c->srv->full) {
+		c->srv->full = false;
+		if (c->srv->listener && !evtimer_pending(c->srv->accept_pause, NULL))
+			evconnlistener_enable(c->srv->listener);
+	}
 	/* In these two the deadline runs on, from the request's first byte or the accept. */
 	if (state != CONN_BODY && state != CONN_HANDSHAKE)
 		event_del(c->timer);
@@ -325,7 +352,12 @@ static void error_answer(struct httpd_conn *c, int status, const char *message)
 	httpd_reply_error(c->req, status, message);
 }
 
-/* Counts n more bytes of the request's body against HTTPD_BODIES_MAX; 503 if over. */
+/*
+ * Counts n more bytes of the request's body against HTTPD_BODIES_MAX as
+ * they arrive; 503 if over. Not the size declared: connections that
+ * declare bodies and send none (no token needed) would hold the room of
+ * every registry's posts.
+ */
 static bool reserve_body(struct httpd_conn *c, size_t n)
 {
 	struct httpd *s = c->srv;
@@ -536,8 +568,6 @@ static bool head_done(struct httpd_conn *c)
 		error_answer(c, 413, msg);
 		return false;
 	}
-	if (length > 0 && !reserve_body(c, (size_t)length))
-		return false;
 	const char *expect = httpd_header(r, "Expect");
 	if (expect && strcasecmp(expect, "100-continue") != 0) {
 		error_answer(c, 417, "only Expect: 100-continue is understood");
@@ -665,6 +695,10 @@ static bool read_body(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 		size_t n = evbuffer_get_length(in);
 		if (n > c->left)
 			n = c->left;
+		if (n && !reserve_body(c, n)) {
+			*failed = true;
+			return false;
+		}
 		evbuffer_remove_buffer(in, r->body, n);
 		c->left -= n;
 		return c->left == 0;
@@ -674,6 +708,10 @@ static bool read_body(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 			size_t n = evbuffer_get_length(in);
 			if (n > c->left)
 				n = c->left;
+			if (n && !reserve_body(c, n)) {
+				*failed = true;
+				return false;
+			}
 			evbuffer_remove_buffer(in, r->body, n);
 			c->left -= n;
 			if (c->left)
@@ -751,10 +789,6 @@ static bool read_body(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 		if (size == 0) {
 			c->chunk = CHUNK_TRAILER;
 			continue;
-		}
-		if (!reserve_body(c, size)) {
-			*failed = true;
-			return false;
 		}
 		c->left = size;
 		c->chunk = CHUNK_DATA;
@@ -917,8 +951,34 @@ static void on_hello(evutil_socket_t fd, short what, void *arg)
 	conn_start(c, bufferevent_socket_new(c->srv->base, fd, BEV_OPT_CLOSE_ON_FREE), CONN_IDLE);
 }
 
+/*
+ * Room for one more connection under max_conns: the connection waiting
+ * longest for a request's first byte is closed to make it (one that sent
+ * nothing, or a kept-alive one between requests); with none waiting, no
+ * room.
+ */
+static bool make_room(struct httpd *s)
+{
+	if (s->max_conns == 0 || s->nconns < s->max_conns)
+		return true;
+	struct httpd_conn *oldest = TAILQ_FIRST(&s->idle);
+	if (!oldest)
+		return false;
+	conn_free(oldest);
+	return true;
+}
+
 void httpd_adopt(struct httpd *s, evutil_socket_t fd, const struct sockaddr *sa, int socklen)
 {
+	if (!make_room(s)) {
+		/* Every connection is inside a request: this one waits for one to end. */
+		evutil_closesocket(fd);
+		if (s->listener && !s->full) {
+			s->full = true;
+			evconnlistener_disable(s->listener);
+		}
+		return;
+	}
 	struct httpd_conn *c = xcalloc(1, sizeof(*c));
 	c->srv = s;
 	c->fd = fd;
@@ -929,6 +989,7 @@ void httpd_adopt(struct httpd *s, evutil_socket_t fd, const struct sockaddr *sa,
 		snprintf(c->peer, sizeof(c->peer), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
 			 port);
 	LIST_INSERT_HEAD(&s->conns, c, link);
+	s->nconns++;
 	if (!s->tls) {
 		conn_start(c, bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE),
 			   CONN_IDLE);
@@ -966,8 +1027,18 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 static void on_accept_pause(evutil_socket_t fd, short what, void *arg)
 {
 	struct httpd *s = arg;
-	if (s->listener)
+	if (s->listener && !s->full)
 		evconnlistener_enable(s->listener);
+}
+
+void httpd_set_max_connections(struct httpd *s, int max)
+{
+	s->max_conns = max > 0 ? max : 0;
+	if (s->full && (s->max_conns == 0 || s->nconns < s->max_conns)) {
+		s->full = false;
+		if (s->listener && !evtimer_pending(s->accept_pause, NULL))
+			evconnlistener_enable(s->listener);
+	}
 }
 
 struct httpd *httpd_new(struct event_base *base, httpd_handler handle, httpd_answered answered,
@@ -982,6 +1053,7 @@ struct httpd *httpd_new(struct event_base *base, httpd_handler handle, httpd_ans
 	s->request_timeout_ms = 30000;
 	s->accept_pause = evtimer_new(base, on_accept_pause, s);
 	LIST_INIT(&s->conns);
+	TAILQ_INIT(&s->idle);
 	return s;
 }
 

@@ -67,6 +67,15 @@ struct httpd *httpd_new(struct event_base *base, httpd_handler handle, httpd_ans
 			void *arg);
 /* Limits for requests that start from now on. */
 void httpd_configure(struct httpd *s, size_t max_body, long long request_timeout_ms);
+/*
+ * At most max connections open at once (0: no limit): at the limit, a new
+ * one closes the connection that has waited longest for a request's first
+ * byte, or, when every connection is inside a request, is closed itself
+ * and the listener rests until one ends. Connections that send nothing
+ * then cannot take every file descriptor from the database and the
+ * deliveries.
+ */
+void httpd_set_max_connections(struct httpd *s, int max);
 /* Listens on host:port (host a name or address, IPv6 without brackets). */
 bool httpd_listen(struct httpd *s, const char *host, int port, char *err, size_t errlen)
 	__attribute__((warn_unused_result));

@@ -236,9 +236,31 @@ static int on_boolean(void *arg, int b)
 	return add(arg, node_new(b ? yajl_t_true : yajl_t_false));
 }
 
-/* As yajl_tree fills numbers: the text, and its integer and double values when they fit. */
+/*
+ * As yajl_tree fills numbers: the text, and its integer and double values
+ * when they fit. A number is at most JSONPARSE_NUMBER_MAX characters and
+ * its exponent within +-JSONPARSE_EXPONENT_MAX: PostgreSQL keeps numbers
+ * exactly and writes them back in full, so the 9 bytes of 1e131071 came
+ * back as 131,072 digits, and a 20 KB envelope of them as 131 MB at every
+ * delivery of its event.
+ */
 static int on_number(void *arg, const char *s, size_t len)
 {
+	struct ctx *c = arg;
+	const char *e = memchr(s, 'e', len);
+	if (!e)
+		e = memchr(s, 'E', len);
+	long exponent = 0;
+	if (e) {
+		const char *d = e + 1 + (e + 1 < s + len && (e[1] == '+' || e[1] == '-'));
+		for (; d < s + len && exponent <= JSONPARSE_EXPONENT_MAX; d++)
+			exponent = exponent * 10 + (*d - '0');
+	}
+	if (len > JSONPARSE_NUMBER_MAX || exponent > JSONPARSE_EXPONENT_MAX)
+		FAIL(c, JSONPARSE_BAD,
+		     "number before byte %zu out of range: at most %d characters, exponent "
+		     "within +-%d",
+		     offset(c), JSONPARSE_NUMBER_MAX, JSONPARSE_EXPONENT_MAX);
 	yajl_val v = node_new(yajl_t_number);
 	char *end;
 	v->u.number.r = xstrndup(s, len);

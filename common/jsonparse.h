@@ -11,8 +11,11 @@
  * UTF-8 or hold \u0000 or an unpaired surrogate escape (yajl would cut,
  * replace or re-encode them, so the text stored would not be the text
  * sent), and duplicate keys in one object (readers disagree on which one
- * wins). Arrays that are values of the top-level object are counted as
- * they grow, so an oversized envelope is refused without building it.
+ * wins), and numbers longer than JSONPARSE_NUMBER_MAX characters or with an
+ * exponent beyond +-JSONPARSE_EXPONENT_MAX (stored exactly, 1e131071 is
+ * written back as 131,072 digits). Arrays that are values of the top-level
+ * object are counted as they grow, so an oversized envelope is refused
+ * without building it.
  *
  * The tree is yajl's own type: read it with yajl_tree_get and free it
  * with yajl_tree_free.
@@ -23,6 +26,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <yajl/yajl_tree.h>
+
+#define JSONPARSE_NUMBER_MAX 40
+#define JSONPARSE_EXPONENT_MAX 20
 
 struct jsonparse_limits {
 	int max_depth;		 /* objects and arrays nested deeper are refused */

@@ -118,6 +118,7 @@ struct delivery {
 	long long last_batch_ms;   /* when an ingest batch last asked to hand over; 0: never */
 	bool limited;		   /* see delivery_facts.limited */
 	struct event *write_timer; /* owned: ends the gathering of records */
+	long long stop_wait_ms;	   /* stopping: records wait for the database until then */
 
 	LIST_HEAD(, inflight) running; /* owned */
 	int in_flight;
@@ -395,6 +396,7 @@ static void on_transfer_done(CURL *easy, CURLcode result, void *arg)
 		.len = len,
 		.queued_ms = clock_monotonic_ms(),
 		.gate = f->gate, /* its reference moves with it */
+		.attempt = f->attempt,
 	};
 	snprintf(dp->results[dp->nresults++].id, sizeof(dp->results->id), "%s",
 		 request_delivery_id(r));
@@ -425,6 +427,38 @@ static const char *colz(PGresult *res, int row, const char *name)
 {
 	const char *v = col(res, row, name);
 	return v ? v : "";
+}
+
+static void free_result(struct delivery *dp, struct delivery_record *r);
+
+/*
+ * A delivery starts with the attempt number of a result still queued from
+ * an unsure batch (its connection lost while it committed): that batch did
+ * not commit after all, and the registry's retry of its event made the
+ * delivery again, with the same id (ingest.sql). The old result is not
+ * this lease's: written now, it would be recorded as this attempt and move
+ * the delivery on, and this attempt's own result would find its lease gone.
+ * It is dropped, said so (its request reached the endpoint, which gets
+ * this one too: at-least-once). Not those being written now.
+ */
+static void drop_superseded(struct delivery *dp, const char *id, int attempt)
+{
+	int kept = dp->nwriting;
+	for (int i = dp->nwriting; i < dp->nresults; i++) {
+		struct delivery_record *r = &dp->results[i];
+		if (r->gate && r->gate->open && r->gate->unsure && r->attempt == attempt &&
+		    strcmp(r->id, id) == 0) {
+			log_warn(
+				"delivery %s: made again by the registry's retry of its event (its "
+				"first batch was not committed); the attempt sent before is not "
+				"recorded",
+				id);
+			free_result(dp, r);
+			continue;
+		}
+		dp->results[kept++] = *r; /* kept <= i: moves down */
+	}
+	dp->nresults = kept;
 }
 
 static void start_one(struct delivery *dp, PGresult *res, int row, struct delivery_gate *gate)
@@ -466,6 +500,8 @@ static void start_one(struct delivery *dp, PGresult *res, int row, struct delive
 		.template_ = col(res, row, "template"),
 	};
 	const char *max = col(res, row, "max_attempts");
+	if (dp->nresults > dp->nwriting)
+		drop_superseded(dp, s.delivery_id, s.attempt);
 	struct inflight *f = xcalloc(1, sizeof(*f));
 	f->dp = dp;
 	f->webhook_id = s.webhook_id;
@@ -1065,6 +1101,7 @@ void delivery_schema_ready(struct delivery *dp)
 void delivery_stop(struct delivery *dp)
 {
 	step(dp, DELIVERY_EV_STOP);
+	dp->stop_wait_ms = clock_monotonic_ms() + dp->d->cfg->db_timeout_ms;
 	event_del(dp->poll);
 	event_del(dp->reclaim);
 	janitor_stop(dp->janitor);
@@ -1083,16 +1120,18 @@ void delivery_reconfigure(struct delivery *dp)
 
 bool delivery_busy(const struct delivery *dp)
 {
-	/* Results that cannot be written (database gone) do not hold the stop up. */
 	/*
+	 * Results not written hold the stop up while the database is there,
+	 * or, gone (a restart of PostgreSQL as the service manager stops
+	 * reghook), for db_timeout after the stop began, for it to come back.
 	 * A claim or an offer out holds it back too: what it leases is sent and
 	 * recorded before the process ends, not left leased to nobody until
 	 * the lease expires (a claim ends by db_timeout at the latest).
 	 */
-	/* Nor records whose deliveries another transaction holds: their leases run out. */
+	/* Not records whose deliveries another transaction holds: their leases run out. */
 	return dp->in_flight > 0 || dp->holders > 0 ||
 	       ((dp->nresults > dp->nbusy || dp->write_state != DELIVERY_WRITE_IDLE) &&
-		pgc_is_up(dp->done));
+		(pgc_is_up(dp->done) || clock_monotonic_ms() < dp->stop_wait_ms));
 }
 
 void delivery_free(struct delivery *dp)
@@ -1124,6 +1163,10 @@ void delivery_free(struct delivery *dp)
 		log_warn("%d attempt record(s) not written: another transaction holds their "
 			 "deliveries (tried again once their leases run out)",
 			 dp->nbusy);
+	if (dp->nresults > dp->nbusy)
+		log_warn("%d attempt record(s) not written: the database was not reachable "
+			 "(their deliveries are sent again once their leases run out)",
+			 dp->nresults - dp->nbusy);
 	drop_results(dp, dp->nresults);
 	free(dp->results);
 	if (dp->claiming)

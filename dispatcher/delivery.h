@@ -218,6 +218,7 @@ struct delivery_record {
 	long long queued_ms;	    /* when it was queued (monotonic) */
 	struct delivery_gate *gate; /* a reference (delivery_offer_done), or NULL */
 	char id[40];		    /* its delivery */
+	int attempt;		    /* its attempt number */
 	long long keep_until_ms;    /* kept for want of its row (keep_result); 0: not */
 	long long retry_ms;	    /* while kept: not written again before this */
 };

@@ -17,9 +17,14 @@
 #include "reply.h"
 #include "stats.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+
+#define HTTP_FDS_SPARE 64	/* descriptors kept beside deliveries' and the database's */
+#define HTTP_CONNECTIONS_MIN 16 /* the receiver's connections, however few descriptors */
 
 struct route {
 	const char *path; /* exact, or a prefix when it ends in '/' */
@@ -212,7 +217,25 @@ void http_init(struct daemon *d)
 	http_reconfigure(d);
 }
 
+/*
+ * Connections the receiver keeps open at once: the file descriptors the
+ * process may have, less what the deliveries (max_in_flight), the database
+ * connections and the rest (logs, listeners, the event loop) may need.
+ */
+static int receiver_connections(const struct config *cfg)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return 0;
+	long long room =
+		(long long)rl.rlim_cur - cfg->max_in_flight - cfg->db_connections - HTTP_FDS_SPARE;
+	return room < HTTP_CONNECTIONS_MIN ? HTTP_CONNECTIONS_MIN
+	       : room > INT_MAX		   ? INT_MAX
+					   : (int)room;
+}
+
 void http_reconfigure(struct daemon *d)
 {
 	httpd_configure(d->http, (size_t)d->cfg->max_request_body, d->cfg->client_timeout_ms);
+	httpd_set_max_connections(d->http, receiver_connections(d->cfg));
 }

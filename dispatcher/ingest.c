@@ -15,6 +15,7 @@
  */
 #include "ingest.h"
 #include "buf.h"
+#include "clock.h"
 #include "daemon.h"
 #include "delivery.h"
 #include "envelope.h"
@@ -34,6 +35,7 @@
 #define PENDING_MAX 20000	      /* events queued before new requests get 503 */
 #define PENDING_MAX_BYTES (64u << 20) /* or bytes of events queued */
 #define RETRY_AFTER_BUSY "1"	      /* seconds, while the queue is full */
+#define REFUSED_LOG_MS 10000	      /* a refused token is logged at most this often */
 
 struct ingest_req {
 	STAILQ_ENTRY(ingest_req) link; /* in the queue, or in a batch */
@@ -79,10 +81,12 @@ struct ingest {
 	struct ingest_req_list pending; /* owned: waiting for a batch, oldest first */
 	int pending_events;
 	size_t pending_bytes;
-	int storing;		/* events inside running batches */
-	int in_batches;		/* requests inside running batches */
-	struct event *flush_ev; /* owned: flush() once the loop's current callbacks ran */
-	struct event *slow_ev;	/* owned: flush() when a running batch turns slow */
+	int storing;		 /* events inside running batches */
+	int in_batches;		 /* requests inside running batches */
+	struct event *flush_ev;	 /* owned: flush() once the loop's current callbacks ran */
+	struct event *slow_ev;	 /* owned: flush() when a running batch turns slow */
+	long long refused_at_ms; /* when a refused token was last logged; 0: never */
+	int refused_quiet;	 /* refused since, not logged */
 };
 
 static void flush(struct ingest *in);
@@ -457,6 +461,30 @@ static bool media_type_ok(const char *ct)
 	return false;
 }
 
+/*
+ * A request with a wrong or missing token is logged once per
+ * REFUSED_LOG_MS, the next line saying how many were not: one client
+ * looping on it (no token needed) wrote 23,000 lines a second, which
+ * pushed the events' lines out of a rate-limited journal.
+ */
+static void log_refused(struct ingest *in, bool wrong)
+{
+	long long now = clock_monotonic_ms();
+	if (in->refused_at_ms && now - in->refused_at_ms < REFUSED_LOG_MS) {
+		in->refused_quiet++;
+		return;
+	}
+	if (in->refused_quiet)
+		log_info("ingest: POST /events with a %s token refused (and %d more refused since "
+			 "the last such line)",
+			 wrong ? "wrong" : "missing", in->refused_quiet);
+	else
+		log_info("ingest: POST /events with a %s token refused",
+			 wrong ? "wrong" : "missing");
+	in->refused_at_ms = now;
+	in->refused_quiet = 0;
+}
+
 void ingest_handle(struct ingest *in, struct httpd_req *req)
 {
 	const char *auth = httpd_header(req, "Authorization");
@@ -469,8 +497,7 @@ void ingest_handle(struct ingest *in, struct httpd_req *req)
 		return;
 	}
 	if (!sources_authenticate(in->sources, auth, &source_id, &source_name)) {
-		log_info("ingest: POST /events with a %s token refused",
-			 auth ? "wrong" : "missing");
+		log_refused(in, auth != NULL);
 		httpd_add_header(req, "WWW-Authenticate", "Bearer realm=\"reghook\"");
 		httpd_reply_error(req, 401, auth ? "invalid token" : "missing bearer token");
 		return;

@@ -132,6 +132,12 @@ DECLARE
     seen text[] := '{}';
     problem text;
 BEGIN
+    -- As the dispatcher's parser (common/jsonparse.h): json keeps a number's text.
+    IF json_typeof(j) = 'number' AND (length(j::text) > 40 OR
+       coalesce(substring(j::text FROM '[eE][+-]?([0-9]+)$')::numeric, 0) > 20) THEN
+        RETURN format('number %s out of range: at most 40 characters, exponent within +-20',
+                      left(j::text, 24));
+    END IF;
     IF json_typeof(j) NOT IN ('object', 'array') THEN
         RETURN NULL;
     END IF;

@@ -148,6 +148,14 @@ def bad_envelopes():
         ('events null', b'{"events":null}', 'events: not an array'),
         ('events a string', b'{"events":"[]"}', 'events: not an array'),
         ('two bodies', b'{"events":[]}{"events":[]}', 'not JSON'),
+        # Stored exactly, each would come back from PostgreSQL as 131,072 digits.
+        ('numbers with huge exponents', good.replace(
+            b'"source":', b'"pad":[' + b','.join([b'1e131071'] * 1000) + b'],"source":'),
+         'out of range: at most 40 characters, exponent within +-20'),
+        ('a tiny number', good.replace(b'"source":', b'"pad":-1e-131071,"source":'),
+         'out of range'),
+        ('a 41-digit number', good.replace(b'"source":', b'"pad":' + b'9' * 41 + b',"source":'),
+         'out of range'),
     ]
     # Cut anywhere, a good envelope is not JSON.
     for cut in (1, len(good) // 3, len(good) // 2, len(good) - 1):
@@ -379,6 +387,31 @@ def test_header_floods(reghook, pg):
     good.sent.append(legal_ev['id'])
     good.check(pg)
     assert reghook.running()
+
+
+def test_refused_tokens_do_not_flood_the_log(reghook_factory, pg):
+    """A client looping on a wrong token (pipelined on one connection) gets
+    its 401s, but the log has one line for them per 10 s, the next one
+    saying how many it did not log."""
+    reghook = reghook_factory({'log_level': 'info'})
+    register(reghook, 'team-a')
+    wrong = http_bytes('nope', envelope(event()))
+    sock = socket.create_connection(('127.0.0.1', reghook.port), timeout=30)
+    try:
+        sock.sendall(wrong * 500)
+        data = b''
+        while data.count(b'HTTP/1.1 401') < 500:
+            piece = sock.recv(65536)
+            assert piece, data[-200:]
+            data += piece
+    finally:
+        sock.close()
+    refused = [line for line in reghook.log().splitlines() if 'token refused' in line]
+    assert len(refused) == 1, refused[:3]
+    time.sleep(10)
+    assert exchange(reghook.port, http_bytes(None, envelope(event())))[0] == 401
+    wait_until(lambda: 'POST /events with a missing token refused (and 499 more refused since '
+               'the last such line)' in reghook.log(), timeout=5, msg='the next line')
 
 
 ROUNDS = 48  # four quarters of 12

@@ -272,6 +272,9 @@ def test_unknown_variable_names_line_and_column(reghook, tmp_path):
     ({'format': 'template', 'template': '{"{{tag}}\\u00e9" : 1}'}, 'a variable in the key'),
     ({'format': 'template', 'template': '[' * 33 + ']' * 33}, 'nested deeper than 32'),
     ({'format': 'template', 'template': '{"a": "\\u0000"}'}, 'the template is not JSON'),
+    ({'format': 'template', 'template': '{"a": [1, 1e131071]}'}, 'number 1e131071 out of range'),
+    ({'format': 'template', 'template': '{"a": -1.5E-21}'}, 'out of range'),
+    ({'format': 'template', 'template': '{"a": ' + '9' * 41 + '}'}, 'out of range'),
 ])
 def test_bad_format_and_template_through_sql(reghook, pg, changes, needle):
     reghook.run_cli('namespace', 'add', 'team-a')

@@ -13,6 +13,7 @@ the daemon survives, and a registry posting meanwhile is answered 200.
 
 import json
 import os
+import resource
 import select
 import socket
 import threading
@@ -20,7 +21,7 @@ import time
 
 import pytest
 
-from harness import register, wait_until
+from harness import add_webhook, register, wait_until
 from test_badinput import (GoodClient, envelope, error_of, exchange, http_bytes, read_rss_kib,
                            rss_grows_in_every_quarter)
 from test_ops import reload
@@ -347,31 +348,51 @@ def test_http10_expect_and_a_trailer_in_pieces(reghook, pg):
     assert sorted(r['event_uuid'] for r in events(pg)) == sorted(e['id'] for e in evs)
 
 
-def test_request_bodies_held_at_once_are_bounded(reghook, pg):
-    """Connections that each declare a body of a megabyte (and send none,
-    no token needed) hold 256 MiB at most: past it, 503 with Retry-After: 1
-    at once, without reading the body; once they go, requests pass again."""
-    token = register(reghook, 'team-a')
-    head = request('x', b'', b'Content-Length: 1000000\r\n', length=False)
+def held_bodies(port, sizes, declared):
+    """Connections that each declare a body of `declared` bytes and send the
+    first of `sizes` bytes of it, one after the other: the sockets."""
     socks = []
+    for size in sizes:
+        sock = socket.create_connection(('127.0.0.1', port), timeout=20)
+        socks.append(sock)
+        sock.sendall(request('x', b'', b'Content-Length: %d\r\n' % declared, length=False))
+        if size:
+            sock.sendall(b' ' * size)
+            time.sleep(0.3)  # read by the server before the next one's
+    return socks
+
+
+BODIES_FULL = (503, '1', {'error': 'too many request bodies in memory; retry'})
+
+
+def test_request_bodies_held_at_once_are_bounded(reghook_factory, pg):
+    """Bodies held by requests still arriving count against 256 MiB as
+    their bytes come, not as declared: 300 connections that declare a body
+    of a megabyte and send none (no token needed) hold nothing, and a
+    registry's posts pass (counted as declared, they took all the room).
+    Bodies that are sent: the one that would pass 256 MiB is answered 503
+    with Retry-After: 1, the others wait; once they go, requests pass."""
+    reghook = reghook_factory({'max_request_body': '100MiB'})
+    token = register(reghook, 'team-a')
+    socks = held_bodies(reghook.port, [0] * 300, 1000000)
     try:
-        for _ in range(280):
-            sock = socket.create_connection(('127.0.0.1', reghook.port), timeout=20)
-            sock.sendall(head)
-            socks.append(sock)
-        # 268 megabytes fit in 256 MiB: the other 12 are answered.
-        answered, deadline = {}, time.monotonic() + 10
-        while len(answered) < 12 and time.monotonic() < deadline:
-            ready, _, _ = select.select([s for s in socks if s not in answered], [], [], 0.5)
-            for sock in ready:
-                answered[sock] = read_all(sock)
-        time.sleep(1)  # and no more than those
-        assert not select.select([s for s in socks if s not in answered], [], [], 0)[0]
-        got = [a for data in answered.values() for a in answers(data)]
-        assert len(got) == 12 and all(
-            (status, hdrs.get('retry-after'), body) ==
-            (503, '1', {'error': 'too many request bodies in memory; retry'})
-            for status, hdrs, body in got), got[:1]
+        time.sleep(0.5)
+        assert not select.select(socks, [], [], 0)[0]
+        status = raw(reghook.port, request(token, envelope(event(tag='past-idle')),
+                                           b'Connection: close\r\n'))[0][0]
+        assert status == 200
+    finally:
+        for sock in socks:
+            sock.close()
+    # 99 + 99 + 71 MB sent: the third passes 256 MiB (268.4 MB).
+    socks = held_bodies(reghook.port, [99_000_000, 99_000_000, 71_000_000], 100_000_000)
+    try:
+        ready, _, _ = select.select(socks, [], [], 10)
+        assert ready == [socks[2]], ready
+        assert [(status, hdrs.get('retry-after'), body)
+                for status, hdrs, body in answers(read_all(socks[2]))] == [BODIES_FULL]
+        time.sleep(0.5)
+        assert not select.select(socks[:2], [], [], 0)[0]
     finally:
         for sock in socks:
             sock.close()
@@ -386,24 +407,53 @@ def test_request_bodies_held_stay_bounded_when_max_request_body_is_lowered(regho
     answered 503, not let through."""
     reghook = reghook_factory({'max_request_body': '200MiB'})
     register(reghook, 'team-a')
-    declared = request('x', b'', b'Content-Length: 150000000\r\n', length=False)
-    socks = []
+    socks = held_bodies(reghook.port, [149_000_000] * 2, 150_000_000)  # within 400 MiB
     try:
-        for _ in range(2):  # 300 MB held, within twice 200 MiB
-            sock = socket.create_connection(('127.0.0.1', reghook.port), timeout=20)
-            sock.sendall(declared)
-            socks.append(sock)
         time.sleep(0.5)
         assert not select.select(socks, [], [], 0)[0]
         assert 'configuration reloaded: max_request_body' in reload(reghook,
                                                                     max_request_body='1MiB')
-        small = request('x', b'', b'Content-Length: 1000\r\nConnection: close\r\n',
-                        length=False)
+        small = request('x', b'x' * 1000, b'Connection: close\r\n')
         [(status, hdrs, body)] = raw(reghook.port, small)
-        assert (status, hdrs.get('retry-after'), body) == \
-            (503, '1', {'error': 'too many request bodies in memory; retry'})
+        assert (status, hdrs.get('retry-after'), body) == BODIES_FULL
     finally:
         for sock in socks:
+            sock.close()
+
+
+def test_idle_connections_cannot_take_every_file_descriptor(reghook_factory, pg,
+                                                            endpoint_factory):
+    """With 400 file descriptors, 400 connections that send nothing (no
+    token needed) leave the receiver at its limit (400 less max_in_flight,
+    the database connections and 64): each new one closes the one idle the
+    longest, so a registry's post is answered at once and its delivery
+    finds the descriptors it needs (before, both waited for the idle ones'
+    client_timeout, and the delivery failed as if its endpoint refused)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (400, hard))
+    try:
+        daemon = reghook_factory({'max_in_flight': 16, 'client_timeout': '60s'})
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    add_webhook(daemon, 'team-a', hook.url('/hook'))
+    idle = []
+    try:
+        for _ in range(400):
+            idle.append(socket.create_connection(('127.0.0.1', daemon.port), timeout=10))
+        time.sleep(0.5)
+        started = time.monotonic()
+        [(status, _, _)] = raw(daemon.port, request(token, envelope(event(tag='past-idle')),
+                                                    b'Connection: close\r\n'), timeout=10)
+        assert status == 200 and time.monotonic() - started < 5
+        [req] = hook.wait_for(1)
+        assert req.json()['push_data']['tag'] == 'past-idle'
+        # The oldest idle connections were the ones closed.
+        closed = [i for i, sock in enumerate(idle) if select.select([sock], [], [], 0)[0]]
+        assert closed and closed == list(range(len(closed))), closed[:5]
+    finally:
+        for sock in idle:
             sock.close()
 
 

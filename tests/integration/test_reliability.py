@@ -19,6 +19,7 @@ import collections
 import json
 import os
 import random
+import signal
 import threading
 import time
 
@@ -271,6 +272,41 @@ def test_database_restart_and_stop_lose_nothing(pg_own, reghook_factory, endpoin
 @pytest.mark.soak
 def test_soak_database_stopped_30s_loses_nothing(pg_own, reghook_factory, endpoint_factory):
     outage_run(pg_own, reghook_factory, endpoint_factory, stop_seconds=30)
+
+
+def test_a_stop_during_a_database_restart_records_the_requests_in_flight(
+        pg_own, reghook_factory, endpoint_factory):
+    """SIGTERM while PostgreSQL restarts (a host shutting both down, say),
+    with a request in flight: reghook waits up to db_timeout for the
+    database to come back and records the attempt before it exits. Gone
+    for longer, it exits after db_timeout and says what was not written
+    (before, it exited at once, silently, the delivery left leased)."""
+    endpoint = endpoint_factory()
+    endpoint.respond(200, b'ok', delay=1.5)
+    for phase, down in (('back', 1), ('gone', None)):
+        daemon = reghook_factory({'db_timeout': '4s'}, bin=plain_bin())
+        token = register(daemon, f'team-{phase}', name=f'registry-{phase}')
+        add_webhook(daemon, f'team-{phase}', endpoint.url(f'/{phase}'))
+        post(daemon, token, registry_event(repository=f'team-{phase}/app', tag='v1'))
+        wait_until(lambda: any(r.path == f'/{phase}' for r in endpoint.requests), timeout=10,
+                   msg='the request to start')
+        pg_own.stop('fast')
+        daemon.proc.send_signal(signal.SIGTERM)
+        if down:
+            time.sleep(down)
+            pg_own.start()
+        daemon.proc.wait(20)
+        if not down:
+            pg_own.start()
+            assert 'attempt record(s) not written: the database was not reachable' in daemon.log()
+            continue
+        assert pg_own.psql(f"""SELECT d.status, a.response_status
+                               FROM reghook.deliveries d
+                               JOIN reghook.webhooks w ON w.id = d.webhook_id
+                               JOIN reghook.namespaces n ON n.id = w.namespace_id
+                               JOIN reghook.delivery_attempts a ON a.delivery_id = d.id
+                               WHERE n.name = 'team-{phase}'""").strip() == 'succeeded|200'
+        assert 'not written' not in daemon.log()
 
 
 # --- two instances on one database -----------------------------------------------

@@ -67,6 +67,11 @@ UNIT_TEST(refused)
 		{"[\"ok\",\"\xed\xbf\xbf\"]", "invalid UTF-8 at byte 7"},
 		{"[\"\xf8\x88\x80\x80\x80\"]", "invalid UTF-8"},
 		{"[\"\xe2\x82\"]", "invalid UTF-8"},
+		{"{\"size\":1e131071}", "number before byte 16 out of range"},
+		{"[1E+21]", "out of range"},
+		{"[-1.5e-21]", "out of range"},
+		{"[1e000000000000000000000000000000000000000000000000001]", "out of range"},
+		{"[12345678901234567890123456789012345678901]", "at most 40 characters"},
 		{"", "not JSON: empty"},
 		{" ", "not JSON"},
 	};
@@ -95,6 +100,7 @@ UNIT_TEST(accepted)
 		"[\"\\\\\",\"\\\\\\\"\"]", /* a backslash before the closing quote */
 		"{\"a\":1,\"A\":2,\"a \":3}",
 		"12345678901234567890123",
+		"[1e20,1E-20,-2.5e+20,1234567890123456789012345678901234567890]",
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char err[256] = "";
@@ -164,7 +170,7 @@ UNIT_TEST(element_limit)
 /* The tree is yajl's type, with yajl's number fields filled. */
 UNIT_TEST(tree)
 {
-	const char *body = "{\"s\":\"a\\nb\",\"n\":[42,-1.5,1e999,99999999999999999999],"
+	const char *body = "{\"s\":\"a\\nb\",\"n\":[42,-1.5,1e20,99999999999999999999],"
 			   "\"o\":{\"t\":true,\"z\":null}}";
 	yajl_val tree;
 	char err[256] = "";
@@ -185,9 +191,10 @@ UNIT_TEST(tree)
 		UNIT_CHECK(YAJL_IS_DOUBLE(n->u.array.values[1]) &&
 				   YAJL_GET_DOUBLE(n->u.array.values[1]) == -1.5,
 			   "double");
-		UNIT_CHECK(unit_streq(YAJL_GET_NUMBER(n->u.array.values[2]), "1e999") &&
-				   !YAJL_IS_DOUBLE(n->u.array.values[2]),
-			   "an overflowing double keeps its text only");
+		UNIT_CHECK(unit_streq(YAJL_GET_NUMBER(n->u.array.values[2]), "1e20") &&
+				   YAJL_IS_DOUBLE(n->u.array.values[2]) &&
+				   !YAJL_IS_INTEGER(n->u.array.values[2]),
+			   "an exponent: a double, with its text");
 		UNIT_CHECK(!YAJL_IS_INTEGER(n->u.array.values[3]) &&
 				   unit_streq(YAJL_GET_NUMBER(n->u.array.values[3]),
 					      "99999999999999999999"),
