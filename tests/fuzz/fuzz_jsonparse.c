@@ -3,7 +3,8 @@
  * judged twice, by jsonparse (yajl's event parser and the rules layered
  * on it) and by ref_parse below, a recursive-descent reading of RFC 8259
  * written apart from it, with the same rules (depth 32, no \u0000, paired
- * surrogates, strict UTF-8, no duplicate keys, at most MAX_TOP elements in
+ * surrogates, strict UTF-8, no duplicate keys, numbers of at most 40
+ * characters with an exponent within +-20, at most MAX_TOP elements in
  * an array of the top-level object). The two must give the same verdict
  * on every input: OK, BAD or TOO_MANY, the first rule broken in document
  * order deciding between the last two. An accepted text must also come
@@ -150,6 +151,8 @@ static bool digits(struct ref *r)
 
 static bool ref_number(struct ref *r)
 {
+	size_t start = r->i;
+	long exponent = 0;
 	if (r->s[r->i] == '-')
 		r->i++;
 	if (r->i < r->len && r->s[r->i] == '0')
@@ -165,9 +168,15 @@ static bool ref_number(struct ref *r)
 		r->i++;
 		if (r->i < r->len && (r->s[r->i] == '+' || r->s[r->i] == '-'))
 			r->i++;
+		size_t from = r->i;
 		if (!digits(r))
 			return fail(r, JSONPARSE_BAD);
+		for (size_t k = from; k < r->i && exponent <= 1000; k++)
+			exponent = exponent * 10 + (r->s[k] - '0');
 	}
+	/* Not too long, exponent within bounds (what PostgreSQL would expand). */
+	if (r->i - start > JSONPARSE_NUMBER_MAX || exponent > JSONPARSE_EXPONENT_MAX)
+		return fail(r, JSONPARSE_BAD);
 	return true;
 }
 
