@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "conf.h"
 #include "formats.h"
+#include "request.h"
 #include "sign.h"
 #include "template.h"
 #include "urltemplate.h"
@@ -429,7 +430,7 @@ static int webhook_test(PGconn *conn, const struct config *cfg, const char *id)
 			printf("Failed: HTTP %s after %s ms.\n", http, ms);
 		else
 			printf("Failed: %s: %s after %s ms.\n", class, error, ms);
-		if (strcmp(class, "blocked") == 0)
+		if (strcmp(class, "blocked") == 0 && strstr(error, REQUEST_PRIVATE_OFF))
 			printf("The target is on this machine or a private network: "
 			       "allow_private_targets = true in reghook serve's configuration "
 			       "allows it.\n");

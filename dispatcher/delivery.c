@@ -330,7 +330,7 @@ static void log_attempt(struct delivery *dp, const struct inflight *f, const cha
 	} else {
 		snprintf(next, sizeof(next), "failed for good");
 	}
-	const char *hint = strcmp(cls, "blocked") == 0
+	const char *hint = strstr(request_error(r), REQUEST_PRIVATE_OFF)
 				   ? " (set allow_private_targets = true to allow private targets)"
 				   : "";
 	log_warn("delivery %s (webhook %lld) attempt %d of %d %s: %s: %s%s; %s",

@@ -118,9 +118,10 @@ static bool guard_allows(struct request *r, const struct sockaddr *sa)
 	enum netguard_class c = netguard_classify(sa);
 	if (netguard_allowed(c, r->allow_private))
 		return true;
-	snprintf(r->blocked, sizeof(r->blocked),
-		 "target address is %s; refused (allow_private_targets is off)",
-		 netguard_class_name(c));
+	/* Multicast and unspecified addresses are refused whatever the setting. */
+	snprintf(r->blocked, sizeof(r->blocked), "target address is %s; %s", netguard_class_name(c),
+		 netguard_allowed(c, true) ? "refused (" REQUEST_PRIVATE_OFF ")"
+					   : "always refused");
 	return false;
 }
 

@@ -14,6 +14,10 @@
 #include <curl/curl.h>
 #include <stdbool.h>
 
+/* In a refusal's message when allow_private_targets would have let it go (the hints look for it).
+ */
+#define REQUEST_PRIVATE_OFF "allow_private_targets is off"
+
 /* A claimed delivery; every string borrowed for the duration of request_new(). */
 struct request_spec {
 	const char *delivery_id;

@@ -236,15 +236,16 @@ COMMENT ON FUNCTION reghook.webhook_add(text, text, jsonb) IS
 -- webhook. Fields: name url method content_type username password secret
 -- actions repository tag format template timeout_ms max_attempts headers.
 -- JSON null clears the optional ones (username, password, secret,
--- timeout_ms, max_attempts, template). A new URL on another host (scheme, host or port) would
--- get the webhook's password and header values with the next request, so
--- a contributor could read them back: the change must give them again (or
+-- timeout_ms, max_attempts, template). The webhook's password and header
+-- values go only where they were given for: a new URL (another host, where
+-- a contributor could read them from the next request, or another path or
+-- query of the same host, which a contributor could call with them and read
+-- the answer from the history) or a new method must give them again (or
 -- clear them) at the same time.
 CREATE OR REPLACE FUNCTION reghook.webhook_set(webhook bigint, changes jsonb) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     c jsonb;
-    origin text := '^([a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*)';
     cur record;
     k text;
     known text[] := ARRAY['name', 'url', 'method', 'content_type', 'username', 'password',
@@ -254,15 +255,16 @@ DECLARE
 BEGIN
     PERFORM reghook.require_webhook(webhook, 2);
     c := reghook.changes_without_url_credentials(changes);
-    IF jsonb_typeof(c -> 'url') = 'string' THEN
-        SELECT w.url, s.password IS NOT NULL AS has_password,
+    IF jsonb_typeof(c -> 'url') = 'string' OR jsonb_typeof(c -> 'method') = 'string' THEN
+        SELECT w.url, w.method, s.password IS NOT NULL AS has_password,
                EXISTS (SELECT 1 FROM reghook.webhook_headers h WHERE h.webhook_id = w.id) AS has_headers
         INTO cur
         FROM reghook.webhooks w LEFT JOIN reghook.webhook_secrets s ON s.webhook_id = w.id
         WHERE w.id = webhook;
-        IF lower(substring(c ->> 'url' FROM origin)) IS DISTINCT FROM lower(substring(cur.url FROM origin))
+        IF (coalesce(c ->> 'url', cur.url) IS DISTINCT FROM cur.url
+            OR upper(coalesce(c ->> 'method', cur.method)) IS DISTINCT FROM upper(cur.method))
            AND ((cur.has_password AND NOT c ? 'password') OR (cur.has_headers AND NOT c ? 'headers')) THEN
-            RAISE EXCEPTION 'a URL on another host would receive the webhook''s password and headers: give them again with the new URL, or clear them'
+            RAISE EXCEPTION 'a new URL or method would get the webhook''s password and headers: give them again with it, or clear them'
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'webhook set ID --url URL --password P --header ''Name: value'' (an empty --password, or --header '''', clears them).';
         END IF;

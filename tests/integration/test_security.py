@@ -110,6 +110,28 @@ def test_ssrf_guard_refuses_private_names_and_address_forms(reghook_factory, pg,
     print('blocked:', ', '.join(hosts))
 
 
+def test_addresses_refused_whatever_the_setting_say_so(reghook_factory, pg, endpoint_factory):
+    """Unspecified and multicast addresses are refused with
+    allow_private_targets on too: the refusal says so, and neither the log
+    nor `webhook test` tells the operator to turn the setting on."""
+    daemon = reghook_factory({'allow_private_targets': True, 'log_level': 'info'})
+    token = register(daemon, 'team-a')
+    port = endpoint_factory().port
+    ids = {}
+    for host in ('0.0.0.0', '[::]', '[::ffff:0.0.0.0]', '224.0.0.1'):
+        ids[host] = add_webhook(daemon, 'team-a', f'http://{host}:{port}/')
+        set_fields(pg, ids[host], max_attempts=1)
+    post(daemon, token, {'events': [event()]})
+    for host, webhook_id in ids.items():
+        [attempt] = wait_attempts(pg, webhook_id, 1, timeout=30)
+        assert attempt['error_class'] == 'blocked', (host, attempt)
+        assert attempt['error_message'].endswith('; always refused'), (host, attempt)
+    assert 'allow_private_targets' not in daemon.log()
+    res = daemon.run_cli('webhook', 'test', ids['0.0.0.0'], check=False)
+    assert res.returncode == 1 and 'always refused' in res.stdout, res.stdout
+    assert 'allow_private_targets' not in res.stdout
+
+
 def secret_values():
     """Values that must never be written anywhere but webhook_secrets."""
     tag = uuid.uuid4().hex[:12]

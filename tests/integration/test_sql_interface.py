@@ -700,20 +700,30 @@ def test_upgrade_from_a_database_of_the_first_five_migrations(pg, endpoint_facto
     assert wait_status(pg, 1, 'succeeded')[0]['attempts'] == 9
 
 
-def test_a_new_host_must_be_given_the_password_and_headers_again(reghook, pg, endpoint_factory):
+def test_a_new_url_or_method_must_be_given_the_password_and_headers_again(reghook, pg,
+                                                                        endpoint_factory):
     """Otherwise a contributor could point the webhook at a host of its own
-    and read them from the next request."""
+    and read them from the next request, or call another path (or method)
+    of the same host with them and read the answer in the history."""
     hook = endpoint_factory()
     _, hooks = two_teams(reghook, pg, hook)
     a = int(hooks['team-a'])
-    code, msg = refused(pg, 'contrib_a', 'SELECT reghook.webhook_set(%s, %s)',
-                        (a, json.dumps({'url': 'http://attacker.example/'})))
-    assert code == '22023' and 'another host' in msg
+    for change in ({'url': 'http://attacker.example/'}, {'url': hook.url('/admin/export?all=1')},
+                   {'method': 'GET'}, {'url': hook.url('/team-a'), 'method': 'put'}):
+        code, msg = refused(pg, 'contrib_a', 'SELECT reghook.webhook_set(%s, %s)',
+                            (a, json.dumps(change)))
+        assert code == '22023' and 'give them again' in msg, (change, msg)
     res = reghook.run_cli('webhook', 'set', str(a), '--url', 'http://attacker.example/', check=False)
-    assert res.returncode == 1 and 'another host' in res.stderr
-    assert webhook_of(pg, a)['url'] == hook.url('/team-a')
-    # Same host: fine. Another host with both given again (or cleared): fine.
-    as_role(pg, 'contrib_a', 'SELECT reghook.webhook_set(%s, %s)', (a, json.dumps({'url': hook.url('/moved')})))
+    assert res.returncode == 1 and 'give them again' in res.stderr
+    assert (webhook_of(pg, a)['url'], webhook_of(pg, a)['method']) == (hook.url('/team-a'), 'POST')
+    # The same URL and method again: nothing moves. With both given again
+    # (or cleared): fine.
+    as_role(pg, 'contrib_a', 'SELECT reghook.webhook_set(%s, %s)',
+            (a, json.dumps({'url': hook.url('/team-a'), 'method': 'POST', 'name': 'same'})))
+    as_role(pg, 'contrib_a', 'SELECT reghook.webhook_set(%s, %s)',
+            (a, json.dumps({'url': hook.url('/moved'), 'password': 'again',
+                            'headers': ['X-Api-Key: again']})))
+    assert webhook_of(pg, a)['url'] == hook.url('/moved')
     as_role(pg, 'contrib_a', 'SELECT reghook.webhook_set(%s, %s)',
             (a, json.dumps({'url': 'http://new.example/', 'password': '', 'headers': []})))
     assert webhook_of(pg, a)['url'] == 'http://new.example/'
