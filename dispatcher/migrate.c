@@ -51,11 +51,45 @@
 /* Every query of the transaction resolves names in reghook first. */
 #define MIGRATE_SEARCH_PATH "SET LOCAL search_path = reghook, pg_catalog;\n"
 
+/*
+ * Before the files of schema/functions/ are applied, every table of the
+ * schema is locked (not the bookkeeping tables, which members may read and
+ * the files do not touch): applied one by one, they took a lock on one
+ * table (a trigger on deliveries) early and asked for one on another (a
+ * policy on namespaces) late, while every ingest() holds the second and
+ * waits for the first: under a steady stream of events each run
+ * deadlocked, so an upgrade of several instances never got through.
+ * Locking them first in one order deadlocked as well (the daemon's
+ * statements take theirs in other orders), so each try takes them all
+ * without waiting (NOWAIT) and, if one is held, lets go of all and tries
+ * again a few milliseconds later: the run never waits while it holds a
+ * table, so no cycle can form, and the statements it holds up wait only
+ * while it applies the files. For MIGRATE_LOCK_TIMEOUT, as any other lock
+ * of the run; then the run fails and is tried again later.
+ */
+#define FUNCTIONS_LOCK                                                                             \
+	"DO $lock$ DECLARE t regclass; "                                                           \
+	"until timestamptz := pg_catalog.clock_timestamp() + '" MIGRATE_LOCK_TIMEOUT "'; "         \
+	"BEGIN LOOP BEGIN "                                                                        \
+	"FOR t IN SELECT c.oid::regclass FROM pg_catalog.pg_class c "                              \
+	"WHERE c.relnamespace = 'reghook'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p') "   \
+	"AND c.relname NOT IN ('schema_migrations', 'schema_functions') "                          \
+	"ORDER BY c.relname COLLATE \"C\" LOOP "                                                   \
+	"EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', t); "          \
+	"END LOOP; RETURN; "                                                                       \
+	"EXCEPTION WHEN lock_not_available THEN "                                                  \
+	"IF pg_catalog.clock_timestamp() > until THEN "                                            \
+	"RAISE EXCEPTION 'lock timeout: a table of schema reghook stayed locked by another "       \
+	"transaction for " MIGRATE_LOCK_TIMEOUT "' USING ERRCODE = 'lock_not_available'; END IF; " \
+	"PERFORM pg_catalog.pg_sleep(0.005 + pg_catalog.random() * 0.01); "                        \
+	"END; END LOOP; END $lock$"
+
 enum migrate_step {
 	MIGRATE_BOOTSTRAP, /* BEGIN; creating the schema and the bookkeeping table; the lock */
 	MIGRATE_READING,   /* reading the applied versions */
 	MIGRATE_APPLYING,  /* running migration `next` */
 	MIGRATE_COMPARING, /* asking whether schema/functions/ changed */
+	MIGRATE_LOCKING,   /* they did: locking the schema's tables (FUNCTIONS_LOCK) */
 	MIGRATE_FUNCTIONS, /* running function file `next` */
 	MIGRATE_RECORDING, /* recording the function files applied */
 	MIGRATE_COMMITTING,
@@ -297,6 +331,11 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 			query(c, m, MIGRATE_COMMITTING, "COMMIT");
 			break;
 		}
+		query(c, m, MIGRATE_LOCKING, FUNCTIONS_LOCK);
+		break;
+	case MIGRATE_LOCKING:
+		if (!pgc_ok(res))
+			return fail(c, m, "locking the schema's tables", res);
 		m->next = 0;
 		apply_function_file(c, m);
 		break;

@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from harness import child_env, sanitizer_report, wait_until
+from harness import (RegistrySender, add_webhook, child_env, register, registry_event,
+                     sanitizer_report, wait_until)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RELEASED_LEVELS = range(1, 11)
@@ -281,3 +282,28 @@ def test_serve_tries_a_failed_migration_again(pg, reghook_factory):
     pg.psql('DROP EVENT TRIGGER test_no_ddl')
     daemon.wait_ready(timeout=15)
     assert int(pg.psql('SELECT count(*) FROM reghook.schema_migrations')) == NUMBERED
+
+
+def test_functions_are_applied_again_while_events_arrive(reghook_factory, pg, endpoint_factory):
+    """An upgrade that changes schema/functions/ runs while another instance
+    stores a steady stream of events: each run gets through (before, every
+    one deadlocked with ingest(): a trigger's lock on deliveries taken early,
+    a policy's on namespaces asked for late), and every event is stored."""
+    daemon = reghook_factory({'log_level': 'warn'})
+    token = register(daemon, 'team-a')
+    add_webhook(daemon, 'team-a', endpoint_factory().url('/hook'))
+    events = [registry_event(tag=f'v{i}') for i in range(1500)]
+    sender = RegistrySender(daemon.port, token, events, queues=4, pause=0.005).start()
+    try:
+        wait_until(lambda: len(sender.acked) >= 50, timeout=30, msg='events flowing')
+        for run in range(3):
+            pg.psql("UPDATE reghook.schema_functions SET sha256 = repeat('0', 64) "
+                    "WHERE file = 'queue.sql'")
+            res = daemon.run_cli('migrate', check=False)
+            assert res.returncode == 0 and 'applying schema/functions/queue.sql' in res.stderr, \
+                (run, res.stderr[-600:])
+            assert not sender.done(), 'the stream ended before the upgrades did'
+        sender.join(120)
+    finally:
+        sender.stop()
+    assert int(pg.psql('SELECT count(*) FROM reghook.events')) == len(events)
