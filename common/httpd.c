@@ -203,6 +203,14 @@ static void req_free(struct httpd_req *r)
 	free(r);
 }
 
+/* The listener rested at the connection limit (httpd_adopt): it accepts again. */
+static void room_again(struct httpd *s)
+{
+	s->full = false;
+	if (s->listener && !evtimer_pending(s->accept_pause, NULL))
+		evconnlistener_enable(s->listener);
+}
+
 static void conn_free(struct httpd_conn *c)
 {
 	struct httpd *s = c->srv;
@@ -210,11 +218,8 @@ static void conn_free(struct httpd_conn *c)
 	if (c->in_idle)
 		TAILQ_REMOVE(&s->idle, c, idle_link);
 	s->nconns--;
-	if (s->full && s->nconns < s->max_conns) {
-		s->full = false;
-		if (s->listener && !evtimer_pending(s->accept_pause, NULL))
-			evconnlistener_enable(s->listener);
-	}
+	if (s->full && s->nconns < s->max_conns)
+		room_again(s);
 	if (c->req) {
 		if (c->state == CONN_HANDLING)
 			c->req->conn = NULL; /* the handler still has it */
@@ -246,12 +251,9 @@ static void conn_set_state(struct httpd_conn *c, enum conn_state state)
 	if (idle)
 		TAILQ_INSERT_TAIL(&c->srv->idle, c, idle_link);
 	c->in_idle = idle;
-	/* At the limit with every connection busy, the listener rested: room now. */
-	if (idle && c->srv->full) {
-		c->srv->full = false;
-		if (c->srv->listener && !evtimer_pending(c->srv->accept_pause, NULL))
-			evconnlistener_enable(c->srv->listener);
-	}
+	/* An idle connection is room: the next one may take its place. */
+	if (idle && c->srv->full)
+		room_again(c->srv);
 	/* In these two the deadline runs on, from the request's first byte or the accept. */
 	if (state != CONN_BODY && state != CONN_HANDSHAKE)
 		event_del(c->timer);
@@ -1034,11 +1036,8 @@ static void on_accept_pause(evutil_socket_t fd, short what, void *arg)
 void httpd_set_max_connections(struct httpd *s, int max)
 {
 	s->max_conns = max > 0 ? max : 0;
-	if (s->full && (s->max_conns == 0 || s->nconns < s->max_conns)) {
-		s->full = false;
-		if (s->listener && !evtimer_pending(s->accept_pause, NULL))
-			evconnlistener_enable(s->listener);
-	}
+	if (s->full && (s->max_conns == 0 || s->nconns < s->max_conns))
+		room_again(s);
 }
 
 struct httpd *httpd_new(struct event_base *base, httpd_handler handle, httpd_answered answered,

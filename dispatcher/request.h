@@ -14,8 +14,7 @@
 #include <curl/curl.h>
 #include <stdbool.h>
 
-/* In a refusal's message when allow_private_targets would have let it go (the hints look for it).
- */
+/* In a refusal that allow_private_targets would lift (the hints look for it). */
 #define REQUEST_PRIVATE_OFF "allow_private_targets is off"
 
 /* A claimed delivery; every string borrowed for the duration of request_new(). */

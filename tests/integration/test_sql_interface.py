@@ -1138,18 +1138,24 @@ def test_a_record_whose_delivery_another_transaction_holds_is_not_waited_for(pg)
     holder.close()
 
 
-def test_two_dispatchers_batches_for_one_webhook_both_keep_its_health(pg):
-    """Two instances write attempts of one webhook at once: the second
-    waits for the first's commit instead of skipping the webhook's health,
-    so its 410 disables the webhook and both batches' failures count. Only
-    a row a person holds past 250 ms is passed over (its attempts are still
-    recorded at once)."""
+def one_enabled_webhook(pg):
+    """A migrated database with namespace team-a, registry source main and
+    an enabled webhook to a port where nothing listens; its id."""
     run_reghook(['migrate'], pg.url())
     run_reghook(['namespace', 'add', 'team-a'], pg.url())
     run_reghook(['registry', 'add', 'main'], pg.url())
     out = run_reghook(['webhook', 'add', 'team-a', 'http://127.0.0.1:9/h'], pg.url()).stdout
     hook = int(out.split()[1])
     run_reghook(['webhook', 'enable', str(hook)], pg.url())
+    return hook
+
+def test_two_dispatchers_batches_for_one_webhook_both_keep_its_health(pg):
+    """Two instances write attempts of one webhook at once: the second
+    waits for the first's commit instead of skipping the webhook's health,
+    so its 410 disables the webhook and both batches' failures count. Only
+    a row a person holds past 250 ms is passed over (its attempts are still
+    recorded at once)."""
+    hook = one_enabled_webhook(pg)
     source = int(pg.psql('SELECT id FROM reghook.registry_sources'))
 
     def leased(instance, n):
@@ -1214,12 +1220,7 @@ def test_only_deliveries_a_claim_could_take_now_wake_the_dispatchers(pg):
     """NOTIFY reghook_deliveries goes out for a pending delivery that is due,
     of a webhook that is not resting, or a test push; not for a retry due
     later, nor for a resting webhook's new delivery (the poll takes those)."""
-    run_reghook(['migrate'], pg.url())
-    run_reghook(['namespace', 'add', 'team-a'], pg.url())
-    run_reghook(['registry', 'add', 'main'], pg.url())
-    out = run_reghook(['webhook', 'add', 'team-a', 'http://127.0.0.1:9/h'], pg.url()).stdout
-    hook = int(out.split()[1])
-    run_reghook(['webhook', 'enable', str(hook)], pg.url())
+    hook = one_enabled_webhook(pg)
     conn = pg.connect()
     conn.autocommit = True
     cur = conn.cursor()
