@@ -395,7 +395,8 @@ BEGIN
     -- made up. A row held longer is a person's (an open transaction
     -- around webhook_set, say), which must not stall the history of every
     -- namespace: after 250 ms, only the rows free then are updated, and
-    -- that batch's health is lost for the held ones (README, Limits).
+    -- that batch's health is lost for the held ones (README: Who sees
+    -- what).
     BEGIN
         PERFORM set_config('lock_timeout', '250ms', true);
         PERFORM FROM reghook.webhooks w
