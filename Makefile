@@ -93,8 +93,9 @@ run:
 clean-db:
 	packaging/run-local --remove-db
 
+# The builds of make test run one job per core.
 test: install-deps
-	@$(MAKE) --no-print-directory build/reghook asan fuzzers
+	@$(MAKE) --no-print-directory -j$(shell nproc 2>/dev/null || echo 1) build/reghook asan fuzzers
 	tests/run build build/asan $(TESTS)
 
 unit: asan
@@ -115,8 +116,12 @@ soak: install-deps
 # --- Debian package: packaging/build-deb runs dpkg-buildpackage on a copy of
 # the tree with packaging/debian/; rebuilt only when a source changed.
 DEB := build/deb/reghook_$(VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
+# One build at a time in a checkout (flock): two at once (two tests, or two
+# make image) removed each other's tree as they compiled in it; the second
+# then finds the package up to date.
 deb: install-deps
-	@$(MAKE) --no-print-directory $(DEB)
+	@mkdir -p build/deb
+	@flock build/deb/.lock $(MAKE) --no-print-directory $(DEB)
 $(DEB): Makefile README.md $(wildcard common/*.[ch] dispatcher/*.[ch]) $(SCHEMA_SQL) $(FUNCTION_SQL) \
 		$(filter-out packaging/container/% packaging/compose.yaml,$(shell find packaging -type f 2>/dev/null))
 	packaging/build-deb $(VERSION) build/deb

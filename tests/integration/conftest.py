@@ -57,6 +57,8 @@ def pytest_configure(config):
                                        '(make soak)')
     config.addinivalue_line('markers', 'deadline(seconds): this test\'s deadline for set-up '
                                        'and body, instead of the default')
+    config.addinivalue_line('markers', 'long: takes 15 s or more; run first (see '
+                                       'pytest_collection_modifyitems)')
 
 
 # --- deadlines ------------------------------------------------------------------
@@ -120,13 +122,18 @@ def pytest_runtest_teardown(item):
 
 def pytest_collection_modifyitems(config, items):
     """Soak tests (the long versions of the reliability tests) run only under
-    `make soak`, which sets REGHOOK_SOAK=1; make test leaves them out."""
-    if os.environ.get('REGHOOK_SOAK'):
-        return
-    soak = [item for item in items if item.get_closest_marker('soak')]
-    if soak:
-        config.hook.pytest_deselected(items=soak)
-        items[:] = [item for item in items if not item.get_closest_marker('soak')]
+    `make soak`, which sets REGHOOK_SOAK=1; make test leaves them out.
+
+    Tests marked long go first, in their order, the rest after in theirs:
+    pytest-xdist hands tests to its workers in this order, and a long test
+    handed out last kept one worker busy while the others had nothing left
+    (a 57 s test started in the run's last minute)."""
+    if not os.environ.get('REGHOOK_SOAK'):
+        soak = [item for item in items if item.get_closest_marker('soak')]
+        if soak:
+            config.hook.pytest_deselected(items=soak)
+            items[:] = [item for item in items if not item.get_closest_marker('soak')]
+    items.sort(key=lambda item: item.get_closest_marker('long') is None)
 
 
 @pytest.fixture(scope='session')

@@ -306,6 +306,7 @@ def test_body_limits_and_100000_events(reghook, pg):
     assert over['id'] not in {r['event_uuid'] for r in events(pg)}
 
 
+@pytest.mark.long
 def test_slow_clients(reghook, pg):
     """A client that trickles its request is answered when it is complete;
     one that stops sending gets 408 when its request's deadline

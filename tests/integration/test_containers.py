@@ -176,6 +176,7 @@ def deb_file_sha256(deb, path):
         return hashlib.sha256(pathlib.Path(d, path.lstrip('/')).read_bytes()).hexdigest()
 
 
+@pytest.mark.long
 def test_image_holds_the_package_and_nothing_to_build_with(image):
     tag = image['tag']
     config = json.loads(podman('image', 'inspect', tag).stdout)[0]['Config']
@@ -545,6 +546,7 @@ def test_readme_registry_fragment_is_the_compose_files():
             assert value == ours[key], key
 
 
+@pytest.mark.long
 def test_compose_brings_up_registry_postgres_and_reghook(image, standins):
     compose = Compose({'reghook': image['tag'], **standins})
     make, up, namespace_add = quick_start()

@@ -495,10 +495,12 @@ def check_figures(results):
         assert f['promotion_to_200'] < 15, f
 
 
+@pytest.mark.long
 def test_primary_killed_standby_promoted(pg_pair, reghook_factory, endpoint_factory):
     check_figures(failover_run(pg_pair, reghook_factory, endpoint_factory, ['kill'], 300))
 
 
+@pytest.mark.long
 def test_primary_cut_off_standby_promoted(pg_pair, reghook_factory, endpoint_factory):
     check_figures(failover_run(pg_pair, reghook_factory, endpoint_factory, ['cut'], 360))
 

@@ -15,6 +15,8 @@ import struct
 import subprocess
 import threading
 
+import pytest
+
 from harness import add_webhook, register, registry_event, wait_until
 
 V1 = 'application/vnd.docker.distribution.events.v1+json'
@@ -159,6 +161,7 @@ def attempts_of(pg, webhook_id):
     return json.loads(out)
 
 
+@pytest.mark.long
 def test_faulty_endpoints_are_classified_and_hold_back_no_one(reghook_factory, pg,
                                                               endpoint_factory, tmp_path):
     daemon = reghook_factory({'max_in_flight_per_webhook': '2', 'connect_timeout': '2s'})

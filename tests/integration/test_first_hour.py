@@ -142,6 +142,7 @@ def test_webhook_test_says_that_a_local_target_is_blocked(reghook_factory, pg):
     assert 'allow_private_targets = true' in res.stdout
 
 
+@pytest.mark.long
 def test_webhook_test_without_a_running_serve_says_so(reghook_factory, pg):
     daemon = reghook_factory()
     register(daemon, 'team-a')

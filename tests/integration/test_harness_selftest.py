@@ -254,6 +254,7 @@ def run_pytest(tmp_path, source, env=None):
     return outcomes, out
 
 
+@pytest.mark.long
 def test_a_daemon_that_ends_otherwise_than_said_fails_its_test(tmp_path):
     """Each test below passes by its own checks; teardown fails those whose
     daemon ended otherwise than they said."""

@@ -119,6 +119,7 @@ def test_migrating_again_changes_nothing(pg):
     assert_same(before, schema_dump(pg), 'with its functions applied again')
 
 
+@pytest.mark.long
 def test_every_earlier_schema_level_upgrades_to_a_fresh_database(pg):
     """Migrations 001..N as released, for every N, each with what those
     migrations let an admin make (a namespace, a registry, a webhook whose
@@ -244,6 +245,7 @@ def test_no_member_session_holds_up_a_migration(pg):
     conn.close()
 
 
+@pytest.mark.long
 def test_an_older_reghook_leaves_a_newer_databases_functions(pg):
     """A database that a later reghook migrated (a migration this binary
     does not know, functions that differ): this one, still running during a

@@ -162,6 +162,7 @@ def installable():
         pytest.skip(f'{INSTALLED["binary"]} exists; not touching it')
 
 
+@pytest.mark.long
 def test_package_install_run_purge(installable, pg):
     deb = build_deb()
     version = makefile_version()

@@ -174,6 +174,7 @@ def readme_lines(block):
             if line.strip() and not line.startswith('#')]
 
 
+@pytest.mark.long
 def test_first_hour_from_make_run_to_a_delivered_webhook(make_run, registry_factory,
                                                          endpoint_factory):
     assert stat.S_IMODE(os.stat(make_run.top).st_mode) == 0o700

@@ -173,6 +173,7 @@ def crash_run(reghook_factory, pg, endpoint_factory, n_events, seconds, after_ki
     return figures
 
 
+@pytest.mark.long
 def test_sigkill_at_random_moments_loses_nothing(reghook_factory, pg, endpoint_factory):
     crash_run(reghook_factory, pg, endpoint_factory, n_events=2000, seconds=20, after_kills=2,
               seed=random.randrange(1 << 30))
@@ -184,6 +185,7 @@ def test_soak_sigkill_at_random_moments_loses_nothing(reghook_factory, pg, endpo
               after_kills=5, seed=random.randrange(1 << 30))
 
 
+@pytest.mark.long
 def test_a_delivery_lost_on_its_last_attempt_is_sent_again(reghook_factory, pg,
                                                            endpoint_factory):
     """SIGKILL while the one attempt a webhook allows is under way: nobody
@@ -265,6 +267,7 @@ def outage_run(pg_own, reghook_factory, endpoint_factory, stop_seconds):
           f'answers to the registry {dict(sender.statuses)}')
 
 
+@pytest.mark.long
 def test_database_restart_and_stop_lose_nothing(pg_own, reghook_factory, endpoint_factory):
     outage_run(pg_own, reghook_factory, endpoint_factory, stop_seconds=5)
 

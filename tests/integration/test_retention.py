@@ -2,6 +2,8 @@
 attempts) and unreferenced events older than the retention, and nothing
 newer or unfinished."""
 
+import pytest
+
 from harness import run_reghook, wait_until
 
 
@@ -121,6 +123,7 @@ def test_prune_history_batches_and_frees_the_events_of_the_deliveries_it_removes
     assert state() == 'e5,e6,e7|3|6'
 
 
+@pytest.mark.long
 def test_the_scan_for_unreferenced_events_looks_at_a_bounded_stretch_per_call(pg):
     """2,000 old events that pending deliveries (a disabled webhook's, which
     wait) refer to, and 8 unreferenced ones: 5 received with 5 of the held

@@ -12,6 +12,7 @@ import json
 import os
 import uuid
 
+import pytest
 
 from harness import add_webhook, register, wait_until
 from test_delivery import FAST, attempts, deliveries, set_fields, wait_attempts, wait_status
@@ -79,6 +80,7 @@ def loopback_name():
     return f'ssrf-{uuid.uuid4().hex[:8]}.localhost'
 
 
+@pytest.mark.long
 def test_ssrf_guard_refuses_private_names_and_address_forms(reghook_factory, pg,
                                                              endpoint_factory):
     """With allow_private_targets off, every one of these is refused on the
