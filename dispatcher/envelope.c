@@ -71,7 +71,13 @@ bool envelope_timestamp(const char *in, char *out, size_t outlen)
 		return false;
 	int mon = num(in + 5, 2), day = num(in + 8, 2), hour = num(in + 11, 2),
 	    min = num(in + 14, 2), sec = num(in + 17, 2);
-	if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60)
+	/*
+	 * Second 60 (RFC 3339's leap second) is refused: a registry (Go) never
+	 * writes it, PostgreSQL reads it as the next minute, and the time was
+	 * sent on as it came, which consumers (JavaScript, Python, Go) refuse or
+	 * replace with their own clock.
+	 */
+	if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 59)
 		return false;
 	const char *p = in + 19;
 	char frac[8] = "";
@@ -149,6 +155,17 @@ static bool repository_ok(const char *repo, size_t idx, char *err, size_t errlen
 			 "events[%zu].target.repository: an empty path component in '%s'", idx,
 			 repo);
 		return false;
+	}
+	/* "." and "..": no registry makes them, and in a URL they are dot-segments. */
+	for (const char *c = repo; c; c = strchr(c, '/') ? strchr(c, '/') + 1 : NULL) {
+		size_t n = strcspn(c, "/");
+		if ((n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.')) {
+			snprintf(err, errlen,
+				 "events[%zu].target.repository: a path component '.' or '..' in "
+				 "'%s'",
+				 idx, repo);
+			return false;
+		}
 	}
 	return true;
 }
@@ -259,8 +276,9 @@ static bool parse_event(yajl_val e, size_t idx, struct reg_event *ev, char *err,
 	if (!repository_ok(ev->repository, idx, err, errlen))
 		return false;
 	if (!envelope_timestamp(ts, ev->timestamp, sizeof(ev->timestamp))) {
-		snprintf(err, errlen, "events[%zu].timestamp: not an RFC 3339 time: '%.64s'", idx,
-			 ts);
+		snprintf(err, errlen,
+			 "events[%zu].timestamp: not an RFC 3339 time (seconds 00 to 59): '%.64s'",
+			 idx, ts);
 		return false;
 	}
 	ev->raw = serialise(e);

@@ -62,7 +62,7 @@ bool formats_render(enum formats_format f, const struct payload_event *ev, const
 			buf_puts(body, raw);
 			return true;
 		}
-		return payload_dockerhub(ev, body);
+		return payload_registry_event(ev, body);
 	case FORMATS_DOCKERHUB:
 		return payload_dockerhub(ev, body);
 	case FORMATS_CLOUDEVENTS:

@@ -107,16 +107,30 @@ bool payload_registry_base(const struct payload_event *ev, struct buf *out)
 	return true;
 }
 
-/* Exactly one slash between base and repository. */
+/*
+ * Exactly one slash between base and repository, whose bytes other than
+ * letters, digits, "-._~" and "/" are percent-encoded: a registry's names
+ * never hold others, but a token may post any, and a space or '|' in a
+ * link broke it (Slack's) or made it no URL at all.
+ */
 bool payload_repo_url(const struct payload_event *ev, struct buf *out)
 {
+	static const char hex[] = "0123456789ABCDEF";
 	if (!payload_registry_base(ev, out))
 		return false;
 	const char *repo = ev->repository ? ev->repository : "";
 	while (*repo == '/')
 		repo++;
 	buf_putc(out, '/');
-	buf_puts(out, repo);
+	for (const unsigned char *p = (const unsigned char *)repo; *p; p++) {
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || strchr("-._~/", *p)) {
+			buf_putc(out, (char)*p);
+		} else {
+			char esc[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+			buf_append(out, esc, 3);
+		}
+	}
 	return true;
 }
 
@@ -176,6 +190,36 @@ bool payload_dockerhub(const struct payload_event *ev, struct buf *out)
 	else
 		delete_data(&j, ev);
 	repository(&j, ev);
+	jsongen_map_close(&j);
+	return jsongen_finish(&j, out);
+}
+
+bool payload_registry_event(const struct payload_event *ev, struct buf *out)
+{
+	if (!payload_action_ok(ev))
+		return false;
+	char when[PAYLOAD_TIME_MAX];
+	payload_time(ev, when);
+	struct jsongen j;
+	if (!jsongen_init(&j))
+		return false;
+	jsongen_map_open(&j, NULL);
+	jsongen_kv_str_or_empty(&j, "id", ev->event_id ? ev->event_id : ev->delivery_id);
+	jsongen_kv_str(&j, "timestamp", when);
+	jsongen_kv_str(&j, "action", ev->action);
+	jsongen_map_open(&j, "target");
+	if (ev->media_type)
+		jsongen_kv_str(&j, "mediaType", ev->media_type);
+	if (ev->digest)
+		jsongen_kv_str(&j, "digest", ev->digest);
+	jsongen_kv_str_or_empty(&j, "repository", ev->repository);
+	if (ev->tag)
+		jsongen_kv_str(&j, "tag", ev->tag);
+	jsongen_map_close(&j);
+	jsongen_map_open(&j, "actor");
+	if (ev->actor && *ev->actor)
+		jsongen_kv_str(&j, "name", ev->actor);
+	jsongen_map_close(&j);
 	jsongen_map_close(&j);
 	return jsongen_finish(&j, out);
 }

@@ -79,6 +79,14 @@ bool payload_dockerhub(const struct payload_event *ev, struct buf *out)
 	__attribute__((warn_unused_result));
 
 /*
+ * An event shaped as a registry notification's (id, timestamp, action,
+ * target, actor) for a test push to a webhook of format registry, which has
+ * no stored event to send as it came. Same return as payload_dockerhub().
+ */
+bool payload_registry_event(const struct payload_event *ev, struct buf *out)
+	__attribute__((warn_unused_result));
+
+/*
  * Request headers that a format adds (CloudEvents' ce-*), in the order
  * they are to be sent. Values are ready to send: printable ASCII.
  */

@@ -205,6 +205,46 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
 	return len;
 }
 
+/*
+ * A webhook's own header may not be one that frames the request or that
+ * reghook sets itself: a Content-Length of 0 made curl send the body as the
+ * start of the next request on the kept-alive connection, which another
+ * namespace's delivery then shared (its history held the first one's body);
+ * a Host, a second Content-Type or signature confused the endpoint.
+ * webhook_set_headers() refuses the same names (schema/functions/webhooks.sql);
+ * rows written before it are skipped here, not sent.
+ */
+static bool reserved_header(const char *name)
+{
+	static const char *const exact[] = {
+		"content-length",
+		"transfer-encoding",
+		"host",
+		"connection",
+		"keep-alive",
+		"te",
+		"trailer",
+		"upgrade",
+		"expect",
+		"content-type",
+		"user-agent",
+		"webhook-id",
+		"webhook-timestamp",
+		"webhook-signature",
+		"ce-specversion",
+		"ce-id",
+		"ce-source",
+		"ce-type",
+		"ce-subject",
+		"ce-time",
+		"ce-actor",
+	};
+	for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++)
+		if (strcasecmp(name, exact[i]) == 0)
+			return true;
+	return strncasecmp(name, "proxy-", 6) == 0 || strncasecmp(name, "x-reghook-", 10) == 0;
+}
+
 static bool add_custom_headers(struct request *r, const char *json)
 {
 	char err[128];
@@ -218,7 +258,8 @@ static bool add_custom_headers(struct request *r, const char *json)
 		yajl_val pair = tree->u.array.values[i];
 		if (YAJL_IS_ARRAY(pair) && pair->u.array.len == 2 &&
 		    YAJL_IS_STRING(pair->u.array.values[0]) &&
-		    YAJL_IS_STRING(pair->u.array.values[1]))
+		    YAJL_IS_STRING(pair->u.array.values[1]) &&
+		    !reserved_header(pair->u.array.values[0]->u.string))
 			add_header(r, pair->u.array.values[0]->u.string,
 				   pair->u.array.values[1]->u.string, true);
 	}

@@ -46,11 +46,17 @@ static bool unreserved(unsigned char c)
 	return alpha(c) || digit(c) || c == '-' || c == '.' || c == '_' || c == '~';
 }
 
+/*
+ * A value of "." or ".." is encoded whole (%2E): left as it is, it was a
+ * dot-segment that the URL's resolution removes (a tag ".." took
+ * /deploy/{tag}/run to /run). No registry makes such a name; a token may.
+ */
 static void percent_encode(struct buf *out, const char *value)
 {
 	static const char hex[] = "0123456789ABCDEF";
+	bool dots = value && (strcmp(value, ".") == 0 || strcmp(value, "..") == 0);
 	for (const unsigned char *p = (const unsigned char *)value; p && *p; p++) {
-		if (unreserved(*p)) {
+		if (unreserved(*p) && !dots) {
 			buf_putc(out, (char)*p);
 		} else {
 			char esc[3] = {'%', hex[*p >> 4], hex[*p & 15]};
@@ -123,11 +129,13 @@ static bool walk(const char *tmpl, const struct urltemplate_vars *vars, struct b
 	}
 }
 
+static bool authority_plain(const char *tmpl, char *err, size_t errlen);
+
 bool urltemplate_expand(const char *tmpl, const struct urltemplate_vars *vars, struct buf *out,
 			char *err, size_t errlen)
 {
 	size_t start = out->len;
-	if (walk(tmpl, vars, out, err, errlen))
+	if (authority_plain(tmpl, err, errlen) && walk(tmpl, vars, out, err, errlen))
 		return true;
 	/* Leave out as it was, not holding half an expansion. */
 	out->len = start;
@@ -162,6 +170,38 @@ static const char *host_part(const char *url, size_t start, size_t *len)
 	return host;
 }
 
+/*
+ * In the authority, only {namespace} and {action}: a {tag} there let
+ * whoever pushes a tag choose the host or port the delivery goes to (with
+ * the webhook's password and headers); a namespace is registered by an
+ * administrator, and an action is push or delete. Checked when a webhook
+ * is added or set, and again at each expansion for rows written before.
+ */
+static bool authority_plain(const char *tmpl, char *err, size_t errlen)
+{
+	size_t slen = scheme_length(tmpl);
+	if (slen == 0)
+		return true;
+	const char *auth = tmpl + slen + 3;
+	size_t alen = strcspn(auth, "/?#");
+	for (size_t i = 0; i < alen; i++) {
+		if (auth[i] != '{' && auth[i] != '}')
+			continue;
+		if (auth[i] == '{' && (strncmp(auth + i, "{namespace}", 11) == 0 ||
+				       strncmp(auth + i, "{action}", 8) == 0)) {
+			i += auth[i + 1] == 'n' ? 10 : 7;
+			continue;
+		}
+		int n = (int)strcspn(auth + i + 1, "}/?#");
+		snprintf(err, errlen,
+			 "'%.*s' in the host or port (offset %zu): whoever pushes would choose "
+			 "where the request goes; only {namespace} and {action} may be there",
+			 n + 2 > 66 ? 66 : n + 2, auth + i, (size_t)(auth - tmpl) + i);
+		return false;
+	}
+	return true;
+}
+
 bool urltemplate_check(const char *tmpl, char *err, size_t errlen)
 {
 	static const struct urltemplate_vars none;
@@ -184,7 +224,7 @@ bool urltemplate_check(const char *tmpl, char *err, size_t errlen)
 		snprintf(err, errlen, "no host in '%.64s'", tmpl);
 		return false;
 	}
-	return walk(tmpl, &none, NULL, err, errlen);
+	return authority_plain(tmpl, err, errlen) && walk(tmpl, &none, NULL, err, errlen);
 }
 
 bool urltemplate_strip_credentials(const char *url, struct buf *out)

@@ -117,6 +117,12 @@ BEGIN
         RAISE EXCEPTION 'url: whitespace or a control character; percent-encode it (%%20 for a space)'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- As urltemplate_check() says: whoever pushes a tag would choose the host.
+    IF regexp_replace(substring(c ->> 'url' FROM '^[^:/?#]*://([^/?#]*)'),
+                      '\{(namespace|action)\}', '', 'g') ~ '[{}]' THEN
+        RAISE EXCEPTION 'url: a variable in the host or port other than {namespace} and {action}; whoever pushes would choose where the request goes'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
 END
 $$;
 
@@ -333,7 +339,10 @@ COMMENT ON FUNCTION reghook.webhook_set(bigint, jsonb) IS
     'actions repository tag format template timeout_ms max_attempts headers). Contributors.';
 
 -- Replaces a webhook's headers with `headers`, each 'Name: value': at most
--- 64, each name at most 256 bytes and each value 8192.
+-- 64, each name at most 256 bytes and each value 8192. None may frame the
+-- request or be one reghook sets itself (the dispatcher skips the same
+-- names, dispatcher/request.c says why): a Content-Length of 0 desynchronised
+-- the connection that other namespaces' deliveries shared.
 CREATE OR REPLACE FUNCTION reghook.webhook_set_headers(webhook bigint, headers text[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -354,6 +363,12 @@ BEGIN
               OR octet_length(substr(h, position(':' IN h) + 1)) > 8192 THEN
             RAISE EXCEPTION 'header "%": a name over 256 bytes or a value over 8192', left(h, 64)
                 USING ERRCODE = 'invalid_parameter_value';
+        ELSIF lower(btrim(split_part(h, ':', 1))) ~ ('^(content-length|transfer-encoding|host|connection'
+                  '|keep-alive|te|trailer|upgrade|expect|proxy-.*|content-type|user-agent|x-reghook-.*'
+                  '|webhook-(id|timestamp|signature)|ce-(specversion|id|source|type|subject|time|actor))$') THEN
+            RAISE EXCEPTION 'header "%": reghook sets it itself, or it frames the request', btrim(split_part(h, ':', 1))
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The body''s type is the webhook''s content_type (--content-type); basic auth is --username and --password.';
         END IF;
         pos := pos + 1;
         INSERT INTO reghook.webhook_headers (webhook_id, position, name, value)

@@ -23,7 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * The expansion the header promises, built here without urltemplate.c: the
  * template's text outside braces as written, and for each {name} its value
  * with every byte outside ALPHA DIGIT - . _ ~ written as %XX (upper-case
- * hex). False if the template is not made only of such parts.
+ * hex), and a value of "." or ".." all of it. False if the template is not
+ * made only of such parts.
  */
 static bool promised(const char *tmpl, const struct urltemplate_vars *vars, struct buf *want)
 {
@@ -51,10 +52,14 @@ static bool promised(const char *tmpl, const struct urltemplate_vars *vars, stru
 			i++;
 		if (i == sizeof(known) / sizeof(known[0]))
 			return false;
-		for (const unsigned char *v = (const unsigned char *)known[i].value; v && *v; v++) {
-			if ((*v >= 'A' && *v <= 'Z') || (*v >= 'a' && *v <= 'z') ||
-			    (*v >= '0' && *v <= '9') || *v == '-' || *v == '.' || *v == '_' ||
-			    *v == '~')
+		const char *value = known[i].value;
+		bool dots = value && (strcmp(value, ".") == 0 || strcmp(value, "..") == 0);
+		for (const unsigned char *v = (const unsigned char *)value; v && *v; v++) {
+			if (dots)
+				buf_printf(want, "%%%02X", *v);
+			else if ((*v >= 'A' && *v <= 'Z') || (*v >= 'a' && *v <= 'z') ||
+				 (*v >= '0' && *v <= '9') || *v == '-' || *v == '.' || *v == '_' ||
+				 *v == '~')
 				buf_putc(want, (char)*v);
 			else
 				buf_printf(want, "%%%02X", *v);

@@ -252,6 +252,47 @@ def test_custom_headers_basic_auth_and_content_type(reghook, pg, endpoint_factor
                        f"WHERE d::text LIKE '%{password}%'")) == 0
 
 
+def test_a_header_stored_that_would_frame_the_request_is_not_sent(reghook, pg,
+                                                                    endpoint_factory):
+    """A webhook's Content-Length, Host or Content-Type header (a row written
+    before webhook_set_headers() refused them) is not sent: a Content-Length
+    of 0 sent its body as the start of the next request on the kept-alive
+    connection, which another namespace's delivery then shared (its attempt
+    failed, its history holding the first body and callback token)."""
+    token = register(reghook, 'team-a', 'team-b')
+    hook = endpoint_factory()
+    a_id = add_webhook(reghook, 'team-a', hook.url('/a'), '--header', 'X-Kept: 1')
+    b_id = add_webhook(reghook, 'team-b', hook.url('/b'))
+    pg.psql(f"INSERT INTO reghook.webhook_headers (webhook_id, position, name, value) VALUES "
+            f"({a_id}, 2, 'Content-Length', '0'), ({a_id}, 3, 'Host', 'evil.example'), "
+            f"({a_id}, 4, 'content-type', 'text/plain'), ({a_id}, 5, 'X-Reghook-Event', 'x')")
+    for i in range(3):
+        post(reghook, token, event(repository='team-a/app', tag=f'a{i}'))
+        post(reghook, token, event(repository='team-b/app', tag=f'b{i}'))
+    got = hook.wait_for(6)
+    by_path = {}
+    for req in got:
+        by_path.setdefault(req.path, []).append(req)
+    assert sorted(by_path) == ['/a', '/b'], [(r.method, r.path) for r in got]
+    for path, reqs in by_path.items():
+        assert sorted(r.json()['push_data']['tag'] for r in reqs) == \
+            [f'{path[1]}{i}' for i in range(3)], path
+        for r in reqs:
+            assert [v for k, v in r.headers if k.lower() == 'content-type'] == \
+                ['application/json'], r.headers
+            assert [v for k, v in r.headers if k.lower() == 'host'] == \
+                [f'127.0.0.1:{hook.port}'], r.headers
+            assert r.header('X-Reghook-Event') == 'push'
+            assert int(r.header('Content-Length')) == len(r.body) > 0
+    assert by_path['/a'][0].header('X-Kept') == '1'
+    for webhook_id in (a_id, b_id):
+        attempts = wait_attempts(pg, webhook_id, 3)
+        assert [a['response_status'] for a in attempts] == [200] * 3, attempts
+        names = [n.lower() for n, _ in attempts[0]['request_headers']]
+        assert names.count('content-type') == 1 and 'content-length' not in names and \
+            'host' not in names, names
+
+
 def test_url_template_is_percent_encoded(reghook, pg, endpoint_factory):
     token = register(reghook, 'team-a', 'team-a/sub')
     hook = endpoint_factory()
@@ -270,6 +311,14 @@ def test_url_template_is_percent_encoded(reghook, pg, endpoint_factory):
     assert body['repository']['repo_name'] == 'team-a/sub/my_app.x-y~z'
     [attempt] = wait_attempts(pg, webhook_id, 1)
     assert attempt['url'] == hook.url(req.path + '?' + req.query)
+    # A tag of "..", which no registry makes but a token may post, stays in
+    # its segment: left as it was, it took /deploy/{tag}/run to /run.
+    deploy = add_webhook(reghook, 'team-a/sub', hook.url('/deploy/{tag}/run'))
+    post(reghook, token, event(repository='team-a/sub/app', tag='..'))
+    got = wait_until(lambda: [r for r in hook.requests if r.path.startswith('/deploy')],
+                     timeout=15)
+    assert sorted(r.path for r in got) == ['/deploy/%2E%2E/run'], [r.path for r in got]
+    assert [a['response_status'] for a in wait_attempts(pg, deploy, 1)] == [200]
 
 
 def test_signature_verifies(reghook, pg, endpoint_factory):
@@ -1059,6 +1108,7 @@ def test_non_utf8_response_header_is_recorded(reghook_factory, pg, endpoint_fact
 # --- a dispatcher that dies --------------------------------------------------------
 
 
+@pytest.mark.long
 def test_kill9_mid_request_every_delivery_arrives(reghook_factory, pg, endpoint_factory):
     """Deliveries leased by a dispatcher killed while its requests are in
     flight are retried after the lease (request timeout + 15 s) runs out.

@@ -180,10 +180,18 @@ def test_webhook_test_sends_the_webhooks_format(reghook, pg, endpoint_factory, c
                      enable=False)
     slack = add_webhook(reghook, 'team-a', hook.url('/slack'), '--format', 'slack',
                         enable=False)
-    for webhook_id in (ce, slack):
+    registry = add_webhook(reghook, 'team-a', hook.url('/registry'), '--format', 'registry',
+                           enable=False)
+    for webhook_id in (ce, slack, registry):
         proc = reghook.run_cli('webhook', 'test', webhook_id, check=False)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-    got = by_path(hook.wait_for(2))
+    got = by_path(hook.wait_for(3))
+    # An event made like a registry's, not the dockerhub body with its callback_url.
+    reg = got['registry'][0].json()
+    assert reg['action'] == 'push' and reg['target']['repository'] == 'team-a/reghook-test' \
+        and reg['target']['tag'] == 'test' and reg['actor'] == {'name': 'postgres'} \
+        and reg['id'] == got['registry'][0].header('X-Reghook-Delivery'), reg
+    assert 'callback' not in got['registry'][0].body.decode()
     ev = cloudevents_sdk(message(got['ce'][0]))
     assert ev['attributes']['subject'] == 'team-a/reghook-test:test'
     assert ev['attributes']['source'] == f'{DEFAULT_REGISTRY_URL}/team-a/reghook-test'
@@ -351,6 +359,21 @@ def test_a_body_or_url_past_the_limits_fails_at_once_and_sends_nothing(reghook_f
     ({'headers': ['X-A: 1'] * 65}, '65 headers, over the limit of 64'),
     ({'headers': ['X-A: ' + 'v' * 8193]}, 'a value over 8192'),
     ({'headers': ['X-A: 1', None]}, 'header "null" is not "Name: value"'),
+    # Framing, and what reghook sets itself: a Content-Length of 0 desynchronised
+    # the connection another namespace's deliveries shared.
+    ({'headers': ['X-A: 1', 'content-length: 0']}, 'header "content-length": reghook sets it'),
+    ({'headers': ['Transfer-Encoding: chunked']}, 'header "Transfer-Encoding": reghook sets'),
+    ({'headers': ['HOST: evil.example']}, 'header "HOST": reghook sets it'),
+    ({'headers': ['Connection: close']}, 'reghook sets it itself, or it frames the request'),
+    ({'headers': ['Proxy-Authorization: x']}, 'header "Proxy-Authorization"'),
+    ({'headers': ['Content-Type: text/plain']}, 'header "Content-Type"'),
+    ({'headers': ['X-Reghook-Delivery: 1']}, 'header "X-Reghook-Delivery"'),
+    ({'headers': ['webhook-signature: v1,x']}, 'header "webhook-signature"'),
+    ({'headers': ['ce-source: x']}, 'header "ce-source"'),
+    # Whoever pushes a tag must not choose the host or the port.
+    ({'url': 'http://127.0.0.1:{tag}/x'}, 'url: a variable in the host or port'),
+    ({'url': 'https://{tag}.example/x'}, 'url: a variable in the host or port'),
+    ({'url': 'https://{namespace}{repository}.example/'}, 'url: a variable in the host'),
     ({'actions': ['push'] * 1000 + ['delete']}, 'actions: push, delete, or both'),
     # Secrets the table's check let by and the signer cannot decode.
     ({'secret': 'whsec_QUJD='}, 'secret: not a signing key'),

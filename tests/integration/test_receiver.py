@@ -191,6 +191,7 @@ def test_duplicates_sequential_and_concurrent(reghook, pg, endpoint_factory):
     assert deliveries(pg, webhook_id) == 3
 
 
+@pytest.mark.long
 def test_concurrent_requests_share_commits(reghook, pg):
     """Many clients at once: every one answered after its own events are stored."""
     token = register(reghook, 'team-a')
@@ -407,6 +408,14 @@ BAD_BODIES = [
     (b'{"events": [{"id": "1", "action": "push", "target": {"repository": "team-a//app",'
      b' "tag": "t", "digest": "sha256:1"}, "timestamp": "2026-11-22T18:20:32Z"}]}',
      "events[0].target.repository: an empty path component in 'team-a//app'"),
+    # A dot-segment, which every URL made of the name would lose.
+    (b'{"events": [{"id": "1", "action": "push", "target": {"repository": "team-a/../admin",'
+     b' "tag": "t", "digest": "sha256:1"}, "timestamp": "2026-11-22T18:20:32Z"}]}',
+     "a path component '.' or '..' in 'team-a/../admin'"),
+    # Second 60: no registry sends it, consumers refuse or replace it.
+    (b'{"events": [{"id": "1", "action": "push", "target": {"repository": "team-a/x",'
+     b' "tag": "t", "digest": "sha256:1"}, "timestamp": "2026-11-22T18:20:60.5+05:30"}]}',
+     'events[0].timestamp: not an RFC 3339 time (seconds 00 to 59)'),
     (b'{"events": []}\x00', 'NUL'),
     (b'{"events": ["\xff\xfe"]}', 'not JSON'),
     (b'[' * 5000 + b']' * 5000, 'nested deeper'),

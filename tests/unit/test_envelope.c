@@ -148,6 +148,9 @@ UNIT_TEST(timestamps)
 		"2026-11-22T18:20:32+2",
 		"2026-11-22T18:20:32Zjunk",
 		"2026-11-22T25:20:32Z",
+		/* Second 60: a registry never sends it; consumers refuse it. */
+		"2026-11-22T18:20:60.123456789+05:30",
+		"2016-12-31T23:59:60Z",
 	};
 	char out[64];
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
@@ -258,6 +261,10 @@ UNIT_TEST(repository_names)
 		{"team-a/app/", "an empty path component"},
 		{"team-a//app", "an empty path component"},
 		{"/", "an empty path component"},
+		{"team-a/../admin", "a path component '.' or '..' in 'team-a/../admin'"},
+		{"team-a/.", "a path component '.' or '..'"},
+		{"..", "a path component '.' or '..'"},
+		{"team-a/..app/x.", NULL},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char body[2048];

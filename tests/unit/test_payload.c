@@ -245,6 +245,9 @@ UNIT_TEST(names_and_urls)
 		{"team-a", "", "team-a", "https://r", "team-a", "https://r/team-a"},
 		{"team-a/sub", "", "team-a/sub", "https://r", "sub", "https://r/team-a/sub"},
 		{"team-a/sub", NULL, "team-a/sub", "https://r", "sub", "https://r/team-a/sub"},
+		/* No registry makes such names; a token may post them: encoded in the link. */
+		{"team-a", "a b|x>y\"z%41", "team-a/a b|x>y\"z%41", "https://r", "a b|x>y\"z%41",
+		 "https://r/team-a/a%20b%7Cx%3Ey%22z%2541"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct payload_event ev = push_event();

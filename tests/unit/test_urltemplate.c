@@ -79,11 +79,28 @@ UNIT_TEST(percent_encoding)
 		{"AZaz09-._~", "AZaz09-._~"}, /* unreserved stay */
 		{"{tag}", "%7Btag%7D"},	      /* values are not templates */
 		{"\x01\x7f\xff", "%01%7F%FF"},
+		/* Whole dot-segments would be removed from the path. */
+		{".", "%2E"},
+		{"..", "%2E%2E"},
+		{"...", "..."},
+		{"a..", "a.."},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct urltemplate_vars v = {.tag = cases[i].value};
 		UNIT_CHECK_STR(expand("{tag}", &v, err, sizeof(err)), cases[i].want);
 	}
+}
+
+/* A template stored before the check is refused at expansion too, not sent. */
+UNIT_TEST(host_from_event_refused_at_expansion)
+{
+	char err[256] = "";
+	struct urltemplate_vars v = sample;
+	v.tag = "127.0.0.2";
+	UNIT_CHECK(!expand("http://{tag}:8080/x", &v, err, sizeof(err)), "expanded");
+	UNIT_CHECK(strstr(err, "in the host or port"), "%s", err);
+	UNIT_CHECK_STR(expand("http://{namespace}.example.com:8080/{tag}", &v, err, sizeof(err)),
+		       "http://team-a.example.com:8080/127.0.0.2");
 }
 
 UNIT_TEST(portainer)
@@ -149,6 +166,7 @@ UNIT_TEST(check)
 		"http://10.0.0.1:8080/{namespace}/{name}?tag={tag}&digest={digest}",
 		"HTTPS://example.com",
 		"https://{namespace}.hooks.example.com/{action}",
+		"https://{action}-{namespace}.example.com:8443/{tag}?d={digest}#{name}",
 		"https://user:pa%40ss@example.com/x",
 	};
 	static const struct {
@@ -162,6 +180,14 @@ UNIT_TEST(check)
 		{"https://user@/path", "no host"},
 		{"https://example.com/a b", "whitespace or control character at offset 21"},
 		{"https://example.com/\n", "whitespace or control character at offset 20"},
+		/* Whoever pushes must not choose the host or port. */
+		{"http://127.0.0.1:{tag}/x", "'{tag}' in the host or port (offset 17)"},
+		{"http://{tag}:8080/x", "'{tag}' in the host or port (offset 7)"},
+		{"https://{repository}.example.com/", "'{repository}' in the host"},
+		{"https://{namespace}{name}.example.com/", "'{name}' in the host"},
+		{"https://u@{digest}/", "'{digest}' in the host"},
+		{"https://example.com{tag}/", "'{tag}' in the host"},
+		{"https://{namespace", "'{namespace' in the host"},
 	};
 	char err[256];
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
@@ -210,6 +236,7 @@ int main(void)
 	UNIT_RUN(each_variable);
 	UNIT_RUN(null_values_expand_to_nothing);
 	UNIT_RUN(percent_encoding);
+	UNIT_RUN(host_from_event_refused_at_expansion);
 	UNIT_RUN(portainer);
 	UNIT_RUN(appends_to_output);
 	UNIT_RUN(syntax_errors);
