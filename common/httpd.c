@@ -130,7 +130,15 @@ struct httpd {
 	bool full;		       /* the listener is off for want of room */
 	TAILQ_HEAD(, httpd_conn) idle; /* waiting for a request's first byte, longest first */
 	size_t bodies;		       /* bytes of request bodies received and not yet given back */
+	/* Lines about failed TLS handshakes: a quota for each reason (OpenSSL's static strings). */
+	struct {
+		const char *reason; /* NULL: free */
+		struct log_quota quota;
+	} tls_failed[8];
 };
+
+/* A failed TLS handshake is logged at most this often for each reason (log_quota). */
+#define HANDSHAKE_LOG_MS 10000
 
 static void conn_read(struct httpd_conn *c);
 
@@ -863,9 +871,28 @@ static void handshake_failed(struct httpd_conn *c, short what)
 		(what & BEV_EVENT_EOF) || (ERR_GET_LIB(e) == ERR_LIB_SSL &&
 					   ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
 	const char *reason = e ? ERR_reason_error_string(e) : NULL;
-	if (reason && !went)
-		log_info("TLS handshake with %s failed: %s", c->peer, reason);
-	else
+	int held = 0;
+	if (reason && !went) {
+		/*
+		 * Anyone can fail one (3,000 lines a second from one client): at
+		 * most a line per reason per HANDSHAKE_LOG_MS, with a count. A
+		 * reason past the table's room shares its last quota.
+		 */
+		size_t n = sizeof(c->srv->tls_failed) / sizeof(c->srv->tls_failed[0]), i = 0;
+		while (i < n - 1 && c->srv->tls_failed[i].reason &&
+		       c->srv->tls_failed[i].reason != reason)
+			i++;
+		c->srv->tls_failed[i].reason = reason;
+		if (!log_quota_take(&c->srv->tls_failed[i].quota, HANDSHAKE_LOG_MS, &held))
+			held = -1;
+		if (held > 0)
+			log_info("TLS handshake with %s failed: %s (and %d more failed since the "
+				 "last "
+				 "such line)",
+				 c->peer, reason, held);
+		else if (held == 0)
+			log_info("TLS handshake with %s failed: %s", c->peer, reason);
+	} else
 		log_debug("TLS handshake with %s not completed: %s", c->peer,
 			  went ? "the client closed the connection" : "connection error");
 	ERR_clear_error();

@@ -4,6 +4,7 @@
  */
 #include "log.h"
 #include "buf.h"
+#include "clock.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -134,4 +135,17 @@ void fatal(const char *fmt, ...)
 	log_write(LOG_LEVEL_ERROR, fmt, ap);
 	va_end(ap);
 	exit(1);
+}
+
+bool log_quota_take(struct log_quota *q, long long interval_ms, int *held)
+{
+	long long now = clock_monotonic_ms();
+	if (q->at_ms && now - q->at_ms < interval_ms) {
+		q->held++;
+		return false;
+	}
+	*held = q->held;
+	q->at_ms = now;
+	q->held = 0;
+	return true;
 }

@@ -27,6 +27,21 @@ bool log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 _Noreturn void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * A line that anyone can make reghook write (a client's wrong token, a
+ * failed TLS handshake) is written at most once per interval_ms: one client
+ * looping on it wrote tens of thousands of lines a second, which pushed
+ * everything else out of a rate-limited journal. log_quota_take() says
+ * whether to write it now and, if so, sets *held to the number held back
+ * since the last one (to say in the line). Zeroed: nothing logged yet.
+ */
+struct log_quota {
+	long long at_ms; /* when the last line was let through; 0: never */
+	int held;	 /* held back since */
+};
+bool log_quota_take(struct log_quota *q, long long interval_ms, int *held)
+	__attribute__((warn_unused_result));
+
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LEVEL_WARN, __VA_ARGS__)

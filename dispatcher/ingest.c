@@ -81,12 +81,11 @@ struct ingest {
 	struct ingest_req_list pending; /* owned: waiting for a batch, oldest first */
 	int pending_events;
 	size_t pending_bytes;
-	int storing;		 /* events inside running batches */
-	int in_batches;		 /* requests inside running batches */
-	struct event *flush_ev;	 /* owned: flush() once the loop's current callbacks ran */
-	struct event *slow_ev;	 /* owned: flush() when a running batch turns slow */
-	long long refused_at_ms; /* when a refused token was last logged; 0: never */
-	int refused_quiet;	 /* refused since, not logged */
+	int storing;		  /* events inside running batches */
+	int in_batches;		  /* requests inside running batches */
+	struct event *flush_ev;	  /* owned: flush() once the loop's current callbacks ran */
+	struct event *slow_ev;	  /* owned: flush() when a running batch turns slow */
+	struct log_quota refused; /* lines about refused tokens */
 };
 
 static void flush(struct ingest *in);
@@ -469,20 +468,16 @@ static bool media_type_ok(const char *ct)
  */
 static void log_refused(struct ingest *in, bool wrong)
 {
-	long long now = clock_monotonic_ms();
-	if (in->refused_at_ms && now - in->refused_at_ms < REFUSED_LOG_MS) {
-		in->refused_quiet++;
+	int held;
+	if (!log_quota_take(&in->refused, REFUSED_LOG_MS, &held))
 		return;
-	}
-	if (in->refused_quiet)
+	if (held)
 		log_info("ingest: POST /events with a %s token refused (and %d more refused since "
 			 "the last such line)",
-			 wrong ? "wrong" : "missing", in->refused_quiet);
+			 wrong ? "wrong" : "missing", held);
 	else
 		log_info("ingest: POST /events with a %s token refused",
 			 wrong ? "wrong" : "missing");
-	in->refused_at_ms = now;
-	in->refused_quiet = 0;
 }
 
 void ingest_handle(struct ingest *in, struct httpd_req *req)
