@@ -113,6 +113,11 @@ BEGIN
     IF jsonb_typeof(c -> 'actions') = 'array' AND jsonb_array_length(c -> 'actions') > 2 THEN
         RAISE EXCEPTION 'actions: push, delete, or both' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Header values and the content type go into the request as they are:
+    -- no control character but a tab (RFC 9110's field values).
+    IF c ->> 'content_type' ~ '[\x01-\x08\x0a-\x1f\x7f]' THEN
+        RAISE EXCEPTION 'content_type: a control character' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF c ->> 'url' ~ '[[:space:][:cntrl:]]' THEN
         RAISE EXCEPTION 'url: whitespace or a control character; percent-encode it (%%20 for a space)'
             USING ERRCODE = 'invalid_parameter_value';
@@ -362,6 +367,9 @@ BEGIN
         ELSIF octet_length(split_part(h, ':', 1)) > 256
               OR octet_length(substr(h, position(':' IN h) + 1)) > 8192 THEN
             RAISE EXCEPTION 'header "%": a name over 256 bytes or a value over 8192', left(h, 64)
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF substr(h, position(':' IN h) + 1) ~ '[\x01-\x08\x0a-\x1f\x7f]' THEN
+            RAISE EXCEPTION 'header "%": a control character in its value', btrim(split_part(h, ':', 1))
                 USING ERRCODE = 'invalid_parameter_value';
         ELSIF lower(btrim(split_part(h, ':', 1))) ~ ('^(content-length|transfer-encoding|host|connection'
                   '|keep-alive|te|trailer|upgrade|expect|proxy-.*|content-type|user-agent|x-reghook-.*'

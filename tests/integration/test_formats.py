@@ -370,6 +370,9 @@ def test_a_body_or_url_past_the_limits_fails_at_once_and_sends_nothing(reghook_f
     ({'headers': ['X-Reghook-Delivery: 1']}, 'header "X-Reghook-Delivery"'),
     ({'headers': ['webhook-signature: v1,x']}, 'header "webhook-signature"'),
     ({'headers': ['ce-source: x']}, 'header "ce-source"'),
+    ({'headers': ['X-A: a\x0bb']}, 'header "X-A": a control character in its value'),
+    ({'headers': ['X-A: a\x7f']}, 'a control character in its value'),
+    ({'content_type': 'application/json\x01'}, 'content_type: a control character'),
     # Whoever pushes a tag must not choose the host or the port.
     ({'url': 'http://127.0.0.1:{tag}/x'}, 'url: a variable in the host or port'),
     ({'url': 'https://{tag}.example/x'}, 'url: a variable in the host or port'),
