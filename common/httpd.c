@@ -114,6 +114,16 @@ struct httpd_conn {
 	size_t lingered;
 };
 
+/*
+ * A failed TLS handshake is logged at most once per HANDSHAKE_LOG_MS for
+ * each of up to HANDSHAKE_REASONS reasons (log_quota), and once per
+ * HANDSHAKE_LOG_MS for all others together: made-up ClientHellos give a
+ * dozen reasons, which must not take the lines of a client refused for a
+ * real one (a missing certificate), nor write more than a few a second.
+ */
+#define HANDSHAKE_LOG_MS 10000
+#define HANDSHAKE_REASONS 64
+
 struct httpd {
 	struct event_base *base;
 	struct evconnlistener *listener; /* owned */
@@ -130,15 +140,16 @@ struct httpd {
 	bool full;		       /* the listener is off for want of room */
 	TAILQ_HEAD(, httpd_conn) idle; /* waiting for a request's first byte, longest first */
 	size_t bodies;		       /* bytes of request bodies received and not yet given back */
-	/* Lines about failed TLS handshakes: a quota for each reason (OpenSSL's static strings). */
+	/*
+	 * Lines about failed TLS handshakes: a quota for each reason (OpenSSL's
+	 * library and reason code), open addressing; the last one for every
+	 * reason past the table's room.
+	 */
 	struct {
-		const char *reason; /* NULL: free */
+		unsigned long code; /* 0: free */
 		struct log_quota quota;
-	} tls_failed[8];
+	} tls_failed[HANDSHAKE_REASONS + 1];
 };
-
-/* A failed TLS handshake is logged at most this often for each reason (log_quota). */
-#define HANDSHAKE_LOG_MS 10000
 
 static void conn_read(struct httpd_conn *c);
 
@@ -873,23 +884,26 @@ static void handshake_failed(struct httpd_conn *c, short what)
 	const char *reason = e ? ERR_reason_error_string(e) : NULL;
 	int held = 0;
 	if (reason && !went) {
-		/*
-		 * Anyone can fail one (3,000 lines a second from one client): at
-		 * most a line per reason per HANDSHAKE_LOG_MS, with a count. A
-		 * reason past the table's room shares its last quota.
-		 */
-		size_t n = sizeof(c->srv->tls_failed) / sizeof(c->srv->tls_failed[0]), i = 0;
-		while (i < n - 1 && c->srv->tls_failed[i].reason &&
-		       c->srv->tls_failed[i].reason != reason)
-			i++;
-		c->srv->tls_failed[i].reason = reason;
+		/* Anyone can fail one (3,000 lines a second from one client). */
+		unsigned long code =
+			((unsigned long)ERR_GET_LIB(e) << 24) | ERR_GET_REASON(e) | 1ul << 31;
+		size_t i = code % HANDSHAKE_REASONS, probes = 0;
+		while (probes < HANDSHAKE_REASONS && c->srv->tls_failed[i].code &&
+		       c->srv->tls_failed[i].code != code) {
+			i = (i + 1) % HANDSHAKE_REASONS;
+			probes++;
+		}
+		bool other = probes == HANDSHAKE_REASONS;
+		if (other)
+			i = HANDSHAKE_REASONS;
+		else
+			c->srv->tls_failed[i].code = code;
 		if (!log_quota_take(&c->srv->tls_failed[i].quota, HANDSHAKE_LOG_MS, &held))
 			held = -1;
 		if (held > 0)
-			log_info("TLS handshake with %s failed: %s (and %d more failed since the "
-				 "last "
-				 "such line)",
-				 c->peer, reason, held);
+			log_info("TLS handshake with %s failed: %s (and %d more failed%s since the "
+				 "last such line)",
+				 c->peer, reason, held, other ? ", for other reasons," : "");
 		else if (held == 0)
 			log_info("TLS handshake with %s failed: %s", c->peer, reason);
 	} else

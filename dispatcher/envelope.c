@@ -156,6 +156,10 @@ static bool repository_ok(const char *repo, size_t idx, char *err, size_t errlen
 			 repo);
 		return false;
 	}
+	if (strchr(repo, '\\')) {
+		snprintf(err, errlen, "events[%zu].target.repository: a '\\' in '%s'", idx, repo);
+		return false;
+	}
 	/* "." and "..": no registry makes them, and in a URL they are dot-segments. */
 	for (const char *c = repo; c; c = strchr(c, '/') ? strchr(c, '/') + 1 : NULL) {
 		size_t n = strcspn(c, "/");
@@ -166,6 +170,25 @@ static bool repository_ok(const char *repo, size_t idx, char *err, size_t errlen
 				 idx, repo);
 			return false;
 		}
+	}
+	return true;
+}
+
+/*
+ * A tag goes into URLs ({tag}): none may be a path of its own. A registry's
+ * tags are [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}; a token may post any, and a
+ * tag of "..", "../run" or "x/../../run", percent-encoded, was still a
+ * dot-segment for an endpoint behind nginx, which decodes the path before
+ * resolving it (/deploy/{tag}/run reached /run).
+ */
+static bool tag_ok(const char *tag, size_t idx, char *err, size_t errlen)
+{
+	if (tag && (strpbrk(tag, "/\\") || strcmp(tag, ".") == 0 || strcmp(tag, "..") == 0)) {
+		snprintf(err, errlen,
+			 "events[%zu].target.tag: '%.64s' holds '/' or '\\' or is '.' or '..' (a "
+			 "registry's tags are [A-Za-z0-9_][A-Za-z0-9_.-]*)",
+			 idx, tag);
+		return false;
 	}
 	return true;
 }
@@ -273,7 +296,7 @@ static bool parse_event(yajl_val e, size_t idx, struct reg_event *ev, char *err,
 		snprintf(err, errlen, "events[%zu].%s: missing", idx, missing);
 		return false;
 	}
-	if (!repository_ok(ev->repository, idx, err, errlen))
+	if (!repository_ok(ev->repository, idx, err, errlen) || !tag_ok(ev->tag, idx, err, errlen))
 		return false;
 	if (!envelope_timestamp(ts, ev->timestamp, sizeof(ev->timestamp))) {
 		snprintf(err, errlen,
