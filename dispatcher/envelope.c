@@ -175,19 +175,21 @@ static bool repository_ok(const char *repo, size_t idx, char *err, size_t errlen
 }
 
 /*
- * A tag goes into URLs ({tag}): none may be a path of its own. A registry's
- * tags are [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}; a token may post any, and a
- * tag of "..", "../run" or "x/../../run", percent-encoded, was still a
- * dot-segment for an endpoint behind nginx, which decodes the path before
- * resolving it (/deploy/{tag}/run reached /run).
+ * A tag or a digest goes into URLs ({tag}, {digest}): neither may be a path
+ * of its own. A registry's tags are [A-Za-z0-9_][A-Za-z0-9_.-]{0,127} and
+ * its digests algorithm:hex; a token may post any, and a value of "..",
+ * "../run" or "x/../../run", percent-encoded, was still a dot-segment for
+ * an endpoint behind nginx, which decodes the path before resolving it
+ * (/deploy/{tag}/run reached /run).
  */
-static bool tag_ok(const char *tag, size_t idx, char *err, size_t errlen)
+static bool not_a_path(const char *value, const char *field, size_t idx, char *err, size_t errlen)
 {
-	if (tag && (strpbrk(tag, "/\\") || strcmp(tag, ".") == 0 || strcmp(tag, "..") == 0)) {
+	if (value &&
+	    (strpbrk(value, "/\\") || strcmp(value, ".") == 0 || strcmp(value, "..") == 0)) {
 		snprintf(err, errlen,
-			 "events[%zu].target.tag: '%.64s' holds '/' or '\\' or is '.' or '..' (a "
-			 "registry's tags are [A-Za-z0-9_][A-Za-z0-9_.-]*)",
-			 idx, tag);
+			 "events[%zu].target.%s: '%.64s' holds '/' or '\\' or is '.' or '..' (no "
+			 "registry makes such a %s)",
+			 idx, field, value, field);
 		return false;
 	}
 	return true;
@@ -296,7 +298,9 @@ static bool parse_event(yajl_val e, size_t idx, struct reg_event *ev, char *err,
 		snprintf(err, errlen, "events[%zu].%s: missing", idx, missing);
 		return false;
 	}
-	if (!repository_ok(ev->repository, idx, err, errlen) || !tag_ok(ev->tag, idx, err, errlen))
+	if (!repository_ok(ev->repository, idx, err, errlen) ||
+	    !not_a_path(ev->tag, "tag", idx, err, errlen) ||
+	    !not_a_path(ev->digest, "digest", idx, err, errlen))
 		return false;
 	if (!envelope_timestamp(ts, ev->timestamp, sizeof(ev->timestamp))) {
 		snprintf(err, errlen,

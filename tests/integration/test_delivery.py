@@ -320,6 +320,11 @@ def test_url_template_is_percent_encoded(reghook, pg, endpoint_factory):
             {'events': [event(repository='team-a/sub/app', tag=tag)]}).encode(),
             {'Content-Type': V1, 'Authorization': f'Bearer {token}'})
         assert status == 400 and 'events[0].target.tag: ' in out.decode(), (tag, status, out)
+    # So with {digest}: a digest is algorithm:hex, never a path.
+    status, _, out = reghook.post('/events', json.dumps(
+        {'events': [event(repository='team-a/sub/app', digest='x/../../run')]}).encode(),
+        {'Content-Type': V1, 'Authorization': f'Bearer {token}'})
+    assert status == 400 and 'events[0].target.digest: ' in out.decode(), (status, out)
     post(reghook, token, event(repository='team-a/sub/app', tag='v..2'))
     got = wait_until(lambda: [r for r in hook.requests if r.path.startswith('/deploy')],
                      timeout=15)

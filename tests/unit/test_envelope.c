@@ -285,34 +285,39 @@ UNIT_TEST(repository_names)
 }
 
 /* What yajl would let through but change, or PostgreSQL refuse: 400 before parsing. */
-/* A tag is never a path of its own: no '/', no '\\', not "." or "..". */
+/* A tag or a digest is never a path of its own: no '/', no '\\', not "." or "..". */
 UNIT_TEST(tag_names)
 {
 	static const char *const fmt =
 		"{\"events\":[{\"action\":\"push\",\"id\":\"1\",\"timestamp\":"
 		"\"2026-01-01T00:00:00Z\",\"target\":{\"repository\":\"team-a/app\",\"tag\":\"%s\","
-		"\"digest\":\"sha256:1\"}}]}";
+		"\"digest\":\"%s\"}}]}";
 	const struct {
-		const char *tag;
+		const char *value;
 		bool ok;
 	} cases[] = {
 		{"v1.2.3", true}, {"latest", true},  {"a..b", true}, {"...", true},
 		{"v1+b", true},	  {"..", false},     {".", false},   {"../run", false},
 		{"x/y", false},	  {"a\\\\b", false},
 	};
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		char body[1024];
-		snprintf(body, sizeof(body), fmt, cases[i].tag);
-		struct envelope env;
-		char err[256] = "";
-		enum envelope_status st =
-			envelope_parse(body, strlen(body), 10, &env, err, sizeof(err));
-		if (cases[i].ok)
-			UNIT_CHECK(st == ENVELOPE_OK, "'%s': %s", cases[i].tag, err);
-		else
-			UNIT_CHECK(st == ENVELOPE_BAD && strstr(err, "events[0].target.tag: '"),
-				   "'%s': status %d, error '%s'", cases[i].tag, st, err);
-		envelope_free(&env);
+	for (int field = 0; field < 2; field++) {
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			char body[1024];
+			snprintf(body, sizeof(body), fmt, field ? "t" : cases[i].value,
+				 field ? cases[i].value : "sha256:1");
+			struct envelope env;
+			char err[256] = "";
+			enum envelope_status st =
+				envelope_parse(body, strlen(body), 10, &env, err, sizeof(err));
+			if (cases[i].ok)
+				UNIT_CHECK(st == ENVELOPE_OK, "'%s': %s", cases[i].value, err);
+			else
+				UNIT_CHECK(st == ENVELOPE_BAD &&
+						   strstr(err, field ? "events[0].target.digest: '"
+								     : "events[0].target.tag: '"),
+					   "'%s': status %d, error '%s'", cases[i].value, st, err);
+			envelope_free(&env);
+		}
 	}
 }
 
