@@ -151,15 +151,26 @@ BEGIN
                coalesce(nullif(r.digest, ''),
                    -- A tag delete carries the digest of the delete-by-digest
                    -- request it belongs to: stored earlier, or in this batch.
+                   -- The same request deletes in one repository: a digest
+                   -- is taken from a delete of the same source and
+                   -- repository only (so from an event stored, or stored
+                   -- with this one: routed and allowed alike), the first.
+                   -- Only deletes that carry a digest are in the index, so
+                   -- tag deletes sharing a request id without one cost
+                   -- nothing each (events_delete_digest, migration 021).
                    CASE WHEN r.action = 'delete' AND nullif(r.request_id, '') IS NOT NULL THEN
                        coalesce(
                            (SELECT p.digest FROM reghook.events p
                             WHERE p.source_id = r.s AND p.request_id = r.request_id
+                              AND p.repository = r.repository
                               AND p.action = 'delete' AND p.digest IS NOT NULL
+                            ORDER BY p.id
                             LIMIT 1),
                            (SELECT nullif(p.digest, '') FROM input p
                             WHERE p.s = r.s AND p.request_id = r.request_id
+                              AND p.repository = r.repository
                               AND p.action = 'delete' AND nullif(p.digest, '') IS NOT NULL
+                            ORDER BY p.i
                             LIMIT 1))
                    END),
                nullif(r.media_type, ''), nullif(r.request_id, ''), coalesce(r.actor, ''),

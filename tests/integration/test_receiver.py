@@ -380,6 +380,79 @@ def test_v2_delete_shapes_and_timestamps(reghook, pg):
     assert rows[0]['occurred_at'].startswith('2026-11-22T18:20:32.5')
 
 
+def digest_delete(repository, request_id, digest):
+    ev = event(action='delete', repository=repository, tag=None, request_id=request_id,
+               digest=digest)
+    ev['target'] = {'repository': repository, 'digest': digest}
+    return ev
+
+
+def tag_delete(repository, request_id, tag='latest'):
+    ev = event(action='delete', repository=repository, tag=tag, request_id=request_id)
+    ev['target'] = {'repository': repository, 'tag': tag}
+    return ev
+
+
+def test_a_tag_delete_takes_the_digest_of_its_own_request_and_repository_only(reghook, pg):
+    """A delete by digest and its tag deletes share a request id, and one
+    request deletes in one repository: another repository's digest under
+    the same request id is not taken, nor that of an event refused for
+    the token's scope in the same envelope."""
+    token = register(reghook, 'team-a', 'team-b')
+    b_only = register(reghook, scope='team-b', name='b-only')
+    digest_a, digest_c, digest_w = ('sha256:' + c * 64 for c in 'acd')
+    shared = str(uuid.uuid4())
+    assert post(reghook, token, {'events': [digest_delete('team-a/app', shared, digest_a)]})[2] \
+        == counts(accepted=1)
+    assert post(reghook, token, {'events': [tag_delete('team-b/app', shared)]})[2] == \
+        counts(accepted=1)
+    scoped = str(uuid.uuid4())
+    status, _, body = post(reghook, b_only, {'events': [
+        digest_delete('team-a/app', scoped, digest_c), tag_delete('team-b/web', scoped)]})
+    assert (status, body) == (200, counts(accepted=1, rejected=1))
+    # The same request, repository and source: in one envelope, and across two.
+    same = str(uuid.uuid4())
+    assert post(reghook, token, {'events': [digest_delete('team-a/web', same, digest_w),
+                                            tag_delete('team-a/web', same, 'v1')]})[2] == \
+        counts(accepted=2)
+    assert post(reghook, token, {'events': [tag_delete('team-a/web', same, 'v2')]})[2] == \
+        counts(accepted=1)
+    # (An envelope's events are not stored in their order: compared sorted.)
+    got = sorted((r['repository'], r['tag'] or '', r['digest'] or '') for r in events(pg))
+    assert got == [('team-a/app', '', digest_a), ('team-a/web', '', digest_w),
+                   ('team-a/web', 'v1', digest_w), ('team-a/web', 'v2', digest_w),
+                   ('team-b/app', 'latest', ''), ('team-b/web', 'latest', '')], got
+
+
+def test_tag_deletes_sharing_a_request_id_cost_no_more_as_they_pile_up(reghook, pg):
+    """Tag deletes of one request id with no delete by digest each looked
+    up every earlier one (a token posting thousands made each ingest
+    slower than the last). Counted in index entries read by one more
+    ingest: rows of events fetched through an index, in the test's own
+    transaction."""
+    token = register(reghook, 'team-a')
+    shared = str(uuid.uuid4())
+    for n in range(2):
+        body = {'events': [tag_delete('team-a/app', shared, f't{n}-{i}') for i in range(1000)]}
+        assert post(reghook, token, body)[2] == counts(accepted=1000)
+    source = int(pg.psql("SELECT id FROM reghook.registry_sources WHERE name = 'main'"))
+    raw = tag_delete('team-a/app', shared, 'one-more')
+    batch = [{'i': 0, 's': source, 'id': raw['id'], 'action': 'delete',
+              'repository': 'team-a/app', 'tag': 'one-more', 'request_id': shared,
+              'actor': 'alice', 'ts': raw['timestamp'], 'raw': raw}]
+    conn = pg.connect()
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        cur.execute("SELECT i, outcome FROM reghook.ingest(%s::jsonb, NULL, 0, 0, '{}', 10000) "
+                    "WHERE i IS NOT NULL", [json.dumps(batch)])
+        assert cur.fetchall() == [(0, 'accepted')]
+        cur.execute("SELECT idx_tup_fetch FROM pg_stat_xact_user_tables "
+                    "WHERE schemaname = 'reghook' AND relname = 'events'")
+        read = cur.fetchone()[0]
+    conn.rollback()
+    assert read < 50, f'one more tag delete read {read} rows of events'
+
+
 BAD_BODIES = [
     (b'', 'empty body'),
     (b'not json', 'not JSON'),
