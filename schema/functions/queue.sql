@@ -171,8 +171,10 @@ BEGIN
         CROSS JOIN LATERAL (
             SELECT d.id FROM reghook.deliveries d
             WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
-              -- A disabled webhook's deliveries wait; a test push goes anyway.
-              AND (w.enabled OR d.is_test)
+              -- A disabled webhook's deliveries wait; a test push's
+              -- first attempt goes anyway (the person asked for it), its
+              -- retries wait like the others.
+              AND (w.enabled OR (d.is_test AND d.attempts = 0))
             ORDER BY d.next_attempt_at
             LIMIT CASE WHEN NOT w.resting THEN greatest(0, per_webhook - w.busy)
                        WHEN w.failed_lately

@@ -1078,6 +1078,34 @@ def test_webhook_test_reaches_a_disabled_webhook(reghook, pg, endpoint_factory):
         {'enabled': False}]
 
 
+def test_a_test_push_of_a_disabled_webhook_is_not_retried_until_enabled(reghook_factory, pg,
+                                                                        endpoint_factory):
+    """The first attempt of a test push goes to a disabled webhook (the
+    person asked for it); its retries wait while the webhook is disabled,
+    like those of any delivery (a test push failing on an enabled webhook
+    that is then disabled, too)."""
+    daemon = reghook_factory({'retry_schedule': '0,1h'})
+    register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.respond(500, b'down')
+    disabled = add_webhook(daemon, 'team-a', hook.url('/off'), enable=False)
+    enabled = add_webhook(daemon, 'team-a', hook.url('/on'))
+    for webhook_id in (disabled, enabled):
+        daemon.run_cli('webhook', 'test', webhook_id, check=False)
+        wait_attempts(pg, webhook_id, 1)
+    daemon.run_cli('webhook', 'disable', enabled)
+    pg.psql("UPDATE reghook.deliveries SET next_attempt_at = now() WHERE status = 'pending'")
+    assert quiet(hook, 2.5) == 2
+    for webhook_id in (disabled, enabled):
+        assert [(d['status'], d['attempts']) for d in deliveries(pg, webhook_id)] == \
+            [('pending', 1)]
+    hook.respond(200, b'ok')
+    daemon.run_cli('webhook', 'enable', disabled)
+    hook.wait_for(3, timeout=10)
+    wait_status(pg, disabled, 'succeeded')
+    assert quiet(hook, 1.5) == 3
+
+
 def test_invalid_secret_set_through_sql_fails_cleanly(reghook_factory, pg, endpoint_factory):
     """A secret the table's CHECK lets through but that does not decode (5
     base64 characters) cannot be signed with: webhook_set() refuses it now,
