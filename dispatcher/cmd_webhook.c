@@ -348,33 +348,71 @@ static int webhook_show(PGconn *conn, const char *id)
 static void offer_retry(PGconn *conn, const char *id)
 {
 	const char *params[] = {id};
-	PGresult *res =
-		cli_exec(conn,
-			 "SELECT count(*) FILTER (WHERE status = 'pending' AND "
-			 "next_attempt_at > now()), count(*) FILTER (WHERE status = 'failed')"
-			 " FROM reghook.deliveries WHERE webhook_id = $1",
-			 1, params);
+	PGresult *res = cli_exec(
+		conn,
+		"SELECT w.enabled, coalesce(w.disabled_reason, ''),"
+		" (SELECT count(*) FROM reghook.deliveries d WHERE d.webhook_id = w.id"
+		"  AND d.status = 'pending' AND (d.next_attempt_at > now() OR NOT w.enabled)),"
+		" (SELECT count(*) FROM reghook.deliveries d WHERE d.webhook_id = w.id"
+		"  AND d.status = 'failed')"
+		" FROM reghook.webhooks w WHERE w.id = $1",
+		1, params);
 	if (!res)
 		return;
-	const char *waiting = PQgetvalue(res, 0, 0), *failed = PQgetvalue(res, 0, 1);
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		return;
+	}
+	bool enabled = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	const char *reason = PQgetvalue(res, 0, 1);
+	const char *waiting = PQgetvalue(res, 0, 2), *failed = PQgetvalue(res, 0, 3);
+	bool one_waits = strcmp(waiting, "1") == 0, one_failed = strcmp(failed, "1") == 0;
+	if (!enabled) {
+		/* Retriggers refuse a disabled webhook: it is enabled first. */
+		printf("Webhook %s is disabled%s%s%s", id, *reason ? " (" : "", reason,
+		       *reason ? ")" : "");
+		if (strcmp(waiting, "0") == 0 && strcmp(failed, "0") == 0) {
+			printf(": 'reghook webhook enable %s' starts its deliveries.\n", id);
+		} else {
+			printf(": once 'reghook webhook enable %s' has enabled it, ", id);
+			if (strcmp(waiting, "0") != 0)
+				printf("'reghook retrigger --webhook %s --waiting' tries its %s "
+				       "waiting %s now%s",
+				       id, waiting, one_waits ? "delivery" : "deliveries",
+				       strcmp(failed, "0") != 0 ? " and " : "");
+			if (strcmp(failed, "0") != 0)
+				printf("'reghook retrigger --webhook %s --failed' queues its %s "
+				       "failed %s again",
+				       id, failed, one_failed ? "delivery" : "deliveries");
+			printf(".\n");
+		}
+		PQclear(res);
+		return;
+	}
 	if (strcmp(waiting, "0") != 0)
 		printf("%s %s for a next attempt: 'reghook retrigger --webhook %s --waiting' "
 		       "tries %s now.\n",
-		       waiting, strcmp(waiting, "1") == 0 ? "delivery waits" : "deliveries wait",
-		       id, strcmp(waiting, "1") == 0 ? "it" : "them");
+		       waiting, one_waits ? "delivery waits" : "deliveries wait", id,
+		       one_waits ? "it" : "them");
 	if (strcmp(failed, "0") != 0)
 		printf("%s %s: 'reghook retrigger --webhook %s --failed' queues %s again.\n",
-		       failed, strcmp(failed, "1") == 0 ? "delivery failed" : "deliveries failed",
-		       id, strcmp(failed, "1") == 0 ? "it" : "them");
+		       failed, one_failed ? "delivery failed" : "deliveries failed", id,
+		       one_failed ? "it" : "them");
 	PQclear(res);
 }
 
-/* The test push's last attempt, if any, as a SQL user reads it. */
+/*
+ * The test push's last attempt, if any, as a SQL user reads it, and why
+ * its webhook is disabled if it is; no row once the delivery is gone (its
+ * webhook removed).
+ */
 static const char test_outcome_sql[] =
-	"SELECT attempt, status, coalesce(response_status::text, ''), coalesce(error_class, ''),"
-	" coalesce(error, ''), coalesce(duration_ms::text, '')"
-	" FROM reghook.delivery_history WHERE delivery_id = $1::uuid"
-	" ORDER BY attempt DESC NULLS LAST LIMIT 1";
+	"SELECT h.attempt, h.status, coalesce(h.response_status::text, ''),"
+	" coalesce(h.error_class, ''), coalesce(h.error, ''), coalesce(h.duration_ms::text, ''),"
+	" (SELECT CASE WHEN NOT w.enabled THEN coalesce(w.disabled_reason, '') END"
+	"  FROM reghook.webhooks w WHERE w.id = h.webhook_id)"
+	" FROM reghook.delivery_history h WHERE h.delivery_id = $1::uuid"
+	" ORDER BY h.attempt DESC NULLS LAST LIMIT 1";
 
 /*
  * Queues a test push and waits for its first attempt, up to the webhook's
@@ -406,7 +444,12 @@ static int webhook_test(PGconn *conn, const struct config *cfg, const char *id)
 		res = cli_exec(conn, test_outcome_sql, 1, q);
 		if (!res)
 			return CLI_FAILED;
-		if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+		if (PQntuples(res) == 0) {
+			PQclear(res);
+			printf("The test push is gone: webhook %s was removed meanwhile.\n", id);
+			return CLI_FAILED;
+		}
+		if (!PQgetisnull(res, 0, 0))
 			break;
 		PQclear(res);
 		if (waited >= wait_ms) {
@@ -421,22 +464,38 @@ static int webhook_test(PGconn *conn, const struct config *cfg, const char *id)
 	}
 	const char *http = PQgetvalue(res, 0, 2), *class = PQgetvalue(res, 0, 3);
 	const char *error = PQgetvalue(res, 0, 4), *ms = PQgetvalue(res, 0, 5);
+	const char *status = PQgetvalue(res, 0, 1), *reason = PQgetvalue(res, 0, 6);
+	bool disabled = !PQgetisnull(res, 0, 6);
+	char why[512] = "";
+	if (*reason)
+		snprintf(why, sizeof(why), " (%s)", reason);
 	int rc = CLI_OK;
 	if (*class == '\0') {
 		printf("Delivered: HTTP %s in %s ms.\n", http, ms);
 	} else {
 		rc = CLI_FAILED;
-		if (strcmp(class, "http") == 0) /* its error says no more than the status */
+		/* An HTTP failure's error says no more than its status; a
+		 * transport failure's says how long it took. */
+		if (strcmp(class, "http") == 0)
 			printf("Failed: HTTP %s after %s ms.\n", http, ms);
 		else
-			printf("Failed: %s: %s after %s ms.\n", class, error, ms);
+			printf("Failed: %s: %s.\n", class, error);
 		if (strcmp(class, "blocked") == 0 && strstr(error, REQUEST_PRIVATE_OFF))
 			printf("The target is on this machine or a private network: "
 			       "allow_private_targets = true in reghook serve's configuration "
 			       "allows it.\n");
-		printf("It is retried on the retry schedule; 'reghook deliveries --webhook %s' "
-		       "shows its attempts.\n",
-		       id);
+		if (strcmp(status, "failed") == 0 && disabled)
+			printf("It is not retried: the webhook is disabled%s.\n", why);
+		else if (strcmp(status, "failed") == 0)
+			printf("It is not retried: its attempts are used up.\n");
+		else if (disabled)
+			printf("The webhook is disabled%s: the test push is retried once it is "
+			       "enabled.\n",
+			       why);
+		else
+			printf("It is retried on the retry schedule; 'reghook deliveries "
+			       "--webhook %s' shows its attempts.\n",
+			       id);
 	}
 	PQclear(res);
 	return rc;

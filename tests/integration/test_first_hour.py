@@ -10,11 +10,12 @@ import json
 import os
 import pathlib
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
 import pytest
 
-from harness import add_webhook, child_env, register, run_reghook
+from harness import add_webhook, child_env, free_port, register, run_reghook, wait_until
 from test_delivery import (delivered_callback_path, event, post, rows, wait_attempts,
                            wait_status)
 
@@ -130,6 +131,74 @@ def test_webhook_test_waits_for_its_attempt_and_prints_the_outcome(reghook_facto
     assert res.returncode == 1
     assert 'Failed: HTTP 503 after ' in res.stdout
     assert f"'reghook deliveries --webhook {ok}'" in res.stdout
+
+
+def test_webhook_test_and_set_say_what_follows_a_failure(reghook_factory, pg, endpoint_factory):
+    """What `webhook test` says after a failure matches what happens next:
+    retried, not retried (attempts used up), not retried because a 410
+    disabled the webhook; a transport failure's time is said once. After a
+    410, `webhook set --url` says that enabling sends the deliveries that
+    wait (the retriggers it would suggest refuse a disabled webhook)."""
+    hook = endpoint_factory()
+    daemon = reghook_factory(SLOW_RETRY)
+    token = register(daemon, 'team-a')
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/a'))
+
+    hook.respond(500, b'down')
+    res = daemon.run_cli('webhook', 'test', webhook_id, check=False)
+    assert 'It is retried on the retry schedule' in res.stdout, res.stdout
+    daemon.run_cli('webhook', 'set', webhook_id, '--max-attempts', '1')
+    res = daemon.run_cli('webhook', 'test', webhook_id, check=False)
+    assert res.stdout.splitlines()[-1] == 'It is not retried: its attempts are used up.', \
+        res.stdout
+    daemon.run_cli('webhook', 'set', webhook_id, '--max-attempts', '8')
+
+    # Two deliveries wait for their retry; then a 410 disables the webhook.
+    for tag in ('1', '2'):
+        post(daemon, token, event(tag=tag))
+    wait_until(lambda: pg.psql("SELECT count(*) FROM reghook.deliveries WHERE NOT is_test "
+                               "AND status = 'pending' AND attempts = 1").strip() == '2',
+               msg='two deliveries waiting')
+    hook.respond(410, b'gone')
+    res = daemon.run_cli('webhook', 'test', webhook_id, check=False)
+    assert res.returncode == 1
+    assert res.stdout.splitlines()[-2:] == [
+        'Failed: HTTP 410 after ' + res.stdout.split('Failed: HTTP 410 after ')[1].split('\n')[0],
+        'It is not retried: the webhook is disabled (endpoint answered 410 Gone).'], res.stdout
+
+    hook.respond(200, b'ok')
+    res = daemon.run_cli('webhook', 'set', webhook_id, '--url', hook.url('/b'))
+    # The two deliveries and the first test push wait; two test pushes failed.
+    assert res.stdout.splitlines()[1:] == [
+        f"Webhook {webhook_id} is disabled (endpoint answered 410 Gone): once 'reghook "
+        f"webhook enable {webhook_id}' has enabled it, 'reghook retrigger --webhook "
+        f"{webhook_id} --waiting' tries its 3 waiting deliveries now and 'reghook retrigger "
+        f"--webhook {webhook_id} --failed' queues its 2 failed deliveries again."], res.stdout
+    daemon.run_cli('webhook', 'enable', webhook_id)
+    daemon.run_cli('retrigger', '--webhook', webhook_id, '--waiting')
+    wait_until(lambda: sum(r.path == '/b' for r in hook.requests) == 3, msg='sent to /b')
+
+    closed = add_webhook(daemon, 'team-a', f'http://127.0.0.1:{free_port()}/')
+    daemon.run_cli('webhook', 'set', closed, '--max-attempts', '1')
+    res = daemon.run_cli('webhook', 'test', closed, check=False)
+    failed = next(line for line in res.stdout.splitlines() if line.startswith('Failed: '))
+    assert failed.startswith('Failed: connect: ') and failed.count(' ms') <= 1, res.stdout
+
+
+def test_webhook_test_says_when_its_webhook_is_removed_meanwhile(reghook_factory, pg):
+    daemon = reghook_factory()
+    register(daemon, 'team-a')
+    webhook_id = add_webhook(daemon, 'team-a', 'http://127.0.0.1:9/hook')
+    daemon.stop()  # nothing attempts the test push
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(daemon.run_cli, 'webhook', 'test', webhook_id, check=False)
+        wait_until(lambda: pg.psql('SELECT count(*) FROM reghook.deliveries').strip() == '1',
+                   msg='the test push queued')
+        daemon.run_cli('webhook', 'remove', webhook_id)
+        res = waiting.result(timeout=30)
+    assert res.returncode == 1
+    assert res.stdout.splitlines()[-1] == \
+        f'The test push is gone: webhook {webhook_id} was removed meanwhile.', res.stdout
 
 
 def test_webhook_test_says_that_a_local_target_is_blocked(reghook_factory, pg):
