@@ -332,10 +332,21 @@ static int webhook_show(PGconn *conn, const char *id)
 		PQclear(res);
 		return CLI_FAILED;
 	}
+	/* A value of several lines (headers, a template) goes on as many,
+	 * under the first. */
 	for (int c = 0; c < PQnfields(res); c++) {
-		char *value = cli_printable(PQgetvalue(res, 0, c));
-		printf("%-18s %s\n", PQfname(res, c), value);
-		free(value);
+		const char *name = PQfname(res, c);
+		char *lines = xstrdup(PQgetvalue(res, 0, c)), *rest = lines;
+		do {
+			char *line = strsep(&rest, "\n");
+			if (!rest && !*line && !*name)
+				break; /* the end of a last line */
+			char *value = cli_printable(line);
+			printf("%-18s %s\n", name, value);
+			free(value);
+			name = "";
+		} while (rest);
+		free(lines);
 	}
 	PQclear(res);
 	return CLI_OK;

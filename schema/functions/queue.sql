@@ -366,9 +366,16 @@ BEGIN
         ON CONFLICT (delivery_id, attempt) DO NOTHING
     ),
     -- Webhook health: a success resets the failure run; the run's start is kept.
+    -- Only attempts begun since the webhook was last changed by a person
+    -- count (updated_at: a new URL, enabling it, ...): a 410 from the URL
+    -- it had before must not disable it, nor old failures start a new run.
+    counted AS (
+        SELECT m.* FROM moved m JOIN reghook.webhooks w ON w.id = m.webhook_id
+        WHERE m.attempted_at >= w.updated_at
+    ),
     last_ok AS (
         SELECT webhook_id, max(attempted_at) FILTER (WHERE outcome = 'succeeded') AS at
-        FROM moved GROUP BY webhook_id
+        FROM counted GROUP BY webhook_id
     ),
     runs AS (
         SELECT m.webhook_id, k.at AS last_ok,
@@ -378,8 +385,10 @@ BEGIN
                                   AND (k.at IS NULL OR m.attempted_at > k.at)) AS fails_after,
                min(m.attempted_at) FILTER (WHERE m.outcome <> 'succeeded'
                                              AND (k.at IS NULL OR m.attempted_at > k.at))
-                   AS first_fail_after
-        FROM moved m JOIN last_ok k USING (webhook_id)
+                   AS first_fail_after,
+               count(*) FILTER (WHERE m.outcome <> 'succeeded') AS fails,
+               min(m.attempted_at) FILTER (WHERE m.outcome <> 'succeeded') AS first_fail
+        FROM counted m JOIN last_ok k USING (webhook_id)
         GROUP BY m.webhook_id, k.at
     )
     SELECT (SELECT count(*) FROM moved),
@@ -411,7 +420,8 @@ BEGIN
     END;
     WITH runs AS (
         SELECT * FROM jsonb_to_recordset(health_runs) AS r(webhook_id bigint, last_ok timestamptz,
-            last_bad timestamptz, gone boolean, fails_after bigint, first_fail_after timestamptz)
+            last_bad timestamptz, gone boolean, fails_after bigint, first_fail_after timestamptz,
+            fails bigint, first_fail timestamptz)
     ),
     -- Those held by this transaction now, and any other free (SKIP LOCKED
     -- passes only rows that another transaction holds).
@@ -420,18 +430,28 @@ BEGIN
         WHERE w.id IN (SELECT webhook_id FROM runs)
         FOR NO KEY UPDATE SKIP LOCKED
     ),
-    health AS (
-        SELECT r.*, CASE WHEN r.last_ok IS NOT NULL THEN r.first_fail_after
-                         ELSE coalesce(w.failing_since, r.first_fail_after) END AS since
+    -- Results are written in the order requests end, not begin: a success
+    -- ends the run only if it began after the last failure recorded (a slow
+    -- one landing after faster failures does not), and the last success and
+    -- failure never go back in time.
+    ends AS (
+        SELECT r.*, r.last_ok IS NOT NULL
+                    AND r.last_ok > coalesce(w.last_failure_at, '-infinity') AS ends_run
         FROM runs r JOIN reghook.webhooks w ON w.id = r.webhook_id
         WHERE r.webhook_id IN (SELECT id FROM free)
+    ),
+    health AS (
+        SELECT e.*, CASE WHEN e.ends_run THEN e.fails_after ELSE e.fails END AS fails_new,
+               CASE WHEN e.ends_run THEN e.first_fail_after
+                    ELSE coalesce(w.failing_since, e.first_fail) END AS since
+        FROM ends e JOIN reghook.webhooks w ON w.id = e.webhook_id
     )
     -- 410 disables a webhook, and so do 5 days of failures without a success.
     UPDATE reghook.webhooks w
-    SET last_success_at = coalesce(h.last_ok, w.last_success_at),
-        last_failure_at = coalesce(h.last_bad, w.last_failure_at),
-        failures_in_a_row = CASE WHEN h.last_ok IS NOT NULL THEN h.fails_after
-                                 ELSE w.failures_in_a_row + h.fails_after END,
+    SET last_success_at = greatest(h.last_ok, w.last_success_at),
+        last_failure_at = greatest(h.last_bad, w.last_failure_at),
+        failures_in_a_row = CASE WHEN h.ends_run THEN h.fails_new
+                                 ELSE w.failures_in_a_row + h.fails_new END,
         failing_since = h.since,
         enabled = w.enabled AND NOT h.gone
                   AND NOT coalesce(h.since < now() - interval '5 days', false),

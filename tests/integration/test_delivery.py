@@ -824,6 +824,61 @@ def test_410_disables_the_webhook(reghook_factory, pg, endpoint_factory):
     assert '410' in daemon.run_cli('webhook', 'show', webhook_id).stdout
 
 
+def test_a_410_from_the_url_a_webhook_had_before_does_not_disable_it(reghook_factory, pg,
+                                                                     endpoint_factory):
+    """A request under way when the webhook is given a new URL answers 410
+    afterwards: that answer is the old URL's, so the webhook stays enabled
+    and its next events go to the new URL."""
+    daemon = reghook_factory({'retry_schedule': '0,1h'})
+    token = register(daemon, 'team-a')
+    old, new = endpoint_factory(), endpoint_factory()
+    old.respond(410, b'gone', delay=2)
+    webhook_id = add_webhook(daemon, 'team-a', old.url('/'))
+    post(daemon, token, event(tag='1'))
+    old.wait_for(1)
+    daemon.run_cli('webhook', 'set', webhook_id, '--url', new.url('/'))
+    wait_status(pg, webhook_id, 'failed')
+    wait_attempts(pg, webhook_id, 1)
+    assert rows(pg, f"""SELECT enabled, disabled_reason, failures_in_a_row
+                        FROM reghook.webhooks WHERE id = {webhook_id}""") == [
+        {'enabled': True, 'disabled_reason': None, 'failures_in_a_row': 0}]
+    post(daemon, token, event(tag='2'))
+    new.wait_for(1)
+
+
+def test_a_slow_success_landing_after_a_later_failure_does_not_end_its_run(reghook_factory, pg,
+                                                                           endpoint_factory):
+    """Results are written as requests end: a success that began before a
+    failure but ended after it neither ends the failure run nor moves the
+    last failure back; the last success never goes back either."""
+    daemon = reghook_factory({'retry_schedule': '0,1h'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.script([Response(200, b'ok', delay=2), 500])
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, event(tag='slow'))
+    hook.wait_for(1)
+    post(daemon, token, event(tag='fast'))
+    hook.wait_for(2)
+    wait_attempts(pg, webhook_id, 2)
+    [health] = rows(pg, f"""SELECT failures_in_a_row, failing_since IS NOT NULL AS failing,
+                                   last_failure_at > last_success_at AS failure_last
+                            FROM reghook.webhooks WHERE id = {webhook_id}""")
+    assert health == {'failures_in_a_row': 1, 'failing': True, 'failure_last': True}, health
+    # A success that began later ends the run; then an older one lands.
+    hook.script([Response(200, b'ok', delay=2), 200])
+    post(daemon, token, event(tag='slow-2'))
+    hook.wait_for(3)
+    post(daemon, token, event(tag='fast-2'))
+    wait_attempts(pg, webhook_id, 4)
+    [health] = rows(pg, f"""SELECT failures_in_a_row, failing_since,
+                                   last_success_at = (SELECT max(attempted_at)
+                                                      FROM reghook.delivery_attempts
+                                                      WHERE response_status = 200) AS newest
+                            FROM reghook.webhooks WHERE id = {webhook_id}""")
+    assert health == {'failures_in_a_row': 0, 'failing_since': None, 'newest': True}, health
+
+
 def test_five_days_without_success_disable_the_webhook(reghook_factory, pg, endpoint_factory):
     """A webhook failing since more than 5 days ago is disabled by its next
     failed attempt, with the reason recorded; one whose run of failures a

@@ -205,9 +205,15 @@ def test_show_prints_format_and_template(reghook, tmp_path):
     path.write_text('{\n  "text": "{{repository}}:{{tag}} pushed"\n}\n')
     webhook_id = add_webhook(reghook, 'team-a', 'https://chat.example.com/hooks/x',
                              '--format', 'template', '--template', str(path), enable=False)
-    out = reghook.run_cli('webhook', 'show', webhook_id).stdout
+    reghook.run_cli('webhook', 'set', webhook_id, '--header', 'X-One: 1', '--header', 'X-Two: 2')
+    out = reghook.run_cli('webhook', 'show', webhook_id).stdout.splitlines()
     assert 'format             template' in out
-    assert '"text": "{{repository}}:{{tag}} pushed"' in out
+    # A value of several lines goes on as many, under the first.
+    at = out.index('template           {')
+    assert out[at + 1:at + 3] == [' ' * 19 + '  "text": "{{repository}}:{{tag}} pushed"',
+                                  ' ' * 19 + '}'], out
+    at = out.index('headers            X-One: 1')
+    assert out[at + 1] == ' ' * 19 + 'X-Two: 2', out
     reghook.run_cli('webhook', 'set', webhook_id, '--format', 'teams')
     assert 'format             teams' in reghook.run_cli('webhook', 'show', webhook_id).stdout
 
