@@ -35,6 +35,10 @@ static int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
 		rc = cli_usage_error(cmd, "list takes no argument");
 	} else if (strcmp(sub, "grant") == 0 && argc != 5) {
 		rc = cli_usage_error(cmd, "grant takes NS ROLE owner|contributor|viewer");
+	} else if (strcmp(sub, "grant") == 0 && strcmp(argv[4], "owner") != 0 &&
+		   strcmp(argv[4], "contributor") != 0 && strcmp(argv[4], "viewer") != 0) {
+		rc = cli_usage_error(cmd, "access must be owner, contributor or viewer, not '%s'",
+				     argv[4]);
 	} else if (!is_add && strcmp(sub, "list") != 0 && strcmp(sub, "grant") != 0) {
 		rc = cli_usage_error(cmd, "unknown subcommand '%s'", sub);
 	} else {

@@ -265,6 +265,15 @@ static bool take_fields(int *argc, char **argv, struct buf *json, bool *new_url,
 			snprintf(err, errlen, "--header: expected 'Name: value'");
 			return false;
 		}
+		char name[256];
+		snprintf(name, sizeof(name), "%.*s", (int)(colon - v), v);
+		if (request_reserved_header(name)) {
+			snprintf(err, errlen,
+				 "--header: '%.64s' frames the request or is set by reghook: "
+				 "not a webhook's own header",
+				 name);
+			return false;
+		}
 		buf_puts(json,
 			 headers++ ? "," : (json->len > 1 ? ",\"headers\":[" : "\"headers\":["));
 		buf_json_str(json, v, strlen(v));

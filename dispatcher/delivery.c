@@ -333,10 +333,14 @@ static void log_attempt(struct delivery *dp, const struct inflight *f, const cha
 	const char *hint = strstr(request_error(r), REQUEST_PRIVATE_OFF)
 				   ? " (set allow_private_targets = true to allow private targets)"
 				   : "";
-	log_warn("delivery %s (webhook %lld) attempt %d of %d %s: %s: %s%s; %s",
-		 request_delivery_id(r), f->webhook_id, f->attempt - f->round_start,
-		 f->max_attempts, strcmp(cls, "blocked") == 0 ? "refused" : "failed", cls,
-		 request_error(r), hint, next);
+	/* An attempt past max_attempts: one after a lost attempt (which never
+	 * ends a round), or max_attempts lowered while the delivery waited. */
+	int n = f->attempt - f->round_start;
+	log_warn("delivery %s (webhook %lld) attempt %d %s %d %s: %s: %s%s; %s",
+		 request_delivery_id(r), f->webhook_id, n,
+		 n <= f->max_attempts ? "of" : "past max_attempts", f->max_attempts,
+		 strcmp(cls, "blocked") == 0 ? "refused" : "failed", cls, request_error(r), hint,
+		 next);
 }
 
 static void on_summary(evutil_socket_t fd, short what, void *arg)

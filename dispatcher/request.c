@@ -212,9 +212,10 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
  * namespace's delivery then shared (its history held the first one's body);
  * a Host, a second Content-Type or signature confused the endpoint.
  * webhook_set_headers() refuses the same names (schema/functions/webhooks.sql);
- * rows written before it are skipped here, not sent.
+ * rows written before it are skipped here, not sent; the CLI refuses them
+ * as bad usage before asking.
  */
-static bool reserved_header(const char *name)
+bool request_reserved_header(const char *name)
 {
 	static const char *const exact[] = {
 		"content-length",
@@ -259,7 +260,7 @@ static bool add_custom_headers(struct request *r, const char *json)
 		if (YAJL_IS_ARRAY(pair) && pair->u.array.len == 2 &&
 		    YAJL_IS_STRING(pair->u.array.values[0]) &&
 		    YAJL_IS_STRING(pair->u.array.values[1]) &&
-		    !reserved_header(pair->u.array.values[0]->u.string))
+		    !request_reserved_header(pair->u.array.values[0]->u.string))
 			add_header(r, pair->u.array.values[0]->u.string,
 				   pair->u.array.values[1]->u.string, true);
 	}

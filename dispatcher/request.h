@@ -63,6 +63,10 @@ struct request;
 /* Builds the attempt. Never NULL: a spec that cannot be sent yields a request already
  * finished as REQUEST_INVALID (request_easy() is then NULL). */
 struct request *request_new(const struct request_spec *spec, const struct config *cfg);
+
+/* Whether a header name frames a request or is one reghook sets: no webhook
+ * may have it (case-insensitive). */
+bool request_reserved_header(const char *name);
 void request_free(struct request *r);
 /* The handle to run, or NULL if the request is already finished. */
 CURL *request_easy(struct request *r);

@@ -1506,6 +1506,28 @@ def test_info_log_shows_accepted_events_failures_and_a_success_summary(reghook_f
     assert password not in log and secret not in log and base64.b64encode(key).decode() not in log
 
 
+def test_an_attempt_past_a_lowered_max_attempts_is_logged_as_such(reghook_factory, pg,
+                                                                  endpoint_factory):
+    """max_attempts lowered while a delivery waits: its next attempt is its
+    last, and the log says it is past the maximum, not "attempt 2 of 1"."""
+    daemon = reghook_factory({'retry_schedule': '0,1h', 'log_level': 'info'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.respond(500, b'down')
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    post(daemon, token, event())
+    wait_attempts(pg, webhook_id, 1)
+    daemon.run_cli('webhook', 'set', webhook_id, '--max-attempts', '1')
+    pg.psql("UPDATE reghook.deliveries SET next_attempt_at = now() WHERE status = 'pending'")
+    delivery = wait_status(pg, webhook_id, 'failed')[0]
+    wait_until(lambda: len([w for w in log_lines(daemon, 'warn') if delivery['id'] in w]) == 2,
+               5)
+    last = [w for w in log_lines(daemon, 'warn') if delivery['id'] in w][-1]
+    assert last.startswith(f'delivery {delivery["id"]} (webhook {webhook_id}) attempt 2 past '
+                           'max_attempts 1 failed: http: HTTP 500'), last
+    assert last.endswith('; failed for good'), last
+
+
 def test_info_log_shows_refused_targets_and_deliveries_failed_for_good(reghook_factory, pg,
                                                                        endpoint_factory):
     daemon = reghook_factory({'allow_private_targets': False, 'log_level': 'info'})

@@ -77,6 +77,29 @@ def test_timeout_errors_say_why(reghook, pg):
     assert webhook(pg, hook_id)['timeout_ms'] == 30000
 
 
+def test_bad_access_and_reserved_headers_are_bad_usage(reghook, pg):
+    """Exit status 2 with one line, nothing asked of the database, for an
+    access level that does not exist and for a header a webhook may not
+    have (the SQL refuses both too: a SQL user gets the same rule)."""
+    register(reghook, 'team-a')
+    hook_id = add_webhook(reghook, 'team-a', 'http://127.0.0.1:9/', enable=False)
+    res = reghook.run_cli('namespace', 'grant', 'team-a', 'alice', 'admin', check=False)
+    assert res.returncode == 2 and len(res.stderr.splitlines()) == 1, res.stderr
+    assert res.stderr.startswith(
+        "reghook namespace: access must be owner, contributor or viewer, not 'admin'"), res.stderr
+    for name in ('Host', 'content-LENGTH', 'X-Reghook-Event', 'Proxy-Authorization', 'ce-id'):
+        for args in (['webhook', 'set', hook_id, '--header', f'{name}: x'],
+                     ['webhook', 'add', 'team-a', 'http://127.0.0.1:9/', '--header',
+                      f'{name}: x']):
+            res = reghook.run_cli(*args, check=False)
+            assert res.returncode == 2, (args, res.stderr)
+            assert res.stderr.startswith(f"reghook webhook: --header: '{name}' frames the "
+                                         'request or is set by reghook'), res.stderr
+    assert pg.psql('SELECT count(*) FROM reghook.webhook_headers').strip() == '0'
+    assert pg.psql('SELECT count(*) FROM reghook.webhooks').strip() == '1'
+    reghook.run_cli('webhook', 'set', hook_id, '--header', 'ce-myextension: fine')
+
+
 def test_listen_error_says_why(reghook, pg):
     """A second daemon on the same address stops at once, saying why."""
     res = run_reghook(['serve', '--listen', f'127.0.0.1:{reghook.port}'], database_url=pg.url(),
