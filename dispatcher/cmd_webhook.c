@@ -265,8 +265,12 @@ static bool take_fields(int *argc, char **argv, struct buf *json, bool *new_url,
 			snprintf(err, errlen, "--header: expected 'Name: value'");
 			return false;
 		}
+		/* The name as the database reads it: without the blanks around it. */
+		const char *start = v + strspn(v, " \t"), *end = colon;
+		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+			end--;
 		char name[256];
-		snprintf(name, sizeof(name), "%.*s", (int)(colon - v), v);
+		snprintf(name, sizeof(name), "%.*s", (int)(end - start), start);
 		if (request_reserved_header(name)) {
 			snprintf(err, errlen,
 				 "--header: '%.64s' frames the request or is set by reghook: "
@@ -384,13 +388,14 @@ static void offer_retry(PGconn *conn, const char *id)
 		return;
 	}
 	bool enabled = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	const char *reason = PQgetvalue(res, 0, 1);
 	const char *waiting = PQgetvalue(res, 0, 2), *failed = PQgetvalue(res, 0, 3);
 	bool one_waits = strcmp(waiting, "1") == 0, one_failed = strcmp(failed, "1") == 0;
 	if (!enabled) {
 		/* Retriggers refuse a disabled webhook: it is enabled first. */
+		char *reason = cli_printable(PQgetvalue(res, 0, 1));
 		printf("Webhook %s is disabled%s%s%s", id, *reason ? " (" : "", reason,
 		       *reason ? ")" : "");
+		free(reason);
 		if (strcmp(waiting, "0") == 0 && strcmp(failed, "0") == 0) {
 			printf(": 'reghook webhook enable %s' starts its deliveries.\n", id);
 		} else {
@@ -484,11 +489,12 @@ static int webhook_test(PGconn *conn, const struct config *cfg, const char *id)
 	}
 	const char *http = PQgetvalue(res, 0, 2), *class = PQgetvalue(res, 0, 3);
 	const char *error = PQgetvalue(res, 0, 4), *ms = PQgetvalue(res, 0, 5);
-	const char *status = PQgetvalue(res, 0, 1), *reason = PQgetvalue(res, 0, 6);
+	const char *status = PQgetvalue(res, 0, 1);
 	bool disabled = !PQgetisnull(res, 0, 6);
-	char why[512] = "";
-	if (*reason)
-		snprintf(why, sizeof(why), " (%s)", reason);
+	/* The reason a person gave (webhook_disable() in SQL) and the error
+	 * are text from elsewhere: made printable. */
+	char *reason = cli_printable(PQgetvalue(res, 0, 6));
+	char *shown = cli_printable(error);
 	int rc = CLI_OK;
 	if (*class == '\0') {
 		printf("Delivered: HTTP %s in %s ms.\n", http, ms);
@@ -499,24 +505,26 @@ static int webhook_test(PGconn *conn, const struct config *cfg, const char *id)
 		if (strcmp(class, "http") == 0)
 			printf("Failed: HTTP %s after %s ms.\n", http, ms);
 		else
-			printf("Failed: %s: %s.\n", class, error);
+			printf("Failed: %s: %s.\n", class, shown);
 		if (strcmp(class, "blocked") == 0 && strstr(error, REQUEST_PRIVATE_OFF))
 			printf("The target is on this machine or a private network: "
 			       "allow_private_targets = true in reghook serve's configuration "
 			       "allows it.\n");
-		if (strcmp(status, "failed") == 0 && disabled)
-			printf("It is not retried: the webhook is disabled%s.\n", why);
-		else if (strcmp(status, "failed") == 0)
-			printf("It is not retried: its attempts are used up.\n");
-		else if (disabled)
-			printf("The webhook is disabled%s: the test push is retried once it is "
-			       "enabled.\n",
-			       why);
-		else
+		if (strcmp(status, "failed") == 0)
+			printf("It is not retried: the test push failed for good.\n");
+		else if (!disabled)
 			printf("It is retried on the retry schedule; 'reghook deliveries "
 			       "--webhook %s' shows its attempts.\n",
 			       id);
+		if (disabled)
+			printf("The webhook is disabled%s%s%s%s.\n", *reason ? " (" : "", reason,
+			       *reason ? ")" : "",
+			       strcmp(status, "failed") == 0
+				       ? ""
+				       : ": the test push is retried once it is enabled");
 	}
+	free(reason);
+	free(shown);
 	PQclear(res);
 	return rc;
 }

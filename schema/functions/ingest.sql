@@ -121,6 +121,17 @@ BEGIN
             repository text, p text[], tag text, digest text, media_type text,
             request_id text, actor text, ts timestamptz, raw jsonb)
     ),
+    -- The first digest of each delete request in the batch, by source and
+    -- repository, for the tag deletes of the same request (one look-up
+    -- each, not a scan of the batch each).
+    batch_digests AS (
+        SELECT DISTINCT ON (x.s, x.request_id, x.repository)
+               x.s, x.request_id, x.repository, x.digest
+        FROM input x
+        WHERE x.action = 'delete' AND nullif(x.digest, '') IS NOT NULL
+          AND nullif(x.request_id, '') IS NOT NULL
+        ORDER BY x.s, x.request_id, x.repository, x.i
+    ),
     routed AS (
         SELECT input.*, r.namespace_id, r.namespace, r.name,
                -- A scope entry covers its namespace and the namespaces below it.
@@ -166,16 +177,13 @@ BEGIN
                               AND p.action = 'delete' AND p.digest IS NOT NULL
                             ORDER BY p.id
                             LIMIT 1),
-                           (SELECT nullif(p.digest, '') FROM input p
-                            WHERE p.s = r.s AND p.request_id = r.request_id
-                              AND p.repository = r.repository
-                              AND p.action = 'delete' AND nullif(p.digest, '') IS NOT NULL
-                            ORDER BY p.i
-                            LIMIT 1))
+                           bd.digest)
                    END),
                nullif(r.media_type, ''), nullif(r.request_id, ''), coalesce(r.actor, ''),
                r.ts, r.raw
         FROM routed r
+        LEFT JOIN batch_digests bd
+            ON bd.s = r.s AND bd.request_id = r.request_id AND bd.repository = r.repository
         WHERE r.namespace_id IS NOT NULL AND r.allowed AND r.nth = 1
         ON CONFLICT (source_id, event_uuid) DO NOTHING
         RETURNING e.id, e.source_id, e.event_uuid, e.namespace_id, e.name, e.action, e.tag,

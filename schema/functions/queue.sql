@@ -369,8 +369,12 @@ BEGIN
     -- Only attempts begun since the webhook was last changed by a person
     -- count (updated_at: a new URL, enabling it, ...): a 410 from the URL
     -- it had before must not disable it, nor old failures start a new run.
+    -- An attempt stamped later than now (a dispatcher's clock ahead of the
+    -- database's) counts as made now: a failure from the future would
+    -- otherwise outlast every success until that time came.
     counted AS (
-        SELECT m.* FROM moved m JOIN reghook.webhooks w ON w.id = m.webhook_id
+        SELECT m.webhook_id, m.outcome, least(m.attempted_at, now()) AS attempted_at
+        FROM moved m JOIN reghook.webhooks w ON w.id = m.webhook_id
         WHERE m.attempted_at >= w.updated_at
     ),
     last_ok AS (
@@ -387,7 +391,8 @@ BEGIN
                                              AND (k.at IS NULL OR m.attempted_at > k.at))
                    AS first_fail_after,
                count(*) FILTER (WHERE m.outcome <> 'succeeded') AS fails,
-               min(m.attempted_at) FILTER (WHERE m.outcome <> 'succeeded') AS first_fail
+               min(m.attempted_at) FILTER (WHERE m.outcome <> 'succeeded') AS first_fail,
+               min(m.attempted_at) AS earliest
         FROM counted m JOIN last_ok k USING (webhook_id)
         GROUP BY m.webhook_id, k.at
     )
@@ -421,7 +426,7 @@ BEGIN
     WITH runs AS (
         SELECT * FROM jsonb_to_recordset(health_runs) AS r(webhook_id bigint, last_ok timestamptz,
             last_bad timestamptz, gone boolean, fails_after bigint, first_fail_after timestamptz,
-            fails bigint, first_fail timestamptz)
+            fails bigint, first_fail timestamptz, earliest timestamptz)
     ),
     -- Those held by this transaction now, and any other free (SKIP LOCKED
     -- passes only rows that another transaction holds).
@@ -434,11 +439,15 @@ BEGIN
     -- ends the run only if it began after the last failure recorded (a slow
     -- one landing after faster failures does not), and the last success and
     -- failure never go back in time.
+    -- The webhook may have been changed (enabled, given a new URL) since
+    -- the first statement chose the attempts that count, which read it
+    -- unlocked: read locked now, a change made meanwhile drops this batch's
+    -- health for it, as for a held row.
     ends AS (
         SELECT r.*, r.last_ok IS NOT NULL
                     AND r.last_ok > coalesce(w.last_failure_at, '-infinity') AS ends_run
         FROM runs r JOIN reghook.webhooks w ON w.id = r.webhook_id
-        WHERE r.webhook_id IN (SELECT id FROM free)
+        WHERE r.webhook_id IN (SELECT id FROM free) AND r.earliest >= w.updated_at
     ),
     health AS (
         SELECT e.*, CASE WHEN e.ends_run THEN e.fails_after ELSE e.fails END AS fails_new,

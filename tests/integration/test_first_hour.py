@@ -87,10 +87,11 @@ def test_bad_access_and_reserved_headers_are_bad_usage(reghook, pg):
     assert res.returncode == 2 and len(res.stderr.splitlines()) == 1, res.stderr
     assert res.stderr.startswith(
         "reghook namespace: access must be owner, contributor or viewer, not 'admin'"), res.stderr
-    for name in ('Host', 'content-LENGTH', 'X-Reghook-Event', 'Proxy-Authorization', 'ce-id'):
-        for args in (['webhook', 'set', hook_id, '--header', f'{name}: x'],
-                     ['webhook', 'add', 'team-a', 'http://127.0.0.1:9/', '--header',
-                      f'{name}: x']):
+    for header in ('Host: x', 'content-LENGTH: 0', 'X-Reghook-Event: push',
+                   'Proxy-Authorization: x', 'ce-id: 1', ' Host: x', 'Host : x'):
+        name = header.split(':')[0].strip()
+        for args in (['webhook', 'set', hook_id, '--header', header],
+                     ['webhook', 'add', 'team-a', 'http://127.0.0.1:9/', '--header', header]):
             res = reghook.run_cli(*args, check=False)
             assert res.returncode == 2, (args, res.stderr)
             assert res.stderr.startswith(f"reghook webhook: --header: '{name}' frames the "
@@ -172,7 +173,7 @@ def test_webhook_test_and_set_say_what_follows_a_failure(reghook_factory, pg, en
     assert 'It is retried on the retry schedule' in res.stdout, res.stdout
     daemon.run_cli('webhook', 'set', webhook_id, '--max-attempts', '1')
     res = daemon.run_cli('webhook', 'test', webhook_id, check=False)
-    assert res.stdout.splitlines()[-1] == 'It is not retried: its attempts are used up.', \
+    assert res.stdout.splitlines()[-1] == 'It is not retried: the test push failed for good.', \
         res.stdout
     daemon.run_cli('webhook', 'set', webhook_id, '--max-attempts', '8')
 
@@ -185,9 +186,10 @@ def test_webhook_test_and_set_say_what_follows_a_failure(reghook_factory, pg, en
     hook.respond(410, b'gone')
     res = daemon.run_cli('webhook', 'test', webhook_id, check=False)
     assert res.returncode == 1
-    assert res.stdout.splitlines()[-2:] == [
+    assert res.stdout.splitlines()[-3:] == [
         'Failed: HTTP 410 after ' + res.stdout.split('Failed: HTTP 410 after ')[1].split('\n')[0],
-        'It is not retried: the webhook is disabled (endpoint answered 410 Gone).'], res.stdout
+        'It is not retried: the test push failed for good.',
+        'The webhook is disabled (endpoint answered 410 Gone).'], res.stdout
 
     hook.respond(200, b'ok')
     res = daemon.run_cli('webhook', 'set', webhook_id, '--url', hook.url('/b'))
@@ -200,6 +202,12 @@ def test_webhook_test_and_set_say_what_follows_a_failure(reghook_factory, pg, en
     daemon.run_cli('webhook', 'enable', webhook_id)
     daemon.run_cli('retrigger', '--webhook', webhook_id, '--waiting')
     wait_until(lambda: sum(r.path == '/b' for r in hook.requests) == 3, msg='sent to /b')
+
+    # A reason a person gave is shown without its control characters.
+    pg.psql(f"SELECT reghook.webhook_disable({webhook_id}, E'moved\\x1b]0;owned\\x07 away')")
+    res = daemon.run_cli('webhook', 'set', webhook_id, '--url', hook.url('/c'))
+    assert f"Webhook {webhook_id} is disabled (moved?]0;owned? away)" in res.stdout, res.stdout
+    assert '\x1b' not in res.stdout
 
     closed = add_webhook(daemon, 'team-a', f'http://127.0.0.1:{free_port()}/')
     daemon.run_cli('webhook', 'set', closed, '--max-attempts', '1')

@@ -1269,3 +1269,53 @@ def test_only_deliveries_a_claim_could_take_now_wake_the_dispatchers(pg):
     assert woke()
     listener.close()
     conn.close()
+
+
+def test_webhook_health_holds_against_a_clock_ahead_and_a_change_meanwhile(reghook, pg):
+    """complete_deliveries() called as a dispatcher would: a failure
+    stamped an hour ahead (a dispatcher whose clock is ahead) counts as
+    made now, so the next success still ends the run; and a batch whose
+    attempts began before the webhook was changed (a new URL, enabling
+    it) leaves its health alone, a 410 among them included."""
+    register(reghook, 'team-a')
+    webhook_id = int(add_webhook(reghook, 'team-a', 'http://127.0.0.1:9/'))
+    conn = pg.connect()
+    cur = conn.cursor()
+
+    def leased():
+        cur.execute("INSERT INTO reghook.deliveries (webhook_id, action, is_test, status, "
+                    "attempts, lease_owner, lease_expires_at) VALUES (%s, 'push', true, "
+                    "'in_flight', 1, 'x', now() + interval '1 hour') RETURNING id::text",
+                    (webhook_id,))
+        return cur.fetchone()[0]
+
+    def complete(outcome, at_ms, status):
+        attempt = {'id': leased(), 'attempt': 1, 'webhook_id': webhook_id,
+                   'attempted_at': at_ms, 'duration_ms': 1, 'method': 'POST',
+                   'url': 'http://127.0.0.1:9/', 'request_headers': [],
+                   'response_status': status, 'response_headers': [], 'outcome': outcome}
+        cur.execute("SELECT recorded FROM reghook.complete_deliveries('x', %s)",
+                    (json.dumps([attempt]),))
+        assert cur.fetchone() == (1,)
+
+    def health():
+        return rows(pg, f"""SELECT enabled, failures_in_a_row, failing_since IS NOT NULL AS failing,
+                                   last_failure_at <= now() AS failure_not_ahead
+                            FROM reghook.webhooks WHERE id = {webhook_id}""")[0]
+
+    now_ms = time.time() * 1000
+    complete('failed', now_ms + 3600 * 1000, 500)
+    assert health() == {'enabled': True, 'failures_in_a_row': 1, 'failing': True,
+                        'failure_not_ahead': True}
+    complete('succeeded', time.time() * 1000 + 50, 200)
+    assert health() == {'enabled': True, 'failures_in_a_row': 0, 'failing': False,
+                        'failure_not_ahead': True}
+
+    # Begun before the webhook's last change: no health, no disabling.
+    before = time.time() * 1000
+    time.sleep(0.05)
+    reghook.run_cli('webhook', 'set', str(webhook_id), '--name', 'renamed')
+    complete('gone', before, 410)
+    complete('failed', before, 500)
+    assert health() == {'enabled': True, 'failures_in_a_row': 0, 'failing': False,
+                        'failure_not_ahead': True}
