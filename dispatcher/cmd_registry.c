@@ -1,8 +1,9 @@
 /*
- * cmd_registry: `reghook registry add NAME [--namespaces NS,..]` and
- * `reghook registry list`. add wraps reghook.registry_add() and prints the
- * token (once: only its hash is kept) with the notifications: block to
- * paste into the registry's config.yml.
+ * cmd_registry: `reghook registry add NAME [--namespaces NS,..]`,
+ * `reghook registry rotate NAME` and `reghook registry list`. add wraps
+ * reghook.registry_add() and prints the token (once: only its hash is
+ * kept) with the notifications: block to paste into the registry's
+ * config.yml; rotate gives the source a new one (registry_rotate()).
  */
 #include "buf.h"
 #include "cli.h"
@@ -114,6 +115,34 @@ static int registry_add(const struct cli_command *cmd, const struct config *cfg,
 	return CLI_OK;
 }
 
+static int registry_rotate(const struct cli_command *cmd, const struct config *cfg, int argc,
+			   char **argv)
+{
+	if (argc != 3)
+		return cli_usage_error(cmd, argc < 3 ? "missing NAME" : "unexpected argument '%s'",
+				       argc < 3 ? "" : argv[3]);
+	PGconn *conn = cli_connect(cfg);
+	if (!conn)
+		return CLI_FAILED;
+	const char *params[] = {argv[2]};
+	PGresult *res = cli_exec(conn, "SELECT reghook.registry_rotate($1)", 1, params);
+	if (!res) {
+		PQfinish(conn);
+		return CLI_FAILED;
+	}
+	const char *token = PQgetvalue(res, 0, 0);
+	printf("Registry source \"%s\" has a new token; the old one is refused from now on.\n\n",
+	       argv[2]);
+	printf("Its token, shown this once (reghook keeps only a hash of it):\n\n    %s\n\n",
+	       token);
+	printf("Put it in the registry's config.yml in place of the old one (the Authorization "
+	       "header below) and restart the registry:\n\n");
+	print_snippet(cfg, token);
+	PQclear(res);
+	PQfinish(conn);
+	return CLI_OK;
+}
+
 static int registry_list(const struct cli_command *cmd, const struct config *cfg, int argc,
 			 char **argv)
 {
@@ -158,6 +187,8 @@ static int cmd_registry(const struct cli_command *cmd, int argc, char **argv)
 		rc = cli_usage_error(cmd, "--namespaces goes with add");
 	else if (strcmp(argv[1], "list") == 0)
 		rc = registry_list(cmd, &cfg, argc, argv);
+	else if (strcmp(argv[1], "rotate") == 0)
+		rc = registry_rotate(cmd, &cfg, argc, argv);
 	else
 		rc = cli_usage_error(cmd, "unknown subcommand '%s'", argv[1]);
 	config_free(&cfg);
@@ -167,8 +198,8 @@ static int cmd_registry(const struct cli_command *cmd, int argc, char **argv)
 const struct cli_command cmd_registry_entry = {
 	.name = "registry",
 	.run = cmd_registry,
-	.usage = "registry add NAME [--namespaces NS,..] | registry list",
-	.help = "registry sources: add prints the token and the config.yml snippet",
+	.usage = "registry add NAME [--namespaces NS,..] | registry rotate NAME | registry list",
+	.help = "registry sources: add and rotate print the token and the config.yml snippet",
 	.details =
 		"  --namespaces NS,..   the namespaces (and those below them) this registry may\n"
 		"                       post events for; by default all\n",

@@ -315,6 +315,7 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 		}
 	} else {
 		became_warm(conn);
+		bool *told = xcalloc((size_t)b->nitems + 1, sizeof(*told));
 		for (int row = 0; row < PQntuples(res); row++) {
 			if (PQgetisnull(res, row, 0))
 				continue; /* a delivery handed over, started above */
@@ -322,6 +323,7 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 			const char *outcome = PQgetvalue(res, row, 1);
 			if (i < 0 || i >= b->nitems)
 				continue;
+			told[i] = true;
 			struct ingest_req *r = b->owner[i];
 			stats_events(in->d->stats, outcome, 1);
 			if (strcmp(outcome, "accepted") == 0) {
@@ -339,6 +341,19 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 				r->ignored++; /* unrouted */
 			}
 		}
+		/* An event ingest() gave no outcome: its registry source was
+		 * removed while it waited (ingest() finds no source to route it
+		 * by). Refused, and said so, not left out of the counts. */
+		for (int i = 0; i < b->nitems; i++) {
+			if (told[i])
+				continue;
+			b->owner[i]->rejected++;
+			stats_events(in->d->stats, "rejected", 1);
+			log_warn("ingest: registry %s was removed while its event waited: event "
+				 "rejected",
+				 b->owner[i]->source);
+		}
+		free(told);
 		struct ingest_req *r;
 		STAILQ_FOREACH(r, &b->reqs, link)
 			answer_counts(in, r);
@@ -637,6 +652,11 @@ void ingest_schema_ready(struct ingest *in)
 	for (int i = 0; i < in->nconns; i++)
 		warm_up(&in->conns[i]);
 	flush(in);
+}
+
+void ingest_sources_stale(struct ingest *in)
+{
+	sources_stale(in->sources);
 }
 
 void ingest_sources_changed(struct ingest *in)

@@ -30,6 +30,8 @@ void ingest_handle(struct ingest *in, struct httpd_req *req);
 void ingest_schema_ready(struct ingest *in);
 /* A registry source changed: reload the cache. */
 void ingest_sources_changed(struct ingest *in);
+/* The control connection went down: a change of the sources may be missed. */
+void ingest_sources_stale(struct ingest *in);
 /* Requests are waiting for an answer. */
 bool ingest_busy(const struct ingest *in);
 /*

@@ -153,6 +153,9 @@ static void control_down(struct pgc *c, const char *why, void *arg)
 	if (!d->stopping)
 		sdnotify_status("waiting for the database: %s", why);
 	d->schema_ok = false;
+	/* Tokens changed while it is down are not heard of: the receiver takes
+	 * none until the sources are read again once it is back. */
+	ingest_sources_stale(d->ingest);
 }
 
 static void control_notify(struct pgc *c, const char *channel, const char *payload, void *arg)

@@ -61,7 +61,10 @@ static void on_loaded(struct pgc *c, PGresult *res, void *arg)
 	struct sources *s = arg;
 	s->reloading = false;
 	if (!pgc_ok(res)) {
+		/* The old rows may hold a token revoked since: none is taken
+		 * until a reload lands (the connection's return brings one). */
 		log_warn("loading registry sources: %s", pgc_error(res));
+		s->loaded = false;
 	} else {
 		clear(s);
 		s->count = PQntuples(res);
@@ -93,6 +96,11 @@ void sources_reload(struct sources *s, struct pgc *c)
 	s->reloading = true;
 	pgc_query(c, "SELECT id, name, encode(token_sha256, 'hex') FROM reghook.registry_sources",
 		  0, NULL, on_loaded, s);
+}
+
+void sources_stale(struct sources *s)
+{
+	s->loaded = false;
 }
 
 bool sources_ready(const struct sources *s)

@@ -18,7 +18,12 @@ struct sources *sources_new(void);
 void sources_free(struct sources *s);
 /* Queues a reload on c; the cache answers from the old rows until it lands. */
 void sources_reload(struct sources *s, struct pgc *c);
-/* Loaded at least once. */
+/*
+ * The rows may be out of date: the connection that hears of changes went
+ * down, so a NOTIFY may have been missed. Not ready until a reload lands.
+ */
+void sources_stale(struct sources *s);
+/* Loaded, and not stale since. */
 bool sources_ready(const struct sources *s);
 /*
  * Checks an Authorization header value ("Bearer <token>"). On success sets

@@ -9,6 +9,11 @@ DECLARE
     new_token text := 'rgh_' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
     new_id bigint;
 BEGIN
+    IF registry_add.name IS NULL OR registry_add.name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid registry name "%"', left(registry_add.name, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = '1 to 63 letters, digits, ".", "_" or "-", the first a letter or digit.';
+    END IF;
     -- An empty scope, or one with a NULL name, would refuse every event.
     IF cardinality(namespaces) = 0 OR array_position(namespaces, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'namespaces: give their names, or NULL for all'
@@ -31,6 +36,27 @@ END
 $$;
 COMMENT ON FUNCTION reghook.registry_add(text, text[]) IS
     'Creates a registry source; returns its bearer token, which is stored only as a SHA-256 hash.';
+
+-- registry_rotate: a new token for a registry source, its history kept;
+-- the old token is refused from the commit on (the receivers reload on the
+-- NOTIFY below). Also how a token is revoked: rotate it, and use the new
+-- one nowhere.
+CREATE OR REPLACE FUNCTION reghook.registry_rotate(name text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_token text := 'rgh_' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
+BEGIN
+    UPDATE reghook.registry_sources r SET token_sha256 = sha256(convert_to(new_token, 'UTF8'))
+    WHERE r.name = registry_rotate.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'registry "%" does not exist', left(registry_rotate.name, 64)
+            USING ERRCODE = 'no_data_found', HINT = 'reghook registry list shows them.';
+    END IF;
+    RETURN new_token;
+END
+$$;
+COMMENT ON FUNCTION reghook.registry_rotate(text) IS
+    'Gives a registry source a new bearer token (returned once) and refuses the old one; its history stays.';
 
 -- Registry sources are cached by the receivers; a change tells them to reload.
 CREATE OR REPLACE FUNCTION reghook.notify_sources() RETURNS trigger

@@ -10,6 +10,7 @@ no history row of any table."""
 import base64
 import json
 import os
+import time
 import uuid
 
 import pytest
@@ -223,3 +224,76 @@ def test_secrets_appear_in_no_log_line_and_no_history_row(reghook_factory, pg_se
     assert s['url_password'] in pg.psql('SELECT password FROM reghook.webhook_secrets')
     assert pg.psql(f'SELECT url, username FROM reghook.webhooks WHERE id = {in_url}').strip() == \
         f'http://127.0.0.1:{hook.port}/in-url|carol'
+
+
+def test_a_rotated_token_is_refused_by_every_instance_and_the_history_stays(reghook_factory,
+                                                                             pg):
+    first = reghook_factory({'instance_name': 'one'})
+    second = reghook_factory({'instance_name': 'two'})
+    old = register(first, 'team-a')
+    for daemon in (first, second):
+        assert post(daemon, old, {'events': [event()]})[2]['accepted'] == 1
+    out = first.run_cli('registry', 'rotate', 'main').stdout
+    assert out.startswith('Registry source "main" has a new token; the old one is refused')
+    new = next(w for w in out.split() if w.startswith('rgh_'))
+    assert new != old and f'Authorization: [Bearer {new}]' in out
+    for daemon in (first, second):
+        wait_until(lambda: post(daemon, old, {'events': [event()]})[0] == 401, timeout=5,
+                   msg='the old token refused')
+        assert post(daemon, new, {'events': [event()]})[:2][0] == 200
+    assert [r['name'] for r in json.loads(pg.psql(
+        "SELECT json_agg(s) FROM (SELECT s.name FROM reghook.events e "
+        "JOIN reghook.registry_sources s ON s.id = e.source_id) s"))] == ['main'] * 4
+    res = first.run_cli('registry', 'rotate', 'nope', check=False)
+    assert res.returncode == 1 and 'registry "nope" does not exist' in res.stderr, res.stderr
+    res = first.run_cli('registry', 'rotate', check=False)
+    assert res.returncode == 2 and 'missing NAME' in res.stderr, res.stderr
+    assert 'rgh_' not in first.run_cli('registry', 'list').stdout
+    for name in ('ünï', 'a b', '', '.a', 'x' * 64, 'a\x01b'):
+        res = first.run_cli('registry', 'add', name, check=False)
+        assert res.returncode != 0 and 'invalid registry name' in res.stderr, (name, res.stderr)
+
+
+def test_a_token_rotated_while_the_connection_was_down_is_not_taken_after(reghook, pg):
+    """The change's NOTIFY is lost with the connection that would hear it:
+    once back, the receiver takes no event until it has read the sources
+    again (503 meanwhile), so the old token is never accepted."""
+    old = register(reghook, 'team-a')
+    assert post(reghook, old, {'events': [event()]})[0] == 200
+    pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'")
+    new = 'rgh_' + uuid.uuid4().hex * 2  # as registry_rotate() would, through SQL
+    pg.psql("UPDATE reghook.registry_sources SET token_sha256 = "
+            f"sha256(convert_to('{new}', 'UTF8')) WHERE name = 'main'")
+    statuses = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (not statuses or statuses[-1] != 401):
+        statuses.append(post(reghook, old, {'events': [event()]})[0])
+    assert statuses[-1] == 401 and 200 not in statuses, statuses
+    assert set(statuses) <= {401, 503}, statuses
+    assert post(reghook, new, {'events': [event()]})[0] == 200
+    assert pg.psql('SELECT count(*) FROM reghook.events').strip() == '2'
+
+
+def test_an_event_whose_source_is_removed_while_it_waits_is_counted_rejected(reghook, pg):
+    """The source is deleted (SQL) while its event waits for the database:
+    the answer counts the event as rejected and the log says why, not an
+    answer of 0 of everything for one event."""
+    from concurrent.futures import ThreadPoolExecutor
+    token = register(reghook, 'team-a')
+    other = register(reghook, name='other')
+    held = pg.connect()
+    held.autocommit = False
+    with ThreadPoolExecutor(max_workers=2) as pool, held.cursor() as cur:
+        cur.execute('LOCK TABLE reghook.registry_sources IN ACCESS EXCLUSIVE MODE')
+        waiting = pool.submit(post, reghook, token, {'events': [event()]})
+        kept = pool.submit(post, reghook, other, {'events': [event(tag='2')]})
+        time.sleep(1)
+        cur.execute("DELETE FROM reghook.registry_sources WHERE name = 'main'")
+        held.commit()
+        status, _, body = waiting.result(timeout=30)
+        assert (status, body) == (200, counts(rejected=1)), body
+        assert kept.result(timeout=30)[2] == counts(accepted=1)
+    wait_until(lambda: 'ingest: registry main was removed while its event waited: event '
+                       'rejected' in reghook.log(), timeout=5, msg='the log line')

@@ -1319,3 +1319,32 @@ def test_webhook_health_holds_against_a_clock_ahead_and_a_change_meanwhile(regho
     complete('failed', before, 500)
     assert health() == {'enabled': True, 'failures_in_a_row': 0, 'failing': False,
                         'failure_not_ahead': True}
+
+
+def test_a_resting_webhook_gets_one_probe_across_instances_claiming_at_once(reghook, pg):
+    """Two dispatchers claim at the same moment: the first holds the resting
+    webhook's probe in its open claim; the second gets none (not another
+    delivery of the same webhook), then none either once the first has
+    committed its lease."""
+    register(reghook, 'team-a')
+    webhook_id = int(add_webhook(reghook, 'team-a', 'http://127.0.0.1:9/'))
+    reghook.stop()  # the test claims for itself
+    pg.psql(f"""UPDATE reghook.webhooks SET failures_in_a_row = 20,
+                    last_failure_at = now() - interval '1 minute' WHERE id = {webhook_id};
+                INSERT INTO reghook.deliveries (webhook_id, action, is_test, next_attempt_at)
+                SELECT {webhook_id}, 'push', true, now() - n * interval '1 second'
+                FROM generate_series(1, 3) n""")
+    first, second = pg.connect(), pg.connect()
+    first.autocommit = False
+    claim = ("SELECT delivery_id::text FROM reghook.claim_deliveries(%s, 100, 16, '{}', 10000)")
+    with first.cursor() as a, second.cursor() as b:
+        a.execute(claim, ('one',))
+        probes = a.fetchall()
+        assert len(probes) == 1, probes
+        b.execute(claim, ('two',))
+        assert b.fetchall() == []
+        first.commit()
+        b.execute(claim, ('two',))
+        assert b.fetchall() == []
+    assert pg.psql("SELECT count(*) FROM reghook.deliveries WHERE status = 'in_flight'"
+                   ).strip() == '1'
