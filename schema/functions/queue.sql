@@ -177,8 +177,10 @@ BEGIN
               AND (w.enabled OR (d.is_test AND d.attempts = 0))
               -- A resting webhook's probe is its oldest due delivery and
               -- no other: two instances claiming at once both go for that
-              -- one row, and the second skips it while the first holds it
-              -- or finds it no longer pending once the first committed (a
+              -- one row (the same index scan's first: equal times are in
+              -- the index's order), and the second skips it while the
+              -- first holds it or finds it no longer pending once the
+              -- first committed (a
               -- lease not yet committed is not in the in-flight test
               -- below; with SKIP LOCKED alone each took a row of its own).
               AND (NOT w.resting OR d.id = (
@@ -186,8 +188,8 @@ BEGIN
                   WHERE x.webhook_id = w.id AND x.status = 'pending'
                     AND x.next_attempt_at <= now()
                     AND (w.enabled OR (x.is_test AND x.attempts = 0))
-                  ORDER BY x.next_attempt_at, x.id LIMIT 1))
-            ORDER BY d.next_attempt_at, d.id
+                  ORDER BY x.next_attempt_at LIMIT 1))
+            ORDER BY d.next_attempt_at
             LIMIT CASE WHEN NOT w.resting THEN greatest(0, per_webhook - w.busy)
                        WHEN w.failed_lately
                             OR w.id IN (SELECT x.webhook_id FROM reghook.deliveries x
