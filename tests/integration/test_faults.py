@@ -36,7 +36,7 @@ class RawServer:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(('127.0.0.1', 0))
-        self.sock.listen(64)
+        self.sock.listen(1024)  # bursts of 256 connections at once
         self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]
         self._thread = threading.Thread(target=self._accept, daemon=True)
