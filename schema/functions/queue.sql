@@ -180,9 +180,9 @@ BEGIN
               -- one row (the same index scan's first: equal times are in
               -- the index's order), and the second skips it while the
               -- first holds it or finds it no longer pending once the
-              -- first committed (a
-              -- lease not yet committed is not in the in-flight test
-              -- below; with SKIP LOCKED alone each took a row of its own).
+              -- first committed (a lease not yet committed is not in the
+              -- in-flight test below; with SKIP LOCKED alone each took a
+              -- row of its own).
               AND (NOT w.resting OR d.id = (
                   SELECT x.id FROM reghook.deliveries x
                   WHERE x.webhook_id = w.id AND x.status = 'pending'

@@ -1,12 +1,20 @@
 -- sources: the registries allowed to post events, each with its own bearer
 -- token, stored only as its SHA-256.
 
+-- A registry source's bearer token: rgh_ and 64 hex digits (244 random bits).
+CREATE OR REPLACE FUNCTION reghook.new_registry_token() RETURNS text
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'rgh_' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')
+$$;
+COMMENT ON FUNCTION reghook.new_registry_token() IS
+    'A new bearer token for a registry source (registry_add, registry_rotate).';
+
 CREATE OR REPLACE FUNCTION reghook.registry_add(name text, namespaces text[] DEFAULT NULL)
 RETURNS TABLE (id bigint, token text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     missing text;
-    new_token text := 'rgh_' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
+    new_token text := reghook.new_registry_token();
     new_id bigint;
 BEGIN
     IF registry_add.name IS NULL OR registry_add.name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' THEN
@@ -44,7 +52,7 @@ COMMENT ON FUNCTION reghook.registry_add(text, text[]) IS
 CREATE OR REPLACE FUNCTION reghook.registry_rotate(name text) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    new_token text := 'rgh_' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
+    new_token text := reghook.new_registry_token();
 BEGIN
     UPDATE reghook.registry_sources r SET token_sha256 = sha256(convert_to(new_token, 'UTF8'))
     WHERE r.name = registry_rotate.name;
