@@ -365,6 +365,16 @@ static int webhook_show(PGconn *conn, const char *id)
 	return CLI_OK;
 }
 
+/* " (reason)", printable (a person may set it through SQL), or nothing. */
+static void print_reason(const char *reason)
+{
+	if (!*reason)
+		return;
+	char *shown = cli_printable(reason);
+	printf(" (%s)", shown);
+	free(shown);
+}
+
 /*
  * After a new URL: deliveries that failed, or wait (maybe hours) for their
  * next attempt, went to the old one. Says how to send them now.
@@ -392,10 +402,8 @@ static void offer_retry(PGconn *conn, const char *id)
 	bool one_waits = strcmp(waiting, "1") == 0, one_failed = strcmp(failed, "1") == 0;
 	if (!enabled) {
 		/* Retriggers refuse a disabled webhook: it is enabled first. */
-		char *reason = cli_printable(PQgetvalue(res, 0, 1));
-		printf("Webhook %s is disabled%s%s%s", id, *reason ? " (" : "", reason,
-		       *reason ? ")" : "");
-		free(reason);
+		printf("Webhook %s is disabled", id);
+		print_reason(PQgetvalue(res, 0, 1));
 		if (strcmp(waiting, "0") == 0 && strcmp(failed, "0") == 0) {
 			printf(": 'reghook webhook enable %s' starts its deliveries.\n", id);
 		} else {
@@ -491,9 +499,7 @@ static int webhook_test(PGconn *conn, const struct config *cfg, const char *id)
 	const char *error = PQgetvalue(res, 0, 4), *ms = PQgetvalue(res, 0, 5);
 	const char *status = PQgetvalue(res, 0, 1);
 	bool disabled = !PQgetisnull(res, 0, 6);
-	/* The reason a person gave (webhook_disable() in SQL) and the error
-	 * are text from elsewhere: made printable. */
-	char *reason = cli_printable(PQgetvalue(res, 0, 6));
+	/* The error is text from elsewhere: made printable. */
 	char *shown = cli_printable(error);
 	int rc = CLI_OK;
 	if (*class == '\0') {
@@ -516,14 +522,14 @@ static int webhook_test(PGconn *conn, const struct config *cfg, const char *id)
 			printf("It is retried on the retry schedule; 'reghook deliveries "
 			       "--webhook %s' shows its attempts.\n",
 			       id);
-		if (disabled)
-			printf("The webhook is disabled%s%s%s%s.\n", *reason ? " (" : "", reason,
-			       *reason ? ")" : "",
-			       strcmp(status, "failed") == 0
-				       ? ""
-				       : ": the test push is retried once it is enabled");
+		if (disabled) {
+			printf("The webhook is disabled");
+			print_reason(PQgetvalue(res, 0, 6));
+			printf("%s.\n", strcmp(status, "failed") == 0
+						? ""
+						: ": the test push is retried once it is enabled");
+		}
 	}
-	free(reason);
 	free(shown);
 	PQclear(res);
 	return rc;
