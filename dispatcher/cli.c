@@ -45,12 +45,45 @@ int cli_usage_error(const struct cli_command *cmd, const char *fmt, ...)
 	return CLI_USAGE;
 }
 
+/*
+ * True if arg begins with the option name, '_' standing for '-' as in the
+ * configuration's flags: "--max_attempts" is the command's own
+ * --max-attempts, never the configuration key of the same name.
+ */
+static bool option_prefix(const char *arg, const char *name, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = arg[i];
+		if (c == '_' && i >= 2)
+			c = '-';
+		if (c != name[i])
+			return false;
+	}
+	return true;
+}
+
+/* True if arg is "--name", with no "=value", that is not one of cmd's flags. */
+static bool takes_value(const struct cli_command *cmd, const char *arg)
+{
+	if (strncmp(arg, "--", 2) != 0 || !arg[2] || strchr(arg, '='))
+		return false;
+	size_t n = strlen(arg);
+	for (const char *f = cmd->flags; f && *f;) {
+		size_t len = strcspn(f, " ");
+		if (len == n && option_prefix(arg, f, n))
+			return false;
+		f += len + strspn(f + len, " ");
+	}
+	return true;
+}
+
 bool cli_wants_help(const struct cli_command *cmd, int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--") == 0)
 			break;
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+		if (strcmp(argv[i], "--help") == 0 ||
+		    (strcmp(argv[i], "-h") == 0 && !takes_value(cmd, argv[i - 1]))) {
 			cli_print_command_help(cmd);
 			return true;
 		}
@@ -133,23 +166,6 @@ static void remove_args(int *argc, char **argv, int at, int n)
 {
 	memmove(&argv[at], &argv[at + n], (size_t)(*argc - at - n + 1) * sizeof(char *));
 	*argc -= n;
-}
-
-/*
- * True if arg begins with the option name, '_' standing for '-' as in the
- * configuration's flags: "--max_attempts" is the command's own
- * --max-attempts, never the configuration key of the same name.
- */
-static bool option_prefix(const char *arg, const char *name, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		char c = arg[i];
-		if (c == '_' && i >= 2)
-			c = '-';
-		if (c != name[i])
-			return false;
-	}
-	return true;
 }
 
 int cli_take_option(int *argc, char **argv, const char *name, const char **value)

@@ -28,12 +28,17 @@ struct cli_command {
 	const char *help;	     /* one line */
 	const char *details;	     /* options, printed by CMD --help; may be NULL */
 	void (*print_options)(void); /* prints options from the command's own table; may be NULL */
+	const char *flags; /* its options that take no value, space-separated; may be NULL */
 };
 
 /* Prints "reghook: <cmd>: reason" and the usage line, returns CLI_USAGE. */
 int cli_usage_error(const struct cli_command *cmd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-/* True (after printing help) if argv asks for --help. */
+/*
+ * True (after printing help) if argv asks for it: --help anywhere, or -h
+ * anywhere but as the value of an option (every --option takes one but the
+ * command's flags), so `--password -h` sets the password "-h".
+ */
 bool cli_wants_help(const struct cli_command *cmd, int argc, char **argv);
 void cli_print_command_help(const struct cli_command *cmd);
 

@@ -141,4 +141,5 @@ const struct cli_command cmd_deliveries_entry = {
 	.help = "delivery history, newest first: one line per attempt, and deliveries not tried "
 		"yet",
 	.print_options = deliveries_options,
+	.flags = "--json",
 };

@@ -88,4 +88,5 @@ const struct cli_command cmd_namespace_entry = {
 	.help = "namespaces, and which database roles may see and manage them",
 	.details = "  --private            shown as is_private in payloads\n"
 		   "  --description T      shown as the repository description in payloads\n",
+	.flags = "--private",
 };

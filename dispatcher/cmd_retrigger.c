@@ -166,4 +166,5 @@ const struct cli_command cmd_retrigger_entry = {
 	.help = "queue finished deliveries again (same delivery id; attempts continue "
 		"numbering), or try waiting ones now",
 	.print_options = retrigger_options,
+	.flags = "--failed --waiting",
 };

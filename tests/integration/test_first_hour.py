@@ -136,6 +136,35 @@ def test_command_help_shows_its_options_and_points_to_the_configuration():
     assert '--history_retention' in run_reghook(['--help']).stdout
 
 
+def test_dash_h_as_an_option_value_is_the_value(reghook, pg):
+    """-h after an option that takes a value is that value (a password, a
+    name, a glob), not a request for help; after a flag, or alone, it asks
+    for help and nothing is done. --help asks for help anywhere."""
+    register(reghook, 'team-a')
+    hook_id = add_webhook(reghook, 'team-a', 'http://127.0.0.1:9/', enable=False)
+    reghook.run_cli('webhook', 'set', hook_id, '--password', '-h', '--name', '-h',
+                    '--username', 'u')
+    assert pg.psql(f'SELECT s.password, w.name FROM reghook.webhooks w JOIN '
+                   f'reghook.webhook_secrets s ON s.webhook_id = w.id WHERE w.id = {hook_id}'
+                   ).strip() == '-h|-h'
+    # Through the configuration's keys too: --log_level takes -h (and refuses it).
+    res = reghook.run_cli('namespace', 'list', '--log_level', '-h', check=False)
+    assert res.returncode == 2 and 'log_level' in res.stderr and 'usage:' not in res.stdout, res
+    asks = [['namespace', 'add', 'team-b', '--private', '-h'],
+            ['namespace', 'add', 'team-b', '-h'],
+            ['deliveries', '--json', '-h'],
+            ['retrigger', '--failed', '-h', '--webhook', hook_id],
+            ['retrigger', '--waiting', '-h'],
+            ['webhook', 'set', hook_id, '--password', '--help'],
+            ['webhook', 'set', hook_id, '--password=x', '-h']]
+    for args in asks:
+        res = reghook.run_cli(*args)
+        assert res.stdout.startswith(f'usage: reghook {args[0]}'), (args, res.stdout)
+    assert pg.psql("SELECT count(*) FROM reghook.namespaces WHERE name = 'team-b'").strip() == '0'
+    assert pg.psql(f'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = {hook_id}'
+                   ).strip() == '-h'
+
+
 # --- 2: webhook test waits and tells ----------------------------------------
 
 
