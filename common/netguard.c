@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define V4(a, b, c, d)                                                                             \
@@ -99,17 +100,24 @@ static bool prefix_match(const uint8_t *a, const uint8_t *prefix, int bits)
 	return (a[whole] & mask) == (prefix[whole] & mask);
 }
 
+/* The v6_ranges row that a lies in, or -1 (public). */
+static int v6_range(const uint8_t a[16])
+{
+	for (size_t i = 0; i < sizeof(v6_ranges) / sizeof(v6_ranges[0]); i++)
+		if (prefix_match(a, v6_ranges[i].prefix, v6_ranges[i].bits))
+			return (int)i;
+	return -1;
+}
+
 static enum netguard_class classify_v6(const uint8_t a[16])
 {
-	for (size_t i = 0; i < sizeof(v6_ranges) / sizeof(v6_ranges[0]); i++) {
-		if (!prefix_match(a, v6_ranges[i].prefix, v6_ranges[i].bits))
-			continue;
-		int at = v6_ranges[i].v4_at;
-		if (at == NO_V4)
-			return v6_ranges[i].cls;
-		return classify_v4(V4(a[at], a[at + 1], a[at + 2], a[at + 3]));
-	}
-	return NETGUARD_PUBLIC;
+	int i = v6_range(a);
+	if (i < 0)
+		return NETGUARD_PUBLIC;
+	int at = v6_ranges[i].v4_at;
+	if (at == NO_V4)
+		return v6_ranges[i].cls;
+	return classify_v4(V4(a[at], a[at + 1], a[at + 2], a[at + 3]));
 }
 
 enum netguard_class netguard_classify(const struct sockaddr *sa)
@@ -152,4 +160,85 @@ bool netguard_allowed(enum netguard_class c, bool allow_private)
 		break;
 	}
 	return false;
+}
+
+/* a as the IPv4-mapped address of the IPv4 address at v4. */
+static void mapped(uint8_t a[16], const uint8_t *v4)
+{
+	uint8_t out[16] = {[10] = 0xff, [11] = 0xff};
+	memcpy(out + 12, v4, 4);
+	memcpy(a, out, 16);
+}
+
+const char *netguard_parse_net(const char *text, struct netguard_net *net)
+{
+	char addr[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(text, '/');
+	size_t len = slash ? (size_t)(slash - text) : strlen(text);
+	if (len == 0 || len >= sizeof(addr))
+		return "not an IPv4 or IPv6 address";
+	memcpy(addr, text, len);
+	addr[len] = '\0';
+	uint8_t v4[4];
+	int max;
+	if (inet_pton(AF_INET, addr, v4) == 1) {
+		mapped(net->addr, v4);
+		max = 32;
+	} else if (inet_pton(AF_INET6, addr, net->addr) == 1) {
+		max = 128;
+	} else {
+		return "not an IPv4 or IPv6 address";
+	}
+	int bits = max;
+	if (slash) {
+		/* Digits only, no more than three: strtol would take "+8" and " 8". */
+		size_t digits = strspn(slash + 1, "0123456789");
+		if (digits == 0 || digits > 3 || slash[1 + digits] != '\0')
+			return "the prefix length after '/' is not a number";
+		bits = atoi(slash + 1);
+		if (bits > max)
+			return max == 32 ? "an IPv4 prefix is at most /32"
+					 : "an IPv6 prefix is at most /128";
+	}
+	net->bits = bits + (max == 32 ? 96 : 0);
+	for (int b = net->bits; b < 128; b++)
+		if (net->addr[b / 8] & (0x80 >> (b % 8)))
+			return "bits are set past the prefix length (give the network's first "
+			       "address)";
+	return NULL;
+}
+
+static bool in_nets(const uint8_t a[16], const struct netguard_net *nets, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (prefix_match(a, nets[i].addr, nets[i].bits))
+			return true;
+	return false;
+}
+
+bool netguard_in_nets(const struct sockaddr *sa, const struct netguard_net *nets, int n)
+{
+	uint8_t a[16];
+	if (!sa || n <= 0)
+		return false;
+	if (sa->sa_family == AF_INET) {
+		struct sockaddr_in sin;
+		memcpy(&sin, sa, sizeof(sin));
+		mapped(a, (const uint8_t *)&sin.sin_addr.s_addr);
+		return in_nets(a, nets, n);
+	}
+	if (sa->sa_family != AF_INET6)
+		return false;
+	struct sockaddr_in6 sin6;
+	memcpy(&sin6, sa, sizeof(sin6));
+	memcpy(a, sin6.sin6_addr.s6_addr, 16);
+	if (in_nets(a, nets, n))
+		return true;
+	int i = v6_range(a);
+	if (i < 0 || v6_ranges[i].v4_at == NO_V4)
+		return false;
+	uint8_t v4[4];
+	memcpy(v4, a + v6_ranges[i].v4_at, 4);
+	mapped(a, v4);
+	return in_nets(a, nets, n);
 }

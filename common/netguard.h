@@ -25,6 +25,7 @@
 #define REGHOOK_NETGUARD_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 enum netguard_class {
@@ -47,5 +48,29 @@ const char *netguard_class_name(enum netguard_class c);
 
 /* Whether a connection to an address of class c may be made (see the table above). */
 bool netguard_allowed(enum netguard_class c, bool allow_private);
+
+/*
+ * A network an operator allows (allow_private_networks): its first bits
+ * of an IPv6 address, an IPv4 network kept as its IPv4-mapped form
+ * (10.0.0.0/8 as ::ffff:10.0.0.0/104).
+ */
+struct netguard_net {
+	uint8_t addr[16];
+	int bits;
+};
+
+/*
+ * Parses "a.b.c.d", "a.b.c.d/n", an IPv6 address or "IPv6/n" (a lone
+ * address is a network of one) into *net. NULL, or why not: not an
+ * address, a prefix out of range, or bits set past the prefix.
+ */
+const char *netguard_parse_net(const char *text, struct netguard_net *net);
+
+/*
+ * Whether sa lies in one of the n networks: as it is, or as the IPv4
+ * address that an IPv6 form carries (the one it is classified by), so
+ * that 10.0.0.0/8 holds ::ffff:10.0.0.1 too.
+ */
+bool netguard_in_nets(const struct sockaddr *sa, const struct netguard_net *nets, int n);
 
 #endif

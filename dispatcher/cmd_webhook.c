@@ -513,8 +513,9 @@ static int webhook_test(PGconn *conn, const struct config *cfg, const char *id)
 		else
 			printf("Failed: %s: %s.\n", class, shown);
 		if (strcmp(class, "blocked") == 0 && strstr(error, REQUEST_PRIVATE_OFF))
-			printf("The target is on this machine or a private network: "
-			       "allow_private_targets = true in reghook serve's configuration "
+			printf("The target is on this machine or a private network: its "
+			       "network in allow_private_networks (or allow_private_targets = "
+			       "true, every private network) in reghook serve's configuration "
 			       "allows it.\n");
 		if (strcmp(status, "failed") == 0)
 			printf("It is not retried: the test push failed for good.\n");

@@ -43,6 +43,14 @@ static const char *check_listen(const char *v)
 	return NULL;
 }
 
+static const char *check_nets(const char *v)
+{
+	static char why[128];
+	struct netguard_net nets[CONFIG_MAX_PRIVATE_NETS];
+	return config_parse_nets(v, nets, CONFIG_MAX_PRIVATE_NETS, why, sizeof(why)) < 0 ? why
+											 : NULL;
+}
+
 static const char *check_schedule(const char *v)
 {
 	long long ms[CONFIG_MAX_RETRY_STEPS];
@@ -111,6 +119,10 @@ static const struct conf_key config_keys[] = {
 	 check_schedule, "delay before each attempt, +-20% jitter; the last repeats", CONF_RELOADS},
 	{"allow_private_targets", CONF_BOOL, "false", F(allow_private_targets), 0, 0, NULL,
 	 "allow webhooks to loopback, private and link-local addresses", CONF_RELOADS},
+	{"allow_private_networks", CONF_STRING, "", F(allow_private_networks), 0, 0, check_nets,
+	 "the private networks webhooks may reach while allow_private_targets is off: "
+	 "comma-separated addresses and CIDR prefixes (10.20.0.0/16, fd00:1::/64, 192.168.1.7)",
+	 CONF_RELOADS},
 	{"max_request_body", CONF_SIZE, "1MiB", F(max_request_body), 1024, 1LL << 30, NULL,
 	 "largest accepted POST /events body", CONF_RELOADS},
 	{"client_timeout", CONF_DURATION, "30s", F(client_timeout_ms), 100, 3600000LL, NULL,
@@ -138,34 +150,65 @@ static const struct conf_key config_keys[] = {
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
+/*
+ * The next item of a comma-separated list at *p, spaces around it dropped,
+ * into item: 1, 0 at the list's end, -1 for an empty item (a trailing comma
+ * too) or one that does not fit.
+ */
+static int next_item(const char **p, char *item, size_t size)
+{
+	if (**p == '\0')
+		return 0;
+	size_t len = strcspn(*p, ",");
+	const char *at = *p;
+	while (len > 0 && *at == ' ') {
+		at++;
+		len--;
+	}
+	while (len > 0 && at[len - 1] == ' ')
+		len--;
+	if (len == 0 || len >= size)
+		return -1;
+	memcpy(item, at, len);
+	item[len] = '\0';
+	*p += strcspn(*p, ",");
+	if (**p == ',' && *++*p == '\0')
+		return -1;
+	return 1;
+}
+
 int config_parse_schedule(const char *s, long long *ms, int max)
 {
-	int n = 0;
-	const char *p = s;
-	while (*p) {
-		char item[64];
-		size_t len = strcspn(p, ",");
-		while (len > 0 && *p == ' ') {
-			p++;
-			len--;
-		}
-		if (len == 0 || len >= sizeof(item) || n >= max)
-			return -1;
-		memcpy(item, p, len);
-		item[len] = '\0';
-		for (size_t i = len; i > 0 && item[i - 1] == ' '; i--)
-			item[i - 1] = '\0';
-		if (!conf_parse_duration(item, &ms[n]) || ms[n] > CONFIG_MAX_RETRY_STEP_MS)
+	int n = 0, r;
+	char item[64];
+	while ((r = next_item(&s, item, sizeof(item))) > 0) {
+		if (n >= max || !conf_parse_duration(item, &ms[n]) ||
+		    ms[n] > CONFIG_MAX_RETRY_STEP_MS)
 			return -1;
 		n++;
-		p += len;
-		if (*p == ',') {
-			p++;
-			if (*p == '\0')
-				return -1;
-		}
 	}
-	return n;
+	return r < 0 ? -1 : n;
+}
+
+int config_parse_nets(const char *s, struct netguard_net *nets, int max, char *why, size_t whylen)
+{
+	int n = 0, r;
+	char item[64];
+	while ((r = next_item(&s, item, sizeof(item))) > 0) {
+		if (n >= max) {
+			snprintf(why, whylen, "more networks than the %d allowed", max);
+			return -1;
+		}
+		const char *bad = netguard_parse_net(item, &nets[n]);
+		if (bad) {
+			snprintf(why, whylen, "in '%s': %s", item, bad);
+			return -1;
+		}
+		n++;
+	}
+	if (r < 0)
+		snprintf(why, whylen, "an empty item, or one of more than 63 characters");
+	return r < 0 ? -1 : n;
 }
 
 /* Keys that only make sense together; NULL when they agree, else the reason. */
@@ -198,6 +241,10 @@ static bool load(struct config *cfg, int *argc, char **argv, char *err, size_t e
 	}
 	cfg->retry_steps =
 		config_parse_schedule(cfg->retry_schedule, cfg->retry_ms, CONFIG_MAX_RETRY_STEPS);
+	/* Both lists passed their key's check. */
+	char unused[128];
+	cfg->private_nets_n = config_parse_nets(cfg->allow_private_networks, cfg->private_nets,
+						CONFIG_MAX_PRIVATE_NETS, unused, sizeof(unused));
 	return true;
 }
 

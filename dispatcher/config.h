@@ -9,7 +9,10 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "netguard.h"
+
 #define CONFIG_MAX_RETRY_STEPS 32
+#define CONFIG_MAX_PRIVATE_NETS 32
 /* A longer delay means nothing to a delivery (a webhook failing 5 days is disabled). */
 #define CONFIG_MAX_RETRY_STEP_MS (30LL * 24 * 3600 * 1000)
 
@@ -30,6 +33,7 @@ struct config {
 	long long max_attempts;
 	char *retry_schedule;
 	bool allow_private_targets;
+	char *allow_private_networks;
 	long long max_request_body;
 	long long client_timeout_ms;
 	long long response_body_limit;
@@ -44,6 +48,8 @@ struct config {
 	/* Derived after loading. */
 	int retry_steps;
 	long long retry_ms[CONFIG_MAX_RETRY_STEPS];
+	int private_nets_n;
+	struct netguard_net private_nets[CONFIG_MAX_PRIVATE_NETS];
 };
 
 /*
@@ -83,5 +89,10 @@ void config_public_url(const struct config *cfg, struct buf *out);
 void config_print_help(FILE *out);
 /* Parses "0,5s,5m" into delays; returns the count or -1. */
 int config_parse_schedule(const char *s, long long *ms, int max);
+/*
+ * Parses allow_private_networks' list into nets (at most max): their
+ * number, or -1 with the item at fault and why in why.
+ */
+int config_parse_nets(const char *s, struct netguard_net *nets, int max, char *why, size_t whylen);
 
 #endif

@@ -331,7 +331,8 @@ static void log_attempt(struct delivery *dp, const struct inflight *f, const cha
 		snprintf(next, sizeof(next), "failed for good");
 	}
 	const char *hint = strstr(request_error(r), REQUEST_PRIVATE_OFF)
-				   ? " (set allow_private_targets = true to allow private targets)"
+				   ? " (allow_private_networks, or allow_private_targets = true, "
+				     "allows private targets)"
 				   : "";
 	/* An attempt past max_attempts: one after a lost attempt (which never
 	 * ends a round), or max_attempts lowered while the delivery waited. */

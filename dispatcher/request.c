@@ -27,6 +27,8 @@ struct request {
 	char method[8];
 	char format[32]; /* the payload format, for history */
 	bool allow_private;
+	int private_nets_n; /* allow_private_networks, as when the request began */
+	struct netguard_net private_nets[CONFIG_MAX_PRIVATE_NETS];
 	size_t body_limit;
 
 	CURL *easy;		    /* owned; NULL once finished */
@@ -118,10 +120,15 @@ static bool guard_allows(struct request *r, const struct sockaddr *sa)
 	enum netguard_class c = netguard_classify(sa);
 	if (netguard_allowed(c, r->allow_private))
 		return true;
-	/* Multicast and unspecified addresses are refused whatever the setting. */
+	/* Multicast and unspecified addresses are refused whatever the settings. */
+	bool listable = netguard_allowed(c, true);
+	if (listable && netguard_in_nets(sa, r->private_nets, r->private_nets_n))
+		return true;
 	snprintf(r->blocked, sizeof(r->blocked), "target address is %s; %s", netguard_class_name(c),
-		 netguard_allowed(c, true) ? "refused (" REQUEST_PRIVATE_OFF ")"
-					   : "always refused");
+		 !listable	     ? "always refused"
+		 : r->private_nets_n ? "refused (" REQUEST_PRIVATE_OFF
+				       ", and allow_private_networks does not hold it)"
+				     : "refused (" REQUEST_PRIVATE_OFF ")");
 	return false;
 }
 
@@ -355,6 +362,8 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 	r->attempt = s->attempt;
 	r->webhook_id = s->webhook_id;
 	r->allow_private = cfg->allow_private_targets;
+	r->private_nets_n = cfg->private_nets_n;
+	memcpy(r->private_nets, cfg->private_nets, sizeof(r->private_nets));
 	r->body_limit = (size_t)cfg->response_body_limit;
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);

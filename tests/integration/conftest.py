@@ -246,11 +246,11 @@ def registry_factory():
 
 @pytest.fixture
 def endpoint_factory():
-    """start() -> harness.Endpoint, a recording webhook target."""
+    """start(host='127.0.0.1') -> harness.Endpoint, a recording webhook target."""
     started = []
 
-    def start():
-        endpoint = Endpoint()
+    def start(host='127.0.0.1'):
+        endpoint = Endpoint(host)
         started.append(endpoint)
         return endpoint
 

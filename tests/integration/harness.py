@@ -1123,14 +1123,15 @@ class Endpoint:
     """An HTTP server on a free loopback port that records every request and
     answers 200 `ok` unless told otherwise by respond() or script()."""
 
-    def __init__(self):
+    def __init__(self, host='127.0.0.1'):
+        self.host = host
         self.requests = []
         self._cond = threading.Condition()
         self._default = Response(200, b'ok')
         self._queue = collections.deque()
         self._answer = None
         self._stopping = threading.Event()
-        self._server = _EndpointServer(('127.0.0.1', 0), _EndpointHandler)
+        self._server = _EndpointServer((host, 0), _EndpointHandler)
         self._server.endpoint = self
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,
@@ -1138,7 +1139,7 @@ class Endpoint:
         self._thread.start()
 
     def url(self, path='/'):
-        return f'http://127.0.0.1:{self.port}{path}'
+        return f'http://{self.host}:{self.port}{path}'
 
     def respond(self, status, body=b'', headers=None, delay=0, drop=False):
         """Sets the answer used once the script is used up."""

@@ -1542,7 +1542,8 @@ def test_info_log_shows_refused_targets_and_deliveries_failed_for_good(reghook_f
     [refusal] = [w for w in log_lines(daemon, 'warn') if delivery['id'] in w]
     assert refusal.startswith(f'delivery {delivery["id"]} (webhook {webhook_id}) attempt 1 of 1 '
                               'refused: blocked: target address is '), refusal
-    assert 'set allow_private_targets = true' in refusal
+    assert '(allow_private_networks, or allow_private_targets = true, allows private ' \
+        'targets)' in refusal
     assert refusal.endswith('; failed for good')
     daemon.stop()
     assert 'deliveries succeeded' not in daemon.log()

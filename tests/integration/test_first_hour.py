@@ -117,6 +117,20 @@ def test_configuration_out_of_range_names_the_bounds():
         "reghook: configuration: request_timeout: out of range: from 1ms to 1d: '99d'"
 
 
+def test_bad_private_networks_name_the_item_and_why():
+    for value, why in (('10.0.0.5/8', "in '10.0.0.5/8': bits are set past the prefix length"),
+                       ('10.0.0.0/8, 10.1.0.0/33', "in '10.1.0.0/33': an IPv4 prefix is at most"),
+                       ('10.0.0.0/8,', 'an empty item'),
+                       ('intranet.example', "in 'intranet.example': not an IPv4 or IPv6"),
+                       ('fe80::1%eth0', "in 'fe80::1%eth0': not an IPv4 or IPv6"),
+                       (','.join(f'10.{i}.0.0/16' for i in range(33)), 'more networks than')):
+        res = run_reghook(['serve', '--database-url', 'x', '--allow_private_networks', value],
+                          check=False)
+        assert res.returncode == 2, (value, res.stderr)
+        assert res.stderr.startswith(
+            f'reghook: configuration: allow_private_networks: {why}'), (value, res.stderr)
+
+
 # --- 9: CMD --help -----------------------------------------------------------
 
 
@@ -268,7 +282,7 @@ def test_webhook_test_says_that_a_local_target_is_blocked(reghook_factory, pg):
     res = daemon.run_cli('webhook', 'test', local, check=False)
     assert res.returncode == 1
     assert 'Failed: blocked: ' in res.stdout
-    assert 'allow_private_targets = true' in res.stdout
+    assert 'its network in allow_private_networks (or allow_private_targets = true' in res.stdout
 
 
 @pytest.mark.long

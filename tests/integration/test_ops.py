@@ -356,6 +356,45 @@ def test_reload_turning_private_targets_off_holds_for_kept_alive_connections(
     assert len(hook.requests) == 1
 
 
+def test_allow_private_networks_opens_only_the_networks_it_lists(reghook_factory, pg,
+                                                                endpoint_factory):
+    """With allow_private_targets off, allow_private_networks lets webhooks
+    reach the networks it lists and no other private address (127.0.0.2/32
+    here: 127.0.0.1 stays refused, as a metadata service would); a reload
+    changes the list for the next requests."""
+    daemon = reghook_factory({'allow_private_targets': False,
+                              'allow_private_networks': '10.1.0.0/16, 127.0.0.2, fd00::/8',
+                              'retry_schedule': '0,1h'})
+    token = register(daemon, 'team-a')
+    listed, other = endpoint_factory('127.0.0.2'), endpoint_factory('127.0.0.1')
+    listed_id = add_webhook(daemon, 'team-a', listed.url('/hook'))
+    other_id = add_webhook(daemon, 'team-a', other.url('/hook'))
+    post(daemon, token, event(tag='1'))
+    listed.wait_for(1)
+    wait_until(lambda: len(attempts(pg, other_id)) == 1 and len(attempts(pg, listed_id)) == 1,
+               msg='both first attempts')
+    [refused] = attempts(pg, other_id)
+    assert refused['error_class'] == 'blocked', refused
+    assert refused['error_message'] == (
+        'target address is loopback; refused (allow_private_targets is off, and '
+        'allow_private_networks does not hold it)'), refused
+    assert attempts(pg, listed_id)[0]['response_status'] == 200
+    assert other.requests == []
+
+    assert 'configuration reloaded: allow_private_networks' in \
+        reload(daemon, allow_private_networks='127.0.0.0/8')
+    post(daemon, token, event(tag='2'))
+    other.wait_for(1)
+    listed.wait_for(2)
+    assert 'configuration reloaded: allow_private_networks' in \
+        reload(daemon, allow_private_networks='')
+    post(daemon, token, event(tag='3'))
+    wait_until(lambda: len(attempts(pg, listed_id)) == 3, msg='the third attempt')
+    assert attempts(pg, listed_id)[-1]['error_message'] == \
+        'target address is loopback; refused (allow_private_targets is off)'
+    assert len(listed.requests) == 2 and len(other.requests) == 1
+
+
 def test_reload_max_in_flight(reghook_factory, pg, endpoint_factory):
     daemon = reghook_factory({'max_in_flight': 1, 'request_timeout': '300s'})
     token = register(daemon, 'team-a')

@@ -185,11 +185,114 @@ UNIT_TEST(policy)
 	UNIT_CHECK(!netguard_allowed((enum netguard_class)99, true), "an unknown class allowed");
 }
 
+/* A textual address as curl hands it over: a sockaddr of its family. */
+static struct sockaddr_storage address(const char *text)
+{
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, text, &sin->sin_addr) == 1)
+		sin->sin_family = AF_INET;
+	else if (inet_pton(AF_INET6, text, &sin6->sin6_addr) == 1)
+		sin6->sin6_family = AF_INET6;
+	return ss;
+}
+
+UNIT_TEST(networks_parsed)
+{
+	static const struct {
+		const char *text;
+		const char *error; /* a part of the reason, or NULL */
+	} rows[] = {
+		{"10.0.0.0/8", NULL},
+		{"192.168.1.7", NULL},
+		{"192.168.1.7/32", NULL},
+		{"0.0.0.0/0", NULL},
+		{"fd00:1::/64", NULL},
+		{"::1", NULL},
+		{"::/0", NULL},
+		{"10.0.0.5/8", "bits are set past"},
+		{"fd00:1::1/64", "bits are set past"},
+		{"10.0.0.0/33", "at most /32"},
+		{"fd00::/129", "at most /128"},
+		{"10.0.0.0/", "not a number"},
+		{"10.0.0.0/+8", "not a number"},
+		{"10.0.0.0/ 8", "not a number"},
+		{"10.0.0.0/8x", "not a number"},
+		{"10.0.0.0/0008", "not a number"},
+		{"10.0.0/8", "not an IPv4 or IPv6"},
+		{"10.0.0.256", "not an IPv4 or IPv6"},
+		{"fe80::1%eth0", "not an IPv4 or IPv6"},
+		{"example.com", "not an IPv4 or IPv6"},
+		{"", "not an IPv4 or IPv6"},
+		{"/8", "not an IPv4 or IPv6"},
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct netguard_net net;
+		const char *why = netguard_parse_net(rows[i].text, &net);
+		if (!rows[i].error)
+			UNIT_CHECK(why == NULL, "'%s' refused: %s", rows[i].text, why);
+		else
+			UNIT_CHECK(why && strstr(why, rows[i].error), "'%s': %s, not '%s'",
+				   rows[i].text, why ? why : "accepted", rows[i].error);
+	}
+}
+
+UNIT_TEST(networks_hold)
+{
+	static const char *const list[] = {"10.20.0.0/16", "192.168.1.7", "fd00:1::/64",
+					   "64:ff9b::/96"};
+	struct netguard_net nets[4];
+	for (int i = 0; i < 4; i++)
+		UNIT_CHECK(netguard_parse_net(list[i], &nets[i]) == NULL, "%s", list[i]);
+	static const struct {
+		const char *addr;
+		bool in;
+	} rows[] = {
+		{"10.20.0.0", true},
+		{"10.20.255.255", true},
+		{"10.19.255.255", false},
+		{"10.21.0.0", false},
+		{"192.168.1.7", true},
+		{"192.168.1.6", false},
+		{"192.168.1.8", false},
+		{"fd00:1::1", true},
+		{"fd00:1:0:0:ffff:ffff:ffff:ffff", true},
+		{"fd00:1:0:1::", false},
+		{"fd00:2::1", false},
+		/* IPv6 forms of an IPv4 address are held by the IPv4 network. */
+		{"::ffff:10.20.3.4", true},
+		{"::ffff:10.21.3.4", false},
+		{"::ffff:0:10.20.3.4", true},
+		{"2002:0a14:0304::1", true}, /* 6to4 of 10.20.3.4 */
+		/* and by an IPv6 network listed as such */
+		{"64:ff9b::a9fe:a9fe", true},
+		{"169.254.169.254", false},
+		{"::ffff:169.254.169.254", false},
+		{"127.0.0.1", false},
+		{"::1", false},
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct sockaddr_storage ss = address(rows[i].addr);
+		UNIT_CHECK(netguard_in_nets((const struct sockaddr *)&ss, nets, 4) == rows[i].in,
+			   "%s %s", rows[i].addr, rows[i].in ? "not held" : "held");
+	}
+	struct sockaddr_storage one = address("10.20.0.1");
+	UNIT_CHECK(!netguard_in_nets((const struct sockaddr *)&one, nets, 0), "held by no list");
+	UNIT_CHECK(!netguard_in_nets(NULL, nets, 4), "NULL held");
+	struct sockaddr_storage unix_family = {.ss_family = AF_UNIX};
+	UNIT_CHECK(!netguard_in_nets((const struct sockaddr *)&unix_family, nets, 4),
+		   "AF_UNIX held");
+}
+
 int main(void)
 {
 	UNIT_RUN(classifies);
 	UNIT_RUN(other_families);
 	UNIT_RUN(names);
 	UNIT_RUN(policy);
+	UNIT_RUN(networks_parsed);
+	UNIT_RUN(networks_hold);
 	return UNIT_DONE();
 }
