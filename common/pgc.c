@@ -735,6 +735,25 @@ static int split_list(const char *s, const char *empty_as, char ***out)
 	return n;
 }
 
+/* A string with neither '=' nor a URI prefix is a database name. */
+static bool is_conninfo_string(const char *conninfo)
+{
+	return strchr(conninfo, '=') || strncmp(conninfo, "postgresql://", 13) == 0 ||
+	       strncmp(conninfo, "postgres://", 11) == 0;
+}
+
+bool pgc_conninfo_readable(const char *conninfo)
+{
+	if (!is_conninfo_string(conninfo))
+		return true;
+	char *err = NULL;
+	PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+	bool ok = opts != NULL;
+	PQfreemem(err);
+	PQconninfoFree(opts);
+	return ok;
+}
+
 /*
  * Splits the hosts of conninfo (host, hostaddr and port lists, each from
  * the string or else from its environment variable) into c->hosts when
@@ -752,11 +771,8 @@ static void hosts_init(struct pgc *c)
 	int count[3] = {0, 0, 0};
 	int n = 0;
 
-	/* A string with neither '=' nor a URI prefix is a database name. */
-	bool is_string = strchr(c->conninfo, '=') ||
-			 strncmp(c->conninfo, "postgresql://", 13) == 0 ||
-			 strncmp(c->conninfo, "postgres://", 11) == 0;
-	PQconninfoOption *opts = is_string ? PQconninfoParse(c->conninfo, NULL) : NULL;
+	PQconninfoOption *opts =
+		is_conninfo_string(c->conninfo) ? PQconninfoParse(c->conninfo, NULL) : NULL;
 	for (int k = 0; k < 3; k++) {
 		for (PQconninfoOption *o = opts; o && o->keyword; o++)
 			if (strcmp(o->keyword, keys[k]) == 0 && o->val && *o->val)

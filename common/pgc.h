@@ -104,6 +104,13 @@ void pgc_reset(struct pgc *c, const char *why);
 	" pg_catalog.set_config('datestyle', 'ISO', false)"
 
 /*
+ * Whether libpq can read conninfo (a URI, key=value pairs, or a database
+ * name). libpq's own message for one it cannot is not for showing: it
+ * quotes the text at fault, the password perhaps.
+ */
+bool pgc_conninfo_readable(const char *conninfo);
+
+/*
  * A blocking connection with the same defaults, for command-line tools
  * (libpq applies connect_timeout per host itself when it blocks). Never
  * NULL; check PQstatus(). The caller runs PGC_SESSION_SQL.

@@ -105,12 +105,31 @@ static bool cli_database_configured(const struct config *cfg)
 	return false;
 }
 
+/*
+ * True if libpq can read database_url; else says so. libpq's own message
+ * is not shown: it quotes the text at fault, which may be the password
+ * (a raw '%' in a URL's, a space in a key=value one's), and it would go
+ * on to every log line, the service manager's status line and each
+ * command's error while the daemon waited for a database it can never
+ * reach.
+ */
+static bool cli_database_readable(const struct config *cfg)
+{
+	if (pgc_conninfo_readable(cfg->database_url))
+		return true;
+	fprintf(stderr,
+		"reghook: configuration: database_url: libpq cannot read it: check its "
+		"quoting and percent-encoding (a '%%' in a URL's password is written %%25); "
+		"libpq's message is not shown, as it may quote the password\n");
+	return false;
+}
+
 bool cli_config(const struct cli_command *cmd, struct config *cfg, int *argc, char **argv)
 {
 	if (!config_load(cfg, argc, argv))
 		return false;
 	/* Every command works on the database: without one, nothing to do. */
-	if (cli_database_configured(cfg))
+	if (cli_database_configured(cfg) && cli_database_readable(cfg))
 		return true;
 	config_free(cfg);
 	return false;

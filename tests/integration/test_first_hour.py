@@ -117,6 +117,27 @@ def test_configuration_out_of_range_names_the_bounds():
         "reghook: configuration: request_timeout: out of range: from 1ms to 1d: '99d'"
 
 
+def test_a_database_url_libpq_cannot_read_is_refused_without_its_password():
+    """libpq's message for a connection string it cannot parse quotes the
+    text at fault, the password here: reghook refuses such a database_url
+    at start (exit 2, every command and serve) with a message of its own,
+    rather than log and show libpq's at every try."""
+    for url in ('postgresql://app:Pa%zzS3cretPW@127.0.0.1:1/reghook',
+                'host=/nowhere user=app password=Pa S3cretPW',
+                "host=/nowhere password='S3cretPW"):
+        for args in (['namespace', 'list'], ['serve'], ['migrate']):
+            res = run_reghook([*args, '--database-url', url], check=False, timeout=20)
+            assert res.returncode == 2, (url, args, res.stderr)
+            assert 'S3cretPW' not in res.stdout + res.stderr, (url, args, res.stderr)
+            assert res.stderr.startswith('reghook: configuration: database_url: libpq cannot '
+                                         'read it: check its quoting and percent-encoding'), \
+                res.stderr
+    # A database name, and a URL with its '%' encoded, are read (and then not reached).
+    for url in ('reghook_nowhere', 'postgresql://app:Pa%25zz@127.0.0.1:1/reghook'):
+        res = run_reghook(['namespace', 'list', '--database-url', url], check=False)
+        assert res.returncode == 1 and 'cannot connect to the database' in res.stderr, res.stderr
+
+
 def test_bad_private_networks_name_the_item_and_why():
     for value, why in (('10.0.0.5/8', "in '10.0.0.5/8': bits are set past the prefix length"),
                        ('10.0.0.0/8, 10.1.0.0/33', "in '10.1.0.0/33': an IPv4 prefix is at most"),
