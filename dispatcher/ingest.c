@@ -44,6 +44,7 @@ struct ingest_req {
 	long long source_id;
 	char source[64];
 	bool alone;   /* retry in a batch of its own */
+	int again;    /* times stored again after a foreign key violation (ingest.h) */
 	int stored;   /* events sent to the database */
 	size_t bytes; /* what those events hold (envelope.h) */
 	int accepted, duplicates, ignored, rejected;
@@ -123,10 +124,13 @@ bool ingest_batch_takes(int nreqs, bool batch_alone, int nitems, size_t bytes, b
 		bytes <= INGEST_BATCH_MAX_BYTES && req_bytes <= INGEST_BATCH_MAX_BYTES - bytes);
 }
 
-enum ingest_failure ingest_batch_failure(bool lost, const char *sqlstate, int nreqs)
+enum ingest_failure ingest_batch_failure(bool lost, const char *sqlstate, int nreqs, int again)
 {
 	if (lost)
 		return INGEST_FAILURE_RETRY;
+	if (strcmp(sqlstate, "23503") == 0)
+		return nreqs > 1 || again < INGEST_AGAIN_MAX ? INGEST_FAILURE_SPLIT
+							     : INGEST_FAILURE_RETRY;
 	if (nreqs > 1)
 		return INGEST_FAILURE_SPLIT;
 	/* Data exceptions and integrity violations are the request's; the rest the database's. */
@@ -183,6 +187,8 @@ static void requeue_alone(struct ingest *in, struct ingest_batch *b)
 {
 	struct ingest_req *r;
 	STAILQ_FOREACH(r, &b->reqs, link) {
+		if (b->nreqs == 1)
+			r->again++;
 		r->alone = true;
 		in->pending_events += r->stored;
 		in->pending_bytes += r->bytes;
@@ -283,11 +289,21 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 	conn->events = 0;
 	publish(in);
 	if (!pgc_ok(res)) {
-		switch (ingest_batch_failure(!res, res ? pgc_sqlstate(res) : "", b->nreqs)) {
+		const char *state = res ? pgc_sqlstate(res) : "";
+		int again = STAILQ_FIRST(&b->reqs)->again;
+		switch (ingest_batch_failure(!res, state, b->nreqs, again)) {
 		case INGEST_FAILURE_SPLIT:
 			/* Find the culprit: every request again, alone, in order. */
-			log_warn("ingest: batch of %d requests failed (%s); retrying each alone",
-				 b->nreqs, pgc_error(res));
+			if (strcmp(state, "23503") == 0)
+				log_info("ingest: a namespace, webhook or registry source was "
+					 "removed "
+					 "while a batch of %d request(s) was stored (%s); storing "
+					 "each again, alone",
+					 b->nreqs, pgc_error(res));
+			else
+				log_warn("ingest: batch of %d requests failed (%s); retrying each "
+					 "alone",
+					 b->nreqs, pgc_error(res));
 			requeue_alone(in, b);
 			in->in_batches -= b->nreqs;
 			batch_free(b);

@@ -88,12 +88,21 @@ enum ingest_failure {
 	INGEST_FAILURE_REFUSED, /* the batch's one request 400: its events are bad data */
 };
 
+/* Times a request is stored again, alone, after a foreign key violation. */
+#define INGEST_AGAIN_MAX 3
+
 /*
  * lost: the connection dropped during the batch (the commit may have
  * happened; event ids make the registry's retry harmless). sqlstate: the
- * error's SQLSTATE otherwise. nreqs: the batch's requests.
+ * error's SQLSTATE otherwise. nreqs: the batch's requests. again: how many
+ * times its one request was stored again after a foreign key violation.
+ * Such a violation is no request's fault: every id ingest() writes comes
+ * from the database, so it means that a namespace, webhook or registry
+ * source the batch read was removed before its commit. The request is
+ * stored again, alone (the removal then seen), INGEST_AGAIN_MAX times at
+ * most, then 503.
  */
-enum ingest_failure ingest_batch_failure(bool lost, const char *sqlstate, int nreqs)
+enum ingest_failure ingest_batch_failure(bool lost, const char *sqlstate, int nreqs, int again)
 	__attribute__((warn_unused_result));
 
 #endif

@@ -679,3 +679,36 @@ def test_sigterm_closes_keep_alive_connections_with_503(reghook_factory, pg):
         assert busy.result(timeout=30)[:1] == (200,)
     assert daemon.proc.wait(15) == 0
     assert sorted(e['tag'] for e in events(pg)) == ['1.0', 'b']
+
+
+@pytest.mark.parametrize('removed', ['namespace', 'webhook'])
+def test_an_event_stored_while_its_namespace_or_webhook_is_removed_is_stored(reghook, pg,
+                                                                             removed):
+    """A namespace or webhook removed while an event of it is being stored
+    (its row deleted in a transaction that commits while ingest() waits for
+    it) made a foreign key violation, which was answered 400 as if the
+    event were malformed. It is no request's fault: the request is stored
+    again, alone, and the removal is then seen (the event goes to the
+    namespace above, or to no delivery of the removed webhook)."""
+    token = register(reghook, 'team-a', 'team-a/sub')
+    hook_id = add_webhook(reghook, 'team-a/sub', 'http://127.0.0.1:9/')
+    held = pg.connect()
+    held.autocommit = False
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            if removed == 'namespace':
+                held.cursor().execute("DELETE FROM reghook.namespaces WHERE name = 'team-a/sub'")
+            else:
+                held.cursor().execute(f'DELETE FROM reghook.webhooks WHERE id = {hook_id}')
+            answer = pool.submit(post, reghook, token,
+                                 {'events': [event(repository='team-a/sub/app', tag='x')]})
+            wait_until(lambda: ingest_waiting_for_locks(pg) == 1, timeout=10,
+                       msg='the event to wait for the removal')
+        finally:
+            held.commit()
+        status, _, body = answer.result(timeout=30)
+    assert (status, body) == (200, counts(accepted=1)), body
+    [stored] = events(pg)
+    assert stored['namespace'] == ('team-a' if removed == 'namespace' else 'team-a/sub'), stored
+    assert pg.psql('SELECT count(*) FROM reghook.deliveries').strip() == '0'
+    assert 'storing each again, alone' in reghook.log()

@@ -115,24 +115,35 @@ UNIT_TEST(a_request_retried_alone_runs_alone)
 UNIT_TEST(what_a_failed_batch_means)
 {
 	/* The connection dropped: 503 for all, however many. */
-	UNIT_CHECK(ingest_batch_failure(true, "", 1) == INGEST_FAILURE_RETRY, "lost, 1 request");
-	UNIT_CHECK(ingest_batch_failure(true, "", 9) == INGEST_FAILURE_RETRY, "lost, 9 requests");
+	UNIT_CHECK(ingest_batch_failure(true, "", 1, 0) == INGEST_FAILURE_RETRY, "lost, 1 request");
+	UNIT_CHECK(ingest_batch_failure(true, "", 9, 0) == INGEST_FAILURE_RETRY,
+		   "lost, 9 requests");
 	/* An SQL error with several requests: each again, alone, whatever the error. */
 	static const char *const states[] = {"22P02", "23505", "40001", "57014", "XX000", ""};
 	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
-		UNIT_CHECK(ingest_batch_failure(false, states[i], 2) == INGEST_FAILURE_SPLIT,
+		UNIT_CHECK(ingest_batch_failure(false, states[i], 2, 0) == INGEST_FAILURE_SPLIT,
 			   "%s, 2 requests", states[i]);
 	/* A request alone: bad data (classes 22 and 23) is its own fault, 400. */
 	static const char *const bad[] = {"22P02", "22021", "23505", "23514", "22000"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		UNIT_CHECK(ingest_batch_failure(false, bad[i], 1) == INGEST_FAILURE_REFUSED,
+		UNIT_CHECK(ingest_batch_failure(false, bad[i], 1, 0) == INGEST_FAILURE_REFUSED,
 			   "%s alone", bad[i]);
 	/* Anything else is the database's: 503, the registry retries. */
 	static const char *const theirs[] = {"40001", "40P01", "57014", "53300", "XX000",
 					     "2",     "",      "42P01", "25006"};
 	for (size_t i = 0; i < sizeof(theirs) / sizeof(theirs[0]); i++)
-		UNIT_CHECK(ingest_batch_failure(false, theirs[i], 1) == INGEST_FAILURE_RETRY,
+		UNIT_CHECK(ingest_batch_failure(false, theirs[i], 1, 0) == INGEST_FAILURE_RETRY,
 			   "'%s' alone", theirs[i]);
+	/* A foreign key violation is a row removed meanwhile: again, alone, a few times. */
+	for (int again = 0; again < INGEST_AGAIN_MAX; again++)
+		UNIT_CHECK(ingest_batch_failure(false, "23503", 1, again) == INGEST_FAILURE_SPLIT,
+			   "23503 alone, after %d", again);
+	UNIT_CHECK(ingest_batch_failure(false, "23503", 1, INGEST_AGAIN_MAX) ==
+			   INGEST_FAILURE_RETRY,
+		   "23503 alone, again and again");
+	UNIT_CHECK(ingest_batch_failure(false, "23503", 3, INGEST_AGAIN_MAX) ==
+			   INGEST_FAILURE_SPLIT,
+		   "23503, 3 requests");
 }
 
 int main(void)
