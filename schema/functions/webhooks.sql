@@ -361,12 +361,15 @@ BEGIN
     END IF;
     DELETE FROM reghook.webhook_headers WHERE webhook_id = webhook;
     FOREACH h IN ARRAY coalesce(headers, '{}') LOOP
+        -- A header's value may be a secret (a token): messages quote its
+        -- name only, or its place in the list when it has no name.
         IF h IS NULL OR position(':' IN h) < 2 THEN
-            RAISE EXCEPTION 'header "%" is not "Name: value"', coalesce(left(h, 64), 'null')
+            RAISE EXCEPTION 'header % of the list is not "Name: value"', pos + 1
                 USING ERRCODE = 'invalid_parameter_value';
         ELSIF octet_length(split_part(h, ':', 1)) > 256
               OR octet_length(substr(h, position(':' IN h) + 1)) > 8192 THEN
-            RAISE EXCEPTION 'header "%": a name over 256 bytes or a value over 8192', left(h, 64)
+            RAISE EXCEPTION 'header "%": a name over 256 bytes or a value over 8192',
+                left(btrim(split_part(h, ':', 1)), 64)
                 USING ERRCODE = 'invalid_parameter_value';
         ELSIF substr(h, position(':' IN h) + 1) ~ '[\x01-\x08\x0a-\x1f\x7f]' THEN
             RAISE EXCEPTION 'header "%": a control character in its value', btrim(split_part(h, ':', 1))
