@@ -97,6 +97,11 @@ DECLARE
 BEGIN
     FOR f, lim IN VALUES ('name', 200), ('url', 8192), ('content_type', 255), ('username', 256),
                          ('password', 1024), ('secret', 1024), ('repository', 1024), ('tag', 1024) LOOP
+        -- Text, or null where null clears: an array's or a number's text is no value.
+        IF jsonb_typeof(c -> f) NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION '%: a JSON string, not %', f, jsonb_typeof(c -> f)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
         n := octet_length(c ->> f);
         IF n > lim THEN
             RAISE EXCEPTION '% is % bytes, over the limit of %', f, n, lim
@@ -108,6 +113,16 @@ BEGIN
     IF c ->> 'secret' <> '' AND (c ->> 'secret' = 'whsec_' OR c ->> 'secret' !~
             '^whsec_([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}(==)?|[A-Za-z0-9+/]{3}=?)?$') THEN
         RAISE EXCEPTION 'secret: not a signing key (whsec_ and its base64)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A tag glob that no tag can match: tags are never empty and hold no '/'
+    -- (a repository glob may be empty: a repository that is its namespace
+    -- has an empty name below it).
+    IF c ->> 'tag' = '' THEN
+        RAISE EXCEPTION 'tag: an empty glob matches no tag; * matches every one'
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF c ->> 'tag' LIKE '%/%' THEN
+        RAISE EXCEPTION 'tag: a tag holds no ''/'', so this glob matches none'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF jsonb_typeof(c -> 'actions') = 'array' AND jsonb_array_length(c -> 'actions') > 2 THEN

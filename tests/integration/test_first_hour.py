@@ -101,6 +101,20 @@ def test_bad_access_and_reserved_headers_are_bad_usage(reghook, pg):
     reghook.run_cli('webhook', 'set', hook_id, '--header', 'ce-myextension: fine')
 
 
+def test_a_tag_glob_that_matches_nothing_is_refused_on_the_cli(reghook, pg):
+    """--tag '' read as "no filter" stored a glob no tag matches: the
+    webhook then got nothing, silently."""
+    register(reghook, 'team-a')
+    hook_id = add_webhook(reghook, 'team-a', 'http://127.0.0.1:9/', enable=False)
+    for args in (['webhook', 'add', 'team-a', 'http://127.0.0.1:9/b', '--tag', ''],
+                 ['webhook', 'set', hook_id, '--tag', ''],
+                 ['webhook', 'set', hook_id, '--tag', 'release/*']):
+        res = reghook.run_cli(*args, check=False)
+        assert res.returncode != 0 and 'tag: ' in res.stderr, (args, res.stderr)
+    assert pg.psql('SELECT count(*) || tag_glob FROM reghook.webhooks GROUP BY tag_glob'
+                   ).strip() == '1*'
+
+
 def test_listen_error_says_why(reghook, pg):
     """A second daemon on the same address stops at once, saying why."""
     res = run_reghook(['serve', '--listen', f'127.0.0.1:{reghook.port}'], database_url=pg.url(),

@@ -360,6 +360,12 @@ def test_a_body_or_url_past_the_limits_fails_at_once_and_sends_nothing(reghook_f
     ({'password': 'p' * 1025}, 'password is 1025 bytes'),
     ({'repository': '*' * 1025}, 'repository is 1025 bytes'),
     ({'tag': '*' * 1025}, 'tag is 1025 bytes'),
+    # Globs that can match nothing, and values that are no text.
+    ({'tag': ''}, 'tag: an empty glob matches no tag; * matches every one'),
+    ({'tag': 'release/*'}, "tag: a tag holds no '/', so this glob matches none"),
+    ({'repository': ['app']}, 'repository: a JSON string, not array'),
+    ({'name': 5}, 'name: a JSON string, not number'),
+    ({'password': {'a': 1}}, 'password: a JSON string, not object'),
     ({'url': 'https://x.example/a b'}, 'url: whitespace or a control character'),
     ({'url': 'https://x.example/a\nb'}, 'url: whitespace or a control character'),
     ({'headers': ['X-A: 1'] * 65}, '65 headers, over the limit of 64'),
