@@ -195,6 +195,51 @@ static bool not_a_path(const char *value, const char *field, size_t idx, char *e
 	return true;
 }
 
+#define ALNUM "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+/*
+ * Every byte of value is one of allowed: else says which is not, by its
+ * place (the value may hold what a log or a message should not show:
+ * control characters, Unicode's direction and zero-width characters, which
+ * chat formats would show as they are).
+ */
+static bool only(const char *value, const char *allowed, const char *field, const char *what,
+		 size_t idx, char *err, size_t errlen)
+{
+	size_t at = value ? strspn(value, allowed) : 0;
+	if (!value || value[at] == '\0')
+		return true;
+	snprintf(err, errlen, "events[%zu].target.%s: byte 0x%02x at %zu is not in a registry's %s",
+		 idx, field, (unsigned char)value[at], at, what);
+	return false;
+}
+
+/*
+ * What a registry's names are made of. Tags: [A-Za-z0-9_][A-Za-z0-9_.-]
+ * {0,127} (distribution's reference.TagRegexp); an empty one is none.
+ * Repositories: path components of lower-case letters, digits and
+ * separators, the first one perhaps a host (upper case, a port, an IPv6
+ * address in brackets). Digests: algorithm:hex. A token may post anything;
+ * reghook keeps only what a registry makes.
+ */
+static bool names_ok(const struct reg_event *ev, size_t idx, char *err, size_t errlen)
+{
+	if (ev->tag && *ev->tag &&
+	    (strlen(ev->tag) > 128 || ev->tag[0] == '.' || ev->tag[0] == '-')) {
+		snprintf(err, errlen,
+			 "events[%zu].target.tag: not a registry's tag ([A-Za-z0-9_][A-Za-z0-9_.-]"
+			 "{0,127})",
+			 idx);
+		return false;
+	}
+	return only(ev->tag, ALNUM "_.-", "tag", "tags ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})", idx,
+		    err, errlen) &&
+	       only(ev->repository, ALNUM "_.-/:[]", "repository", "repository names", idx, err,
+		    errlen) &&
+	       only(ev->digest, ALNUM "_.+=:-", "digest", "digests (algorithm:hex)", idx, err,
+		    errlen);
+}
+
 static void gen_value(yajl_gen g, yajl_val v)
 {
 	switch (v->type) {
@@ -300,7 +345,7 @@ static bool parse_event(yajl_val e, size_t idx, struct reg_event *ev, char *err,
 	}
 	if (!repository_ok(ev->repository, idx, err, errlen) ||
 	    !not_a_path(ev->tag, "tag", idx, err, errlen) ||
-	    !not_a_path(ev->digest, "digest", idx, err, errlen))
+	    !not_a_path(ev->digest, "digest", idx, err, errlen) || !names_ok(ev, idx, err, errlen))
 		return false;
 	if (!envelope_timestamp(ts, ev->timestamp, sizeof(ev->timestamp))) {
 		snprintf(err, errlen,

@@ -299,16 +299,18 @@ def test_url_template_is_percent_encoded(reghook, pg, endpoint_factory):
     template = hook.url('/hooks/{namespace}/{name}/{action}'
                         '?repo={repository}&tag={tag}&digest={digest}&x=a%20b')
     webhook_id = add_webhook(reghook, 'team-a/sub', template)
-    post(reghook, token, event(repository='team-a/sub/my_app.x-y~z', tag='v1.0+build'))
+    # What a registry's names hold that a URL does not leave as it is: '/'
+    # and ':' (a host's port in a repository's first component, a digest's).
+    post(reghook, token, event(repository='team-a/sub/my_app.x-y', tag='V1.0_build-2'))
 
     req = hook.wait_for(1)[0]
-    assert req.path == '/hooks/team-a%2Fsub/my_app.x-y~z/push'
-    assert req.query == ('repo=team-a%2Fsub%2Fmy_app.x-y~z&tag=v1.0%2Bbuild'
+    assert req.path == '/hooks/team-a%2Fsub/my_app.x-y/push'
+    assert req.query == ('repo=team-a%2Fsub%2Fmy_app.x-y&tag=V1.0_build-2'
                          '&digest=sha256%3A' + 'ab' * 32 + '&x=a%20b')
     body = req.json()
-    assert body['repository']['name'] == 'my_app.x-y~z'
+    assert body['repository']['name'] == 'my_app.x-y'
     assert body['repository']['namespace'] == 'team-a/sub'
-    assert body['repository']['repo_name'] == 'team-a/sub/my_app.x-y~z'
+    assert body['repository']['repo_name'] == 'team-a/sub/my_app.x-y'
     [attempt] = wait_attempts(pg, webhook_id, 1)
     assert attempt['url'] == hook.url(req.path + '?' + req.query)
     # A tag that is a path of its own, which no registry makes but a token

@@ -712,3 +712,27 @@ def test_an_event_stored_while_its_namespace_or_webhook_is_removed_is_stored(reg
     assert stored['namespace'] == ('team-a' if removed == 'namespace' else 'team-a/sub'), stored
     assert pg.psql('SELECT count(*) FROM reghook.deliveries').strip() == '0'
     assert 'storing each again, alone' in reghook.log()
+
+
+def test_names_a_registry_never_makes_are_refused(reghook, pg):
+    """A registry's tags are [A-Za-z0-9_][A-Za-z0-9_.-]{0,127} and its
+    repository names letters, digits and separators; a token may post
+    anything, and what a chat format shows as it is (Unicode's direction
+    and zero-width characters, spaces, line breaks) is refused, naming the
+    byte, not quoting it. Nothing of the envelope is stored."""
+    token = register(reghook, 'team-a')
+    for ev, where in ((event(repository='team-a/\u202eppa'),
+                       'events[1].target.repository: byte 0xe2 at 7 is not in a registry\'s '
+                       'repository names'),
+                      (event(tag='v1\u200b'), 'events[1].target.tag: byte 0xe2 at 2'),
+                      (event(tag='v1 rc'), 'events[1].target.tag: byte 0x20 at 2'),
+                      (event(tag='-rc'), "events[1].target.tag: not a registry's tag"),
+                      (event(repository='team-a/x\ny'),
+                       'events[1].target.repository: byte 0x0a at 8'),
+                      (event(digest='sha256:ab\u202ecd'), 'events[1].target.digest: byte 0xe2')):
+        status, _, body = post(reghook, token, {'events': [event(tag='fine'), ev]})
+        assert status == 400 and body['error'].startswith(where), (ev, body)
+    assert events(pg) == []
+    status, _, body = post(reghook, token, {'events': [
+        event(repository='team-a/my_app.x-y__z', tag='_V1.0-rc.1')]})
+    assert (status, body) == (200, counts(accepted=1)), body

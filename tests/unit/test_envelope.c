@@ -265,6 +265,15 @@ UNIT_TEST(repository_names)
 		{"team-a/.", "a path component '.' or '..'"},
 		{"..", "a path component '.' or '..'"},
 		{"team-a/..app/x.", NULL},
+		/* A registry's names: a host first perhaps, then [a-z0-9._-] components. */
+		{"Registry.example:5000/team-a/app", NULL},
+		{"[::1]:5000/app", NULL},
+		{"team-a/a b", "events[0].target.repository: byte 0x20 at 8 is not in a registry's "
+			       "repository names"},
+		{"team-a/\\u202eppa", "byte 0xe2 at 7 is not in a registry's repository names"},
+		{"team-a/x\\ny", "byte 0x0a at 8"},
+		{"team-a/caf\\u00e9", "byte 0xc3 at 10"},
+		{"team-a/a%2fb", "byte 0x25 at 8"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char body[2048];
@@ -294,11 +303,26 @@ UNIT_TEST(tag_names)
 		"\"digest\":\"%s\"}}]}";
 	const struct {
 		const char *value;
-		bool ok;
+		bool ok[2]; /* as a tag, as a digest */
 	} cases[] = {
-		{"v1.2.3", true}, {"latest", true},  {"a..b", true}, {"...", true},
-		{"v1+b", true},	  {"..", false},     {".", false},   {"../run", false},
-		{"x/y", false},	  {"a\\\\b", false},
+		{"v1.2.3", {true, true}},
+		{"latest", {true, true}},
+		{"a..b", {true, true}},
+		{"_x-1.0", {true, true}},
+		/* A registry's tag starts with [A-Za-z0-9_], holds [A-Za-z0-9_.-]. */
+		{"...", {false, true}},
+		{"-x", {false, true}},
+		{"v1+b", {false, true}},
+		{"v1:b", {false, true}},
+		{"v1 b", {false, false}},
+		{"v1\\u200b", {false, false}},	/* zero-width space */
+		{"\\u202eppa", {false, false}}, /* right-to-left override */
+		{"v\\u00e9", {false, false}},
+		{"..", {false, false}},
+		{".", {false, false}},
+		{"../run", {false, false}},
+		{"x/y", {false, false}},
+		{"a\\\\b", {false, false}},
 	};
 	for (int field = 0; field < 2; field++) {
 		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -309,12 +333,12 @@ UNIT_TEST(tag_names)
 			char err[256] = "";
 			enum envelope_status st =
 				envelope_parse(body, strlen(body), 10, &env, err, sizeof(err));
-			if (cases[i].ok)
+			if (cases[i].ok[field])
 				UNIT_CHECK(st == ENVELOPE_OK, "'%s': %s", cases[i].value, err);
 			else
 				UNIT_CHECK(st == ENVELOPE_BAD &&
-						   strstr(err, field ? "events[0].target.digest: '"
-								     : "events[0].target.tag: '"),
+						   strstr(err, field ? "events[0].target.digest: "
+								     : "events[0].target.tag: "),
 					   "'%s': status %d, error '%s'", cases[i].value, st, err);
 			envelope_free(&env);
 		}
