@@ -142,6 +142,17 @@ PGconn *cli_connect(const struct config *cfg)
 		fprintf(stderr, "reghook: cannot connect to the database: %s",
 			PQerrorMessage(conn));
 		PQfinish(conn);
+		/* make run's database runs only while make run does: say so. */
+		const char *path = getenv("REGHOOK_CONFIG");
+		FILE *f = path ? fopen(path, "r") : NULL;
+		char line[128] = "";
+		if (f && fgets(line, sizeof(line), f) && strstr(line, "Written by make run"))
+			fprintf(stderr,
+				"hint: the database of make run (REGHOOK_CONFIG=%s) runs "
+				"only while make run does: is it running?\n",
+				path);
+		if (f)
+			fclose(f);
 		return NULL;
 	}
 	PGresult *res = cli_exec(conn, PGC_SESSION_SQL, 0, NULL);

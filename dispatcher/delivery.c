@@ -348,7 +348,8 @@ static void on_summary(evutil_socket_t fd, short what, void *arg)
 {
 	struct delivery *dp = arg;
 	if (dp->succeeded > 0)
-		log_info("%ld deliveries succeeded in the last minute", dp->succeeded);
+		log_info("%ld %s succeeded in the last minute", dp->succeeded,
+			 dp->succeeded == 1 ? "delivery" : "deliveries");
 	dp->succeeded = 0;
 }
 
@@ -1162,7 +1163,8 @@ void delivery_free(struct delivery *dp)
 	janitor_free(dp->janitor); /* after the connection it borrowed */
 	/* The successes since the last summary are not lost at a stop. */
 	if (dp->succeeded > 0)
-		log_info("%ld deliveries succeeded since the last summary", dp->succeeded);
+		log_info("%ld %s succeeded since the last summary", dp->succeeded,
+			 dp->succeeded == 1 ? "delivery" : "deliveries");
 	event_free(dp->summary);
 	if (dp->nbusy > 0)
 		log_warn("%d attempt record(s) not written: another transaction holds their "

@@ -263,3 +263,77 @@ def test_first_hour_from_make_run_to_a_delivered_webhook(make_run, registry_fact
     assert not os.path.exists(os.path.join(make_run.checkout, 'var', 'reghook.conf'))
     if cluster:
         assert not os.path.exists(cluster)
+
+
+def parent_of(pid):
+    """A process's parent, or None once it is gone."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return int(f.read().rsplit(')', 1)[1].split()[1])
+    except (OSError, ValueError):
+        return None
+
+
+def postmaster_running(checkout):
+    """Whether the checkout's private PostgreSQL runs (its postmaster.pid names a live process)."""
+    pid_file = os.path.join(checkout, 'var', 'cluster', 'pg', 'postmaster.pid')
+    try:
+        with open(pid_file) as f:
+            os.kill(int(f.readline()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.mark.long
+def test_make_run_twice_a_taken_address_and_a_server_left_running(make_run):
+    """A second make run of the checkout, or one whose address another
+    holds, stops before it prints a registry token that would lead
+    nowhere; the settings given to make run reach the commands through
+    var/env; a PostgreSQL left running by a make run that was killed is
+    taken over, and stopped with reghook."""
+    make_run.start()
+    again = subprocess.run(['packaging/run-local', 'build/reghook'], cwd=make_run.checkout,
+                           env=make_run.env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1, again
+    assert again.stderr.startswith(
+        f'run-local: make run is already running for this checkout (pid {make_run.proc.pid})'), \
+        again.stderr
+    assert 'rgh_' not in again.stdout + again.stderr
+    with open(os.path.join(make_run.checkout, 'var', 'env')) as f:
+        env = f.read()
+    assert f'export REGHOOK_LISTEN=127.0.0.1:{make_run.port}\n' in env, env
+    assert "export REGHOOK_RETRY_SCHEDULE=0\\,10m\n" in env, env
+    said = make_run.shell('. var/env && reghook registry add other').stdout
+    assert f'url: http://127.0.0.1:{make_run.port}/events' in said, said
+
+    other = MakeRun(os.environ['REGHOOK_BIN'])
+    try:
+        other.env['REGHOOK_LISTEN'] = make_run.env['REGHOOK_LISTEN']
+        taken = subprocess.run(['packaging/run-local', 'build/reghook'], cwd=other.checkout,
+                               env=other.env, capture_output=True, text=True, timeout=60)
+        assert taken.returncode == 1, taken
+        assert taken.stderr.startswith(f'run-local: 127.0.0.1:{make_run.port} is already taken'
+                                       ), taken.stderr
+        assert 'REGHOOK_LISTEN=127.0.0.1:8081 make run' in taken.stderr
+        assert 'rgh_' not in taken.stdout and not os.path.exists(
+            os.path.join(other.checkout, 'var', 'reghook.conf'))
+    finally:
+        other.cleanup()
+
+    # make run killed outright: its reghook (in a session of its own) and then itself.
+    serve = [p for p in map(int, filter(str.isdigit, os.listdir('/proc')))
+             if parent_of(p) == make_run.proc.pid]
+    assert len(serve) == 1, serve
+    os.killpg(make_run.proc.pid, signal.SIGKILL)
+    make_run.proc.wait()
+    os.kill(serve[0], signal.SIGKILL)
+    assert postmaster_running(make_run.checkout)
+    make_run.start()
+    assert 'taking over the PostgreSQL left running' in make_run.output()
+    assert make_run.stop() == 0, make_run.output()
+    assert not postmaster_running(make_run.checkout), make_run.output()
+    # The second terminal's commands, make run stopped, say what to look at.
+    res = make_run.shell('. var/env && reghook namespace list', check=False)
+    assert res.returncode == 1 and res.stderr.splitlines()[-1].startswith(
+        'hint: the database of make run (REGHOOK_CONFIG='), res.stderr
