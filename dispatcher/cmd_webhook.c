@@ -77,10 +77,43 @@ static void webhook_options(void)
 		printf("  %-16s %s\n", webhook_opts[i].flag, webhook_opts[i].help);
 	printf("  %-16s %s\n", "--header",
 	       "'Name: value', repeatable; replaces all headers on set");
+	printf("  %-16s %s\n", "--password-file",
+	       "FILE (- for standard input): --password from it, out of the command line");
+	printf("  %-16s %s\n", "--secret-file", "FILE (- for standard input): --secret from it");
+	printf("  %-16s %s\n", "--header-file",
+	       "FILE (- for standard input): a --header on each line");
 	printf("Formats:\n");
 	for (int f = 0; f < FORMATS_COUNT; f++)
 		printf("  %-24s %s\n", formats_name((enum formats_format)f),
 		       formats_help((enum formats_format)f));
+}
+
+/*
+ * Appends the file path names ("-": standard input) to text, at most max
+ * bytes and one more (so that the caller sees it is over); false after
+ * saying why in err, flag first.
+ */
+static bool read_file_text(const char *flag, const char *path, size_t max, struct buf *text,
+			   char *err, size_t errlen)
+{
+	bool in = strcmp(path, "-") == 0;
+	FILE *f = in ? stdin : fopen(path, "rb");
+	if (!f) {
+		snprintf(err, errlen, "%s: %s: %s", flag, path, strerror(errno));
+		return false;
+	}
+	char chunk[4096];
+	size_t n;
+	while (text->len <= max && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		buf_append(text, chunk, n);
+	bool failed = ferror(f);
+	if (!in)
+		fclose(f);
+	if (failed) {
+		snprintf(err, errlen, "%s: %s: could not be read", flag, path);
+		return false;
+	}
+	return true;
 }
 
 /*
@@ -91,26 +124,10 @@ static void webhook_options(void)
 static bool read_template(const char *v, struct buf *text, char *err, size_t errlen)
 {
 	const char *p = v + strspn(v, " \t\r\n");
-	if (*p == '{' || *p == '[') {
+	if (*p == '{' || *p == '[')
 		buf_puts(text, v);
-	} else {
-		FILE *f = fopen(v, "rb");
-		if (!f) {
-			snprintf(err, errlen, "--template: %s: %s", v, strerror(errno));
-			return false;
-		}
-		char chunk[4096];
-		size_t n;
-		while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 &&
-		       text->len <= TEMPLATE_MAX_BYTES)
-			buf_append(text, chunk, n);
-		bool failed = ferror(f);
-		fclose(f);
-		if (failed) {
-			snprintf(err, errlen, "--template: %s: could not be read", v);
-			return false;
-		}
-	}
+	else if (!read_file_text("--template", v, TEMPLATE_MAX_BYTES, text, err, errlen))
+		return false;
 	if (text->len > TEMPLATE_MAX_BYTES) {
 		snprintf(err, errlen, "--template: over the limit of %d bytes", TEMPLATE_MAX_BYTES);
 		return false;
@@ -233,12 +250,76 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 	return true;
 }
 
+/* What a FILE option reads at most: more than any value may hold. */
+#define VALUE_FILE_MAX (64 * 1024)
+
+/*
+ * The value of --password-file or --secret-file FILE ("-": standard input),
+ * so that a secret need not stand in the command line, which every local
+ * user may read (ps): the file's text, one line end at its end dropped.
+ */
+static bool read_value_file(const char *flag, const char *path, struct buf *value, char *err,
+			    size_t errlen)
+{
+	if (!read_file_text(flag, path, VALUE_FILE_MAX, value, err, errlen))
+		return false;
+	if (value->len > VALUE_FILE_MAX || (value->len && memchr(value->data, '\0', value->len))) {
+		snprintf(err, errlen, "%s: %s: over %d bytes, or a NUL byte in it", flag, path,
+			 VALUE_FILE_MAX);
+		return false;
+	}
+	if (value->len && value->data[value->len - 1] == '\n')
+		value->data[--value->len] = '\0';
+	if (value->len && value->data[value->len - 1] == '\r')
+		value->data[--value->len] = '\0';
+	buf_putc(value, '\0'); /* a C string, even when empty */
+	value->len--;
+	return true;
+}
+
+/* One --header value (or a line of --header-file) into the headers' JSON array. */
+static bool add_header(const char *v, struct buf *json, int *headers, char *err, size_t errlen)
+{
+	const char *colon = strchr(v, ':');
+	if (!colon || colon == v || strpbrk(v, "\r\n")) {
+		snprintf(err, errlen, "--header: expected 'Name: value'");
+		return false;
+	}
+	/* The name as the database reads it: without the blanks around it. */
+	const char *start = v + strspn(v, " \t"), *end = colon;
+	while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	char name[256];
+	snprintf(name, sizeof(name), "%.*s", (int)(end - start), start);
+	/* RFC 9110's token, as the table's check has it. */
+	static const char tchar[] = "!#$%&'*+.^_`|~-0123456789"
+				    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+	if (!*name || name[strspn(name, tchar)]) {
+		snprintf(err, errlen,
+			 "--header: '%.64s' is not a field name (letters, digits and "
+			 "!#$%%&'*+-.^_`|~)",
+			 name);
+		return false;
+	}
+	if (request_reserved_header(name)) {
+		snprintf(err, errlen,
+			 "--header: '%.64s' frames the request or is set by reghook: "
+			 "not a webhook's own header",
+			 name);
+		return false;
+	}
+	buf_puts(json, (*headers)++ ? "," : (json->len > 1 ? ",\"headers\":[" : "\"headers\":["));
+	buf_json_str(json, v, strlen(v));
+	return true;
+}
+
 /* Takes every field option out of argv into a JSON object for webhook_set(). */
 static bool take_fields(int *argc, char **argv, struct buf *json, bool *new_url, char *err,
 			size_t errlen)
 {
-	const char *v;
+	const char *v, *path;
 	int r;
+	bool stdin_taken = false;
 	buf_putc(json, '{');
 	for (size_t i = 0; i < NOPTS; i++) {
 		r = cli_take_option(argc, argv, webhook_opts[i].flag, &v);
@@ -246,41 +327,79 @@ static bool take_fields(int *argc, char **argv, struct buf *json, bool *new_url,
 			snprintf(err, errlen, "%s needs a value", webhook_opts[i].flag);
 			return false;
 		}
-		if (r > 0 && !check_value(&webhook_opts[i], v, json, err, errlen))
+		/* --password-file and --secret-file stand for --password and --secret. */
+		char file_flag[32] = "";
+		if (webhook_opts[i].kind == OPT_SECRET ||
+		    strcmp(webhook_opts[i].flag, "--password") == 0)
+			snprintf(file_flag, sizeof(file_flag), "%s-file", webhook_opts[i].flag);
+		int rf = *file_flag ? cli_take_option(argc, argv, file_flag, &path) : 0;
+		if (rf < 0 || (rf > 0 && r > 0) || (rf > 0 && stdin_taken && !strcmp(path, "-"))) {
+			snprintf(err, errlen,
+				 rf < 0	 ? "%s needs a value (a file, or - for standard input)"
+				 : r > 0 ? "%s and %.*s: give one of the two"
+					 : "%s -: standard input is read for one option only",
+				 file_flag, (int)(strlen(file_flag) - 5), file_flag);
+			return false;
+		}
+		struct buf from_file = {0};
+		if (rf > 0) {
+			stdin_taken |= !strcmp(path, "-");
+			if (!read_value_file(file_flag, path, &from_file, err, errlen)) {
+				buf_free(&from_file);
+				return false;
+			}
+			v = from_file.data;
+			r = 1;
+		}
+		bool ok = r <= 0 || check_value(&webhook_opts[i], v, json, err, errlen);
+		buf_free(&from_file);
+		if (!ok)
 			return false;
 		if (r > 0 && strcmp(webhook_opts[i].field, "url") == 0)
 			*new_url = true;
 	}
-	/* --header is repeatable; all of them replace the webhook's headers,
-	 * and one empty --header '' clears them. */
+	/* --header is repeatable, and --header-file FILE gives one a line; all
+	 * of them replace the webhook's headers, and one empty --header ''
+	 * clears them. */
 	int headers = 0;
 	bool clear = false;
+	while ((r = cli_take_option(argc, argv, "--header-file", &path)) != 0) {
+		struct buf lines = {0};
+		if (r < 0 || (stdin_taken && !strcmp(path, "-"))) {
+			snprintf(err, errlen,
+				 r < 0 ? "--header-file needs a value (a file, or - for standard "
+					 "input)"
+				       : "--header-file -: standard input is read for one option "
+					 "only");
+			return false;
+		}
+		stdin_taken |= !strcmp(path, "-");
+		bool ok = read_value_file("--header-file", path, &lines, err, errlen);
+		for (char *line = lines.data, *next; ok && line && *line; line = next) {
+			next = line + strcspn(line, "\n");
+			if (*next)
+				*next++ = '\0';
+			size_t n = strlen(line);
+			if (n && line[n - 1] == '\r')
+				line[n - 1] = '\0';
+			if (*line)
+				ok = add_header(line, json, &headers, err, errlen);
+		}
+		buf_free(&lines);
+		if (!ok)
+			return false;
+	}
 	while ((r = cli_take_option(argc, argv, "--header", &v)) != 0) {
 		if (r > 0 && *v == '\0') {
 			clear = true;
 			continue;
 		}
-		const char *colon = r > 0 ? strchr(v, ':') : NULL;
-		if (!colon || colon == v || strpbrk(v, "\r\n")) {
+		if (r < 0) {
 			snprintf(err, errlen, "--header: expected 'Name: value'");
 			return false;
 		}
-		/* The name as the database reads it: without the blanks around it. */
-		const char *start = v + strspn(v, " \t"), *end = colon;
-		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-			end--;
-		char name[256];
-		snprintf(name, sizeof(name), "%.*s", (int)(end - start), start);
-		if (request_reserved_header(name)) {
-			snprintf(err, errlen,
-				 "--header: '%.64s' frames the request or is set by reghook: "
-				 "not a webhook's own header",
-				 name);
+		if (!add_header(v, json, &headers, err, errlen))
 			return false;
-		}
-		buf_puts(json,
-			 headers++ ? "," : (json->len > 1 ? ",\"headers\":[" : "\"headers\":["));
-		buf_json_str(json, v, strlen(v));
 	}
 	if (clear && headers) {
 		snprintf(err, errlen, "--header '' clears the headers: give it alone");

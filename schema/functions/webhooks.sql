@@ -386,6 +386,10 @@ BEGIN
             RAISE EXCEPTION 'header "%": a name over 256 bytes or a value over 8192',
                 left(btrim(split_part(h, ':', 1)), 64)
                 USING ERRCODE = 'invalid_parameter_value';
+        ELSIF btrim(split_part(h, ':', 1)) !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$' THEN
+            RAISE EXCEPTION 'header "%": not a field name (RFC 9110: letters, digits and !#$%%&''*+-.^_`|~)',
+                left(btrim(split_part(h, ':', 1)), 64)
+                USING ERRCODE = 'invalid_parameter_value';
         ELSIF substr(h, position(':' IN h) + 1) ~ '[\x01-\x08\x0a-\x1f\x7f]' THEN
             RAISE EXCEPTION 'header "%": a control character in its value', btrim(split_part(h, ':', 1))
                 USING ERRCODE = 'invalid_parameter_value';

@@ -6,6 +6,7 @@ waits and tells the outcome, waiting deliveries can be tried now (CLI and
 SQL), callbacks show in the history, and the tests need nothing beside
 the checkout."""
 
+import base64
 import json
 import os
 import pathlib
@@ -99,6 +100,46 @@ def test_bad_access_and_reserved_headers_are_bad_usage(reghook, pg):
     assert pg.psql('SELECT count(*) FROM reghook.webhook_headers').strip() == '0'
     assert pg.psql('SELECT count(*) FROM reghook.webhooks').strip() == '1'
     reghook.run_cli('webhook', 'set', hook_id, '--header', 'ce-myextension: fine')
+
+
+def test_secrets_from_files_or_standard_input_stay_out_of_the_command_line(
+        reghook, pg, endpoint_factory, tmp_path):
+    """--password-file, --secret-file and --header-file (- for standard
+    input) give what --password, --secret and --header would, without the
+    value in the command line, which every local user reads (ps); the
+    file's one line end is dropped. One option reads standard input."""
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    secret = 'whsec_' + base64.b64encode(b'k' * 32).decode()
+    (tmp_path / 'password').write_text('pa ss:wörd\r\n')
+    (tmp_path / 'headers').write_text('Authorization: Bearer t0ken\n\nX-Api-Key: k3y\n')
+    out = reghook.run_cli('webhook', 'add', 'team-a', hook.url('/h'), '--username', 'ci',
+                          '--password-file', tmp_path / 'password', '--secret-file', '-',
+                          '--header-file', tmp_path / 'headers', input=secret + '\n').stdout
+    hook_id = out.split()[1]
+    reghook.run_cli('webhook', 'enable', hook_id)
+    post(reghook, token, event())
+    [req] = hook.wait_for(1)
+    assert req.header('Authorization') == 'Bearer t0ken'
+    assert req.header('X-Api-Key') == 'k3y'
+    assert pg.psql(f'SELECT password = \'pa ss:wörd\' AND secret = \'{secret}\' FROM '
+                   f'reghook.webhook_secrets WHERE webhook_id = {hook_id}').strip() == 't'
+    reghook.run_cli('webhook', 'set', hook_id, '--password-file', '-', input='n3w\n')
+    assert pg.psql(f'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = {hook_id}'
+                   ).strip() == 'n3w'
+    for args, why in ((['--password', 'x', '--password-file', '-'],
+                       '--password-file and --password: give one of the two'),
+                      (['--password-file', '-', '--header-file', '-'],
+                       '--header-file -: standard input is read for one option only'),
+                      (['--secret-file', tmp_path / 'nowhere'], '--secret-file: '),
+                      (['--password-file'], '--password-file needs a value'),
+                      (['--header-file', tmp_path / 'password'],
+                       "--header: 'pa ss' is not a field name"),
+                      (['--secret-file', tmp_path / 'password'], '--secret: not a signing key')):
+        res = reghook.run_cli('webhook', 'set', hook_id, *args, check=False, input='x\n')
+        assert res.returncode == 2 and why in res.stderr, (args, res.stderr)
+    assert pg.psql(f'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = {hook_id}'
+                   ).strip() == 'n3w'
 
 
 def test_a_tag_glob_that_matches_nothing_is_refused_on_the_cli(reghook, pg):

@@ -372,6 +372,7 @@ def test_a_body_or_url_past_the_limits_fails_at_once_and_sends_nothing(reghook_f
     ({'headers': ['X-A: ' + 'v' * 8193]}, 'header "X-A": a name over 256 bytes or a value'),
     ({'headers': ['X-A: 1', None]}, 'header 2 of the list is not "Name: value"'),
     ({'headers': ['Bearer s3cr3t-token']}, 'header 1 of the list is not "Name: value"'),
+    ({'headers': ['X-A: 1', 'Bearer token: x']}, 'header "Bearer token": not a field name'),
     # Framing, and what reghook sets itself: a Content-Length of 0 desynchronised
     # the connection another namespace's deliveries shared.
     ({'headers': ['X-A: 1', 'content-length: 0']}, 'header "content-length": reghook sets it'),
