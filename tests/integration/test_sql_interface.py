@@ -684,13 +684,34 @@ def test_upgrade_from_a_database_of_the_first_five_migrations(pg, endpoint_facto
         SELECT reghook.webhook_add('team-a', 'http://ci:p%40ss@127.0.0.1:{hook.port}/old');
         SELECT reghook.webhook_enable(1);
         INSERT INTO reghook.deliveries (webhook_id, action, is_test, status, attempts, completed_at)
-        VALUES (1, 'push', true, 'failed', 8, now());""")
+        VALUES (1, 'push', true, 'failed', 8, now());
+        -- 004 named a webhook after what followed the URL's first '@': the
+        -- password's tail (a raw '@' in it), read by every member.
+        SELECT reghook.webhook_add('team-a', 'https://ci:s3cr@tPW%2Dtail@hooks.example/x');
+        SELECT reghook.webhook_add('team-a', 'https://ci:pw@hooks.example/y',
+                                   '{{"name": "ops@hooks.example"}}');
+        -- Before 006 a webhook's own header was kept in clear in the history
+        -- unless its name held a word such as token.
+        INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
+            duration_ms, method, url, request_headers, instance)
+        SELECT id, 1, 1, now(), 1, 'POST', 'http://x/',
+               '[["Content-Type", "application/json"], ["X-Auth-Key", "OLDHDRSECRET"],
+                 ["Authorization", "[redacted]"], ["X-Reghook-Event", "push"]]', 'old'
+        FROM reghook.deliveries;""")
+    assert rows(pg, 'SELECT name FROM reghook.webhooks WHERE id = 2') == [
+        {'name': 'tPW%2Dtail@hooks.example'}]
 
     out = run_reghook(['migrate'], database_url=pg.url()).stdout
     assert 'migration(s) applied' in out and '(0 migration' not in out
-    assert rows(pg, 'SELECT url, username FROM reghook.webhooks') == [
+    assert rows(pg, 'SELECT url, username FROM reghook.webhooks WHERE id = 1') == [
         {'url': hook.url('/old'), 'username': 'ci'}]
-    assert rows(pg, 'SELECT password FROM reghook.webhook_secrets') == [{'password': 'p@ss'}]
+    assert rows(pg, 'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = 1') == [
+        {'password': 'p@ss'}]
+    assert rows(pg, 'SELECT id, name FROM reghook.webhooks WHERE id > 1 ORDER BY id') == [
+        {'id': 2, 'name': 'hooks.example'}, {'id': 3, 'name': 'ops@hooks.example'}]
+    assert rows(pg, 'SELECT request_headers FROM reghook.delivery_attempts') == [
+        {'request_headers': [['Content-Type', 'application/json'], ['X-Auth-Key', '[redacted]'],
+                             ['Authorization', '[redacted]'], ['X-Reghook-Event', 'push']]}]
     daemon = reghook_factory(FAST)
     delivery = rows(pg, 'SELECT id FROM reghook.deliveries')[0]['id']
     daemon.run_cli('retrigger', delivery)
