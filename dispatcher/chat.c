@@ -62,10 +62,42 @@ void chat_truncate(const char *s, size_t len, size_t max, struct buf *out)
 	buf_puts(out, "\xe2\x80\xa6");
 }
 
+/*
+ * Whether the code point at s (of n bytes) would change how the text
+ * around it reads, unseen: C0 and C1 controls (a line break starts a
+ * Markdown block), Unicode's direction marks, embeddings, overrides and
+ * isolates, and its zero-width characters. A pusher's name is the
+ * registry's user, whatever that is; such a name could be made to read
+ * otherwise than it is.
+ */
+static bool unseen(const unsigned char *s, size_t n)
+{
+	if (n == 1)
+		return s[0] < 0x20 || s[0] == 0x7f;
+	if (n == 2)
+		return s[0] == 0xc2 && s[1] < 0xa0; /* U+0080..U+009F */
+	if (n != 3)
+		return false;
+	unsigned cp = (unsigned)(s[0] & 0x0f) << 12 | (unsigned)(s[1] & 0x3f) << 6 | (s[2] & 0x3f);
+	return (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) ||
+	       (cp >= 0x2060 && cp <= 0x2069) || cp == 0xfeff || cp == 0x061c || cp == 0x180e;
+}
+
+/* s cut to max code points, each unseen one (above) shown as U+FFFD. */
 static void cut(const char *s, size_t max, struct buf *out)
 {
-	if (s)
-		chat_truncate(s, strlen(s), max, out);
+	if (!s)
+		return;
+	struct buf shown = BUF_INIT;
+	for (size_t i = 0, n; s[i]; i += n) {
+		n = seq_len((unsigned char)s[i]);
+		if (unseen((const unsigned char *)s + i, n))
+			buf_puts(&shown, "\xef\xbf\xbd");
+		else
+			buf_append(&shown, s + i, n);
+	}
+	chat_truncate(shown.data ? shown.data : "", shown.len, max, out);
+	buf_free(&shown);
 }
 
 static bool msg_init(struct msg *m, const struct payload_event *ev)
@@ -346,23 +378,43 @@ bool chat_discord(const struct payload_event *ev, struct buf *out)
 	return ok;
 }
 
-/* --- Teams: an Adaptive Card, plain text in TextBlock and FactSet ------------------- */
+/* --- Teams: an Adaptive Card, text in TextBlock and FactSet ------------------------- */
+
+/*
+ * Teams reads a TextBlock's and a fact's text as Markdown, and documents
+ * no escape for it: a pusher named "[click](https://x.example)" would be a
+ * link. "](" becomes "] (", which no Markdown reads as a link; emphasis
+ * and the rest change how a name looks, not where a click goes. (A line
+ * break, which a reference definition needs, is not left: cut().)
+ */
+static void teams_text(const char *s, size_t len, struct buf *out)
+{
+	for (size_t i = 0; i < len; i++) {
+		buf_putc(out, s[i]);
+		if (s[i] == ']' && i + 1 < len && s[i + 1] == '(')
+			buf_putc(out, ' ');
+	}
+}
 
 static void teams_fact(struct jsongen *j, const char *title, const struct buf *value)
 {
 	if (!value->len)
 		return;
+	struct buf text = BUF_INIT;
+	teams_text(value->data, value->len, &text);
 	jsongen_map_open(j, NULL);
 	jsongen_kv_str(j, "title", title);
 	jsongen_str(j, "value");
-	jsongen_strn(j, value->data, value->len);
+	jsongen_strn(j, text.data, text.len);
 	jsongen_map_close(j);
+	buf_free(&text);
 }
 
 static void teams_card(struct jsongen *j, const struct msg *m)
 {
 	struct buf headline = BUF_INIT, when = BUF_INIT;
-	buf_printf(&headline, "%s %s", verb(m), m->subject.data ? m->subject.data : "");
+	buf_printf(&headline, "%s ", verb(m));
+	teams_text(m->subject.data ? m->subject.data : "", m->subject.len, &headline);
 	buf_puts(&when, m->when);
 	jsongen_map_open(j, "content");
 	jsongen_kv_str(j, "$schema", "http://adaptivecards.io/schemas/adaptive-card.json");

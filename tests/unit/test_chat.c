@@ -184,6 +184,47 @@ UNIT_TEST(markup_in_names_is_escaped)
 	sample_free(&s);
 }
 
+/* What would change how a pusher's name reads, unseen, shows as U+FFFD in every format. */
+UNIT_TEST(unseen_characters_in_names_show)
+{
+	struct sample s;
+	UNIT_CHECK(sample_load("03-push-manifest-tag.json", &s), "sample not loaded");
+	/* A right-to-left override, a zero-width space, a line break, a C1 control. */
+	s.ev.actor = "ali\xe2\x80\xae"
+		     "cod.exe\xe2\x80\x8b\nx\xc2\x85y \xc3\xa9";
+	static const char *const want = "ali\xef\xbf\xbd"
+					"cod.exe\xef\xbf\xbd\xef\xbf\xbdx\xef\xbf\xbdy \xc3\xa9";
+	for (size_t f = 0; f < sizeof(formats) / sizeof(formats[0]); f++) {
+		struct buf out = BUF_INIT;
+		UNIT_CHECK(formats[f].fn(&s.ev, &out), "%s refused", formats[f].name);
+		yajl_val t = JSON_PARSE(out.data, out.len);
+		const char *shown =
+			t ? jstr(t, f == 0   ? "text"
+				    : f == 1 ? "embeds.0.fields.1.value"
+					     : "attachments.0.content.body.1.facts.3.value")
+			  : NULL;
+		UNIT_CHECK(shown && strstr(shown, want), "%s: %s", formats[f].name, out.data);
+		UNIT_CHECK(!strstr(out.data, "\xe2\x80\xae") && !strstr(out.data, "\\n"), "%s: %s",
+			   formats[f].name, out.data);
+		yajl_tree_free(t);
+		buf_free(&out);
+	}
+	sample_free(&s);
+}
+
+/* Teams has no documented escape for its Markdown: a name is no link. */
+UNIT_TEST(teams_names_make_no_links)
+{
+	struct sample s;
+	UNIT_CHECK(sample_load("03-push-manifest-tag.json", &s), "sample not loaded");
+	s.ev.actor = "[click](https://x.example) ]( ]";
+	yajl_val t = render(chat_teams, &s.ev);
+	CHECK_JSTR(t, "attachments.0.content.body.1.facts.3.value",
+		   "[click] (https://x.example) ] ( ]");
+	yajl_tree_free(t);
+	sample_free(&s);
+}
+
 UNIT_TEST(truncation_at_the_boundary)
 {
 	static const char *const chars[] = {"a", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
@@ -356,6 +397,8 @@ int main(void)
 	UNIT_RUN(slack_push_and_delete);
 	UNIT_RUN(discord_push_and_delete);
 	UNIT_RUN(teams_adaptive_card);
+	UNIT_RUN(unseen_characters_in_names_show);
+	UNIT_RUN(teams_names_make_no_links);
 	UNIT_RUN(markup_in_names_is_escaped);
 	UNIT_RUN(truncation_at_the_boundary);
 	UNIT_RUN(limits_with_long_many_byte_names);
