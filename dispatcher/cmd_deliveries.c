@@ -37,7 +37,10 @@ static const char history_sql[] =
 	") u ORDER BY coalesce(attempted_at, created_at) DESC LIMIT $4)";
 
 static const char table_sql[] =
-	"SELECT delivery_id, coalesce(attempt::text, '-') AS attempt, webhook_id AS webhook,"
+	"SELECT delivery_id, coalesce(attempt::text, '-') AS attempt,"
+	/* The attempt's own outcome; status is the delivery's, now. */
+	" CASE WHEN attempt IS NULL THEN '-' WHEN error_class IS NULL THEN 'ok'"
+	" ELSE error_class END AS result, webhook_id AS webhook,"
 	" repository || coalesce(':' || tag, coalesce('@' || digest, '')) AS image, action, status,"
 	" coalesce(response_status::text, '') AS http, coalesce(duration_ms::text, '') AS ms,"
 	" coalesce(to_char(attempted_at, 'YYYY-MM-DD HH24:MI:SS'), '') AS attempted_at,"

@@ -618,8 +618,11 @@ def test_deliveries_command_table_json_and_filters(reghook_factory, pg, endpoint
     wait_attempts(pg, bad_id, 2)
 
     table = daemon.run_cli('deliveries').stdout.splitlines()
-    assert table[0].split()[:6] == ['delivery_id', 'attempt', 'webhook', 'image', 'action', 'status']
+    assert table[0].split()[:7] == ['delivery_id', 'attempt', 'result', 'webhook', 'image',
+                                    'action', 'status']
     assert len(table) == 4  # header, one success, two failures
+    # Each attempt's own result beside the delivery's status now.
+    assert sorted(line.split()[2] for line in table[1:]) == ['http', 'http', 'ok']
     assert any('team-a/app:1.0' in line and 'HTTP 500' in line for line in table)
 
     as_json = json.loads(daemon.run_cli('deliveries', '--webhook', bad_id, '--json').stdout)
