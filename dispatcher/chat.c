@@ -74,13 +74,13 @@ static bool unseen(const unsigned char *s, size_t n)
 {
 	if (n == 1)
 		return s[0] < 0x20 || s[0] == 0x7f;
-	if (n == 2)
-		return s[0] == 0xc2 && s[1] < 0xa0; /* U+0080..U+009F */
+	if (n == 2) /* U+0080..U+009F, U+061C (the Arabic letter mark) */
+		return (s[0] == 0xc2 && s[1] < 0xa0) || (s[0] == 0xd8 && s[1] == 0x9c);
 	if (n != 3)
 		return false;
 	unsigned cp = (unsigned)(s[0] & 0x0f) << 12 | (unsigned)(s[1] & 0x3f) << 6 | (s[2] & 0x3f);
 	return (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) ||
-	       (cp >= 0x2060 && cp <= 0x2069) || cp == 0xfeff || cp == 0x061c || cp == 0x180e;
+	       (cp >= 0x2060 && cp <= 0x2069) || cp == 0xfeff || cp == 0x180e;
 }
 
 /* s cut to max code points, each unseen one (above) shown as U+FFFD. */

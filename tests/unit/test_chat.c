@@ -191,9 +191,10 @@ UNIT_TEST(unseen_characters_in_names_show)
 	UNIT_CHECK(sample_load("03-push-manifest-tag.json", &s), "sample not loaded");
 	/* A right-to-left override, a zero-width space, a line break, a C1 control. */
 	s.ev.actor = "ali\xe2\x80\xae"
-		     "cod.exe\xe2\x80\x8b\nx\xc2\x85y \xc3\xa9";
+		     "cod.exe\xe2\x80\x8b\nx\xc2\x85y \xc3\xa9\xd8\x9c!";
 	static const char *const want = "ali\xef\xbf\xbd"
-					"cod.exe\xef\xbf\xbd\xef\xbf\xbdx\xef\xbf\xbdy \xc3\xa9";
+					"cod.exe\xef\xbf\xbd\xef\xbf\xbdx\xef\xbf\xbdy \xc3\xa9"
+					"\xef\xbf\xbd!";
 	for (size_t f = 0; f < sizeof(formats) / sizeof(formats[0]); f++) {
 		struct buf out = BUF_INIT;
 		UNIT_CHECK(formats[f].fn(&s.ev, &out), "%s refused", formats[f].name);
