@@ -250,28 +250,35 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 	return true;
 }
 
-/* What a FILE option reads at most: more than any value may hold. */
+/* What a FILE option reads at most: more than any value (or 64 headers) may hold. */
 #define VALUE_FILE_MAX (64 * 1024)
+#define HEADER_FILE_MAX (1024 * 1024)
 
 /*
  * The value of --password-file or --secret-file FILE ("-": standard input),
  * so that a secret need not stand in the command line, which every local
  * user may read (ps): the file's text, one line end at its end dropped.
  */
-static bool read_value_file(const char *flag, const char *path, struct buf *value, char *err,
-			    size_t errlen)
+static bool read_value_file(const char *flag, const char *path, size_t max, struct buf *value,
+			    char *err, size_t errlen)
 {
-	if (!read_file_text(flag, path, VALUE_FILE_MAX, value, err, errlen))
+	if (!read_file_text(flag, path, max, value, err, errlen))
 		return false;
-	if (value->len > VALUE_FILE_MAX || (value->len && memchr(value->data, '\0', value->len))) {
-		snprintf(err, errlen, "%s: %s: over %d bytes, or a NUL byte in it", flag, path,
-			 VALUE_FILE_MAX);
+	if (value->len > max || (value->len && memchr(value->data, '\0', value->len))) {
+		snprintf(err, errlen, "%s: %s: over %zu bytes, or a NUL byte in it", flag, path,
+			 max);
 		return false;
 	}
 	if (value->len && value->data[value->len - 1] == '\n')
 		value->data[--value->len] = '\0';
 	if (value->len && value->data[value->len - 1] == '\r')
 		value->data[--value->len] = '\0';
+	/* An empty value would clear what it sets: a pipe that failed, say. */
+	if (value->len == 0) {
+		snprintf(err, errlen, "%s: %s is empty (an empty value clears: give it as such)",
+			 flag, path);
+		return false;
+	}
 	buf_putc(value, '\0'); /* a C string, even when empty */
 	value->len--;
 	return true;
@@ -344,12 +351,23 @@ static bool take_fields(int *argc, char **argv, struct buf *json, bool *new_url,
 		struct buf from_file = {0};
 		if (rf > 0) {
 			stdin_taken |= !strcmp(path, "-");
-			if (!read_value_file(file_flag, path, &from_file, err, errlen)) {
+			if (!read_value_file(file_flag, path, VALUE_FILE_MAX, &from_file, err,
+					     errlen)) {
 				buf_free(&from_file);
 				return false;
 			}
 			v = from_file.data;
 			r = 1;
+		}
+		/* --template - reads standard input too. */
+		if (r > 0 && webhook_opts[i].kind == OPT_TEMPLATE && strcmp(v, "-") == 0) {
+			if (stdin_taken) {
+				snprintf(
+					err, errlen,
+					"--template -: standard input is read for one option only");
+				return false;
+			}
+			stdin_taken = true;
 		}
 		bool ok = r <= 0 || check_value(&webhook_opts[i], v, json, err, errlen);
 		buf_free(&from_file);
@@ -374,7 +392,8 @@ static bool take_fields(int *argc, char **argv, struct buf *json, bool *new_url,
 			return false;
 		}
 		stdin_taken |= !strcmp(path, "-");
-		bool ok = read_value_file("--header-file", path, &lines, err, errlen);
+		bool ok = read_value_file("--header-file", path, HEADER_FILE_MAX, &lines, err,
+					  errlen);
 		for (char *line = lines.data, *next; ok && line && *line; line = next) {
 			next = line + strcspn(line, "\n");
 			if (*next)

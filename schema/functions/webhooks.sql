@@ -384,25 +384,25 @@ BEGIN
         ELSIF octet_length(split_part(h, ':', 1)) > 256
               OR octet_length(substr(h, position(':' IN h) + 1)) > 8192 THEN
             RAISE EXCEPTION 'header "%": a name over 256 bytes or a value over 8192',
-                left(btrim(split_part(h, ':', 1)), 64)
+                left(btrim(split_part(h, ':', 1), E' \t'), 64)
                 USING ERRCODE = 'invalid_parameter_value';
-        ELSIF btrim(split_part(h, ':', 1)) !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$' THEN
+        ELSIF btrim(split_part(h, ':', 1), E' \t') !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$' THEN
             RAISE EXCEPTION 'header "%": not a field name (RFC 9110: letters, digits and !#$%%&''*+-.^_`|~)',
-                left(btrim(split_part(h, ':', 1)), 64)
+                left(btrim(split_part(h, ':', 1), E' \t'), 64)
                 USING ERRCODE = 'invalid_parameter_value';
         ELSIF substr(h, position(':' IN h) + 1) ~ '[\x01-\x08\x0a-\x1f\x7f]' THEN
-            RAISE EXCEPTION 'header "%": a control character in its value', btrim(split_part(h, ':', 1))
+            RAISE EXCEPTION 'header "%": a control character in its value', btrim(split_part(h, ':', 1), E' \t')
                 USING ERRCODE = 'invalid_parameter_value';
-        ELSIF btrim(split_part(h, ':', 1)) ~* ('^(content-length|transfer-encoding|host|connection'
+        ELSIF btrim(split_part(h, ':', 1), E' \t') ~* ('^(content-length|transfer-encoding|host|connection'
                   '|keep-alive|te|trailer|upgrade|expect|proxy-.*|content-type|user-agent|x-reghook-.*'
                   '|webhook-(id|timestamp|signature)|ce-(specversion|id|source|type|subject|time|actor))$') THEN
-            RAISE EXCEPTION 'header "%": reghook sets it itself, or it frames the request', btrim(split_part(h, ':', 1))
+            RAISE EXCEPTION 'header "%": reghook sets it itself, or it frames the request', btrim(split_part(h, ':', 1), E' \t')
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'The body''s type is the webhook''s content_type (--content-type); basic auth is --username and --password.';
         END IF;
         pos := pos + 1;
         INSERT INTO reghook.webhook_headers (webhook_id, position, name, value)
-        VALUES (webhook, pos, btrim(split_part(h, ':', 1)), btrim(substr(h, position(':' IN h) + 1)));
+        VALUES (webhook, pos, btrim(split_part(h, ':', 1), E' \t'), btrim(substr(h, position(':' IN h) + 1), E' \t'));
     END LOOP;
 END
 $$;

@@ -135,11 +135,24 @@ def test_secrets_from_files_or_standard_input_stay_out_of_the_command_line(
                       (['--password-file'], '--password-file needs a value'),
                       (['--header-file', tmp_path / 'password'],
                        "--header: 'pa ss' is not a field name"),
-                      (['--secret-file', tmp_path / 'password'], '--secret: not a signing key')):
+                      (['--secret-file', tmp_path / 'password'], '--secret: not a signing key'),
+                      # An empty file (a pipe that failed) would clear the secret.
+                      (['--secret-file', '/dev/null'], '--secret-file: /dev/null is empty')):
         res = reghook.run_cli('webhook', 'set', hook_id, *args, check=False, input='x\n')
         assert res.returncode == 2 and why in res.stderr, (args, res.stderr)
+    res = reghook.run_cli('webhook', 'set', hook_id, '--format', 'template', '--template', '-',
+                          '--header-file', '-', check=False, input='{"t": "{{tag}}"}')
+    assert res.returncode == 2 and \
+        '--header-file -: standard input is read for one option only' in res.stderr, res.stderr
+    res = reghook.run_cli('webhook', 'set', hook_id, '--password-file', '-', check=False, input='')
+    assert res.returncode == 2 and '--password-file: - is empty' in res.stderr, res.stderr
     assert pg.psql(f'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = {hook_id}'
                    ).strip() == 'n3w'
+    # As many headers as --header takes, and blanks around a name, a tab too.
+    (tmp_path / 'many').write_text(''.join(f'X-H{i}\t: {"v" * 8000}\n' for i in range(9)))
+    reghook.run_cli('webhook', 'set', hook_id, '--header-file', tmp_path / 'many')
+    assert pg.psql(f'SELECT count(*), min(name), max(length(value)) FROM reghook.webhook_headers '
+                   f'WHERE webhook_id = {hook_id}').strip() == '9|X-H0|8000'
 
 
 def test_a_tag_glob_that_matches_nothing_is_refused_on_the_cli(reghook, pg):
