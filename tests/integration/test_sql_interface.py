@@ -693,6 +693,9 @@ def test_upgrade_from_a_database_of_the_first_five_migrations(pg, endpoint_facto
         SELECT reghook.webhook_add('team-a', 'https://ci:s3cr@tPW%2Dtail@hooks.example/x');
         SELECT reghook.webhook_add('team-a', 'https://ci:pw@hooks.example/y',
                                    '{{"name": "ops@hooks.example"}}');
+        SELECT reghook.webhook_add('team-a', 'https://ci:pa@ss:word@hooks.example/z');
+        SELECT reghook.webhook_add('team-a', 'https://ci:p@w@hooks.example/q',
+                                   '{{"name": "build%ff@hooks.example"}}');
         -- Before 006 a webhook's own header was kept in clear in the history
         -- unless its name held a word such as token.
         INSERT INTO reghook.delivery_attempts (delivery_id, attempt, webhook_id, attempted_at,
@@ -701,8 +704,8 @@ def test_upgrade_from_a_database_of_the_first_five_migrations(pg, endpoint_facto
                '[["Content-Type", "application/json"], ["X-Auth-Key", "OLDHDRSECRET"],
                  ["Authorization", "[redacted]"], ["X-Reghook-Event", "push"]]', 'old'
         FROM reghook.deliveries;""")
-    assert rows(pg, 'SELECT name FROM reghook.webhooks WHERE id = 2') == [
-        {'name': 'tPW%2Dtail@hooks.example'}]
+    assert rows(pg, 'SELECT name FROM reghook.webhooks WHERE id IN (2, 4) ORDER BY id') == [
+        {'name': 'tPW%2Dtail@hooks.example'}, {'name': 'ss'}]
 
     out = run_reghook(['migrate'], database_url=pg.url()).stdout
     assert 'migration(s) applied' in out and '(0 migration' not in out
@@ -711,7 +714,8 @@ def test_upgrade_from_a_database_of_the_first_five_migrations(pg, endpoint_facto
     assert rows(pg, 'SELECT password FROM reghook.webhook_secrets WHERE webhook_id = 1') == [
         {'password': 'p@ss'}]
     assert rows(pg, 'SELECT id, name FROM reghook.webhooks WHERE id > 1 ORDER BY id') == [
-        {'id': 2, 'name': 'hooks.example'}, {'id': 3, 'name': 'ops@hooks.example'}]
+        {'id': 2, 'name': 'hooks.example'}, {'id': 3, 'name': 'ops@hooks.example'},
+        {'id': 4, 'name': 'hooks.example'}, {'id': 5, 'name': 'build%ff@hooks.example'}]
     assert rows(pg, 'SELECT request_headers FROM reghook.delivery_attempts') == [
         {'request_headers': [['Content-Type', 'application/json'], ['X-Auth-Key', '[redacted]'],
                              ['Authorization', '[redacted]'], ['X-Reghook-Event', 'push']]}]
