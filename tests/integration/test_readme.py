@@ -321,16 +321,21 @@ def test_make_run_twice_a_taken_address_and_a_server_left_running(make_run):
     finally:
         other.cleanup()
 
-    # make run killed outright: its reghook (in a session of its own) and then itself.
-    serve = [p for p in map(int, filter(str.isdigit, os.listdir('/proc')))
-             if parent_of(p) == make_run.proc.pid]
-    assert len(serve) == 1, serve
+    # make run killed outright: its reghook (in a session of its own) and its
+    # PostgreSQL live on; the next make run stops the one and takes the other over.
+    [serve] = [p for p in map(int, filter(str.isdigit, os.listdir('/proc')))
+               if parent_of(p) == make_run.proc.pid]
     os.killpg(make_run.proc.pid, signal.SIGKILL)
     make_run.proc.wait()
-    os.kill(serve[0], signal.SIGKILL)
-    assert postmaster_running(make_run.checkout)
-    make_run.start()
-    assert 'taking over the PostgreSQL left running' in make_run.output()
+    assert parent_of(serve) is not None and postmaster_running(make_run.checkout)
+    make_run.start()  # ready at once: the old reghook still answers, until stopped
+    wait_until(lambda: 'A second terminal reaches' in make_run.output(), timeout=90,
+               msg='the new make run set up')
+    wait_until(make_run.ready_or_gone, timeout=90, msg='the new reghook ready')
+    said = make_run.output()
+    assert f'stopping the reghook (pid {serve}) an earlier make run left running' in said, said
+    assert 'taking over the PostgreSQL left running' in said
+    assert parent_of(serve) is None
     assert make_run.stop() == 0, make_run.output()
     assert not postmaster_running(make_run.checkout), make_run.output()
     # The second terminal's commands, make run stopped, say what to look at.
