@@ -708,6 +708,23 @@ static bool read_head(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 	return true;
 }
 
+/*
+ * Moves n bytes of input to the body by copying: moved whole
+ * (evbuffer_remove_buffer), each read's block stays a block of its own,
+ * and a body trickled a byte per segment held hundreds of times the bytes
+ * reserve_body() counts. Copied, they fill the body's blocks.
+ */
+static void take_body(struct evbuffer *in, struct evbuffer *body, size_t n)
+{
+	char chunk[4096];
+	while (n > 0) {
+		size_t k = n < sizeof(chunk) ? n : sizeof(chunk);
+		evbuffer_remove(in, chunk, k);
+		evbuffer_add(body, chunk, k);
+		n -= k;
+	}
+}
+
 /* Reads body bytes; true when the body is complete. */
 static bool read_body(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 {
@@ -720,7 +737,7 @@ static bool read_body(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 			*failed = true;
 			return false;
 		}
-		evbuffer_remove_buffer(in, r->body, n);
+		take_body(in, r->body, n);
 		c->left -= n;
 		return c->left == 0;
 	}
@@ -733,7 +750,7 @@ static bool read_body(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 				*failed = true;
 				return false;
 			}
-			evbuffer_remove_buffer(in, r->body, n);
+			take_body(in, r->body, n);
 			c->left -= n;
 			if (c->left)
 				return false;
