@@ -89,6 +89,9 @@ struct httpd_conn {
 	LIST_ENTRY(httpd_conn) link;
 	TAILQ_ENTRY(httpd_conn) idle_link; /* in srv->idle while waiting for a first byte */
 	bool in_idle;
+	TAILQ_ENTRY(httpd_conn) head_link; /* in srv->heads while CONN_HEAD */
+	bool in_heads;
+	size_t held; /* bytes of its head held (kept and still in its input), in srv->heads_held */
 	struct httpd *srv;
 	evutil_socket_t fd;	 /* owned until bev exists, then bev's */
 	struct bufferevent *bev; /* owned; NULL while CONN_HELLO */
@@ -136,10 +139,12 @@ struct httpd {
 	SSL_CTX *tls; /* a reference of its own; NULL: plain HTTP */
 	LIST_HEAD(, httpd_conn) conns;
 	int nconns;
-	int max_conns;		       /* httpd_set_max_connections; 0: no limit */
-	bool full;		       /* the listener is off for want of room */
-	TAILQ_HEAD(, httpd_conn) idle; /* waiting for a request's first byte, longest first */
-	size_t bodies;		       /* bytes of request bodies received and not yet given back */
+	int max_conns;			/* httpd_set_max_connections; 0: no limit */
+	bool full;			/* the listener is off for want of room */
+	TAILQ_HEAD(, httpd_conn) idle;	/* waiting for a request's first byte, longest first */
+	TAILQ_HEAD(, httpd_conn) heads; /* reading a request's head, longest first */
+	size_t heads_held;		/* bytes of heads held by them (HTTPD_HEADS_MAX) */
+	size_t bodies; /* bytes of request bodies received and not yet given back */
 	/*
 	 * Lines about failed TLS handshakes: a quota for each reason (OpenSSL's
 	 * library and reason code), open addressing; the last one for every
@@ -236,6 +241,10 @@ static void conn_free(struct httpd_conn *c)
 	LIST_REMOVE(c, link);
 	if (c->in_idle)
 		TAILQ_REMOVE(&s->idle, c, idle_link);
+	if (c->in_heads) {
+		TAILQ_REMOVE(&s->heads, c, head_link);
+		s->heads_held -= c->held;
+	}
 	s->nconns--;
 	if (s->full && s->nconns < s->max_conns)
 		room_again(s);
@@ -270,6 +279,14 @@ static void conn_set_state(struct httpd_conn *c, enum conn_state state)
 	if (idle)
 		TAILQ_INSERT_TAIL(&c->srv->idle, c, idle_link);
 	c->in_idle = idle;
+	if (c->in_heads) {
+		TAILQ_REMOVE(&c->srv->heads, c, head_link);
+		c->srv->heads_held -= c->held;
+		c->held = 0;
+	}
+	if (state == CONN_HEAD)
+		TAILQ_INSERT_TAIL(&c->srv->heads, c, head_link);
+	c->in_heads = state == CONN_HEAD;
 	/* An idle connection is room: the next one may take its place. */
 	if (idle && c->srv->full)
 		room_again(c->srv);
@@ -833,6 +850,29 @@ static bool read_body(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 	}
 }
 
+/*
+ * Counts what c's unfinished head holds against HTTPD_HEADS_MAX: past it,
+ * the connections reading a head the longest (not c) are closed. Without
+ * it, heads of up to HTTPD_MAX_HEAD each, sent by clients that need no
+ * token and never end them, held as much memory as the descriptors allowed
+ * connections (4 GiB at the package's 65,536).
+ */
+static void hold_head(struct httpd_conn *c, size_t bytes)
+{
+	struct httpd *s = c->srv;
+	s->heads_held += bytes - c->held;
+	c->held = bytes;
+	struct httpd_conn *oldest;
+	while (s->heads_held > HTTPD_HEADS_MAX && (oldest = TAILQ_FIRST(&s->heads)) != NULL) {
+		if (oldest == c) {
+			oldest = TAILQ_NEXT(c, head_link);
+			if (!oldest)
+				break;
+		}
+		conn_free(oldest);
+	}
+}
+
 /* Advances the connection with what its input holds. */
 static void conn_read(struct httpd_conn *c)
 {
@@ -859,8 +899,11 @@ static void conn_read(struct httpd_conn *c)
 		conn_set_state(c, CONN_HEAD);
 	}
 	if (c->state == CONN_HEAD) {
-		if (!read_head(c, in, &failed))
+		if (!read_head(c, in, &failed)) {
+			if (c->state == CONN_HEAD)
+				hold_head(c, c->head_bytes + evbuffer_get_length(in));
 			return;
+		}
 		conn_set_state(c, CONN_BODY);
 	}
 	if (c->state == CONN_BODY) {
@@ -1022,6 +1065,10 @@ static bool make_room(struct httpd *s)
 	if (s->max_conns == 0 || s->nconns < s->max_conns)
 		return true;
 	struct httpd_conn *oldest = TAILQ_FIRST(&s->idle);
+	/* Else the one reading a head the longest: a registry sends its head at
+	 * once, and one byte at a time would keep every other client out. */
+	if (!oldest)
+		oldest = TAILQ_FIRST(&s->heads);
 	if (!oldest)
 		return false;
 	conn_free(oldest);
@@ -1111,6 +1158,7 @@ struct httpd *httpd_new(struct event_base *base, httpd_handler handle, httpd_ans
 	s->accept_pause = evtimer_new(base, on_accept_pause, s);
 	LIST_INIT(&s->conns);
 	TAILQ_INIT(&s->idle);
+	TAILQ_INIT(&s->heads);
 	return s;
 }
 

@@ -6,7 +6,10 @@
  * and bounds what a client can cost:
  *
  * - the head (request line and fields) within HTTPD_MAX_HEAD bytes (431);
- *   a request line alone within it too (414);
+ *   a request line alone within it too (414); unfinished heads of all
+ *   connections within HTTPD_HEADS_MAX, past which those reading a head
+ *   the longest are closed, as they are, after the idle ones, to make
+ *   room for a new connection at the connection limit;
  * - the body within max_body, refused with 413 as soon as a declared
  *   Content-Length or the chunks so far pass it, without reading the rest;
  * - the bodies of all requests at once within HTTPD_BODIES_MAX (or twice
@@ -53,6 +56,8 @@
 #include <sys/socket.h>
 
 #define HTTPD_MAX_HEAD (64 * 1024)
+/* Unfinished heads held at once, all connections together (httpd.c: hold_head). */
+#define HTTPD_HEADS_MAX (64u * 1024 * 1024)
 #define HTTPD_BODIES_MAX (256u * 1024 * 1024)
 
 struct httpd;

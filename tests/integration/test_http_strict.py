@@ -457,6 +457,70 @@ def test_idle_connections_cannot_take_every_file_descriptor(reghook_factory, pg,
             sock.close()
 
 
+def readable(sock):
+    """Whether the peer closed sock or sent something (poll: any descriptor number)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def test_connections_that_start_a_head_and_stop_cannot_keep_a_registry_out(
+        reghook_factory, pg):
+    """At the connection limit, connections that sent one byte of a head
+    and no more (no token needed) kept every new client out until their
+    client_timeout: only those that had sent nothing were closed to make
+    room. The one reading a head the longest is closed now, after the idle
+    ones, and a registry's post is answered at once."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (400, hard))
+    try:
+        daemon = reghook_factory({'max_in_flight': 16, 'client_timeout': '60s'})
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    token = register(daemon, 'team-a')
+    started = []
+    try:
+        for _ in range(400):
+            sock = socket.create_connection(('127.0.0.1', daemon.port), timeout=10)
+            sock.sendall(b'P')
+            started.append(sock)
+        time.sleep(0.5)
+        began = time.monotonic()
+        [(status, _, _)] = raw(daemon.port, request(token, envelope(event(tag='past-heads')),
+                                                    b'Connection: close\r\n'), timeout=10)
+        assert status == 200 and time.monotonic() - began < 5
+        assert daemon.get('/healthz')[0] == 200
+        # The first ones were closed to make room (the last ones, past the
+        # listen backlog while the limit held, may have been refused).
+        assert readable(started[0]) and not readable(started[len(started) // 2])
+    finally:
+        for sock in started:
+            sock.close()
+
+
+def test_unfinished_heads_are_held_within_a_budget(reghook_factory, pg):
+    """Heads of up to 64 KiB that never end (no token needed) held memory
+    for as many connections as the descriptors allowed; past 64 MiB of them
+    in all, those begun first are closed. 1,200 heads of 60 KiB: the first
+    ones closed, the last ones open, and the daemon answers."""
+    daemon = reghook_factory({'client_timeout': '60s'})
+    line = b'POST /events HTTP/1.1\r\nHost: x\r\nX-Pad: ' + b'a' * 60_000
+    started = []
+    try:
+        for _ in range(1200):
+            sock = socket.create_connection(('127.0.0.1', daemon.port), timeout=10)
+            sock.sendall(line)
+            started.append(sock)
+        wait_until(lambda: readable(started[0]), timeout=30, msg='the oldest head closed')
+        closed = [i for i, sock in enumerate(started) if readable(sock)]
+        assert 1 <= len(closed) < 1200 and closed == list(range(len(closed))), closed[:5]
+        assert not readable(started[-1])
+        assert daemon.get('/healthz')[0] == 200
+    finally:
+        for sock in started:
+            sock.close()
+
+
 def test_request_deadline_for_trickling_clients(reghook_factory, pg):
     """A client that keeps trickling one byte at a time is cut off with 408
     once client_timeout has passed since its first byte, however steadily
