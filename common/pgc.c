@@ -83,6 +83,7 @@ struct pgc {
 	int backoff_ms;
 	long long deadline; /* ms on the monotonic clock; 0 while none runs */
 	int query_timeout_ms;
+	char statement_timeout[24]; /* pgc_set_statement_timeout; "" for none */
 
 	/* The hosts of a multi-host string (nhosts > 1), else none: libpq picks. */
 	struct pgc_host *hosts; /* owned */
@@ -351,6 +352,11 @@ static void connected(struct pgc *c)
 	c->backoff_ms = BACKOFF_MIN_MS;
 	pgc_set_state(c, PGC_IDLE);
 	arm(c, EV_READ);
+	if (*c->statement_timeout) {
+		const char *ms[] = {c->statement_timeout};
+		enqueue(c, true, "SELECT pg_catalog.set_config('statement_timeout', $1, false)", 1,
+			ms, on_session_set, NULL);
+	}
 	enqueue(c, true, PGC_SESSION_SQL, 0, NULL, on_session_set, NULL);
 	c->depth++;
 	if (c->hooks.up)
@@ -845,6 +851,14 @@ void pgc_free(struct pgc *c)
 void pgc_set_query_timeout(struct pgc *c, int ms)
 {
 	c->query_timeout_ms = ms > 0 ? ms : 0;
+}
+
+void pgc_set_statement_timeout(struct pgc *c, int ms)
+{
+	if (ms > 0)
+		snprintf(c->statement_timeout, sizeof(c->statement_timeout), "%d", ms);
+	else
+		c->statement_timeout[0] = '\0';
 }
 
 int pgc_query_timeout(const struct pgc *c)

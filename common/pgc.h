@@ -57,6 +57,15 @@ void pgc_free(struct pgc *c);
  * behind it are answered NULL.
  */
 void pgc_set_query_timeout(struct pgc *c, int ms);
+/*
+ * PostgreSQL's own statement_timeout for the sessions from the next one
+ * on (0: the server's): a query the connection gave up at its deadline
+ * would otherwise run on in the server, its result thrown away, and a
+ * request that always times out (a fan-out of millions of deliveries)
+ * would pile such statements up at each retry. For connections that run
+ * no statement meant to outlast the deadline (not the migrations').
+ */
+void pgc_set_statement_timeout(struct pgc *c, int ms);
 int pgc_query_timeout(const struct pgc *c);
 
 /* Queues a query; params are copied. With nparams 0 the text may hold several statements. */

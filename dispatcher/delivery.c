@@ -1079,6 +1079,8 @@ struct delivery *delivery_new(struct daemon *d)
 	dp->done = pgc_new(d->base, d->cfg->database_url, &done_hooks, dp);
 	pgc_set_query_timeout(dp->claim, (int)d->cfg->db_timeout_ms);
 	pgc_set_query_timeout(dp->done, (int)d->cfg->db_timeout_ms);
+	pgc_set_statement_timeout(dp->claim, (int)d->cfg->db_timeout_ms);
+	pgc_set_statement_timeout(dp->done, (int)d->cfg->db_timeout_ms);
 	dp->poll = event_new(d->base, -1, EV_PERSIST, on_poll, dp);
 	dp->write_timer = evtimer_new(d->base, on_write_timer, dp);
 	dp->limited = true;

@@ -642,6 +642,7 @@ struct ingest *ingest_new(struct daemon *d)
 		in->conns[i].pgc =
 			pgc_new(d->base, d->cfg->database_url, &conn_hooks, &in->conns[i]);
 		pgc_set_query_timeout(in->conns[i].pgc, (int)d->cfg->db_timeout_ms);
+		pgc_set_statement_timeout(in->conns[i].pgc, (int)d->cfg->db_timeout_ms);
 	}
 	return in;
 }

@@ -736,3 +736,24 @@ def test_names_a_registry_never_makes_are_refused(reghook, pg):
     status, _, body = post(reghook, token, {'events': [
         event(repository='team-a/my_app.x-y__z', tag='_V1.0-rc.1')]})
     assert (status, body) == (200, counts(accepted=1)), body
+
+
+def test_a_statement_past_db_timeout_does_not_run_on_in_postgresql(reghook_factory, pg):
+    """An envelope whose deliveries take longer to create than db_timeout
+    (1,000 events to 100 webhooks: 100,000 rows) is answered 503; the
+    statement the daemon gave up on is ended by PostgreSQL too (its
+    statement_timeout), rather than run on for seconds at each retry."""
+    daemon = reghook_factory({'db_timeout': '1s'})
+    token = register(daemon, 'team-a')
+    pg.psql("""SELECT reghook.webhook_enable(reghook.webhook_add('team-a',
+                   'http://127.0.0.1:9/h' || g)) FROM generate_series(1, 100) g""")
+    status, _, body = post(daemon, token,
+                           {'events': [event(tag=f't{i}') for i in range(1000)]})
+    assert status == 503, body
+    time.sleep(1.5)
+    running = pg.psql("""SELECT count(*) FROM pg_stat_activity
+                         WHERE state = 'active' AND query LIKE '%reghook.ingest(%'
+                           AND pid <> pg_backend_pid()""").strip()
+    assert running == '0', running
+    assert events(pg) == []
+    assert daemon.get('/healthz')[0] == 200
