@@ -238,4 +238,16 @@ void http_reconfigure(struct daemon *d)
 {
 	httpd_configure(d->http, (size_t)d->cfg->max_request_body, d->cfg->client_timeout_ms);
 	httpd_set_max_connections(d->http, receiver_connections(d->cfg));
+	/* Deliveries may then take every descriptor, and the receiver starve. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    (long long)rl.rlim_cur < d->cfg->max_in_flight + d->cfg->db_connections +
+					     HTTP_FDS_SPARE + HTTP_CONNECTIONS_MIN)
+		log_warn("the file descriptor limit (%lld) leaves too little beside max_in_flight "
+			 "(%lld), db_connections (%lld) and %d more: raise it (ulimit -n, "
+			 "LimitNOFILE) to %lld at least, or lower max_in_flight",
+			 (long long)rl.rlim_cur, d->cfg->max_in_flight, d->cfg->db_connections,
+			 HTTP_FDS_SPARE + HTTP_CONNECTIONS_MIN,
+			 d->cfg->max_in_flight + d->cfg->db_connections + HTTP_FDS_SPARE +
+				 HTTP_CONNECTIONS_MIN);
 }

@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,7 @@ struct request {
 	const char *error_class; /* static string or NULL */
 	char error[512];
 	char blocked[160];		  /* set by the socket guard */
+	char local[192];		  /* a socket this process could not open (open_socket) */
 	char curl_error[CURL_ERROR_SIZE]; /* curl's own account of a failure */
 };
 
@@ -132,13 +134,24 @@ static bool guard_allows(struct request *r, const struct sockaddr *sa)
 	return false;
 }
 
-/* CURLOPT_OPENSOCKETFUNCTION: the guard, on the address really connected to. */
+/*
+ * CURLOPT_OPENSOCKETFUNCTION: the guard, on the address really connected
+ * to. A socket this process cannot open (out of file descriptors, say) is
+ * its own failure, not the endpoint's: said so, where libcurl would call
+ * it a connection the endpoint refused.
+ */
 static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *addr)
 {
 	struct request *r = arg;
 	if (!guard_allows(r, &addr->addr))
 		return CURL_SOCKET_BAD;
-	return socket(addr->family, addr->socktype, addr->protocol);
+	curl_socket_t fd = socket(addr->family, addr->socktype, addr->protocol);
+	if (fd == CURL_SOCKET_BAD)
+		snprintf(r->local, sizeof(r->local),
+			 "reghook could not open a socket: %s (the file descriptor limit, "
+			 "ulimit -n or LimitNOFILE, against max_in_flight?)",
+			 strerror(errno));
+	return fd;
 }
 
 /*
@@ -167,6 +180,7 @@ static int check_connected(void *arg, char *primary_ip, char *local_ip, int prim
 	if (!guard_allows(r, (const struct sockaddr *)&ss))
 		return CURL_PREREQFUNC_ABORT;
 	r->blocked[0] = '\0';
+	r->local[0] = '\0';
 	return CURL_PREREQFUNC_OK;
 }
 
@@ -537,6 +551,9 @@ void request_finish(struct request *r, CURLcode result)
 		if (r->blocked[0]) {
 			r->error_class = "blocked";
 			snprintf(r->error, sizeof(r->error), "%s", r->blocked);
+		} else if (r->local[0]) {
+			r->error_class = "other";
+			snprintf(r->error, sizeof(r->error), "%s", r->local);
 		} else {
 			r->error_class = curl_class(result);
 			snprintf(r->error, sizeof(r->error), "%s",

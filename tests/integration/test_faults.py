@@ -332,3 +332,38 @@ def test_new_tls_connections_share_one_ca_bundle(reghook_factory, pg):
         assert daemon.running()
     finally:
         hanging.stop()
+
+
+def test_out_of_file_descriptors_is_said_so(reghook_factory, pg):
+    """With a file descriptor limit below what max_in_flight needs, the
+    daemon warns at start; a request it cannot open a socket for is
+    recorded as its own failure (other: could not open a socket), not as
+    the endpoint refusing the connection."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+    try:
+        daemon = reghook_factory({'retry_schedule': '0,1h'})
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert 'the file descriptor limit (128) leaves too little beside max_in_flight (256)' \
+        in daemon.log()
+    hanging = RawServer(hang)
+    try:
+        token = register(daemon, 'team-a')
+        for i in range(10):
+            add_webhook(daemon, 'team-a', hanging.url(f'/h{i}'))
+        daemon.post('/events', json.dumps({'events': [registry_event(tag=f't{i}')
+                                                      for i in range(20)]}).encode(),
+                    {'Content-Type': 'application/json', 'Authorization': f'Bearer {token}'})
+        wait_until(lambda: pg.psql("SELECT count(*) FROM reghook.delivery_attempts "
+                                   "WHERE error_class = 'other'").strip() != '0',
+                   timeout=30, msg='an attempt with no socket')
+        message = pg.psql("SELECT error_message FROM reghook.delivery_attempts "
+                          "WHERE error_class = 'other' LIMIT 1").strip()
+        assert message.startswith('reghook could not open a socket: Too many open files'), \
+            message
+        assert pg.psql("SELECT count(*) FROM reghook.delivery_attempts "
+                       "WHERE error_class = 'connect'").strip() == '0'
+    finally:
+        hanging.stop()
