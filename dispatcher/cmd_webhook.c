@@ -279,7 +279,7 @@ static bool read_value_file(const char *flag, const char *path, size_t max, stru
 			 flag, path);
 		return false;
 	}
-	buf_putc(value, '\0'); /* a C string, even when empty */
+	buf_putc(value, '\0'); /* a C string */
 	value->len--;
 	return true;
 }
