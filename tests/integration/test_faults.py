@@ -19,6 +19,7 @@ import threading
 import pytest
 
 from harness import add_webhook, register, registry_event, wait_until
+from test_http_strict import daemon_with_descriptors
 
 V1 = 'application/vnd.docker.distribution.events.v1+json'
 
@@ -339,13 +340,7 @@ def test_out_of_file_descriptors_is_said_so(reghook_factory, pg):
     daemon warns at start; a request it cannot open a socket for is
     recorded as its own failure (other: could not open a socket), not as
     the endpoint refusing the connection."""
-    import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
-    try:
-        daemon = reghook_factory({'retry_schedule': '0,1h'})
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    daemon = daemon_with_descriptors(reghook_factory, 128, {'retry_schedule': '0,1h'})
     assert 'the file descriptor limit (128) leaves too little beside max_in_flight (256)' \
         in daemon.log()
     hanging = RawServer(hang)

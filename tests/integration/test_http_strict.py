@@ -421,6 +421,16 @@ def test_request_bodies_held_stay_bounded_when_max_request_body_is_lowered(regho
             sock.close()
 
 
+def daemon_with_descriptors(reghook_factory, limit, config):
+    """A daemon started with `limit` file descriptors (its soft RLIMIT_NOFILE)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        return reghook_factory(config)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_idle_connections_cannot_take_every_file_descriptor(reghook_factory, pg,
                                                             endpoint_factory):
     """With 400 file descriptors, 400 connections that send nothing (no
@@ -429,12 +439,8 @@ def test_idle_connections_cannot_take_every_file_descriptor(reghook_factory, pg,
     longest, so a registry's post is answered at once and its delivery
     finds the descriptors it needs (before, both waited for the idle ones'
     client_timeout, and the delivery failed as if its endpoint refused)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (400, hard))
-    try:
-        daemon = reghook_factory({'max_in_flight': 16, 'client_timeout': '60s'})
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    daemon = daemon_with_descriptors(reghook_factory, 400,
+                                     {'max_in_flight': 16, 'client_timeout': '60s'})
     token = register(daemon, 'team-a')
     hook = endpoint_factory()
     add_webhook(daemon, 'team-a', hook.url('/hook'))
@@ -471,12 +477,8 @@ def test_connections_that_start_a_head_and_stop_cannot_keep_a_registry_out(
     client_timeout: only those that had sent nothing were closed to make
     room. The one reading a head the longest is closed now, after the idle
     ones, and a registry's post is answered at once."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (400, hard))
-    try:
-        daemon = reghook_factory({'max_in_flight': 16, 'client_timeout': '60s'})
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    daemon = daemon_with_descriptors(reghook_factory, 400,
+                                     {'max_in_flight': 16, 'client_timeout': '60s'})
     token = register(daemon, 'team-a')
     started = []
     try:
