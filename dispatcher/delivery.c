@@ -135,7 +135,9 @@ struct delivery {
 	size_t results_bytes; /* the sum of their lengths */
 	int nbusy;	      /* of them, kept for want of their rows (keep_until_ms) */
 	int nwriting;
-	int suspects; /* records of a refused batch still to be written one by one */
+	int suspects;		  /* records of a refused batch still to be written one by one */
+	bool deferring;		  /* the database refused the last write for a reason of its own */
+	long long defer_until_ms; /* then: no write before this (monotonic) */
 	enum delivery_write_state write_state;
 };
 
@@ -216,9 +218,15 @@ long delivery_write_wait_ms(int held, long oldest_age_ms, int suspects, bool sto
 	return DELIVERY_WRITE_GATHER_MS - (oldest_age_ms < 0 ? 0 : oldest_age_ms);
 }
 
+bool delivery_refusal_is_records(const char *sqlstate)
+{
+	return strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0 ||
+	       strncmp(sqlstate, "54", 2) == 0;
+}
+
 int delivery_write_done(enum delivery_write_outcome outcome, int n, int *suspects)
 {
-	if (outcome == DELIVERY_WRITE_LOST)
+	if (outcome == DELIVERY_WRITE_LOST || outcome == DELIVERY_WRITE_DEFERRED)
 		return 0;
 	if (outcome == DELIVERY_WRITE_REFUSED && n > 1) {
 		*suspects = n;
@@ -880,13 +888,54 @@ static void written_results(struct delivery *dp, int n, const char *busy, const 
 	dp->nresults -= n - kept;
 }
 
+/*
+ * The first n results were refused by the database for a reason of its own
+ * (delivery_refusal_is_records): each stays queued, written again after
+ * DELIVERY_BUSY_RETRY_MS, for up to DELIVERY_BUSY_KEEP_MS from its first
+ * refusal (then dropped: its lease has long run out).
+ */
+static void defer_results(struct delivery *dp, int n, const char *why)
+{
+	long long now = clock_monotonic_ms();
+	if (!dp->deferring)
+		log_warn("writing %d delivery attempts: %s; kept, and written again every %d s for "
+			 "up to %d min",
+			 n, why, DELIVERY_BUSY_RETRY_MS / 1000, DELIVERY_BUSY_KEEP_MS / 60000);
+	dp->deferring = true;
+	/* New records wait too: one statement a try, not one for each record that comes. */
+	dp->defer_until_ms = now + DELIVERY_BUSY_RETRY_MS;
+	int kept = 0;
+	for (int i = 0; i < n; i++) {
+		struct delivery_record *r = &dp->results[i];
+		if (r->keep_until_ms == 0) {
+			r->keep_until_ms = now + DELIVERY_BUSY_KEEP_MS;
+			dp->nbusy++;
+		} else if (now >= r->keep_until_ms) {
+			log_error(
+				"delivery %s: the database refused its attempt record for %d min; "
+				"record dropped (the delivery is tried again once its lease runs "
+				"out)",
+				r->id, DELIVERY_BUSY_KEEP_MS / 60000);
+			free_result(dp, r);
+			continue;
+		}
+		r->retry_ms = now + DELIVERY_BUSY_RETRY_MS;
+		dp->results[kept++] = *r; /* kept <= i: moves down */
+	}
+	memmove(dp->results + kept, dp->results + n,
+		(size_t)(dp->nresults - n) * sizeof(*dp->results));
+	dp->nresults -= n - kept;
+}
+
 static void on_written(struct pgc *c, PGresult *res, void *arg)
 {
 	struct delivery *dp = arg;
 	int n = dp->nwriting;
 	enum delivery_write_outcome outcome = !res	    ? DELIVERY_WRITE_LOST
 					      : pgc_ok(res) ? DELIVERY_WRITTEN
-							    : DELIVERY_WRITE_REFUSED;
+					      : delivery_refusal_is_records(pgc_sqlstate(res))
+						      ? DELIVERY_WRITE_REFUSED
+						      : DELIVERY_WRITE_DEFERRED;
 	write_set_state(dp, DELIVERY_WRITE_IDLE);
 	dp->nwriting = 0;
 	int written = delivery_write_done(outcome, n, &dp->suspects);
@@ -895,7 +944,12 @@ static void on_written(struct pgc *c, PGresult *res, void *arg)
 		log_warn("writing %d delivery attempts: connection lost; will retry", n);
 		return;
 	}
-	if (outcome == DELIVERY_WRITTEN) {
+	if (outcome == DELIVERY_WRITE_DEFERRED) {
+		defer_results(dp, n, pgc_error(res));
+	} else if (outcome == DELIVERY_WRITTEN) {
+		if (dp->deferring)
+			log_info("delivery attempts written again after the database refused them");
+		dp->deferring = false;
 		bool row = PQntuples(res) == 1 && PQnfields(res) == 3;
 		written_results(dp, written, row ? PQgetvalue(res, 0, 1) : "",
 				row ? PQgetvalue(res, 0, 2) : "");
@@ -948,6 +1002,14 @@ static void write_results(struct delivery *dp)
 {
 	if (dp->write_state != DELIVERY_WRITE_IDLE || dp->nresults == 0 || !pgc_is_up(dp->done))
 		return;
+	long long defer = dp->deferring ? dp->defer_until_ms - clock_monotonic_ms() : 0;
+	if (defer > 0) {
+		if (!evtimer_pending(dp->write_timer, NULL)) {
+			struct timeval tv = {defer / 1000, (defer % 1000) * 1000};
+			evtimer_add(dp->write_timer, &tv);
+		}
+		return;
+	}
 	int ready = order_ready(dp);
 	if (ready == 0) {
 		/* Records of busy deliveries wait for their time; the others for their batch. */

@@ -209,7 +209,22 @@ enum delivery_write_outcome {
 	DELIVERY_WRITTEN,	/* committed */
 	DELIVERY_WRITE_REFUSED, /* an SQL error: some record was bad */
 	DELIVERY_WRITE_LOST,	/* the connection dropped: outcome unknown */
+	DELIVERY_WRITE_DEFERRED /* an SQL error of the database's own: written again later */
 };
+
+/*
+ * Whether a complete_deliveries() that failed with this SQLSTATE failed
+ * for something in its records (a data exception, an integrity violation,
+ * a value over a limit of PostgreSQL's: classes 22, 23 and 54), which
+ * writing them again cannot mend; else the database could not write them
+ * then (its disk full, out of memory, a timeout, a conflict, a schema
+ * being migrated) and they are kept, like records whose rows another
+ * transaction holds (DELIVERY_BUSY_RETRY_MS, DELIVERY_BUSY_KEEP_MS),
+ * rather than dropped: dropped, their deliveries were sent again once
+ * their leases ran out, and the attempts made were missing from the
+ * history.
+ */
+bool delivery_refusal_is_records(const char *sqlstate) __attribute__((warn_unused_result));
 
 /* An attempt record waiting to be written (complete_deliveries()). */
 struct delivery_record {
@@ -250,7 +265,8 @@ long delivery_write_wait_ms(int held, long oldest_age_ms, int suspects, bool sto
  * the queue (written, or a lone record refused and given up: its lease
  * expires and the delivery is tried again) and updates *suspects: a
  * refused batch of several records is written again one record at a time.
- * A lost write keeps its records for after the reconnect.
+ * A lost write keeps its records for after the reconnect, and a deferred
+ * one for their next try.
  */
 int delivery_write_done(enum delivery_write_outcome outcome, int n, int *suspects)
 	__attribute__((warn_unused_result));

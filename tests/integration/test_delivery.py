@@ -1467,6 +1467,42 @@ def test_a_record_whose_delivery_a_person_holds_waits_alone(reghook_factory, pg,
     holder.close()
 
 
+def test_attempt_records_the_database_cannot_write_are_kept_not_dropped(reghook_factory, pg,
+                                                                       endpoint_factory):
+    """The database refusing the attempt records for a reason of its own (its
+    disk full: a trigger raises disk_full here; a person's CREATE INDEX on
+    the history past the writer's lock_timeout is another): the records are
+    kept and written once it can, not taken one by one and dropped, which
+    sent their deliveries again when their leases ran out, with the
+    attempts made missing from the history."""
+    daemon = reghook_factory()
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/hook'))
+    pg.psql("""CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
+                     USING ERRCODE = 'disk_full'; END $$;
+               CREATE TRIGGER refuse BEFORE INSERT ON reghook.delivery_attempts
+                   FOR EACH STATEMENT EXECUTE FUNCTION public.refuse()""")
+    post(daemon, token, event(tag='t1'), event(tag='t2'))
+    hook.wait_for(2)
+    wait_until(lambda: 'No space left on device' in daemon.log(), 10, msg='the write refused')
+    post(daemon, token, event(tag='t3'))  # while the database refuses: waits with them
+    hook.wait_for(3)
+    time.sleep(2)  # tries meanwhile, each refused
+    assert attempts(pg, webhook_id) == []
+    pg.psql('DROP TRIGGER refuse ON reghook.delivery_attempts')
+    wait_until(lambda: len(attempts(pg, webhook_id)) == 3, 10, msg='the kept records written')
+    assert [d['status'] for d in deliveries(pg, webhook_id)] == ['succeeded'] * 3
+    assert sorted((a['attempt'], a['response_status']) for a in attempts(pg, webhook_id)) == \
+        [(1, 200)] * 3
+    assert 'kept, and written again' in daemon.log()
+    wait_until(lambda: 'written again after the database refused them' in daemon.log(), 5,
+               msg='the recovery logged')
+    assert 'record dropped' not in daemon.log()
+    assert len(hook.requests) == 3  # nothing sent twice
+
+
 # --- what the log says at the default level ------------------------------------------
 
 

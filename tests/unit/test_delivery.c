@@ -281,6 +281,23 @@ UNIT_TEST(what_a_write_outcome_does_to_the_queue)
 	suspects = 3;
 	UNIT_CHECK(delivery_write_done(DELIVERY_WRITTEN, 5, &suspects) == 5 && suspects == 0,
 		   "more written than suspected: suspects %d", suspects);
+	UNIT_CHECK(delivery_write_done(DELIVERY_WRITE_DEFERRED, 7, &suspects) == 0 && suspects == 0,
+		   "a batch the database could not write stays, whole");
+	suspects = 4;
+	UNIT_CHECK(delivery_write_done(DELIVERY_WRITE_DEFERRED, 1, &suspects) == 0 && suspects == 4,
+		   "so does a suspect: suspects %d", suspects);
+}
+
+UNIT_TEST(a_refusal_is_the_records_only_for_their_data)
+{
+	static const char *records[] = {"22P02", "22021", "23505", "23514", "54000"};
+	static const char *database[] = {"53100", "53200", "55P03", "57014", "40001",
+					 "40P01", "42883", "XX000", ""};
+	for (size_t i = 0; i < sizeof(records) / sizeof(*records); i++)
+		UNIT_CHECK(delivery_refusal_is_records(records[i]), "%s: the records'", records[i]);
+	for (size_t i = 0; i < sizeof(database) / sizeof(*database); i++)
+		UNIT_CHECK(!delivery_refusal_is_records(database[i]), "%s: the database's",
+			   database[i]);
 }
 
 UNIT_TEST(a_window_widens_while_fast_and_halves_otherwise)
@@ -368,6 +385,7 @@ int main(void)
 	UNIT_RUN(a_write_ends_with_the_record_that_reaches_the_byte_limit);
 	UNIT_RUN(a_refused_batch_is_written_one_by_one);
 	UNIT_RUN(what_a_write_outcome_does_to_the_queue);
+	UNIT_RUN(a_refusal_is_the_records_only_for_their_data);
 	UNIT_RUN(a_window_widens_while_fast_and_halves_otherwise);
 	UNIT_RUN(a_freed_slot_claims_only_what_the_last_claim_lacked);
 	UNIT_RUN(records_gather_for_a_moment_before_a_write);
