@@ -545,7 +545,15 @@ void request_finish(struct request *r, CURLcode result)
 	if (r->outcome == REQUEST_INVALID)
 		return;
 	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
-	if (result != CURLE_OK) {
+	if (result == CURLE_URL_MALFORMAT || result == CURLE_UNSUPPORTED_PROTOCOL) {
+		/* No try can mend it (a webhook added before its URL was checked as now): fail at
+		 * once. */
+		r->status = 0;
+		snprintf(r->error, sizeof(r->error), "libcurl cannot send to this URL: %s",
+			 r->curl_error[0] ? r->curl_error : curl_easy_strerror(result));
+		r->outcome = REQUEST_INVALID;
+		r->error_class = "other";
+	} else if (result != CURLE_OK) {
 		r->outcome = REQUEST_FAILED;
 		r->status = 0;
 		if (r->blocked[0]) {

@@ -9,7 +9,10 @@
  */
 #include "urltemplate.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -182,8 +185,8 @@ static bool authority_plain(const char *tmpl, char *err, size_t errlen)
 	size_t slen = scheme_length(tmpl);
 	if (slen == 0)
 		return true;
-	const char *auth = tmpl + slen + 3;
-	size_t alen = strcspn(auth, "/?#");
+	size_t alen = 0;
+	const char *auth = host_part(tmpl, slen + 3, &alen); /* a password may hold braces */
 	for (size_t i = 0; i < alen; i++) {
 		if (auth[i] != '{' && auth[i] != '}')
 			continue;
@@ -198,6 +201,126 @@ static bool authority_plain(const char *tmpl, char *err, size_t errlen)
 			 "where the request goes; only {namespace} and {action} may be there",
 			 n + 2 > 66 ? 66 : n + 2, auth + i, (size_t)(auth - tmpl) + i);
 		return false;
+	}
+	return true;
+}
+
+/* RFC 3986's reg-name, as host names are written (IDNs in their xn-- form). */
+static bool host_char(unsigned char c)
+{
+	return unreserved(c);
+}
+
+/* An IPv6 address (with a %25 zone) in a URL's brackets, inside[0..len). */
+static bool ipv6_literal(const char *inside, size_t len)
+{
+	char addr[64];
+	const char *zone = memmem(inside, len, "%25", 3);
+	size_t alen = zone ? (size_t)(zone - inside) : len;
+	if (alen == 0 || alen >= sizeof(addr))
+		return false;
+	memcpy(addr, inside, alen);
+	addr[alen] = '\0';
+	struct in6_addr a;
+	if (inet_pton(AF_INET6, addr, &a) != 1)
+		return false;
+	if (zone) {
+		if (zone + 3 == inside + len)
+			return false;
+		for (const char *z = zone + 3; z < inside + len; z++)
+			if (!unreserved((unsigned char)*z))
+				return false;
+	}
+	return true;
+}
+
+bool urltemplate_check_target(const char *url, char *err, size_t errlen)
+{
+	size_t slen = scheme_length(url), len = 0;
+	if (slen == 0) {
+		snprintf(err, errlen, "not an absolute URL");
+		return false;
+	}
+	const char *host = host_part(url, slen + 3, &len);
+	const char *end = host + len, *port = NULL;
+	if (len == 0) {
+		snprintf(err, errlen, "no host");
+		return false;
+	}
+	if (*host == '[') {
+		const char *close = memchr(host, ']', len);
+		if (!close) {
+			snprintf(err, errlen, "'[' without ']' in the host");
+			return false;
+		}
+		if (!ipv6_literal(host + 1, (size_t)(close - host - 1))) {
+			snprintf(err, errlen, "'%.*s' is not an IPv6 address",
+				 (int)(close - host > 64 ? 64 : close - host - 1), host + 1);
+			return false;
+		}
+		if (close + 1 < end && close[1] != ':') {
+			snprintf(err, errlen,
+				 "'%c' after the IPv6 address: only ':port' may follow", close[1]);
+			return false;
+		}
+		port = close + 1 < end ? close + 2 : NULL;
+	} else {
+		const char *p = host;
+		for (; p < end && *p != ':'; p++) {
+			unsigned char c = (unsigned char)*p;
+			if (c == '{' && (strncmp(p, "{namespace}", 11) == 0 ||
+					 strncmp(p, "{action}", 8) == 0)) {
+				p += p[1] == 'n' ? 10 : 7;
+				continue;
+			}
+			if (c >= 0x80) {
+				snprintf(err, errlen,
+					 "the host holds a byte that is not ASCII (0x%02X): give "
+					 "an internationalized name in its ASCII form (xn--...)",
+					 c);
+				return false;
+			}
+			if (!host_char(c)) {
+				snprintf(err, errlen, "'%c' cannot be in a host name", c);
+				return false;
+			}
+		}
+		port = p < end ? p + 1 : NULL;
+		if (port && memchr(port, ':', (size_t)(end - port))) {
+			snprintf(err, errlen,
+				 "more than one ':' in the host and port: an IPv6 "
+				 "address goes in brackets, http://[::1]:8080/");
+			return false;
+		}
+		if (p == host) {
+			snprintf(err, errlen, "no host");
+			return false;
+		}
+	}
+	if (port && port < end) {
+		long value = 0;
+		for (const char *p = port; p < end; p++) {
+			if (!digit((unsigned char)*p) || p - port >= 5) {
+				snprintf(err, errlen, "the port is not a number from 1 to 65535");
+				return false;
+			}
+			value = value * 10 + (*p - '0');
+		}
+		if (value < 1 || value > 65535) {
+			snprintf(err, errlen, "the port is not a number from 1 to 65535");
+			return false;
+		}
+	}
+	for (const unsigned char *p = (const unsigned char *)end; *p; p++) {
+		if (*p >= 0x80 || strchr("\"<>\\^`|", *p)) {
+			snprintf(err, errlen,
+				 *p >= 0x80 ? "a byte that is not ASCII (0x%02X) at offset %zu: "
+					      "percent-encode it"
+					    : "'%c' at offset %zu cannot be in a URL: "
+					      "percent-encode it",
+				 *p, (size_t)(p - (const unsigned char *)url));
+			return false;
+		}
 	}
 	return true;
 }
@@ -219,12 +342,27 @@ bool urltemplate_check(const char *tmpl, char *err, size_t errlen)
 		snprintf(err, errlen, "not an http:// or https:// URL: '%.64s'", tmpl);
 		return false;
 	}
-	host_part(tmpl, slen + 3, &hostlen);
+	const char *host = host_part(tmpl, slen + 3, &hostlen);
 	if (hostlen == 0) {
-		snprintf(err, errlen, "no host in '%.64s'", tmpl);
+		snprintf(err, errlen, "no host");
 		return false;
 	}
-	return authority_plain(tmpl, err, errlen) && walk(tmpl, &none, NULL, err, errlen);
+	/*
+	 * The credentials leave the URL before it is stored (the database's
+	 * webhook_add()), so they are no part of the template: a password may
+	 * hold braces. Checked with them blanked out, offsets stay the URL's.
+	 */
+	char *bare = strdup(tmpl);
+	if (!bare) {
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
+	if (host > tmpl + slen + 3) /* the userinfo and its '@' */
+		memset(bare + slen + 3, 'u', (size_t)(host - tmpl) - slen - 4);
+	bool ok = authority_plain(bare, err, errlen) && walk(bare, &none, NULL, err, errlen) &&
+		  urltemplate_check_target(bare, err, errlen);
+	free(bare);
+	return ok;
 }
 
 bool urltemplate_strip_credentials(const char *url, struct buf *out)

@@ -35,10 +35,23 @@ bool urltemplate_expand(const char *tmpl, const struct urltemplate_vars *vars, s
 
 /*
  * Validates a template when a webhook is added or changed: its syntax as
- * urltemplate_expand() checks it, and that it is an absolute http:// or
- * https:// URL with a host and no whitespace or control characters.
+ * urltemplate_expand() checks it, that it is an absolute http:// or
+ * https:// URL with a host and no whitespace or control characters, and
+ * urltemplate_check_target().
  */
 bool urltemplate_check(const char *tmpl, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/*
+ * Whether the host, port and the rest of url (a template, or an expanded
+ * URL) are what an HTTP client can send: a host name of RFC 3986's
+ * unreserved characters ({namespace} and {action} count as such), an
+ * IPv4 address, or an IPv6 address in brackets; a port from 1 to 65535 if
+ * one is given; and no byte beyond ASCII, nor one of " < > \ ^ ` | in
+ * the path and query (percent-encoded, they may be). The userinfo is not
+ * looked at. If not, err says why (quoting no credential).
+ */
+bool urltemplate_check_target(const char *url, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
 /*

@@ -29,6 +29,10 @@ BEGIN
         END IF;
     END LOOP;
     RETURN convert_from(out, 'UTF8');
+EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
+    -- Which byte is not said: it is a piece of a credential.
+    RAISE EXCEPTION 'url: the user name or password is not UTF-8 text once percent-decoded (%%00 cannot be in one either)'
+        USING ERRCODE = 'invalid_parameter_value';
 END
 $$;
 
@@ -94,6 +98,8 @@ DECLARE
     f text;
     lim integer;
     n integer;
+    hostport text;
+    port text;
 BEGIN
     FOR f, lim IN VALUES ('name', 200), ('url', 8192), ('content_type', 255), ('username', 256),
                          ('password', 1024), ('secret', 1024), ('repository', 1024), ('tag', 1024) LOOP
@@ -137,10 +143,36 @@ BEGIN
         RAISE EXCEPTION 'url: whitespace or a control character; percent-encode it (%%20 for a space)'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Basic authentication sends user:password, so a ':' in the user name
+    -- would move the rest into the password (RFC 7617).
+    IF position(':' IN c ->> 'username') > 0 THEN
+        RAISE EXCEPTION 'username: a user name cannot hold '':'' (basic authentication sends user:password)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     -- As urltemplate_check() says: whoever pushes a tag would choose the host.
-    IF regexp_replace(substring(c ->> 'url' FROM '^[^:/?#]*://([^/?#]*)'),
-                      '\{(namespace|action)\}', '', 'g') ~ '[{}]' THEN
+    hostport := regexp_replace(regexp_replace(substring(c ->> 'url' FROM '^[^:/?#]*://([^/?#]*)'),
+                                              '^.*@', ''),
+                               '\{(namespace|action)\}', 'x', 'g');
+    IF hostport ~ '[{}]' THEN
         RAISE EXCEPTION 'url: a variable in the host or port other than {namespace} and {action}; whoever pushes would choose where the request goes'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- As urltemplate_check_target() says: what an HTTP client can send.
+    IF hostport ~ '[^\x01-\x7f]' THEN
+        RAISE EXCEPTION 'url: the host holds a character that is not ASCII: give an internationalized name in its ASCII form (xn--...)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF hostport !~ '^([A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%25[A-Za-z0-9._~-]+)?\])(:[0-9]*)?$' THEN
+        RAISE EXCEPTION 'url: the host is not a host name, an IPv4 address or an IPv6 address in brackets (http://[::1]:8080/), or a '':'' follows the port'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    port := substring(hostport FROM CASE WHEN hostport ~ '^\[' THEN '\]:([0-9]*)$' ELSE ':([0-9]*)$' END);
+    IF port <> '' AND (length(port) > 5 OR port::integer NOT BETWEEN 1 AND 65535) THEN
+        RAISE EXCEPTION 'url: the port is not a number from 1 to 65535'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF substring(c ->> 'url' FROM '^[^:/?#]*://[^/?#]*(.*)$') ~ '[^\x01-\x7f]|["<>\\^`|]' THEN
+        RAISE EXCEPTION 'url: a character that cannot be in a URL (beyond ASCII, or one of " < > \ ^ ` |): percent-encode it'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 END

@@ -168,6 +168,14 @@ UNIT_TEST(check)
 		"https://{namespace}.hooks.example.com/{action}",
 		"https://{action}-{namespace}.example.com:8443/{tag}?d={digest}#{name}",
 		"https://user:pa%40ss@example.com/x",
+		"http://[::1]:8080/x",
+		"http://[fe80::1%25eth0]/x",
+		"http://[::ffff:127.0.0.1]/",
+		"http://127.0.0.1:65535/",
+		"http://h:/x", /* an empty port is the scheme's */
+		"http://xn--bcher-kva.example/",
+		"https://u:p{x}@example.com/b", /* a password may hold braces */
+		"https://example.com/a%C3%BC?q=%22",
 	};
 	static const struct {
 		const char *tmpl, *want_in_err;
@@ -188,6 +196,28 @@ UNIT_TEST(check)
 		{"https://u@{digest}/", "'{digest}' in the host"},
 		{"https://example.com{tag}/", "'{tag}' in the host"},
 		{"https://{namespace", "'{namespace' in the host"},
+		/* What no HTTP client can send, accepted before and retried for hours. */
+		{"http://127.0.0.1:65536/x", "the port is not a number from 1 to 65535"},
+		{"http://127.0.0.1:0/x", "the port is not a number from 1 to 65535"},
+		{"http://127.0.0.1:+8080/x", "the port is not a number from 1 to 65535"},
+		{"http://127.0.0.1:080080/x", "the port is not a number from 1 to 65535"},
+		{"http://127.0.0.1:80:90/", "an IPv6 address goes in brackets"},
+		{"http://::1:8080/x", "an IPv6 address goes in brackets"},
+		{"http://[::1:8080/x", "'[' without ']' in the host"},
+		{"http://[not-v6]:80/", "is not an IPv6 address"},
+		{"http://[]:80/", "is not an IPv6 address"},
+		{"http://[::1]x/", "only ':port' may follow"},
+		{"http://[::1]:99999/", "the port is not a number from 1 to 65535"},
+		{"http://b\xc3\xbccher.example/",
+		 "not ASCII (0xC3): give an internationalized name"},
+		{"http://a!b.example/", "'!' cannot be in a host name"},
+		{"http://:8080/", "no host"},
+		{"http://u:p@:8080/", "no host"},
+		{"https://example.com/p\xc3\xbc",
+		 "not ASCII (0xC3) at offset 21: percent-encode it"},
+		{"https://example.com/a\"b", "'\"' at offset 21 cannot be in a URL"},
+		{"https://example.com/?a=<b>", "'<' at offset 23 cannot be in a URL"},
+		{"https://example.com/a|b", "'|' at offset 21"},
 	};
 	char err[256];
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
