@@ -106,11 +106,23 @@ void pgc_reset(struct pgc *c, const char *why);
  * or an operator's CLI. (So set_config() is named with its schema.) And
  * timestamps are written in ISO form, whatever the role's or database's
  * DateStyle: a value read back as text and sent again (the janitor's
- * cursor) is then the same instant.
+ * cursor) is then the same instant. The rest of what a database's or
+ * role's settings (ALTER DATABASE ... SET) could change under reghook's
+ * SQL is set back too: its statements are written for read committed (a
+ * database set to serializable failed claims, stores and attempt records
+ * with serialization errors), with standard strings (off, '\1' and '\x01'
+ * in the functions' regular expressions meant something else: every
+ * ingest() failed), in UTF-8 (the events' text, whatever PGCLIENTENCODING
+ * says), and with no idle session timeout (the daemon's connections rest
+ * between events and were dropped each time).
  */
 #define PGC_SESSION_SQL                                                                            \
 	"SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false),"               \
-	" pg_catalog.set_config('datestyle', 'ISO', false)"
+	" pg_catalog.set_config('datestyle', 'ISO', false),"                                       \
+	" pg_catalog.set_config('client_encoding', 'UTF8', false),"                                \
+	" pg_catalog.set_config('standard_conforming_strings', 'on', false),"                      \
+	" pg_catalog.set_config('default_transaction_isolation', 'read committed', false),"        \
+	" pg_catalog.set_config('idle_session_timeout', '0', false)"
 
 /*
  * Whether libpq can read conninfo (a URI, key=value pairs, or a database

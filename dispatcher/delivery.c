@@ -475,6 +475,30 @@ static void drop_superseded(struct delivery *dp, const char *id, int attempt)
 	dp->nresults = kept;
 }
 
+/*
+ * Whether this process is sending the delivery's attempt already: its lease
+ * was lost with the database (a crash took the claim's commit, or the batch
+ * that handed it over did not commit and the registry's retry made it
+ * again), and the delivery, pending again as it was, leased anew with the
+ * same attempt number. That request is not sent a second time at once:
+ * its result, when it comes, is this lease's, and is recorded as such.
+ */
+static bool already_running(struct delivery *dp, long long webhook_id, const char *id, int attempt)
+{
+	struct inflight *f;
+	LIST_FOREACH(f, &dp->running, link) {
+		if (f->webhook_id == webhook_id && f->attempt == attempt &&
+		    strcmp(request_delivery_id(f->req), id) == 0) {
+			log_warn("delivery %s: leased again while its attempt %d is under way here "
+				 "(the lease was lost with the database); not sent twice, its "
+				 "result is recorded for the new lease",
+				 id, attempt);
+			return true;
+		}
+	}
+	return false;
+}
+
 static void start_one(struct delivery *dp, PGresult *res, int row, struct delivery_gate *gate)
 {
 	const struct config *cfg = dp->d->cfg;
@@ -514,6 +538,8 @@ static void start_one(struct delivery *dp, PGresult *res, int row, struct delive
 		.template_ = col(res, row, "template"),
 	};
 	const char *max = col(res, row, "max_attempts");
+	if (already_running(dp, s.webhook_id, s.delivery_id, s.attempt))
+		return;
 	if (dp->nresults > dp->nwriting)
 		drop_superseded(dp, s.delivery_id, s.attempt);
 	struct inflight *f = xcalloc(1, sizeof(*f));

@@ -147,11 +147,14 @@ COMMENT ON FUNCTION reghook.leased_deliveries(text, uuid[]) IS
 -- planned again at every call, once the deliveries were many (0.5 ms of a
 -- 1.4 ms empty claim at 1,000,000 waiting, against a generic plan at 1,000).
 -- A claim that leased nothing returns at once.
--- The claim commits without waiting for the disk (synchronous_commit off
--- for its own transaction): a claim lost in a crash leaves its delivery
--- pending, to be sent again, which at-least-once allows; and the claim's
--- commit record precedes the completion of its attempt in the WAL, so a
--- durable completion makes its claim durable too.
+-- The claim's commit waits for the disk, as every commit of reghook's does:
+-- a claim lost in a crash of PostgreSQL while its dispatcher lives on left
+-- the delivery pending with its old attempt count, claimed again with the
+-- same attempt number while the first request was still out, and the
+-- first one's result (a 200) was then taken for the second lease's or
+-- silently not recorded: the delivery sent twice at once, and failed
+-- though its endpoint had taken it (synchronous_commit was off for the
+-- claim until migration 025).
 CREATE OR REPLACE FUNCTION reghook.claim_deliveries(instance text, max_total integer, per_webhook integer,
                                          in_flight jsonb, default_timeout_ms integer)
 RETURNS SETOF reghook.delivery_job
@@ -161,7 +164,6 @@ SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE leased uuid[];
 BEGIN
-    PERFORM set_config('synchronous_commit', 'off', true);
     WITH picked AS (
         SELECT d.id
         FROM (SELECT w.id, w.enabled, coalesce((in_flight ->> w.id::text)::integer, 0) AS busy,

@@ -12,6 +12,7 @@ import hmac
 import json
 import os
 import signal
+import threading
 import time
 import urllib.parse
 import uuid
@@ -1501,6 +1502,62 @@ def test_attempt_records_the_database_cannot_write_are_kept_not_dropped(reghook_
                msg='the recovery logged')
     assert 'record dropped' not in daemon.log()
     assert len(hook.requests) == 3  # nothing sent twice
+
+
+def test_settings_a_database_administrator_may_give_the_database_change_nothing(
+        reghook_factory, pg, endpoint_factory):
+    """ALTER DATABASE ... SET of what reghook's SQL assumes: serializable
+    transactions (claims, stores and attempt records failed with
+    serialization errors, records dropped, deliveries sent twice), no
+    standard strings (every ingest() failed on its regular expressions,
+    and migrate on 001), another client encoding (a pusher's name in
+    another script refused), and an idle session timeout (each idle
+    connection dropped, warned about, and made again). Each session sets
+    them back: migrated, stored, delivered once, recorded, with the bytes
+    sent as on any database."""
+    pg.psql(f"""ALTER DATABASE {pg.dbname} SET default_transaction_isolation = 'serializable';
+                ALTER DATABASE {pg.dbname} SET standard_conforming_strings = off;
+                ALTER DATABASE {pg.dbname} SET client_encoding = 'LATIN1';
+                ALTER DATABASE {pg.dbname} SET idle_session_timeout = '1s'""")
+    daemon = reghook_factory()
+    token = register(daemon, 'team-a')
+    hooks = [endpoint_factory() for _ in range(3)]
+    ids = [add_webhook(daemon, 'team-a', h.url('/h?tag={tag}').replace('//', '//u:p%C3%A4@'),
+                       '--tag', 'v*') for h in hooks]
+    events = [event(tag=f'v{i}', actor='张三 Jörg') for i in range(40)]
+    errors = []
+
+    def send(chunk):
+        try:
+            post(daemon, token, *chunk)
+        except AssertionError as e:
+            errors.append(e)
+    senders = [threading.Thread(target=send, args=(events[i::8],)) for i in range(8)]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join()
+    assert errors == []
+    for hook, webhook_id in zip(hooks, ids):
+        hook.wait_for(40)
+        wait_until(lambda: pg.psql('SELECT count(*) FROM reghook.delivery_attempts '
+                                   f'WHERE webhook_id = {webhook_id}').strip() == '40', 15,
+                   msg='every attempt written')  # (psql's own client encoding is LATIN1)
+        assert {d['status'] for d in deliveries(pg, webhook_id)} == {'succeeded'}
+        got = hook.requests
+        assert sorted(r.query for r in got) == sorted(f'tag=v{i}' for i in range(40))
+        assert {r.json()['push_data']['pusher'] for r in got} == {'张三 Jörg'}
+        assert {r.header('Authorization') for r in got} == {
+            'Basic ' + base64.b64encode('u:pä'.encode()).decode()}
+    time.sleep(2.5)  # past the idle session timeout
+    post(daemon, token, event(tag='v-last'))
+    for hook in hooks:
+        hook.wait_for(41)
+    time.sleep(0.5)
+    log = daemon.log()
+    for needle in ('record dropped', 'could not serialize', 'connection to', 'failed'):
+        assert needle not in log, (needle, log[-3000:])
+    assert [len(h.requests) for h in hooks] == [41] * 3  # none sent twice
 
 
 # --- what the log says at the default level ------------------------------------------

@@ -263,6 +263,29 @@ def test_an_older_reghook_leaves_a_newer_databases_functions(pg):
     assert_same(before, schema_dump(pg), 'a newer database after an older migrate')
 
 
+def test_a_database_not_in_utf8_is_refused_new_and_warned_about_old(pg):
+    """Registry events are UTF-8 text: a new database in another encoding
+    (Debian's first cluster, made in the C locale, is SQL_ASCII) is
+    refused with what to do; one reghook already runs on is migrated, with
+    a warning of what it costs."""
+    for encoding in ('LATIN1', 'SQL_ASCII'):
+        name = f'{pg.dbname}_{encoding.lower()}'
+        pg.psql(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING '{encoding}' "
+                "LC_COLLATE 'C' LC_CTYPE 'C'", dbname='postgres')
+        proc = migrate(pg, dbname=name)
+        assert proc.returncode == 1, proc.stderr
+        assert (f"this database's encoding is {encoding}: registry events are UTF-8 text"
+                in proc.stderr), proc.stderr
+        assert 'createdb -E UTF8 -T template0' in proc.stderr
+        assert pg.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'reghook'",
+                       dbname=name).strip() == '0'
+    pg.apply_released_migrations(3, dbname=name)  # reghook ran on it before this check
+    proc = migrate(pg, dbname=name)
+    assert proc.returncode == 0, proc.stderr
+    assert "this database's encoding is SQL_ASCII: events holding characters" in proc.stderr
+    assert int(pg.psql('SELECT count(*) FROM reghook.schema_migrations', dbname=name)) == NUMBERED
+
+
 def test_serve_tries_a_failed_migration_again(pg, reghook_factory):
     """A migration that fails at start (here an event trigger refuses every
     DDL command, as a lock or a deadlock with an instance still running the

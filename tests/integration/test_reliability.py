@@ -312,6 +312,49 @@ def test_a_stop_during_a_database_restart_records_the_requests_in_flight(
         assert 'not written' not in daemon.log()
 
 
+def test_a_claim_lost_in_a_database_crash_is_not_sent_twice_nor_its_success_lost(
+        pg_own, reghook_factory, endpoint_factory):
+    """PostgreSQL crashes (stop -m immediate) while a claimed retry is being
+    sent, and the endpoint takes it (200). The claim committed without
+    waiting for the disk was lost with the crash: the delivery, pending
+    again with its old attempt count, was claimed again under the same
+    attempt number while the first request was out, sent a second time at
+    once, and the 200 taken for the new lease or not recorded at all; the
+    delivery ended failed though its endpoint had taken it. Now the claim
+    is durable, and a lease made again for an attempt under way here does
+    not send it twice."""
+    daemon = reghook_factory({'retry_schedule': '0,1s', 'request_timeout': '5s'})
+    token = register(daemon, 'team-a')
+    hook, seen, crashed = endpoint_factory(), [], threading.Event()
+
+    def answer(request):
+        seen.append(request)
+        if len(seen) == 1:
+            return Response(500, b'first')  # its retry is claimed a second later
+        if len(seen) == 2:  # the claimed retry: the database crashes meanwhile
+            pg_own.stop('immediate')
+            crashed.set()
+            return Response(200, b'ok', delay=1.5)
+        return Response(500, b'later')
+    hook.answer_with(answer)
+    add_webhook(daemon, 'team-a', hook.url('/h'), '--max-attempts', '3')
+    post(daemon, token, registry_event(tag='v1'))
+    assert crashed.wait(20), 'the retry was not sent'
+    time.sleep(0.3)
+    pg_own.start()
+
+    def settled():
+        rows = query(pg_own, "SELECT status FROM reghook.deliveries WHERE status IN "
+                             "('succeeded', 'failed')")
+        return rows and rows[0]['status']
+    assert wait_until(settled, timeout=30, msg='the delivery settled') == 'succeeded'
+    history = [a['response_status'] for a in query(
+        pg_own, 'SELECT response_status FROM reghook.delivery_attempts ORDER BY attempt')]
+    assert history == [500, 200], history
+    time.sleep(1)
+    assert len(seen) == 2, [r.path for r in seen]
+
+
 # --- two instances on one database -----------------------------------------------
 
 

@@ -1,0 +1,11 @@
+-- 025_durable_claims: schema/functions/ changed after 024.
+-- claim_deliveries() commits waiting for the disk (a claim lost in a crash
+-- of PostgreSQL had its delivery leased again under the same attempt
+-- number while its first request was still out: queue.sql says more);
+-- check_webhook_values() refuses URLs no HTTP client can send (a port past
+-- 65535, an IPv6 address without brackets, a host beyond ASCII) and a ':'
+-- in a user name; percent_decode() says which credential is not UTF-8.
+-- An instance of a build that knows 024 but not 025 then leaves these
+-- functions alone (migrate.c: a release that changes schema/functions/
+-- adds a migration).
+SELECT 1;
