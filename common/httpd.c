@@ -391,6 +391,20 @@ static void error_answer(struct httpd_conn *c, int status, const char *message)
 }
 
 /*
+ * 413, said in the log too: a registry sends the same body again and again,
+ * and every later event of its queue waits behind it.
+ */
+static void body_too_large(struct httpd_conn *c, const char *path)
+{
+	char msg[96];
+	snprintf(msg, sizeof(msg), "request body over %zu bytes", c->max_body);
+	log_warn("%s: a request to %.64s refused (413): its body is over %zu bytes "
+		 "(max_request_body)",
+		 c->peer, path ? path : "?", c->max_body);
+	error_answer(c, 413, msg);
+}
+
+/*
  * Counts n more bytes of the request's body against HTTPD_BODIES_MAX as
  * they arrive; 503 if over. Not the size declared: connections that
  * declare bodies and send none (no token needed) would hold the room of
@@ -601,9 +615,7 @@ static bool head_done(struct httpd_conn *c)
 		return false;
 	}
 	if (length > 0 && (unsigned long long)length > c->max_body) {
-		char msg[96];
-		snprintf(msg, sizeof(msg), "request body over %zu bytes", c->max_body);
-		error_answer(c, 413, msg);
+		body_too_large(c, r->path);
 		return false;
 	}
 	const char *expect = httpd_header(r, "Expect");
@@ -835,9 +847,7 @@ static bool read_body(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 		}
 		size_t size = (size_t)strtoull(line, NULL, 16);
 		if (size > c->max_body - evbuffer_get_length(r->body)) {
-			char msg[96];
-			snprintf(msg, sizeof(msg), "request body over %zu bytes", c->max_body);
-			error_answer(c, 413, msg);
+			body_too_large(c, r->path);
 			*failed = true;
 			return false;
 		}

@@ -53,8 +53,6 @@ static void print_snippet(const struct config *cfg, const char *token)
 	struct buf base = BUF_INIT;
 	config_public_url(cfg, &base);
 	printf("notifications:\n"
-	       "  events:\n"
-	       "    includereferences: true\n"
 	       "  endpoints:\n"
 	       "    - name: reghook\n"
 	       "      url: %s/events\n"

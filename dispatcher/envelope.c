@@ -111,10 +111,11 @@ bool envelope_timestamp(const char *in, char *out, size_t outlen)
 
 /*
  * Looks up a string field at path; absent and JSON null give NULL (ok),
- * any other non-string is an error. Empty strings become NULL.
+ * any other non-string is an error. Empty strings become NULL. At most
+ * MAX_FIELD bytes (get_string_any: any length).
  */
-static bool get_string(yajl_val obj, const char *const *path, size_t idx, const char **out,
-		       char *err, size_t errlen)
+static bool get_string_max(yajl_val obj, const char *const *path, size_t idx, const char **out,
+			   size_t max, char *err, size_t errlen)
 {
 	*out = NULL;
 	yajl_val v = yajl_tree_get(obj, (const char **)path, yajl_t_any);
@@ -126,13 +127,39 @@ static bool get_string(yajl_val obj, const char *const *path, size_t idx, const 
 		return false;
 	}
 	const char *s = YAJL_GET_STRING(v);
-	if (strlen(s) > MAX_FIELD) {
-		snprintf(err, errlen, "events[%zu].%s%s%s: longer than %d bytes", idx, path[0],
-			 path[1] ? "." : "", path[1] ? path[1] : "", MAX_FIELD);
+	if (strlen(s) > max) {
+		snprintf(err, errlen, "events[%zu].%s%s%s: longer than %zu bytes", idx, path[0],
+			 path[1] ? "." : "", path[1] ? path[1] : "", max);
 		return false;
 	}
 	*out = *s ? s : NULL;
 	return true;
+}
+
+static bool get_string(yajl_val obj, const char *const *path, size_t idx, const char **out,
+		       char *err, size_t errlen)
+{
+	return get_string_max(obj, path, idx, out, MAX_FIELD, err, errlen);
+}
+
+static bool get_string_any(yajl_val obj, const char *const *path, size_t idx, const char **out,
+			   char *err, size_t errlen)
+{
+	return get_string_max(obj, path, idx, out, (size_t)-1, err, errlen);
+}
+
+/*
+ * Cuts s (a string of the tree) to at most max bytes, at the start of a
+ * UTF-8 sequence, so that what is left is whole characters.
+ */
+static void cut_utf8(char *s, size_t max)
+{
+	if (!s || strlen(s) <= max)
+		return;
+	size_t n = max;
+	while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+		n--;
+	s[n] = '\0';
 }
 
 /*
@@ -315,20 +342,45 @@ static bool parse_event(yajl_val e, size_t idx, struct reg_event *ev, char *err,
 		snprintf(err, errlen, "events[%zu].target: not an object", idx);
 		return false;
 	}
-	if (!get_string(e, p_id, idx, &ev->id, err, errlen) ||
-	    !get_string(e, p_ts, idx, &ts, err, errlen) ||
-	    !get_string(e, p_repo, idx, &ev->repository, err, errlen) ||
-	    !get_string(e, p_tag, idx, &ev->tag, err, errlen) ||
-	    !get_string(e, p_digest, idx, &ev->digest, err, errlen) ||
-	    !get_string(e, p_type, idx, &ev->media_type, err, errlen) ||
-	    !get_string(e, p_url, idx, &url, err, errlen) ||
-	    !get_string(e, p_req, idx, &ev->request_id, err, errlen) ||
-	    !get_string(e, p_actor, idx, &ev->actor, err, errlen))
+	/*
+	 * Every field's type first, but no length: an event the registry
+	 * really sends and reghook ignores (a pull, a blob) is answered 200
+	 * whatever it holds. target.url is read for the event's kind only,
+	 * and is built from the Host header of the client's request: a long
+	 * one (its push or pull succeeded) was answered 400, which the
+	 * registry sends again and again, every later event of its queue
+	 * behind it.
+	 */
+	if (!get_string_any(e, p_id, idx, &ev->id, err, errlen) ||
+	    !get_string_any(e, p_ts, idx, &ts, err, errlen) ||
+	    !get_string_any(e, p_repo, idx, &ev->repository, err, errlen) ||
+	    !get_string_any(e, p_tag, idx, &ev->tag, err, errlen) ||
+	    !get_string_any(e, p_digest, idx, &ev->digest, err, errlen) ||
+	    !get_string_any(e, p_type, idx, &ev->media_type, err, errlen) ||
+	    !get_string_any(e, p_url, idx, &url, err, errlen) ||
+	    !get_string_any(e, p_req, idx, &ev->request_id, err, errlen) ||
+	    !get_string_any(e, p_actor, idx, &ev->actor, err, errlen))
 		return false;
 
 	ev->kind = envelope_classify(ev->action, ev->media_type, url, ev->tag);
 	if (ev->kind == EVENT_IGNORED)
 		return true;
+	/* A kept event's fields are stored and sent: each at most MAX_FIELD bytes. */
+	const struct {
+		const char *const *path;
+		const char *value;
+	} kept[] = {{p_id, ev->id},	      {p_ts, ts},
+		    {p_repo, ev->repository}, {p_tag, ev->tag},
+		    {p_digest, ev->digest},   {p_type, ev->media_type},
+		    {p_req, ev->request_id}};
+	for (size_t k = 0; k < sizeof(kept) / sizeof(kept[0]); k++) {
+		if (kept[k].value && strlen(kept[k].value) > MAX_FIELD) {
+			const char *const *path = kept[k].path;
+			snprintf(err, errlen, "events[%zu].%s%s%s: longer than %d bytes", idx,
+				 path[0], path[1] ? "." : "", path[1] ? path[1] : "", MAX_FIELD);
+			return false;
+		}
+	}
 
 	/* What a kept event must carry. */
 	const char *missing = !ev->id		? "id"
@@ -354,6 +406,13 @@ static bool parse_event(yajl_val e, size_t idx, struct reg_event *ev, char *err,
 		return false;
 	}
 	ev->raw = serialise(e);
+	/*
+	 * The pusher's name (a token service's subject may be long) is the
+	 * registry's to choose, and refusing it stalls the registry's queue:
+	 * kept whole in the raw event, cut to MAX_FIELD bytes where it is
+	 * shown (payloads, headers, chat).
+	 */
+	cut_utf8((char *)ev->actor, MAX_FIELD);
 	return true;
 }
 

@@ -186,7 +186,6 @@ def bad_envelopes():
             (('target', 'repository'), KeyError, 'events[0].target.repository: missing'),
             (('timestamp',), '2026-13-01T00:00:00Z', 'events[0].timestamp: not an RFC 3339'),
             (('target', 'tag'), 'x' * 1025, 'events[0].target.tag: longer than 1024 bytes'),
-            (('actor', 'name'), 'a' * 100_000, 'events[0].actor.name: longer than 1024'),
     ]:
         cases.append((f'{".".join(path)} = {str(value)[:20]}', mutated(path, value), fragment))
     # One bad event fails the envelope, wherever it is.

@@ -2,8 +2,10 @@
 kind of event and every kind of bad request; then the real registry,
 pushed to with skopeo, including while PostgreSQL is down."""
 
+import base64
 import concurrent.futures
 import copy
+import http.client
 import json
 import re
 import time
@@ -608,6 +610,66 @@ def test_registry_retries_land_once_after_database_outage(pg_own, reghook_factor
     tags = sorted(r.json()['push_data']['tag'] for r in hook.requests)
     assert tags == ['after', 'before', 'during-0', 'during-1', 'during-2'], tags
     assert deliveries(pg_own, webhook_id) == 5
+
+
+def registry_call(registry, method, path, body=b'', headers=None, host=None):
+    """A request to the registry as a client makes it, with the Host header given."""
+    conn = http.client.HTTPConnection('127.0.0.1', registry.port, timeout=30)
+    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    sent = {'Host': host or registry.host, 'Content-Length': str(len(body)),
+            'Authorization': 'Basic ' + base64.b64encode(registry.creds.encode()).decode(),
+            **(headers or {})}
+    for name, value in sent.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    conn.send(body)
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+def test_events_of_a_client_with_a_long_host_header_do_not_stall_the_registry(
+        reghook, pg, registry_factory, endpoint_factory):
+    """The registry builds target.url from the Host header its client sent:
+    a push and a pull with a 1,000-byte one (both succeed) made events
+    reghook answered 400, which the registry sends again and again, every
+    later event of its queue behind them: nothing delivered any more. The
+    push is stored and delivered, the pull ignored, and what comes after
+    arrives. A pusher's long name (a token service's subject) too: cut
+    where it is shown, whole in the raw event."""
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    add_webhook(reghook, 'team-a', hook.url('/'))
+    registry = registry_for(reghook, registry_factory, token)
+    registry.push('team-a/app:1.0')
+    hook.wait_for(1, timeout=30)
+    oci = 'application/vnd.oci.image.manifest.v1+json'
+    status, manifest = registry_call(registry, 'GET', '/v2/team-a/app/manifests/1.0',
+                                     headers={'Accept': oci})
+    assert status == 200
+    long_host = 'h' * 1000 + '.example'
+    assert registry_call(registry, 'PUT', '/v2/team-a/app/manifests/long-host', manifest,
+                         {'Content-Type': oci}, host=long_host)[0] == 201
+    assert registry_call(registry, 'GET', '/v2/team-a/app/manifests/1.0',
+                         headers={'Accept': oci}, host=long_host)[0] == 200
+    registry.push('team-a/app:later')
+    hook.wait_for(3, timeout=30)
+    assert sorted(r.json()['push_data']['tag'] for r in hook.requests) == [
+        '1.0', 'later', 'long-host']
+    [raw] = json.loads(pg.psql("SELECT coalesce(json_agg(raw), '[]') FROM reghook.events "
+                               "WHERE tag = 'long-host'"))
+    assert long_host in raw['target']['url']
+
+    name = 'ü' * 700  # 1,400 bytes
+    ev = event(tag='long-actor')
+    ev['actor']['name'] = name
+    assert post(reghook, token, {'events': [ev]})[2] == counts(accepted=1)
+    [row] = json.loads(pg.psql("SELECT coalesce(json_agg(json_build_object("
+                               "'actor', actor, 'raw', raw ->> 'actor')), '[]') "
+                               "FROM reghook.events WHERE tag = 'long-actor'"))
+    assert row['actor'] == 'ü' * 512
+    assert json.loads(row['raw'])['name'] == name
+    hook.wait_for(4)
+    assert hook.requests[-1].json()['push_data']['pusher'] == 'ü' * 512
 
 
 def test_sigterm_during_ingest_answers_what_it_read(reghook_factory, pg):

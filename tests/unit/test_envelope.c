@@ -293,6 +293,56 @@ UNIT_TEST(repository_names)
 	}
 }
 
+/*
+ * What a registry sends for a request whose Host header was long (its
+ * push or pull succeeded): target.url of any length, for a push kept
+ * and for a pull ignored, never a 400 the registry would send again and
+ * again. A long pusher's name is cut where it is shown, whole in raw.
+ */
+UNIT_TEST(long_fields_a_registry_sends)
+{
+	static const char *const fmt =
+		"{\"events\":[{\"action\":\"%s\",\"id\":\"1\",\"timestamp\":"
+		"\"2026-01-01T00:00:00Z\",\"target\":{\"mediaType\":\"application/"
+		"vnd.oci.image.manifest.v1+json\",\"repository\":\"team-a/app\",\"tag\":\"t\","
+		"\"digest\":\"sha256:1\",\"url\":\"http://%s/v2/team-a/app/manifests/sha256:1\"},"
+		"\"actor\":{\"name\":\"%s\"}}]}";
+	char host[3001], actor[1200 * 2 + 1];
+	memset(host, 'h', 3000);
+	host[3000] = '\0';
+	/* 1,200 two-byte characters: the cut falls inside one at byte 1,024. */
+	for (int i = 0; i < 1200; i++)
+		memcpy(actor + 2 * i, "\xc3\xa9", 2);
+	actor[2400] = '\0';
+	static const char *const actions[] = {"push", "pull"};
+	for (size_t i = 0; i < 2; i++) {
+		size_t cap = strlen(fmt) + sizeof(host) + sizeof(actor) + 16;
+		char *body = malloc(cap);
+		snprintf(body, cap, fmt, actions[i], host, actor);
+		struct envelope env;
+		char err[256] = "";
+		enum envelope_status st =
+			envelope_parse(body, strlen(body), 10, &env, err, sizeof(err));
+		UNIT_CHECK(st == ENVELOPE_OK, "%s: status %d, error '%s'", actions[i], st, err);
+		if (st == ENVELOPE_OK && i == 0) {
+			const struct reg_event *ev = &env.events[0];
+			UNIT_CHECK(ev->kind == EVENT_IMAGE_PUSH, "a push with a long url: kind %d",
+				   ev->kind);
+			UNIT_CHECK(ev->actor && strlen(ev->actor) == 1024 &&
+					   strncmp(ev->actor, actor, 1024) == 0,
+				   "the actor cut at 1,024 bytes, between characters: %zu",
+				   ev->actor ? strlen(ev->actor) : 0);
+			UNIT_CHECK(ev->raw && strstr(ev->raw, actor) && strstr(ev->raw, host),
+				   "raw keeps the event whole");
+		}
+		if (st == ENVELOPE_OK && i == 1)
+			UNIT_CHECK(env.events[0].kind == EVENT_IGNORED, "a pull: kind %d",
+				   env.events[0].kind);
+		envelope_free(&env);
+		free(body);
+	}
+}
+
 /* What yajl would let through but change, or PostgreSQL refuse: 400 before parsing. */
 /* A tag or a digest is never a path of its own: no '/', no '\\', not "." or "..". */
 UNIT_TEST(tag_names)
@@ -495,6 +545,7 @@ int main(void)
 	UNIT_RUN(malformed_envelopes);
 	UNIT_RUN(repository_names);
 	UNIT_RUN(tag_names);
+	UNIT_RUN(long_fields_a_registry_sends);
 	UNIT_RUN(strict_strings);
 	UNIT_RUN(too_many_events_early);
 	UNIT_RUN(batch_json);
