@@ -148,7 +148,7 @@ FUZZ_BINS    := build/fuzz/fuzz_envelope build/fuzz/fuzz_jsonparse build/fuzz/fu
 build/fuzz/fuzz_envelope: dispatcher/envelope.c common/jsonparse.c
 build/fuzz/fuzz_jsonparse: common/jsonparse.c
 build/fuzz/fuzz_urltemplate: dispatcher/urltemplate.c
-build/fuzz/fuzz_config: dispatcher/config.c common/conf.c common/netguard.c
+build/fuzz/fuzz_config: dispatcher/config.c common/conf.c common/netguard.c dispatcher/urltemplate.c
 build/fuzz/fuzz_httpd: common/httpd.c
 build/fuzz/fuzz_template: dispatcher/template.c dispatcher/payload.c dispatcher/envelope.c \
 	common/jsonparse.c common/jsongen.c

@@ -195,7 +195,9 @@ static void host_label(const struct pgc *c, char *out, size_t len)
 {
 	const char *host = c->conn ? PQhost(c->conn) : NULL;
 	const char *port = c->conn ? PQport(c->conn) : NULL;
-	snprintf(out, len, "%s:%s", host && *host ? host : "?", port && *port ? port : "?");
+	bool v6 = host && strchr(host, ':'); /* [::1]:5432, as a URL writes it */
+	snprintf(out, len, v6 ? "[%s]:%s" : "%s:%s", host && *host ? host : "?",
+		 port && *port ? port : "?");
 }
 
 /* Closes the connection or attempt; the state is the caller's to set. */

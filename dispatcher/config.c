@@ -10,7 +10,11 @@
 #include "conf.h"
 #include "buf.h"
 #include "log.h"
+#include "urltemplate.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +27,23 @@ static const char *check_log_level(const char *v)
 static const char *check_log_format(const char *v)
 {
 	return strcmp(v, "text") == 0 || strcmp(v, "json") == 0 ? NULL : "not one of text, json";
+}
+
+bool config_listen_host(const char *listen, char *host, size_t len)
+{
+	const char *colon = strrchr(listen, ':');
+	if (!colon)
+		return false;
+	const char *start = listen, *end = colon;
+	if (*start == '[' && end > start && end[-1] == ']') {
+		start++;
+		end--;
+	}
+	if ((size_t)(end - start) >= len)
+		return false;
+	memcpy(host, start, (size_t)(end - start));
+	host[end - start] = '\0';
+	return true;
 }
 
 static const char *check_listen(const char *v)
@@ -40,6 +61,19 @@ static const char *check_listen(const char *v)
 		return "an IPv6 address goes in brackets: [::1]:8080";
 	if (v[0] == '[' && colon[-1] != ']')
 		return "not [IPv6]:PORT";
+	char host[256];
+	struct in6_addr a6;
+	if (!config_listen_host(v, host, sizeof(host)))
+		return "the host is over 255 bytes";
+	if (v[0] == '[' && inet_pton(AF_INET6, host, &a6) != 1)
+		return "not an IPv6 address in the brackets";
+	/* An empty host (":8080", "[]:8080") listened on every interface unasked. */
+	if (*host == '\0')
+		return "no host: give the address to listen on (0.0.0.0 or [::] for every one)";
+	for (const char *p = host; v[0] != '[' && *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '-'))
+			return "the host is not an address or a host name";
 	return NULL;
 }
 
@@ -74,6 +108,14 @@ static const char *check_base_url(const char *v)
 		if (*p <= 0x20 || *p == 0x7f || *p == '?' || *p == '#')
 			return "a base URL holds no whitespace, control character, query or "
 			       "fragment";
+	/* Every callback_url and the registry's snippet repeat it. */
+	if (memchr(v + scheme, '@', strcspn(v + scheme, "/")))
+		return "a base URL holds no user name or password";
+	static char why[160];
+	if (!urltemplate_check_target(v, why, sizeof(why)))
+		return why;
+	if (strchr(v, '{') || strchr(v, '}'))
+		return "a base URL holds no '{' or '}'";
 	return NULL;
 }
 
@@ -323,8 +365,20 @@ bool config_tls(const struct config *cfg)
 
 bool config_public_url_unreachable(const struct config *cfg)
 {
-	return !*cfg->public_url &&
-	       (strncmp(cfg->listen, "0.0.0.0:", 8) == 0 || strncmp(cfg->listen, "[::]:", 5) == 0);
+	/* Every spelling of a wildcard address: 0.0.0.0, 0, [::], [::0], ... */
+	char host[256];
+	if (*cfg->public_url || !config_listen_host(cfg->listen, host, sizeof(host)))
+		return false;
+	struct addrinfo hints = {.ai_flags = AI_NUMERICHOST, .ai_socktype = SOCK_STREAM}, *res;
+	if (getaddrinfo(host, NULL, &hints, &res) != 0)
+		return false;
+	bool any = false;
+	if (res->ai_family == AF_INET)
+		any = ((struct sockaddr_in *)res->ai_addr)->sin_addr.s_addr == htonl(INADDR_ANY);
+	else if (res->ai_family == AF_INET6)
+		any = IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr);
+	freeaddrinfo(res);
+	return any;
 }
 
 void config_public_url(const struct config *cfg, struct buf *out)

@@ -76,15 +76,17 @@ struct config *config_reload(const struct config *running, int argc, char *const
 void config_free(struct config *cfg);
 /* Whether the receiver speaks HTTPS (tls_cert_file and tls_key_file set). */
 bool config_tls(const struct config *cfg);
+/* The host of listen (HOST:PORT, [IPv6]:PORT), without brackets; false if none fits. */
+bool config_listen_host(const char *listen, char *host, size_t len);
+/* True when public_url is unset and listen is a wildcard address (0.0.0.0,
+ * [::], 0, [::0]): the URLs made from it (callback_url, the registry
+ * snippet's) would name an address no endpoint or registry can reach. */
+bool config_public_url_unreachable(const struct config *cfg);
 /*
  * Appends to out the base URL at which registries and endpoints reach
  * reghook, without a trailing slash: public_url, or by default
  * http://<listen> (https:// with TLS).
  */
-/* True when public_url is unset and listen is a wildcard address (0.0.0.0,
- * [::]): the URLs made from it (callback_url, the registry snippet's) would
- * name an address no endpoint or registry can reach. */
-bool config_public_url_unreachable(const struct config *cfg);
 void config_public_url(const struct config *cfg, struct buf *out);
 void config_print_help(FILE *out);
 /* Parses "0,5s,5m" into delays; returns the count or -1. */

@@ -292,18 +292,9 @@ static bool listen_on(struct daemon *d)
 {
 	char host[256];
 	const char *listen = d->cfg->listen;
-	const char *colon = strrchr(listen, ':');
-	size_t hl = (size_t)(colon - listen);
-	if (hl >= sizeof(host))
-		hl = sizeof(host) - 1;
-	memcpy(host, listen, hl);
-	host[hl] = '\0';
-	/* [::1]:8080 */
-	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
-		memmove(host, host + 1, hl - 2);
-		host[hl - 2] = '\0';
-	}
-	int port = atoi(colon + 1);
+	if (!config_listen_host(listen, host, sizeof(host)))
+		return false; /* not so: the configuration's check */
+	int port = atoi(strrchr(listen, ':') + 1);
 	char err[256];
 	if (!httpd_listen(d->http, host, port, err, sizeof(err))) {
 		log_error("cannot listen on %s: %s", listen, err);

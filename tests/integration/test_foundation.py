@@ -66,6 +66,22 @@ def test_bad_config_value_names_the_key(tmp_path):
         (['serve', '--database-url', 'x', '--listen', '127.0.0.1:0'], {}, 'listen: port'),
         (['serve', '--database-url', 'x', '--listen', '::1:8080'], {},
          'listen: an IPv6 address goes in brackets'),
+        # An empty host listened on every interface unasked, and named no one.
+        (['serve', '--database-url', 'x', '--listen', '[]:8080'], {},
+         'listen: not an IPv6 address in the brackets'),
+        (['serve', '--database-url', 'x', '--listen', ':8080'], {}, 'listen: not HOST:PORT'),
+        (['serve', '--database-url', 'x', '--listen', '[::1x]:8080'], {},
+         'listen: not an IPv6 address in the brackets'),
+        (['serve', '--database-url', 'x', '--listen', 'a_b:8080'], {},
+         'listen: the host is not an address or a host name'),
+        (['serve', '--database-url', 'x', '--public-url', 'http://u:p@hooks.example'], {},
+         'public_url: a base URL holds no user name or password'),
+        (['serve', '--database-url', 'x', '--public-url', 'http://hooks.example:99999'], {},
+         'public_url: the port is not a number from 1 to 65535'),
+        (['serve', '--database-url', 'x', '--public-url', 'http://hooks.example:abc/'], {},
+         'public_url: the port is not a number'),
+        (['serve', '--database-url', 'x', '--public-url', 'http://[::1'], {},
+         "public_url: '[' without ']' in the host"),
         (['serve', '--database-url', 'x', '--public-url', 'https://hooks.example.com # prod'],
          {}, 'public_url: a base URL holds no whitespace'),
         (['serve', '--database-url', 'x', '--public-url', 'https://'], {},
@@ -155,6 +171,10 @@ def test_a_wildcard_listen_without_public_url_is_pointed_out(pg):
                        database_url=pg.url())
     assert 'url: http://0.0.0.0:8080/events' in proc.stdout
     assert 'Note: public_url is not set' in proc.stderr, proc.stderr
+    for i, listen in enumerate(('0:8080', '[::0]:8080', '[::]:8080')):  # every spelling
+        proc = run_reghook(['registry', 'add', f'w{i}', '--listen', listen],
+                           database_url=pg.url())
+        assert 'Note: public_url is not set' in proc.stderr, (listen, proc.stderr)
     proc = run_reghook(['registry', 'add', 's', '--listen', '0.0.0.0:8080', '--public-url',
                         'https://hooks.example.com'], database_url=pg.url())
     assert 'url: https://hooks.example.com/events' in proc.stdout and proc.stderr == ''
