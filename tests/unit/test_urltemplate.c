@@ -208,7 +208,8 @@ UNIT_TEST(check)
 		{"http://[]:80/", "is not an IPv6 address"},
 		{"http://[::1]x/", "only ':port' may follow"},
 		{"http://[::1]:99999/", "the port is not a number from 1 to 65535"},
-		{"http://b\xc3\xbccher.example/",
+		{"http://b\xc3\xbc"
+		 "cher.example/",
 		 "not ASCII (0xC3): give an internationalized name"},
 		{"http://a!b.example/", "'!' cannot be in a host name"},
 		{"http://:8080/", "no host"},
