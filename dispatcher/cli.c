@@ -161,7 +161,37 @@ PGconn *cli_connect(const struct config *cfg)
 		return NULL;
 	}
 	PQclear(res);
+	/*
+	 * db_timeout bounds each statement, as it does the daemon's: a row a
+	 * person keeps locked (an open transaction) held a script's command
+	 * for ever. Not migrate's, which may rewrite a large table.
+	 */
+	char ms[32];
+	snprintf(ms, sizeof(ms), "%lld", cfg->db_timeout_ms);
+	const char *params[] = {ms};
+	res = cli_exec(conn, "SELECT pg_catalog.set_config('statement_timeout', $1, false)", 1,
+		       params);
+	if (!res) {
+		PQfinish(conn);
+		return NULL;
+	}
+	PQclear(res);
 	return conn;
+}
+
+bool cli_output_written(void)
+{
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return true;
+	fprintf(stderr, "reghook: writing the output: %s\n", strerror(errno));
+	return false;
+}
+
+bool cli_begin(PGconn *conn)
+{
+	PGresult *res = cli_exec(conn, "BEGIN", 0, NULL);
+	PQclear(res);
+	return res != NULL;
 }
 
 PGresult *cli_exec(PGconn *conn, const char *sql, int nparams, const char *const *params)
@@ -333,6 +363,15 @@ int cli_parse_since(const struct cli_command *cmd, PGconn *conn, const char *sin
 	char age[32];
 	const char *param = since;
 	const char *sql = "SELECT $1::timestamptz";
+	/*
+	 * A bare number is neither: the configuration reads it as seconds, and
+	 * PostgreSQL 20261201 as a date (--since 20261201 went 234 days back).
+	 */
+	if (*since && strspn(since, "0123456789") == strlen(since))
+		return cli_usage_error(cmd,
+				       "--since '%s': give an age with its unit (90s, 30m, 2h, 7d) "
+				       "or a time (2026-12-01)",
+				       since);
 	if (conf_parse_duration(since, &ms)) {
 		snprintf(age, sizeof(age), "%lld", ms);
 		param = age;

@@ -51,6 +51,16 @@ bool cli_config(const struct cli_command *cmd, struct config *cfg, int *argc, ch
 PGconn *cli_connect(const struct config *cfg);
 /* Runs a parameterised query; NULL after printing the database's message. */
 PGresult *cli_exec(PGconn *conn, const char *sql, int nparams, const char *const *params);
+/*
+ * Whether everything printed to stdout reached it (a full disk, a closed
+ * pipe with SIGPIPE ignored); false after saying so on stderr. main()
+ * asks at the end of every command, which then exits CLI_FAILED; a
+ * command whose output is the only copy of something (a registry's token)
+ * asks before it commits.
+ */
+bool cli_output_written(void);
+/* BEGIN; false after printing why. */
+bool cli_begin(PGconn *conn);
 
 /*
  * Takes "--name value" or "--name=value" out of argv. Returns 1 if found

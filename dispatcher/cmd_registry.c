@@ -73,6 +73,23 @@ static void print_snippet(const struct config *cfg, const char *token)
 	buf_free(&base);
 }
 
+/*
+ * A token is shown once and kept nowhere else: the transaction that made it
+ * commits only once it was written out (a full disk, a closed pipe with
+ * SIGPIPE ignored lost it, the source made or the old token revoked).
+ */
+static int commit_if_shown(PGconn *conn, const char *kept)
+{
+	if (!cli_output_written()) {
+		PQclear(PQexec(conn, "ROLLBACK"));
+		fprintf(stderr, "reghook: the token could not be shown, so %s\n", kept);
+		return CLI_FAILED;
+	}
+	PGresult *res = cli_exec(conn, "COMMIT", 0, NULL);
+	PQclear(res);
+	return res ? CLI_OK : CLI_FAILED;
+}
+
 static int registry_add(const struct cli_command *cmd, const struct config *cfg, int argc,
 			char **argv, const char *namespaces)
 {
@@ -88,8 +105,11 @@ static int registry_add(const struct cli_command *cmd, const struct config *cfg,
 		return CLI_FAILED;
 	}
 	const char *params[] = {argv[2], scope};
-	PGresult *res = cli_exec(conn, "SELECT id, token FROM reghook.registry_add($1, $2::text[])",
-				 2, params);
+	PGresult *res = cli_begin(conn) ? cli_exec(conn,
+						   "SELECT id, token FROM "
+						   "reghook.registry_add($1, $2::text[])",
+						   2, params)
+					: NULL;
 	free(scope);
 	if (!res) {
 		PQfinish(conn);
@@ -102,15 +122,16 @@ static int registry_add(const struct cli_command *cmd, const struct config *cfg,
 	       token);
 	printf("Paste this into the registry's config.yml and restart the registry:\n\n");
 	print_snippet(cfg, token);
-	if (config_public_url_unreachable(cfg))
+	PQclear(res);
+	int rc = commit_if_shown(conn, "no registry source was created");
+	if (rc == CLI_OK && config_public_url_unreachable(cfg))
 		fprintf(stderr,
 			"\nNote: public_url is not set, so the url above names listen (%s), "
 			"which no registry can reach: set public_url, or write the address the "
 			"registry reaches reghook at in its place.\n",
 			cfg->listen);
-	PQclear(res);
 	PQfinish(conn);
-	return CLI_OK;
+	return rc;
 }
 
 static int registry_rotate(const struct cli_command *cmd, const struct config *cfg, int argc,
@@ -123,7 +144,9 @@ static int registry_rotate(const struct cli_command *cmd, const struct config *c
 	if (!conn)
 		return CLI_FAILED;
 	const char *params[] = {argv[2]};
-	PGresult *res = cli_exec(conn, "SELECT reghook.registry_rotate($1)", 1, params);
+	PGresult *res = cli_begin(conn)
+				? cli_exec(conn, "SELECT reghook.registry_rotate($1)", 1, params)
+				: NULL;
 	if (!res) {
 		PQfinish(conn);
 		return CLI_FAILED;
@@ -137,8 +160,9 @@ static int registry_rotate(const struct cli_command *cmd, const struct config *c
 	       "header below) and restart the registry:\n\n");
 	print_snippet(cfg, token);
 	PQclear(res);
+	int rc = commit_if_shown(conn, "the old token stays the registry's");
 	PQfinish(conn);
-	return CLI_OK;
+	return rc;
 }
 
 static int registry_list(const struct cli_command *cmd, const struct config *cfg, int argc,

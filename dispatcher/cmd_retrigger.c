@@ -30,6 +30,13 @@ static int retrigger_ids(PGconn *conn, int n, char **ids)
 	for (int i = 0; i < n; i++) {
 		const char *params[] = {ids[i]};
 		PGresult *res = cli_exec(conn, "SELECT reghook.retrigger($1::uuid)", 1, params);
+		if (!res && PQstatus(conn) == CONNECTION_BAD) {
+			/* Not a line for each id left: the rest were not tried. */
+			fprintf(stderr,
+				"reghook: the connection was lost; %d of %d deliveries not tried\n",
+				n - i - 1, n);
+			return CLI_FAILED;
+		}
 		if (!res) {
 			rc = CLI_FAILED;
 			continue;

@@ -617,17 +617,22 @@ static int webhook_test(PGconn *conn, const struct config *cfg, const char *id)
 			return CLI_FAILED;
 		if (PQntuples(res) == 0) {
 			PQclear(res);
-			printf("The test push is gone: webhook %s was removed meanwhile.\n", id);
+			fprintf(stderr,
+				"reghook: the test push is gone: webhook %s was removed "
+				"meanwhile\n",
+				id);
 			return CLI_FAILED;
 		}
 		if (!PQgetisnull(res, 0, 0))
 			break;
 		PQclear(res);
 		if (waited >= wait_ms) {
-			printf("No attempt yet after %llds: is 'reghook serve' running on this "
-			       "database? The test push stays queued; "
-			       "'reghook deliveries --webhook %s' shows it.\n",
-			       (waited + 999) / 1000, id);
+			fprintf(stderr,
+				"reghook: no attempt yet after %llds: is 'reghook serve' running "
+				"on "
+				"this database? The test push stays queued; "
+				"'reghook deliveries --webhook %s' shows it.\n",
+				(waited + 999) / 1000, id);
 			return CLI_FAILED;
 		}
 		struct timespec ts = {0, TEST_POLL_MS * 1000000L};

@@ -7,8 +7,11 @@
 #include "cli.h"
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* In the order `reghook --help` lists them. */
 static const struct cli_command *const commands[] = {
@@ -29,7 +32,25 @@ static void usage(FILE *out)
 	config_print_help(out);
 }
 
-int main(int argc, char **argv)
+/*
+ * Descriptors 0 to 2 open, on /dev/null if they were closed (`reghook ...
+ * >&-`): else the database connection became descriptor 1, and what the
+ * command printed went into it.
+ */
+static void standard_descriptors(void)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+			continue;
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (null >= 0 && null != fd) {
+			dup2(null, fd);
+			close(null);
+		}
+	}
+}
+
+static int run(int argc, char **argv)
 {
 	if (argc < 2) {
 		fprintf(stderr, "reghook: missing command (try 'reghook --help')\n");
@@ -49,4 +70,14 @@ int main(int argc, char **argv)
 			return commands[i]->run(commands[i], argc - 1, argv + 1);
 	fprintf(stderr, "reghook: unknown command '%s' (try 'reghook --help')\n", argv[1]);
 	return CLI_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+	standard_descriptors();
+	int rc = run(argc, argv);
+	/* Output that did not reach its reader (a full disk, a closed pipe) is no success. */
+	if (!cli_output_written() && rc == CLI_OK)
+		rc = CLI_FAILED;
+	return rc;
 }

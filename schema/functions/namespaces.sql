@@ -21,6 +21,9 @@ EXCEPTION WHEN check_violation THEN
     RAISE EXCEPTION 'invalid namespace name "%"', namespace_add.name
         USING ERRCODE = 'check_violation',
               HINT = 'Lower-case path components of letters, digits and single separators . _ __ -, joined by /.';
+-- Added by another session between the test above and the insert.
+WHEN unique_violation THEN
+    RAISE EXCEPTION 'namespace "%" already exists', namespace_add.name USING ERRCODE = 'unique_violation';
 END
 $$;
 COMMENT ON FUNCTION reghook.namespace_add(text, text, boolean) IS 'Registers a namespace.';

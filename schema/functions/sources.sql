@@ -36,9 +36,14 @@ BEGIN
     IF EXISTS (SELECT 1 FROM reghook.registry_sources r WHERE r.name = registry_add.name) THEN
         RAISE EXCEPTION 'registry "%" already exists', registry_add.name USING ERRCODE = 'unique_violation';
     END IF;
-    INSERT INTO reghook.registry_sources (name, token_sha256, namespaces)
-    VALUES (registry_add.name, sha256(convert_to(new_token, 'UTF8')), registry_add.namespaces)
-    RETURNING registry_sources.id INTO new_id;
+    BEGIN
+        INSERT INTO reghook.registry_sources (name, token_sha256, namespaces)
+        VALUES (registry_add.name, sha256(convert_to(new_token, 'UTF8')), registry_add.namespaces)
+        RETURNING registry_sources.id INTO new_id;
+    EXCEPTION WHEN unique_violation THEN
+        -- Added by another session between the test above and the insert.
+        RAISE EXCEPTION 'registry "%" already exists', registry_add.name USING ERRCODE = 'unique_violation';
+    END;
     RETURN QUERY SELECT new_id, new_token;
 END
 $$;

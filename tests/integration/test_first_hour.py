@@ -360,8 +360,8 @@ def test_webhook_test_says_when_its_webhook_is_removed_meanwhile(reghook_factory
         daemon.run_cli('webhook', 'remove', webhook_id)
         res = waiting.result(timeout=30)
     assert res.returncode == 1
-    assert res.stdout.splitlines()[-1] == \
-        f'The test push is gone: webhook {webhook_id} was removed meanwhile.', res.stdout
+    assert res.stderr.splitlines()[-1] == \
+        f'reghook: the test push is gone: webhook {webhook_id} was removed meanwhile', res.stderr
 
 
 def test_webhook_test_says_that_a_local_target_is_blocked(reghook_factory, pg):
@@ -383,7 +383,7 @@ def test_webhook_test_without_a_running_serve_says_so(reghook_factory, pg):
     daemon.run_cli('webhook', 'set', hook_id, '--timeout', '1ms')
     res = daemon.run_cli('webhook', 'test', hook_id, check=False)
     assert res.returncode == 1
-    assert "is 'reghook serve' running" in res.stdout
+    assert "is 'reghook serve' running" in res.stderr, res.stderr
     assert rows(pg, 'SELECT status FROM reghook.deliveries') == [{'status': 'pending'}]
 
 

@@ -72,7 +72,7 @@ def test_bad_config_value_names_the_key(tmp_path):
         (['serve', '--database-url', 'x', '--listen', ':8080'], {}, 'listen: not HOST:PORT'),
         (['serve', '--database-url', 'x', '--listen', '[::1x]:8080'], {},
          'listen: not an IPv6 address in the brackets'),
-        (['serve', '--database-url', 'x', '--listen', 'a_b:8080'], {},
+        (['serve', '--database-url', 'x', '--listen', 'a/b:8080'], {},
          'listen: the host is not an address or a host name'),
         (['serve', '--database-url', 'x', '--public-url', 'http://u:p@hooks.example'], {},
          'public_url: a base URL holds no user name or password'),
@@ -178,6 +178,69 @@ def test_a_wildcard_listen_without_public_url_is_pointed_out(pg):
     proc = run_reghook(['registry', 'add', 's', '--listen', '0.0.0.0:8080', '--public-url',
                         'https://hooks.example.com'], database_url=pg.url())
     assert 'url: https://hooks.example.com/events' in proc.stdout and proc.stderr == ''
+
+
+def reghook_to(stdout, args, database_url, env_extra=None):
+    """Runs a CLI command with stdout on a given file (None: closed)."""
+    argv = [os.environ['REGHOOK_BIN'], *args, '--database-url', database_url]
+    proc = subprocess.run(argv, stdout=stdout if stdout is not None else None,
+                          stderr=subprocess.PIPE, text=True, env=child_env(), timeout=60,
+                          pass_fds=(), close_fds=True,
+                          preexec_fn=(lambda: os.close(1)) if stdout is None else None)
+    assert not sanitizer_report(proc.stderr), proc.stderr
+    return proc
+
+
+def test_output_that_cannot_be_written_is_no_success(pg):
+    """stdout on a full disk: every command exited 0, and registry add and
+    rotate lost the token shown only once (the source made, the old token
+    revoked). Now the command fails, and the token's transaction is rolled
+    back. With stdout closed, what was printed went into the database
+    connection (the descriptor libpq got)."""
+    run_reghook(['migrate'], database_url=pg.url())
+    run_reghook(['namespace', 'add', 'team-a'], database_url=pg.url())
+    with open('/dev/full', 'w') as full:
+        proc = reghook_to(full, ['registry', 'add', 'lost'], pg.url())
+        assert proc.returncode == 1, proc.stderr
+        assert 'reghook: writing the output: No space left on device' in proc.stderr
+        assert 'the token could not be shown, so no registry source was created' in proc.stderr
+        assert 'lost' not in run_reghook(['registry', 'list'], database_url=pg.url()).stdout
+        run_reghook(['registry', 'add', 'kept'], database_url=pg.url())
+        before = pg.psql("SELECT token_sha256 FROM reghook.registry_sources WHERE name = 'kept'")
+        proc = reghook_to(full, ['registry', 'rotate', 'kept'], pg.url())
+        assert proc.returncode == 1 and 'the old token stays the registry' in proc.stderr
+        assert pg.psql("SELECT token_sha256 FROM reghook.registry_sources "
+                       "WHERE name = 'kept'") == before
+        proc = reghook_to(full, ['namespace', 'list'], pg.url())
+        assert proc.returncode == 1 and 'writing the output' in proc.stderr
+    proc = reghook_to(None, ['namespace', 'list'], pg.url())  # stdout closed
+    assert proc.returncode == 0 and proc.stderr == '', proc.stderr
+    proc = reghook_to(None, ['registry', 'add', 'closed'], pg.url())
+    assert proc.returncode == 0 and 'server closed' not in proc.stderr, proc.stderr
+
+
+def test_cli_statements_end_at_db_timeout_and_since_needs_a_unit(pg):
+    """A row a person keeps locked held a script's command for ever
+    (--db-timeout was taken and ignored); and --since 20261201 was 20,261,201
+    seconds, where PostgreSQL reads a date."""
+    run_reghook(['migrate'], database_url=pg.url())
+    run_reghook(['namespace', 'add', 'team-a'], database_url=pg.url())
+    webhook_id = run_reghook(['webhook', 'add', 'team-a', 'https://x.example/'],
+                             database_url=pg.url()).stdout.split()[1]
+    holder = pg.connect()
+    holder.autocommit = False
+    holder.cursor().execute(f'SELECT * FROM reghook.webhooks WHERE id = {webhook_id} FOR UPDATE')
+    start = time.monotonic()
+    proc = run_reghook(['webhook', 'set', webhook_id, '--name', 'x', '--db-timeout', '2s'],
+                       database_url=pg.url(), check=False, timeout=30)
+    assert proc.returncode == 1 and 'statement timeout' in proc.stderr, proc.stderr
+    assert time.monotonic() - start < 20
+    holder.rollback()
+    holder.close()
+    for since in ('20261201', '86400'):
+        proc = run_reghook(['deliveries', '--since', since], database_url=pg.url(), check=False)
+        assert proc.returncode == 2 and 'give an age with its unit' in proc.stderr, proc.stderr
+    run_reghook(['deliveries', '--since', '2026-12-01'], database_url=pg.url())
 
 
 def test_migrate_is_idempotent(pg):
