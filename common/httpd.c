@@ -130,6 +130,7 @@ struct httpd_conn {
 struct httpd {
 	struct event_base *base;
 	struct evconnlistener *listener; /* owned */
+	struct log_quota too_large;	 /* 413s logged */
 	struct event *accept_pause;	 /* owned: the listener rests after accept() fails */
 	httpd_handler handle;
 	httpd_answered answered;
@@ -394,13 +395,20 @@ static void error_answer(struct httpd_conn *c, int status, const char *message)
  * 413, said in the log too: a registry sends the same body again and again,
  * and every later event of its queue waits behind it.
  */
-static void body_too_large(struct httpd_conn *c, const char *path)
+static void body_too_large(struct httpd_conn *c)
 {
 	char msg[96];
 	snprintf(msg, sizeof(msg), "request body over %zu bytes", c->max_body);
-	log_warn("%s: a request to %.64s refused (413): its body is over %zu bytes "
-		 "(max_request_body)",
-		 c->peer, path ? path : "?", c->max_body);
+	/*
+	 * Once per 10 s (no token is needed to send one), and not its path: a
+	 * callback's holds its token.
+	 */
+	int held;
+	if (log_quota_take(&c->srv->too_large, 10000, &held))
+		log_warn("%s: a request body over %zu bytes (max_request_body) refused with "
+			 "413%s%.0d%s",
+			 c->peer, c->max_body, held ? " (and " : "", held,
+			 held ? " more since the last such line)" : "");
 	error_answer(c, 413, msg);
 }
 
@@ -615,7 +623,7 @@ static bool head_done(struct httpd_conn *c)
 		return false;
 	}
 	if (length > 0 && (unsigned long long)length > c->max_body) {
-		body_too_large(c, r->path);
+		body_too_large(c);
 		return false;
 	}
 	const char *expect = httpd_header(r, "Expect");
@@ -847,7 +855,7 @@ static bool read_body(struct httpd_conn *c, struct evbuffer *in, bool *failed)
 		}
 		size_t size = (size_t)strtoull(line, NULL, 16);
 		if (size > c->max_body - evbuffer_get_length(r->body)) {
-			body_too_large(c, r->path);
+			body_too_large(c);
 			*failed = true;
 			return false;
 		}

@@ -113,8 +113,11 @@ void pgc_reset(struct pgc *c, const char *why);
  * with serialization errors), with standard strings (off, '\1' and '\x01'
  * in the functions' regular expressions meant something else: every
  * ingest() failed), in UTF-8 (the events' text, whatever PGCLIENTENCODING
- * says), and with no idle session timeout (the daemon's connections rest
- * between events and were dropped each time).
+ * says), with commits that wait for the disk (synchronous_commit off
+ * answered a registry 200 for events a crash could still lose; a stronger
+ * setting, remote_apply say, is kept), and with no idle session timeout
+ * (the daemon's connections rest between events and were dropped each
+ * time; PostgreSQL 14 has it, and migrate says so of older servers).
  */
 #define PGC_SESSION_SQL                                                                            \
 	"SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false),"               \
@@ -122,7 +125,11 @@ void pgc_reset(struct pgc *c, const char *why);
 	" pg_catalog.set_config('client_encoding', 'UTF8', false),"                                \
 	" pg_catalog.set_config('standard_conforming_strings', 'on', false),"                      \
 	" pg_catalog.set_config('default_transaction_isolation', 'read committed', false),"        \
-	" pg_catalog.set_config('idle_session_timeout', '0', false)"
+	" pg_catalog.set_config('synchronous_commit',"                                             \
+	" CASE pg_catalog.current_setting('synchronous_commit') WHEN 'off' THEN 'on'"              \
+	" ELSE pg_catalog.current_setting('synchronous_commit') END, false),"                      \
+	" CASE WHEN pg_catalog.current_setting('server_version_num')::integer >= 140000"           \
+	" THEN pg_catalog.set_config('idle_session_timeout', '0', false) END"
 
 /*
  * Whether libpq can read conninfo (a URI, key=value pairs, or a database

@@ -134,6 +134,7 @@ struct delivery {
 	int nresults, cap_results;
 	size_t results_bytes; /* the sum of their lengths */
 	int nbusy;	      /* of them, kept for want of their rows (keep_until_ms) */
+	int ndeferred;	      /* of those, kept because the database refused them (deferred) */
 	int nwriting;
 	int suspects;		  /* records of a refused batch still to be written one by one */
 	bool deferring;		  /* the database refused the last write for a reason of its own */
@@ -221,7 +222,7 @@ long delivery_write_wait_ms(int held, long oldest_age_ms, int suspects, bool sto
 bool delivery_refusal_is_records(const char *sqlstate)
 {
 	return strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0 ||
-	       strncmp(sqlstate, "54", 2) == 0;
+	       strncmp(sqlstate, "54", 2) == 0 || strcmp(sqlstate, "57014") == 0;
 }
 
 int delivery_write_done(enum delivery_write_outcome outcome, int n, int *suspects)
@@ -476,27 +477,32 @@ static void drop_superseded(struct delivery *dp, const char *id, int attempt)
 }
 
 /*
- * Whether this process is sending the delivery's attempt already: its lease
- * was lost with the database (a crash took the claim's commit, or the batch
- * that handed it over did not commit and the registry's retry made it
- * again), and the delivery, pending again as it was, leased anew with the
- * same attempt number. That request is not sent a second time at once:
- * its result, when it comes, is this lease's, and is recorded as such.
+ * Whether this process is sending, or has sent, the delivery's attempt: its
+ * lease was lost with the database (a crash took the claim's commit, or the
+ * batch that handed it over did not commit and the registry's retry made
+ * it again), and the delivery, pending again as it was, leased anew with
+ * the same attempt number. That request is not sent a second time at once:
+ * its result is this lease's, and is recorded as such.
  */
 static bool already_running(struct delivery *dp, long long webhook_id, const char *id, int attempt)
 {
 	struct inflight *f;
-	LIST_FOREACH(f, &dp->running, link) {
-		if (f->webhook_id == webhook_id && f->attempt == attempt &&
-		    strcmp(request_delivery_id(f->req), id) == 0) {
-			log_warn("delivery %s: leased again while its attempt %d is under way here "
-				 "(the lease was lost with the database); not sent twice, its "
-				 "result is recorded for the new lease",
-				 id, attempt);
-			return true;
-		}
+	bool found = false;
+	LIST_FOREACH(f, &dp->running, link)
+		found = found || (f->webhook_id == webhook_id && f->attempt == attempt &&
+				  strcmp(request_delivery_id(f->req), id) == 0);
+	/* Or made, its result not written yet (not one of a batch that may not have committed). */
+	for (int i = 0; i < dp->nresults && !found; i++) {
+		const struct delivery_record *r = &dp->results[i];
+		found = r->attempt == attempt && strcmp(r->id, id) == 0 &&
+			!(r->gate && r->gate->unsure);
 	}
-	return false;
+	if (found)
+		log_warn("delivery %s: leased again while its attempt %d is made here (the lease "
+			 "was lost with the database); not sent twice, its result is recorded for "
+			 "the new lease",
+			 id, attempt);
+	return found;
 }
 
 static void start_one(struct delivery *dp, PGresult *res, int row, struct delivery_gate *gate)
@@ -836,6 +842,7 @@ static void free_result(struct delivery *dp, struct delivery_record *r)
 {
 	dp->results_bytes -= r->len;
 	dp->nbusy -= r->keep_until_ms > 0;
+	dp->ndeferred -= r->deferred;
 	free(r->json);
 	gate_unref(r->gate);
 }
@@ -933,9 +940,12 @@ static void defer_results(struct delivery *dp, int n, const char *why)
 	int kept = 0;
 	for (int i = 0; i < n; i++) {
 		struct delivery_record *r = &dp->results[i];
-		if (r->keep_until_ms == 0) {
+		if (!r->deferred) {
+			/* Its 10 minutes start now, whatever kept it before. */
+			dp->nbusy += r->keep_until_ms == 0;
+			dp->ndeferred++;
+			r->deferred = true;
 			r->keep_until_ms = now + DELIVERY_BUSY_KEEP_MS;
-			dp->nbusy++;
 		} else if (now >= r->keep_until_ms) {
 			log_error(
 				"delivery %s: the database refused its attempt record for %d min; "
@@ -1256,10 +1266,14 @@ void delivery_free(struct delivery *dp)
 		log_info("%ld %s succeeded since the last summary", dp->succeeded,
 			 dp->succeeded == 1 ? "delivery" : "deliveries");
 	event_free(dp->summary);
-	if (dp->nbusy > 0)
+	if (dp->ndeferred > 0)
+		log_warn("%d attempt record(s) not written: the database refused them (their "
+			 "deliveries are sent again once their leases run out)",
+			 dp->ndeferred);
+	if (dp->nbusy > dp->ndeferred)
 		log_warn("%d attempt record(s) not written: another transaction holds their "
 			 "deliveries (tried again once their leases run out)",
-			 dp->nbusy);
+			 dp->nbusy - dp->ndeferred);
 	if (dp->nresults > dp->nbusy)
 		log_warn("%d attempt record(s) not written: the database was not reachable "
 			 "(their deliveries are sent again once their leases run out)",

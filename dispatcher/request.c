@@ -545,7 +545,7 @@ void request_finish(struct request *r, CURLcode result)
 	if (r->outcome == REQUEST_INVALID)
 		return;
 	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
-	if (result == CURLE_URL_MALFORMAT || result == CURLE_UNSUPPORTED_PROTOCOL) {
+	if (result == CURLE_URL_MALFORMAT) {
 		/* No try can mend it (a webhook added before its URL was checked as now): fail at
 		 * once. */
 		r->status = 0;

@@ -348,21 +348,18 @@ bool urltemplate_check(const char *tmpl, char *err, size_t errlen)
 		return false;
 	}
 	/*
-	 * The credentials leave the URL before it is stored (the database's
-	 * webhook_add()), so they are no part of the template: a password may
-	 * hold braces. Checked with them blanked out, offsets stay the URL's.
+	 * A brace in the user name or password would be read as a template's
+	 * (and quoted in the message): said so, without quoting it.
 	 */
-	char *bare = strdup(tmpl);
-	if (!bare) {
-		snprintf(err, errlen, "out of memory");
+	const char *info = tmpl + slen + 3;
+	if (memchr(info, '{', (size_t)(host - info)) || memchr(info, '}', (size_t)(host - info))) {
+		snprintf(err, errlen,
+			 "a '{' or '}' in the user name or password: percent-encode "
+			 "it (%%7B, %%7D)");
 		return false;
 	}
-	if (host > tmpl + slen + 3) /* the userinfo and its '@' */
-		memset(bare + slen + 3, 'u', (size_t)(host - tmpl) - slen - 4);
-	bool ok = authority_plain(bare, err, errlen) && walk(bare, &none, NULL, err, errlen) &&
-		  urltemplate_check_target(bare, err, errlen);
-	free(bare);
-	return ok;
+	return authority_plain(tmpl, err, errlen) && walk(tmpl, &none, NULL, err, errlen) &&
+	       urltemplate_check_target(tmpl, err, errlen);
 }
 
 bool urltemplate_strip_credentials(const char *url, struct buf *out)

@@ -387,9 +387,13 @@ BEGIN
     -- it had before must not disable it, nor old failures start a new run.
     -- An attempt stamped later than now (a dispatcher's clock ahead of the
     -- database's) counts as made now: a failure from the future would
-    -- otherwise outlast every success until that time came.
+    -- otherwise outlast every success until that time came. One stamped
+    -- more than a day ago (a clock days behind) counts as made a day ago:
+    -- its failure began a run of failures days old, and the 5-day rule
+    -- disabled the webhook at its first failure.
     counted AS (
-        SELECT m.webhook_id, m.outcome, least(m.attempted_at, now()) AS attempted_at
+        SELECT m.webhook_id, m.outcome,
+               greatest(least(m.attempted_at, now()), now() - interval '1 day') AS attempted_at
         FROM moved m JOIN reghook.webhooks w ON w.id = m.webhook_id
         WHERE m.attempted_at >= w.updated_at
     ),
@@ -465,9 +469,14 @@ BEGIN
         FROM runs r JOIN reghook.webhooks w ON w.id = r.webhook_id
         WHERE r.webhook_id IN (SELECT id FROM free) AND r.earliest >= w.updated_at
     ),
+    -- A day without a failure (and without a success) ends a run as far as
+    -- the 5-day rule goes: a webhook that failed a push's deliveries last
+    -- week, then had nothing to send, was disabled at the first failure
+    -- after, "5 days of failures" that were one day's.
     health AS (
         SELECT e.*, CASE WHEN e.ends_run THEN e.fails_after ELSE e.fails END AS fails_new,
                CASE WHEN e.ends_run THEN e.first_fail_after
+                    WHEN w.last_failure_at < e.first_fail - interval '1 day' THEN e.first_fail
                     ELSE coalesce(w.failing_since, e.first_fail) END AS since
         FROM ends e JOIN reghook.webhooks w ON w.id = e.webhook_id
     )

@@ -166,6 +166,18 @@ BEGIN
         RAISE EXCEPTION 'url: the host is not a host name, an IPv4 address or an IPv6 address in brackets (http://[::1]:8080/), or a '':'' follows the port'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF hostport ~ '^\[' THEN
+        BEGIN
+            PERFORM substring(hostport FROM '^\[([^]%]*)')::inet;
+        EXCEPTION WHEN invalid_text_representation THEN
+            RAISE EXCEPTION 'url: the host is not a host name, an IPv4 address or an IPv6 address in brackets (http://[::1]:8080/), or a '':'' follows the port'
+                USING ERRCODE = 'invalid_parameter_value';
+        END;
+        IF family(substring(hostport FROM '^\[([^]%]*)')::inet) <> 6 THEN
+            RAISE EXCEPTION 'url: the host is not a host name, an IPv4 address or an IPv6 address in brackets (http://[::1]:8080/), or a '':'' follows the port'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
     port := substring(hostport FROM CASE WHEN hostport ~ '^\[' THEN '\]:([0-9]*)$' ELSE ':([0-9]*)$' END);
     IF port <> '' AND (length(port) > 5 OR port::integer NOT BETWEEN 1 AND 65535) THEN
         RAISE EXCEPTION 'url: the port is not a number from 1 to 65535'

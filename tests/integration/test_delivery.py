@@ -937,6 +937,49 @@ def test_five_days_without_success_disable_the_webhook(reghook_factory, pg, endp
     assert len(deliveries(pg, dead_id)) == 2 and len(dead.requests) == 2
 
 
+def test_a_quiet_day_ends_a_run_of_failures_for_the_5_day_rule(reghook_factory, pg,
+                                                               endpoint_factory):
+    """A webhook that failed a push's deliveries 6 days ago, then had nothing
+    to send: its next failure is one day's, not the sixth of a run (it was
+    disabled at once, and the delivery, waiting while disabled, never
+    retried). Nor does a dispatcher's clock days behind make its first
+    failure a run days old."""
+    daemon = reghook_factory({**FAST, 'max_attempts': 2})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.script([502])
+    webhook_id = add_webhook(daemon, 'team-a', hook.url('/'))
+    pg.psql(f"""UPDATE reghook.webhooks SET updated_at = now() - interval '10 days',
+                    last_success_at = now() - interval '7 days', failures_in_a_row = 8,
+                    failing_since = now() - interval '6 days',
+                    last_failure_at = now() - interval '4 days 20 hours'
+                WHERE id = {webhook_id}""")
+    post(daemon, token, event(tag='1'))
+    wait_status(pg, webhook_id, 'succeeded')
+    assert [a['response_status'] for a in attempts(pg, webhook_id)] == [502, 200]
+    [h] = rows(pg, f'SELECT enabled, disabled_reason FROM reghook.webhooks WHERE id = {webhook_id}')
+    assert h == {'enabled': True, 'disabled_reason': None}, h
+
+    # A failure stamped 6 days ago by a clock that far behind, the run new.
+    pg.psql(f"""UPDATE reghook.webhooks SET failures_in_a_row = 0, failing_since = NULL,
+                    last_failure_at = NULL, updated_at = now() - interval '10 days'
+                WHERE id = {webhook_id};
+                INSERT INTO reghook.deliveries (webhook_id, action, status, attempts,
+                                                lease_owner, lease_expires_at)
+                VALUES ({webhook_id}, 'push', 'in_flight', 1, 'slow-clock', now() + interval '1 minute')""")
+    [d] = rows(pg, "SELECT id::text FROM reghook.deliveries WHERE lease_owner = 'slow-clock'")
+    record = json.dumps([{'id': d['id'], 'attempt': 1, 'webhook_id': webhook_id,
+                          'attempted_at': (time.time() - 6 * 86400) * 1000, 'duration_ms': 5,
+                          'method': 'POST', 'url': 'http://x/', 'request_headers': [],
+                          'response_status': 502, 'response_headers': [],
+                          'response_body': '', 'error_class': 'http', 'error_message': 'HTTP 502',
+                          'outcome': 'retry', 'delay_ms': 60000}])
+    pg.psql(f"SELECT reghook.complete_deliveries('slow-clock', '{record}')")
+    [h] = rows(pg, f"""SELECT enabled, failing_since > now() - interval '2 days' AS recent
+                       FROM reghook.webhooks WHERE id = {webhook_id}""")
+    assert h == {'enabled': True, 'recent': True}, h
+
+
 def test_redirect_is_not_followed(reghook_factory, pg, endpoint_factory):
     daemon = reghook_factory(FAST)
     token = register(daemon, 'team-a')

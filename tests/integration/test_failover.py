@@ -230,22 +230,9 @@ def test_a_batch_cut_off_as_it_commits_keeps_its_deliveries_results(pg_own, regh
     assert 'attempt record dropped' not in daemon.log()
 
 
-def test_a_result_of_a_batch_that_did_not_commit_is_not_written_onto_its_retry(
-        pg_own, reghook_factory, endpoint_factory):
-    """The receiver gives up on its connection (db_timeout) while its batch
-    commits, and the commit then fails: the delivery it handed over was
-    sent (500 here) and its result kept. The registry's retry makes the
-    delivery again, same id, attempt 1, and it is sent again (200, slowly):
-    that attempt is the one recorded, not the kept result of the first
-    (written onto the new lease, it failed the attempt and a third request
-    went out while the second ran)."""
-    daemon = reghook_factory({'db_timeout': '1s'})
-    token = register(daemon, 'team-a')
-    hook = endpoint_factory()
-    hook.script([Response(500, b'first'), Response(200, b'second', delay=2.5)])
-    add_webhook(daemon, 'team-a', hook.url('/hook'))
-    # The test's own instrumentation: the first event's commit takes 1.5 s
-    # (past db_timeout), then fails.
+def fail_first_commit(pg_own):
+    """The test's own instrumentation: the first event's commit takes 1.5 s
+    (past a db_timeout of 1 s), then fails."""
     pg_own.psql("""
         CREATE SEQUENCE public.commits;
         CREATE FUNCTION public.fail_first_commit() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -259,20 +246,46 @@ def test_a_result_of_a_batch_that_did_not_commit_is_not_written_onto_its_retry(
         CREATE CONSTRAINT TRIGGER fail_first_commit AFTER INSERT ON reghook.events
             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
             EXECUTE FUNCTION public.fail_first_commit()""")
+
+
+@pytest.mark.parametrize('first_runs', [False, True], ids=['first-ended', 'first-running'])
+def test_a_result_of_a_batch_that_did_not_commit_is_not_written_onto_its_retry(
+        pg_own, reghook_factory, endpoint_factory, first_runs):
+    """The receiver gives up on its connection (db_timeout) while its batch
+    commits, and the commit then fails: the delivery it handed over was
+    sent and the registry's retry makes the delivery again, same id,
+    attempt 1.
+    - first-ended: the first request failed (500) and its result was kept;
+      the delivery is sent again (200, slowly), and that attempt is the one
+      recorded, not the kept result of the first (written onto the new
+      lease, it failed the attempt and a third request went out while the
+      second ran).
+    - first-running: the first request (a slow 200) is still under way: it
+      is not sent a second time at once, and its 200 is the new lease's
+      attempt."""
+    daemon = reghook_factory({'db_timeout': '1s'})
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    hook.script([Response(200, b'slow', delay=4)] if first_runs else
+                [Response(500, b'first'), Response(200, b'second', delay=2.5)])
+    add_webhook(daemon, 'team-a', hook.url('/hook'))
+    fail_first_commit(pg_own)
     headers = {'Content-Type': RegistrySender.V1, 'Authorization': f'Bearer {token}'}
     body = json.dumps({'events': [registry_event(tag='v1')]}).encode()
     assert daemon.post('/events', body, headers)[0] == 503
     hook.wait_for(1)
-    wait_until(lambda: 'not stored yet' in daemon.log(), timeout=10,
-               msg='the first result kept for its row')
+    if not first_runs:
+        wait_until(lambda: 'not stored yet' in daemon.log(), timeout=10,
+                   msg='the first result kept for its row')
     assert daemon.post('/events', body, headers)[0] == 200  # the registry's retry
     wait_until(lambda: pg_own.psql('SELECT status FROM reghook.deliveries').strip() == 'succeeded',
                timeout=15, msg='the delivery made again to succeed')
     assert pg_own.psql('SELECT attempt, response_status FROM reghook.delivery_attempts'
                        ).split() == ['1|200']
-    assert 'made again by the registry' in daemon.log()
+    assert (('leased again while its attempt 1 is made here' if first_runs else
+             'made again by the registry') in daemon.log())
     time.sleep(1.5)
-    assert len(hook.requests) == 2
+    assert len(hook.requests) == (1 if first_runs else 2)
 
 
 # --- a primary and its synchronous standby ---------------------------------------------

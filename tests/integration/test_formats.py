@@ -398,6 +398,8 @@ def test_a_body_or_url_past_the_limits_fails_at_once_and_sends_nothing(reghook_f
     ({'url': 'http://::1:8080/x'}, 'url: the host is not a host name'),
     ({'url': 'http://[::1:8080/x'}, 'url: the host is not a host name'),
     ({'url': 'http://[]:80/'}, 'url: the host is not a host name'),
+    ({'url': 'http://[1:2]/x'}, 'url: the host is not a host name'),
+    ({'url': 'http://[::1::2]/x'}, 'url: the host is not a host name'),
     ({'url': 'http://b\u00fccher.example/'}, 'url: the host holds a character that is not ASCII'),
     ({'url': 'https://x.example/p\u00fc'}, 'url: a character that cannot be in a URL'),
     ({'url': 'https://x.example/a|b'}, 'url: a character that cannot be in a URL'),
