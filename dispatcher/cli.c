@@ -179,12 +179,34 @@ PGconn *cli_connect(const struct config *cfg)
 	return conn;
 }
 
+static bool stdout_closed;
+
+void cli_stdout_was_closed(void)
+{
+	stdout_closed = true;
+}
+
 bool cli_output_written(void)
 {
-	if (fflush(stdout) == 0 && !ferror(stdout))
+	static bool told;
+	errno = 0;
+	bool flushed = fflush(stdout) == 0;
+	if (flushed && !ferror(stdout))
 		return true;
-	fprintf(stderr, "reghook: writing the output: %s\n", strerror(errno));
+	if (!told)
+		fprintf(stderr, "reghook: writing the output: %s\n",
+			!flushed && errno ? strerror(errno) : "a write failed");
+	told = true;
 	return false;
+}
+
+bool cli_output_shown(void)
+{
+	if (stdout_closed) {
+		fprintf(stderr, "reghook: standard output is closed\n");
+		return false;
+	}
+	return cli_output_written();
 }
 
 bool cli_begin(PGconn *conn)

@@ -59,6 +59,13 @@ PGresult *cli_exec(PGconn *conn, const char *sql, int nparams, const char *const
  * asks before it commits.
  */
 bool cli_output_written(void);
+/*
+ * The same, and false too when the process began with stdout closed (its
+ * output went to /dev/null): for what is shown once and kept nowhere else.
+ */
+bool cli_output_shown(void);
+/* main(): stdout was closed at start, and is /dev/null now. */
+void cli_stdout_was_closed(void);
 /* BEGIN; false after printing why. */
 bool cli_begin(PGconn *conn);
 

@@ -80,7 +80,7 @@ static void print_snippet(const struct config *cfg, const char *token)
  */
 static int commit_if_shown(PGconn *conn, const char *kept)
 {
-	if (!cli_output_written()) {
+	if (!cli_output_shown()) {
 		PQclear(PQexec(conn, "ROLLBACK"));
 		fprintf(stderr, "reghook: the token could not be shown, so %s\n", kept);
 		return CLI_FAILED;

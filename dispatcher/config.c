@@ -65,11 +65,9 @@ static const char *check_listen(const char *v)
 	struct in6_addr a6;
 	if (!config_listen_host(v, host, sizeof(host)))
 		return "the host is over 255 bytes";
-	char *zone = strchr(host, '%'); /* [fe80::1%eth0]:8080 */
-	if (v[0] == '[' && zone)
-		*zone = '\0';
-	if (v[0] == '[' && (inet_pton(AF_INET6, host, &a6) != 1 || (zone && !zone[1])))
-		return "not an IPv6 address in the brackets";
+	if (v[0] == '[' && inet_pton(AF_INET6, host, &a6) != 1)
+		return "not an IPv6 address in the brackets (no zone: the URLs made of it "
+		       "could not hold one)";
 	/* An empty host (":8080", "[]:8080") listened on every interface unasked. */
 	if (*host == '\0')
 		return "no host: give the address to listen on (0.0.0.0 or [::] for every one)";

@@ -222,7 +222,7 @@ long delivery_write_wait_ms(int held, long oldest_age_ms, int suspects, bool sto
 bool delivery_refusal_is_records(const char *sqlstate)
 {
 	return strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0 ||
-	       strncmp(sqlstate, "54", 2) == 0 || strcmp(sqlstate, "57014") == 0;
+	       strncmp(sqlstate, "54", 2) == 0;
 }
 
 int delivery_write_done(enum delivery_write_outcome outcome, int n, int *suspects)

@@ -215,11 +215,11 @@ enum delivery_write_outcome {
 /*
  * Whether a complete_deliveries() that failed with this SQLSTATE failed
  * for something in its records (a data exception, an integrity violation,
- * a value over a limit of PostgreSQL's: classes 22, 23 and 54; a statement
- * timeout, which a batch too large for it meets at every try), which
+ * a value over a limit of PostgreSQL's: classes 22, 23 and 54), which
  * writing them again as they were cannot mend: they are written one by
  * one; else the database could not write them then (its disk full, out of
- * memory, a lock wait, a conflict, a schema being migrated) and they are kept, like records whose
+ * memory, a lock wait, a conflict, a cancel, a schema being migrated) and
+ * they are kept, like records whose
  * rows another transaction holds (DELIVERY_BUSY_RETRY_MS, DELIVERY_BUSY_KEEP_MS), rather than
  * dropped: dropped, their deliveries were sent again once their leases ran out, and the attempts
  * made were missing from the history.

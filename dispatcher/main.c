@@ -47,6 +47,8 @@ static void standard_descriptors(void)
 			dup2(null, fd);
 			close(null);
 		}
+		if (fd == 1)
+			cli_stdout_was_closed();
 	}
 }
 

@@ -475,6 +475,8 @@ BEGIN
     -- after, "5 days of failures" that were one day's.
     health AS (
         SELECT e.*, CASE WHEN e.ends_run THEN e.fails_after ELSE e.fails END AS fails_new,
+               NOT e.ends_run AND w.last_failure_at < e.first_fail - interval '1 day'
+                   AS quiet_day,
                CASE WHEN e.ends_run THEN e.first_fail_after
                     WHEN w.last_failure_at < e.first_fail - interval '1 day' THEN e.first_fail
                     ELSE coalesce(w.failing_since, e.first_fail) END AS since
@@ -484,7 +486,7 @@ BEGIN
     UPDATE reghook.webhooks w
     SET last_success_at = greatest(h.last_ok, w.last_success_at),
         last_failure_at = greatest(h.last_bad, w.last_failure_at),
-        failures_in_a_row = CASE WHEN h.ends_run THEN h.fails_new
+        failures_in_a_row = CASE WHEN h.ends_run OR h.quiet_day THEN h.fails_new
                                  ELSE w.failures_in_a_row + h.fails_new END,
         failing_since = h.since,
         enabled = w.enabled AND NOT h.gone

@@ -960,9 +960,12 @@ def test_a_quiet_day_ends_a_run_of_failures_for_the_5_day_rule(reghook_factory, 
     [h] = rows(pg, f'SELECT enabled, disabled_reason FROM reghook.webhooks WHERE id = {webhook_id}')
     assert h == {'enabled': True, 'disabled_reason': None}, h
 
-    # A failure stamped 6 days ago by a clock that far behind, the run new.
-    pg.psql(f"""UPDATE reghook.webhooks SET failures_in_a_row = 0, failing_since = NULL,
-                    last_failure_at = NULL, updated_at = now() - interval '10 days'
+    # A failure stamped 6 days ago by a clock that far behind, after 3 quiet
+    # days: it counts as made a day ago, and begins a run of its own.
+    pg.psql(f"""UPDATE reghook.webhooks SET failures_in_a_row = 7,
+                    failing_since = now() - interval '4 days',
+                    last_failure_at = now() - interval '3 days',
+                    updated_at = now() - interval '10 days'
                 WHERE id = {webhook_id};
                 INSERT INTO reghook.deliveries (webhook_id, action, status, attempts,
                                                 lease_owner, lease_expires_at)
@@ -975,9 +978,10 @@ def test_a_quiet_day_ends_a_run_of_failures_for_the_5_day_rule(reghook_factory, 
                           'response_body': '', 'error_class': 'http', 'error_message': 'HTTP 502',
                           'outcome': 'retry', 'delay_ms': 60000}])
     pg.psql(f"SELECT reghook.complete_deliveries('slow-clock', '{record}')")
-    [h] = rows(pg, f"""SELECT enabled, failing_since > now() - interval '2 days' AS recent
+    [h] = rows(pg, f"""SELECT enabled, failing_since > now() - interval '2 days' AS recent,
+                              failures_in_a_row
                        FROM reghook.webhooks WHERE id = {webhook_id}""")
-    assert h == {'enabled': True, 'recent': True}, h
+    assert h == {'enabled': True, 'recent': True, 'failures_in_a_row': 1}, h
 
 
 def test_redirect_is_not_followed(reghook_factory, pg, endpoint_factory):

@@ -202,6 +202,7 @@ def test_output_that_cannot_be_written_is_no_success(pg):
     with open('/dev/full', 'w') as full:
         proc = reghook_to(full, ['registry', 'add', 'lost'], pg.url())
         assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.count('reghook: writing the output') == 1, proc.stderr
         assert 'reghook: writing the output: No space left on device' in proc.stderr
         assert 'the token could not be shown, so no registry source was created' in proc.stderr
         assert 'lost' not in run_reghook(['registry', 'list'], database_url=pg.url()).stdout
@@ -215,8 +216,10 @@ def test_output_that_cannot_be_written_is_no_success(pg):
         assert proc.returncode == 1 and 'writing the output' in proc.stderr
     proc = reghook_to(None, ['namespace', 'list'], pg.url())  # stdout closed
     assert proc.returncode == 0 and proc.stderr == '', proc.stderr
-    proc = reghook_to(None, ['registry', 'add', 'closed'], pg.url())
-    assert proc.returncode == 0 and 'server closed' not in proc.stderr, proc.stderr
+    proc = reghook_to(None, ['registry', 'add', 'closed'], pg.url())  # a token no one sees
+    assert proc.returncode == 1 and 'standard output is closed' in proc.stderr, proc.stderr
+    assert 'server closed' not in proc.stderr, proc.stderr
+    assert 'closed' not in run_reghook(['registry', 'list'], database_url=pg.url()).stdout
 
 
 def test_cli_statements_end_at_db_timeout_and_since_needs_a_unit(pg):
