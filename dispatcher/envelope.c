@@ -111,11 +111,11 @@ bool envelope_timestamp(const char *in, char *out, size_t outlen)
 
 /*
  * Looks up a string field at path; absent and JSON null give NULL (ok),
- * any other non-string is an error. Empty strings become NULL. At most
- * MAX_FIELD bytes (get_string_any: any length).
+ * any other non-string is an error. Empty strings become NULL. Any length:
+ * parse_event() bounds those of the events it keeps.
  */
-static bool get_string_max(yajl_val obj, const char *const *path, size_t idx, const char **out,
-			   size_t max, char *err, size_t errlen)
+static bool get_string(yajl_val obj, const char *const *path, size_t idx, const char **out,
+		       char *err, size_t errlen)
 {
 	*out = NULL;
 	yajl_val v = yajl_tree_get(obj, (const char **)path, yajl_t_any);
@@ -127,25 +127,8 @@ static bool get_string_max(yajl_val obj, const char *const *path, size_t idx, co
 		return false;
 	}
 	const char *s = YAJL_GET_STRING(v);
-	if (strlen(s) > max) {
-		snprintf(err, errlen, "events[%zu].%s%s%s: longer than %zu bytes", idx, path[0],
-			 path[1] ? "." : "", path[1] ? path[1] : "", max);
-		return false;
-	}
 	*out = *s ? s : NULL;
 	return true;
-}
-
-static bool get_string(yajl_val obj, const char *const *path, size_t idx, const char **out,
-		       char *err, size_t errlen)
-{
-	return get_string_max(obj, path, idx, out, MAX_FIELD, err, errlen);
-}
-
-static bool get_string_any(yajl_val obj, const char *const *path, size_t idx, const char **out,
-			   char *err, size_t errlen)
-{
-	return get_string_max(obj, path, idx, out, (size_t)-1, err, errlen);
 }
 
 /*
@@ -351,15 +334,15 @@ static bool parse_event(yajl_val e, size_t idx, struct reg_event *ev, char *err,
 	 * registry sends again and again, every later event of its queue
 	 * behind it.
 	 */
-	if (!get_string_any(e, p_id, idx, &ev->id, err, errlen) ||
-	    !get_string_any(e, p_ts, idx, &ts, err, errlen) ||
-	    !get_string_any(e, p_repo, idx, &ev->repository, err, errlen) ||
-	    !get_string_any(e, p_tag, idx, &ev->tag, err, errlen) ||
-	    !get_string_any(e, p_digest, idx, &ev->digest, err, errlen) ||
-	    !get_string_any(e, p_type, idx, &ev->media_type, err, errlen) ||
-	    !get_string_any(e, p_url, idx, &url, err, errlen) ||
-	    !get_string_any(e, p_req, idx, &ev->request_id, err, errlen) ||
-	    !get_string_any(e, p_actor, idx, &ev->actor, err, errlen))
+	if (!get_string(e, p_id, idx, &ev->id, err, errlen) ||
+	    !get_string(e, p_ts, idx, &ts, err, errlen) ||
+	    !get_string(e, p_repo, idx, &ev->repository, err, errlen) ||
+	    !get_string(e, p_tag, idx, &ev->tag, err, errlen) ||
+	    !get_string(e, p_digest, idx, &ev->digest, err, errlen) ||
+	    !get_string(e, p_type, idx, &ev->media_type, err, errlen) ||
+	    !get_string(e, p_url, idx, &url, err, errlen) ||
+	    !get_string(e, p_req, idx, &ev->request_id, err, errlen) ||
+	    !get_string(e, p_actor, idx, &ev->actor, err, errlen))
 		return false;
 
 	ev->kind = envelope_classify(ev->action, ev->media_type, url, ev->tag);

@@ -205,12 +205,6 @@ static bool authority_plain(const char *tmpl, char *err, size_t errlen)
 	return true;
 }
 
-/* RFC 3986's reg-name, as host names are written (IDNs in their xn-- form). */
-static bool host_char(unsigned char c)
-{
-	return unreserved(c);
-}
-
 /* An IPv6 address (with a %25 zone) in a URL's brackets, inside[0..len). */
 static bool ipv6_literal(const char *inside, size_t len)
 {
@@ -280,7 +274,7 @@ bool urltemplate_check_target(const char *url, char *err, size_t errlen)
 					 c);
 				return false;
 			}
-			if (!host_char(c)) {
+			if (!unreserved(c)) { /* a reg-name as host names are written */
 				snprintf(err, errlen, "'%c' cannot be in a host name", c);
 				return false;
 			}
