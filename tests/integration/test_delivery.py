@@ -984,6 +984,23 @@ def test_a_quiet_day_ends_a_run_of_failures_for_the_5_day_rule(reghook_factory, 
     assert h == {'enabled': True, 'recent': True, 'failures_in_a_row': 1}, h
 
 
+def test_a_stored_url_libcurl_cannot_send_fails_at_once(reghook_factory, pg):
+    """A webhook whose URL was stored before add and set checked it as now
+    (port 65536: the table's own check takes it): its delivery fails at its
+    first attempt, saying why, instead of being retried for hours."""
+    daemon = reghook_factory({**FAST, 'max_attempts': 5})
+    token = register(daemon, 'team-a')
+    webhook_id = add_webhook(daemon, 'team-a', 'http://127.0.0.1:9/hook')
+    pg.psql(f"UPDATE reghook.webhooks SET url = 'http://127.0.0.1:65536/hook' "
+            f"WHERE id = {webhook_id}")
+    post(daemon, token, event())
+    wait_status(pg, webhook_id, 'failed')
+    [a] = attempts(pg, webhook_id)
+    assert a['error_class'] == 'other', a
+    assert a['error_message'].startswith('libcurl cannot send to this URL: '), a
+    assert [d['attempts'] for d in deliveries(pg, webhook_id)] == [1]
+
+
 def test_redirect_is_not_followed(reghook_factory, pg, endpoint_factory):
     daemon = reghook_factory(FAST)
     token = register(daemon, 'team-a')
