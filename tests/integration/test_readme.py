@@ -2,8 +2,10 @@
 snippet is exactly what `reghook registry add` prints, and the Portainer
 webhook command is accepted as it stands and delivers what it promises."""
 
+import hashlib
 import os
 import pathlib
+import pwd
 import re
 import shlex
 import shutil
@@ -285,13 +287,104 @@ def postmaster_running(checkout):
         return False
 
 
+def root_cluster_of(run):
+    """The directory of clusters make run keeps as root for this checkout."""
+    name = re.sub(r'[^A-Za-z0-9._-]', '_', os.path.basename(run.checkout))[:40]
+    digest = hashlib.sha256(run.checkout.encode()).hexdigest()[:12]
+    return os.path.join(run.env['REGHOOK_RUN_CLUSTERS'], f'{name}-{digest}')
+
+
+@pytest.mark.parametrize('link', ['checkout', 'pg.log', 'run', 'initdb.log'])
+def test_make_run_as_root_writes_nothing_a_link_of_postgres_leads_to(link, tmp_path):
+    """As root, the cluster lives in a directory postgres owns; a link
+    postgres put there (any of its superusers can act as it) must not make
+    root write, empty or chmod the file or directory it leads to."""
+    assert os.geteuid() == 0, 'make run keeps its cluster in postgres\'s directory as root only'
+    run = MakeRun(os.environ['REGHOOK_BIN'])
+    victim = tmp_path / 'victim'
+    if link == 'run':
+        victim.mkdir(mode=0o755)
+        os.chmod(victim, 0o755)
+    else:
+        victim.write_text('root\'s own\n')
+        os.chmod(victim, 0o644)
+    try:
+        cluster = root_cluster_of(run)
+        subprocess.run(['install', '-d', '-m', '0700', '-o', 'postgres', '-g', 'postgres',
+                        os.path.dirname(cluster)], check=True)
+        subprocess.run(['runuser', '-u', 'postgres', '--', 'sh', '-c',
+                        'mkdir -m 0700 "$1" && ln -s "$2" "$1/$3"', 'sh', cluster, str(victim),
+                        link], check=True)
+        with open(run.out_path, 'w') as out:
+            run.proc = subprocess.Popen(['packaging/run-local', 'build/reghook'],
+                                        cwd=run.checkout, env=run.env, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        # Refused, or (a link make run no longer writes through) served.
+        wait_until(run.ready_or_gone, timeout=90, msg='make run ready or gone')
+        run.stop()
+        st = os.lstat(victim)
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755 if link == 'run' else 0o644), \
+            run.output()
+        if link != 'run':
+            assert victim.read_text() == 'root\'s own\n', run.output()
+    finally:
+        run.cleanup()
+
+
+def refused_by_a_server_of_another_user(make_run):
+    """The socket directory make run's configuration names may be made again
+    by another user once it is gone (/tmp without XDG_RUNTIME_DIR, after a
+    reboot): a server of theirs there must get no connection from the
+    commands of var/env, nor from the psql line make run printed. make run
+    is stopped."""
+    out = make_run.output()
+    second = out[out.index('A second terminal reaches'):].splitlines()[2:5]
+    source, _, psql = (line.split('  #')[0].strip() for line in second)
+    # Another user's PostgreSQL, with a reghook superuser and database, on
+    # the very socket path: the stand-in for a directory made again in /tmp.
+    cluster = root_cluster_of(make_run)
+    sockdir = os.path.join(cluster, 'run')
+    os.rename(sockdir, sockdir + '.mine')
+    data = pathlib.Path(tempfile.mkdtemp(prefix='reghook-theirs-'))
+    as_nobody = ['runuser', '-u', 'nobody', '--']
+    bindir = subprocess.run(['pg_config', '--bindir'], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    try:
+        nobody = pwd.getpwnam('nobody')
+        for path in (os.path.dirname(cluster), cluster):
+            os.chmod(path, 0o711)
+        os.mkdir(sockdir, 0o700)
+        os.chown(sockdir, nobody.pw_uid, nobody.pw_gid)
+        os.chown(data, nobody.pw_uid, nobody.pw_gid)
+        subprocess.run(as_nobody + [f'{bindir}/initdb', '-D', str(data / 'pg'), '-U', 'reghook',
+                                    '--auth=trust'], check=True, capture_output=True, cwd='/')
+        subprocess.run(as_nobody + [f'{bindir}/pg_ctl', 'start', '-w', '-D', str(data / 'pg'),
+                                    '-l', str(data / 'log'), '-o',
+                                    f"-c listen_addresses='' -p 5432 -k {sockdir}"],
+                       check=True, capture_output=True, cwd='/')
+        theirs = ['env', f'PGHOST={sockdir}', 'PGPORT=5432', 'PGUSER=reghook']
+        subprocess.run(theirs + ['psql', '-X', '-d', 'postgres', '-c', 'CREATE DATABASE reghook'],
+                       check=True, capture_output=True)
+        for line in (f'{source} && reghook namespace list', f'{source} && psql -c "SELECT 1"',
+                     f"{psql} -c 'SELECT 1'"):
+            res = make_run.shell(line, check=False, cwd='/')
+            assert res.returncode != 0 and 'requirepeer' in res.stderr, (line, res)
+    finally:
+        subprocess.run(as_nobody + [f'{bindir}/pg_ctl', 'stop', '-m', 'immediate', '-D',
+                                    str(data / 'pg')], capture_output=True, cwd='/')
+        shutil.rmtree(sockdir, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
+        os.rename(sockdir + '.mine', sockdir)
+
+
 @pytest.mark.long
 def test_make_run_twice_a_taken_address_and_a_server_left_running(make_run):
     """A second make run of the checkout, or one whose address another
     holds, stops before it prints a registry token that would lead
     nowhere; the settings given to make run reach the commands through
     var/env; a PostgreSQL left running by a make run that was killed is
-    taken over, and stopped with reghook."""
+    taken over, and stopped with reghook; once it is stopped, a server of
+    another user on its socket's path gets none of its commands."""
     make_run.start()
     again = subprocess.run(['packaging/run-local', 'build/reghook'], cwd=make_run.checkout,
                            env=make_run.env, capture_output=True, text=True, timeout=60)
@@ -342,3 +435,4 @@ def test_make_run_twice_a_taken_address_and_a_server_left_running(make_run):
     res = make_run.shell('. var/env && reghook namespace list', check=False)
     assert res.returncode == 1 and res.stderr.splitlines()[-1].startswith(
         'hint: the database of make run (REGHOOK_CONFIG='), res.stderr
+    refused_by_a_server_of_another_user(make_run)
