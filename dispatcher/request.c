@@ -40,6 +40,8 @@ struct request {
 
 	struct buf resp_body; /* first body_limit bytes */
 	bool truncated;
+	size_t dropped;		 /* body bytes read past body_limit */
+	bool cut;		 /* the transfer ended here once REQUEST_DROP_MAX was dropped */
 	struct buf resp_headers; /* JSON array of the final answer's headers */
 	char retry_after[64];
 
@@ -108,6 +110,8 @@ static void add_header(struct request *r, const char *name, const char *value, b
  */
 #define REQUEST_URL_MAX 16384
 #define REQUEST_BODY_MAX (1024 * 1024)
+/* Response bytes read and dropped past response_body_limit before the transfer is cut (on_body). */
+#define REQUEST_DROP_MAX (1024 * 1024)
 
 static void finish_invalid(struct request *r, const char *why)
 {
@@ -189,10 +193,23 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 	struct request *r = arg;
 	size_t len = size * n;
 	size_t room = r->body_limit > r->resp_body.len ? r->body_limit - r->resp_body.len : 0;
-	if (len > room)
+	if (len > room) {
 		r->truncated = true;
+		r->dropped += len - room;
+	}
 	buf_append(&r->resp_body, data, len < room ? len : room);
-	return len; /* the rest is read and dropped; the request timeout bounds it */
+	/*
+	 * The rest is read and dropped, so that the connection can carry the
+	 * next request, up to REQUEST_DROP_MAX: an endpoint streaming an endless
+	 * body would otherwise keep the transfer (and this process's CPU) busy
+	 * until the webhook's timeout, up to a day. Past it the transfer ends
+	 * here (the connection with it) and the answer counts as it came.
+	 */
+	if (r->dropped > REQUEST_DROP_MAX) {
+		r->cut = true;
+		return 0;
+	}
+	return len;
 }
 
 static size_t on_header(char *data, size_t size, size_t n, void *arg)
@@ -545,6 +562,8 @@ void request_finish(struct request *r, CURLcode result)
 	if (r->outcome == REQUEST_INVALID)
 		return;
 	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+	if (result == CURLE_WRITE_ERROR && r->cut)
+		result = CURLE_OK; /* on_body ended a body too long to read: answered */
 	if (result == CURLE_URL_MALFORMAT) {
 		/* No try can mend it (a webhook added before its URL was checked as now): fail at
 		 * once. */
@@ -562,6 +581,13 @@ void request_finish(struct request *r, CURLcode result)
 		} else if (r->local[0]) {
 			r->error_class = "other";
 			snprintf(r->error, sizeof(r->error), "%s", r->local);
+		} else if (result == CURLE_OUT_OF_MEMORY && !r->curl_error[0]) {
+			/* libcurl's account of a response header line over its limit (100 KB). */
+			r->error_class = "other";
+			snprintf(r->error, sizeof(r->error),
+				 "the response's headers are too large for libcurl (a line over "
+				 "100 KB),"
+				 " or it ran out of memory");
 		} else {
 			r->error_class = curl_class(result);
 			snprintf(r->error, sizeof(r->error), "%s",

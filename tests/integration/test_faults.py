@@ -133,6 +133,31 @@ def garbage(server, conn):
     conn.close()
 
 
+def endless(server, conn):
+    """Answers 200 with a body it says is 100 GB long, sent as fast as the
+    other side reads, until it goes away."""
+    read_request(conn)
+    try:
+        conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n')
+        chunk = b'x' * 65536
+        while not server.stopping.is_set():
+            conn.sendall(chunk)
+    except OSError:
+        pass
+    conn.close()
+
+
+def big_header(server, conn):
+    """Answers 200 with one header line of 2 MiB."""
+    read_request(conn)
+    try:
+        conn.sendall(b'HTTP/1.1 200 OK\r\nX-Big: ' + b'b' * (2 << 20) +
+                     b'\r\nContent-Length: 2\r\n\r\nok')
+    except OSError:
+        pass
+    conn.close()
+
+
 def self_signed(tmp_path):
     """An SSL context serving a fresh self-signed certificate for 127.0.0.1."""
     cert, key = tmp_path / 'cert.pem', tmp_path / 'key.pem'
@@ -175,7 +200,9 @@ def test_faulty_endpoints_are_classified_and_hold_back_no_one(reghook_factory, p
         resetting = RawServer(reset)
         garbled = RawServer(garbage)
         untrusted = RawServer(tls_answering(self_signed(tmp_path)))
-        servers += [hanging, slow, resetting, garbled, untrusted]
+        streaming = RawServer(endless)
+        headed = RawServer(big_header)
+        servers += [hanging, slow, resetting, garbled, untrusted, streaming, headed]
         huge, looping, healthy = endpoint_factory(), endpoint_factory(), endpoint_factory()
         huge_body = bytes(range(256)) * (16 * 4096)  # 16 MiB
         huge.respond(200, huge_body)
@@ -189,6 +216,9 @@ def test_faulty_endpoints_are_classified_and_hold_back_no_one(reghook_factory, p
             'reset': add_webhook(daemon, 'team-a', resetting.url('/reset'), *once),
             'garbage': add_webhook(daemon, 'team-a', garbled.url('/garbage'), *once),
             'huge': add_webhook(daemon, 'team-a', huge.url('/huge'), *once),
+            'endless': add_webhook(daemon, 'team-a', streaming.url('/endless'), '--timeout',
+                                   '30s', *once),
+            'bigheader': add_webhook(daemon, 'team-a', headed.url('/big'), *once),
             'loop': add_webhook(daemon, 'team-a', looping.url('/loop'), *once),
             'tls': add_webhook(daemon, 'team-a',
                                f'https://127.0.0.1:{untrusted.port}/tls', *once),
@@ -246,6 +276,17 @@ def test_faulty_endpoints_are_classified_and_hold_back_no_one(reghook_factory, p
             assert (a['error_class'], a['response_status']) == (None, 200), a
             assert a['response_truncated'] is True and a['body_len'] == 64 * 1024, a
 
+        # Read up to a megabyte past the limit, then cut: not streamed until
+        # the timeout (30 s), the process busy reading what it drops.
+        for a in found['endless']:
+            assert (a['error_class'], a['response_status']) == (None, 200), a
+            assert a['response_truncated'] is True and a['body_len'] == 64 * 1024, a
+            assert a['duration_ms'] < 10000, a
+
+        for a in found['bigheader']:
+            assert (a['error_class'], a['response_status']) == ('other', None), a
+            assert 'headers are too large' in a['error_message'], a
+
         for a in found['loop']:
             assert (a['error_class'], a['response_status']) == ('http', 302), a
             assert ['Location', looping.url('/loop')] in a['response_headers']
@@ -259,7 +300,7 @@ def test_faulty_endpoints_are_classified_and_hold_back_no_one(reghook_factory, p
         statuses = json.loads(pg.psql(
             "SELECT json_object_agg(webhook_id, s) FROM (SELECT webhook_id, "
             "json_agg(DISTINCT status) AS s FROM reghook.deliveries GROUP BY 1) t"))
-        expect_ok = {'slow', 'huge', 'healthy'}
+        expect_ok = {'slow', 'huge', 'endless', 'healthy'}
         for name, webhook_id in hooks.items():
             assert statuses[str(webhook_id)] == (['succeeded'] if name in expect_ok
                                                  else ['failed']), (name, statuses)
