@@ -10,7 +10,9 @@
  * commit. Any failure rolls the transaction back (or loses the session,
  * which does too): the database is left as it was. A second run finds
  * nothing to do and changes nothing: it reads and commits an empty
- * transaction.
+ * transaction. Run by the schema's owner, it also asks whether the group
+ * roles lost what the files give them (a database restored or renamed:
+ * access.sql), and applies the files again if so.
  *
  * The lock is SHARE ROW EXCLUSIVE on schema_migrations, taken by a role
  * that may write the table (the owner's, an admin's): it waits for
@@ -89,6 +91,7 @@ enum migrate_step {
 	MIGRATE_READING,   /* reading the applied versions */
 	MIGRATE_APPLYING,  /* running migration `next` */
 	MIGRATE_COMPARING, /* asking whether schema/functions/ changed */
+	MIGRATE_CARING,	   /* they did not: asking whether the group roles need them again */
 	MIGRATE_LOCKING,   /* they did: locking the schema's tables (FUNCTIONS_LOCK) */
 	MIGRATE_FUNCTIONS, /* running function file `next` */
 	MIGRATE_RECORDING, /* recording the function files applied */
@@ -130,6 +133,19 @@ static const char bootstrap_sql[] =
 	" IF current_setting('server_version_num')::integer < 140000 THEN"
 	" RAISE EXCEPTION 'reghook needs PostgreSQL 14 or newer; this server is %',"
 	" current_setting('server_version');"
+	" END IF;"
+	/* A role without USAGE on an existing schema: say so, and who can mend it. */
+	" IF to_regnamespace('reghook') IS NOT NULL AND NOT has_schema_privilege('reghook', "
+	"'USAGE') THEN"
+	" RAISE EXCEPTION 'role % may not use schema reghook, which % owns', "
+	"quote_ident(current_user),"
+	" (SELECT nspowner::regrole FROM pg_namespace WHERE nspname = 'reghook')"
+	" USING HINT = 'Run reghook migrate once as its owner: it gives this database''s group "
+	"roles"
+	" their grants again (a restore with --no-owner or --no-privileges, or without the "
+	"cluster''s"
+	" roles, loses them). The role of reghook serve needs to be a member of the dispatcher"
+	" role.';"
 	" END IF;"
 	/* Registry events are UTF-8 text: in another encoding some cannot be stored. */
 	" IF current_setting('server_encoding') <> 'UTF8' THEN"
@@ -215,6 +231,9 @@ static void set_error(struct migrate *m, const char *what, PGresult *res)
 {
 	struct buf b = BUF_INIT;
 	buf_printf(&b, "%s: %s", what, pgc_error(res));
+	const char *hint = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_HINT) : NULL;
+	if (hint)
+		buf_printf(&b, " (%s)", hint);
 	if (!m->error)
 		m->error = buf_steal(&b);
 	buf_free(&b);
@@ -250,7 +269,9 @@ static void compare_functions(struct pgc *c, struct migrate *m)
 	m->step = MIGRATE_COMPARING;
 	pgc_query(c,
 		  "SELECT coalesce((SELECT string_agg(file || ' ' || sha256 || E'\\n', '' "
-		  "ORDER BY file COLLATE \"C\") FROM reghook.schema_functions), '') <> $1",
+		  "ORDER BY file COLLATE \"C\") FROM reghook.schema_functions), '') <> $1, "
+		  "pg_has_role(current_user, (SELECT nspowner FROM pg_namespace "
+		  "WHERE nspname = 'reghook'), 'MEMBER')",
 		  1, params, on_result, m);
 }
 
@@ -339,10 +360,28 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 		if (!pgc_ok(res))
 			return fail(c, m, "reading reghook.schema_functions", res);
 		if (m->applied == 0 && strcmp(PQgetvalue(res, 0, 0), "f") == 0) {
-			query(c, m, MIGRATE_COMMITTING, "COMMIT");
+			/* The owner mends what a move of the database undid (access.sql). */
+			if (strcmp(PQgetvalue(res, 0, 1), "t") == 0)
+				query(c, m, MIGRATE_CARING,
+				      "SELECT reghook.group_roles_need_care()");
+			else
+				query(c, m, MIGRATE_COMMITTING, "COMMIT");
 			break;
 		}
 		query(c, m, MIGRATE_LOCKING, FUNCTIONS_LOCK);
+		break;
+	case MIGRATE_CARING:
+		if (!pgc_ok(res))
+			return fail(c, m, "checking the group roles", res);
+		if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+			log_info(
+				"the group roles of this database lack their grants, their binding "
+				"or their existence (a restored or renamed database): applying "
+				"schema/functions/ again");
+			query(c, m, MIGRATE_LOCKING, FUNCTIONS_LOCK);
+		} else {
+			query(c, m, MIGRATE_COMMITTING, "COMMIT");
+		}
 		break;
 	case MIGRATE_LOCKING:
 		if (!pgc_ok(res))

@@ -158,3 +158,124 @@ BEGIN
     RETURN ns_id;
 END
 $$;
+
+-- --- the group roles: there, bound to this database, and alone to connect -------
+-- Migration 008 made the group roles and bound them to this database; what
+-- happened to the database since may have undone some of that, and
+-- `reghook migrate`, run by the schema's owner, applies these files again
+-- when group_roles_need_care() says so (dispatcher/migrate.c):
+--   - restored from another cluster: the roles' descriptions name an oid
+--     that no database here has. This database takes them, so that a new
+--     database given its old name (after a rename, say) is refused them,
+--     as migration 008 refuses roles bound to a database that exists: it
+--     would otherwise take them, its dispatcher then the old database's.
+--   - renamed: the description names it again.
+--   - restored without the cluster's roles (pg_dumpall --globals-only):
+--     they are made again, and the roles granted namespaces made members of
+--     the member role again; authz.sql, applied after this file, grants and
+--     makes the policies (pg_restore could not: their roles were missing).
+--   - restored without -C, or by another owner: CONNECT is PUBLIC's again;
+--     it is taken back.
+-- Roles bound to another database of the cluster that exists (a copy
+-- restored there: README, Limits) are left as they are.
+CREATE OR REPLACE FUNCTION reghook.role_description(kind text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format('reghook: the %s role of database %s (database oid %s)', kind,
+                  quote_ident(current_database()),
+                  (SELECT oid FROM pg_database WHERE datname = current_database()))
+$$;
+COMMENT ON FUNCTION reghook.role_description(text) IS
+    'The description that binds a group role of this kind to this database.';
+
+CREATE OR REPLACE FUNCTION reghook.group_roles_need_care() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_has_role(current_user, (SELECT nspowner FROM pg_namespace WHERE nspname = 'reghook'), 'MEMBER')
+       AND (EXISTS (SELECT 1 FROM reghook.group_roles g LEFT JOIN pg_roles o ON o.rolname = g.role_name
+                    WHERE o.oid IS NULL
+                       OR NOT has_schema_privilege(o.oid, 'reghook', 'USAGE')
+                       OR coalesce(shobj_description(o.oid, 'pg_authid'), '') <> reghook.role_description(g.kind)
+                          AND NOT EXISTS (SELECT 1 FROM pg_database d
+                                          WHERE d.datname <> current_database()
+                                            AND d.oid::text = substring(shobj_description(o.oid, 'pg_authid')
+                                                                        FROM '\(database oid ([0-9]+)\)$')))
+            OR pg_has_role(current_user, (SELECT datdba FROM pg_database WHERE datname = current_database()),
+                           'MEMBER')
+               AND has_database_privilege('public', current_database(), 'CONNECT'))
+$$;
+COMMENT ON FUNCTION reghook.group_roles_need_care() IS
+    'Whether the group roles of this database are missing, lack their grants or their binding to it, or CONNECT is '
+    'PUBLIC''s (and the caller, the schema''s owner, can mend it): reghook migrate then applies the function files again.';
+
+DO $$
+DECLARE
+    db_oid oid := (SELECT oid FROM pg_database WHERE datname = current_database());
+    r record;
+    described text;
+    bound_to oid;
+    remade_member boolean := false;
+    names name[];
+BEGIN
+    FOR r IN SELECT g.kind, g.role_name, o.oid AS role_oid
+             FROM reghook.group_roles g LEFT JOIN pg_roles o ON o.rolname = g.role_name
+             ORDER BY g.kind LOOP
+        IF r.role_oid IS NULL THEN
+            BEGIN
+                EXECUTE format('CREATE ROLE %I NOLOGIN', r.role_name);
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'role % (the % role of this database) does not exist, and the migrating role may not '
+                                'create it', quote_ident(r.role_name), r.kind
+                    USING HINT = 'A restore without the cluster''s roles (pg_dumpall --globals-only) lacks it: run '
+                                 'reghook migrate once as a role with CREATEROLE, or create it (NOLOGIN).';
+            END;
+            RAISE WARNING 'role % (the % role of this database) did not exist, as after a restore without the '
+                          'cluster''s roles: made again', quote_ident(r.role_name), r.kind
+                USING HINT = CASE WHEN r.kind = 'member' THEN 'The roles granted namespaces are its members again.'
+                                  ELSE format('Make the roles that had it its members again: GRANT %I TO ...',
+                                              r.role_name) END;
+            remade_member := remade_member OR r.kind = 'member';
+        ELSE
+            described := shobj_description(r.role_oid, 'pg_authid');
+            CONTINUE WHEN described IS NOT DISTINCT FROM reghook.role_description(r.kind);
+            bound_to := substring(described FROM '^reghook: .* \(database oid ([0-9]+)\)$')::oid;
+            -- Another database's that exists: shared (README, Limits), left.
+            CONTINUE WHEN bound_to <> db_oid AND EXISTS (SELECT 1 FROM pg_database WHERE oid = bound_to);
+            IF bound_to IS DISTINCT FROM db_oid THEN
+                RAISE WARNING 'role % was not bound to a database of this cluster (%), as after a restore from '
+                              'another cluster: it is this database''s now', quote_ident(r.role_name),
+                              coalesce(described, 'no description')
+                    USING HINT = 'A new database given this one''s former name is refused it.';
+            END IF;
+        END IF;
+        BEGIN
+            EXECUTE format('COMMENT ON ROLE %I IS %L', r.role_name, reghook.role_description(r.kind));
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE WARNING 'role % is not bound to this database, and the migrating role may not bind it',
+                quote_ident(r.role_name)
+                USING HINT = 'Run reghook migrate once as a role with CREATEROLE: a new database given this one''s '
+                             'name could otherwise take the role.';
+        END;
+    END LOOP;
+
+    IF remade_member THEN
+        FOR r IN SELECT DISTINCT m.role_name FROM reghook.namespace_members m
+                 JOIN pg_roles o ON o.rolname = m.role_name ORDER BY 1 LOOP
+            EXECUTE format('GRANT %I TO %I', reghook.role_name('member'), r.role_name);
+        END LOOP;
+    END IF;
+
+    names := ARRAY(SELECT g.role_name FROM reghook.group_roles g ORDER BY g.kind);
+    IF pg_has_role(current_user, (SELECT datdba FROM pg_database WHERE oid = db_oid), 'MEMBER') THEN
+        IF has_database_privilege('public', db_oid, 'CONNECT')
+           OR EXISTS (SELECT 1 FROM unnest(names) n WHERE NOT has_database_privilege(n, db_oid, 'CONNECT')) THEN
+            EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', current_database());
+            EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I, %I, %I', current_database(),
+                           names[1], names[2], names[3]);
+        END IF;
+    ELSIF has_database_privilege('public', db_oid, 'CONNECT') THEN
+        RAISE WARNING 'CONNECT to database % is PUBLIC''s: only its owner may revoke it', quote_ident(current_database())
+            USING HINT = format('As the owner: REVOKE CONNECT ON DATABASE %1$s FROM PUBLIC; '
+                                'GRANT CONNECT ON DATABASE %1$s TO %2$s, %3$s, %4$s;', quote_ident(current_database()),
+                                quote_ident(names[1]), quote_ident(names[2]), quote_ident(names[3]));
+    END IF;
+END
+$$;

@@ -5,12 +5,14 @@ upgrade that keeps everyone's access, and which roles may call which
 function of schema reghook (nobody but them, never PUBLIC)."""
 
 import hashlib
+import os
 import re
+import subprocess
 
 import psycopg2
 import pytest
 
-from harness import run_reghook
+from harness import Postgres, child_env, run_reghook
 from test_readme import section
 
 SECRET = 'whsec_c2VjcmV0LW5ldmVyLXNob3duLTEyMzQ1Njc4'
@@ -149,6 +151,105 @@ def test_roles_bound_to_another_database_are_refused(pg):
     pg.psql(f'DROP DATABASE "{renamed}"', dbname='postgres')
     migrate(pg)
     assert role_name(pg, 'dispatcher') == f'reghook_dispatcher_{old}'
+
+
+def pg_tool(server, tool, *args, check=True):
+    """A PostgreSQL client program (pg_dump, pg_restore, ...) against server."""
+    proc = subprocess.run([os.path.join(server.bindir, tool), *args], capture_output=True,
+                          text=True, env=child_env(), timeout=120)
+    assert proc.returncode == 0 or not check, proc.stderr
+    return proc
+
+
+def restored(dump, globals_sql=None):
+    """A new cluster holding dump in a database named reghook, restored as
+    an operator does (createdb, pg_restore without -C), with the roles of
+    globals_sql (pg_dumpall --globals-only) restored first, or none."""
+    target = Postgres()
+    target.start()
+    try:
+        if globals_sql:
+            # The cluster's own superuser is already there: its line fails, the rest go on.
+            subprocess.run([os.path.join(target.bindir, 'psql'), '-X', '-q', '-d',
+                            target.url(dbname='postgres'), '-f', globals_sql],
+                           capture_output=True, env=child_env(), timeout=120)
+        target.psql('DROP DATABASE reghook', dbname='postgres')
+        target.psql("CREATE DATABASE reghook TEMPLATE template0 ENCODING 'UTF8'", dbname='postgres')
+        pg_tool(target, 'pg_restore', '-d', target.url(), dump, check=False)
+        return target
+    except BaseException:
+        target.destroy()
+        raise
+
+
+def test_a_database_moved_to_another_cluster_keeps_its_roles_to_itself(pg_own, tmp_path):
+    """Moved with pg_dumpall --globals-only and pg_dump: its roles still named
+    the old cluster's database oid, so a new database given its name after a
+    rename took them (its dispatcher role then the moved one's, secrets and
+    all) where migration 008 refuses that. Moved without the roles: no
+    grants, no policies, CONNECT PUBLIC's, and `reghook migrate` said the
+    schema was current. Both are mended by `reghook migrate`."""
+    migrate(pg_own)
+    one_webhook(pg_own, 'reghook')
+    pg_own.create_login_role('ann')
+    cli(pg_own, 'reghook', 'namespace', 'grant', 'team-a', 'ann', 'viewer')
+    dump, globals_sql = str(tmp_path / 'reghook.dump'), str(tmp_path / 'globals.sql')
+    pg_tool(pg_own, 'pg_dump', '-Fc', '-f', dump, pg_own.url())
+    with open(globals_sql, 'w') as f:
+        f.write(pg_tool(pg_own, 'pg_dumpall', '--globals-only', '-d', pg_own.url()).stdout)
+
+    # With the roles: the first migrate binds them to the database here.
+    target = restored(dump, globals_sql)
+    try:
+        res = migrate(target)
+        assert 'as after a restore from another cluster' in res.stderr, res.stderr
+        oid = target.psql("SELECT oid FROM pg_database WHERE datname = 'reghook'").strip()
+        for kind in KINDS:
+            assert target.psql(f"SELECT shobj_description('reghook_{kind}'::regrole, 'pg_authid')"
+                               ).strip() == f'reghook: the {kind} role of database reghook (database oid {oid})'
+        assert 'as after a restore' not in migrate(target).stderr  # once
+        target.psql('ALTER DATABASE reghook RENAME TO reghook_old', dbname='postgres')
+        target.create_db('reghook')
+        res = run_reghook(['migrate'], database_url=target.url(), check=False)
+        assert res.returncode == 1, res
+        assert 'role reghook_admin is the admin role of another reghook database, reghook_old' \
+            in res.stderr and '(Each reghook database needs group roles of its own' in res.stderr, res.stderr
+        # The renamed one is described by its new name at its next migrate.
+        migrate(target, 'reghook_old')
+        assert target.psql("SELECT shobj_description('reghook_admin'::regrole, 'pg_authid')",
+                           dbname='reghook_old').strip().startswith(
+            'reghook: the admin role of database reghook_old (database oid ')
+    finally:
+        target.destroy()
+
+    # Without the roles: pg_restore could make no grant and no policy.
+    target = restored(dump)
+    try:
+        assert target.psql("SELECT count(*) FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid "
+                           "WHERE c.relnamespace = 'reghook'::regnamespace").strip() == '0'
+        for user in ('ann', 'disp'):
+            target.create_login_role(user)
+        target.psql('GRANT CONNECT ON DATABASE reghook TO disp')
+        # A role the schema gives nothing is told who can mend it.
+        res = run_reghook(['migrate'], database_url=target.url('disp'), check=False)
+        assert res.returncode == 1 and 'role disp may not use schema reghook, which postgres owns' \
+            in res.stderr and 'Run reghook migrate once as its owner' in res.stderr, res.stderr
+        res = migrate(target)
+        assert 'role reghook_dispatcher (the dispatcher role of this database) did not exist' \
+            in res.stderr, res.stderr
+        assert target.psql("SELECT has_database_privilege('public', 'reghook', 'CONNECT'), "
+                           "count(*) > 0 FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid "
+                           "WHERE c.relnamespace = 'reghook'::regnamespace").strip() == 'f|t'
+        # The viewer is a member again, and sees what it saw; the dispatcher's
+        # login, made a member by the operator, reads the secrets.
+        assert query(target, 'ann', 'reghook', 'SELECT url FROM reghook.webhooks') == \
+            [('https://hooks.example/',)]
+        assert denied(query(target, 'ann', 'reghook', 'SELECT secret FROM reghook.webhook_secrets'))
+        target.psql('GRANT reghook_dispatcher TO disp')
+        assert query(target, 'disp', 'reghook', 'SELECT secret FROM reghook.webhook_secrets') == [(SECRET,)]
+        assert 'did not exist' not in migrate(target).stderr
+    finally:
+        target.destroy()
 
 
 def test_an_upgraded_database_moves_its_grants_and_members_to_its_own_roles(pg):

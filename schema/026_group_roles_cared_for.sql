@@ -1,0 +1,11 @@
+-- 026_group_roles_cared_for: schema/functions/ changed after 025.
+-- access.sql mends the group roles when a move of the database undid what
+-- migration 008 made: roles restored from another cluster, still bound to
+-- a database oid this cluster does not have (a new database given this
+-- one's former name took them, its dispatcher role then reading this
+-- one's secrets), roles missing after a restore without the cluster's
+-- roles (no grants, no row-level security policies), CONNECT given back to
+-- PUBLIC by pg_restore. reghook migrate, run by the schema's owner, asks
+-- group_roles_need_care() at every run. An instance of a build that knows
+-- 025 but not 026 then leaves these functions alone (migrate.c).
+SELECT 1;
