@@ -6,6 +6,8 @@
 -- one's secrets), roles missing after a restore without the cluster's
 -- roles (no grants, no row-level security policies), CONNECT given back to
 -- PUBLIC by pg_restore. reghook migrate, run by the schema's owner, asks
--- group_roles_need_care() at every run. An instance of a build that knows
+-- group_roles_need_care() at every run. claim_deliveries() lets
+-- namespaces take turns (one namespace's thousands of webhooks held another
+-- namespace's deliveries back for a minute). An instance of a build that knows
 -- 025 but not 026 then leaves these functions alone (migrate.c).
 SELECT 1;

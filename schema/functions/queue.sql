@@ -125,8 +125,15 @@ COMMENT ON FUNCTION reghook.leased_deliveries(text, uuid[]) IS
 
 -- claim_deliveries: leases up to `max_total` due deliveries, at most
 -- `per_webhook` in flight per webhook counting `in_flight` (a JSON object
--- {webhook_id: number already in flight at the caller}). Webhooks are
--- visited in random order so that a busy one cannot starve the others.
+-- {webhook_id: number already in flight at the caller}). Namespaces take
+-- turns, and so do the webhooks of a namespace: the claim visits one
+-- webhook of each namespace (in random order), then a second of each, and
+-- so on, each namespace's in random order, so that neither a busy webhook
+-- nor a namespace with many webhooks can starve the others. Webhooks in
+-- random order alone were fair to webhooks, not to teams: one namespace's
+-- 10,000 webhooks, each with a few deliveries due, filled every claim,
+-- and another namespace's one webhook was picked by a claim in 40 at best
+-- (its deliveries waited out most of that backlog: over a minute).
 -- A webhook whose last 20 attempts or more all failed rests: it gets one
 -- delivery at a time (none while one is in flight at any instance, until
 -- its attempt is written), the next no sooner than 10 s after its last
@@ -169,7 +176,8 @@ BEGIN
         FROM (SELECT w.id, w.enabled, coalesce((in_flight ->> w.id::text)::integer, 0) AS busy,
                      w.failures_in_a_row >= 20 AS resting,
                      w.last_failure_at > now() - interval '10 seconds' AS failed_lately
-              FROM reghook.webhooks w ORDER BY random()) w
+              FROM reghook.webhooks w
+              ORDER BY row_number() OVER (PARTITION BY w.namespace_id ORDER BY random()), random()) w
         CROSS JOIN LATERAL (
             SELECT d.id FROM reghook.deliveries d
             WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
@@ -217,7 +225,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION reghook.claim_deliveries(text, integer, integer, jsonb, integer) IS
-    'Dispatcher: leases due deliveries (per-webhook fair) and returns what is needed to send them.';
+    'Dispatcher: leases due deliveries (fair to namespaces, then webhooks) and returns what is needed to send them.';
 
 -- reclaim_expired: deliveries whose dispatcher vanished go back to the
 -- queue; the lost attempt is recorded as such, and counts towards the

@@ -988,6 +988,32 @@ def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
     conn.close()
 
 
+def test_a_claim_is_fair_to_namespaces_not_only_to_webhooks(pg):
+    """One namespace with 2,000 webhooks, 5 deliveries due to each, and
+    another with one webhook and one delivery due: every claim of 256 takes
+    the lone webhook's delivery (namespaces take turns). With the webhooks
+    in random order alone a claim took it once in 40, and a fan-out of one
+    team held another team's deliveries back for most of its backlog."""
+    run_reghook(['migrate'], pg.url())
+    hooks = {}
+    for ns in ('team-a', 'team-b'):
+        run_reghook(['namespace', 'add', ns], pg.url())
+        out = run_reghook(['webhook', 'add', ns, f'http://127.0.0.1:9/{ns}'], pg.url()).stdout
+        hooks[ns] = int(out.split()[1])
+    pg.psql(f"""INSERT INTO reghook.webhooks (namespace_id, name, url)
+                SELECT namespace_id, name || '-' || g, url
+                FROM reghook.webhooks, generate_series(1, 1999) g WHERE id = {hooks['team-a']};
+                SELECT reghook.test_webhook(w.id) FROM reghook.webhooks w, generate_series(1, 5)
+                WHERE w.id <> {hooks['team-b']};""")
+    lone = pg.psql(f"SELECT reghook.test_webhook({hooks['team-b']})").strip()
+    for _ in range(3):
+        taken = pg.psql("SELECT delivery_id::text FROM "
+                        "reghook.claim_deliveries('i1', 256, 16, '{}', 10000)").split()
+        assert len(taken) == 256 and lone in taken
+        assert pg.psql("SELECT reghook.release_deliveries('i1', ARRAY["
+                       + ','.join(f"'{t}'" for t in taken) + "]::uuid[])").strip() == '256'
+
+
 def test_a_lost_lease_is_never_a_rounds_last_attempt(pg):
     """A lease that runs out says nothing of whether the request went out
     (a crash, or a batch's rows that never reached the dispatcher): it is
