@@ -193,7 +193,10 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
        AND (EXISTS (SELECT 1 FROM reghook.group_roles g LEFT JOIN pg_roles o ON o.rolname = g.role_name
                     WHERE o.oid IS NULL
                        OR NOT has_schema_privilege(o.oid, 'reghook', 'USAGE')
+                       -- A binding only a role with CREATEROLE may write (else the
+                       -- files would be applied again at every start, in vain).
                        OR coalesce(shobj_description(o.oid, 'pg_authid'), '') <> reghook.role_description(g.kind)
+                          AND (SELECT r.rolcreaterole OR r.rolsuper FROM pg_roles r WHERE r.rolname = current_user)
                           AND NOT EXISTS (SELECT 1 FROM pg_database d
                                           WHERE d.datname <> current_database()
                                             AND d.oid::text = substring(shobj_description(o.oid, 'pg_authid')
@@ -218,6 +221,7 @@ BEGIN
     FOR r IN SELECT g.kind, g.role_name, o.oid AS role_oid
              FROM reghook.group_roles g LEFT JOIN pg_roles o ON o.rolname = g.role_name
              ORDER BY g.kind LOOP
+        bound_to := NULL;
         IF r.role_oid IS NULL THEN
             BEGIN
                 EXECUTE format('CREATE ROLE %I NOLOGIN', r.role_name);
@@ -249,6 +253,8 @@ BEGIN
         BEGIN
             EXECUTE format('COMMENT ON ROLE %I IS %L', r.role_name, reghook.role_description(r.kind));
         EXCEPTION WHEN insufficient_privilege THEN
+            -- Bound by its oid, only the name is stale (a rename): harmless.
+            CONTINUE WHEN bound_to = db_oid;
             RAISE WARNING 'role % is not bound to this database, and the migrating role may not bind it',
                 quote_ident(r.role_name)
                 USING HINT = 'Run reghook migrate once as a role with CREATEROLE: a new database given this one''s '

@@ -177,6 +177,13 @@ BEGIN
                      w.failures_in_a_row >= 20 AS resting,
                      w.last_failure_at > now() - interval '10 seconds' AS failed_lately
               FROM reghook.webhooks w
+              -- Only those with a delivery to take now take turns: numbered
+              -- among its idle or disabled webhooks, a namespace's one busy
+              -- webhook came as late as in random order.
+              WHERE EXISTS (SELECT 1 FROM reghook.deliveries d
+                            WHERE d.webhook_id = w.id AND d.status = 'pending'
+                              AND d.next_attempt_at <= now()
+                              AND (w.enabled OR (d.is_test AND d.attempts = 0)))
               ORDER BY row_number() OVER (PARTITION BY w.namespace_id ORDER BY random()), random()) w
         CROSS JOIN LATERAL (
             SELECT d.id FROM reghook.deliveries d

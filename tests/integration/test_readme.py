@@ -421,6 +421,11 @@ def test_make_run_twice_a_taken_address_and_a_server_left_running(make_run):
     os.killpg(make_run.proc.pid, signal.SIGKILL)
     make_run.proc.wait()
     assert parent_of(serve) is not None and postmaster_running(make_run.checkout)
+    # The checkout's file in the cluster as a make run before this one (as
+    # root) left it: replaced by postgres, not refused.
+    checkout_file = os.path.join(root_cluster_of(make_run), 'checkout')
+    os.chown(checkout_file, 0, 0)
+    os.chmod(checkout_file, 0o644)
     make_run.start()  # ready at once: the old reghook still answers, until stopped
     wait_until(lambda: 'A second terminal reaches' in make_run.output(), timeout=90,
                msg='the new make run set up')
@@ -429,6 +434,7 @@ def test_make_run_twice_a_taken_address_and_a_server_left_running(make_run):
     assert f'stopping the reghook (pid {serve}) an earlier make run left running' in said, said
     assert 'taking over the PostgreSQL left running' in said
     assert parent_of(serve) is None
+    assert os.stat(checkout_file).st_uid == pwd.getpwnam('postgres').pw_uid
     assert make_run.stop() == 0, make_run.output()
     assert not postmaster_running(make_run.checkout), make_run.output()
     # The second terminal's commands, make run stopped, say what to look at.

@@ -252,6 +252,24 @@ def test_a_database_moved_to_another_cluster_keeps_its_roles_to_itself(pg_own, t
         target.destroy()
 
 
+def test_a_binding_the_owner_may_not_write_does_not_reapply_the_files_at_every_start(pg_own):
+    """A role's description can be written only with CREATEROLE: an owner
+    without it is not sent to apply the function files again (taking every
+    table's lock) at each start, only to fail to bind the role again."""
+    migrate(pg_own)
+    pg_own.psql("COMMENT ON ROLE reghook_admin IS 'reghook: the admin role of database x (database oid 999999)'")
+    pg_own.create_login_role('deputy')
+    pg_own.psql('ALTER ROLE deputy NOCREATEROLE; GRANT postgres TO deputy; '
+                'GRANT CONNECT ON DATABASE reghook TO deputy')
+    need = 'SELECT reghook.group_roles_need_care()'
+    assert query(pg_own, 'deputy', 'reghook', need) == [(False,)]
+    assert 'applying schema/functions' not in run_reghook(
+        ['migrate'], database_url=pg_own.url('deputy')).stderr
+    assert query(pg_own, 'postgres', 'reghook', need) == [(True,)]
+    assert 'as after a restore from another cluster' in migrate(pg_own).stderr
+    assert query(pg_own, 'postgres', 'reghook', need) == [(False,)]
+
+
 def test_an_upgraded_database_moves_its_grants_and_members_to_its_own_roles(pg):
     """A database of migrations 001-007 (their roles shared by the cluster),
     with an admin, a dispatcher and a viewer: after `reghook migrate` all

@@ -990,8 +990,9 @@ def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
 
 def test_a_claim_is_fair_to_namespaces_not_only_to_webhooks(pg):
     """One namespace with 2,000 webhooks, 5 deliveries due to each, and
-    another with one webhook and one delivery due: every claim of 256 takes
-    the lone webhook's delivery (namespaces take turns). With the webhooks
+    another with one webhook with a delivery due (and 1,999 enabled or
+    disabled with nothing due): every claim of 256 takes the lone
+    delivery (namespaces with something due take turns). With the webhooks
     in random order alone a claim took it once in 40, and a fan-out of one
     team held another team's deliveries back for most of its backlog."""
     run_reghook(['migrate'], pg.url())
@@ -1005,6 +1006,9 @@ def test_a_claim_is_fair_to_namespaces_not_only_to_webhooks(pg):
                 FROM reghook.webhooks, generate_series(1, 1999) g WHERE id = {hooks['team-a']};
                 SELECT reghook.test_webhook(w.id) FROM reghook.webhooks w, generate_series(1, 5)
                 WHERE w.id <> {hooks['team-b']};""")
+    pg.psql(f"""INSERT INTO reghook.webhooks (namespace_id, name, url, enabled)
+                SELECT namespace_id, name || '-' || g, url, g % 2 = 0
+                FROM reghook.webhooks, generate_series(1, 1999) g WHERE id = {hooks['team-b']}""")
     lone = pg.psql(f"SELECT reghook.test_webhook({hooks['team-b']})").strip()
     for _ in range(3):
         taken = pg.psql("SELECT delivery_id::text FROM "
