@@ -235,7 +235,11 @@ static bool set_key(const struct conf_key *k, void *settings, const char *value,
 	if (!why && k->check)
 		why = k->check(value);
 	if (why) {
-		snprintf(err, errlen, "%s: %s: '%s'", k->name, why, value);
+		/* Quoted printable: a control character or a stray byte goes to a terminal. */
+		char shown[256];
+		snprintf(shown, sizeof(shown), "%s", value);
+		text_printable(shown);
+		snprintf(err, errlen, "%s: %s: '%s'", k->name, why, shown);
 		return false;
 	}
 	switch (k->type) {

@@ -191,6 +191,14 @@ bool cli_output_written(void)
 	static bool told;
 	errno = 0;
 	bool flushed = fflush(stdout) == 0;
+	/* Closed: what went to the file that stands in for it is lost (main.c). */
+	if (stdout_closed && flushed && lseek(STDOUT_FILENO, 0, SEEK_END) != 0) {
+		if (!told)
+			fprintf(stderr,
+				"reghook: standard output is closed: the output was lost\n");
+		told = true;
+		return false;
+	}
 	if (flushed && !ferror(stdout))
 		return true;
 	if (!told)

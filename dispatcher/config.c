@@ -29,6 +29,24 @@ static const char *check_log_format(const char *v)
 	return strcmp(v, "text") == 0 || strcmp(v, "json") == 0 ? NULL : "not one of text, json";
 }
 
+/*
+ * The name goes into every lease and attempt record: text the database
+ * takes (UTF-8: a Latin-1 byte failed every ingest() and claim while
+ * /readyz said ready), whole in the instance's 127 bytes, and printable.
+ */
+static const char *check_instance_name(const char *v)
+{
+	size_t len = strlen(v);
+	if (len > CONFIG_INSTANCE_NAME_MAX)
+		return "longer than 127 bytes";
+	char copy[CONFIG_INSTANCE_NAME_MAX + 1];
+	memcpy(copy, v, len + 1);
+	if (text_printable(copy) != len || strcmp(copy, v) != 0)
+		return "not printable UTF-8 text (a control character, or a byte that is not "
+		       "UTF-8)";
+	return NULL;
+}
+
 bool config_listen_host(const char *listen, char *host, size_t len)
 {
 	const char *colon = strrchr(listen, ':');
@@ -187,7 +205,7 @@ static const struct conf_key config_keys[] = {
 	 "database connections of the receiver (group commit runs on each)", CONF_RESTART},
 	{"max_events_per_envelope", CONF_INT, "1000", F(max_events_per_envelope), 1, 1000000, NULL,
 	 "most events accepted in one POST /events", CONF_RELOADS},
-	{"instance_name", CONF_STRING, "", F(instance_name), 0, 0, NULL,
+	{"instance_name", CONF_STRING, "", F(instance_name), 0, 0, check_instance_name,
 	 "name of this instance in leases and history; default host:pid", CONF_RESTART},
 };
 

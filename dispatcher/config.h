@@ -13,6 +13,8 @@
 
 #define CONFIG_MAX_RETRY_STEPS 32
 #define CONFIG_MAX_PRIVATE_NETS 32
+/* instance_name's bytes, within struct daemon's instance[] */
+#define CONFIG_INSTANCE_NAME_MAX 127
 /* A longer delay means nothing to a delivery (a webhook failing 5 days is disabled). */
 #define CONFIG_MAX_RETRY_STEP_MS (30LL * 24 * 3600 * 1000)
 
@@ -43,7 +45,7 @@ struct config {
 	long long db_connections;
 	long long db_timeout_ms;
 	long long max_events_per_envelope;
-	char *instance_name;
+	char *instance_name; /* at most CONFIG_INSTANCE_NAME_MAX bytes of printable UTF-8 */
 
 	/* Derived after loading. */
 	int retry_steps;

@@ -30,7 +30,7 @@ struct daemon {
 	struct config *cfg;	 /* owned; replaced whole by a reload */
 	int argc;		 /* the command line as serve got it, for reloads */
 	char **argv;		 /* owned array; the strings borrowed from main */
-	char instance[128];	 /* instance name in leases and history */
+	char instance[CONFIG_INSTANCE_NAME_MAX + 1]; /* instance name in leases and history */
 
 	struct pgc *control; /* owned: migrations, readiness, LISTEN */
 	int callbacks;	     /* POST /callback records under way on it */

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* In the order `reghook --help` lists them. */
@@ -35,14 +36,18 @@ static void usage(FILE *out)
 /*
  * Descriptors 0 to 2 open, on /dev/null if they were closed (`reghook ...
  * >&-`): else the database connection became descriptor 1, and what the
- * command printed went into it.
+ * command printed went into it. A closed 1 gets an anonymous file instead,
+ * so that whether the command printed anything (lost) can be told at the
+ * end (cli_output_written).
  */
 static void standard_descriptors(void)
 {
 	for (int fd = 0; fd <= 2; fd++) {
 		if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
 			continue;
-		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		int null = fd == 1 ? memfd_create("reghook-closed-stdout", MFD_CLOEXEC) : -1;
+		if (null < 0)
+			null = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (null >= 0 && null != fd) {
 			dup2(null, fd);
 			close(null);

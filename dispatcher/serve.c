@@ -31,6 +31,7 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -365,8 +366,12 @@ static int cmd_serve(const struct cli_command *cmd, int argc, char **argv)
 	if (*cfg->instance_name) {
 		snprintf(d.instance, sizeof(d.instance), "%s", cfg->instance_name);
 	} else {
-		char host[64] = "localhost";
-		gethostname(host, sizeof(host) - 1);
+		/* A host name may hold 64 bytes, and any: printable UTF-8 goes to the database. */
+		char host[HOST_NAME_MAX + 1] = "localhost";
+		if (gethostname(host, sizeof(host)) != 0)
+			snprintf(host, sizeof(host), "localhost");
+		host[sizeof(host) - 1] = '\0';
+		text_printable(host);
 		snprintf(d.instance, sizeof(d.instance), "%s:%d", host, (int)getpid());
 	}
 	signal(SIGPIPE, SIG_IGN);

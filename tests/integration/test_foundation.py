@@ -97,6 +97,13 @@ def test_bad_config_value_names_the_key(tmp_path):
         (['serve', '--database-url', 'x'], {'REGHOOK_MAX_REQUEST_BODY': 'huge'},
          'max_request_body'),
         (['serve', '--database-url', 'x'], {'REGHOOK_LOG_LEVEL': 'loud'}, 'log_level'),
+        # The name goes into every lease: text the database takes, whole.
+        (['serve', '--database-url', 'x'], {'REGHOOK_INSTANCE_NAME': 'h\udce9llo'},
+         'instance_name: not printable UTF-8 text'),
+        (['serve', '--database-url', 'x', '--instance-name', 'one\ttwo'], {},
+         'instance_name: not printable UTF-8 text'),
+        (['serve', '--database-url', 'x', '--instance-name', 'a' * 126 + '\u00e9'], {},
+         'instance_name: longer than 127 bytes'),
         (['serve', '--database-url', 'x', '--client-timeout', '0'], {}, 'client_timeout'),
         (['serve', '--database-url', 'x', '--client-timeout', 'forever'], {}, 'client_timeout'),
         (['serve', '--database-url', 'x'], {'REGHOOK_CLIENT_TIMEOUT': '2h'}, 'client_timeout'),
@@ -214,8 +221,12 @@ def test_output_that_cannot_be_written_is_no_success(pg):
                        "WHERE name = 'kept'") == before
         proc = reghook_to(full, ['namespace', 'list'], pg.url())
         assert proc.returncode == 1 and 'writing the output' in proc.stderr
-    proc = reghook_to(None, ['namespace', 'list'], pg.url())  # stdout closed
-    assert proc.returncode == 0 and proc.stderr == '', proc.stderr
+    proc = reghook_to(None, ['namespace', 'list'], pg.url())  # stdout closed: lost, said so
+    assert proc.returncode == 1 and proc.stderr == \
+        'reghook: standard output is closed: the output was lost\n', proc.stderr
+    for args in (['deliveries', '--json'], ['webhook', 'list'], ['--version']):
+        proc = reghook_to(None, args, pg.url())
+        assert proc.returncode == 1 and 'the output was lost' in proc.stderr, (args, proc.stderr)
     proc = reghook_to(None, ['registry', 'add', 'closed'], pg.url())  # a token no one sees
     assert proc.returncode == 1 and 'standard output is closed' in proc.stderr, proc.stderr
     assert 'server closed' not in proc.stderr, proc.stderr

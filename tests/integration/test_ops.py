@@ -7,6 +7,7 @@ notify protocol over a real unix datagram socket."""
 import http.client
 import json
 import math
+import os
 import re
 import signal
 import socket
@@ -589,3 +590,28 @@ def test_notify_ready_waits_for_the_database(reghook_factory, pg_own, tmp_path):
         assert daemon.get('/readyz')[0] == 200
     finally:
         sock.close()
+
+
+def test_a_host_name_that_is_not_utf8_names_the_instance_printably(reghook_factory, pg,
+                                                                   endpoint_factory, tmp_path):
+    """The default instance_name is host:pid. A host name in Latin-1 bytes
+    made every lease and ingest() fail (invalid UTF-8) while /readyz said
+    ready: no event stored, none delivered. Its bytes that are not UTF-8 are
+    now '?'; a set instance_name must be printable UTF-8 (test_foundation)."""
+    wrapper = tmp_path / 'reghook-on-a-latin1-host'
+    # hostname(1) refuses such a name; the kernel takes it.
+    wrapper.write_text("#!/bin/sh\n"
+                       "exec unshare --uts /usr/bin/python3 -c 'import os, socket, sys; "
+                       "socket.sethostname(b\"h\\xe9llo\"); os.execv(sys.argv[1], sys.argv[1:])' "
+                       f"{os.environ['REGHOOK_BIN']} \"$@\"\n")
+    wrapper.chmod(0o755)
+    daemon = reghook_factory(bin=str(wrapper))
+    token = register(daemon, 'team-a')
+    hook = endpoint_factory()
+    add_webhook(daemon, 'team-a', hook.url('/h'))
+    post(daemon, token, event())  # stored: 200, the event accepted
+    hook.wait_for(1, timeout=30)
+    wait_until(lambda: rows(pg, 'SELECT instance FROM reghook.delivery_attempts'), timeout=30,
+               msg='the attempt written')
+    assert rows(pg, 'SELECT instance FROM reghook.delivery_attempts') == \
+        [{'instance': f'h?llo:{daemon.proc.pid}'}]

@@ -384,7 +384,26 @@ def test_make_run_twice_a_taken_address_and_a_server_left_running(make_run):
     nowhere; the settings given to make run reach the commands through
     var/env; a PostgreSQL left running by a make run that was killed is
     taken over, and stopped with reghook; once it is stopped, a server of
-    another user on its socket's path gets none of its commands."""
+    another user on its socket's path gets none of its commands. All under
+    a Turkish locale, where [a-z] leaves out i and i upper-cases to İ: the
+    settings with an i in their name (listen) were left out of var/env."""
+    locales = tempfile.mkdtemp(prefix='reghook-locales-')
+    try:
+        subprocess.run(['localedef', '-i', 'tr_TR', '-f', 'UTF-8',
+                        os.path.join(locales, 'tr_TR.UTF-8')], check=True, capture_output=True)
+        # glibc's newlocale() loses the list it makes of LOCPATH, and
+        # libp11-kit (libcurl's TLS stack) calls it as it is loaded.
+        supp = os.path.join(locales, 'lsan.supp')
+        with open(supp, 'w') as f:
+            f.write('leak:__argz_add_sep\n')
+        make_run.env.update(LOCPATH=locales, LC_ALL='tr_TR.UTF-8',
+                            LSAN_OPTIONS=f'suppressions={supp}')
+        make_run_twice(make_run)
+    finally:
+        shutil.rmtree(locales, ignore_errors=True)
+
+
+def make_run_twice(make_run):
     make_run.start()
     again = subprocess.run(['packaging/run-local', 'build/reghook'], cwd=make_run.checkout,
                            env=make_run.env, capture_output=True, text=True, timeout=60)
