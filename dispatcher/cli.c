@@ -314,26 +314,44 @@ char *cli_printable(const char *s)
 	return out;
 }
 
+/* Columns a printable UTF-8 string takes: one per character (wide ones not counted twice). */
+static size_t text_columns(const char *s)
+{
+	size_t n = 0;
+	for (; *s; s++)
+		n += ((unsigned char)*s & 0xc0) != 0x80;
+	return n;
+}
+
+/* s, then spaces to fill width columns, then sep. */
+static void print_cell(const char *s, size_t width, const char *sep)
+{
+	fputs(s, stdout);
+	for (size_t n = text_columns(s); n < width; n++)
+		putchar(' ');
+	fputs(sep, stdout);
+}
+
 void cli_print_table(const PGresult *res)
 {
 	int rows = PQntuples(res), cols = PQnfields(res);
 	size_t *width = xcalloc((size_t)cols, sizeof(size_t));
 	char **cell = xcalloc((size_t)rows * (size_t)cols + 1, sizeof(char *));
 	for (int c = 0; c < cols; c++) {
-		width[c] = strlen(PQfname(res, c));
+		width[c] = text_columns(PQfname(res, c));
 		for (int r = 0; r < rows; r++) {
 			cell[r * cols + c] = cli_printable(PQgetvalue(res, r, c));
-			if (strlen(cell[r * cols + c]) > width[c])
-				width[c] = strlen(cell[r * cols + c]);
+			if (text_columns(cell[r * cols + c]) > width[c])
+				width[c] = text_columns(cell[r * cols + c]);
 		}
 	}
 	for (int c = 0; c < cols; c++)
-		printf("%-*s%s", c == cols - 1 ? 0 : (int)width[c], PQfname(res, c),
-		       c == cols - 1 ? "\n" : "  ");
+		print_cell(PQfname(res, c), c == cols - 1 ? 0 : width[c],
+			   c == cols - 1 ? "\n" : "  ");
 	for (int r = 0; r < rows; r++)
 		for (int c = 0; c < cols; c++)
-			printf("%-*s%s", c == cols - 1 ? 0 : (int)width[c], cell[r * cols + c],
-			       c == cols - 1 ? "\n" : "  ");
+			print_cell(cell[r * cols + c], c == cols - 1 ? 0 : width[c],
+				   c == cols - 1 ? "\n" : "  ");
 	for (int i = 0; i < rows * cols; i++)
 		free(cell[i]);
 	free(cell);

@@ -376,3 +376,15 @@ def _status(daemon, path):
         return http_request(daemon.port, 'GET', path, timeout=2)[0]
     except OSError:
         return None
+
+
+def test_tables_line_up_with_names_beyond_ascii(pg):
+    """Columns were padded in bytes: a row whose name held 'ö' or 'ı' (two
+    bytes each) had its later columns shifted left."""
+    run_reghook(['migrate'], database_url=pg.url())
+    run_reghook(['namespace', 'add', 'team-a'], database_url=pg.url())
+    for name, url in (('Größe ı', 'https://a.example/'), ('plain', 'https://b.example/')):
+        run_reghook(['webhook', 'add', 'team-a', url, '--name', name], database_url=pg.url())
+    lines = run_reghook(['webhook', 'list'], database_url=pg.url()).stdout.splitlines()
+    starts = {line.index('https://') for line in lines[1:]}
+    assert len(lines) == 3 and len(starts) == 1, lines
