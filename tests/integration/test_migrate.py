@@ -332,3 +332,14 @@ def test_functions_are_applied_again_while_events_arrive(reghook_factory, pg, en
     finally:
         sender.stop()
     assert int(pg.psql('SELECT count(*) FROM reghook.events')) == len(events)
+
+
+def test_a_statement_timeout_of_the_database_does_not_end_a_migration(pg):
+    """A migration may read or rewrite a large table for minutes: a
+    statement_timeout an operator gave the database or the role (for
+    people's sessions) ended it, and the schema stayed behind."""
+    pg.psql(f'ALTER DATABASE "{pg.dbname}" SET statement_timeout = \'5ms\'', dbname='postgres')
+    res = migrate(pg)
+    assert res.returncode == 0, res.stderr
+    assert pg.psql('SELECT count(*) FROM reghook.schema_migrations').strip() == \
+        str(len(list((ROOT / 'schema').glob('[0-9]*.sql'))))
