@@ -59,6 +59,8 @@ struct ingest_conn {
 	bool warm;	 /* ingest() has run on it since it last came up */
 	int events;	 /* in that batch */
 	struct timespec started;
+	long long warm_failed_ms; /* monotonic: its last warm-up failed then (0: none since it came
+				     up) */
 };
 
 struct ingest_batch {
@@ -590,10 +592,12 @@ static void on_warm(struct pgc *c, PGresult *res, void *arg)
 {
 	struct ingest_conn *conn = arg;
 	conn->busy = false;
-	if (pgc_ok(res))
+	if (pgc_ok(res)) {
 		became_warm(conn);
-	else if (res)
+	} else if (res) {
 		log_warn("receiver connection: ingest() failed: %s", pgc_error(res));
+		conn->warm_failed_ms = clock_monotonic_ms();
+	}
 	flush(conn->in);
 }
 
@@ -609,6 +613,9 @@ static void warm_up(struct ingest_conn *conn)
 {
 	if (conn->warm || conn->busy || !pgc_is_up(conn->pgc) || !conn->in->d->schema_ok)
 		return;
+	/* Tried again at most once a second: each GET /readyz asks for one. */
+	if (conn->warm_failed_ms && clock_monotonic_ms() - conn->warm_failed_ms < 1000)
+		return;
 	conn->busy = true;
 	conn->events = 0;
 	clock_gettime(CLOCK_MONOTONIC, &conn->started);
@@ -620,6 +627,7 @@ static void conn_up(struct pgc *c, void *arg)
 {
 	struct ingest_conn *conn = arg;
 	conn->warm = false;
+	conn->warm_failed_ms = 0;
 	warm_up(conn);
 	flush(conn->in);
 }
@@ -630,7 +638,7 @@ struct ingest *ingest_new(struct daemon *d)
 {
 	struct ingest *in = xcalloc(1, sizeof(*in));
 	in->d = d;
-	in->sources = sources_new();
+	in->sources = sources_new(d->base);
 	STAILQ_INIT(&in->pending);
 	in->flush_ev = event_new(d->base, -1, 0, on_flush, in);
 	in->slow_ev = evtimer_new(d->base, on_flush, in);

@@ -128,7 +128,8 @@ static void on_result(struct pgc *c, PGresult *res, void *arg);
  */
 static const char bootstrap_sql[] =
 	"BEGIN;"
-	/* No deadline, whatever ALTER DATABASE or ROLE ... SET statement_timeout gave the session. */
+	/* No deadline, whatever ALTER DATABASE or ROLE ... SET statement_timeout gave the session.
+	 */
 	" SET LOCAL statement_timeout = 0;"
 	" DO $bootstrap$ BEGIN"
 	/* Migration 017's SQL-standard function bodies need 14. */

@@ -5,6 +5,7 @@
 #include "buf.h"
 #include "log.h"
 
+#include <event2/event.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
@@ -22,12 +23,31 @@ struct sources {
 	int count;
 	bool loaded;
 	bool reloading;
-	bool again; /* a reload was asked for while one was running */
+	bool again;	      /* a reload was asked for while one was running */
+	struct event *retry;  /* owned: a failed load tried again (on_retry) */
+	struct pgc *retry_on; /* borrowed: the connection it failed on */
+	int retry_ms;	      /* the next wait: from 1 s, doubling up to 30 s */
 };
 
-struct sources *sources_new(void)
+#define SOURCES_RETRY_FIRST_MS 1000
+#define SOURCES_RETRY_MAX_MS 30000
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
-	return xcalloc(1, sizeof(struct sources));
+	(void)fd;
+	(void)what;
+	struct sources *s = arg;
+	/* A connection that went down loads them again when it is back. */
+	if (!s->loaded && pgc_is_up(s->retry_on))
+		sources_reload(s, s->retry_on);
+}
+
+struct sources *sources_new(struct event_base *base)
+{
+	struct sources *s = xcalloc(1, sizeof(struct sources));
+	s->retry = evtimer_new(base, on_retry, s);
+	s->retry_ms = SOURCES_RETRY_FIRST_MS;
+	return s;
 }
 
 static void clear(struct sources *s)
@@ -44,6 +64,7 @@ void sources_free(struct sources *s)
 	if (!s)
 		return;
 	clear(s);
+	event_free(s->retry);
 	free(s);
 }
 
@@ -61,11 +82,25 @@ static void on_loaded(struct pgc *c, PGresult *res, void *arg)
 	struct sources *s = arg;
 	s->reloading = false;
 	if (!pgc_ok(res)) {
-		/* The old rows may hold a token revoked since: none is taken
-		 * until a reload lands (the connection's return brings one). */
-		log_warn("loading registry sources: %s", pgc_error(res));
+		/*
+		 * The old rows may hold a token revoked since: none is taken
+		 * until a reload lands. Tried again after a pause (a lock a
+		 * person held, a query cancelled, a privilege revoked for a
+		 * while): waiting for the next change of the table, or for the
+		 * connection to come back, refused every event until then.
+		 */
+		log_warn("loading registry sources: %s; events are refused until they load, "
+			 "tried again in %d s",
+			 pgc_error(res), s->retry_ms / 1000);
 		s->loaded = false;
+		s->retry_on = c;
+		struct timeval tv = {s->retry_ms / 1000, (s->retry_ms % 1000) * 1000};
+		evtimer_add(s->retry, &tv);
+		s->retry_ms = s->retry_ms * 2 > SOURCES_RETRY_MAX_MS ? SOURCES_RETRY_MAX_MS
+								     : s->retry_ms * 2;
 	} else {
+		s->retry_ms = SOURCES_RETRY_FIRST_MS;
+		evtimer_del(s->retry);
 		clear(s);
 		s->count = PQntuples(res);
 		s->rows = xcalloc((size_t)(s->count ? s->count : 1), sizeof(struct source));

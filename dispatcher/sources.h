@@ -14,7 +14,10 @@
 
 struct sources;
 
-struct sources *sources_new(void);
+struct event_base;
+
+/* A load that fails is tried again on base's timer, from 1 s to every 30 s. */
+struct sources *sources_new(struct event_base *base);
 void sources_free(struct sources *s);
 /* Queues a reload on c; the cache answers from the old rows until it lands. */
 void sources_reload(struct sources *s, struct pgc *c);

@@ -615,3 +615,51 @@ def test_a_host_name_that_is_not_utf8_names_the_instance_printably(reghook_facto
                msg='the attempt written')
     assert rows(pg, 'SELECT instance FROM reghook.delivery_attempts') == \
         [{'instance': f'h?llo:{daemon.proc.pid}'}]
+
+
+def test_a_failed_load_of_the_registry_sources_is_tried_again(reghook_factory, pg):
+    """A reload of the registry sources that failed (a lock a person held, the
+    query cancelled) left the receiver refusing every event (503, 'database
+    unavailable') until the table changed again or the connection came
+    back, for good on a quiet system: it is tried again after 1 s."""
+    daemon = reghook_factory()
+    token = register(daemon, 'team-a')
+    post(daemon, token, event())
+    holder = pg.connect()
+    cur = holder.cursor()
+    cur.execute('BEGIN')
+    cur.execute('LOCK TABLE reghook.registry_sources IN ACCESS EXCLUSIVE MODE')
+    pg.psql('NOTIFY reghook_sources')  # what registry add, rotate and remove send
+    waiting = ("FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+               "AND query LIKE '%FROM reghook.registry_sources%' AND pid <> pg_backend_pid()")
+    wait_until(lambda: pg.psql(f'SELECT count(*) {waiting}').strip() == '1', timeout=10,
+               msg='the reload waiting for the lock')
+    pg.psql(f'SELECT pg_cancel_backend(pid) {waiting}')
+    cur.execute('COMMIT')
+    wait_until(lambda: 'loading registry sources: canceling statement' in daemon.log(),
+               timeout=10, msg='the failed load logged')
+    wait_until(lambda: daemon.get('/readyz')[0] == 200, timeout=10, msg='ready again')
+    post(daemon, token, event())
+    assert 'events are refused until they load, tried again in 1 s' in daemon.log()
+
+
+def test_readyz_tries_a_failing_warm_up_again_at_most_once_a_second(reghook_factory, pg):
+    """While a receiver connection could not run ingest() (a right revoked,
+    a function missing), each GET /readyz started another try and logged its
+    failure: one client asking in a loop wrote about 1,800 lines a second."""
+    daemon = reghook_factory()
+    pg.psql('ALTER FUNCTION reghook.ingest(jsonb, text, integer, integer, jsonb, integer) '
+            'RENAME TO ingest_away')
+    pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    wait_until(lambda: 'ingest() failed' in daemon.log(), timeout=15, msg='a warm-up failed')
+    before = daemon.log().count('ingest() failed')
+    start = time.monotonic()
+    while time.monotonic() - start < 2:
+        assert daemon.get('/readyz')[0] == 503
+    tries = daemon.log().count('ingest() failed') - before
+    # Two connections, at most one try each a second.
+    assert tries <= 6, tries
+    pg.psql('ALTER FUNCTION reghook.ingest_away(jsonb, text, integer, integer, jsonb, integer) '
+            'RENAME TO ingest')
+    wait_until(lambda: daemon.get('/readyz')[0] == 200, timeout=10, msg='ready again')
