@@ -53,8 +53,10 @@ static void readyz_answer(struct pgc *c, PGresult *res, void *arg)
 		struct httpd_req *req = waiting[i];
 		if (ready)
 			httpd_reply_json(req, 200, "{\"status\":\"ready\"}");
-		else if (!res || !pgc_ok(res))
+		else if (!res)
 			httpd_reply_error(req, 503, "database not reachable");
+		else if (!pgc_ok(res)) /* reached, and refused: a right revoked, say */
+			httpd_reply_error(req, 503, "database refused the readiness query");
 		else
 			httpd_reply_error(req, 503, "database schema not current");
 	}

@@ -663,3 +663,17 @@ def test_readyz_tries_a_failing_warm_up_again_at_most_once_a_second(reghook_fact
     pg.psql('ALTER FUNCTION reghook.ingest_away(jsonb, text, integer, integer, jsonb, integer) '
             'RENAME TO ingest')
     wait_until(lambda: daemon.get('/readyz')[0] == 200, timeout=10, msg='ready again')
+
+
+def test_readyz_says_the_database_refused_rather_than_was_not_reached(reghook_factory, pg):
+    """A readiness query the database refused (a right revoked, a table
+    gone) was answered 'database not reachable', sending an operator to
+    look at the network."""
+    daemon = reghook_factory()
+    pg.psql('ALTER TABLE reghook.schema_migrations RENAME TO schema_migrations_away')
+    try:
+        status, _, body = daemon.get('/readyz')
+        assert status == 503 and b'database refused the readiness query' in body, body
+    finally:
+        pg.psql('ALTER TABLE reghook.schema_migrations_away RENAME TO schema_migrations')
+    assert daemon.get('/readyz')[0] == 200
