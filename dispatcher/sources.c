@@ -136,6 +136,12 @@ void sources_reload(struct sources *s, struct pgc *c)
 void sources_stale(struct sources *s)
 {
 	s->loaded = false;
+	/*
+	 * The connection is down: its return loads them once the schema is
+	 * current. A retry left armed could land in the migration run on
+	 * that return, inside its transaction, and fail it.
+	 */
+	evtimer_del(s->retry);
 }
 
 bool sources_ready(const struct sources *s)

@@ -15,6 +15,7 @@ import os
 import pathlib
 import re
 import subprocess
+import threading
 import time
 
 import pytest
@@ -335,11 +336,23 @@ def test_functions_are_applied_again_while_events_arrive(reghook_factory, pg, en
 
 
 def test_a_statement_timeout_of_the_database_does_not_end_a_migration(pg):
-    """A migration may read or rewrite a large table for minutes: a
-    statement_timeout an operator gave the database or the role (for
-    people's sessions) ended it, and the schema stayed behind."""
-    pg.psql(f'ALTER DATABASE "{pg.dbname}" SET statement_timeout = \'5ms\'', dbname='postgres')
-    res = migrate(pg)
+    """A migration may read or rewrite a large table for minutes, or wait a
+    moment for a lock: a statement_timeout an operator gave the database or
+    the role (for people's sessions) ended it, and the schema stayed behind.
+    Here the function files are applied again while a table is held for 1 s
+    (their lock waits for it), under a timeout of 200 ms."""
+    assert migrate(pg).returncode == 0
+    pg.psql('DELETE FROM reghook.schema_functions')  # applied again at the next run
+    pg.psql(f'ALTER DATABASE "{pg.dbname}" SET statement_timeout = \'200ms\'', dbname='postgres')
+    holder = pg.connect()
+    cur = holder.cursor()
+    cur.execute('BEGIN')
+    cur.execute('LOCK TABLE reghook.namespaces IN ACCESS SHARE MODE')
+    release = threading.Timer(1.0, cur.execute, ['COMMIT'])
+    release.start()
+    try:
+        res = migrate(pg)
+    finally:
+        release.join()
     assert res.returncode == 0, res.stderr
-    assert pg.psql('SELECT count(*) FROM reghook.schema_migrations').strip() == \
-        str(len(list((ROOT / 'schema').glob('[0-9]*.sql'))))
+    assert APPLYING_FILES + 'authz.sql' in res.stderr
