@@ -26,9 +26,11 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
 
+import psycopg2
 import pytest
 
 from harness import (PgBouncer, Postgres, RegistrySender, Response, add_webhook, in_ci,
@@ -216,6 +218,10 @@ def test_a_batch_cut_off_as_it_commits_keeps_its_deliveries_results(pg_own, regh
     pg_own.psql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'; "
                 'SELECT pg_reload_conf()', dbname='postgres')
     try:
+        # The reload is PostgreSQL's to spread: until commits wait, the batch
+        # committed at once and was answered 200.
+        wait_until(lambda: commits_wait_for_a_standby(pg_own), timeout=20,
+                   msg='commits to wait for the standby')
         assert daemon.post('/events', body, headers)[0] == 503
         hook.wait_for(2)
         wait_until(lambda: 'not stored yet' in daemon.log(), timeout=10,
@@ -296,6 +302,40 @@ def test_a_result_of_a_batch_that_did_not_commit_is_not_written_onto_its_retry(
              'made again by the registry') in daemon.log())
     time.sleep(1.5)
     assert len(hook.requests) == (1 if first_runs else 2)
+
+
+def commits_wait_for_a_standby(server):
+    """Whether a commit on server now waits for a synchronous standby: a
+    probe's commit is seen waiting (then cancelled: it stays committed
+    locally), or it returned at once."""
+    probe = psycopg2.connect(server.url())
+    probe.autocommit = True
+    pid = probe.get_backend_pid()
+    done = threading.Event()
+
+    def commit():
+        try:
+            # A commit waits only when its transaction wrote to the WAL.
+            probe.cursor().execute('CREATE TEMPORARY TABLE probe ()')
+        except psycopg2.Error:
+            pass  # cancelled: the warning, or an error on an older server
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=commit, daemon=True)
+    thread.start()
+    try:
+        end = time.monotonic() + 1
+        while not done.is_set() and time.monotonic() < end:
+            if server.psql(f'SELECT wait_event FROM pg_stat_activity WHERE pid = {pid}',
+                           dbname='postgres').strip() == 'SyncRep':
+                return True
+            time.sleep(0.05)
+        return False
+    finally:
+        server.psql(f'SELECT pg_cancel_backend({pid})', dbname='postgres')
+        thread.join(10)
+        probe.close()
 
 
 # --- a primary and its synchronous standby ---------------------------------------------
