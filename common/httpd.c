@@ -126,6 +126,8 @@ struct httpd_conn {
  */
 #define HANDSHAKE_LOG_MS 10000
 #define HANDSHAKE_REASONS 64
+/* Idle connections looked at for one waiting unread, to make room (make_room). */
+#define HTTPD_IDLE_LOOK_MAX 64
 
 struct httpd {
 	struct event_base *base;
@@ -1073,6 +1075,20 @@ static void on_hello(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * Whether an idle connection's client has sent bytes this process has not
+ * read yet: accepted in a burst, a connection stays idle until the loop
+ * gets to it. (One the client closed has not: it goes first.)
+ */
+static bool sent_unread(struct httpd_conn *c)
+{
+	if (c->bev && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+		return true;
+	char byte;
+	ssize_t n = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n > 0;
+}
+
+/*
  * Room for one more connection under max_conns: the connection waiting
  * longest for a request's first byte is closed to make it (one that sent
  * nothing, or a kept-alive one between requests); with none waiting, no
@@ -1082,11 +1098,29 @@ static bool make_room(struct httpd *s)
 {
 	if (s->max_conns == 0 || s->nconns < s->max_conns)
 		return true;
-	struct httpd_conn *oldest = TAILQ_FIRST(&s->idle);
+	/* One whose first bytes wait unread is not idle: taken for idle, a
+	 * registry's connection that came in a flood of others was closed by
+	 * the next one of the flood, before its head was read. */
+	struct httpd_conn *oldest = NULL, *unread = NULL;
+	int looked = 0;
+	TAILQ_FOREACH(oldest, &s->idle, idle_link) {
+		if (!sent_unread(oldest))
+			break;
+		if (!unread)
+			unread = oldest;
+		/* A bounded look: past it, the heads' turn. */
+		if (++looked == HTTPD_IDLE_LOOK_MAX) {
+			oldest = NULL;
+			break;
+		}
+	}
 	/* Else the one reading a head the longest: a registry sends its head at
-	 * once, and one byte at a time would keep every other client out. */
+	 * once, and one byte at a time would keep every other client out. Then
+	 * the one waiting longest to be read. */
 	if (!oldest)
 		oldest = TAILQ_FIRST(&s->heads);
+	if (!oldest)
+		oldest = unread;
 	if (!oldest)
 		return false;
 	conn_free(oldest);

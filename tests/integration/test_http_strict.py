@@ -15,13 +15,14 @@ import json
 import os
 import resource
 import select
+import signal
 import socket
 import threading
 import time
 
 import pytest
 
-from harness import add_webhook, register, wait_until
+from harness import add_webhook, register, stop_and_wait, wait_until
 from test_badinput import (GoodClient, envelope, error_of, exchange, http_bytes, read_rss_kib,
                            rss_grows_in_every_quarter)
 from test_ops import reload
@@ -497,6 +498,45 @@ def test_connections_that_start_a_head_and_stop_cannot_keep_a_registry_out(
         assert readable(started[0]) and not readable(started[len(started) // 2])
     finally:
         for sock in started:
+            sock.close()
+
+
+def test_a_connection_come_in_a_burst_is_not_taken_for_idle_before_it_is_read(
+        reghook_factory, pg):
+    """At the connection limit, connections accepted together (a flood, or
+    a daemon busy a moment) are idle until the loop reads them: a registry's
+    whose post waited unread was closed to make room for the next one of
+    the burst, as if it had sent nothing. Now the heads read go first, and
+    the registry's post is answered."""
+    daemon = daemon_with_descriptors(reghook_factory, 400,
+                                     {'max_in_flight': 16, 'client_timeout': '60s'})
+    token = register(daemon, 'team-a')
+    started, burst = [], []
+    registry = None
+    try:
+        # Past the limit (about 315 here): one-byte heads, the first closed.
+        for _ in range(340):
+            sock = socket.create_connection(('127.0.0.1', daemon.port), timeout=10)
+            sock.sendall(b'P')
+            started.append(sock)
+        wait_until(lambda: any(readable(sock) for sock in started), timeout=20,
+                   msg='the limit reached')
+        stop_and_wait(daemon.proc.pid)
+        try:
+            registry = socket.create_connection(('127.0.0.1', daemon.port), timeout=20)
+            registry.sendall(request(token, envelope(event(tag='in-a-burst')),
+                                     b'Connection: close\r\n'))
+            for _ in range(20):
+                sock = socket.create_connection(('127.0.0.1', daemon.port), timeout=10)
+                sock.sendall(b'P')
+                burst.append(sock)
+        finally:
+            os.kill(daemon.proc.pid, signal.SIGCONT)
+        answered = answers(read_all(registry))
+        assert [status for status, _, _ in answered] == [200], answered
+        assert daemon.get('/healthz')[0] == 200
+    finally:
+        for sock in started + burst + ([registry] if registry else []):
             sock.close()
 
 
