@@ -115,3 +115,57 @@ def test_a_resting_webhook_is_probed_one_at_a_time_and_drains_when_it_answers(
     wait_status(pg, webhook_id, 'succeeded', timeout=30)
     assert {r.json()['push_data']['tag'] for r in hook.requests} == {f't{i}' for i in range(60)}
     assert health(pg, webhook_id)['failures_in_a_row'] == 0
+
+
+def test_a_disabled_webhooks_backlog_is_not_read_at_every_claim(reghook_factory, pg):
+    """A webhook disabled with deliveries waiting (by hand, a 410, or the
+    5-day rule) keeps them until it is enabled again. Every claim asked
+    whether it had a test push to send by reading through all of them:
+    20,000 rows a claim here (50 ms at 100,000 waiting, for as long as it
+    stayed disabled). Its test pushes have an index of their own now; one
+    is still sent, the others still wait."""
+    daemon = reghook_factory()
+    register(daemon, 'team-a')
+    webhook = add_webhook(daemon, 'team-a', f'http://127.0.0.1:{free_port()}/')
+    daemon.stop()
+    source = int(pg.psql('SELECT id FROM reghook.registry_sources').strip())
+    pg.psql(f"""SELECT count(*) FROM reghook.ingest((
+        SELECT jsonb_agg(jsonb_build_object(
+            'i', g, 's', {source}, 'id', 'waiting-' || g, 'action', 'push',
+            'repository', 'team-a/app', 'tag', 't' || g, 'digest', 'sha256:{'ab' * 32}',
+            'media_type', 'application/vnd.oci.image.manifest.v1+json',
+            'request_id', 'req-' || g, 'actor', 'alice', 'ts', now(),
+            'raw', jsonb_build_object('id', 'waiting-' || g)))
+        FROM generate_series(1, 20000) g), NULL, 0, 0, '{{}}', 0)""")
+    daemon.run_cli('webhook', 'disable', str(webhook))
+    conn = pg.connect()
+    cur = conn.cursor()
+
+    def rows_read():
+        """Rows of deliveries this session read (counted until PostgreSQL
+        takes its counts in, after the transaction: so a difference)."""
+        cur.execute("""SELECT coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0)
+                       FROM pg_stat_xact_user_tables
+                       WHERE relid = 'reghook.deliveries'::regclass""")
+        return cur.fetchone()[0]
+
+    def claim():
+        """What one claim leased (is_test of each) and the rows of
+        deliveries it read."""
+        cur.execute('BEGIN')
+        before = rows_read()
+        cur.execute("SELECT is_test FROM reghook.claim_deliveries('test', 64, 16, '{}', 10000)")
+        leased = [row[0] for row in cur.fetchall()]
+        read = rows_read() - before
+        cur.execute('COMMIT')
+        return leased, read
+
+    leased, read = claim()
+    assert leased == [] and read < 100, read
+    assert rows(pg, f"""SELECT count(*) AS n FROM reghook.deliveries
+                        WHERE webhook_id = {int(webhook)} AND status = 'pending'""")[0]['n'] == 20000
+    pg.psql(f'SELECT reghook.test_webhook({int(webhook)})')
+    leased, _ = claim()
+    assert leased == [True]
+    leased, read = claim()
+    assert leased == [] and read < 100, read
