@@ -175,7 +175,15 @@ BEGIN
         SELECT d.id
         FROM (SELECT w.id, w.enabled, coalesce((in_flight ->> w.id::text)::integer, 0) AS busy,
                      w.failures_in_a_row >= 20 AS resting,
-                     w.last_failure_at > now() - interval '10 seconds' AS failed_lately
+                     w.last_failure_at > now() - interval '10 seconds' AS failed_lately,
+                     -- A disabled one's first test push due: where the look
+                     -- through its deliveries below starts (not through
+                     -- the backlog before it), for one at a time.
+                     CASE WHEN NOT w.enabled
+                          THEN (SELECT min(t.next_attempt_at) FROM reghook.deliveries t
+                                WHERE t.webhook_id = w.id AND t.status = 'pending'
+                                  AND t.is_test AND t.attempts = 0
+                                  AND t.next_attempt_at <= now()) END AS first_test
               FROM reghook.webhooks w
               -- Only those with a delivery to take now take turns: numbered
               -- among its idle or disabled webhooks, a namespace's one busy
@@ -200,6 +208,7 @@ BEGIN
               -- first attempt goes anyway (the person asked for it), its
               -- retries wait like the others.
               AND (w.enabled OR (d.is_test AND d.attempts = 0))
+              AND d.next_attempt_at >= coalesce(w.first_test, '-infinity')
               -- A resting webhook's probe is its oldest due delivery and
               -- no other: two instances claiming at once both go for that
               -- one row (the same index scan's first: equal times are in
@@ -213,9 +222,11 @@ BEGIN
                   WHERE x.webhook_id = w.id AND x.status = 'pending'
                     AND x.next_attempt_at <= now()
                     AND (w.enabled OR (x.is_test AND x.attempts = 0))
+                    AND x.next_attempt_at >= coalesce(w.first_test, '-infinity')
                   ORDER BY x.next_attempt_at LIMIT 1))
             ORDER BY d.next_attempt_at
-            LIMIT CASE WHEN NOT w.resting THEN greatest(0, per_webhook - w.busy)
+            LIMIT CASE WHEN NOT w.resting AND w.enabled THEN greatest(0, per_webhook - w.busy)
+                       WHEN NOT w.resting THEN least(1, greatest(0, per_webhook - w.busy))
                        WHEN w.failed_lately
                             OR w.id IN (SELECT x.webhook_id FROM reghook.deliveries x
                                         WHERE x.status = 'in_flight') THEN 0
