@@ -192,14 +192,19 @@ BEGIN
               -- deliveries wait, and a look through them made every claim
               -- read all of them (50 ms a claim at 100,000 waiting, for as
               -- long as a webhook disabled with a backlog stayed so).
+              -- OFFSET 0: each a look by webhook, never the hashed subplan
+              -- PostgreSQL may choose for an EXISTS inside CASE (from
+              -- statistics that saw little due), which read every due
+              -- delivery of every webhook, a disabled one's backlog too,
+              -- at each claim.
               WHERE CASE WHEN w.enabled
                          THEN EXISTS (SELECT 1 FROM reghook.deliveries d
                                       WHERE d.webhook_id = w.id AND d.status = 'pending'
-                                        AND d.next_attempt_at <= now())
+                                        AND d.next_attempt_at <= now() OFFSET 0)
                          ELSE EXISTS (SELECT 1 FROM reghook.deliveries d
                                       WHERE d.webhook_id = w.id AND d.status = 'pending'
                                         AND d.is_test AND d.attempts = 0
-                                        AND d.next_attempt_at <= now()) END
+                                        AND d.next_attempt_at <= now() OFFSET 0) END
               ORDER BY row_number() OVER (PARTITION BY w.namespace_id ORDER BY random()), random()) w
         CROSS JOIN LATERAL (
             SELECT d.id FROM reghook.deliveries d

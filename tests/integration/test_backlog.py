@@ -124,21 +124,41 @@ def test_a_disabled_webhooks_backlog_is_not_read_at_every_claim(reghook_factory,
     20,000 rows a claim here (50 ms at 100,000 waiting, for as long as it
     stayed disabled), and the claim that took a test push read them again.
     Its test pushes have an index of their own now; one is still sent, the
-    others still wait."""
+    others still wait. Nor are they read by a plan made while little was
+    due (a claim's plan is kept for its session): the question asked of
+    each webhook could be answered for all at once, from every due
+    delivery (1,000 webhooks of another namespace here)."""
     daemon = reghook_factory()
-    register(daemon, 'team-a')
+    register(daemon, 'team-a', 'team-b')
     webhook = add_webhook(daemon, 'team-a', f'http://127.0.0.1:{free_port()}/')
+    other = add_webhook(daemon, 'team-b', f'http://127.0.0.1:{free_port()}/')
     daemon.stop()
+    columns = pg.psql("""SELECT string_agg(quote_ident(column_name), ', ')
+                         FROM information_schema.columns
+                         WHERE table_schema = 'reghook' AND table_name = 'webhooks'
+                           AND column_name <> 'id'""").strip()
+    pg.psql(f"""INSERT INTO reghook.webhooks ({columns})
+                SELECT {columns} FROM reghook.webhooks, generate_series(1, 999)
+                WHERE id = {int(other)}""")
     source = int(pg.psql('SELECT id FROM reghook.registry_sources').strip())
-    pg.psql(f"""SELECT count(*) FROM reghook.ingest((
-        SELECT jsonb_agg(jsonb_build_object(
-            'i', g, 's', {source}, 'id', 'waiting-' || g, 'action', 'push',
-            'repository', 'team-a/app', 'tag', 't' || g, 'digest', 'sha256:{'ab' * 32}',
-            'media_type', 'application/vnd.oci.image.manifest.v1+json',
-            'request_id', 'req-' || g, 'actor', 'alice', 'ts', now(),
-            'raw', jsonb_build_object('id', 'waiting-' || g)))
-        FROM generate_series(1, 20000) g), NULL, 0, 0, '{{}}', 0)""")
-    daemon.run_cli('webhook', 'disable', str(webhook))
+
+    def queue(repository, count):
+        pg.psql(f"""SELECT count(*) FROM reghook.ingest((
+            SELECT jsonb_agg(jsonb_build_object(
+                'i', g, 's', {source}, 'id', '{repository}-' || g, 'action', 'push',
+                'repository', '{repository}', 'tag', 't' || g,
+                'digest', 'sha256:{'ab' * 32}',
+                'media_type', 'application/vnd.oci.image.manifest.v1+json',
+                'request_id', 'req-' || g, 'actor', 'alice', 'ts', now(),
+                'raw', jsonb_build_object('id', '{repository}-' || g)))
+            FROM generate_series(1, {count}) g), NULL, 0, 0, '{{}}', 0)""")
+
+    # team-b's 1,000 webhooks have a delivery each, due tomorrow; the
+    # statistics see nothing due.
+    queue('team-b/app', 1)
+    pg.psql("UPDATE reghook.deliveries SET next_attempt_at = now() + interval '1 day'")
+    pg.psql('VACUUM ANALYZE reghook.deliveries')
+    pg.psql('ANALYZE reghook.webhooks')
     conn = pg.connect()
     cur = conn.cursor()
 
@@ -161,6 +181,9 @@ def test_a_disabled_webhooks_backlog_is_not_read_at_every_claim(reghook_factory,
         cur.execute('COMMIT')
         return leased, read
 
+    assert claim()[0] == []  # its plan made now, kept
+    queue('team-a/app', 20000)
+    daemon.run_cli('webhook', 'disable', str(webhook))
     leased, read = claim()
     assert leased == [] and read < 100, read
     assert rows(pg, f"""SELECT count(*) AS n FROM reghook.deliveries
