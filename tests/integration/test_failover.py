@@ -316,7 +316,7 @@ def commits_wait_for_a_standby(server):
     def commit():
         try:
             # A commit waits only when its transaction wrote to the WAL.
-            probe.cursor().execute('CREATE TEMPORARY TABLE probe ()')
+            probe.cursor().execute('CREATE TEMPORARY TABLE probe () ON COMMIT DROP')
         except psycopg2.Error:
             pass  # cancelled: the warning, or an error on an older server
         finally:
