@@ -197,7 +197,14 @@ def reghook_factory(request):
         started.append(daemon)
         daemon.start()
         if wait:
-            daemon.wait_ready()
+            try:
+                daemon.wait_ready()
+            except AssertionError:
+                # Its port taken by another test's server meanwhile: once more.
+                if not daemon.move_off_a_taken_port():
+                    raise
+                daemon.start()
+                daemon.wait_ready()
         return daemon
 
     yield start

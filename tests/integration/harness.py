@@ -758,6 +758,24 @@ class Reghook:
         needs no word. start() resets it to 0."""
         self._expected_exit = status
 
+    def move_off_a_taken_port(self):
+        """After a first start that ended because another server took its
+        port between free_port() and the bind (tests run at once), takes
+        another port and returns True; else returns False. Only for a
+        daemon on the port this harness chose."""
+        listen = f'127.0.0.1:{self.port}'
+        if (self.proc is None or self.proc.poll() != 1 or self.config.get('listen') != listen
+                or f'cannot listen on {listen}: Address already in use' not in self.log()):
+            return False
+        self._checked_proc = self.proc
+        default_public_url = f'{self.scheme}://{listen}'
+        self.port = free_port()
+        self.config['listen'] = f'127.0.0.1:{self.port}'
+        if self.config.get('public_url') == default_public_url:
+            self.config['public_url'] = f'{self.scheme}://127.0.0.1:{self.port}'
+        self.write_config()
+        return True
+
     def _check_exit(self, how):
         """Records a problem when the last process started (or set as
         self.proc by a test) has ended otherwise than expected. Checks each

@@ -8,6 +8,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import xml.etree.ElementTree as ET
 import psycopg2
 import pytest
 
+import harness
 from harness import PsqlError, Response, build_index, wait_until
 
 DIGEST = re.compile(r'^sha256:[0-9a-f]{64}$')
@@ -366,3 +368,23 @@ def test_a_hang_fails_its_test_and_the_run_goes_on(tmp_path):
     # The daemon of the test that hung was stopped, and the end of its log shown.
     assert re.search(r'reghook on port \d+, end of its log', out), out
     assert time.monotonic() - started < 120
+
+
+def test_a_port_taken_before_the_daemon_binds_it_is_left_for_another(reghook_factory, pg,
+                                                                     monkeypatch):
+    """free_port() answers with a port free a moment ago: another test's
+    server may take it before reghook binds it (a full run failed so). The
+    factory then starts the daemon once more on another port."""
+    taken = socket.socket()
+    try:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1]])
+        real = harness.free_port
+        monkeypatch.setattr(harness, 'free_port', lambda: next(ports, None) or real())
+        daemon = reghook_factory()
+        assert daemon.port != taken.getsockname()[1]
+        assert daemon.get('/healthz')[0] == 200
+        assert 'Address already in use' in daemon.log()
+    finally:
+        taken.close()
