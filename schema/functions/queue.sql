@@ -267,8 +267,13 @@ COMMENT ON FUNCTION reghook.claim_deliveries(text, integer, integer, jsonb, inte
 -- Only a delivery whose leases were lost more than max_attempts times in
 -- its round (one that stops every dispatcher that takes it, say) is
 -- failed. A lost attempt is the one row with no method (below).
+-- Planned as the claim is (by key, no sequential scans, hash or merge
+-- joins): its statistics are stale by nature (soon after ANALYZE every
+-- lease in them has run out), and from them one expired lease read every
+-- webhook and every delivery.
 CREATE OR REPLACE FUNCTION reghook.reclaim_expired(default_max_attempts integer) RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 DECLARE n integer;
 BEGIN
     WITH expired AS (

@@ -851,6 +851,60 @@ def test_queue_plans_look_rows_up_by_key_whatever_the_statistics(pg):
         assert scan not in plans, plans
 
 
+def test_reclaim_expired_looks_rows_up_by_key_whatever_the_statistics(pg):
+    """reclaim_expired() (every 5 s at each dispatcher) finds the expired
+    leases and their webhooks by key. Its statistics are stale by nature: a
+    lease lasts a request's timeout and 15 s, so soon after ANALYZE every
+    lease in them has run out, and the planner expected most of those in
+    flight to be expired: a lease that was read every webhook (a merge or
+    hash join over them: 100,000 webhooks, 290 ms a call) and every
+    delivery."""
+    run_reghook(['migrate'], pg.url())
+    run_reghook(['namespace', 'add', 'team-a'], pg.url())
+    out = run_reghook(['webhook', 'add', 'team-a', 'http://127.0.0.1:9/hook'], pg.url()).stdout
+    hook = int(out.split()[1])
+    conn = pg.connect()
+    cur = conn.cursor()
+    for table in ('webhooks', 'deliveries', 'delivery_attempts'):
+        cur.execute(f'ALTER TABLE reghook.{table} SET (autovacuum_enabled = false)')
+    cur.execute("""SELECT string_agg(quote_ident(column_name), ', ')
+                   FROM information_schema.columns
+                   WHERE table_schema = 'reghook' AND table_name = 'webhooks'
+                     AND column_name <> 'id'""")
+    columns = cur.fetchone()[0]
+    cur.execute(f"""INSERT INTO reghook.webhooks ({columns})
+                    SELECT {columns} FROM reghook.webhooks, generate_series(1, 2999)
+                    WHERE id = {hook}""")
+    # 5,000 deliveries in flight, their leases run out when ANALYZE sees them.
+    cur.execute("""INSERT INTO reghook.deliveries (webhook_id, action, is_test, status, attempts,
+                                                   lease_owner, lease_expires_at)
+                   SELECT w.id, 'push', true, 'in_flight', 1, 'gone', now() - interval '1 minute'
+                   FROM (SELECT id FROM reghook.webhooks ORDER BY id LIMIT 100) w,
+                        generate_series(1, 50)""")
+    cur.execute('ANALYZE reghook.webhooks')
+    cur.execute('ANALYZE reghook.deliveries')
+    # Then they are renewed, and one lease of the newest webhook runs out.
+    cur.execute("UPDATE reghook.deliveries SET lease_expires_at = now() + interval '1 minute'")
+    cur.execute(f"""INSERT INTO reghook.deliveries (webhook_id, action, is_test, status, attempts,
+                                                    lease_owner, lease_expires_at)
+                    SELECT max(id), 'push', true, 'in_flight', 1, 'gone',
+                           now() - interval '1 second' FROM reghook.webhooks""")
+
+    def rows_read(table):
+        cur.execute(f"""SELECT coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0)
+                        FROM pg_stat_xact_user_tables
+                        WHERE relid = 'reghook.{table}'::regclass""")
+        return cur.fetchone()[0]
+
+    cur.execute('BEGIN')
+    before = rows_read('webhooks'), rows_read('deliveries')
+    cur.execute('SELECT reghook.reclaim_expired(8)')
+    assert cur.fetchone()[0] == 1
+    read = rows_read('webhooks') - before[0], rows_read('deliveries') - before[1]
+    cur.execute('COMMIT')
+    assert read[0] < 10 and read[1] < 100, read
+
+
 def test_ingest_hands_new_deliveries_to_the_caller_within_its_room(pg):
     """ingest() with an instance name leases each new delivery to the caller
     in the transaction that stores its event, within the room it gives (in
