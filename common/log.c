@@ -149,3 +149,20 @@ bool log_quota_take(struct log_quota *q, long long interval_ms, int *held)
 	q->held = 0;
 	return true;
 }
+
+void log_limited(struct log_quota *q, long long interval_ms, enum log_level level, const char *fmt,
+		 ...)
+{
+	int held;
+	if (level < min_level || !log_quota_take(q, interval_ms, &held))
+		return;
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (held)
+		log_msg(level, "%s (and %d more such line(s) since the last one)", line, held);
+	else
+		log_msg(level, "%s", line);
+}

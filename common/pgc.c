@@ -185,6 +185,8 @@ static void finish_query(struct pgc *c, PGresult *res)
 {
 	struct pgc_query *q = pop(c);
 	c->depth++;
+	if (res && !pgc_ok(res) && c->hooks.failed)
+		c->hooks.failed(c, PGC_REFUSED, c->arg);
 	q->fn(c, res, q->arg);
 	c->depth--;
 	query_free(q);
@@ -243,6 +245,11 @@ static void go_down(struct pgc *c, const char *why)
 	close_conn(c);
 	buf_free(&c->failures);
 	pgc_set_state(c, PGC_DOWN);
+	if (was_up && !c->reset && c->hooks.failed) {
+		c->depth++;
+		c->hooks.failed(c, PGC_LOST, c->arg);
+		c->depth--;
+	}
 	if (was_up) {
 		/* Whatever befell that host, the next round starts with the next one. */
 		c->first = c->nhosts > 1 ? (c->current + 1) % c->nhosts : 0;

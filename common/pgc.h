@@ -33,10 +33,18 @@
 
 struct pgc;
 
+/* What went wrong on a connection, for its owner's counts (pgc_hooks.failed). */
+enum pgc_failure {
+	PGC_REFUSED, /* the server answered a query with an error */
+	PGC_LOST,    /* the connection was lost while up (its queries answered NULL) */
+};
+
 struct pgc_hooks {
 	void (*up)(struct pgc *c, void *arg);
 	void (*down)(struct pgc *c, const char *why, void *arg);
 	void (*notify)(struct pgc *c, const char *channel, const char *payload, void *arg);
+	/* Each failure as it happens, before the query's callback or down (may be NULL). */
+	void (*failed)(struct pgc *c, enum pgc_failure what, void *arg);
 };
 
 /*

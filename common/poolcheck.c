@@ -130,7 +130,7 @@ static void on_down(struct pgc *c, const char *why, void *arg)
 	verdict(p, true, detail);
 }
 
-static const struct pgc_hooks hooks = {on_up, on_down, NULL};
+static const struct pgc_hooks hooks = {.up = on_up, .down = on_down};
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {

@@ -49,7 +49,7 @@ static int cmd_migrate(const struct cli_command *cmd, int argc, char **argv)
 {
 	struct config cfg;
 	struct migrate_cmd m = {NULL, CLI_FAILED, false};
-	static const struct pgc_hooks hooks = {on_up, on_down, NULL};
+	static const struct pgc_hooks hooks = {.up = on_up, .down = on_down};
 
 	if (cli_wants_help(cmd, argc, argv))
 		return CLI_OK;

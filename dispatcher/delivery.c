@@ -53,6 +53,7 @@
 #define RECLAIM_MS 5000	       /* how often expired leases are looked for */
 #define SUMMARY_MS 60000       /* how often successes are summed up in the log */
 #define BATCHES_LATELY_MS 2000 /* ingest batches came this recently: claims leave them half */
+#define FAILED_LOG_MS 10000    /* a failing claim's line, at most this often */
 
 struct inflight {
 	LIST_ENTRY(inflight) link; /* in running */
@@ -139,6 +140,7 @@ struct delivery {
 	int suspects;		  /* records of a refused batch still to be written one by one */
 	bool deferring;		  /* the database refused the last write for a reason of its own */
 	long long defer_until_ms; /* then: no write before this (monotonic) */
+	struct log_quota claim_failed; /* lines about failed claims */
 	enum delivery_write_state write_state;
 };
 
@@ -679,7 +681,8 @@ static void on_claimed(struct pgc *c, PGresult *res, void *arg)
 	}
 	if (!pgc_ok(res)) {
 		if (res)
-			log_error("claiming deliveries: %s", pgc_error(res));
+			log_limited(&dp->claim_failed, FAILED_LOG_MS, LOG_LEVEL_ERROR,
+				    "claiming deliveries: %s", pgc_error(res));
 		dp->limited = true;
 		step(dp, DELIVERY_EV_CLAIM_FAILED);
 		return;
@@ -1159,8 +1162,20 @@ static void done_up(struct pgc *c, void *arg)
 	janitor_connected(dp->janitor);
 }
 
-static const struct pgc_hooks claim_hooks = {claim_up, claim_down, claim_notify};
-static const struct pgc_hooks done_hooks = {done_up, NULL, NULL};
+static void claim_failed(struct pgc *c, enum pgc_failure what, void *arg)
+{
+	struct delivery *dp = arg;
+	stats_database_failure(dp->d->stats, "claim", what == PGC_LOST);
+}
+
+static void done_failed(struct pgc *c, enum pgc_failure what, void *arg)
+{
+	struct delivery *dp = arg;
+	stats_database_failure(dp->d->stats, "record", what == PGC_LOST);
+}
+
+static const struct pgc_hooks claim_hooks = {claim_up, claim_down, claim_notify, claim_failed};
+static const struct pgc_hooks done_hooks = {done_up, NULL, NULL, done_failed};
 
 struct delivery *delivery_new(struct daemon *d)
 {

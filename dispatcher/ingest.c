@@ -36,6 +36,10 @@
 #define PENDING_MAX_BYTES (64u << 20) /* or bytes of events queued */
 #define RETRY_AFTER_BUSY "1"	      /* seconds, while the queue is full */
 #define REFUSED_LOG_MS 10000	      /* a refused token is logged at most this often */
+/* And so is a batch the database failed: while it refused every statement (a
+ * full disk), each request's own try wrote a line, 860 in the second that 800
+ * posts took. reghook_database_errors_total counts them all. */
+#define DB_FAILED_LOG_MS 10000
 
 struct ingest_req {
 	STAILQ_ENTRY(ingest_req) link; /* in the queue, or in a batch */
@@ -89,6 +93,7 @@ struct ingest {
 	struct event *flush_ev;	  /* owned: flush() once the loop's current callbacks ran */
 	struct event *slow_ev;	  /* owned: flush() when a running batch turns slow */
 	struct log_quota refused; /* lines about refused tokens */
+	struct log_quota failed;  /* lines about batches the database failed */
 };
 
 static void flush(struct ingest *in);
@@ -303,17 +308,19 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 					 "each again, alone",
 					 b->nreqs, pgc_error(res));
 			else
-				log_warn("ingest: batch of %d requests failed (%s); retrying each "
-					 "alone",
-					 b->nreqs, pgc_error(res));
+				log_limited(&in->failed, DB_FAILED_LOG_MS, LOG_LEVEL_WARN,
+					    "ingest: batch of %d requests failed (%s); retrying "
+					    "each alone",
+					    b->nreqs, pgc_error(res));
 			requeue_alone(in, b);
 			in->in_batches -= b->nreqs;
 			batch_free(b);
 			break;
 		case INGEST_FAILURE_REFUSED: {
 			struct ingest_req *r = STAILQ_FIRST(&b->reqs);
-			log_warn("ingest: events from %s refused by the database: %s", r->source,
-				 pgc_error(res));
+			log_limited(&in->failed, DB_FAILED_LOG_MS, LOG_LEVEL_WARN,
+				    "ingest: events from %s refused by the database: %s", r->source,
+				    pgc_error(res));
 			reply_errorf(r->req, 400, "event refused: %s", pgc_error(res));
 			in->in_batches -= b->nreqs;
 			batch_free(b);
@@ -326,7 +333,8 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 					 b->nreqs);
 				fail_batch(in, b, "database unavailable; retry");
 			} else {
-				log_error("ingest: %s", pgc_error(res));
+				log_limited(&in->failed, DB_FAILED_LOG_MS, LOG_LEVEL_ERROR,
+					    "ingest: %s", pgc_error(res));
 				fail_batch(in, b, "database error; retry");
 			}
 			break;
@@ -632,7 +640,13 @@ static void conn_up(struct pgc *c, void *arg)
 	flush(conn->in);
 }
 
-static const struct pgc_hooks conn_hooks = {conn_up, NULL, NULL};
+static void conn_failed(struct pgc *c, enum pgc_failure what, void *arg)
+{
+	struct ingest_conn *conn = arg;
+	stats_database_failure(conn->in->d->stats, "receiver", what == PGC_LOST);
+}
+
+static const struct pgc_hooks conn_hooks = {conn_up, NULL, NULL, conn_failed};
 
 struct ingest *ingest_new(struct daemon *d)
 {

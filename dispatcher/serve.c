@@ -166,7 +166,14 @@ static void control_notify(struct pgc *c, const char *channel, const char *paylo
 		ingest_sources_changed(d->ingest);
 }
 
-static const struct pgc_hooks control_hooks = {control_up, control_down, control_notify};
+static void control_failed(struct pgc *c, enum pgc_failure what, void *arg)
+{
+	struct daemon *d = arg;
+	stats_database_failure(d->stats, "control", what == PGC_LOST);
+}
+
+static const struct pgc_hooks control_hooks = {control_up, control_down, control_notify,
+					       control_failed};
 
 static void check_stopped(evutil_socket_t fd, short what, void *arg)
 {

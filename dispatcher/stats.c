@@ -31,6 +31,8 @@ static const char queue_sql[] = "SELECT count(*), count(*) FILTER (WHERE next_at
 
 static const char *const event_outcomes[] = {"accepted", "duplicate", "ignored", "rejected",
 					     "unrouted"};
+/* The daemon's database connections, as reghook_database_errors_total names them. */
+static const char *const db_connections[] = {"receiver", "claim", "record", "control"};
 static const char *const error_classes[] = {"none", "http",    "dns",	  "connect",
 					    "tls",  "timeout", "blocked", "other"};
 /* Seconds: from a fast local hook to the default request timeout and beyond. */
@@ -45,7 +47,7 @@ struct stats {
 	long long count_started_ms; /* CLOCK_MONOTONIC, of the last queue count */
 	long long next_count_ms;    /* no queue count before this */
 
-	struct metrics_family *events, *deliveries, *attempts, *http, *reloads;
+	struct metrics_family *events, *deliveries, *attempts, *http, *reloads, *db_errors;
 	struct metrics_series *duration;
 	struct metrics_series *in_flight, *pending, *due, *queue_time, *queued, *storing;
 	struct metrics_series *database_up, *last_reload_ok;
@@ -62,6 +64,12 @@ static struct metrics_series *one(struct metrics_family *f, const char *value)
 static struct metrics_series *gauge(struct stats *s, const char *name, const char *help)
 {
 	return metrics_single(metrics_family(s->reg, METRICS_GAUGE, name, help, NULL, NULL, 0));
+}
+
+static struct metrics_series *db_errors(struct stats *s, const char *connection, bool lost)
+{
+	const char *values[] = {connection, lost ? "lost" : "refused"};
+	return metrics_series(s->db_errors, values);
 }
 
 static void on_counted(struct pgc *c, PGresult *res, void *arg)
@@ -153,6 +161,17 @@ struct stats *stats_new(struct daemon *d)
 
 	s->database_up = gauge(s, "reghook_database_up",
 			       "1 when the database is connected and the schema current, else 0.");
+	static const char *const db_labels[] = {"connection", "kind", NULL};
+	s->db_errors = metrics_family(
+		m, METRICS_COUNTER, "reghook_database_errors_total",
+		"Database failures, by connection (receiver, claim, record, control) and kind: "
+		"refused (a statement answered with an error) or lost (the connection dropped "
+		"while "
+		"up).",
+		db_labels, NULL, 0);
+	for (size_t i = 0; i < sizeof(db_connections) / sizeof(db_connections[0]); i++)
+		for (int lost = 0; lost <= 1; lost++)
+			db_errors(s, db_connections[i], lost);
 
 	static const char *const result_label[] = {"result", NULL};
 	s->reloads = metrics_family(m, METRICS_COUNTER, "reghook_config_reloads_total",
@@ -204,6 +223,11 @@ void stats_attempt(struct stats *s, const char *outcome, const char *error_class
 	metrics_add(one(s->deliveries, what), 1);
 	metrics_add(one(s->attempts, error_class ? error_class : "none"), 1);
 	metrics_observe(s->duration, seconds);
+}
+
+void stats_database_failure(struct stats *s, const char *connection, bool lost)
+{
+	metrics_add(db_errors(s, connection, lost), 1);
 }
 
 void stats_in_flight(struct stats *s, int n)

@@ -30,6 +30,12 @@ void stats_events(struct stats *s, const char *outcome, int n);
  * gone), its failure class (NULL for a success) and how long it took.
  */
 void stats_attempt(struct stats *s, const char *outcome, const char *error_class, double seconds);
+/*
+ * A database connection of the daemon failed: connection is receiver,
+ * claim, record or control; lost: it dropped while up, else a statement
+ * was refused.
+ */
+void stats_database_failure(struct stats *s, const char *connection, bool lost);
 /* The delivery engine's requests running now. */
 void stats_in_flight(struct stats *s, int n);
 /* POST /events: events waiting for a batch, and events inside running batches. */

@@ -322,6 +322,68 @@ def hup(daemon):
     return daemon.log()[start:]
 
 
+DB_CONNECTIONS = ('receiver', 'claim', 'record', 'control')
+
+
+def test_database_failures_are_counted_by_connection_and_their_lines_held_back(reghook_factory,
+                                                                              pg):
+    daemon = reghook_factory()
+    token = register(daemon, 'team-a')
+    families = scrape(daemon)
+    for connection in DB_CONNECTIONS:
+        for kind in ('refused', 'lost'):
+            assert value(families, 'reghook_database_errors_total', connection=connection,
+                         kind=kind) == 0, (connection, kind)
+
+    # The database refuses every event (a full disk, as its message says).
+    pg.psql("""CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
+                     USING ERRCODE = '53100'; END $$;
+               CREATE TRIGGER refuse BEFORE INSERT ON reghook.events
+               FOR EACH ROW EXECUTE FUNCTION public.refuse()""")
+    started = time.monotonic()
+    for _ in range(20):
+        status, _, out = daemon.post('/events', json.dumps({'events': [event()]}).encode(),
+                                     {'Content-Type': 'application/json',
+                                      'Authorization': f'Bearer {token}'})
+        assert status == 503, out
+    took = time.monotonic() - started
+    families = scrape(daemon)
+    assert value(families, 'reghook_database_errors_total', connection='receiver',
+                 kind='refused') >= 20
+    # One line per 10 s of refusals, not one per request (20 before).
+    lines = [line for line in daemon.log().splitlines() if 'No space left on device' in line]
+    assert 1 <= len(lines) <= 1 + int(took // 10), lines
+
+    # Nothing of it is lost: once the database takes them, the registry's retries are stored.
+    pg.psql('DROP TRIGGER refuse ON reghook.events')
+    post(daemon, token, event())
+
+    # The claims fail (the function gone: a botched manual upgrade), once a poll.
+    claim = 'reghook.claim_deliveries(text, integer, integer, jsonb, integer)'
+    pg.psql(f'ALTER FUNCTION {claim} RENAME TO claim_deliveries_away')
+    started = time.monotonic()
+    wait_metric(daemon, 'reghook_database_errors_total', 3, connection='claim', kind='refused')
+    pg.psql('ALTER FUNCTION reghook.claim_deliveries_away(text, integer, integer, jsonb, '
+            'integer) RENAME TO claim_deliveries')
+    took = time.monotonic() - started
+    lines = [line for line in daemon.log().splitlines() if 'claiming deliveries:' in line]
+    assert 1 <= len(lines) <= 1 + int(took // 10), lines
+
+    # Every connection lost at once: each counts it, and comes back.
+    pg.psql("""SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+               WHERE datname = current_database() AND pid <> pg_backend_pid()""")
+    for connection in DB_CONNECTIONS:
+        wait_metric(daemon, 'reghook_database_errors_total', 1, connection=connection,
+                    kind='lost')
+    daemon.wait_ready()
+    post(daemon, token, event())
+    families = scrape(daemon)
+    for connection in ('record', 'control'):
+        assert value(families, 'reghook_database_errors_total', connection=connection,
+                     kind='refused') == 0, connection
+
+
 def test_reload_log_level(reghook_factory, pg):
     daemon = reghook_factory({'log_level': 'info'})
     daemon.get('/quiet-before')

@@ -178,7 +178,7 @@ static struct pgc *silent_first_round(const char *second, const char *second_lab
 	snprintf(url, sizeof(url),
 		 "postgresql://u@127.0.0.1:%d,%s/x?connect_timeout=2&keepalives=0", port, second);
 	*r = (struct round){event_base_new(), "", 0, 0};
-	static const struct pgc_hooks hooks = {on_up, on_down, NULL};
+	static const struct pgc_hooks hooks = {.up = on_up, .down = on_down};
 	struct pgc *c = pgc_new(r->base, url, &hooks, r);
 	pgc_set_query_timeout(c, 1000);
 	pgc_query(c, "SELECT 1", 0, NULL, on_lost, answered);
