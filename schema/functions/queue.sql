@@ -176,10 +176,14 @@ BEGIN
         FROM (SELECT w.id, w.enabled, coalesce((in_flight ->> w.id::text)::integer, 0) AS busy,
                      w.failures_in_a_row >= 20 AS resting,
                      w.last_failure_at > now() - interval '10 seconds' AS failed_lately,
-                     -- A disabled one's first test push due: where the look
-                     -- through its deliveries below starts (not through
-                     -- the backlog before it), for one at a time.
-                     CASE WHEN NOT w.enabled
+                     -- A disabled or resting one's first test push due:
+                     -- where the look through its deliveries below starts
+                     -- (not through the backlog before it), for one at a
+                     -- time. A resting webhook's goes first, and at once:
+                     -- a person asked for it, most likely to see whether
+                     -- the endpoint works again, and waiting behind the
+                     -- rest's probes it was not sent for minutes.
+                     CASE WHEN NOT w.enabled OR w.failures_in_a_row >= 20
                           THEN (SELECT min(t.next_attempt_at) FROM reghook.deliveries t
                                 WHERE t.webhook_id = w.id AND t.status = 'pending'
                                   AND t.is_test AND t.attempts = 0
@@ -211,8 +215,9 @@ BEGIN
             WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
               -- A disabled webhook's deliveries wait; a test push's
               -- first attempt goes anyway (the person asked for it), its
-              -- retries wait like the others.
-              AND (w.enabled OR (d.is_test AND d.attempts = 0))
+              -- retries wait like the others. So does a resting one's,
+              -- before its probe.
+              AND (w.enabled AND w.first_test IS NULL OR (d.is_test AND d.attempts = 0))
               AND d.next_attempt_at >= coalesce(w.first_test, '-infinity')
               -- A resting webhook's probe is its oldest due delivery and
               -- no other: two instances claiming at once both go for that
@@ -222,7 +227,7 @@ BEGIN
               -- first committed (a lease not yet committed is not in the
               -- in-flight test below; with SKIP LOCKED alone each took a
               -- row of its own).
-              AND (NOT w.resting OR d.id = (
+              AND (NOT w.resting OR w.first_test IS NOT NULL OR d.id = (
                   SELECT x.id FROM reghook.deliveries x
                   WHERE x.webhook_id = w.id AND x.status = 'pending'
                     AND x.next_attempt_at <= now()
@@ -230,7 +235,8 @@ BEGIN
                     AND x.next_attempt_at >= coalesce(w.first_test, '-infinity')
                   ORDER BY x.next_attempt_at LIMIT 1))
             ORDER BY d.next_attempt_at
-            LIMIT CASE WHEN NOT w.resting AND w.enabled THEN greatest(0, per_webhook - w.busy)
+            LIMIT CASE WHEN w.first_test IS NOT NULL THEN least(1, greatest(0, per_webhook - w.busy))
+                       WHEN NOT w.resting AND w.enabled THEN greatest(0, per_webhook - w.busy)
                        WHEN NOT w.resting THEN least(1, greatest(0, per_webhook - w.busy))
                        WHEN w.failed_lately
                             OR w.id IN (SELECT x.webhook_id FROM reghook.deliveries x

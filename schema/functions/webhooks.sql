@@ -302,6 +302,22 @@ $$;
 COMMENT ON FUNCTION reghook.webhook_add(text, text, jsonb) IS
     'Adds a webhook (disabled) to a namespace, with optional fields as in webhook_set(); returns its id. Contributors.';
 
+-- lock_webhook: the webhook's row, locked for a person's change until the
+-- transaction ends (FOR NO KEY UPDATE: the ingest's deliveries, whose key
+-- checks share it, are not held up), or 'does not exist' (removed, or
+-- removed by a transaction this one waited for).
+CREATE OR REPLACE FUNCTION reghook.lock_webhook(webhook bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM FROM reghook.webhooks w WHERE w.id = webhook FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION reghook.lock_webhook(bigint) IS
+    'Locks a webhook''s row for a change (webhook_set, webhook_set_headers), or raises that it does not exist.';
+
 -- webhook_set applies `changes` (a JSON object of field: value) to a
 -- webhook. Fields: name url method content_type username password secret
 -- actions repository tag format template timeout_ms max_attempts headers.
@@ -311,7 +327,14 @@ COMMENT ON FUNCTION reghook.webhook_add(text, text, jsonb) IS
 -- a contributor could read them from the next request, or another path or
 -- query of the same host, which a contributor could call with them and read
 -- the answer from the history) or a new method must give them again (or
--- clear them) at the same time.
+-- clear them) at the same time. The webhook's row is locked first, so that
+-- that check reads what a change made at the same moment left (given a
+-- password for the old URL, committed while this one waited): checked
+-- before the lock, the new URL got the other's password. A change starts
+-- the webhook's run of failures again, as README's Delivery rules say:
+-- only attempts made since count (complete_deliveries()), and a webhook
+-- resting after 20 failures at its old URL is tried at once at its new
+-- one, not disabled by the 5-day rule at its first failure there.
 CREATE OR REPLACE FUNCTION reghook.webhook_set(webhook bigint, changes jsonb) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -324,6 +347,7 @@ DECLARE
     problem text;
 BEGIN
     PERFORM reghook.require_webhook(webhook, 2);
+    PERFORM reghook.lock_webhook(webhook);
     c := reghook.changes_without_url_credentials(changes);
     IF jsonb_typeof(c -> 'url') = 'string' OR jsonb_typeof(c -> 'method') = 'string' THEN
         SELECT w.url, w.method, s.password IS NOT NULL AS has_password,
@@ -338,9 +362,6 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'webhook set ID --url URL --password P --header ''Name: value'' (an empty --password, or --header '''', clears them).';
         END IF;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM reghook.webhooks WHERE id = webhook) THEN
-        RAISE EXCEPTION 'webhook % does not exist', webhook USING ERRCODE = 'no_data_found';
     END IF;
     IF jsonb_typeof(c) IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'changes must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
@@ -383,6 +404,7 @@ BEGIN
         template = CASE WHEN c ? 'template' THEN c->>'template' ELSE w.template END,
         timeout_ms = CASE WHEN c ? 'timeout_ms' THEN (c->>'timeout_ms')::integer ELSE w.timeout_ms END,
         max_attempts = CASE WHEN c ? 'max_attempts' THEN (c->>'max_attempts')::integer ELSE w.max_attempts END,
+        failures_in_a_row = 0, failing_since = NULL,
         updated_at = now()
     WHERE w.id = webhook;
     IF c ? 'password' OR c ? 'secret' THEN
@@ -414,6 +436,7 @@ DECLARE
     pos integer := 0;
 BEGIN
     PERFORM reghook.require_webhook(webhook, 2);
+    PERFORM reghook.lock_webhook(webhook);
     IF cardinality(headers) > 64 THEN
         RAISE EXCEPTION '% headers, over the limit of 64', cardinality(headers)
             USING ERRCODE = 'invalid_parameter_value';
@@ -448,6 +471,10 @@ BEGIN
         INSERT INTO reghook.webhook_headers (webhook_id, position, name, value)
         VALUES (webhook, pos, btrim(split_part(h, ':', 1), E' \t'), btrim(substr(h, position(':' IN h) + 1), E' \t'));
     END LOOP;
+    -- A change like webhook_set's (it calls this one, and changes the row itself).
+    UPDATE reghook.webhooks
+    SET failures_in_a_row = 0, failing_since = NULL, updated_at = now()
+    WHERE id = webhook;
 END
 $$;
 COMMENT ON FUNCTION reghook.webhook_set_headers(bigint, text[]) IS
@@ -508,7 +535,10 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE new_id uuid;
 BEGIN
     PERFORM reghook.require_webhook(webhook_id, 2);
-    IF NOT EXISTS (SELECT 1 FROM reghook.webhooks WHERE id = webhook_id) THEN
+    -- As the insert's foreign key check would lock it, but answered: a
+    -- webhook removed meanwhile (committed while this waited) does not exist.
+    PERFORM FROM reghook.webhooks w WHERE w.id = test_webhook.webhook_id FOR KEY SHARE;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'webhook % does not exist', webhook_id USING ERRCODE = 'no_data_found';
     END IF;
     INSERT INTO reghook.deliveries (webhook_id, event_id, action, is_test)

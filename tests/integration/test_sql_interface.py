@@ -768,6 +768,93 @@ def test_a_new_url_or_method_must_be_given_the_password_and_headers_again(reghoo
     assert rows(pg, f'SELECT * FROM reghook.webhook_headers WHERE webhook_id = {b}') == []
 
 
+def in_open_transaction(pg, sql):
+    """A connection that ran sql in a transaction it leaves open."""
+    conn = pg.connect()
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        cur.execute(sql)
+    return conn
+
+
+def cli_while_held(pg, daemon, conn, *args):
+    """Runs `reghook ARGS` while conn's transaction holds what it changed,
+    commits conn once the command is seen waiting for it, and returns the
+    command's result."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault(
+        'res', daemon.run_cli(*args, check=False)))
+    thread.start()
+    wait_until(lambda: pg.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").strip() != '0'
+        or not thread.is_alive(), timeout=20, msg='the command waiting for the lock')
+    conn.commit()
+    thread.join(30)
+    return out['res']
+
+
+def test_a_change_made_at_the_same_moment_cannot_slip_past_the_new_url_rule(reghook, pg,
+                                                                           endpoint_factory):
+    """One person gives the webhook a password (or headers) for its host
+    while another moves it to another host without giving them again: the
+    second used to read the webhook before the first committed, pass the
+    rule, and send the first one's password to the new host. A webhook
+    removed meanwhile is said not to exist, where the change used to be
+    reported done (or a foreign key message came)."""
+    register(reghook, 'team-a')
+    hook, other = endpoint_factory(), endpoint_factory()
+    a = int(add_webhook(reghook, 'team-a', hook.url('/a')))
+    for given in ({'username': 'ci', 'password': 'pw-for-host-a'},
+                  {'headers': ['X-Token: for-host-a']}):
+        held = in_open_transaction(
+            pg, f"SELECT reghook.webhook_set({a}, '{json.dumps(given)}')")
+        res = cli_while_held(pg, reghook, held, 'webhook', 'set', str(a), '--url', other.url('/b'))
+        assert res.returncode == 1 and 'give them again' in res.stderr, (given, res.stderr)
+        assert rows(pg, f'SELECT url FROM reghook.webhooks WHERE id = {a}') == [
+            {'url': hook.url('/a')}]
+    # The headers alone, through their own function, hold the row as well.
+    held = in_open_transaction(
+        pg, f"SELECT reghook.webhook_set_headers({a}, ARRAY['X-Other: for-host-a'])")
+    res = cli_while_held(pg, reghook, held, 'webhook', 'set', str(a), '--url', other.url('/b'),
+                         '--password', '')
+    assert res.returncode == 1 and 'give them again' in res.stderr, res.stderr
+
+    # Removed while a change, or a test push, waited for it.
+    for args in (['webhook', 'set', str(a), '--name', 'x'],
+                 ['webhook', 'set', str(a), '--password', 'p'],
+                 ['webhook', 'test', str(a)]):
+        b = int(add_webhook(reghook, 'team-a', hook.url('/b')))
+        args = [str(b) if x == str(a) else x for x in args]
+        held = in_open_transaction(pg, f'SELECT reghook.webhook_remove({b})')
+        res = cli_while_held(pg, reghook, held, *args)
+        assert res.returncode == 1 and f'webhook {b} does not exist' in res.stderr, (args,
+                                                                                     res.stderr)
+        assert 'foreign key' not in res.stderr
+
+
+def test_a_change_starts_the_webhooks_run_of_failures_again(reghook, pg):
+    """Only attempts made since a person's last change count (README,
+    Delivery rules): a webhook resting after failures at its old URL is
+    tried at once at its new one, and its old run of failures does not
+    disable it under the 5-day rule at its first failure there."""
+    register(reghook, 'team-a')
+    a = int(add_webhook(reghook, 'team-a', 'http://127.0.0.1:9/old'))
+    for change in (['--url', 'http://127.0.0.1:9/new'], ['--header', 'X-A: 1'],
+                   ['--name', 'renamed']):
+        pg.psql(f"""UPDATE reghook.webhooks SET failures_in_a_row = 25,
+                        failing_since = now() - interval '5 days 1 minute' WHERE id = {a}""")
+        reghook.run_cli('webhook', 'set', str(a), *change)
+        assert rows(pg, f"""SELECT failures_in_a_row, failing_since, enabled
+                            FROM reghook.webhooks WHERE id = {a}""") == [
+            {'failures_in_a_row': 0, 'failing_since': None, 'enabled': True}], change
+    # Through the headers' own function too.
+    pg.psql(f"""UPDATE reghook.webhooks SET failures_in_a_row = 25,
+                    failing_since = now() - interval '5 days 1 minute' WHERE id = {a};
+                SELECT reghook.webhook_set_headers({a}, ARRAY['X-B: 2'])""")
+    assert rows(pg, f'SELECT failures_in_a_row, failing_since FROM reghook.webhooks '
+                    f'WHERE id = {a}') == [{'failures_in_a_row': 0, 'failing_since': None}]
+
+
 def test_a_member_holding_a_webhook_row_stalls_no_other_namespace(reghook_factory, pg, endpoint_factory):
     daemon = reghook_factory(FAST)
     hook = endpoint_factory()
@@ -1444,7 +1531,7 @@ def test_a_resting_webhook_gets_one_probe_across_instances_claiming_at_once(regh
     pg.psql(f"""UPDATE reghook.webhooks SET failures_in_a_row = 20,
                     last_failure_at = now() - interval '1 minute' WHERE id = {webhook_id};
                 INSERT INTO reghook.deliveries (webhook_id, action, is_test, next_attempt_at)
-                SELECT {webhook_id}, 'push', true, now() - n * interval '1 second'
+                SELECT {webhook_id}, 'push', false, now() - n * interval '1 second'
                 FROM generate_series(1, 3) n""")
     first, second = pg.connect(), pg.connect()
     first.autocommit = False
@@ -1460,3 +1547,36 @@ def test_a_resting_webhook_gets_one_probe_across_instances_claiming_at_once(regh
         assert b.fetchall() == []
     assert pg.psql("SELECT count(*) FROM reghook.deliveries WHERE status = 'in_flight'"
                    ).strip() == '1'
+
+
+def test_a_resting_webhooks_test_push_goes_at_once(reghook, pg):
+    """`webhook test` on a resting webhook (20 failures in a row): its test
+    push goes at the next claim, though the webhook failed a moment ago and
+    has a probe in flight, and before its backlog; the backlog still waits.
+    It used to wait behind the rest's probes, one every 10 s at best, and
+    the CLI gave up after 20 s blaming `reghook serve`."""
+    register(reghook, 'team-a')
+    webhook_id = int(add_webhook(reghook, 'team-a', 'http://127.0.0.1:9/'))
+    reghook.stop()  # the test claims for itself
+    pg.psql(f"""UPDATE reghook.webhooks SET failures_in_a_row = 25, last_failure_at = now()
+                WHERE id = {webhook_id};
+                INSERT INTO reghook.deliveries (webhook_id, action, is_test, next_attempt_at,
+                                                status, attempts, lease_owner, lease_expires_at)
+                VALUES ({webhook_id}, 'push', false, now() - interval '1 hour', 'in_flight', 3,
+                        'elsewhere', now() + interval '1 minute');
+                INSERT INTO reghook.deliveries (webhook_id, action, is_test, next_attempt_at)
+                SELECT {webhook_id}, 'push', false, now() - n * interval '1 second'
+                FROM generate_series(1, 3) n""")
+    test_id = pg.psql(f'SELECT reghook.test_webhook({webhook_id})').strip()
+    claim = ("SELECT delivery_id::text, is_test "
+             "FROM reghook.claim_deliveries('one', 100, 16, '{}', 10000)")
+    assert pg.psql(claim).split() == [f'{test_id}|t']
+    # Its backlog rests: nothing more, though the test push is in flight now.
+    assert pg.psql(claim).strip() == ''
+    # A disabled one's test push goes too, resting or not; the rest waits.
+    pg.psql(f"SELECT reghook.webhook_disable({webhook_id}, 'by hand')")
+    pg.psql(f"UPDATE reghook.webhooks SET failures_in_a_row = 25, last_failure_at = now() "
+            f"WHERE id = {webhook_id}")
+    second = pg.psql(f'SELECT reghook.test_webhook({webhook_id})').strip()
+    assert pg.psql(claim).split() == [f'{second}|t']
+    assert pg.psql(claim).strip() == ''
