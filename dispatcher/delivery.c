@@ -119,6 +119,8 @@ struct delivery {
 	long long last_batch_ms;   /* when an ingest batch last asked to hand over; 0: never */
 	bool limited;		   /* see delivery_facts.limited */
 	struct event *write_timer; /* owned: ends the gathering of records */
+	struct event *stop_timer;  /* owned: the stop's deadline for the requests in flight */
+	bool releasing;		   /* the deliveries of requests given up at a stop go back */
 	long long stop_wait_ms;	   /* stopping: records wait for the database until then */
 
 	LIST_HEAD(, inflight) running; /* owned */
@@ -1177,6 +1179,8 @@ static void done_failed(struct pgc *c, enum pgc_failure what, void *arg)
 static const struct pgc_hooks claim_hooks = {claim_up, claim_down, claim_notify, claim_failed};
 static const struct pgc_hooks done_hooks = {done_up, NULL, NULL, done_failed};
 
+static void on_stop_deadline(evutil_socket_t fd, short what, void *arg);
+
 struct delivery *delivery_new(struct daemon *d)
 {
 	struct delivery *dp = xcalloc(1, sizeof(*dp));
@@ -1196,6 +1200,7 @@ struct delivery *delivery_new(struct daemon *d)
 	pgc_set_statement_timeout(dp->done, (int)d->cfg->db_timeout_ms);
 	dp->poll = event_new(d->base, -1, EV_PERSIST, on_poll, dp);
 	dp->write_timer = evtimer_new(d->base, on_write_timer, dp);
+	dp->stop_timer = evtimer_new(d->base, on_stop_deadline, dp);
 	dp->limited = true;
 	dp->reclaim = event_new(d->base, -1, EV_PERSIST, on_reclaim, dp);
 	struct timeval poll = {POLL_MS / 1000, (POLL_MS % 1000) * 1000};
@@ -1219,10 +1224,73 @@ void delivery_schema_ready(struct delivery *dp)
 	janitor_start(dp->janitor);
 }
 
+static void on_released(struct pgc *c, PGresult *res, void *arg)
+{
+	struct delivery *dp = arg;
+	dp->releasing = false;
+	if (pgc_ok(res) && PQntuples(res) == 1)
+		log_info("%s delivery(ies) given back to the queue", PQgetvalue(res, 0, 0));
+	else
+		log_warn("giving deliveries back to the queue: %s (they are sent again once their "
+			 "leases run out)",
+			 res ? pgc_error(res) : "database connection lost");
+}
+
+/*
+ * The stop's deadline, request_timeout after it began, came with requests
+ * still out: a webhook's own timeout may be up to a day, and the service
+ * manager would kill the process at its own (90 s for the packaged unit),
+ * leaving their deliveries leased until that day's lease ran out. They are
+ * given up, and their deliveries given back to the queue with the attempt
+ * they had not finished (release_deliveries()), for another instance, or
+ * this one's next start, to send at once.
+ */
+static void on_stop_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct delivery *dp = arg;
+	if (dp->in_flight == 0)
+		return;
+	struct buf ids = BUF_INIT;
+	int n = 0;
+	struct inflight *f;
+	buf_putc(&ids, '{');
+	while ((f = LIST_FIRST(&dp->running))) {
+		LIST_REMOVE(f, link);
+		buf_printf(&ids, "%s%s", n++ ? "," : "", request_delivery_id(f->req));
+		CURL *easy = request_easy(f->req);
+		if (easy)
+			httpc_remove(dp->http, easy);
+		slots_release(dp, f->webhook_id, false);
+		request_free(f->req);
+		gate_unref(f->gate);
+		free(f);
+	}
+	buf_putc(&ids, '}');
+	dp->in_flight = 0;
+	stats_in_flight(dp->d->stats, 0);
+	log_warn(
+		"stopping: %d delivery request(s) still in flight after request_timeout (%lld ms); "
+		"given up",
+		n, dp->d->cfg->request_timeout_ms);
+	if (pgc_is_up(dp->done)) {
+		const char *params[] = {dp->d->instance, ids.data};
+		dp->releasing = true;
+		pgc_query(dp->done, "SELECT reghook.release_deliveries($1, $2::uuid[])", 2, params,
+			  on_released, dp);
+	} else {
+		log_warn("the database is not reachable: their deliveries are sent again once "
+			 "their leases run out");
+	}
+	buf_free(&ids);
+}
+
 void delivery_stop(struct delivery *dp)
 {
 	step(dp, DELIVERY_EV_STOP);
 	dp->stop_wait_ms = clock_monotonic_ms() + dp->d->cfg->db_timeout_ms;
+	long long ms = dp->d->cfg->request_timeout_ms;
+	struct timeval deadline = {ms / 1000, (ms % 1000) * 1000};
+	evtimer_add(dp->stop_timer, &deadline);
 	event_del(dp->poll);
 	event_del(dp->reclaim);
 	janitor_stop(dp->janitor);
@@ -1250,7 +1318,7 @@ bool delivery_busy(const struct delivery *dp)
 	 * the lease expires (a claim ends by db_timeout at the latest).
 	 */
 	/* Not records whose deliveries another transaction holds: their leases run out. */
-	return dp->in_flight > 0 || dp->holders > 0 ||
+	return dp->in_flight > 0 || dp->holders > 0 || dp->releasing ||
 	       ((dp->nresults > dp->nbusy || dp->write_state != DELIVERY_WRITE_IDLE) &&
 		(pgc_is_up(dp->done) || clock_monotonic_ms() < dp->stop_wait_ms));
 }
@@ -1275,6 +1343,7 @@ void delivery_free(struct delivery *dp)
 	event_free(dp->poll);
 	event_free(dp->reclaim);
 	event_free(dp->write_timer);
+	event_free(dp->stop_timer);
 	janitor_free(dp->janitor); /* after the connection it borrowed */
 	/* The successes since the last summary are not lost at a stop. */
 	if (dp->succeeded > 0)

@@ -312,6 +312,45 @@ def test_a_stop_during_a_database_restart_records_the_requests_in_flight(
         assert 'not written' not in daemon.log()
 
 
+def test_a_stop_gives_up_requests_past_request_timeout_and_gives_their_deliveries_back(
+        reghook_factory, pg, endpoint_factory):
+    """A webhook's own timeout may be a day: SIGTERM with such a request
+    hanging waited for it, until the service manager killed the process at
+    its own timeout (90 s for the packaged unit), and the delivery stayed
+    leased for that day. Past request_timeout the stop gives it up, gives
+    the delivery back to the queue with the attempt it had not finished,
+    and exits 0; the next start sends it at once. A request that ends
+    before the deadline is recorded as always."""
+    hanging, quick = endpoint_factory(), endpoint_factory()
+    hanging.respond(200, b'late', delay=600)
+    quick.respond(200, b'ok', delay=0.5)
+    daemon = reghook_factory({'request_timeout': '2s'})
+    token = register(daemon, 'team-a')
+    slow_hook = add_webhook(daemon, 'team-a', hanging.url('/slow'), '--timeout', '24h')
+    quick_hook = add_webhook(daemon, 'team-a', quick.url('/quick'))
+    post(daemon, token, registry_event(tag='v1'))
+    hanging.wait_for(1, timeout=15)
+    quick.wait_for(1, timeout=15)
+    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.proc.wait(15)
+    assert daemon.proc.returncode == 0
+    assert 'given up' in daemon.log() and '1 delivery(ies) given back' in daemon.log()
+    assert query(pg, f"""SELECT status, attempts, lease_owner FROM reghook.deliveries
+                         WHERE webhook_id = {slow_hook}""") == [
+        {'status': 'pending', 'attempts': 0, 'lease_owner': None}]
+    assert query(pg, f"""SELECT d.status, a.response_status FROM reghook.deliveries d
+                         JOIN reghook.delivery_attempts a ON a.delivery_id = d.id
+                         WHERE d.webhook_id = {quick_hook}""") == [
+        {'status': 'succeeded', 'response_status': 200}]
+
+    hanging.respond(200, b'ok')
+    reghook_factory()
+    hanging.wait_for(2, timeout=15)
+    wait_until(lambda: query(pg, f"""SELECT status FROM reghook.deliveries
+                                     WHERE webhook_id = {slow_hook}""") == [
+        {'status': 'succeeded'}], timeout=15, msg='the delivery given back, delivered')
+
+
 def test_a_claim_lost_in_a_database_crash_is_not_sent_twice_nor_its_success_lost(
         pg_own, reghook_factory, endpoint_factory):
     """PostgreSQL crashes (stop -m immediate) while a claimed retry is being
