@@ -24,6 +24,7 @@ struct ingest;
 struct delivery;
 struct stats;
 struct poolcheck;
+struct migrate;
 
 struct daemon {
 	struct event_base *base; /* owned */
@@ -42,6 +43,7 @@ struct daemon {
 	bool pool_checked;	     /* it found every connection keeps its session */
 	bool refused;		     /* it found otherwise: the daemon stops, exit status 1 */
 	struct event *migrate_retry; /* owned: the next try after a failed migration */
+	struct migrate *migration;   /* owned while it runs on the control connection */
 	int migrate_backoff_ms;	     /* its wait: 1 s, doubling up to a minute */
 
 	struct httpd *http;	   /* owned: the receiver's HTTP server */

@@ -419,7 +419,7 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 	}
 }
 
-void migrate_run(struct pgc *c, migrate_done_fn done, void *arg)
+struct migrate *migrate_run(struct pgc *c, migrate_done_fn done, void *arg)
 {
 	struct migrate *m = xcalloc(1, sizeof(*m));
 	m->done = done;
@@ -428,4 +428,13 @@ void migrate_run(struct pgc *c, migrate_done_fn done, void *arg)
 	m->timeout_ms = pgc_query_timeout(c);
 	pgc_set_query_timeout(c, 0);
 	query(c, m, MIGRATE_BOOTSTRAP, bootstrap_sql);
+	return m;
+}
+
+void migrate_abandon(struct migrate *m)
+{
+	if (!m)
+		return;
+	free(m->error);
+	free(m);
 }

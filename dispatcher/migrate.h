@@ -20,7 +20,17 @@
 /* ok false: error says why (borrowed for the call). applied: numbered migrations run now. */
 typedef void (*migrate_done_fn)(bool ok, const char *error, int applied, void *arg);
 
-void migrate_run(struct pgc *c, migrate_done_fn done, void *arg);
+struct migrate;
+
+/*
+ * Starts a run on c; done is called once, when it ends. The run is freed
+ * after done returns; one whose connection was freed before it ended (a
+ * stop while a migration waits on a lock) never calls done, and its owner
+ * frees it with migrate_abandon().
+ */
+struct migrate *migrate_run(struct pgc *c, migrate_done_fn done, void *arg);
+/* Frees a run whose connection is gone without it ending; NULL: nothing. */
+void migrate_abandon(struct migrate *m);
 /* The highest migration version this binary carries. */
 int migrate_latest_version(void);
 /* SQL returning one row, one column: true when the schema is current. */

@@ -67,6 +67,7 @@ static void tell_ready(struct daemon *d, const char *what)
 static void on_migrated(bool ok, const char *error, int applied, void *arg)
 {
 	struct daemon *d = arg;
+	d->migration = NULL; /* freed once this returns */
 	if (!ok) {
 		int wait = d->migrate_backoff_ms;
 		log_error("schema migration failed: %s; trying again in %d s", error, wait / 1000);
@@ -123,7 +124,7 @@ static void on_pool_checked(bool shared, const char *detail, void *arg)
 	log_debug("connection pooling check: %s", detail);
 	d->pool_checked = true;
 	if (pgc_is_up(d->control))
-		migrate_run(d->control, on_migrated, d);
+		d->migration = migrate_run(d->control, on_migrated, d);
 }
 
 static void on_migrate_retry(evutil_socket_t fd, short what, void *arg)
@@ -131,7 +132,7 @@ static void on_migrate_retry(evutil_socket_t fd, short what, void *arg)
 	struct daemon *d = arg;
 	/* A connection down now runs the migrations when it comes back (control_up). */
 	if (!d->stopping && d->pool_checked && pgc_is_up(d->control))
-		migrate_run(d->control, on_migrated, d);
+		d->migration = migrate_run(d->control, on_migrated, d);
 }
 
 static void control_up(struct pgc *c, void *arg)
@@ -140,7 +141,7 @@ static void control_up(struct pgc *c, void *arg)
 	log_info("database connected");
 	evtimer_del(d->migrate_retry);
 	if (d->pool_checked)
-		migrate_run(c, on_migrated, d);
+		d->migration = migrate_run(c, on_migrated, d);
 	else if (!d->poolcheck)
 		d->poolcheck = poolcheck_start(d->base, d->cfg->database_url,
 					       (int)d->cfg->db_timeout_ms, on_pool_checked, d);
@@ -323,6 +324,7 @@ static void daemon_free(struct daemon *d)
 	ingest_free(d->ingest);
 	delivery_free(d->delivery);
 	pgc_free(d->control);
+	migrate_abandon(d->migration); /* its queries went with the connection */
 	free(d->readyz_waiting);
 	poolcheck_free(d->poolcheck);
 	stats_free(d->stats);
