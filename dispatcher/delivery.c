@@ -54,6 +54,7 @@
 #define SUMMARY_MS 60000       /* how often successes are summed up in the log */
 #define BATCHES_LATELY_MS 2000 /* ingest batches came this recently: claims leave them half */
 #define FAILED_LOG_MS 10000    /* a failing claim's line, at most this often */
+#define STOP_GIVE_UP_MS 100    /* past the stop's deadline: requests started late given up */
 
 struct inflight {
 	LIST_ENTRY(inflight) link; /* in running */
@@ -120,7 +121,7 @@ struct delivery {
 	bool limited;		   /* see delivery_facts.limited */
 	struct event *write_timer; /* owned: ends the gathering of records */
 	struct event *stop_timer;  /* owned: the stop's deadline for the requests in flight */
-	bool releasing;		   /* the deliveries of requests given up at a stop go back */
+	int releasing;		   /* queries giving back the deliveries given up at a stop */
 	long long stop_wait_ms;	   /* stopping: records wait for the database until then */
 
 	LIST_HEAD(, inflight) running; /* owned */
@@ -1227,7 +1228,7 @@ void delivery_schema_ready(struct delivery *dp)
 static void on_released(struct pgc *c, PGresult *res, void *arg)
 {
 	struct delivery *dp = arg;
-	dp->releasing = false;
+	dp->releasing--;
 	if (pgc_ok(res) && PQntuples(res) == 1)
 		log_info("%s delivery(ies) given back to the queue", PQgetvalue(res, 0, 0));
 	else
@@ -1243,11 +1244,17 @@ static void on_released(struct pgc *c, PGresult *res, void *arg)
  * leaving their deliveries leased until that day's lease ran out. They are
  * given up, and their deliveries given back to the queue with the attempt
  * they had not finished (release_deliveries()), for another instance, or
- * this one's next start, to send at once.
+ * this one's next start, to send at once. A claim or an ingest batch's
+ * offer out at the deadline may still start requests: those are given up
+ * as they come, every STOP_GIVE_UP_MS until none is out.
  */
 static void on_stop_deadline(evutil_socket_t fd, short what, void *arg)
 {
 	struct delivery *dp = arg;
+	if (dp->holders > 0) {
+		struct timeval again = {0, STOP_GIVE_UP_MS * 1000};
+		evtimer_add(dp->stop_timer, &again);
+	}
 	if (dp->in_flight == 0)
 		return;
 	struct buf ids = BUF_INIT;
@@ -1274,7 +1281,7 @@ static void on_stop_deadline(evutil_socket_t fd, short what, void *arg)
 		n, dp->d->cfg->request_timeout_ms);
 	if (pgc_is_up(dp->done)) {
 		const char *params[] = {dp->d->instance, ids.data};
-		dp->releasing = true;
+		dp->releasing++;
 		pgc_query(dp->done, "SELECT reghook.release_deliveries($1, $2::uuid[])", 2, params,
 			  on_released, dp);
 	} else {
@@ -1318,7 +1325,7 @@ bool delivery_busy(const struct delivery *dp)
 	 * the lease expires (a claim ends by db_timeout at the latest).
 	 */
 	/* Not records whose deliveries another transaction holds: their leases run out. */
-	return dp->in_flight > 0 || dp->holders > 0 || dp->releasing ||
+	return dp->in_flight > 0 || dp->holders > 0 || dp->releasing > 0 ||
 	       ((dp->nresults > dp->nbusy || dp->write_state != DELIVERY_WRITE_IDLE) &&
 		(pgc_is_up(dp->done) || clock_monotonic_ms() < dp->stop_wait_ms));
 }

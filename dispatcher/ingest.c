@@ -318,9 +318,10 @@ static void on_batch_done(struct pgc *c, PGresult *res, void *arg)
 			break;
 		case INGEST_FAILURE_REFUSED: {
 			struct ingest_req *r = STAILQ_FIRST(&b->reqs);
-			log_limited(&in->failed, DB_FAILED_LOG_MS, LOG_LEVEL_WARN,
-				    "ingest: events from %s refused by the database: %s", r->source,
-				    pgc_error(res));
+			/* Not through the quota: each is an event dropped, named once, as
+			 * each stored one is. */
+			log_warn("ingest: events from %s refused by the database: %s", r->source,
+				 pgc_error(res));
 			reply_errorf(r->req, 400, "event refused: %s", pgc_error(res));
 			in->in_batches -= b->nreqs;
 			batch_free(b);

@@ -358,6 +358,20 @@ def test_database_failures_are_counted_by_connection_and_their_lines_held_back(r
     # Nothing of it is lost: once the database takes them, the registry's retries are stored.
     pg.psql('DROP TRIGGER refuse ON reghook.events')
     post(daemon, token, event())
+    # An event the database refuses for itself is dropped (400), and each
+    # such is said, whatever lines of failures were held back just before.
+    pg.psql("""CREATE FUNCTION public.refuse_bad() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN IF NEW.repository = 'team-a/bad' THEN
+                     RAISE EXCEPTION 'no bad repositories' USING ERRCODE = '23514'; END IF;
+               RETURN NEW; END $$;
+               CREATE TRIGGER refuse_bad BEFORE INSERT ON reghook.events
+               FOR EACH ROW EXECUTE FUNCTION public.refuse_bad()""")
+    status, _, out = daemon.post('/events', json.dumps(
+        {'events': [event(repository='team-a/bad')]}).encode(),
+        {'Content-Type': 'application/json', 'Authorization': f'Bearer {token}'})
+    assert status == 400 and b'no bad repositories' in out, out
+    assert 'refused by the database: no bad repositories' in daemon.log()
+    pg.psql('DROP TRIGGER refuse_bad ON reghook.events')
 
     # The claims fail (the function gone: a botched manual upgrade), once a poll.
     claim = 'reghook.claim_deliveries(text, integer, integer, jsonb, integer)'

@@ -351,6 +351,41 @@ def test_a_stop_gives_up_requests_past_request_timeout_and_gives_their_deliverie
         {'status': 'succeeded'}], timeout=15, msg='the delivery given back, delivered')
 
 
+def test_requests_started_after_the_stops_deadline_are_given_up_too(reghook_factory, pg,
+                                                                    endpoint_factory):
+    """An ingest batch out at the stop's deadline (here held by a lock on
+    the webhooks' headers, which its jobs read) hands its delivery over
+    after it: that request is given up and its delivery given back as well,
+    where the stop waited for it for as long as the webhook's timeout."""
+    hanging = endpoint_factory()
+    hanging.respond(200, b'late', delay=600)
+    daemon = reghook_factory({'request_timeout': '2s'})
+    token = register(daemon, 'team-a')
+    hook = add_webhook(daemon, 'team-a', hanging.url('/slow'), '--timeout', '24h')
+    post(daemon, token, registry_event(tag='v1'))
+    hanging.wait_for(1, timeout=15)
+    holder = pg.connect()
+    holder.autocommit = False
+    holder.cursor().execute('LOCK TABLE reghook.webhook_headers IN ACCESS EXCLUSIVE MODE')
+    late = threading.Thread(target=lambda: daemon.post(
+        '/events', json.dumps({'events': [registry_event(tag='v2')]}).encode(),
+        {'Content-Type': 'application/json', 'Authorization': f'Bearer {token}'}))
+    late.start()
+    wait_until(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity "
+                               "WHERE wait_event_type = 'Lock'").strip() != '0',
+               timeout=15, msg='the batch waiting for the lock')
+    daemon.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: 'given up' in daemon.log(), timeout=15, msg='the deadline')
+    holder.rollback()
+    late.join(15)
+    daemon.proc.wait(15)
+    assert daemon.proc.returncode == 0
+    assert daemon.log().count('given back to the queue') == 2, daemon.log()
+    assert query(pg, f"""SELECT status, attempts, lease_owner FROM reghook.deliveries
+                         WHERE webhook_id = {hook} ORDER BY created_at""") == [
+        {'status': 'pending', 'attempts': 0, 'lease_owner': None}] * 2
+
+
 def test_a_claim_lost_in_a_database_crash_is_not_sent_twice_nor_its_success_lost(
         pg_own, reghook_factory, endpoint_factory):
     """PostgreSQL crashes (stop -m immediate) while a claimed retry is being
