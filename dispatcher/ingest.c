@@ -510,16 +510,8 @@ static bool media_type_ok(const char *ct)
  */
 static void log_refused(struct ingest *in, bool wrong)
 {
-	int held;
-	if (!log_quota_take(&in->refused, REFUSED_LOG_MS, &held))
-		return;
-	if (held)
-		log_info("ingest: POST /events with a %s token refused (and %d more refused since "
-			 "the last such line)",
-			 wrong ? "wrong" : "missing", held);
-	else
-		log_info("ingest: POST /events with a %s token refused",
-			 wrong ? "wrong" : "missing");
+	log_limited(&in->refused, REFUSED_LOG_MS, LOG_LEVEL_INFO,
+		    "ingest: POST /events with a %s token refused", wrong ? "wrong" : "missing");
 }
 
 void ingest_handle(struct ingest *in, struct httpd_req *req)

@@ -48,8 +48,12 @@ static void on_listening(struct pgc *c, PGresult *res, void *arg)
 static void tell_ready(struct daemon *d, const char *what)
 {
 	char msg[512];
-	snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s; serving on %s://%s", what,
-		 config_tls(d->cfg) ? "https" : "http", d->cfg->listen);
+	/* A reload while the database is away says so, not that it serves. */
+	if (pgc_is_up(d->control) && d->schema_ok)
+		snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s; serving on %s://%s", what,
+			 config_tls(d->cfg) ? "https" : "http", d->cfg->listen);
+	else
+		snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s; waiting for the database", what);
 	if (!sdnotify_send(msg))
 		log_warn("cannot notify the service manager: %s", strerror(errno));
 	d->ready_told = true;

@@ -412,8 +412,8 @@ def test_refused_tokens_do_not_flood_the_log(reghook_factory, pg):
     assert len(refused) == 1, refused[:3]
     time.sleep(10)
     assert exchange(reghook.port, http_bytes(None, envelope(event())))[0] == 401
-    wait_until(lambda: 'POST /events with a missing token refused (and 499 more refused since '
-               'the last such line)' in reghook.log(), timeout=5, msg='the next line')
+    wait_until(lambda: 'POST /events with a missing token refused (and 499 more such line(s) '
+               'since the last one)' in reghook.log(), timeout=5, msg='the next line')
 
 
 ROUNDS = 48  # four quarters of 12

@@ -666,6 +666,16 @@ def test_notify_ready_waits_for_the_database(reghook_factory, pg_own, tmp_path):
         while 'READY=1' not in messages[-1]:
             messages.append(receive(sock, timeout=60))
         assert daemon.get('/readyz')[0] == 200
+        # A reload while the database is away again says so, not that it serves.
+        pg_own.stop()
+        wait_until(lambda: daemon.get('/readyz')[0] == 503, timeout=15, msg='not ready')
+        daemon.proc.send_signal(signal.SIGHUP)
+        messages = [receive(sock)]
+        while 'READY=1' not in messages[-1]:
+            messages.append(receive(sock, timeout=15))
+        assert 'STATUS=configuration reloaded; waiting for the database' in messages[-1], messages
+        assert 'serving on' not in messages[-1], messages
+        pg_own.start()
     finally:
         sock.close()
 
