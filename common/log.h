@@ -43,9 +43,10 @@ bool log_quota_take(struct log_quota *q, long long interval_ms, int *held)
 	__attribute__((warn_unused_result));
 
 /*
- * A line about a failure that may repeat many times a second (the database
- * refusing every statement) through a quota of its own: written at most once
- * per interval_ms, saying how many were held back since the last one.
+ * A line that may repeat many times a second (a client looping on a wrong
+ * token, the database refusing every statement) through a quota of its own:
+ * written at most once per interval_ms, saying how many were held back since
+ * the last one.
  */
 void log_limited(struct log_quota *q, long long interval_ms, enum log_level level, const char *fmt,
 		 ...) __attribute__((format(printf, 4, 5)));

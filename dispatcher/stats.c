@@ -166,8 +166,7 @@ struct stats *stats_new(struct daemon *d)
 		m, METRICS_COUNTER, "reghook_database_errors_total",
 		"Database failures, by connection (receiver, claim, record, control) and kind: "
 		"refused (a statement answered with an error) or lost (the connection dropped "
-		"while "
-		"up).",
+		"while up).",
 		db_labels, NULL, 0);
 	for (size_t i = 0; i < sizeof(db_connections) / sizeof(db_connections[0]); i++)
 		for (int lost = 0; lost <= 1; lost++)

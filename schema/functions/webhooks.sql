@@ -316,7 +316,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION reghook.lock_webhook(bigint) IS
-    'Locks a webhook''s row for a change (webhook_set, webhook_set_headers), or raises that it does not exist.';
+    'Locks a webhook''s row for a change (webhook_set), or raises that it does not exist.';
 
 -- webhook_set applies `changes` (a JSON object of field: value) to a
 -- webhook. Fields: name url method content_type username password secret
@@ -436,7 +436,14 @@ DECLARE
     pos integer := 0;
 BEGIN
     PERFORM reghook.require_webhook(webhook, 2);
-    PERFORM reghook.lock_webhook(webhook);
+    -- The row, locked as lock_webhook() would (and counted a change, as
+    -- webhook_set's are: the run of failures starts again).
+    UPDATE reghook.webhooks
+    SET failures_in_a_row = 0, failing_since = NULL, updated_at = now()
+    WHERE id = webhook;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook USING ERRCODE = 'no_data_found';
+    END IF;
     IF cardinality(headers) > 64 THEN
         RAISE EXCEPTION '% headers, over the limit of 64', cardinality(headers)
             USING ERRCODE = 'invalid_parameter_value';
@@ -471,10 +478,6 @@ BEGIN
         INSERT INTO reghook.webhook_headers (webhook_id, position, name, value)
         VALUES (webhook, pos, btrim(split_part(h, ':', 1), E' \t'), btrim(substr(h, position(':' IN h) + 1), E' \t'));
     END LOOP;
-    -- A change like webhook_set's (it calls this one, and changes the row itself).
-    UPDATE reghook.webhooks
-    SET failures_in_a_row = 0, failing_since = NULL, updated_at = now()
-    WHERE id = webhook;
 END
 $$;
 COMMENT ON FUNCTION reghook.webhook_set_headers(bigint, text[]) IS
