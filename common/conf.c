@@ -277,8 +277,9 @@ static char *trim(char *s)
 	return s;
 }
 
+/* lenient: a key not in tab is passed over (a table of some keys only). */
 static bool load_file(const struct conf_key *tab, size_t n, void *settings, const char *path,
-		      char *err, size_t errlen)
+		      bool lenient, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "r");
 	if (!f) {
@@ -317,6 +318,8 @@ static bool load_file(const struct conf_key *tab, size_t n, void *settings, cons
 			value++;
 		}
 		const struct conf_key *k = find_key(tab, n, key, strlen(key));
+		if (!k && lenient)
+			continue;
 		if (!k) {
 			const struct conf_key *near = nearest_key(tab, n, key, strlen(key));
 			snprintf(err, errlen, "%s:%d: %s: unknown configuration key%s%s%s", path,
@@ -541,8 +544,8 @@ static bool load_flags(const struct conf_key *tab, size_t n, void *settings, int
 	return true;
 }
 
-bool conf_load(const struct conf_key *tab, size_t n, void *settings, const char *env_prefix,
-	       int *argc, char **argv, char *err, size_t errlen)
+static bool load_all(const struct conf_key *tab, size_t n, void *settings, const char *env_prefix,
+		     bool lenient, int *argc, char **argv, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < n; i++)
 		if (tab[i].def && !set_key(&tab[i], settings, tab[i].def, err, errlen))
@@ -553,11 +556,28 @@ bool conf_load(const struct conf_key *tab, size_t n, void *settings, const char 
 	const char *path = getenv(var);
 	if (!take_config_flag(argc, argv, &path, err, errlen))
 		return false;
-	if (path && *path && !load_file(tab, n, settings, path, err, errlen))
+	if (path && *path && !load_file(tab, n, settings, path, lenient, err, errlen))
 		return false;
 	if (!load_env(tab, n, settings, env_prefix, err, errlen))
 		return false;
 	return load_flags(tab, n, settings, argc, argv, err, errlen);
+}
+
+bool conf_load(const struct conf_key *tab, size_t n, void *settings, const char *env_prefix,
+	       int *argc, char **argv, char *err, size_t errlen)
+{
+	return load_all(tab, n, settings, env_prefix, false, argc, argv, err, errlen);
+}
+
+bool conf_peek(const struct conf_key *k, void *settings, const char *env_prefix, int argc,
+	       char *const *argv)
+{
+	char **args = xcalloc((size_t)argc + 1, sizeof(char *));
+	memcpy(args, argv, (size_t)argc * sizeof(char *));
+	char err[512];
+	bool ok = load_all(k, 1, settings, env_prefix, true, &argc, args, err, sizeof(err));
+	free(args);
+	return ok;
 }
 
 bool conf_same(const struct conf_key *k, const void *a, const void *b)

@@ -64,6 +64,16 @@ bool conf_load(const struct conf_key *tab, size_t n, void *settings, const char 
 	__attribute__((warn_unused_result));
 
 /*
+ * The value that key k alone would take from the sources conf_load reads
+ * (argv is not changed), whatever is wrong with other keys: into its
+ * field of settings, to be freed with conf_free(k, 1, settings). False
+ * when its own value is bad, or the file cannot be read. For what must be
+ * known when conf_load fails: how to report that failure.
+ */
+bool conf_peek(const struct conf_key *k, void *settings, const char *env_prefix, int argc,
+	       char *const *argv) __attribute__((warn_unused_result));
+
+/*
  * The environment variables conf_load does not read although they carry its
  * prefix (a misspelt PREFIX_LISTNE, a key in lower case), one per call, from
  * *at (0 at first) on: the next one's name goes to name, and to hint the

@@ -28,6 +28,11 @@ void log_set_json(bool json)
 	json_lines = json;
 }
 
+bool log_json(void)
+{
+	return json_lines;
+}
+
 bool log_enabled(enum log_level level)
 {
 	return level >= min_level;

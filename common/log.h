@@ -21,6 +21,7 @@ enum log_level {
 
 void log_set_level(enum log_level level);
 void log_set_json(bool json);
+bool log_json(void);
 bool log_parse_level(const char *name, enum log_level *out) __attribute__((warn_unused_result));
 bool log_enabled(enum log_level level);
 

@@ -98,10 +98,9 @@ static bool cli_database_configured(const struct config *cfg)
 		return true;
 	/* In a checkout where make run wrote its configuration, say how to use it. */
 	bool make_run = access("var/reghook.conf", R_OK) == 0 && access("var/env", R_OK) == 0;
-	fprintf(stderr,
-		"reghook: configuration: database_url: not set (use --database-url, "
-		"REGHOOK_DATABASE_URL or the config file%s)\n",
-		make_run ? "; for make run's database, first '. var/env' in this shell" : "");
+	config_error("database_url: not set (use --database-url, "
+		     "REGHOOK_DATABASE_URL or the config file%s)",
+		     make_run ? "; for make run's database, first '. var/env' in this shell" : "");
 	return false;
 }
 
@@ -117,10 +116,9 @@ static bool cli_database_readable(const struct config *cfg)
 {
 	if (pgc_conninfo_readable(cfg->database_url))
 		return true;
-	fprintf(stderr,
-		"reghook: configuration: database_url: libpq cannot read it: check its "
-		"quoting and percent-encoding (a '%%' in a URL's password is written %%25); "
-		"libpq's message is not shown, as it may quote the password\n");
+	config_error("database_url: libpq cannot read it: check its "
+		     "quoting and percent-encoding (a '%%' in a URL's password is written %%25); "
+		     "libpq's message is not shown, as it may quote the password");
 	return false;
 }
 

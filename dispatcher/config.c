@@ -15,6 +15,8 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -319,13 +321,45 @@ static void apply_logging(const struct config *cfg)
 	log_set_json(strcmp(cfg->log_format, "json") == 0);
 }
 
+/* Whether the sources ask for log_format = json, whatever else is wrong in them. */
+static bool wants_json(int argc, char *const *argv)
+{
+	const struct conf_key *k = conf_find(config_keys, NKEYS, "log_format");
+	struct config scratch = {0};
+	bool json = conf_peek(k, &scratch, "REGHOOK_", argc, argv) &&
+		    strcmp(scratch.log_format, "json") == 0;
+	conf_free(k, 1, &scratch);
+	return json;
+}
+
+void config_error(const char *fmt, ...)
+{
+	char msg[1536];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (log_json())
+		log_error("configuration: %s", msg);
+	else
+		fprintf(stderr, "reghook: configuration: %s\n", msg);
+}
+
 bool config_load(struct config *cfg, int *argc, char **argv)
 {
 	char err[1024];
-	if (!load(cfg, argc, argv, err, sizeof(err))) {
-		fprintf(stderr, "reghook: configuration: %s\n", err);
-		return false;
+	/* load() consumes the flags it reads: the log format is looked for in a copy. */
+	char **args = xcalloc((size_t)*argc + 1, sizeof(char *));
+	memcpy(args, argv, (size_t)*argc * sizeof(char *));
+	int nargs = *argc;
+	bool ok = load(cfg, argc, argv, err, sizeof(err));
+	if (!ok) {
+		log_set_json(wants_json(nargs, args));
+		config_error("%s", err);
 	}
+	free(args);
+	if (!ok)
+		return false;
 	apply_logging(cfg);
 	/* Not refused, as an unknown key in the file is: the environment is
 	 * shared with what else runs there, which may use the prefix too. */

@@ -59,6 +59,13 @@ struct config {
  * flags (consuming the flags it knows from argv). On a bad value prints one
  * line naming the key and returns false; the caller exits 2.
  */
+/*
+ * Says what is wrong with the configuration: "reghook: configuration: ..."
+ * on stderr, or a log line under log_format = json (so that a collector
+ * that reads JSON lines gets it too; config_load sets the format even when
+ * it fails).
+ */
+void config_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool config_load(struct config *cfg, int *argc, char **argv) __attribute__((warn_unused_result));
 /* What a reload must also pass: false refuses fresh, with the reason in err. */
 typedef bool (*config_check_fn)(const struct config *fresh, char *err, size_t errlen, void *arg);

@@ -2,6 +2,7 @@
 migrations, readiness and the HTTP skeleton, each used as an operator would."""
 
 import concurrent.futures
+import json
 import os
 import signal
 import subprocess
@@ -128,6 +129,56 @@ def test_bad_config_value_names_the_key(tmp_path):
 
     proc = run_reghook(['serve', '--config', str(tmp_path / 'missing.conf')], check=False)
     assert proc.returncode == 2 and 'missing.conf' in proc.stderr
+
+
+def test_config_errors_are_json_lines_when_log_format_is_json(tmp_path):
+    """A collector that reads JSON lines gets the reason serve would not start,
+    whichever source asks for json and whichever holds the fault; a bad
+    log_format itself, or none asked for, gives the plain line."""
+    conf = tmp_path / 'reghook.conf'
+    conf.write_text('log_format = json\nlisten = 127.0.0.1:1\nno_such_key = 1\n')
+    json_conf = tmp_path / 'json.conf'
+    json_conf.write_text('log_format = json\n')
+    plain_conf = tmp_path / 'plain.conf'
+    plain_conf.write_text('log_format = xml\nno_such_key = 1\n')
+    json_cases = [
+        (['serve', '--config', str(conf)], {}, 'no_such_key: unknown configuration key'),
+        (['serve', '--database-url', 'x', '--log-format', 'json', '--listen', 'nowhere'], {},
+         'listen: not HOST:PORT'),
+        (['serve', '--database-url', 'x', '--request-timeout', 'soon'],
+         {'REGHOOK_LOG_FORMAT': 'json'}, 'request_timeout'),
+        (['serve', '--database-url', 'x', '--log_format=json'], {'REGHOOK_LOG_LEVEL': 'loud'},
+         'log_level'),
+        (['serve', '--log-format', 'json'], {}, 'database_url: not set'),
+        (['serve', '--database-url', "host='x"], {'REGHOOK_LOG_FORMAT': 'json'},
+         'database_url: libpq cannot read it'),
+        # The config file asks for json, a flag is the fault.
+        (['serve', '--config', str(json_conf), '--database-url', 'x', '--max-attempts', '0'], {},
+         'max_attempts'),
+    ]
+    for args, env, key in json_cases:
+        proc = run_with_env(args, env)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, (args, proc.stderr)
+        line = json.loads(lines[0])
+        assert line['level'] == 'error' and key in line['msg'], (args, line)
+        assert line['msg'].startswith('configuration: '), (args, line)
+    plain_cases = [
+        (['serve', '--config', str(plain_conf)], {}, "log_format: not one of text, json: 'xml'"),
+        (['serve', '--config', str(conf), '--log-format', 'text'], {}, 'no_such_key'),
+        (['serve', '--database-url', 'x', '--listen', 'nowhere'], {'REGHOOK_LOG_FORMAT': 'text'},
+         'listen: not HOST:PORT'),
+        (['serve', '--config', str(tmp_path / 'missing.conf'), '--log-format', 'json'], {},
+         'missing.conf'),
+    ]
+    for args, env, key in plain_cases:
+        proc = run_with_env(args, env)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith('reghook: configuration: '), \
+            (args, proc.stderr)
+        assert key in lines[0], (args, proc.stderr)
 
 
 def test_config_file_env_and_flags_later_wins(pg, tmp_path):

@@ -614,6 +614,47 @@ UNIT_TEST(value_file_errors)
 	unlink(path);
 }
 
+/* One key's value, looked for past faults in the others, from every source in order. */
+UNIT_TEST(peek_one_key)
+{
+	clear_env();
+	const struct conf_key *mode = conf_find(table, N, "mode");
+	char path[256];
+	UNIT_CHECK(
+		temp_file("bogus_key = 1\nmax_in_flight = many\nmode = slow\n", path, sizeof(path)),
+		"cannot write the file");
+	char *argv[] = {"prog", "--config", path, "--listen", "--max-in-flight", "x", NULL};
+	struct settings s = {0};
+	UNIT_CHECK(conf_peek(mode, &s, PREFIX, 6, argv), "the file's mode not found");
+	UNIT_CHECK(s.mode && strcmp(s.mode, "slow") == 0, "mode %s", s.mode ? s.mode : "NULL");
+	conf_free(mode, 1, &s);
+	/* argv is left as it was. */
+	UNIT_CHECK(strcmp(argv[1], "--config") == 0 && argv[6] == NULL, "argv changed");
+	/* The environment over the file, a flag over both. */
+	setenv(PREFIX "MODE", "fast", 1);
+	UNIT_CHECK(conf_peek(mode, &s, PREFIX, 6, argv) && strcmp(s.mode, "fast") == 0,
+		   "the environment's mode not taken");
+	conf_free(mode, 1, &s);
+	char *flagged[] = {"prog", "--config", path, "--mode=slow", NULL};
+	UNIT_CHECK(conf_peek(mode, &s, PREFIX, 4, flagged) && strcmp(s.mode, "slow") == 0,
+		   "the flag's mode not taken");
+	conf_free(mode, 1, &s);
+	/* Its own value bad: false. */
+	setenv(PREFIX "MODE", "medium", 1);
+	UNIT_CHECK(!conf_peek(mode, &s, PREFIX, 6, argv), "a bad mode taken");
+	conf_free(mode, 1, &s);
+	clear_env();
+	/* Nothing set: its default. */
+	char *bare[] = {"prog", NULL};
+	UNIT_CHECK(conf_peek(mode, &s, PREFIX, 1, bare) && strcmp(s.mode, "fast") == 0,
+		   "the default not taken");
+	conf_free(mode, 1, &s);
+	unlink(path);
+	/* A file that cannot be read: false. */
+	UNIT_CHECK(!conf_peek(mode, &s, PREFIX, 3, argv), "a missing file read");
+	conf_free(mode, 1, &s);
+}
+
 int main(void)
 {
 	UNIT_RUN(durations);
@@ -631,5 +672,6 @@ int main(void)
 	UNIT_RUN(same_and_copy);
 	UNIT_RUN(value_from_file);
 	UNIT_RUN(value_file_errors);
+	UNIT_RUN(peek_one_key);
 	return UNIT_DONE();
 }
