@@ -38,6 +38,8 @@ struct daemon {
 	/* GET /readyz requests waiting for the one readiness query in flight */
 	struct httpd_req **readyz_waiting; /* owned array */
 	size_t readyz_n, readyz_cap;
+	bool readyz_asked;	     /* its query is out */
+	struct event *readyz_timer;  /* owned: answers them if it is out too long */
 	bool schema_ok;		     /* migrations applied on the current control session */
 	struct poolcheck *poolcheck; /* owned: the start-up check for a pooler, while it runs */
 	bool pool_checked;	     /* it found every connection keeps its session */

@@ -38,11 +38,16 @@ static void handle_healthz(struct daemon *d, struct httpd_req *req, const char *
 	httpd_reply_json(req, 200, "{\"status\":\"ok\"}");
 }
 
-/* Every /readyz waiting gets the answer of the one query they waited for. */
-static void readyz_answer(struct pgc *c, PGresult *res, void *arg)
+/*
+ * How long a GET /readyz waits for the database's answer: a database that
+ * hangs (a lock, a stopped server) would otherwise hold it for db_timeout,
+ * past a probe's own timeout (Kubernetes': 1 s), which then reads no
+ * answer rather than "not ready".
+ */
+#define READYZ_WAIT_MS 1000
+
+static void readyz_reply_all(struct daemon *d, int status, const char *error)
 {
-	struct daemon *d = arg;
-	bool ready = pgc_ok(res) && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 	/* Taken whole first: an answer may start the next /readyz of its
 	 * connection (pipelined), which waits for a query of its own. */
 	struct httpd_req **waiting = d->readyz_waiting;
@@ -50,17 +55,38 @@ static void readyz_answer(struct pgc *c, PGresult *res, void *arg)
 	d->readyz_waiting = NULL;
 	d->readyz_n = d->readyz_cap = 0;
 	for (size_t i = 0; i < n; i++) {
-		struct httpd_req *req = waiting[i];
-		if (ready)
-			httpd_reply_json(req, 200, "{\"status\":\"ready\"}");
-		else if (!res)
-			httpd_reply_error(req, 503, "database not reachable");
-		else if (!pgc_ok(res)) /* reached, and refused: a right revoked, say */
-			httpd_reply_error(req, 503, "database refused the readiness query");
+		if (status == 200)
+			httpd_reply_json(waiting[i], 200, "{\"status\":\"ready\"}");
 		else
-			httpd_reply_error(req, 503, "database schema not current");
+			httpd_reply_error(waiting[i], status, error);
 	}
 	free(waiting);
+}
+
+/* Every /readyz waiting gets the answer of the one query they waited for. */
+static void readyz_answer(struct pgc *c, PGresult *res, void *arg)
+{
+	struct daemon *d = arg;
+	d->readyz_asked = false;
+	evtimer_del(d->readyz_timer);
+	if (pgc_ok(res) && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+		readyz_reply_all(d, 200, NULL);
+	else if (!res)
+		readyz_reply_all(d, 503, "database not reachable");
+	else if (!pgc_ok(res)) /* reached, and refused: a right revoked, say */
+		readyz_reply_all(d, 503, "database refused the readiness query");
+	else
+		readyz_reply_all(d, 503, "database schema not current");
+}
+
+/* The query is out longer than a /readyz waits: those waiting are not
+ * ready; those that come meanwhile wait for its answer or the next tick. */
+static void readyz_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	readyz_reply_all(d, 503, "database did not answer the readiness query within 1 s");
+	if (d->readyz_asked)
+		evtimer_add(d->readyz_timer, &(struct timeval){.tv_usec = READYZ_WAIT_MS * 1000});
 }
 
 static void handle_readyz(struct daemon *d, struct httpd_req *req, const char *rest)
@@ -81,7 +107,8 @@ static void handle_readyz(struct daemon *d, struct httpd_req *req, const char *r
 	 * A live round trip: the connection may look up while the server is
 	 * gone. One at a time, answering all that came meanwhile: the control
 	 * connection also records callbacks, which a client looping on /readyz
-	 * would otherwise queue behind thousands of these.
+	 * would otherwise queue behind thousands of these (and, while the
+	 * database hangs, behind one a second).
 	 */
 	if (d->readyz_n == d->readyz_cap) {
 		d->readyz_cap = d->readyz_cap ? 2 * d->readyz_cap : 16;
@@ -89,8 +116,12 @@ static void handle_readyz(struct daemon *d, struct httpd_req *req, const char *r
 			xrealloc(d->readyz_waiting, d->readyz_cap * sizeof(*d->readyz_waiting));
 	}
 	d->readyz_waiting[d->readyz_n++] = req;
-	if (d->readyz_n > 1)
+	if (d->readyz_asked)
 		return;
+	if (!d->readyz_timer)
+		d->readyz_timer = evtimer_new(d->base, readyz_tick, d);
+	d->readyz_asked = true;
+	evtimer_add(d->readyz_timer, &(struct timeval){.tv_usec = READYZ_WAIT_MS * 1000});
 	char version[16];
 	snprintf(version, sizeof(version), "%d", migrate_latest_version());
 	const char *params[] = {version};

@@ -342,6 +342,8 @@ static void daemon_free(struct daemon *d)
 		event_free(d->stop_timer);
 	if (d->migrate_retry)
 		event_free(d->migrate_retry);
+	if (d->readyz_timer)
+		event_free(d->readyz_timer);
 	if (d->base)
 		event_base_free(d->base);
 	if (d->cfg) {

@@ -403,6 +403,38 @@ def test_readyz_waits_until_the_receiver_can_store_events(pg, reghook_factory):
     daemon.wait_ready(timeout=30)
 
 
+def test_readyz_answers_within_a_second_while_the_database_hangs(pg, reghook_factory):
+    """A readiness query held up (here by a lock on the table it reads; a
+    stopped server does the same) is answered 503 after a second, not after
+    db_timeout (10 s), past a probe's own timeout: each probe that comes while
+    it is out waits a second at most, none adds a query behind it, and once
+    the database answers the daemon is ready at the next probe."""
+    daemon = reghook_factory()
+    assert daemon.get('/readyz')[0] == 200
+    held = pg.connect()
+    held.autocommit = False
+    held.cursor().execute('LOCK TABLE reghook.schema_migrations IN ACCESS EXCLUSIVE MODE')
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            probes = [pool.submit(http_request, daemon.port, 'GET', '/readyz', timeout=4)
+                      for _ in range(8)]
+            answers = {(p.result()[0], p.result()[2]) for p in probes}
+        later = [http_request(daemon.port, 'GET', '/readyz', timeout=4) for _ in range(3)]
+        answers |= {(status, body) for status, _, body in later}
+        assert answers == {
+            (503, b'{"error":"database did not answer the readiness query within 1 s"}\n')
+        }, answers
+        # One readiness query out, not one per probe.
+        waiting = pg.connect().cursor()
+        waiting.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                        "'%reghook.schema_migrations%' AND wait_event_type = 'Lock'")
+        assert waiting.fetchone()[0] == 1
+    finally:
+        held.rollback()
+    wait_until(lambda: daemon.get('/readyz')[0] == 200, timeout=5, msg='ready again')
+    assert daemon.running()
+
+
 def test_serve_starts_before_its_database(pg_own, reghook_factory):
     """A daemon started while PostgreSQL is down is not ready, then migrates
     and becomes ready by itself once the database comes up."""
