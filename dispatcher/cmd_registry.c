@@ -73,6 +73,17 @@ static void print_snippet(const struct config *cfg, const char *token)
 	buf_free(&base);
 }
 
+/* After a snippet shown and committed: a url in it that no registry can reach is said. */
+static void note_unreachable_url(const struct config *cfg, int rc)
+{
+	if (rc == CLI_OK && config_public_url_unreachable(cfg))
+		fprintf(stderr,
+			"\nNote: public_url is not set, so the url above names listen (%s), "
+			"which no registry can reach: set public_url, or write the address the "
+			"registry reaches reghook at in its place.\n",
+			cfg->listen);
+}
+
 /*
  * A token is shown once and kept nowhere else: the transaction that made it
  * commits only once it was written out (a full disk, a closed pipe with
@@ -124,12 +135,7 @@ static int registry_add(const struct cli_command *cmd, const struct config *cfg,
 	print_snippet(cfg, token);
 	PQclear(res);
 	int rc = commit_if_shown(conn, "no registry source was created");
-	if (rc == CLI_OK && config_public_url_unreachable(cfg))
-		fprintf(stderr,
-			"\nNote: public_url is not set, so the url above names listen (%s), "
-			"which no registry can reach: set public_url, or write the address the "
-			"registry reaches reghook at in its place.\n",
-			cfg->listen);
+	note_unreachable_url(cfg, rc);
 	PQfinish(conn);
 	return rc;
 }
@@ -161,6 +167,7 @@ static int registry_rotate(const struct cli_command *cmd, const struct config *c
 	print_snippet(cfg, token);
 	PQclear(res);
 	int rc = commit_if_shown(conn, "the old token stays the registry's");
+	note_unreachable_url(cfg, rc);
 	PQfinish(conn);
 	return rc;
 }

@@ -405,8 +405,11 @@ struct config *config_reload(const struct config *running, int argc, char *const
 			buf_printf(&changed, "%s%s", changed.len ? ", " : "", k->name);
 		}
 	}
-	apply_logging(fresh);
+	/* The line in the new format, at the level it ran with: a reload that
+	 * raises log_level says so too. */
+	log_set_json(strcmp(fresh->log_format, "json") == 0);
 	log_info("configuration reloaded: %s", changed.len ? changed.data : "nothing changed");
+	apply_logging(fresh);
 	buf_free(&changed);
 	return fresh;
 }

@@ -29,7 +29,8 @@ static void usage(FILE *out)
 		     "Docker Hub style webhooks. Commands:\n");
 	for (size_t i = 0; i < NCOMMANDS; i++)
 		fprintf(out, "  %-12s %s\n", commands[i]->name, commands[i]->help);
-	fprintf(out, "\n'reghook COMMAND --help' describes one command.\n\n");
+	fprintf(out, "\n'reghook COMMAND --help' describes one command; 'reghook --version' "
+		     "prints the version.\n\n");
 	config_print_help(out);
 }
 

@@ -236,6 +236,14 @@ def test_a_wildcard_listen_without_public_url_is_pointed_out(pg):
     proc = run_reghook(['registry', 'add', 's', '--listen', '0.0.0.0:8080', '--public-url',
                         'https://hooks.example.com'], database_url=pg.url())
     assert 'url: https://hooks.example.com/events' in proc.stdout and proc.stderr == ''
+    # rotate prints the snippet again: the same note.
+    proc = run_reghook(['registry', 'rotate', 'r', '--listen', '[::]:8080'],
+                       database_url=pg.url())
+    assert 'url: http://[::]:8080/events' in proc.stdout
+    assert 'Note: public_url is not set' in proc.stderr, proc.stderr
+    proc = run_reghook(['registry', 'rotate', 'r', '--listen', '[::]:8080', '--public-url',
+                        'https://hooks.example.com'], database_url=pg.url())
+    assert proc.stderr == '', proc.stderr
 
 
 def reghook_to(stdout, args, database_url, env_extra=None):

@@ -409,6 +409,9 @@ def test_reload_log_level(reghook_factory, pg):
     families = scrape(daemon)
     assert value(families, 'reghook_config_reloads_total', result='success') == 1
     assert value(families, 'reghook_config_last_reload_successful') == 1
+    # A reload that quietens the log still says what it changed.
+    log = reload(daemon, log_level='warn')
+    assert 'configuration reloaded: log_level' in log, log
 
 
 def test_reload_turning_private_targets_off_holds_for_kept_alive_connections(
