@@ -6,11 +6,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Parses a non-negative decimal prefix; returns the rest of s or NULL. */
@@ -277,17 +279,58 @@ static char *trim(char *s)
 	return s;
 }
 
-/* lenient: a key not in tab is passed over (a table of some keys only). */
-static bool load_file(const struct conf_key *tab, size_t n, void *settings, const char *path,
-		      bool lenient, char *err, size_t errlen)
+/* How load_all reads its sources. */
+enum {
+	LOAD_LENIENT = 1, /* a key of the file not in tab is passed over (tab: some keys only) */
+	LOAD_AGAIN = 2,	  /* a reload: files must be regular files (open_source) */
+};
+
+/*
+ * Opens path to read, or says why not in why. Read again (LOAD_AGAIN),
+ * only a regular file is: a pipe or a device was read at start and cannot
+ * be read the same again (a pipe reads as empty: every key back to its
+ * default), and a FIFO would hold the daemon until something wrote to it.
+ */
+static FILE *open_source(const char *path, int how, char *why, size_t whylen)
 {
-	FILE *f = fopen(path, "r");
+	if (!(how & LOAD_AGAIN)) {
+		FILE *f = fopen(path, "r");
+		if (!f)
+			snprintf(why, whylen, "%s", strerror(errno));
+		return f;
+	}
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(why, whylen, "%s", strerror(errno));
+		return NULL;
+	}
+	struct stat st;
+	FILE *f = NULL;
+	if (fstat(fd, &st) != 0)
+		snprintf(why, whylen, "%s", strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		snprintf(why, whylen,
+			 "not a regular file, which is read once, at start: restart reghook to "
+			 "read it again");
+	else if (!(f = fdopen(fd, "r")))
+		snprintf(why, whylen, "%s", strerror(errno));
+	if (!f)
+		close(fd);
+	return f;
+}
+
+/* how: LOAD_LENIENT, LOAD_AGAIN. */
+static bool load_file(const struct conf_key *tab, size_t n, void *settings, const char *path,
+		      int how, char *err, size_t errlen)
+{
+	char why[512];
+	FILE *f = open_source(path, how, why, sizeof(why));
 	if (!f) {
-		snprintf(err, errlen, "config: cannot read %s: %s", path, strerror(errno));
+		snprintf(err, errlen, "config: cannot read %s: %s", path, why);
 		return false;
 	}
 	/* getline, not a fixed buffer: a long line is one line, never two. */
-	char *line = NULL, why[512];
+	char *line = NULL;
 	size_t cap = 0;
 	ssize_t got;
 	int lineno = 0;
@@ -318,7 +361,7 @@ static bool load_file(const struct conf_key *tab, size_t n, void *settings, cons
 			value++;
 		}
 		const struct conf_key *k = find_key(tab, n, key, strlen(key));
-		if (!k && lenient)
+		if (!k && (how & LOAD_LENIENT))
 			continue;
 		if (!k) {
 			const struct conf_key *near = nearest_key(tab, n, key, strlen(key));
@@ -331,10 +374,10 @@ static bool load_file(const struct conf_key *tab, size_t n, void *settings, cons
 			ok = false;
 		}
 	}
-	/* A directory (a bind mount of a file that was not there) or a read
-	 * error ends getline as the end of the file would: not as an empty
-	 * or shortened configuration. */
-	if (ok && ferror(f)) {
+	/* A directory (a bind mount of a file that was not there), a read
+	 * error or no memory for a long line ends getline as the end of the
+	 * file would: not as an empty or shortened configuration. */
+	if (ok && (ferror(f) || !feof(f))) {
 		snprintf(err, errlen, "config: cannot read %s: %s", path, strerror(errno));
 		ok = false;
 	}
@@ -351,13 +394,13 @@ static bool load_file(const struct conf_key *tab, size_t n, void *settings, cons
  * names (a secret mounted by a container runtime): the whole file, less its
  * trailing line ends. Returns it (owned by the caller), or NULL with err set.
  */
-static char *read_value_file(const struct conf_key *k, const char *var, const char *path, char *err,
-			     size_t errlen)
+static char *read_value_file(const struct conf_key *k, const char *var, const char *path, int how,
+			     char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "r");
+	char cannot[256];
+	FILE *f = open_source(path, how, cannot, sizeof(cannot));
 	if (!f) {
-		snprintf(err, errlen, "%s: %s: cannot read %s: %s", k->name, var, path,
-			 strerror(errno));
+		snprintf(err, errlen, "%s: %s: cannot read %s: %s", k->name, var, path, cannot);
 		return NULL;
 	}
 	char *text = xmalloc(CONF_VALUE_FILE_MAX + 1);
@@ -378,6 +421,10 @@ static char *read_value_file(const struct conf_key *k, const char *var, const ch
 	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
 		len--;
 	text[len] = '\0';
+	/* A byte order mark, as some editors write, is not part of the value (nor of the file's
+	 * keys). */
+	if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
+		memmove(text, text + 3, len - 2);
 	return text;
 }
 
@@ -387,7 +434,7 @@ static char *read_value_file(const struct conf_key *k, const char *var, const ch
  * an error, as the two could disagree; an empty PREFIX_KEY_FILE is unset.
  */
 static bool load_env(const struct conf_key *tab, size_t n, void *settings, const char *prefix,
-		     char *err, size_t errlen)
+		     int how, char *err, size_t errlen)
 {
 	char var[256], file_var[262];
 	for (size_t i = 0; i < n; i++) {
@@ -404,7 +451,7 @@ static bool load_env(const struct conf_key *tab, size_t n, void *settings, const
 			return false;
 		}
 		if (path) {
-			char *text = read_value_file(&tab[i], file_var, path, err, errlen);
+			char *text = read_value_file(&tab[i], file_var, path, how, err, errlen);
 			bool ok = text && set_key(&tab[i], settings, text, err, errlen);
 			free(text);
 			if (!ok)
@@ -545,7 +592,7 @@ static bool load_flags(const struct conf_key *tab, size_t n, void *settings, int
 }
 
 static bool load_all(const struct conf_key *tab, size_t n, void *settings, const char *env_prefix,
-		     bool lenient, int *argc, char **argv, char *err, size_t errlen)
+		     int how, int *argc, char **argv, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < n; i++)
 		if (tab[i].def && !set_key(&tab[i], settings, tab[i].def, err, errlen))
@@ -556,9 +603,9 @@ static bool load_all(const struct conf_key *tab, size_t n, void *settings, const
 	const char *path = getenv(var);
 	if (!take_config_flag(argc, argv, &path, err, errlen))
 		return false;
-	if (path && *path && !load_file(tab, n, settings, path, lenient, err, errlen))
+	if (path && *path && !load_file(tab, n, settings, path, how, err, errlen))
 		return false;
-	if (!load_env(tab, n, settings, env_prefix, err, errlen))
+	if (!load_env(tab, n, settings, env_prefix, how, err, errlen))
 		return false;
 	return load_flags(tab, n, settings, argc, argv, err, errlen);
 }
@@ -566,7 +613,13 @@ static bool load_all(const struct conf_key *tab, size_t n, void *settings, const
 bool conf_load(const struct conf_key *tab, size_t n, void *settings, const char *env_prefix,
 	       int *argc, char **argv, char *err, size_t errlen)
 {
-	return load_all(tab, n, settings, env_prefix, false, argc, argv, err, errlen);
+	return load_all(tab, n, settings, env_prefix, 0, argc, argv, err, errlen);
+}
+
+bool conf_load_again(const struct conf_key *tab, size_t n, void *settings, const char *env_prefix,
+		     int *argc, char **argv, char *err, size_t errlen)
+{
+	return load_all(tab, n, settings, env_prefix, LOAD_AGAIN, argc, argv, err, errlen);
 }
 
 bool conf_peek(const struct conf_key *k, void *settings, const char *env_prefix, int argc,
@@ -575,7 +628,7 @@ bool conf_peek(const struct conf_key *k, void *settings, const char *env_prefix,
 	char **args = xcalloc((size_t)argc + 1, sizeof(char *));
 	memcpy(args, argv, (size_t)argc * sizeof(char *));
 	char err[512];
-	bool ok = load_all(k, 1, settings, env_prefix, true, &argc, args, err, sizeof(err));
+	bool ok = load_all(k, 1, settings, env_prefix, LOAD_LENIENT, &argc, args, err, sizeof(err));
 	free(args);
 	return ok;
 }

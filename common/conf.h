@@ -64,6 +64,15 @@ bool conf_load(const struct conf_key *tab, size_t n, void *settings, const char 
 	__attribute__((warn_unused_result));
 
 /*
+ * conf_load for a reload: the file and the PREFIX_KEY_FILE files must be
+ * regular files (a pipe given at start cannot be read the same again, and
+ * a FIFO would block until written to).
+ */
+bool conf_load_again(const struct conf_key *tab, size_t n, void *settings, const char *env_prefix,
+		     int *argc, char **argv, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/*
  * The value that key k alone would take from the sources conf_load reads
  * (argv is not changed), whatever is wrong with other keys: into its
  * field of settings, to be freed with conf_free(k, 1, settings). False

@@ -11,13 +11,16 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* The daemon has no terminal to ask for a passphrase: a key that needs one is refused. */
 static int refuse_passphrase(char *buf, int size, int rwflag, void *asked)
@@ -35,9 +38,24 @@ static int refuse_passphrase(char *buf, int size, int rwflag, void *asked)
 static bool pem_file(const char *path, const char *marker, const char *what, char *err,
 		     size_t errlen)
 {
-	FILE *f = fopen(path, "r");
-	if (!f) {
+	/* A regular file only: OpenSSL reads it again after this (a pipe would
+	 * be empty by then), and a FIFO would hold the daemon's reload until
+	 * something wrote to it. */
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) != 0) {
 		snprintf(err, errlen, "%s: cannot read it: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	FILE *f = S_ISREG(st.st_mode) ? fdopen(fd, "r") : NULL;
+	if (!f) {
+		if (S_ISREG(st.st_mode))
+			snprintf(err, errlen, "%s: cannot read it: %s", path, strerror(errno));
+		else
+			snprintf(err, errlen, "%s: cannot read it: not a regular file", path);
+		close(fd);
 		return false;
 	}
 	char *text = malloc(PEM_MAX + 1);

@@ -289,10 +289,11 @@ static const char *check_tls(const struct config *cfg)
 }
 
 /* Fills cfg from every source; no side effects. On failure cfg is freed and err says why. */
-static bool load(struct config *cfg, int *argc, char **argv, char *err, size_t errlen)
+static bool load(struct config *cfg, bool again, int *argc, char **argv, char *err, size_t errlen)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	if (!conf_load(config_keys, NKEYS, cfg, "REGHOOK_", argc, argv, err, errlen)) {
+	if (!(again ? conf_load_again : conf_load)(config_keys, NKEYS, cfg, "REGHOOK_", argc, argv,
+						   err, errlen)) {
 		config_free(cfg);
 		return false;
 	}
@@ -352,7 +353,7 @@ bool config_load(struct config *cfg, int *argc, char **argv)
 	char **args = xcalloc((size_t)*argc + 1, sizeof(char *));
 	memcpy(args, argv, (size_t)*argc * sizeof(char *));
 	int nargs = *argc;
-	bool ok = load(cfg, argc, argv, err, sizeof(err));
+	bool ok = load(cfg, false, argc, argv, err, sizeof(err));
 	if (!ok) {
 		log_set_json(wants_json(nargs, args));
 		config_error("%s", err);
@@ -379,7 +380,7 @@ struct config *config_reload(const struct config *running, int argc, char *const
 	memcpy(args, argv, (size_t)argc * sizeof(char *));
 	struct config *fresh = xmalloc(sizeof(*fresh));
 	char err[1024];
-	bool ok = load(fresh, &argc, args, err, sizeof(err));
+	bool ok = load(fresh, true, &argc, args, err, sizeof(err));
 	free(args);
 	if (ok && check && !check(fresh, err, sizeof(err), arg)) {
 		config_free(fresh);

@@ -4,6 +4,7 @@ migrations, readiness and the HTTP skeleton, each used as an operator would."""
 import concurrent.futures
 import json
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -179,6 +180,30 @@ def test_config_errors_are_json_lines_when_log_format_is_json(tmp_path):
         assert len(lines) == 1 and lines[0].startswith('reghook: configuration: '), \
             (args, proc.stderr)
         assert key in lines[0], (args, proc.stderr)
+
+
+def test_a_config_file_read_short_of_memory_stops_the_start(tmp_path):
+    """A line longer than the memory the process may have (a 256 MiB comment
+    under a 100 MiB address-space limit) is an error naming the file, not
+    the end of the file, which left the lines after it unread (a bad value
+    there passed, and the command ran). The build without sanitizers: ASan
+    reserves terabytes of address space."""
+    conf = tmp_path / 'reghook.conf'
+    with open(conf, 'w') as f:
+        f.write('database_url = postgresql://nobody@127.0.0.1:1/none\n#')
+        for _ in range(256):
+            f.write('x' * (1 << 20))
+        f.write('\nlog_level = bogus\n')
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (100 << 20, 100 << 20))
+
+    proc = subprocess.run([os.environ['REGHOOK_PLAIN_BIN'], 'migrate', '--config', str(conf)],
+                          capture_output=True, text=True, env=child_env(), timeout=60,
+                          preexec_fn=limited)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f'reghook: configuration: config: cannot read {conf}: ' \
+                          'Cannot allocate memory\n', proc.stderr
 
 
 def test_config_file_env_and_flags_later_wins(pg, tmp_path):

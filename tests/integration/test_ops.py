@@ -414,6 +414,38 @@ def test_reload_log_level(reghook_factory, pg):
     assert 'configuration reloaded: log_level' in log, log
 
 
+def test_a_reload_reads_regular_files_only(reghook_factory, pg, tmp_path):
+    """A config file (or a REGHOOK_<KEY>_FILE) that is a FIFO or a pipe at
+    the reload is refused with the running configuration kept: a FIFO with
+    no writer held the whole daemon (no /healthz, no events) until something
+    wrote to it, and a pipe given at start (--config <(...)) read as empty,
+    every key back to its default."""
+    secret = tmp_path / 'body-limit'
+    secret.write_text('2KiB\n')
+    daemon = reghook_factory(env={'REGHOOK_MAX_REQUEST_BODY_FILE': str(secret)})
+    assert daemon.post('/events', b'x' * 5000)[0] == 413
+    for path in (daemon.config_path, str(secret)):
+        with open(path) as f:
+            kept = f.read()
+        os.remove(path)
+        os.mkfifo(path)
+        try:
+            log = hup(daemon)
+            assert 'configuration reload failed: ' in log and \
+                f'cannot read {path}: not a regular file, which is read once, at start: ' \
+                'restart reghook to read it again' in log, log
+            assert daemon.get('/healthz', timeout=5)[0] == 200
+            assert daemon.post('/events', b'x' * 5000, timeout=5)[0] == 413
+        finally:
+            os.remove(path)
+            with open(path, 'w') as f:
+                f.write(kept)
+    families = scrape(daemon)
+    assert value(families, 'reghook_config_reloads_total', result='failure') == 2
+    assert value(families, 'reghook_config_last_reload_successful') == 0
+    assert 'configuration reloaded' in hup(daemon)
+
+
 def test_reload_turning_private_targets_off_holds_for_kept_alive_connections(
         reghook_factory, pg, endpoint_factory):
     """A connection to a private target (loopback here), kept alive from

@@ -428,7 +428,9 @@ def test_bad_files_stop_the_start(pg, pki):
     missing = os.path.join(d, 'missing.pem')
     cases = [
         ((missing, key, None), 1, f'{missing}: cannot read it: No such file or directory'),
-        ((d, key, None), 1, f'{d}: cannot read it: Is a directory'),
+        ((d, key, None), 1, f'{d}: cannot read it: not a regular file'),
+        # A pipe would be empty when OpenSSL read it again after the check.
+        ((cert, '/dev/stdin', None), 1, '/dev/stdin: cannot read it: not a regular file'),
         ((garbage, key, None), 1,
          f'{garbage}: no PEM certificate in it (no "-----BEGIN ...CERTIFICATE-----" line)'),
         ((broken, key, None), 1, f'{broken}: not a usable certificate: '),
@@ -686,6 +688,17 @@ def test_renewed_certificate_reloaded_while_clients_post(reghook_factory, pg, pk
     metrics = daemon.get('/metrics')[2].decode()
     assert 'reghook_config_reloads_total{result="success"} 1' in metrics
     assert 'reghook_config_reloads_total{result="failure"} 1' in metrics
+
+    # A FIFO in the certificate's place: the reload is refused at once, not
+    # held until something writes to it, and the daemon goes on serving.
+    os.remove(cert_file)
+    os.mkfifo(cert_file)
+    sighup(daemon)
+    wait_until(lambda: len(log_lines(daemon, 'configuration reload failed')) == 2,
+               msg='the second refusal')
+    assert f'{cert_file}: cannot read it: not a regular file' in \
+        log_lines(daemon, 'configuration reload failed')[1]
+    assert served_serial(daemon.port, pki.ca.cert) == renewed.serial
 
 
 # --- memory -------------------------------------------------------------------------------
