@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "conf.h"
 #include "formats.h"
+#include "jsonparse.h"
 #include "request.h"
 #include "sign.h"
 #include "template.h"
@@ -145,6 +146,21 @@ static bool read_template(const char *v, struct buf *text, char *err, size_t err
 	return true;
 }
 
+/*
+ * Whether a value is UTF-8 text, as the database keeps it: a byte that is
+ * not would go into the JSON as U+FFFD, and the endpoint get another
+ * password or header than the one given.
+ */
+static bool utf8_text(const char *flag, const char *v, size_t len, char *err, size_t errlen)
+{
+	size_t bad;
+	if (jsonparse_utf8_ok((const unsigned char *)v, len, &bad))
+		return true;
+	snprintf(err, errlen, "%s: not UTF-8 text (byte %zu, 0x%02x)", flag, bad + 1,
+		 (unsigned char)v[bad]);
+	return false;
+}
+
 static bool check_value(const struct webhook_opt *o, const char *v, struct buf *json, char *err,
 			size_t errlen)
 {
@@ -246,6 +262,8 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 			return false;
 		break;
 	}
+	if (!utf8_text(o->flag, v, strlen(v), err, errlen))
+		return false;
 	buf_json_str(json, v, strlen(v));
 	return true;
 }
@@ -292,6 +310,8 @@ static bool add_header(const char *v, struct buf *json, int *headers, char *err,
 		snprintf(err, errlen, "--header: expected 'Name: value'");
 		return false;
 	}
+	if (!utf8_text("--header", v, strlen(v), err, errlen))
+		return false;
 	/* The name as the database reads it: without the blanks around it. */
 	const char *start = v + strspn(v, " \t"), *end = colon;
 	while (end > start && (end[-1] == ' ' || end[-1] == '\t'))

@@ -113,6 +113,8 @@ def test_secrets_from_files_or_standard_input_stay_out_of_the_command_line(
     secret = 'whsec_' + base64.b64encode(b'k' * 32).decode()
     (tmp_path / 'password').write_text('pa ss:wörd\r\n')
     (tmp_path / 'headers').write_text('Authorization: Bearer t0ken\n\nX-Api-Key: k3y\n')
+    (tmp_path / 'latin1').write_bytes(b'X-Lat: caf\xe9 {{tag}}\n')
+    (tmp_path / 'latin1.json').write_bytes(b'{"t": "caf\xe9 {{tag}}"}\n')
     out = reghook.run_cli('webhook', 'add', 'team-a', hook.url('/h'), '--username', 'ci',
                           '--password-file', tmp_path / 'password', '--secret-file', '-',
                           '--header-file', tmp_path / 'headers', input=secret + '\n').stdout
@@ -137,7 +139,17 @@ def test_secrets_from_files_or_standard_input_stay_out_of_the_command_line(
                        "--header: 'pa ss' is not a field name"),
                       (['--secret-file', tmp_path / 'password'], '--secret: not a signing key'),
                       # An empty file (a pipe that failed) would clear the secret.
-                      (['--secret-file', '/dev/null'], '--secret-file: /dev/null is empty')):
+                      (['--secret-file', '/dev/null'], '--secret-file: /dev/null is empty'),
+                      # A byte that is not UTF-8 went in as U+FFFD: another password,
+                      # another header, than the ones given.
+                      (['--password', 'p\udce9ss'], '--password: not UTF-8 text (byte 2, 0xe9)'),
+                      (['--password-file', tmp_path / 'latin1'], '--password: not UTF-8 text'),
+                      (['--header', 'X-Lat: caf\udce9'], '--header: not UTF-8 text (byte 11, 0xe9)'),
+                      (['--header-file', tmp_path / 'latin1'], '--header: not UTF-8 text'),
+                      (['--username', '\udcff'], '--username: not UTF-8 text'),
+                      (['--name', 'b\udcc3'], '--name: not UTF-8 text'),
+                      (['--format', 'template', '--template', tmp_path / 'latin1.json'],
+                       '--template: line 1, column 11: not JSON: invalid UTF-8')):
         res = reghook.run_cli('webhook', 'set', hook_id, *args, check=False, input='x\n')
         assert res.returncode == 2 and why in res.stderr, (args, res.stderr)
     res = reghook.run_cli('webhook', 'set', hook_id, '--format', 'template', '--template', '-',
