@@ -757,16 +757,106 @@ static bool is_conninfo_string(const char *conninfo)
 	       strncmp(conninfo, "postgres://", 11) == 0;
 }
 
-bool pgc_conninfo_readable(const char *conninfo)
+/* Whether v is a whole number from lo to hi (digits, a leading '-' for lo < 0). */
+static bool integer_in(const char *v, long lo, long hi)
 {
-	if (!is_conninfo_string(conninfo))
-		return true;
-	char *err = NULL;
-	PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
-	bool ok = opts != NULL;
-	PQfreemem(err);
+	const char *d = v + (*v == '-');
+	if (!*d || d[strspn(d, "0123456789")] || strlen(d) > 9)
+		return false;
+	long n = strtol(v, NULL, 10);
+	return n >= lo && n <= hi;
+}
+
+/* Whether v is one of the words of list (separated by '|'). */
+static bool one_of(const char *v, const char *list)
+{
+	size_t len = strlen(v);
+	for (const char *w = list; *w;) {
+		size_t wl = strcspn(w, "|");
+		if (wl == len && strncmp(w, v, len) == 0)
+			return true;
+		w += wl + (w[wl] == '|');
+	}
+	return false;
+}
+
+/*
+ * The options whose values libpq checks only as it connects: a value it
+ * refuses then stops every connection before any host is tried, which a
+ * daemon would take for a database away and try again forever. Their
+ * values are not secrets (the password is none of them).
+ */
+static const char *option_problem(const PQconninfoOption *o, char *why, size_t whylen)
+{
+	static const struct {
+		const char *key, *words;
+	} words[] = {
+		{"sslmode", "disable|allow|prefer|require|verify-ca|verify-full"},
+		{"gssencmode", "disable|prefer|require"},
+		{"channel_binding", "disable|prefer|require"},
+		{"target_session_attrs", "any|read-write|read-only|primary|standby|prefer-standby"},
+	};
+	static const char *const integers[] = {"connect_timeout",  "keepalives",
+					       "keepalives_idle",  "keepalives_interval",
+					       "keepalives_count", "tcp_user_timeout"};
+	if (!o->val)
+		return NULL;
+	char shown[64];
+	snprintf(shown, sizeof(shown), "%s", o->val);
+	text_printable(shown);
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strcmp(o->keyword, words[i].key) == 0 && !one_of(o->val, words[i].words)) {
+			snprintf(why, whylen, "%s: '%s' is not one of %s", o->keyword, shown,
+				 words[i].words);
+			return why;
+		}
+	for (size_t i = 0; i < sizeof(integers) / sizeof(integers[0]); i++)
+		if (strcmp(o->keyword, integers[i]) == 0 &&
+		    !integer_in(o->val, -999999999, 999999999)) {
+			snprintf(why, whylen, "%s: '%s' is not a whole number", o->keyword, shown);
+			return why;
+		}
+	if (strcmp(o->keyword, "port") == 0) {
+		/* One port, or one per host; an empty one is the default port. */
+		for (const char *p = o->val;; p++) {
+			size_t len = strcspn(p, ",");
+			char port[16];
+			if (len >= sizeof(port) ||
+			    (len && (snprintf(port, sizeof(port), "%.*s", (int)len, p),
+				     !integer_in(port, 1, 65535)))) {
+				snprintf(why, whylen,
+					 "port: '%s' is not a port from 1 to 65535 (or one "
+					 "per host, separated by commas)",
+					 shown);
+				return why;
+			}
+			p += len;
+			if (!*p)
+				break;
+		}
+	}
+	return NULL;
+}
+
+const char *pgc_conninfo_problem(const char *conninfo, char *why, size_t whylen)
+{
+	if (!is_conninfo_string(conninfo)) {
+		/* libpq would take it for a database name, and say nothing of it. */
+		if (strstr(conninfo, "://"))
+			return "not a URL libpq reads: it begins with postgresql:// or postgres:// "
+			       "(in lower case, with nothing before it)";
+		return NULL;
+	}
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	if (!opts)
+		return "libpq cannot read it: check its quoting and percent-encoding (a '%' in "
+		       "a URL's password is written %25); libpq's message is not shown, as it may "
+		       "quote the password";
+	const char *problem = NULL;
+	for (const PQconninfoOption *o = opts; o->keyword && !problem; o++)
+		problem = option_problem(o, why, whylen);
 	PQconninfoFree(opts);
-	return ok;
+	return problem;
 }
 
 /*

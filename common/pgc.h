@@ -140,11 +140,15 @@ void pgc_reset(struct pgc *c, const char *why);
 	" THEN pg_catalog.set_config('idle_session_timeout', '0', false) END"
 
 /*
- * Whether libpq can read conninfo (a URI, key=value pairs, or a database
- * name). libpq's own message for one it cannot is not for showing: it
- * quotes the text at fault, the password perhaps.
+ * What is wrong with conninfo (a URI, key=value pairs, or a database name)
+ * that no connection can get past: NULL when nothing is; else why, in
+ * the static text or in why. libpq cannot read it (its own message is not
+ * for showing: it quotes the text at fault, the password perhaps); a URL
+ * it would take for a database name (" postgresql://", "Postgres://",
+ * "mysql://"); an option value it refuses only as it connects (sslmode,
+ * port, connect_timeout, ...), named with the value.
  */
-bool pgc_conninfo_readable(const char *conninfo);
+const char *pgc_conninfo_problem(const char *conninfo, char *why, size_t whylen);
 
 /*
  * A blocking connection with the same defaults, for command-line tools

@@ -105,20 +105,19 @@ static bool cli_database_configured(const struct config *cfg)
 }
 
 /*
- * True if libpq can read database_url; else says so. libpq's own message
- * is not shown: it quotes the text at fault, which may be the password
- * (a raw '%' in a URL's, a space in a key=value one's), and it would go
- * on to every log line, the service manager's status line and each
- * command's error while the daemon waited for a database it can never
- * reach.
+ * True if database_url is one a connection can be tried with; else says
+ * why (pgc_conninfo_problem: never libpq's own message, which may quote
+ * the password), rather than every log line, the service manager's status
+ * line and each command's error saying "cannot connect" while the daemon
+ * waited for a database it can never reach.
  */
 static bool cli_database_readable(const struct config *cfg)
 {
-	if (pgc_conninfo_readable(cfg->database_url))
+	char why[256];
+	const char *problem = pgc_conninfo_problem(cfg->database_url, why, sizeof(why));
+	if (!problem)
 		return true;
-	config_error("database_url: libpq cannot read it: check its "
-		     "quoting and percent-encoding (a '%%' in a URL's password is written %%25); "
-		     "libpq's message is not shown, as it may quote the password");
+	config_error("database_url: %s", problem);
 	return false;
 }
 

@@ -111,6 +111,22 @@ def test_bad_config_value_names_the_key(tmp_path):
         (['serve', '--database-url', 'x'], {'REGHOOK_CLIENT_TIMEOUT': '2h'}, 'client_timeout'),
         (['serve', '--database-url', 'x', '--allow-private-targets', 'maybe'], {},
          'allow_private_targets'),
+        # Values libpq refuses only as it connects, before any host: serve tried
+        # again forever, never ready, as if the database were away.
+        (['serve', '--database-url', 'postgresql://u:pw@127.0.0.1:1/db?sslmode=bogus'], {},
+         "database_url: sslmode: 'bogus' is not one of disable|allow|prefer|require|"),
+        (['serve', '--database-url', 'host=127.0.0.1 port=99999'], {},
+         "database_url: port: '99999' is not a port from 1 to 65535"),
+        (['serve', '--database-url', 'host=a,b port=5432,x'], {}, "database_url: port: '5432,x'"),
+        (['serve', '--database-url', 'postgresql://h/db?connect_timeout=soon'], {},
+         "database_url: connect_timeout: 'soon' is not a whole number"),
+        (['serve'], {'REGHOOK_DATABASE_URL': 'postgresql://h/db?target_session_attrs=primry'},
+         "database_url: target_session_attrs: 'primry' is not one of"),
+        # Taken by libpq for a database name, and said nowhere.
+        (['serve', '--database-url', ' postgresql://h/db'], {},
+         'database_url: not a URL libpq reads: it begins with postgresql:// or postgres://'),
+        (['serve', '--database-url', 'Postgresql://h/db'], {}, 'database_url: not a URL'),
+        (['serve', '--database-url', 'mysql://h/db'], {}, 'database_url: not a URL'),
     ]
     for args, env, key in cases:
         proc = run_with_env(args, env)
@@ -204,6 +220,15 @@ def test_a_config_file_read_short_of_memory_stops_the_start(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == f'reghook: configuration: config: cannot read {conf}: ' \
                           'Cannot allocate memory\n', proc.stderr
+
+
+def test_a_value_file_written_with_a_byte_order_mark(pg, tmp_path):
+    """A secret saved by an editor that writes a byte order mark
+    (REGHOOK_DATABASE_URL_FILE) is the value after it."""
+    secret = tmp_path / 'database-url'
+    secret.write_bytes(b'\xef\xbb\xbf' + pg.url().encode() + b'\r\n')
+    proc = run_with_env(['migrate'], {'REGHOOK_DATABASE_URL_FILE': str(secret)})
+    assert proc.returncode == 0 and 'schema current' in proc.stdout, proc.stderr
 
 
 def test_config_file_env_and_flags_later_wins(pg, tmp_path):
