@@ -87,16 +87,18 @@
 	"END; END LOOP; END $lock$"
 
 enum migrate_step {
-	MIGRATE_BOOTSTRAP, /* BEGIN; creating the schema and the bookkeeping table; the lock */
-	MIGRATE_READING,   /* reading the applied versions */
-	MIGRATE_APPLYING,  /* running migration `next` */
-	MIGRATE_COMPARING, /* asking whether schema/functions/ changed */
-	MIGRATE_CARING,	   /* they did not: asking whether the group roles need them again */
-	MIGRATE_LOCKING,   /* they did: locking the schema's tables (FUNCTIONS_LOCK) */
-	MIGRATE_FUNCTIONS, /* running function file `next` */
-	MIGRATE_RECORDING, /* recording the function files applied */
+	MIGRATE_BOOTSTRAP,     /* BEGIN; creating the schema and the bookkeeping table; the lock */
+	MIGRATE_READING,       /* reading the applied versions */
+	MIGRATE_LOCKING_FIRST, /* some are missing: locking the schema's tables (FUNCTIONS_LOCK) */
+	MIGRATE_APPLYING,      /* running migration `next` */
+	MIGRATE_COMPARING,     /* asking whether schema/functions/ changed */
+	MIGRATE_CARING,	       /* they did not: asking whether the group roles need them again */
+	MIGRATE_LOCKING,       /* they did: locking the schema's tables (FUNCTIONS_LOCK) */
+	MIGRATE_FUNCTIONS,     /* running function file `next` */
+	MIGRATE_RECORDING,     /* recording the function files applied */
 	MIGRATE_COMMITTING,
 	MIGRATE_ROLLBACK, /* something failed: ending the transaction; then done */
+	MIGRATE_RESTART,  /* a lock cycle: ending the transaction, to begin again locked first */
 };
 
 struct migrate {
@@ -106,7 +108,10 @@ struct migrate {
 	migrate_done_fn done;
 	void *arg;
 	bool applied_v[NMIGRATIONS];
-	bool db_newer; /* the database has a migration above the latest here */
+	bool db_newer;		/* the database has a migration above the latest here */
+	bool applied_v_missing; /* a numbered migration is to be applied */
+	bool lock_first;	/* this try takes FUNCTIONS_LOCK before the numbered migrations */
+	bool locked;		/* FUNCTIONS_LOCK taken */
 	int next;
 	int applied;
 	char *error; /* owned; the first failure */
@@ -248,9 +253,39 @@ static void query(struct pgc *c, struct migrate *m, enum migrate_step step, cons
 	pgc_query(c, sql, 0, NULL, on_result, m);
 }
 
+/*
+ * Whether a failure is a lock cycle with the statements of running
+ * instances, which a try with every table locked first gets past: a
+ * migration's lock on one busy table (027's index on deliveries), held
+ * while FUNCTIONS_LOCK waited for another that an ingest() held while it
+ * waited for the first, was a cycle only the lock timeout broke (or
+ * PostgreSQL's deadlock detector, a statement's own lock): under a steady
+ * stream of events every run failed, holding the events up 2 s each time.
+ * Not the first try's way: while the numbered migrations run, the tables
+ * they do not touch stay usable (024 reads the whole history for minutes,
+ * while events are stored and the history read), and it gets through
+ * whenever the instances are quiet for a moment.
+ */
+static bool lock_cycle(const struct migrate *m, const PGresult *res)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	return !m->lock_first && m->applied_v_missing && state &&
+	       (strcmp(state, "55P03") == 0 || strcmp(state, "40P01") == 0) &&
+	       (m->step == MIGRATE_APPLYING || m->step == MIGRATE_LOCKING);
+}
+
 /* After a failure: roll the transaction back. */
 static void fail(struct pgc *c, struct migrate *m, const char *what, PGresult *res)
 {
+	if (lock_cycle(m, res)) {
+		log_info("%s: %s; trying again at once with every table of the schema locked "
+			 "first (the statements of running instances then wait while the "
+			 "migrations run)",
+			 what, pgc_error(res));
+		m->lock_first = true;
+		query(c, m, MIGRATE_RESTART, "ROLLBACK");
+		return;
+	}
 	set_error(m, what, res);
 	if (!res) {
 		finish(m); /* the session is gone, and with it the transaction */
@@ -332,19 +367,65 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 	case MIGRATE_BOOTSTRAP:
 		if (!pgc_ok(res))
 			return fail(c, m, "creating schema reghook", res);
-		query(c, m, MIGRATE_READING, "SELECT version FROM reghook.schema_migrations");
+		/* One row at least (version NULL on a new schema), each saying who may apply. */
+		query(c, m, MIGRATE_READING,
+		      "SELECT v.version, p.may, p.who, p.owner FROM (SELECT "
+		      "pg_catalog.has_table_privilege('reghook.schema_migrations', 'UPDATE') AS "
+		      "may, "
+		      "pg_catalog.quote_ident(current_user) AS who, (SELECT "
+		      "nspowner::regrole::text "
+		      "FROM pg_catalog.pg_namespace WHERE nspname = 'reghook') AS owner) p "
+		      "LEFT JOIN reghook.schema_migrations v ON true");
 		break;
-	case MIGRATE_READING:
+	case MIGRATE_READING: {
 		if (!pgc_ok(res))
 			return fail(c, m, "reading applied migrations", res);
+		int latest = 0, missing = 0;
 		for (int i = 0; i < PQntuples(res); i++) {
+			if (PQgetisnull(res, i, 0))
+				continue;
 			int v = atoi(PQgetvalue(res, i, 0));
+			latest = v > latest ? v : latest;
 			if (v > migrate_latest_version())
 				m->db_newer = true;
 			for (int j = 0; j < NMIGRATIONS; j++)
 				if (migration_srcs[j].version == v)
 					m->applied_v[j] = true;
 		}
+		for (int j = 0; j < NMIGRATIONS; j++)
+			missing += !m->applied_v[j];
+		m->applied_v_missing = missing > 0;
+		if (!missing) {
+			apply_next(c, m);
+			break;
+		}
+		/* A role that may not apply them (the dispatcher's: reghook serve's login
+		 * in README's roles) would fail on the first statement it may not run,
+		 * naming a function or table that has nothing to do with it. */
+		if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+			char why[320];
+			snprintf(
+				why, sizeof(why),
+				"the schema is at migration %03d and this reghook needs %03d: role "
+				"%s may not change it; run reghook migrate once as the schema's "
+				"owner (%s)",
+				latest, migrate_latest_version(), PQgetvalue(res, 0, 2),
+				PQgetvalue(res, 0, 3));
+			if (!m->error)
+				m->error = xstrdup(why);
+			query(c, m, MIGRATE_ROLLBACK, "ROLLBACK");
+			break;
+		}
+		if (m->lock_first)
+			query(c, m, MIGRATE_LOCKING_FIRST, FUNCTIONS_LOCK);
+		else
+			apply_next(c, m);
+		break;
+	}
+	case MIGRATE_LOCKING_FIRST:
+		if (!pgc_ok(res))
+			return fail(c, m, "locking the schema's tables", res);
+		m->locked = true;
 		apply_next(c, m);
 		break;
 	case MIGRATE_APPLYING:
@@ -371,7 +452,12 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 				query(c, m, MIGRATE_COMMITTING, "COMMIT");
 			break;
 		}
-		query(c, m, MIGRATE_LOCKING, FUNCTIONS_LOCK);
+		if (m->locked) {
+			m->next = 0;
+			apply_function_file(c, m);
+		} else {
+			query(c, m, MIGRATE_LOCKING, FUNCTIONS_LOCK);
+		}
 		break;
 	case MIGRATE_CARING:
 		if (!pgc_ok(res))
@@ -415,6 +501,17 @@ static void on_result(struct pgc *c, PGresult *res, void *arg)
 		break;
 	case MIGRATE_ROLLBACK:
 		finish(m); /* rolled back, or the session (and its transaction) is gone */
+		break;
+	case MIGRATE_RESTART:
+		if (!res) {
+			set_error(m, "beginning the migrations again", res);
+			finish(m);
+			break;
+		}
+		memset(m->applied_v, 0, sizeof(m->applied_v));
+		m->db_newer = m->locked = false;
+		m->next = m->applied = 0;
+		query(c, m, MIGRATE_BOOTSTRAP, bootstrap_sql);
 		break;
 	}
 }

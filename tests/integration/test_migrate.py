@@ -336,11 +336,9 @@ def test_a_stop_while_a_migration_waits_for_a_lock_ends_cleanly(pg, reghook_fact
     holder.rollback()
 
 
-def test_functions_are_applied_again_while_events_arrive(reghook_factory, pg, endpoint_factory):
-    """An upgrade that changes schema/functions/ runs while another instance
-    stores a steady stream of events: each run gets through (before, every
-    one deadlocked with ingest(): a trigger's lock on deliveries taken early,
-    a policy's on namespaces asked for late), and every event is stored."""
+def steady_stream(reghook_factory, endpoint_factory):
+    """A daemon storing a steady stream of 1,500 events, a webhook's
+    deliveries among them: (daemon, its sender, once events flow, the events)."""
     daemon = reghook_factory({'log_level': 'warn'})
     token = register(daemon, 'team-a')
     add_webhook(daemon, 'team-a', endpoint_factory().url('/hook'))
@@ -348,6 +346,19 @@ def test_functions_are_applied_again_while_events_arrive(reghook_factory, pg, en
     sender = RegistrySender(daemon.port, token, events, queues=4, pause=0.005).start()
     try:
         wait_until(lambda: len(sender.acked) >= 50, timeout=30, msg='events flowing')
+    except BaseException:
+        sender.stop()
+        raise
+    return daemon, sender, events
+
+
+def test_functions_are_applied_again_while_events_arrive(reghook_factory, pg, endpoint_factory):
+    """An upgrade that changes schema/functions/ runs while another instance
+    stores a steady stream of events: each run gets through (before, every
+    one deadlocked with ingest(): a trigger's lock on deliveries taken early,
+    a policy's on namespaces asked for late), and every event is stored."""
+    daemon, sender, events = steady_stream(reghook_factory, endpoint_factory)
+    try:
         for run in range(3):
             pg.psql("UPDATE reghook.schema_functions SET sha256 = repeat('0', 64) "
                     "WHERE file = 'queue.sql'")
@@ -359,6 +370,56 @@ def test_functions_are_applied_again_while_events_arrive(reghook_factory, pg, en
     finally:
         sender.stop()
     assert int(pg.psql('SELECT count(*) FROM reghook.events')) == len(events)
+
+
+def undo_migration_027(pg):
+    """The schema as the release before migration 027 left it."""
+    pg.psql('DROP INDEX reghook.deliveries_test_due; '
+            'DELETE FROM reghook.schema_migrations WHERE version = 27')
+
+
+def test_a_numbered_migration_gets_through_while_events_arrive(reghook_factory, pg,
+                                                               endpoint_factory):
+    """A numbered migration that locks a busy table (027 builds an index on
+    deliveries) while another instance stores a steady stream of events:
+    its lock, held while the lock for the function files waited for events,
+    which an ingest() held while it waited for deliveries, was a cycle only
+    the 2 s lock timeout broke, and every run failed (saying another
+    transaction held a table), the events held up 2 s each time. A cycle
+    now makes the run begin again at once with every table locked first."""
+    daemon, sender, events = steady_stream(reghook_factory, endpoint_factory)
+    try:
+        for run in range(3):
+            undo_migration_027(pg)
+            res = daemon.run_cli('migrate', check=False)
+            assert res.returncode == 0 and 'applying migration 027_' in res.stderr, \
+                (run, res.stderr[-900:])
+            assert not sender.done(), 'the stream ended before the upgrades did'
+        sender.join(120)
+    finally:
+        sender.stop()
+    assert int(pg.psql('SELECT count(*) FROM reghook.events')) == len(events)
+    assert pg.psql("SELECT to_regclass('reghook.deliveries_test_due') IS NOT NULL").strip() == 't'
+
+
+def test_a_role_that_may_not_migrate_is_told_who_may(pg):
+    """serve's login as README's roles table has it (a member of the
+    dispatcher role) meets a schema an older release left, after a package
+    upgrade restarted it: the run failed, over and over, on the first
+    statement it may not run (permission denied for function
+    url_without_credentials), naming neither the cause nor the cure."""
+    assert migrate(pg).returncode == 0
+    role = pg.create_login_role(f'{pg.dbname}_serve')
+    pg.psql(f"""GRANT "{pg.psql("SELECT reghook.role_name('dispatcher')").strip()}" TO "{role}";
+                GRANT CONNECT ON DATABASE "{pg.dbname}" TO "{role}";""")
+    undo_migration_027(pg)
+    argv = [os.environ['REGHOOK_BIN'], 'migrate', '--database-url', pg.url(user=role)]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=child_env(), timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert ('the schema is at migration 026 and this reghook needs 027: role '
+            f'{role} may not change it; run reghook migrate once as the schema\'s owner '
+            '(postgres)') in proc.stderr, proc.stderr
+    assert migrate(pg).returncode == 0
 
 
 def test_a_statement_timeout_of_the_database_does_not_end_a_migration(pg):
