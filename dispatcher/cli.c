@@ -36,12 +36,14 @@ void cli_print_command_help(const struct cli_command *cmd)
 
 int cli_usage_error(const struct cli_command *cmd, const char *fmt, ...)
 {
+	char msg[1024];
 	va_list ap;
-	fprintf(stderr, "reghook %s: ", cmd->name);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, " (usage: reghook %s)\n", cmd->usage);
+	/* It quotes what was typed: no control sequence of it reaches the terminal. */
+	text_printable(msg);
+	fprintf(stderr, "reghook %s: %s (usage: reghook %s)\n", cmd->name, msg, cmd->usage);
 	return CLI_USAGE;
 }
 
@@ -255,6 +257,20 @@ static void remove_args(int *argc, char **argv, int at, int n)
 	*argc -= n;
 }
 
+/* The options taken so far (copies: a name may be a caller's buffer): one
+ * left over after them was given twice. */
+static char taken[64][32];
+static size_t ntaken;
+
+static void took(const char *name)
+{
+	for (size_t i = 0; i < ntaken; i++)
+		if (strcmp(taken[i], name) == 0)
+			return;
+	if (ntaken < sizeof(taken) / sizeof(taken[0]) && strlen(name) < sizeof(taken[0]))
+		snprintf(taken[ntaken++], sizeof(taken[0]), "%s", name);
+}
+
 int cli_take_option(int *argc, char **argv, const char *name, const char **value)
 {
 	size_t n = strlen(name);
@@ -266,6 +282,7 @@ int cli_take_option(int *argc, char **argv, const char *name, const char **value
 		if (argv[i][n] == '=') {
 			*value = argv[i] + n + 1;
 			remove_args(argc, argv, i, 1);
+			took(name);
 			return 1;
 		}
 		if (argv[i][n] == '\0') {
@@ -274,6 +291,7 @@ int cli_take_option(int *argc, char **argv, const char *name, const char **value
 				return -1;
 			*value = argv[i + 1];
 			remove_args(argc, argv, i, 2);
+			took(name);
 			return 1;
 		}
 	}
@@ -287,21 +305,33 @@ bool cli_take_flag(int *argc, char **argv, const char *name)
 			break;
 		if (option_prefix(argv[i], name, strlen(name)) && argv[i][strlen(name)] == '\0') {
 			remove_args(argc, argv, i, 1);
+			took(name);
 			return true;
 		}
 	}
 	return false;
 }
 
-const char *cli_unknown_option(int argc, char **argv)
+bool cli_leftover_options(const struct cli_command *cmd, int *argc, char **argv, int *rc)
 {
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0)
-			break;
-		if (strncmp(argv[i], "--", 2) == 0 || (argv[i][0] == '-' && argv[i][1] != '\0'))
-			return argv[i];
+	for (int i = 1; i < *argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--") == 0) {
+			remove_args(argc, argv, i, 1); /* what follows is no option */
+			return false;
+		}
+		if (!(strncmp(a, "--", 2) == 0 || (a[0] == '-' && a[1] != '\0')))
+			continue;
+		size_t len = strcspn(a, "=");
+		for (size_t t = 0; t < ntaken; t++)
+			if (strlen(taken[t]) == len && option_prefix(a, taken[t], len)) {
+				*rc = cli_usage_error(cmd, "%s given twice", taken[t]);
+				return true;
+			}
+		*rc = cli_usage_error(cmd, "unknown option '%s'", a);
+		return true;
 	}
-	return NULL;
+	return false;
 }
 
 char *cli_printable(const char *s)

@@ -76,8 +76,13 @@ bool cli_begin(PGconn *conn);
 int cli_take_option(int *argc, char **argv, const char *name, const char **value);
 /* Takes a flag without value ("--private") out of argv. */
 bool cli_take_flag(int *argc, char **argv, const char *name);
-/* After options are taken: the first leftover "--x", or NULL. */
-const char *cli_unknown_option(int argc, char **argv);
+/*
+ * After a command took its options: false when nothing left in argv before
+ * a "--" looks like an option (the "--" is taken out, so that what follows
+ * it is positional: a role named -ci); else true, *rc being the usage
+ * error said: the option given twice (the first was taken) or unknown.
+ */
+bool cli_leftover_options(const struct cli_command *cmd, int *argc, char **argv, int *rc);
 /*
  * --since takes an age ("90s", "30m", "2h", "7d", "1w": a duration as in
  * the configuration) or anything PostgreSQL reads as a timestamptz

@@ -111,8 +111,8 @@ static int cmd_deliveries(const struct cli_command *cmd, int argc, char **argv)
 	bool known_status = false;
 	for (size_t i = 0; status && i < sizeof(statuses) / sizeof(statuses[0]); i++)
 		known_status |= strcmp(status, statuses[i]) == 0;
-	if (cli_unknown_option(argc, argv)) {
-		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
+	if (cli_leftover_options(cmd, &argc, argv, &rc)) {
+		/* said */
 	} else if (since && !*since) {
 		rc = cli_usage_error(cmd, "--since needs an age (30m, 2h, 7d) or a time");
 	} else if (argc != 1) {

@@ -23,8 +23,8 @@ static int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
 	bool is_add = strcmp(sub, "add") == 0;
 	if (cli_take_option(&argc, argv, "--description", &description) < 0) {
 		rc = cli_usage_error(cmd, "--description needs a value");
-	} else if (cli_unknown_option(argc, argv)) {
-		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
+	} else if (cli_leftover_options(cmd, &argc, argv, &rc)) {
+		/* said */
 	} else if (argc < 2) {
 		rc = cli_usage_error(cmd, "missing subcommand");
 	} else if (!is_add && (private || description)) {

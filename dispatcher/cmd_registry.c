@@ -206,8 +206,8 @@ static int cmd_registry(const struct cli_command *cmd, int argc, char **argv)
 		return CLI_USAGE;
 	if (cli_take_option(&argc, argv, "--namespaces", &namespaces) < 0)
 		rc = cli_usage_error(cmd, "--namespaces needs a value");
-	else if (cli_unknown_option(argc, argv))
-		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
+	else if (cli_leftover_options(cmd, &argc, argv, &rc))
+		; /* said */
 	else if (argc < 2)
 		rc = cli_usage_error(cmd, "missing subcommand");
 	else if (strcmp(argv[1], "add") == 0)

@@ -129,8 +129,8 @@ static int cmd_retrigger(const struct cli_command *cmd, int argc, char **argv)
 		rc = cli_usage_error(cmd, "--since needs an age (1d) or a time");
 	} else if (bad_id && strncmp(bad_id, "--", 2) == 0) {
 		rc = cli_usage_error(cmd, "unknown option '%s'", bad_id);
-	} else if (cli_unknown_option(argc, argv)) {
-		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
+	} else if (cli_leftover_options(cmd, &argc, argv, &rc)) {
+		/* said */
 	} else if ((webhook || failed || waiting || since) && argc > 1) {
 		rc = cli_usage_error(
 			cmd, "give delivery ids, or --webhook ID --failed or --waiting, not both");

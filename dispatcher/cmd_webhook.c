@@ -181,15 +181,19 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 		buf_putc(json, '[');
 		const char *p = v;
 		int count = 0;
+		bool seen[2] = {false, false}; /* push, delete: each once in the list stored */
 		while (*p) {
 			size_t len = strcspn(p, ",");
-			if (!((len == 4 && strncmp(p, "push", 4) == 0) ||
-			      (len == 6 && strncmp(p, "delete", 6) == 0))) {
+			bool push = len == 4 && strncmp(p, "push", 4) == 0;
+			if (!push && !(len == 6 && strncmp(p, "delete", 6) == 0)) {
 				snprintf(err, errlen, "--actions: '%.*s' is not push or delete",
 					 (int)len, p);
 				return false;
 			}
-			buf_printf(json, "%s\"%.*s\"", count++ ? "," : "", (int)len, p);
+			if (!seen[!push]) {
+				seen[!push] = true;
+				buf_printf(json, "%s\"%.*s\"", count++ ? "," : "", (int)len, p);
+			}
 			p += len + (p[len] == ',');
 		}
 		buf_putc(json, ']');
@@ -260,6 +264,12 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 	case OPT_TEXT:
 		if (strcmp(o->flag, "--url") == 0 && !urltemplate_check(v, err, errlen))
 			return false;
+		/* An empty name is a blank in every list and the history; the URL's host is the
+		 * default. */
+		if (strcmp(o->flag, "--name") == 0 && !v[strspn(v, " \t")]) {
+			snprintf(err, errlen, "--name: empty; leave it out for the URL's host");
+			return false;
+		}
 		break;
 	}
 	if (!utf8_text(o->flag, v, strlen(v), err, errlen))
@@ -795,8 +805,8 @@ static int cmd_webhook(const struct cli_command *cmd, int argc, char **argv)
 		buf_free(&fields);
 		return CLI_USAGE;
 	}
-	if (cli_unknown_option(argc, argv))
-		rc = cli_usage_error(cmd, "unknown option '%s'", cli_unknown_option(argc, argv));
+	if (cli_leftover_options(cmd, &argc, argv, &rc))
+		; /* said */
 	else if (argc < 2)
 		rc = cli_usage_error(cmd, "missing subcommand");
 	else

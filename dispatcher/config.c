@@ -340,10 +340,13 @@ void config_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (log_json())
+	if (log_json()) {
 		log_error("configuration: %s", msg);
-	else
+	} else {
+		/* It quotes the file's text: no control sequence of it reaches the terminal. */
+		text_printable(msg);
 		fprintf(stderr, "reghook: configuration: %s\n", msg);
+	}
 }
 
 bool config_load(struct config *cfg, int *argc, char **argv)

@@ -131,13 +131,21 @@ BEGIN
         RAISE EXCEPTION 'tag: a tag holds no ''/'', so this glob matches none'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF jsonb_typeof(c -> 'actions') = 'array' AND jsonb_array_length(c -> 'actions') > 2 THEN
-        RAISE EXCEPTION 'actions: push, delete, or both' USING ERRCODE = 'invalid_parameter_value';
+    IF jsonb_typeof(c -> 'actions') = 'array' AND (jsonb_array_length(c -> 'actions') > 2
+            OR (SELECT count(DISTINCT a) <> count(*) FROM jsonb_array_elements(c -> 'actions') a)) THEN
+        RAISE EXCEPTION 'actions: push, delete, or both, each once'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Header values and the content type go into the request as they are:
     -- no control character but a tab (RFC 9110's field values).
     IF c ->> 'content_type' ~ '[\x01-\x08\x0a-\x1f\x7f]' THEN
         RAISE EXCEPTION 'content_type: a control character' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The user name goes into the Authorization header's credentials, and
+    -- into lists and the history: no line break (the table's check refused
+    -- one, naming only itself) nor other control character.
+    IF c ->> 'username' ~ '[\x01-\x1f\x7f]' THEN
+        RAISE EXCEPTION 'username: a control character' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF c ->> 'url' ~ '[[:space:][:cntrl:]]' THEN
         RAISE EXCEPTION 'url: whitespace or a control character; percent-encode it (%%20 for a space)'

@@ -560,6 +560,64 @@ def test_the_cli_prints_no_control_characters(reghook, pg, endpoint_factory):
         report['description']
 
 
+def test_command_line_slips_are_named(reghook, pg, tmp_path):
+    """Mistakes a person makes typing a command, each named for what it is:
+    an option given twice (said to be unknown), "--" before an argument that
+    starts with '-' (a role named -ci could not be granted: "--" counted as
+    an argument), control characters of what was typed (written to the
+    terminal as they were), duplicate actions (stored twice), an empty name
+    (a blank in every list) and a line break in a user name (a check
+    constraint's name for a message)."""
+    register(reghook, 'team-a')
+    hook_id = add_webhook(reghook, 'team-a', 'http://127.0.0.1:9/', enable=False)
+    for args, why in ((['webhook', 'set', hook_id, '--name', 'a', '--name', 'b'],
+                       'webhook: --name given twice'),
+                      (['webhook', 'set', hook_id, '--timeout=1s', '--timeout', '2s'],
+                       'webhook: --timeout given twice'),
+                      (['namespace', 'add', 'x', '--private', '--private'],
+                       'namespace: --private given twice'),
+                      (['registry', 'add', 'r', '--namespaces', 'a', '--namespaces=b'],
+                       'registry: --namespaces given twice'),
+                      (['deliveries', '--json', '--json'], 'deliveries: --json given twice'),
+                      (['namespace', 'add', 'x', '--\x1b[31mred'],
+                       "namespace: unknown option '--?[31mred'"),
+                      (['webhook', 'set', hook_id, '--name', ' '],
+                       '--name: empty; leave it out for the URL\'s host')):
+        res = reghook.run_cli(*args, check=False)
+        assert res.returncode == 2 and why in res.stderr, (args, res.stderr)
+        assert '\x1b' not in res.stderr, res.stderr
+    res = reghook.run_cli('webhook', 'set', hook_id, '--username', 'a\r\nX-Injected: 1',
+                          check=False)
+    assert res.returncode == 1 and 'username: a control character' in res.stderr, res.stderr
+    res = reghook.run_cli('webhook', 'set', hook_id, '--url', 'http://a%0d%0aX:1@127.0.0.1:9/',
+                          check=False)
+    assert res.returncode == 1 and 'username: a control character' in res.stderr, res.stderr
+    # push,push is push; in SQL a list with an action twice is refused.
+    reghook.run_cli('webhook', 'set', hook_id, '--actions', 'push,push')
+    assert pg.psql(f'SELECT actions FROM reghook.webhooks WHERE id = {hook_id}').strip() == \
+        '{push}'
+    with pytest.raises(Exception, match='actions: push, delete, or both, each once'):
+        pg.psql(f"""SELECT reghook.webhook_set({hook_id}, '{{"actions": ["delete", "delete"]}}')""")
+    # After "--", an argument that starts with '-' is no option.
+    role = pg.create_login_role('-ci')
+    try:
+        # (run_cli would put --database-url after the "--")
+        res = subprocess.run([os.environ['REGHOOK_BIN'], 'namespace', 'grant', '--database-url',
+                              pg.url(), 'team-a', '--', role, 'viewer'], capture_output=True,
+                             text=True, env=child_env(), timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert pg.psql("SELECT count(*) FROM pg_auth_members m JOIN pg_roles r "
+                       "ON r.oid = m.member WHERE r.rolname = '-ci'").strip() == '1'
+    finally:
+        pg.psql('DROP ROLE "-ci"', dbname='postgres')
+    # A config file's key is quoted without its control characters.
+    conf = tmp_path / 'reghook.conf'
+    conf.write_text('\x1b[31mred = 1\n')
+    res = run_reghook(['serve', '--config', str(conf)], check=False)
+    assert res.returncode == 2 and ':1: ?[31mred: unknown configuration key' in res.stderr, \
+        res.stderr
+
+
 def test_retrigger_failed_says_delivery_for_one(reghook_factory, pg, endpoint_factory):
     daemon = reghook_factory({'retry_schedule': '0', 'max_attempts': 1})
     token = register(daemon, 'team-a')
