@@ -223,6 +223,16 @@ bool cli_begin(PGconn *conn)
 	return res != NULL;
 }
 
+/* A failure of a statement on schema reghook that is not there, or not current. */
+static bool schema_missing(const PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	return state && msg && strstr(msg, "reghook") &&
+	       (strcmp(state, "3F000") == 0 || strcmp(state, "42P01") == 0 ||
+		strcmp(state, "42883") == 0 || strcmp(state, "42703") == 0);
+}
+
 PGresult *cli_exec(PGconn *conn, const char *sql, int nparams, const char *const *params)
 {
 	PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
@@ -246,6 +256,9 @@ PGresult *cli_exec(PGconn *conn, const char *sql, int nparams, const char *const
 		text = cli_printable(hint);
 		fprintf(stderr, "hint: %s\n", text);
 		free(text);
+	} else if (schema_missing(res)) {
+		fprintf(stderr, "hint: is database_url reghook's database, and its schema current? "
+				"'reghook migrate' brings it current\n");
 	}
 	PQclear(res);
 	return NULL;

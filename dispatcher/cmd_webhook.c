@@ -759,7 +759,26 @@ static int run(const struct cli_command *cmd, const struct config *cfg, int argc
 		PQclear(res);
 	} else if (is_list) {
 		const char *params[] = {argc == 3 ? argv[2] : NULL};
-		rc = cli_run(conn, list_sql, 1, params, true);
+		/* An empty table for a namespace mistyped would read as one without webhooks. */
+		PGresult *res =
+			argc == 3 ? cli_exec(conn,
+					     "SELECT EXISTS (SELECT 1 FROM reghook.namespaces "
+					     "WHERE name = $1)",
+					     1, params)
+				  : NULL;
+		if (argc == 3 && !res) {
+			rc = CLI_FAILED;
+		} else if (res && strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+			char *shown = cli_printable(argv[2]);
+			fprintf(stderr,
+				"reghook: namespace \"%s\" does not exist, or is not yours\n",
+				shown);
+			free(shown);
+			rc = CLI_FAILED;
+		} else {
+			rc = cli_run(conn, list_sql, 1, params, true);
+		}
+		PQclear(res);
 	} else if (strcmp(sub, "show") == 0) {
 		rc = webhook_show(conn, argv[2]);
 	} else if (is_set) {

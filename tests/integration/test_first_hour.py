@@ -610,6 +610,21 @@ def test_command_line_slips_are_named(reghook, pg, tmp_path):
                        "ON r.oid = m.member WHERE r.rolname = '-ci'").strip() == '1'
     finally:
         pg.psql('DROP ROLE "-ci"', dbname='postgres')
+    # A namespace mistyped is said, not listed as one without webhooks.
+    res = reghook.run_cli('webhook', 'list', 'team-b', check=False)
+    assert res.returncode == 1 and res.stdout == '' and \
+        'namespace "team-b" does not exist, or is not yours' in res.stderr, res
+    assert 'http://127.0.0.1:9/' in reghook.run_cli('webhook', 'list', 'team-a').stdout
+    # A database without the schema (database_url naming another one): what to do.
+    pg.psql('CREATE DATABASE other', dbname='postgres')
+    try:
+        res = reghook.run_cli('webhook', 'list', check=False,
+                              database_url=pg.url(dbname='other'))
+        assert res.returncode == 1 and 'relation "reghook.webhooks" does not exist' in \
+            res.stderr and "hint: is database_url reghook's database, and its schema " \
+            "current? 'reghook migrate' brings it current" in res.stderr, res.stderr
+    finally:
+        pg.psql('DROP DATABASE other', dbname='postgres')
     # A config file's key is quoted without its control characters.
     conf = tmp_path / 'reghook.conf'
     conf.write_text('\x1b[31mred = 1\n')
