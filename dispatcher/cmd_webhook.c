@@ -65,9 +65,9 @@ static const struct webhook_opt {
 	{"--template", "template", OPT_TEMPLATE,
 	 "FILE or JSON text: the template of --format template (at most 16 KiB)"},
 	{"--timeout", "timeout_ms", OPT_DURATION,
-	 "request timeout, e.g. 30s (default: request_timeout)"},
+	 "request timeout, e.g. 30s; default: request_timeout's (and 'default' sets that back)"},
 	{"--max-attempts", "max_attempts", OPT_INT,
-	 "attempts before failing (default: max_attempts)"},
+	 "attempts before failing; default: max_attempts' (and 'default' sets that back)"},
 };
 
 #define NOPTS (sizeof(webhook_opts) / sizeof(webhook_opts[0]))
@@ -167,6 +167,11 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 	static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
 	long long n;
 	buf_printf(json, "%s\"%s\":", json->len > 1 ? "," : "", o->field);
+	/* --timeout default, --max-attempts default: the configuration's value again. */
+	if ((o->kind == OPT_DURATION || o->kind == OPT_INT) && strcmp(v, "default") == 0) {
+		buf_puts(json, "null");
+		return true;
+	}
 	switch (o->kind) {
 	case OPT_METHOD:
 		for (size_t i = 0; i < 5; i++) {

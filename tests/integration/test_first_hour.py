@@ -76,6 +76,12 @@ def test_timeout_errors_say_why(reghook, pg):
     assert webhook(pg, hook_id)['timeout_ms'] == 86400000
     reghook.run_cli('webhook', 'set', hook_id, '--timeout', '30s')
     assert webhook(pg, hook_id)['timeout_ms'] == 30000
+    # Back to the configuration's request_timeout and max_attempts.
+    reghook.run_cli('webhook', 'set', hook_id, '--max-attempts', '3')
+    assert webhook(pg, hook_id)['max_attempts'] == 3
+    reghook.run_cli('webhook', 'set', hook_id, '--timeout', 'default', '--max-attempts=default')
+    assert webhook(pg, hook_id)['timeout_ms'] is None
+    assert webhook(pg, hook_id)['max_attempts'] is None
 
 
 def test_bad_access_and_reserved_headers_are_bad_usage(reghook, pg):
