@@ -506,6 +506,12 @@ bool conf_next_unknown_env(const struct conf_key *tab, size_t n, const char *pre
 				near = &tab[i], near_file = true;
 		}
 		hint[0] = '\0';
+		/* PREFIX_CONFIG names the file itself: there is no PREFIX_CONFIG_FILE. */
+		if (file && stem == 6 && strncmp(rest, "CONFIG", 6) == 0) {
+			snprintf(hint, hintlen, "%sCONFIG", prefix);
+			(*at)++;
+			return true;
+		}
 		if (near) {
 			size_t h = (size_t)snprintf(hint, hintlen, "%s", prefix);
 			for (const char *c = near->name; *c && h + 1 < hintlen; c++)

@@ -254,13 +254,14 @@ def test_a_misspelt_environment_variable_is_named_not_ignored_silently(pg, tmp_p
     and the command goes on."""
     env = {'REGHOOK_DATABASE_URL': pg.url(), 'REGHOOK_DATABSE_URL': 'x',
            'REGHOOK_log_level': 'debug', 'REGHOOK_LISTEN_FIEL': '/x',
-           'REGHOOK_OWN_THING': 'x', 'REGHOOK_LOG_LEVEL': 'info'}
+           'REGHOOK_OWN_THING': 'x', 'REGHOOK_LOG_LEVEL': 'info', 'REGHOOK_CONFIG_FILE': '/x'}
     proc = run_with_env(['migrate'], env)
     assert 'schema current' in proc.stdout, proc.stderr
     warned = sorted(line.split('] ', 1)[1] for line in proc.stderr.splitlines()
                     if ' warn ' in line)
     said = "is not a setting of reghook's: ignored"
     assert warned == [
+        f'environment variable REGHOOK_CONFIG_FILE {said} (did you mean REGHOOK_CONFIG?)',
         f'environment variable REGHOOK_DATABSE_URL {said} (did you mean REGHOOK_DATABASE_URL?)',
         f'environment variable REGHOOK_LISTEN_FIEL {said} (did you mean REGHOOK_LISTEN_FILE?)',
         f'environment variable REGHOOK_OWN_THING {said}',
