@@ -281,7 +281,7 @@ static char *trim(char *s)
 
 /* How load_all reads its sources. */
 enum {
-	LOAD_LENIENT = 1, /* a key of the file not in tab is passed over (tab: some keys only) */
+	LOAD_LENIENT = 1, /* a line of the file not setting a key of tab is passed over */
 	LOAD_AGAIN = 2,	  /* a reload: files must be regular files (open_source) */
 };
 
@@ -337,6 +337,8 @@ static bool load_file(const struct conf_key *tab, size_t n, void *settings, cons
 	bool ok = true;
 	while (ok && (got = getline(&line, &cap, f)) >= 0) {
 		lineno++;
+		if (memchr(line, '\0', (size_t)got) && (how & LOAD_LENIENT))
+			continue;
 		if (memchr(line, '\0', (size_t)got)) {
 			snprintf(err, errlen, "%s:%d: NUL byte in the line", path, lineno);
 			ok = false;
@@ -348,6 +350,8 @@ static bool load_file(const struct conf_key *tab, size_t n, void *settings, cons
 		if (*s == '\0' || *s == '#')
 			continue;
 		char *eq = strchr(s, '=');
+		if (!eq && (how & LOAD_LENIENT))
+			continue;
 		if (!eq) {
 			snprintf(err, errlen, "%s:%d: expected 'key = value'", path, lineno);
 			ok = false;
@@ -634,7 +638,10 @@ bool conf_peek(const struct conf_key *k, void *settings, const char *env_prefix,
 	char **args = xcalloc((size_t)argc + 1, sizeof(char *));
 	memcpy(args, argv, (size_t)argc * sizeof(char *));
 	char err[512];
-	bool ok = load_all(k, 1, settings, env_prefix, LOAD_LENIENT, &argc, args, err, sizeof(err));
+	/* Read a second time: a pipe or FIFO (--config <(...)) was read once, and a
+	 * FIFO would block this open until a writer came, so they are passed over. */
+	bool ok = load_all(k, 1, settings, env_prefix, LOAD_LENIENT | LOAD_AGAIN, &argc, args, err,
+			   sizeof(err));
 	free(args);
 	return ok;
 }

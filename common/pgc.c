@@ -33,6 +33,9 @@
 #include "clock.h"
 #include "log.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
 #include <pg_config.h> /* DEF_PGPORT_STR: libpq's default port */
 #include <stdlib.h>
 #include <string.h>
@@ -757,14 +760,18 @@ static bool is_conninfo_string(const char *conninfo)
 	       strncmp(conninfo, "postgres://", 11) == 0;
 }
 
-/* Whether v is a whole number from lo to hi (digits, a leading '-' for lo < 0). */
+/* Whether v is a whole number from lo to hi as libpq reads one (parse_int_param:
+ * strtol's, blanks around it, an int). */
 static bool integer_in(const char *v, long lo, long hi)
 {
-	const char *d = v + (*v == '-');
-	if (!*d || d[strspn(d, "0123456789")] || strlen(d) > 9)
+	char *end;
+	errno = 0;
+	long n = strtol(v, &end, 10);
+	if (end == v || errno != 0 || n != (int)n)
 		return false;
-	long n = strtol(v, NULL, 10);
-	return n >= lo && n <= hi;
+	while (isspace((unsigned char)*end))
+		end++;
+	return *end == '\0' && n >= lo && n <= hi;
 }
 
 /* Whether v is one of the words of list (separated by '|'). */
@@ -811,8 +818,7 @@ static const char *option_problem(const PQconninfoOption *o, char *why, size_t w
 			return why;
 		}
 	for (size_t i = 0; i < sizeof(integers) / sizeof(integers[0]); i++)
-		if (strcmp(o->keyword, integers[i]) == 0 &&
-		    !integer_in(o->val, -999999999, 999999999)) {
+		if (strcmp(o->keyword, integers[i]) == 0 && !integer_in(o->val, INT_MIN, INT_MAX)) {
 			snprintf(why, whylen, "%s: '%s' is not a whole number", o->keyword, shown);
 			return why;
 		}

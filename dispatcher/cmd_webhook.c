@@ -375,6 +375,17 @@ static bool take_fields(int *argc, char **argv, struct buf *json, bool *new_url,
 		    strcmp(webhook_opts[i].flag, "--password") == 0)
 			snprintf(file_flag, sizeof(file_flag), "%s-file", webhook_opts[i].flag);
 		int rf = *file_flag ? cli_take_option(argc, argv, file_flag, &path) : 0;
+		/* Given twice: the second would be left to the configuration (--max-attempts,
+		 * a key of it too) or said to be unknown. */
+		const char *again, *twice = NULL;
+		if (r > 0 && cli_take_option(argc, argv, webhook_opts[i].flag, &again) != 0)
+			twice = webhook_opts[i].flag;
+		else if (rf > 0 && cli_take_option(argc, argv, file_flag, &again) != 0)
+			twice = file_flag;
+		if (twice) {
+			snprintf(err, errlen, "%s given twice", twice);
+			return false;
+		}
 		if (rf < 0 || (rf > 0 && r > 0) || (rf > 0 && stdin_taken && !strcmp(path, "-"))) {
 			snprintf(err, errlen,
 				 rf < 0	 ? "%s needs a value (a file, or - for standard input)"

@@ -39,12 +39,15 @@ static void handle_healthz(struct daemon *d, struct httpd_req *req, const char *
 }
 
 /*
- * How long a GET /readyz waits for the database's answer: a database that
- * hangs (a lock, a stopped server) would otherwise hold it for db_timeout,
- * past a probe's own timeout (Kubernetes': 1 s), which then reads no
- * answer rather than "not ready".
+ * How long a GET /readyz waits for the database's answer at most: a
+ * database that hangs (a lock, a stopped server) would otherwise hold it
+ * for db_timeout, past a probe's own timeout (Kubernetes': 1 s), which
+ * then reads no answer rather than "not ready". Those waiting are answered
+ * at each tick of this period while the query is out, so one that came
+ * just after a tick waits the whole period: half of that timeout.
  */
-#define READYZ_WAIT_MS 1000
+#define READYZ_WAIT_MS 500
+static const struct timeval readyz_wait = {READYZ_WAIT_MS / 1000, READYZ_WAIT_MS % 1000 * 1000};
 
 static void readyz_reply_all(struct daemon *d, int status, const char *error)
 {
@@ -84,9 +87,9 @@ static void readyz_answer(struct pgc *c, PGresult *res, void *arg)
 static void readyz_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	readyz_reply_all(d, 503, "database did not answer the readiness query within 1 s");
+	readyz_reply_all(d, 503, "database did not answer the readiness query within 0.5 s");
 	if (d->readyz_asked)
-		evtimer_add(d->readyz_timer, &(struct timeval){.tv_usec = READYZ_WAIT_MS * 1000});
+		evtimer_add(d->readyz_timer, &readyz_wait);
 }
 
 static void handle_readyz(struct daemon *d, struct httpd_req *req, const char *rest)
@@ -121,7 +124,7 @@ static void handle_readyz(struct daemon *d, struct httpd_req *req, const char *r
 	if (!d->readyz_timer)
 		d->readyz_timer = evtimer_new(d->base, readyz_tick, d);
 	d->readyz_asked = true;
-	evtimer_add(d->readyz_timer, &(struct timeval){.tv_usec = READYZ_WAIT_MS * 1000});
+	evtimer_add(d->readyz_timer, &readyz_wait);
 	char version[16];
 	snprintf(version, sizeof(version), "%d", migrate_latest_version());
 	const char *params[] = {version};

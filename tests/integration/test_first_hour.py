@@ -580,6 +580,11 @@ def test_command_line_slips_are_named(reghook, pg, tmp_path):
                        'webhook: --name given twice'),
                       (['webhook', 'set', hook_id, '--timeout=1s', '--timeout', '2s'],
                        'webhook: --timeout given twice'),
+                      # A key of the configuration too: the second was taken for it.
+                      (['webhook', 'set', hook_id, '--max-attempts', '3', '--max-attempts', '5'],
+                       'webhook: --max-attempts given twice'),
+                      (['webhook', 'set', hook_id, '--password-file', '-', '--password-file',
+                        '-'], 'webhook: --password-file given twice'),
                       (['namespace', 'add', 'x', '--private', '--private'],
                        'namespace: --private given twice'),
                       (['registry', 'add', 'r', '--namespaces', 'a', '--namespaces=b'],

@@ -7,6 +7,7 @@ import os
 import resource
 import signal
 import subprocess
+import threading
 import time
 
 from harness import child_env, http_request, run_reghook, sanitizer_report, wait_until
@@ -122,6 +123,8 @@ def test_bad_config_value_names_the_key(tmp_path):
          "database_url: connect_timeout: 'soon' is not a whole number"),
         (['serve'], {'REGHOOK_DATABASE_URL': 'postgresql://h/db?target_session_attrs=primry'},
          "database_url: target_session_attrs: 'primry' is not one of"),
+        (['serve', '--database-url', 'postgresql://postgres@127.0.0.1/x?tcp_user_timeout=soon'],
+         {}, "database_url: tcp_user_timeout: 'soon' is not a whole number"),
         # Taken by libpq for a database name, and said nowhere.
         (['serve', '--database-url', ' postgresql://h/db'], {},
          'database_url: not a URL libpq reads: it begins with postgresql:// or postgres://'),
@@ -156,6 +159,8 @@ def test_config_errors_are_json_lines_when_log_format_is_json(tmp_path):
     conf.write_text('log_format = json\nlisten = 127.0.0.1:1\nno_such_key = 1\n')
     json_conf = tmp_path / 'json.conf'
     json_conf.write_text('log_format = json\n')
+    garbled = tmp_path / 'garbled.conf'
+    garbled.write_text('log_format = json\ngarbage\n')
     plain_conf = tmp_path / 'plain.conf'
     plain_conf.write_text('log_format = xml\nno_such_key = 1\n')
     json_cases = [
@@ -169,6 +174,8 @@ def test_config_errors_are_json_lines_when_log_format_is_json(tmp_path):
         (['serve', '--log-format', 'json'], {}, 'database_url: not set'),
         (['serve', '--database-url', "host='x"], {'REGHOOK_LOG_FORMAT': 'json'},
          'database_url: libpq cannot read it'),
+        # A line no key can be read from, the file asking for json before it.
+        (['serve', '--config', str(garbled)], {}, ":2: expected 'key = value'"),
         # The config file asks for json, a flag is the fault.
         (['serve', '--config', str(json_conf), '--database-url', 'x', '--max-attempts', '0'], {},
          'max_attempts'),
@@ -189,6 +196,13 @@ def test_config_errors_are_json_lines_when_log_format_is_json(tmp_path):
         (['serve', '--config', str(tmp_path / 'missing.conf'), '--log-format', 'json'], {},
          'missing.conf'),
     ]
+    # A FIFO given as the file was read once: the error is said in plain
+    # text, not waited on for a second writer.
+    fifo = tmp_path / 'fifo.conf'
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=('log_format = json\nbad = 1\n',))
+    writer.start()
+    plain_cases.append((['serve', '--config', str(fifo)], {}, 'bad: unknown configuration key'))
     for args, env, key in plain_cases:
         proc = run_with_env(args, env)
         assert proc.returncode == 2, (args, proc.stderr)
@@ -196,6 +210,7 @@ def test_config_errors_are_json_lines_when_log_format_is_json(tmp_path):
         assert len(lines) == 1 and lines[0].startswith('reghook: configuration: '), \
             (args, proc.stderr)
         assert key in lines[0], (args, proc.stderr)
+    writer.join()
 
 
 def test_a_config_file_read_short_of_memory_stops_the_start(tmp_path):
@@ -220,6 +235,20 @@ def test_a_config_file_read_short_of_memory_stops_the_start(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == f'reghook: configuration: config: cannot read {conf}: ' \
                           'Cannot allocate memory\n', proc.stderr
+
+
+def test_database_urls_libpq_takes_are_taken():
+    """The start-up check of database_url refuses only what libpq refuses:
+    these forms libpq takes (blanks and a sign around numbers, one port per
+    host, a default port left empty, a socket directory), so each tries to
+    connect (to nothing here: exit 1, "cannot connect"), not exit 2."""
+    for url in ('host=127.0.0.1 port=+1', "host=127.0.0.1 port=' 1 '",
+                "host=127.0.0.1,127.0.0.2 port='1, 1'", 'host=127.0.0.1,127.0.0.2 port=1,',
+                "host=127.0.0.1 port=1 connect_timeout='5 '", 'postgresql://127.0.0.1:1/x?'
+                'connect_timeout=%205%20&keepalives=+1&tcp_user_timeout=-1',
+                'postgresql://%2Fnonexistent/x', 'host=/nonexistent dbname=x sslmode=disable'):
+        proc = run_with_env(['namespace', 'list', '--database-url', url], {})
+        assert proc.returncode == 1 and 'cannot connect' in proc.stderr, (url, proc.stderr)
 
 
 def test_a_value_file_written_with_a_byte_order_mark(pg, tmp_path):
@@ -464,10 +493,12 @@ def test_readyz_waits_until_the_receiver_can_store_events(pg, reghook_factory):
 
 def test_readyz_answers_within_a_second_while_the_database_hangs(pg, reghook_factory):
     """A readiness query held up (here by a lock on the table it reads; a
-    stopped server does the same) is answered 503 after a second, not after
-    db_timeout (10 s), past a probe's own timeout: each probe that comes while
-    it is out waits a second at most, none adds a query behind it, and once
-    the database answers the daemon is ready at the next probe."""
+    stopped server does the same) is answered 503 within half a second, not
+    after db_timeout (10 s), past a probe's own timeout (Kubernetes': 1 s):
+    each probe that comes while it is out waits half a second at most
+    (probes one after another, with a 1 s timeout, each get their 503), none
+    adds a query behind it, and once the database answers the daemon is
+    ready at the next probe."""
     daemon = reghook_factory()
     assert daemon.get('/readyz')[0] == 200
     held = pg.connect()
@@ -478,10 +509,10 @@ def test_readyz_answers_within_a_second_while_the_database_hangs(pg, reghook_fac
             probes = [pool.submit(http_request, daemon.port, 'GET', '/readyz', timeout=4)
                       for _ in range(8)]
             answers = {(p.result()[0], p.result()[2]) for p in probes}
-        later = [http_request(daemon.port, 'GET', '/readyz', timeout=4) for _ in range(3)]
+        later = [http_request(daemon.port, 'GET', '/readyz', timeout=1) for _ in range(6)]
         answers |= {(status, body) for status, _, body in later}
         assert answers == {
-            (503, b'{"error":"database did not answer the readiness query within 1 s"}\n')
+            (503, b'{"error":"database did not answer the readiness query within 0.5 s"}\n')
         }, answers
         # One readiness query out, not one per probe.
         waiting = pg.connect().cursor()
