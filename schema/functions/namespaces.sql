@@ -45,6 +45,12 @@ BEGIN
         RAISE EXCEPTION 'role "%" does not exist', namespace_grant.role_name
             USING ERRCODE = 'undefined_object', HINT = 'Create the login role first: CREATE ROLE name LOGIN.';
     END IF;
+    -- PostgreSQL's predefined roles (pg_read_all_data, pg_database_owner, ...)
+    -- are no one's login; pg_database_owner cannot even be a member.
+    IF namespace_grant.role_name LIKE 'pg\_%' THEN
+        RAISE EXCEPTION 'role "%" is one of PostgreSQL''s predefined roles: grant a role of yours',
+            namespace_grant.role_name USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO reghook.namespace_members AS m (namespace_id, role_name, access)
     VALUES (ns_id, namespace_grant.role_name, namespace_grant.access)
     ON CONFLICT ON CONSTRAINT namespace_members_pkey

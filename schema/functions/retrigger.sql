@@ -15,15 +15,23 @@ CREATE OR REPLACE FUNCTION reghook.retrigger(delivery_id uuid) RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     d record;
+    webhook bigint := (SELECT x.webhook_id FROM reghook.deliveries x
+                       WHERE x.id = retrigger.delivery_id);
 BEGIN
+    -- Whether the caller may see it comes before its row is locked: a row
+    -- of another namespace, held by its dispatcher or its people, held the
+    -- caller up (or timed its lock out), telling it the delivery exists.
+    IF webhook IS NULL OR reghook.access_level(
+            (SELECT namespace_id FROM reghook.webhooks WHERE id = webhook), session_user) = 0 THEN
+        RAISE EXCEPTION 'delivery % does not exist', coalesce(delivery_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found';
+    END IF;
     SELECT x.id, x.status, x.webhook_id, x.next_attempt_at, w.enabled, w.disabled_reason INTO d
     FROM reghook.deliveries x JOIN reghook.webhooks w ON w.id = x.webhook_id
     WHERE x.id = retrigger.delivery_id
     FOR UPDATE OF x;
-    IF d.id IS NULL OR reghook.access_level(
-            (SELECT namespace_id FROM reghook.webhooks WHERE id = d.webhook_id), session_user) = 0 THEN
-        RAISE EXCEPTION 'delivery % does not exist', coalesce(delivery_id::text, 'NULL')
-            USING ERRCODE = 'no_data_found';
+    IF d.id IS NULL THEN  -- removed meanwhile, with its webhook
+        RAISE EXCEPTION 'delivery % does not exist', delivery_id USING ERRCODE = 'no_data_found';
     END IF;
     PERFORM reghook.require_webhook(d.webhook_id, 2);
     IF d.status = 'in_flight' THEN

@@ -15,20 +15,22 @@
 -- raw @ (curl reads it so too).
 CREATE OR REPLACE FUNCTION reghook.percent_decode(s text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    out bytea := '';
-    i integer := 1;
 BEGIN
-    WHILE i <= length(s) LOOP
-        IF substr(s, i, 1) = '%' AND substr(s, i + 1, 2) ~ '^[0-9A-Fa-f]{2}$' THEN
-            out := out || decode(substr(s, i + 1, 2), 'hex');
-            i := i + 3;
-        ELSE
-            out := out || convert_to(substr(s, i, 1), 'UTF8');
-            i := i + 1;
-        END IF;
-    END LOOP;
-    RETURN convert_from(out, 'UTF8');
+    -- Each byte decoded takes at most 3 characters: past 3 KiB, the value
+    -- is over the password's 1 KiB (the user name's is less), which
+    -- check_webhook_values() says; refused here before any decoding.
+    IF length(s) > 3 * 1024 THEN
+        RAISE EXCEPTION 'url: the user name or password is over its limit (256 and 1024 bytes once percent-decoded)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- In one pass over the runs of the text, in order: a character at a
+    -- time, each step copying what came before, took minutes on a long
+    -- value (quadratic), holding the webhook's row meanwhile.
+    RETURN convert_from(coalesce(
+        (SELECT string_agg(CASE WHEN r.m[1] IS NOT NULL THEN decode(r.m[1], 'hex')
+                                ELSE convert_to(r.m[2], 'UTF8') END, ''::bytea ORDER BY r.n)
+         FROM regexp_matches(s, '%([0-9A-Fa-f]{2})|([^%]+|%)', 'g') WITH ORDINALITY AS r(m, n)),
+        ''::bytea), 'UTF8');
 EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
     -- Which byte is not said: it is a piece of a credential.
     RAISE EXCEPTION 'url: the user name or password is not UTF-8 text once percent-decoded (%%00 cannot be in one either)'
@@ -131,9 +133,48 @@ BEGIN
         RAISE EXCEPTION 'tag: a tag holds no ''/'', so this glob matches none'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF jsonb_typeof(c -> 'actions') = 'array' AND (jsonb_array_length(c -> 'actions') > 2
-            OR (SELECT count(DISTINCT a) <> count(*) FROM jsonb_array_elements(c -> 'actions') a)) THEN
-        RAISE EXCEPTION 'actions: push, delete, or both, each once'
+    -- The other fields' types and values, each named: the table's checks
+    -- name only themselves, and a cast or an array function nothing.
+    IF c ? 'actions' THEN
+        IF jsonb_typeof(c -> 'actions') IS DISTINCT FROM 'array' THEN
+            RAISE EXCEPTION 'actions: push, delete, or both, each once (a JSON array of strings)'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF jsonb_array_length(c -> 'actions') NOT BETWEEN 1 AND 2
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(c -> 'actions') a
+                      WHERE a NOT IN ('"push"'::jsonb, '"delete"'::jsonb))
+           OR (SELECT count(DISTINCT a) <> count(*) FROM jsonb_array_elements(c -> 'actions') a) THEN
+            RAISE EXCEPTION 'actions: push, delete, or both, each once (a JSON array of strings)'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    IF c ? 'headers' AND jsonb_typeof(c -> 'headers') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'headers: a JSON array of "Name: value" strings ([] clears them)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR f, lim IN VALUES ('timeout_ms', 86400000), ('max_attempts', 100) LOOP
+        IF jsonb_typeof(c -> f) IS DISTINCT FROM 'null' AND c ? f THEN
+            IF jsonb_typeof(c -> f) IS DISTINCT FROM 'number' OR (c ->> f) !~ '^[0-9]{1,9}$' THEN
+                n := 0;
+            ELSE
+                n := (c ->> f)::integer;
+            END IF;
+            IF n NOT BETWEEN 1 AND lim THEN
+                RAISE EXCEPTION '%: a whole number from 1 to %, or null for the configuration''s %', f, lim,
+                    CASE f WHEN 'timeout_ms' THEN 'request_timeout' ELSE 'max_attempts' END
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        END IF;
+    END LOOP;
+    IF c ? 'format' AND (jsonb_typeof(c -> 'format') IS DISTINCT FROM 'string'
+                         OR c ->> 'format' NOT IN ('dockerhub', 'registry', 'cloudevents',
+                             'cloudevents-structured', 'slack', 'discord', 'teams', 'template')) THEN
+        RAISE EXCEPTION 'format: one of dockerhub, registry, cloudevents, cloudevents-structured, slack, discord, teams, template'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF c ? 'method' AND (jsonb_typeof(c -> 'method') IS DISTINCT FROM 'string'
+                         OR upper(c ->> 'method') NOT IN ('GET', 'POST', 'PUT', 'PATCH', 'DELETE')) THEN
+        RAISE EXCEPTION 'method: one of GET, POST, PUT, PATCH, DELETE'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Header values and the content type go into the request as they are:
@@ -296,6 +337,9 @@ DECLARE
     new_id bigint;
     bare text := reghook.url_scheme_lowered(reghook.url_without_credentials(webhook_add.url));
 BEGIN
+    IF nullif(webhook_add.url, '') IS NULL THEN
+        RAISE EXCEPTION 'url: a webhook needs one' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     PERFORM reghook.check_webhook_values(jsonb_build_object('url', bare));
     -- Named after the URL's host, an IPv6 one with its brackets.
     INSERT INTO reghook.webhooks (namespace_id, name, url)
@@ -357,6 +401,22 @@ BEGIN
     PERFORM reghook.require_webhook(webhook, 2);
     PERFORM reghook.lock_webhook(webhook);
     c := reghook.changes_without_url_credentials(changes);
+    IF jsonb_typeof(c) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'changes must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(c) LOOP
+        IF NOT k = ANY (known) THEN
+            RAISE EXCEPTION 'unknown webhook field "%"', k USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    -- A key given bare (base64 alone) is kept with its prefix, as --secret
+    -- takes it: a JSON string only (true, 1234 are no key, and would pass as base64).
+    IF jsonb_typeof(c -> 'secret') = 'string' AND c ->> 'secret' <> ''
+       AND c ->> 'secret' NOT LIKE 'whsec\_%' THEN
+        c := c || jsonb_build_object('secret', 'whsec_' || (c ->> 'secret'));
+    END IF;
+    PERFORM reghook.check_webhook_values(c);
+    -- After the values' own checks: a bad method is said as such, not as a new one.
     IF jsonb_typeof(c -> 'url') = 'string' OR jsonb_typeof(c -> 'method') = 'string' THEN
         SELECT w.url, w.method, s.password IS NOT NULL AS has_password,
                EXISTS (SELECT 1 FROM reghook.webhook_headers h WHERE h.webhook_id = w.id) AS has_headers
@@ -371,19 +431,6 @@ BEGIN
                       HINT = 'webhook set ID --url URL --password P --header ''Name: value'' (an empty --password, or --header '''', clears them).';
         END IF;
     END IF;
-    IF jsonb_typeof(c) IS DISTINCT FROM 'object' THEN
-        RAISE EXCEPTION 'changes must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    FOR k IN SELECT jsonb_object_keys(c) LOOP
-        IF NOT k = ANY (known) THEN
-            RAISE EXCEPTION 'unknown webhook field "%"', k USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-    END LOOP;
-    -- A key given bare (base64 alone) is kept with its prefix, as --secret takes it.
-    IF c ->> 'secret' <> '' AND c ->> 'secret' NOT LIKE 'whsec\_%' THEN
-        c := c || jsonb_build_object('secret', 'whsec_' || (c ->> 'secret'));
-    END IF;
-    PERFORM reghook.check_webhook_values(c);
     IF c ? 'template' AND jsonb_typeof(c -> 'template') NOT IN ('string', 'null') THEN
         RAISE EXCEPTION 'template must be given as a string holding the JSON template'
             USING ERRCODE = 'invalid_parameter_value';

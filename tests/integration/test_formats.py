@@ -272,7 +272,7 @@ def test_unknown_variable_names_line_and_column(reghook, tmp_path):
 
 
 @pytest.mark.parametrize('changes,needle', [
-    ({'format': 'mattermost'}, 'webhooks_format_check'),
+    ({'format': 'mattermost'}, 'format: one of dockerhub, registry, cloudevents,'),
     ({'format': 'template'}, 'format template needs a template'),
     ({'format': 'template', 'template': '{"a": '}, 'template: the template is not JSON'),
     ({'format': 'template', 'template': '{"a": "{{tagg}}"}'}, 'unknown variable {{tagg}}'),
@@ -408,6 +408,35 @@ def test_a_body_or_url_past_the_limits_fails_at_once_and_sends_nothing(reghook_f
     ({'url': 'https://a%3Ab:p@x.example/'}, "username: a user name cannot hold ':'"),
     ({'username': 'a:b'}, "username: a user name cannot hold ':'"),
     ({'actions': ['push'] * 1000 + ['delete']}, 'actions: push, delete, or both'),
+    # Each field's type and values named (an array function, a cast or a
+    # table's check named nothing, or only itself).
+    ({'actions': ['delete', 'delete']}, 'actions: push, delete, or both, each once'),
+    ({'actions': 'push'}, 'actions: push, delete, or both, each once (a JSON array of strings)'),
+    ({'actions': None}, 'actions: push, delete, or both, each once (a JSON array of strings)'),
+    ({'actions': []}, 'actions: push, delete, or both'),
+    ({'actions': ['pull']}, 'actions: push, delete, or both'),
+    ({'headers': None}, 'headers: a JSON array of "Name: value" strings ([] clears them)'),
+    ({'headers': {'X-A': 'b'}}, 'headers: a JSON array of "Name: value" strings'),
+    ({'timeout_ms': 'abc'}, "timeout_ms: a whole number from 1 to 86400000, or null for the "
+                            "configuration's request_timeout"),
+    ({'timeout_ms': 1.5}, 'timeout_ms: a whole number from 1 to 86400000'),
+    ({'timeout_ms': 1e12}, 'timeout_ms: a whole number from 1 to 86400000'),
+    ({'timeout_ms': -5}, 'timeout_ms: a whole number from 1 to 86400000'),
+    ({'max_attempts': True}, "max_attempts: a whole number from 1 to 100, or null for the "
+                             "configuration's max_attempts"),
+    ({'max_attempts': 0}, 'max_attempts: a whole number from 1 to 100'),
+    ({'format': 'TEMPLATE'}, 'format: one of dockerhub, registry, cloudevents,'),
+    ({'method': ['GET']}, 'method: one of GET, POST, PUT, PATCH, DELETE'),
+    ({'method': 'post '}, 'method: one of GET, POST, PUT, PATCH, DELETE'),
+    # A signing key is a JSON string: true or 1234 were stored as whsec_true, whsec_1234.
+    ({'secret': True}, 'secret: a JSON string, not boolean'),
+    ({'secret': 1234}, 'secret: a JSON string, not number'),
+    # Credentials in a URL past their limits: refused before they are decoded
+    # (which took minutes on such a value, the webhook's row held meanwhile).
+    ({'url': 'https://u:' + 'a' * 400000 + '@x.example/'},
+     'url: the user name or password is over its limit'),
+    ({'url': 'https://' + '%41' * 1100 + ':p@x.example/'},
+     'url: the user name or password is over its limit'),
     # Secrets the table's check let by and the signer cannot decode.
     ({'secret': 'whsec_QUJD='}, 'secret: not a signing key'),
     ({'secret': 'whsec_QUJDRA='}, 'secret: not a signing key'),

@@ -308,6 +308,44 @@ def test_an_upgraded_database_moves_its_grants_and_members_to_its_own_roles(pg):
 # --- who may call which function ---------------------------------------------------
 
 
+def test_another_namespaces_delivery_held_by_someone_tells_a_member_nothing(pg):
+    """retrigger() locked the delivery's row before asking whether the
+    caller may see it: a member of team-a calling it with the id of a
+    team-b delivery that someone held (its dispatcher, its people) waited
+    for them, or had its lock time out, where an unknown id is refused at
+    once. Now both are 'does not exist', at once. And a namespace given to
+    one of PostgreSQL's predefined roles is refused as such (an internal
+    error before, for pg_database_owner)."""
+    migrate(pg)
+    cli(pg, None, 'namespace', 'add', 'team-a')
+    cli(pg, None, 'namespace', 'add', 'team-b')
+    hook_b = cli(pg, None, 'webhook', 'add', 'team-b', 'https://b.example/').split()[1]
+    member = pg.create_login_role(f'{pg.dbname}_ca')
+    pg.psql(f'GRANT CONNECT ON DATABASE "{pg.dbname}" TO "{member}"')
+    cli(pg, None, 'namespace', 'grant', 'team-a', member, 'contributor')
+    delivery = pg.psql(f'SELECT reghook.test_webhook({hook_b})').strip()
+    holder = pg.connect()
+    holder.autocommit = False
+    holder.cursor().execute('SELECT 1 FROM reghook.deliveries WHERE id = %s FOR UPDATE',
+                            (delivery,))
+    try:
+        for target in (delivery, '00000000-0000-7000-8000-000000000000'):
+            err = query(pg, member, None, "SET lock_timeout = '1s'; "
+                                          f"SELECT reghook.retrigger('{target}')")
+            assert isinstance(err, psycopg2.Error) and err.pgcode == 'P0002' and \
+                f'delivery {target} does not exist' in str(err), err
+    finally:
+        holder.rollback()
+        holder.close()
+    for predefined in ('pg_database_owner', 'pg_read_all_data'):
+        err = query(pg, 'postgres', None,
+                    f"SELECT reghook.namespace_grant('team-a', '{predefined}', 'viewer')")
+        assert isinstance(err, psycopg2.Error) and err.pgcode == '22023' and \
+            f'role "{predefined}" is one of PostgreSQL\'s predefined roles' in str(err), err
+    assert pg.psql("SELECT count(*) FROM reghook.namespace_members "
+                   "WHERE role_name LIKE 'pg\\_%'").strip() == '0'
+
+
 def documented_functions():
     """README's table of the functions each group role may call."""
     table = {}
