@@ -47,7 +47,7 @@ BEGIN
     END IF;
     -- PostgreSQL's predefined roles (pg_read_all_data, pg_database_owner, ...)
     -- are no one's login; pg_database_owner cannot even be a member.
-    IF namespace_grant.role_name LIKE 'pg\_%' THEN
+    IF starts_with(namespace_grant.role_name, 'pg_') THEN
         RAISE EXCEPTION 'role "%" is one of PostgreSQL''s predefined roles: grant a role of yours',
             namespace_grant.role_name USING ERRCODE = 'invalid_parameter_value';
     END IF;

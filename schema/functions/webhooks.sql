@@ -154,7 +154,8 @@ BEGIN
     END IF;
     FOR f, lim IN VALUES ('timeout_ms', 86400000), ('max_attempts', 100) LOOP
         IF jsonb_typeof(c -> f) IS DISTINCT FROM 'null' AND c ? f THEN
-            IF jsonb_typeof(c -> f) IS DISTINCT FROM 'number' OR (c ->> f) !~ '^[0-9]{1,9}$' THEN
+            -- A JSON number, or a string of digits, as the cast it replaced took.
+            IF jsonb_typeof(c -> f) NOT IN ('number', 'string') OR (c ->> f) !~ '^[0-9]{1,9}$' THEN
                 n := 0;
             ELSE
                 n := (c ->> f)::integer;
@@ -412,7 +413,7 @@ BEGIN
     -- A key given bare (base64 alone) is kept with its prefix, as --secret
     -- takes it: a JSON string only (true, 1234 are no key, and would pass as base64).
     IF jsonb_typeof(c -> 'secret') = 'string' AND c ->> 'secret' <> ''
-       AND c ->> 'secret' NOT LIKE 'whsec\_%' THEN
+       AND NOT starts_with(c ->> 'secret', 'whsec_') THEN
         c := c || jsonb_build_object('secret', 'whsec_' || (c ->> 'secret'));
     END IF;
     PERFORM reghook.check_webhook_values(c);

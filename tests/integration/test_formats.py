@@ -462,6 +462,19 @@ def test_webhook_fields_past_their_limits_are_refused_through_sql(reghook, pg, c
     assert rows(pg, 'SELECT * FROM reghook.webhook_headers') == []
 
 
+def test_numbers_through_sql_as_numbers_or_strings_of_digits(reghook, pg):
+    """timeout_ms and max_attempts as JSON numbers (3e4 is 30000) or, as the
+    cast before their checks took them, strings of digits."""
+    reghook.run_cli('namespace', 'add', 'team-a')
+    webhook_id = add_webhook(reghook, 'team-a', 'https://x.example/', enable=False)
+    for changes, stored in (('{"timeout_ms": 3e4, "max_attempts": 5}', '30000|5'),
+                            ('{"timeout_ms": "1500", "max_attempts": "7"}', '1500|7'),
+                            ('{"timeout_ms": null, "max_attempts": null}', '|')):
+        pg.psql(f"SELECT reghook.webhook_set({webhook_id}, '{changes}')")
+        assert pg.psql(f'SELECT timeout_ms, max_attempts FROM reghook.webhooks '
+                       f'WHERE id = {webhook_id}').strip() == stored, changes
+
+
 def test_a_bare_signing_key_through_sql_is_kept_with_its_prefix(reghook, pg, endpoint_factory):
     """As --secret takes it: base64 alone, padded or not, signs."""
     reghook.run_cli('namespace', 'add', 'team-a')

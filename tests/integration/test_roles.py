@@ -344,6 +344,11 @@ def test_another_namespaces_delivery_held_by_someone_tells_a_member_nothing(pg):
             f'role "{predefined}" is one of PostgreSQL\'s predefined roles' in str(err), err
     assert pg.psql("SELECT count(*) FROM reghook.namespace_members "
                    "WHERE role_name LIKE 'pg\\_%'").strip() == '0'
+    # A role of one's own whose name starts with pg is no predefined role,
+    # whatever the session's standard_conforming_strings.
+    bouncer = pg.create_login_role(f'pgbouncer_{pg.dbname}')
+    assert query(pg, 'postgres', None, "SET standard_conforming_strings = off; "
+                 f"SELECT reghook.namespace_grant('team-a', '{bouncer}', 'viewer')") == [('',)]
 
 
 def documented_functions():
