@@ -15,7 +15,7 @@ import urllib.parse
 
 import pytest
 
-from harness import (DEFAULT_REGISTRY_URL, add_webhook, register, registry_event,
+from harness import (DEFAULT_REGISTRY_URL, PsqlError, add_webhook, register, registry_event,
                      wait_until)
 from test_delivery import post
 
@@ -271,7 +271,7 @@ def test_unknown_variable_names_line_and_column(reghook, tmp_path):
     assert 'line 3, column' in proc.stderr and 'tagg' in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize('changes,needle', [
+BAD_FORMATS_THROUGH_SQL = [
     ({'format': 'mattermost'}, 'format: one of dockerhub, registry, cloudevents,'),
     ({'format': 'template'}, 'format template needs a template'),
     ({'format': 'template', 'template': '{"a": '}, 'template: the template is not JSON'),
@@ -289,14 +289,45 @@ def test_unknown_variable_names_line_and_column(reghook, tmp_path):
     ({'format': 'template', 'template': '{"a": [1, 1e131071]}'}, 'number 1e131071 out of range'),
     ({'format': 'template', 'template': '{"a": -1.5E-21}'}, 'out of range'),
     ({'format': 'template', 'template': '{"a": ' + '9' * 41 + '}'}, 'out of range'),
-])
-def test_bad_format_and_template_through_sql(reghook, pg, changes, needle):
+]
+
+
+def refusals_through_sql(pg, webhook_id, cases, check=None):
+    """Calls webhook_set(webhook_id, changes) for each (changes, needle) of
+    cases, one after another on the same webhook (a fresh database for each
+    took the suite minutes): each must fail with needle in its message, and
+    check(changes, message), when given, must hold and leave the webhook as
+    it was. Returns what went wrong, one line a case."""
+    state = (f'SELECT row_to_json(w)::text FROM reghook.webhooks w WHERE id = {webhook_id} '
+             f'UNION ALL SELECT count(*)::text FROM reghook.webhook_headers')
+    before = pg.psql(state)
+    problems = []
+    for changes, needle in cases:
+        case = json.dumps(changes)[:120]
+        text = json.dumps(changes).replace("'", "''")
+        try:
+            pg.psql(f"SELECT reghook.webhook_set({webhook_id}, '{text}')")
+        except PsqlError as err:
+            # What the server said, not the statement psql's error repeats.
+            message = str(err).split('\nSQL: ', 1)[0]
+        else:
+            problems.append(f'{case}: accepted')
+            break  # the webhook changed: the cases after it would say nothing
+        if needle not in message:
+            problems.append(f'{case}: {needle!r} not in {message[:600]!r}')
+        if check:
+            problems += [f'{case}: {p}' for p in check(changes, message)]
+        if pg.psql(state) != before:
+            problems.append(f'{case}: the webhook or its headers changed')
+            break
+    return problems
+
+
+def test_bad_format_and_template_through_sql(reghook, pg):
     reghook.run_cli('namespace', 'add', 'team-a')
     webhook_id = add_webhook(reghook, 'team-a', 'https://x.example/', enable=False)
-    text = json.dumps(changes).replace("'", "''")
-    with pytest.raises(Exception) as err:
-        pg.psql(f"SELECT reghook.webhook_set({webhook_id}, '{text}')")
-    assert needle in str(err.value)
+    problems = refusals_through_sql(pg, webhook_id, BAD_FORMATS_THROUGH_SQL)
+    assert not problems, '\n'.join(problems)
     assert rows(pg, f'SELECT format, template FROM reghook.webhooks WHERE id = {webhook_id}') == [
         {'format': 'dockerhub', 'template': None}]
 
@@ -352,7 +383,7 @@ def test_a_body_or_url_past_the_limits_fails_at_once_and_sends_nothing(reghook_f
     assert daemon.running()
 
 
-@pytest.mark.parametrize('changes,needle', [
+FIELDS_PAST_THEIR_LIMITS = [
     ({'content_type': 'x' * 256}, 'content_type is 256 bytes, over the limit of 255'),
     ({'url': 'https://x.example/' + 'a' * 8180}, 'url is 8198 bytes, over the limit of 8192'),
     ({'name': 'n' * 201}, 'name is 201 bytes'),
@@ -442,23 +473,24 @@ def test_a_body_or_url_past_the_limits_fails_at_once_and_sends_nothing(reghook_f
     ({'secret': 'whsec_QUJDRA='}, 'secret: not a signing key'),
     ({'secret': 'whsec_A'}, 'secret: not a signing key'),
     ({'secret': 'whsec_'}, 'secret: not a signing key'),
-])
-def test_webhook_fields_past_their_limits_are_refused_through_sql(reghook, pg, changes, needle):
+]
+
+
+def test_webhook_fields_past_their_limits_are_refused_through_sql(reghook, pg):
     reghook.run_cli('namespace', 'add', 'team-a')
     webhook_id = add_webhook(reghook, 'team-a', 'https://x.example/', enable=False)
-    before = rows(pg, f'SELECT * FROM reghook.webhooks WHERE id = {webhook_id}')
-    text = json.dumps(changes).replace("'", "''")
-    with pytest.raises(Exception) as err:
-        pg.psql(f"SELECT reghook.webhook_set({webhook_id}, '{text}')")
-    assert needle in str(err.value), err.value
-    # A header's value may be a token: no message quotes it (psql's error
-    # repeats the statement after the message, and its context).
-    message = str(err.value).split('ERROR:', 1)[1].split('CONTEXT:')[0]
-    for header in changes.get('headers') or []:
-        value = (header or '').partition(':')[2].strip() or header
-        if value and len(value) > 3 and 'headers, over' not in needle:
-            assert value[:8] not in message, message
-    assert rows(pg, f'SELECT * FROM reghook.webhooks WHERE id = {webhook_id}') == before
+
+    def quotes_no_header_value(changes, error):
+        # A header's value may be a token: no message quotes it (psql's error
+        # repeats the statement after the message, and its context).
+        said = error.split('ERROR:', 1)[-1].split('CONTEXT:')[0]
+        for header in changes.get('headers') or []:
+            value = (header or '').partition(':')[2].strip() or header
+            if value and len(value) > 3 and 'headers, over' not in error and value[:8] in said:
+                yield f'the message quotes a header value: {said[:300]!r}'
+
+    problems = refusals_through_sql(pg, webhook_id, FIELDS_PAST_THEIR_LIMITS, quotes_no_header_value)
+    assert not problems, '\n'.join(problems)
     assert rows(pg, 'SELECT * FROM reghook.webhook_headers') == []
 
 
