@@ -30,6 +30,7 @@ import json
 import os
 import pwd
 import random
+import re
 import shutil
 import signal
 import socket
@@ -224,12 +225,167 @@ def _quote_ident(name):
     return '"' + name.replace('"', '""') + '"'
 
 
+def _quote_literal(text):
+    """A string literal (standard_conforming_strings, as the server's default)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 # --------------------------------------------------------------------------
 # PostgreSQL
 
 
 class PsqlError(Exception):
     """psql failed; the message holds its stderr (e.g. 'permission denied')."""
+
+
+# Where a psql script needs psql itself: its meta-commands (any backslash, to
+# be sure), COPY through the client, and function bodies that psql does not
+# split at their semicolons.
+_PSQL_ONLY = re.compile(r'\\|\bCOPY\b.*\b(STDIN|STDOUT)\b|\bBEGIN\s+ATOMIC\b', re.I | re.S)
+_DOLLAR_QUOTE = re.compile(r'\$([A-Za-z_\u0080-\U0010ffff][A-Za-z_0-9\u0080-\U0010ffff]*)?\$')
+
+
+def split_statements(sql):
+    """The statements of a psql script, split where psql splits them (at
+    semicolons outside quotes, dollar quotes, comments and parentheses),
+    without those that are only comments; None when only psql can run it
+    (see _PSQL_ONLY) or a quote is left open."""
+    if _PSQL_ONLY.search(sql):
+        return None
+    statements, start, depth, token, i, n = [], 0, 0, False, 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c in '\'"':
+            end = i + 1
+            while True:
+                end = sql.find(c, end)
+                if end < 0:
+                    return None
+                if sql.startswith(c * 2, end):
+                    end += 2
+                    continue
+                break
+            i, token = end + 1, True
+        elif sql.startswith('--', i):
+            end = sql.find('\n', i)
+            i = n if end < 0 else end + 1
+        elif sql.startswith('/*', i):
+            level, i = 1, i + 2
+            while level and i < n:
+                if sql.startswith('/*', i):
+                    level, i = level + 1, i + 2
+                elif sql.startswith('*/', i):
+                    level, i = level - 1, i + 2
+                else:
+                    i += 1
+            if level:
+                return None
+        elif c == '$' and (m := _DOLLAR_QUOTE.match(sql, i)) and not (
+                i and (sql[i - 1].isalnum() or sql[i - 1] in '_$')):
+            end = sql.find(m.group(0), m.end())
+            if end < 0:
+                return None
+            i, token = end + len(m.group(0)), True
+        else:
+            if c == '(':
+                depth += 1
+            elif c == ')':
+                depth -= 1
+            elif c == ';' and depth <= 0:
+                if token:
+                    statements.append(sql[start:i])
+                start, token = i + 1, False
+                i += 1
+                continue
+            token = token or not c.isspace()
+            i += 1
+    if token:
+        statements.append(sql[start:])
+    return statements
+
+
+class _Sessions:
+    """Idle psycopg2 sessions of one server by (user, database), which
+    Database.psql() runs its scripts on: a psql process and the backend
+    PostgreSQL forks for it cost about 70 ms of CPU a call here, and tests
+    make thousands of calls. A call takes an idle session of its own (another
+    thread's call gets another), and leaves it as a new one: rolled back,
+    DISCARD ALL (settings, SET ROLE, temporary tables, advisory locks,
+    LISTEN). What only a new session would see (a changed role or database
+    setting, CONNECT revoked, pg_hba reloaded) is checked before each reuse:
+    a session whose login would now go otherwise is closed, and a new one
+    made, which fails as psql would."""
+
+    # What the login of `user` to `db` depends on, as that user may read it.
+    LOGIN_STATE = """
+        SELECT pg_conf_load_time(), r::text, d.datacl, d.datallowconn, d.datconnlimit,
+               has_database_privilege(r.oid, d.oid, 'CONNECT'),
+               ARRAY(SELECT s.setconfig::text FROM pg_db_role_setting s
+                     WHERE s.setdatabase IN (0, d.oid) AND s.setrole IN (0, r.oid)
+                     ORDER BY s.setdatabase, s.setrole)
+        FROM pg_roles r, pg_database d WHERE r.rolname = %s AND d.datname = %s"""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.idle = collections.defaultdict(list)  # (user, db) -> [(conn, login state)]
+
+    def _login_state(self, conn, user, db):
+        with conn.cursor() as cur:
+            cur.execute(self.LOGIN_STATE, (user, db))
+            return cur.fetchall()
+
+    def take(self, url, user, db):
+        """(conn, login state): an idle session whose login still holds, or a
+        new one. Raises psycopg2.Error when a new one cannot log in."""
+        while True:
+            with self.lock:
+                if not self.idle[(user, db)]:
+                    break
+                conn, state = self.idle[(user, db)].pop()
+            try:
+                if self._login_state(conn, user, db) == state:
+                    return conn, state
+            except psycopg2.Error:
+                pass  # the server restarted, or ended the session
+            conn.close()
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        # Each value as the server's text, as psql prints it.
+        with conn.cursor() as cur:
+            cur.execute('SELECT oid FROM pg_type')
+            oids = tuple(oid for (oid,) in cur.fetchall())
+        psycopg2.extensions.register_type(
+            psycopg2.extensions.new_type(oids, 'AS_TEXT', lambda value, cur: value), conn)
+        try:
+            return conn, self._login_state(conn, user, db)
+        except BaseException:
+            conn.close()
+            raise
+
+    def give_back(self, conn, state, user, db):
+        """Leaves the session as a new one and idle, or closes it."""
+        try:
+            del conn.notices[:]
+            with conn.cursor() as cur:
+                if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                    cur.execute('ROLLBACK')
+                cur.execute('DISCARD ALL')
+        except psycopg2.Error:
+            conn.close()
+            return
+        if db in ('template0', 'template1'):
+            conn.close()  # CREATE DATABASE copies template1 only while no one is in it
+            return
+        with self.lock:
+            self.idle[(user, db)].append((conn, state))
+
+    def close(self, keep=lambda user, db: False):
+        """Closes the idle sessions, but those for which keep(user, db)."""
+        with self.lock:
+            for key in list(self.idle):
+                if not keep(*key):
+                    for conn, _ in self.idle.pop(key):
+                        conn.close()
 
 
 @functools.cache
@@ -287,9 +443,42 @@ class Database:
         return f'postgresql://{user}@127.0.0.1:{self.port}/{dbname or self.dbname}'
 
     def psql(self, sql, user='postgres', dbname=None):
-        """Runs sql (one or more statements) with psql; returns its stdout:
-        unaligned rows, columns separated by '|', no headers or command tags.
-        Raises PsqlError when a statement fails."""
+        """Runs sql (one or more statements) as psql would; returns what psql
+        prints: unaligned rows, columns separated by '|', no headers or
+        command tags. Each statement commits by itself, and the first that
+        fails ends the script. Raises PsqlError when a statement fails.
+
+        The statements run on an idle session of the server's (_Sessions),
+        one after another, as psql sends them; a script that needs psql
+        (meta-commands, COPY through the client) runs in psql."""
+        dbname = dbname or self.dbname
+        statements = split_statements(sql)
+        if statements is None:
+            return self._psql_process(sql, user, dbname)
+        sessions = self.server.sessions
+        if re.search(r'\bDATABASE\b', sql, re.I):
+            # A database that a session is in can be neither dropped nor copied.
+            sessions.close(keep=lambda u, db: db == dbname or db not in sql)
+        try:
+            conn, state = sessions.take(self.url(user, dbname), user, dbname)
+        except psycopg2.Error as err:
+            raise PsqlError(f'psql as {user} failed: {str(err).strip()}\nSQL: {sql}') from None
+        out = []
+        try:
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+                    if cur.description is not None:
+                        out += ['|'.join('' if v is None else v for v in row) + '\n'
+                                for row in cur.fetchall()]
+        except psycopg2.Error as err:
+            said = (err.pgerror or str(err)).strip()
+            raise PsqlError(f'psql as {user} failed: {said}\nSQL: {sql}') from None
+        finally:
+            sessions.give_back(conn, state, user, dbname)
+        return ''.join(out)
+
+    def _psql_process(self, sql, user, dbname):
         argv = [os.path.join(_pg_bindir(), 'psql'), '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
                 '-d', self.url(user, dbname)]
         proc = subprocess.run(argv, input=sql, capture_output=True, text=True,
@@ -345,9 +534,12 @@ class Database:
         return _quote_ident(name)
 
     def close_connections(self):
+        """Closes the connections of connect(), and the idle psql sessions
+        in this database."""
         for conn in self._conns:
             conn.close()
         self._conns.clear()
+        self.server.sessions.close(keep=lambda user, db: db != self.dbname)
 
 
 class Postgres(Database):
@@ -376,6 +568,7 @@ full_page_writes = off
 
     def __init__(self, settings='', standby_of=None, name=None, port=None):
         self.port = port or free_port()
+        self.sessions = _Sessions()
         super().__init__(self, 'reghook')
         self.dir = tempfile.mkdtemp(prefix='reghook-pg-')
         self.datadir = os.path.join(self.dir, 'data')
@@ -438,6 +631,7 @@ full_page_writes = off
 
     def stop(self, mode='fast'):
         """Stops the server (mode: smart, fast or immediate)."""
+        self.sessions.close()  # a smart stop would wait for them
         if self.running:
             self._run('pg_ctl', 'stop', '-w', '-t', '60', '-D', self.datadir, '-m', mode)
             self.running = False
@@ -470,6 +664,7 @@ full_page_writes = off
         children notice and exit by themselves; destroy() ends stragglers."""
         os.kill(self.postmaster_pid(), signal.SIGKILL)
         self.running = False
+        self.sessions.close()
 
     def signal_all(self, sig):
         """Sends sig (SIGSTOP, SIGCONT) to every process of the cluster; after
@@ -518,23 +713,31 @@ full_page_writes = off
         A cluster shared by many tests is reset after each, so that every
         test sees the databases and roles of a fresh cluster (roles are
         cluster-wide: those that reghook's migrations or a test create would
-        otherwise leak into the next test). One psql script does it all,
-        going from database to database with \\connect.
+        otherwise leak into the next test). The idle psql sessions in those
+        databases or as those roles are closed first; then the databases
+        are dropped, what the roles own or were granted is dropped in each
+        database left that holds some of it (pg_shdepend says which; in
+        postgres always, for the privileges on databases), and the roles go.
         """
         base_dbs, base_roles = self._baseline
         dbs, roles = self._names()
         extra_dbs = sorted(dbs - base_dbs)
         extra_roles = sorted(roles - base_roles)
-        script = [f'DROP DATABASE {_quote_ident(name)} WITH (FORCE);' for name in extra_dbs]
+        self.sessions.close(keep=lambda user, db: db not in extra_dbs and user not in extra_roles)
+        if extra_dbs:
+            self.psql(''.join(f'DROP DATABASE {_quote_ident(name)} WITH (FORCE);' for name in extra_dbs),
+                      dbname='postgres')
         if extra_roles:
             names = ', '.join(_quote_ident(r) for r in extra_roles)
-            # What the roles own or were granted in the remaining databases
-            # goes first; DROP ROLE refuses otherwise.
-            for db in sorted(self._allowed - set(extra_dbs)):
-                script += [f'\\connect {_quote_ident(db)}', f'DROP OWNED BY {names};']
-            script += ['\\connect postgres', f'DROP ROLE {names};']
-        if script:
-            self.psql('\n'.join(script) + '\n', dbname='postgres')
+            listed = ', '.join(_quote_literal(r) for r in extra_roles)
+            holders = self.psql(f"""SELECT DISTINCT d.datname FROM pg_shdepend s
+                                    JOIN pg_database d ON d.oid = s.dbid
+                                    WHERE s.refclassid = 'pg_authid'::regclass
+                                      AND s.refobjid IN (SELECT oid FROM pg_roles WHERE rolname IN ({listed}))""",
+                                dbname='postgres').splitlines()
+            for db in sorted(({'postgres'} | set(holders)) & (self._allowed - set(extra_dbs))):
+                self.psql(f'DROP OWNED BY {names}', dbname=db)
+            self.psql(f'DROP ROLE {names}', dbname='postgres')
 
 
 class PgBouncer:
