@@ -31,6 +31,7 @@ import os
 import pwd
 import random
 import re
+import select
 import shutil
 import signal
 import socket
@@ -45,6 +46,12 @@ import psycopg2
 import yaml
 
 IS_ROOT = os.geteuid() == 0
+
+# libpq's variables (PGHOST, PGOPTIONS, PGTZ...) are not the tests': the
+# programs under test never get them (child_env()), nor do the harness's own
+# connections in this process.
+for _name in [k for k in os.environ if k.startswith('PG')]:
+    del os.environ[_name]
 
 # Markers of AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer
 # reports in a sanitizer build's output.
@@ -239,9 +246,9 @@ class PsqlError(Exception):
 
 
 # Where a psql script needs psql itself: its meta-commands (any backslash, to
-# be sure), COPY through the client, and function bodies that psql does not
-# split at their semicolons.
-_PSQL_ONLY = re.compile(r'\\|\bCOPY\b.*\b(STDIN|STDOUT)\b|\bBEGIN\s+ATOMIC\b', re.I | re.S)
+# be sure), COPY through the client, and BEGIN ATOMIC function bodies, which
+# psql does not split at their semicolons.
+_PSQL_ONLY = re.compile(r'\\|\bCOPY\b.*\b(STDIN|STDOUT)\b|\bATOMIC\b', re.I | re.S)
 _DOLLAR_QUOTE = re.compile(r'\$([A-Za-z_\u0080-\U0010ffff][A-Za-z_0-9\u0080-\U0010ffff]*)?\$')
 
 
@@ -293,15 +300,42 @@ def split_statements(sql):
                 depth -= 1
             elif c == ';' and depth <= 0:
                 if token:
-                    statements.append(sql[start:i])
+                    statements.append(sql[start:i + 1].strip())  # with its ';', as psql sends it
                 start, token = i + 1, False
                 i += 1
                 continue
             token = token or not c.isspace()
             i += 1
     if token:
-        statements.append(sql[start:])
+        statements.append(sql[start:].strip())
     return statements
+
+
+# A script after which a session is not kept: it set a custom setting, which
+# DISCARD ALL leaves defined (as '' where a new session has none).
+_KEEPS_A_SETTING = re.compile(r'set_config\s*\(|\bSET\s+(SESSION\s+|LOCAL\s+)?"?\w+"?\s*\.', re.I)
+
+# How long a psql() statement may take, as psql's process was given.
+PSQL_TIMEOUT = 120
+
+
+def _wait(conn, deadline):
+    """Waits for an asynchronous psycopg2 connection's operation, in Python
+    (a signal's handler, the test's deadline, interrupts it), until deadline
+    (time.monotonic()); then cancels it and raises PsqlError."""
+    while True:
+        state = conn.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            if conn.fileno() >= 0 and not conn.closed:
+                conn.cancel()
+            raise PsqlError(f'no answer from the server in {PSQL_TIMEOUT} s')
+        if state == psycopg2.extensions.POLL_READ:
+            select.select([conn.fileno()], [], [], left)
+        else:
+            select.select([], [conn.fileno()], [], left)
 
 
 class _Sessions:
@@ -311,10 +345,14 @@ class _Sessions:
     make thousands of calls. A call takes an idle session of its own (another
     thread's call gets another), and leaves it as a new one: rolled back,
     DISCARD ALL (settings, SET ROLE, temporary tables, advisory locks,
-    LISTEN). What only a new session would see (a changed role or database
-    setting, CONNECT revoked, pg_hba reloaded) is checked before each reuse:
-    a session whose login would now go otherwise is closed, and a new one
-    made, which fails as psql would."""
+    LISTEN). What only a new session would see is checked before each reuse
+    and after each call: a session whose login would now go otherwise (a
+    role or database setting, CONNECT, a configuration file of the server
+    written, pg_hba.conf among them) is closed, and a new one made, which
+    fails as psql would. Not kept: sessions in template databases, those of
+    a role or database with a connection limit (they would hold a slot), and
+    those that set a custom setting. Connections are asynchronous, so that
+    waiting for the server can be interrupted and has a time limit."""
 
     # What the login of `user` to `db` depends on, as that user may read it.
     LOGIN_STATE = """
@@ -322,19 +360,28 @@ class _Sessions:
                has_database_privilege(r.oid, d.oid, 'CONNECT'),
                ARRAY(SELECT s.setconfig::text FROM pg_db_role_setting s
                      WHERE s.setdatabase IN (0, d.oid) AND s.setrole IN (0, r.oid)
-                     ORDER BY s.setdatabase, s.setrole)
+                     ORDER BY s.setdatabase, s.setrole),
+               r.rolconnlimit <> -1 OR d.datconnlimit <> -1
         FROM pg_roles r, pg_database d WHERE r.rolname = %s AND d.datname = %s"""
 
-    def __init__(self):
+    def __init__(self, config_dir):
+        self.config_dir = config_dir  # the data directory: its configuration files
         self.lock = threading.Lock()
         self.idle = collections.defaultdict(list)  # (user, db) -> [(conn, login state)]
 
-    def _login_state(self, conn, user, db):
+    def _login_state(self, conn, user, db, deadline):
+        files = []
+        for name in ('postgresql.conf', 'postgresql.auto.conf', 'pg_hba.conf', 'pg_ident.conf'):
+            try:
+                files.append(os.stat(os.path.join(self.config_dir, name)).st_mtime_ns)
+            except OSError:
+                files.append(None)
         with conn.cursor() as cur:
             cur.execute(self.LOGIN_STATE, (user, db))
-            return cur.fetchall()
+            _wait(conn, deadline)
+            return files, cur.fetchall()
 
-    def take(self, url, user, db):
+    def take(self, url, user, db, deadline):
         """(conn, login state): an idle session whose login still holds, or a
         new one. Raises psycopg2.Error when a new one cannot log in."""
         while True:
@@ -343,38 +390,45 @@ class _Sessions:
                     break
                 conn, state = self.idle[(user, db)].pop()
             try:
-                if self._login_state(conn, user, db) == state:
+                if self._login_state(conn, user, db, deadline) == state:
                     return conn, state
-            except psycopg2.Error:
+            except (psycopg2.Error, PsqlError):
                 pass  # the server restarted, or ended the session
             conn.close()
-        conn = psycopg2.connect(url)
-        conn.autocommit = True
-        # Each value as the server's text, as psql prints it.
-        with conn.cursor() as cur:
-            cur.execute('SELECT oid FROM pg_type')
-            oids = tuple(oid for (oid,) in cur.fetchall())
-        psycopg2.extensions.register_type(
-            psycopg2.extensions.new_type(oids, 'AS_TEXT', lambda value, cur: value), conn)
+        # What psql is given: none of the PG* variables (child_env()).
+        conn = psycopg2.connect(url, async_=1, application_name='psql', options='')
         try:
-            return conn, self._login_state(conn, user, db)
+            _wait(conn, deadline)
+            # Each value as the server's text, as psql prints it.
+            with conn.cursor() as cur:
+                cur.execute('SELECT oid FROM pg_type')
+                _wait(conn, deadline)
+                oids = tuple(oid for (oid,) in cur.fetchall())
+            psycopg2.extensions.register_type(
+                psycopg2.extensions.new_type(oids, 'AS_TEXT', lambda value, cur: value), conn)
+            return conn, self._login_state(conn, user, db, deadline)
         except BaseException:
             conn.close()
             raise
 
-    def give_back(self, conn, state, user, db):
+    def give_back(self, conn, state, user, db, sql):
         """Leaves the session as a new one and idle, or closes it."""
+        deadline = time.monotonic() + PSQL_TIMEOUT
         try:
             del conn.notices[:]
             with conn.cursor() as cur:
                 if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
                     cur.execute('ROLLBACK')
+                    _wait(conn, deadline)
                 cur.execute('DISCARD ALL')
-        except psycopg2.Error:
+                _wait(conn, deadline)
+            keep = (db not in ('template0', 'template1') and not _KEEPS_A_SETTING.search(sql)
+                    and self._login_state(conn, user, db, deadline) == state
+                    and not any(row[-1] == 't' for row in state[1]))
+        except (psycopg2.Error, PsqlError):
+            keep = False
+        if not keep:
             conn.close()
-            return
-        if db in ('template0', 'template1'):
-            conn.close()  # CREATE DATABASE copies template1 only while no one is in it
             return
         with self.lock:
             self.idle[(user, db)].append((conn, state))
@@ -452,30 +506,45 @@ class Database:
         one after another, as psql sends them; a script that needs psql
         (meta-commands, COPY through the client) runs in psql."""
         dbname = dbname or self.dbname
-        statements = split_statements(sql)
-        if statements is None:
-            return self._psql_process(sql, user, dbname)
         sessions = self.server.sessions
         if re.search(r'\bDATABASE\b', sql, re.I):
             # A database that a session is in can be neither dropped nor copied.
-            sessions.close(keep=lambda u, db: db == dbname or db not in sql)
+            sessions.close(keep=lambda u, db: (u, db) == (user, dbname))
+        statements = split_statements(sql)
+        if statements is None:
+            return self._psql_process(sql, user, dbname)
+        deadline = time.monotonic() + PSQL_TIMEOUT
         try:
-            conn, state = sessions.take(self.url(user, dbname), user, dbname)
+            conn, state = sessions.take(self.url(user, dbname), user, dbname, deadline)
         except psycopg2.Error as err:
             raise PsqlError(f'psql as {user} failed: {str(err).strip()}\nSQL: {sql}') from None
         out = []
+        clean = True  # the session answered every statement sent, error or not
         try:
             with conn.cursor() as cur:
                 for statement in statements:
+                    clean = False
                     cur.execute(statement)
-                    if cur.description is not None:
+                    try:
+                        _wait(conn, time.monotonic() + PSQL_TIMEOUT)
+                    except psycopg2.Error as err:
+                        # The statement's error, the session intact: it can be kept.
+                        clean = not conn.closed and not isinstance(
+                            err, (psycopg2.OperationalError, psycopg2.InterfaceError))
+                        raise
+                    clean = True
+                    if cur.description:
                         out += ['|'.join('' if v is None else v for v in row) + '\n'
                                 for row in cur.fetchall()]
         except psycopg2.Error as err:
-            said = (err.pgerror or str(err)).strip()
-            raise PsqlError(f'psql as {user} failed: {said}\nSQL: {sql}') from None
+            # What psql printed: the warnings and notices before the error.
+            said = ''.join(conn.notices) + (err.pgerror or str(err))
+            raise PsqlError(f'psql as {user} failed: {said.strip()}\nSQL: {sql}') from None
         finally:
-            sessions.give_back(conn, state, user, dbname)
+            if clean:
+                sessions.give_back(conn, state, user, dbname, sql)
+            else:
+                conn.close()
         return ''.join(out)
 
     def _psql_process(self, sql, user, dbname):
@@ -568,10 +637,10 @@ full_page_writes = off
 
     def __init__(self, settings='', standby_of=None, name=None, port=None):
         self.port = port or free_port()
-        self.sessions = _Sessions()
         super().__init__(self, 'reghook')
         self.dir = tempfile.mkdtemp(prefix='reghook-pg-')
         self.datadir = os.path.join(self.dir, 'data')
+        self.sessions = _Sessions(self.datadir)
         self.logfile = os.path.join(self.dir, 'postgres.log')
         self.bindir = _pg_bindir()
         self.running = False
