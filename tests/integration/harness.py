@@ -395,8 +395,7 @@ class _Sessions:
             except (psycopg2.Error, PsqlError):
                 pass  # the server restarted, or ended the session
             conn.close()
-        # What psql is given: none of the PG* variables (child_env()).
-        conn = psycopg2.connect(url, async_=1, application_name='psql', options='')
+        conn = psycopg2.connect(url, async_=1, application_name='psql')
         try:
             _wait(conn, deadline)
             # Each value as the server's text, as psql prints it.
@@ -446,8 +445,8 @@ class _Sessions:
 def _pg_bindir():
     """Where the PostgreSQL server programs are: pg_config's bindir when it
     holds them, else the newest /usr/lib/postgresql/*/bin (as run-local).
-    Its psql too: Debian's /usr/bin/psql is a Perl wrapper that costs 40 ms
-    a call, and tests call psql thousands of times."""
+    Its psql too, for the scripts Database.psql() leaves to psql: Debian's
+    /usr/bin/psql is a Perl wrapper that costs 40 ms more a call."""
     try:
         bindir = subprocess.run(['pg_config', '--bindir'], capture_output=True,
                                 text=True).stdout.strip()
