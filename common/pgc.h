@@ -126,6 +126,11 @@ void pgc_reset(struct pgc *c, const char *why);
  * setting, remote_apply say, is kept), and with no idle session timeout
  * (the daemon's connections rest between events and were dropped each
  * time; PostgreSQL 14 has it, and migrate says so of older servers).
+ * The server also looks for its client every second while a statement
+ * runs (client_connection_check_interval, 14 too): a `reghook migrate`
+ * killed or interrupted while it built an index left the statement
+ * running to its end, its locks held and the daemons' statements queued
+ * behind them. Not on a Windows server, which refuses any value but 0.
  */
 #define PGC_SESSION_SQL                                                                            \
 	"SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false),"               \
@@ -137,7 +142,11 @@ void pgc_reset(struct pgc *c, const char *why);
 	" CASE pg_catalog.current_setting('synchronous_commit') WHEN 'off' THEN 'on'"              \
 	" ELSE pg_catalog.current_setting('synchronous_commit') END, false),"                      \
 	" CASE WHEN pg_catalog.current_setting('server_version_num')::integer >= 140000"           \
-	" THEN pg_catalog.set_config('idle_session_timeout', '0', false) END"
+	" THEN pg_catalog.set_config('idle_session_timeout', '0', false) END,"                     \
+	" CASE WHEN pg_catalog.current_setting('server_version_num')::integer >= 140000"           \
+	" AND pg_catalog.strpos(pg_catalog.version(), 'Visual C++') = 0"                           \
+	" AND pg_catalog.strpos(pg_catalog.version(), 'mingw') = 0"                                \
+	" THEN pg_catalog.set_config('client_connection_check_interval', '1000', false) END"
 
 /*
  * What is wrong with conninfo (a URI, key=value pairs, or a database name)

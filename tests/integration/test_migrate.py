@@ -336,6 +336,42 @@ def test_a_stop_while_a_migration_waits_for_a_lock_ends_cleanly(pg, reghook_fact
     holder.rollback()
 
 
+def test_a_migrate_killed_midway_leaves_no_statement_running(pg):
+    """`reghook migrate` killed while a statement of its migration runs (a
+    SIGKILL, or a Ctrl-C, which ends it at once): the server ends that
+    statement within seconds, as it notices the client gone, instead of
+    running it to its end with its locks held (a large table's index being
+    built, say, and every ingest of that table queued behind it). Here the
+    statement is made slow by an event trigger that sleeps 60 s."""
+    pg.psql("""CREATE FUNCTION public.slow_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+               BEGIN PERFORM pg_sleep(60); END $$;
+               CREATE EVENT TRIGGER slow_ddl ON ddl_command_start
+                   EXECUTE FUNCTION public.slow_ddl();""")
+    sleeping = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                "AND datname = current_database()")
+    proc = subprocess.Popen([os.environ['REGHOOK_BIN'], 'migrate', '--database-url', pg.url()],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env())
+    try:
+        wait_until(lambda: pg.psql(sleeping).strip() == '1', timeout=15, interval=0.05,
+                   msg='the migration in its slow statement')
+        proc.kill()
+        proc.wait(15)
+        killed = time.monotonic()
+        wait_until(lambda: pg.psql(sleeping).strip() == '0', timeout=40, interval=0.1,
+                   msg='the statement ended by the server')
+        ended = time.monotonic() - killed
+        assert ended < 30, f'the statement ran on {ended:.1f} s after its client was killed'
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE wait_event = 'PgSleep' AND datname = current_database()")
+        pg.psql('DROP EVENT TRIGGER slow_ddl; DROP FUNCTION public.slow_ddl()')
+    # Nothing of it was left: the next migrate makes the schema.
+    assert migrate(pg).returncode == 0
+
+
 def steady_stream(reghook_factory, endpoint_factory):
     """A daemon storing a steady stream of 1,500 events, a webhook's
     deliveries among them: (daemon, its sender, once events flow, the events)."""
