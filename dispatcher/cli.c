@@ -3,6 +3,8 @@
  * configuration and a blocking database connection.
  */
 #include "cli.h"
+
+#include "jsonparse.h"
 #include "buf.h"
 #include "conf.h"
 #include "pgc.h"
@@ -127,6 +129,22 @@ bool cli_config(const struct cli_command *cmd, struct config *cfg, int *argc, ch
 {
 	if (!config_load(cfg, argc, argv))
 		return false;
+	/*
+	 * What is left is text for the database (names, descriptions, roles,
+	 * URLs, ids), which keeps UTF-8 only: a byte that is not is refused
+	 * here, shown, before anything is sent (PostgreSQL's refusal named
+	 * neither the argument nor the byte, and failed where a usage error is
+	 * due). The configuration's own values (--config's path) are gone.
+	 */
+	for (int i = 1; i < *argc; i++) {
+		size_t bad;
+		if (jsonparse_utf8_ok((const unsigned char *)argv[i], strlen(argv[i]), &bad))
+			continue;
+		cli_usage_error(cmd, "argument '%s' is not UTF-8 text (byte %zu, 0x%02x)", argv[i],
+				bad + 1, (unsigned char)argv[i][bad]);
+		config_free(cfg);
+		return false;
+	}
 	/* Every command works on the database: without one, nothing to do. */
 	if (cli_database_configured(cfg) && cli_database_readable(cfg))
 		return true;

@@ -173,6 +173,59 @@ def test_secrets_from_files_or_standard_input_stay_out_of_the_command_line(
                    f'WHERE webhook_id = {hook_id}').strip() == '9|X-H0|8000'
 
 
+def test_every_commands_text_must_be_utf8_and_says_which_byte_is_not(pg, tmp_path):
+    """A name, description, role, URL or id that is not UTF-8 text (a
+    Latin-1 terminal's 'café') is a usage error (exit status 2) that shows
+    the argument and the byte, before anything reaches the database; the
+    namespace and registry commands passed it on, and PostgreSQL's refusal
+    named neither (exit status 1). The configuration file's path is a path,
+    not text: any bytes."""
+    url = pg.url()
+    run_reghook(['migrate'], database_url=url)
+    run_reghook(['namespace', 'add', 'team-a'], database_url=url)
+    run_reghook(['registry', 'add', 'reg'], database_url=url)
+    hook_id = run_reghook(['webhook', 'add', 'team-a', 'http://127.0.0.1:9/'],
+                          database_url=url).stdout.split()[1]
+    before = pg.psql('SELECT (SELECT count(*) FROM reghook.namespaces),'
+                     ' (SELECT count(*) FROM reghook.registry_sources),'
+                     ' (SELECT count(*) FROM reghook.webhooks),'
+                     ' (SELECT count(*) FROM reghook.namespace_members),'
+                     ' (SELECT string_agg(token_sha256::text, \',\') FROM reghook.registry_sources)')
+    for args, shown in ((['namespace', 'add', 'caf\udce9'], "'caf?' is not UTF-8 text (byte 4, 0xe9)"),
+                        (['namespace', 'add', 'team-b', '--description', 'caf\udce9 au lait'],
+                         "'caf? au lait' is not UTF-8 text (byte 4, 0xe9)"),
+                        (['namespace', 'grant', 'team-a', 'r\udcc3le', 'viewer'],
+                         "'r?le' is not UTF-8 text (byte 2, 0xc3)"),
+                        (['registry', 'add', 'r\udcff'], "'r?' is not UTF-8 text (byte 2, 0xff)"),
+                        (['registry', 'add', 'reg-b', '--namespaces', 'team-a,t\udce9am'],
+                         "'team-a,t?am' is not UTF-8 text (byte 9, 0xe9)"),
+                        (['registry', 'rotate', 'reg\udce9'], "'reg?' is not UTF-8 text"),
+                        (['webhook', 'add', 'team-\udce9', 'http://127.0.0.1:9/'],
+                         "'team-?' is not UTF-8 text (byte 6, 0xe9)"),
+                        (['webhook', 'add', 'team-a', 'http://127.0.0.1:9/caf\udce9'],
+                         "'http://127.0.0.1:9/caf?' is not UTF-8 text (byte 23, 0xe9)"),
+                        (['webhook', 'show', hook_id + '\udcff'], f"'{hook_id}?' is not UTF-8 text"),
+                        (['webhook', 'list', '\udce9quipe'], "'?quipe' is not UTF-8 text (byte 1"),
+                        (['deliveries', '--status', 'fa\udcefled'], "'fa?led' is not UTF-8 text"),
+                        (['retrigger', '0190\udce9'], "'0190?' is not UTF-8 text")):
+        res = run_reghook(args, database_url=url, check=False)
+        assert res.returncode == 2, (args, res.returncode, res.stderr)
+        assert f'reghook {args[0]}: argument {shown}' in res.stderr, (args, res.stderr)
+        assert 'invalid byte sequence' not in res.stderr, (args, res.stderr)
+    assert pg.psql('SELECT (SELECT count(*) FROM reghook.namespaces),'
+                   ' (SELECT count(*) FROM reghook.registry_sources),'
+                   ' (SELECT count(*) FROM reghook.webhooks),'
+                   ' (SELECT count(*) FROM reghook.namespace_members),'
+                   ' (SELECT string_agg(token_sha256::text, \',\') FROM reghook.registry_sources)'
+                   ) == before
+    # UTF-8 text goes through; a configuration file's path may be any bytes.
+    run_reghook(['namespace', 'add', 'team-c', '--description', 'café crème'], database_url=url)
+    config = tmp_path / 'caf\udce9.conf'
+    config.write_text(f'database_url = {url}\n')
+    out = run_reghook(['namespace', 'list', '--config', config]).stdout
+    assert 'café crème' in out, out
+
+
 def test_a_tag_glob_that_matches_nothing_is_refused_on_the_cli(reghook, pg):
     """--tag '' read as "no filter" stored a glob no tag matches: the
     webhook then got nothing, silently."""
