@@ -285,20 +285,8 @@ enum {
 	LOAD_AGAIN = 2,	  /* a reload: files must be regular files (open_source) */
 };
 
-/*
- * Opens path to read, or says why not in why. Read again (LOAD_AGAIN),
- * only a regular file is: a pipe or a device was read at start and cannot
- * be read the same again (a pipe reads as empty: every key back to its
- * default), and a FIFO would hold the daemon until something wrote to it.
- */
-static FILE *open_source(const char *path, int how, char *why, size_t whylen)
+FILE *conf_open_regular(const char *path, const char *not_regular, char *why, size_t whylen)
 {
-	if (!(how & LOAD_AGAIN)) {
-		FILE *f = fopen(path, "r");
-		if (!f)
-			snprintf(why, whylen, "%s", strerror(errno));
-		return f;
-	}
 	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
 		snprintf(why, whylen, "%s", strerror(errno));
@@ -309,13 +297,31 @@ static FILE *open_source(const char *path, int how, char *why, size_t whylen)
 	if (fstat(fd, &st) != 0)
 		snprintf(why, whylen, "%s", strerror(errno));
 	else if (!S_ISREG(st.st_mode))
-		snprintf(why, whylen,
-			 "not a regular file, which is read once, at start: restart reghook to "
-			 "read it again");
+		snprintf(why, whylen, "%s", not_regular);
 	else if (!(f = fdopen(fd, "r")))
 		snprintf(why, whylen, "%s", strerror(errno));
 	if (!f)
 		close(fd);
+	return f;
+}
+
+/*
+ * Opens path to read, or says why not in why. Read again (LOAD_AGAIN),
+ * only a regular file is: a pipe or a device was read at start and cannot
+ * be read the same again (a pipe reads as empty: every key back to its
+ * default).
+ */
+static FILE *open_source(const char *path, int how, char *why, size_t whylen)
+{
+	if (how & LOAD_AGAIN)
+		return conf_open_regular(
+			path,
+			"not a regular file, which is read once, at start: restart "
+			"reghook to read it again",
+			why, whylen);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		snprintf(why, whylen, "%s", strerror(errno));
 	return f;
 }
 

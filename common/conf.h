@@ -45,6 +45,14 @@ struct conf_key {
 	enum conf_apply apply;
 };
 
+/*
+ * Opens path to read if it is a regular file: NULL otherwise, with why
+ * saying why (not_regular for a file of another kind). A FIFO would hold
+ * the reader until something wrote to it, and a pipe or a device cannot be
+ * read the same a second time (the configuration on a reload, a
+ * certificate that OpenSSL reads again after a check).
+ */
+FILE *conf_open_regular(const char *path, const char *not_regular, char *why, size_t whylen);
 bool conf_parse_duration(const char *s, long long *ms) __attribute__((warn_unused_result));
 bool conf_parse_size(const char *s, long long *bytes) __attribute__((warn_unused_result));
 bool conf_parse_bool(const char *s, bool *out) __attribute__((warn_unused_result));

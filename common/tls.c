@@ -10,17 +10,16 @@
  */
 #include "tls.h"
 
+#include "conf.h"
+
 #include <errno.h>
-#include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 /* The daemon has no terminal to ask for a passphrase: a key that needs one is refused. */
 static int refuse_passphrase(char *buf, int size, int rwflag, void *asked)
@@ -38,24 +37,11 @@ static int refuse_passphrase(char *buf, int size, int rwflag, void *asked)
 static bool pem_file(const char *path, const char *marker, const char *what, char *err,
 		     size_t errlen)
 {
-	/* A regular file only: OpenSSL reads it again after this (a pipe would
-	 * be empty by then), and a FIFO would hold the daemon's reload until
-	 * something wrote to it. */
-	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) != 0) {
-		snprintf(err, errlen, "%s: cannot read it: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return false;
-	}
-	FILE *f = S_ISREG(st.st_mode) ? fdopen(fd, "r") : NULL;
+	/* A regular file only: OpenSSL reads it again after this. */
+	char why[256];
+	FILE *f = conf_open_regular(path, "not a regular file", why, sizeof(why));
 	if (!f) {
-		if (S_ISREG(st.st_mode))
-			snprintf(err, errlen, "%s: cannot read it: %s", path, strerror(errno));
-		else
-			snprintf(err, errlen, "%s: cannot read it: not a regular file", path);
-		close(fd);
+		snprintf(err, errlen, "%s: cannot read it: %s", path, why);
 		return false;
 	}
 	char *text = malloc(PEM_MAX + 1);
