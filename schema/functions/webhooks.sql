@@ -135,18 +135,16 @@ BEGIN
     END IF;
     -- The other fields' types and values, each named: the table's checks
     -- name only themselves, and a cast or an array function nothing.
-    IF c ? 'actions' THEN
-        IF jsonb_typeof(c -> 'actions') IS DISTINCT FROM 'array' THEN
-            RAISE EXCEPTION 'actions: push, delete, or both, each once (a JSON array of strings)'
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        IF jsonb_array_length(c -> 'actions') NOT BETWEEN 1 AND 2
-           OR EXISTS (SELECT 1 FROM jsonb_array_elements(c -> 'actions') a
-                      WHERE a NOT IN ('"push"'::jsonb, '"delete"'::jsonb))
-           OR (SELECT count(DISTINCT a) <> count(*) FROM jsonb_array_elements(c -> 'actions') a) THEN
-            RAISE EXCEPTION 'actions: push, delete, or both, each once (a JSON array of strings)'
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
+    -- CASE: the array functions fail on anything else, and OR may
+    -- evaluate its operands in any order.
+    IF c ? 'actions' AND (CASE WHEN jsonb_typeof(c -> 'actions') IS DISTINCT FROM 'array' THEN true
+                               ELSE jsonb_array_length(c -> 'actions') NOT BETWEEN 1 AND 2
+                                    OR EXISTS (SELECT 1 FROM jsonb_array_elements(c -> 'actions') a
+                                               WHERE a NOT IN ('"push"'::jsonb, '"delete"'::jsonb))
+                                    OR (SELECT count(DISTINCT a) <> count(*)
+                                        FROM jsonb_array_elements(c -> 'actions') a) END) THEN
+        RAISE EXCEPTION 'actions: push, delete, or both, each once (a JSON array of strings)'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF c ? 'headers' AND jsonb_typeof(c -> 'headers') IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'headers: a JSON array of "Name: value" strings ([] clears them)'
