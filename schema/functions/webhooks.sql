@@ -110,6 +110,12 @@ BEGIN
             RAISE EXCEPTION '%: a JSON string, not %', f, jsonb_typeof(c -> f)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
+        -- The webhook's own columns (no null there) take no null: the
+        -- table's NOT NULL named a column, not the field.
+        IF jsonb_typeof(c -> f) = 'null' AND f IN ('name', 'url', 'content_type', 'repository', 'tag') THEN
+            RAISE EXCEPTION '%: a JSON string, not null', f
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
         n := octet_length(c ->> f);
         IF n > lim THEN
             RAISE EXCEPTION '% is % bytes, over the limit of %', f, n, lim
@@ -197,6 +203,12 @@ BEGIN
         RAISE EXCEPTION 'username: a user name cannot hold '':'' (basic authentication sends user:password)'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- As the table's check, named (its scheme is lower case by now:
+    -- url_scheme_lowered()).
+    IF c ->> 'url' !~ '^https?://[^/?#]+' THEN
+        RAISE EXCEPTION 'url: not an http:// or https:// URL with a host'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     -- As urltemplate_check() says: whoever pushes a tag would choose the host.
     hostport := regexp_replace(regexp_replace(substring(c ->> 'url' FROM '^[^:/?#]*://([^/?#]*)'),
                                               '^.*@', ''),
@@ -229,6 +241,11 @@ BEGIN
     port := substring(hostport FROM CASE WHEN hostport ~ '^\[' THEN '\]:([0-9]*)$' ELSE ':([0-9]*)$' END);
     IF port <> '' AND (length(port) > 5 OR port::integer NOT BETWEEN 1 AND 65535) THEN
         RAISE EXCEPTION 'url: the port is not a number from 1 to 65535'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Braces are the variables' only: the table's check (webhook_url_template) named itself.
+    IF regexp_replace(c ->> 'url', '\{(namespace|name|repository|tag|digest|action)\}', '', 'g') ~ '[{}]' THEN
+        RAISE EXCEPTION 'url: a { or } that is not one of {namespace} {name} {repository} {tag} {digest} {action}; percent-encode a brace (%%7B, %%7D)'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF substring(c ->> 'url' FROM '^[^:/?#]*://[^/?#]*(.*)$') ~ '[^\x01-\x7f]|["<>\\^`|]' THEN

@@ -13,6 +13,7 @@ import json
 import time
 import urllib.parse
 
+import psycopg2
 import pytest
 
 from harness import (DEFAULT_REGISTRY_URL, PsqlError, add_webhook, register, registry_event,
@@ -473,6 +474,16 @@ FIELDS_PAST_THEIR_LIMITS = [
     ({'secret': 'whsec_QUJDRA='}, 'secret: not a signing key'),
     ({'secret': 'whsec_A'}, 'secret: not a signing key'),
     ({'secret': 'whsec_'}, 'secret: not a signing key'),
+    # The table's own checks named a constraint or a column, not the field,
+    # and their detail repeated the row (a password in a URL missing its //).
+    *(({field: None}, f'{field}: a JSON string, not null')
+      for field in ('url', 'name', 'content_type', 'repository', 'tag')),
+    *(({'url': url}, 'url: not an http:// or https:// URL with a host')
+      for url in ('ftp://x.example/', '', 'x', 'javascript:alert(1)', 'http:/u:hunter2@h/',
+                  'https://', 'https:///path')),
+    *(({'url': url}, 'url: a { or } that is not one of {namespace} {name}')
+      for url in ('https://x.example/{nope}', 'https://x.example/{digest', 'https://x.example/}',
+                  'https://x.example/{{tag}}', 'https://x.example/?q={Tag}')),
 ]
 
 
@@ -492,6 +503,21 @@ def test_webhook_fields_past_their_limits_are_refused_through_sql(reghook, pg):
     problems = refusals_through_sql(pg, webhook_id, FIELDS_PAST_THEIR_LIMITS, quotes_no_header_value)
     assert not problems, '\n'.join(problems)
     assert rows(pg, 'SELECT * FROM reghook.webhook_headers') == []
+    # webhook_add() alike, each refusal a bad argument (22023), naming the field.
+    conn = pg.connect()
+    conn.autocommit = True
+    for url, changes, needle in (('ftp://x.example/', {}, 'url: not an http:// or https://'),
+                                 ('x', {}, 'url: not an http:// or https://'),
+                                 ('https://x.example/{digest', {}, 'url: a { or }'),
+                                 ('https://x.example/', {'tag': None}, 'tag: a JSON string, not null'),
+                                 ('https://x.example/', {'name': None}, 'name: a JSON string, not null')):
+        with pytest.raises(psycopg2.Error) as refused:
+            conn.cursor().execute('SELECT reghook.webhook_add(%s, %s, %s)',
+                                  ('team-a', url, json.dumps(changes)))
+        assert refused.value.pgcode == '22023' and needle in refused.value.pgerror, \
+            (url, changes, refused.value.pgcode, refused.value.pgerror)
+    conn.close()
+    assert pg.psql('SELECT count(*) FROM reghook.webhooks').strip() == '1'
 
 
 def test_numbers_through_sql_as_numbers_or_strings_of_digits(reghook, pg):
