@@ -50,14 +50,15 @@ int cli_usage_error(const struct cli_command *cmd, const char *fmt, ...)
 }
 
 /*
- * True if arg begins with the option name, '_' standing for '-' as in the
- * configuration's flags: "--max_attempts" is the command's own
- * --max-attempts, never the configuration key of the same name.
+ * True if arg begins with the option name, '_' standing for '-' and in any
+ * case, as the configuration's flags are matched: "--max_attempts" and
+ * "--Max-Attempts" are the command's own --max-attempts, never the
+ * configuration key of the same name (which took them, silently).
  */
 static bool option_prefix(const char *arg, const char *name, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		char c = arg[i];
+		char c = (char)tolower((unsigned char)arg[i]);
 		if (c == '_' && i >= 2)
 			c = '-';
 		if (c != name[i])
@@ -161,7 +162,9 @@ PGconn *cli_connect(const struct config *cfg)
 		PQfinish(conn);
 		/* make run's database runs only while make run does: say so. */
 		const char *path = getenv("REGHOOK_CONFIG");
-		FILE *f = path ? fopen(path, "r") : NULL;
+		char why[256];
+		/* Read a second time: a FIFO would hold the command for ever. */
+		FILE *f = path ? conf_open_regular(path, "", why, sizeof(why)) : NULL;
 		char line[128] = "";
 		if (f && fgets(line, sizeof(line), f) && strstr(line, "Written by make run"))
 			fprintf(stderr,

@@ -6,6 +6,7 @@
 #include "cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
@@ -19,11 +20,14 @@ static int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
 	if (!cli_config(cmd, &cfg, &argc, argv))
 		return CLI_USAGE;
 	bool private = cli_take_flag(&argc, argv, "--private");
+	int taken = cli_take_option(&argc, argv, "--description", &description);
+	bool said = taken >= 0 && cli_leftover_options(cmd, &argc, argv, &rc);
+	/* The subcommand is what is left once the options (and --) are taken. */
 	const char *sub = argc >= 2 ? argv[1] : "";
 	bool is_add = strcmp(sub, "add") == 0;
-	if (cli_take_option(&argc, argv, "--description", &description) < 0) {
+	if (taken < 0) {
 		rc = cli_usage_error(cmd, "--description needs a value");
-	} else if (cli_leftover_options(cmd, &argc, argv, &rc)) {
+	} else if (said) {
 		/* said */
 	} else if (argc < 2) {
 		rc = cli_usage_error(cmd, "missing subcommand");
@@ -35,6 +39,10 @@ static int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
 		rc = cli_usage_error(cmd, "list takes no argument");
 	} else if (strcmp(sub, "grant") == 0 && argc != 5) {
 		rc = cli_usage_error(cmd, "grant takes NS ROLE owner|contributor|viewer");
+	} else if (strcmp(sub, "grant") == 0 && strlen(argv[3]) > 63) {
+		/* PostgreSQL keeps 63 bytes of a name: another role would have it. */
+		rc = cli_usage_error(cmd, "ROLE: a role name is at most 63 bytes, not %zu",
+				     strlen(argv[3]));
 	} else if (strcmp(sub, "grant") == 0 && strcmp(argv[4], "owner") != 0 &&
 		   strcmp(argv[4], "contributor") != 0 && strcmp(argv[4], "viewer") != 0) {
 		rc = cli_usage_error(cmd, "access must be owner, contributor or viewer, not '%s'",
@@ -69,9 +77,12 @@ static int cmd_namespace(const struct cli_command *cmd, int argc, char **argv)
 			const char *params[] = {argv[2], argv[3], argv[4]};
 			rc = cli_run(conn, "SELECT reghook.namespace_grant($1, $2, $3)", 3, params,
 				     false);
-			if (rc == CLI_OK)
-				printf("%s is now %s of namespace \"%s\".\n", argv[3], argv[4],
+			if (rc == CLI_OK) {
+				char *role = cli_printable(argv[3]);
+				printf("%s is now %s of namespace \"%s\".\n", role, argv[4],
 				       argv[2]);
+				free(role);
+			}
 		}
 		if (conn)
 			PQfinish(conn);

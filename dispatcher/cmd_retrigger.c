@@ -114,24 +114,19 @@ static int cmd_retrigger(const struct cli_command *cmd, int argc, char **argv)
 		goto done;
 	const char *webhook = v[R_WEBHOOK], *since = v[R_SINCE];
 	bool failed = v[R_FAILED] != NULL, waiting = v[R_WAITING] != NULL;
-	/* Everything after "--" is an id too. */
-	for (int i = 1; i < argc; i++)
-		if (strcmp(argv[i], "--") == 0) {
-			memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof(char *));
-			argc--;
-			break;
-		}
+	if (since && !*since) {
+		rc = cli_usage_error(cmd, "--since needs an age (1d) or a time");
+		goto done;
+	}
+	/* An option given twice or unknown is said as such; "--" goes, and
+	 * everything after it is an id. */
+	if (cli_leftover_options(cmd, &argc, argv, &rc))
+		goto done;
 	const char *bad_id = NULL;
 	for (int i = 1; i < argc && !bad_id; i++)
 		if (!is_uuid(argv[i]))
 			bad_id = argv[i];
-	if (since && !*since) {
-		rc = cli_usage_error(cmd, "--since needs an age (1d) or a time");
-	} else if (bad_id && strncmp(bad_id, "--", 2) == 0) {
-		rc = cli_usage_error(cmd, "unknown option '%s'", bad_id);
-	} else if (cli_leftover_options(cmd, &argc, argv, &rc)) {
-		/* said */
-	} else if ((webhook || failed || waiting || since) && argc > 1) {
+	if ((webhook || failed || waiting || since) && argc > 1) {
 		rc = cli_usage_error(
 			cmd, "give delivery ids, or --webhook ID --failed or --waiting, not both");
 	} else if (!webhook && !failed && !waiting && !since && argc < 2) {

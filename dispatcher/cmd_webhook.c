@@ -743,6 +743,10 @@ static int run(const struct cli_command *cmd, const struct config *cfg, int argc
 		return cli_usage_error(cmd, "field options go with add and set");
 	if (is_add && argc != 4)
 		return cli_usage_error(cmd, "add takes NAMESPACE URL");
+	/* It replaced the URL given, silently: the webhook went elsewhere. */
+	if (is_add && new_url)
+		return cli_usage_error(cmd,
+				       "--url goes with set: add takes the URL as its argument");
 	if (is_list && argc > 3)
 		return cli_usage_error(cmd, "list takes at most a NAMESPACE");
 	if (!is_add && !is_list) {

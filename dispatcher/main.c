@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -76,7 +77,9 @@ static int run(int argc, char **argv)
 	for (size_t i = 0; i < NCOMMANDS; i++)
 		if (strcmp(argv[1], commands[i]->name) == 0)
 			return commands[i]->run(commands[i], argc - 1, argv + 1);
-	fprintf(stderr, "reghook: unknown command '%s' (try 'reghook --help')\n", argv[1]);
+	char *shown = cli_printable(argv[1]);
+	fprintf(stderr, "reghook: unknown command '%s' (try 'reghook --help')\n", shown);
+	free(shown);
 	return CLI_USAGE;
 }
 

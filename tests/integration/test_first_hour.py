@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg2
 import pytest
 
-from harness import add_webhook, child_env, free_port, register, run_reghook, wait_until
+from harness import (add_webhook, child_env, free_port, register, run_reghook,
+                     sanitizer_report, wait_until)
 from test_delivery import (delivered_callback_path, event, post, rows, wait_attempts,
                            wait_status)
 
@@ -224,6 +225,79 @@ def test_every_commands_text_must_be_utf8_and_says_which_byte_is_not(pg, tmp_pat
     config.write_text(f'database_url = {url}\n')
     out = run_reghook(['namespace', 'list', '--config', config]).stdout
     assert 'café crème' in out, out
+
+
+def test_the_command_line_does_what_it_was_told_or_says_why_not(pg, tmp_path):
+    """Arguments a user mistypes: each did something other than what was
+    typed, or said something wrong, until a review of the command line
+    found them."""
+    url = pg.url()
+
+    def cli(*args, code=0):
+        # The database in the environment: after --, --database-url is an argument.
+        res = subprocess.run([os.environ['REGHOOK_BIN'], *args], capture_output=True, text=True,
+                             env={**child_env(), 'REGHOOK_DATABASE_URL': url}, timeout=60)
+        assert not sanitizer_report(res.stderr), res.stderr
+        assert res.returncode == code, (args, res.returncode, res.stdout, res.stderr)
+        return res
+
+    cli('migrate')
+    # Options before the subcommand, and --, as every other command takes them.
+    cli('namespace', '--description', 'Team A', 'add', 'team-a')
+    assert 'Team A' in cli('namespace', '--', 'list').stdout
+    # PostgreSQL keeps 63 bytes of a role name: the grant went to another
+    # role than the one named, and said it had gone to the one named.
+    pg.psql(f'CREATE ROLE "{"a" * 63}"')
+    res = cli('namespace', 'grant', 'team-a', 'a' * 63 + 'EXTRA', 'viewer', code=2)
+    assert 'ROLE: a role name is at most 63 bytes, not 68' in res.stderr, res.stderr
+    assert pg.psql('SELECT count(*) FROM reghook.namespace_members').strip() == '0'
+    # A role's name shown on the terminal holds no escape sequence.
+    pg.psql('CREATE ROLE "ev\x1b[31mil"')
+    out = cli('namespace', 'grant', 'team-a', 'ev\x1b[31mil', 'viewer').stdout
+    assert '\x1b' not in out and 'ev?[31mil is now viewer' in out, out
+    res = cli('x\x1b]0;TITLE\x07\x1b[31m', code=2)
+    assert '\x1b' not in res.stderr and '\x07' not in res.stderr, res.stderr
+    # --url with add replaced the URL given: the webhook went elsewhere.
+    res = cli('webhook', 'add', 'team-a', 'http://127.0.0.1:9/first', '--url',
+              'http://127.0.0.1:9/second', code=2)
+    assert '--url goes with set: add takes the URL as its argument' in res.stderr, res.stderr
+    assert pg.psql('SELECT count(*) FROM reghook.webhooks').strip() == '0'
+    # A webhook option in another case went to the configuration's key of
+    # that name, silently: it is the webhook's, as with '_' for '-'.
+    hook_id = cli('webhook', 'add', 'team-a', 'http://127.0.0.1:9/h', '--Max_Attempts', '4'
+                  ).stdout.split()[1]
+    assert pg.psql(f'SELECT max_attempts FROM reghook.webhooks WHERE id = {hook_id}').strip() == '4'
+    res = cli('webhook', 'set', hook_id, '--max-attempts', '3', '--MAX-ATTEMPTS', '5', code=2)
+    assert 'given twice' in res.stderr, res.stderr
+    assert pg.psql(f'SELECT max_attempts FROM reghook.webhooks WHERE id = {hook_id}').strip() == '4'
+    # An option given twice is said to be, and after -- an argument is an id.
+    res = cli('retrigger', '--webhook', hook_id, '--failed', '--since', '1d', '--since', '2d', code=2)
+    assert '--since given twice' in res.stderr, res.stderr
+    res = cli('retrigger', '--waiting', '--waiting', '--webhook', hook_id, code=2)
+    assert '--waiting given twice' in res.stderr, res.stderr
+    res = cli('retrigger', '--', '--x', code=2)
+    assert "'--x' is not a delivery id" in res.stderr, res.stderr
+    # The configuration a FIFO (read once), the database out of reach: the
+    # hint about make run's database opened it again and waited for ever.
+    fifo = tmp_path / 'conf'
+    os.mkfifo(fifo)
+
+    def write_once():
+        with open(fifo, 'w') as f:
+            f.write('database_url = postgresql://nobody@127.0.0.1:1/x\n')
+
+    with ThreadPoolExecutor(1) as pool:
+        writer = pool.submit(write_once)
+        try:
+            res = subprocess.run([os.environ['REGHOOK_BIN'], 'namespace', 'list'],
+                                 env={**child_env(), 'REGHOOK_CONFIG': str(fifo)},
+                                 capture_output=True, text=True, timeout=30)
+        finally:
+            if not writer.done():  # the command never opened it: let the writer go
+                with open(fifo) as f:
+                    f.read()
+        writer.result()
+    assert res.returncode == 1 and 'cannot connect to the database' in res.stderr, res.stderr
 
 
 def test_a_tag_glob_that_matches_nothing_is_refused_on_the_cli(reghook, pg):
