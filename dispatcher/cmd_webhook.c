@@ -15,6 +15,7 @@
 #include "template.h"
 #include "urltemplate.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,7 +252,8 @@ static bool check_value(const struct webhook_opt *o, const char *v, struct buf *
 	case OPT_INT: {
 		char *end;
 		n = strtoll(v, &end, 10);
-		if (!*v || *end || n < 1 || n > 100) {
+		/* Digits only, as ids and --limit: strtoll takes blanks and a sign first. */
+		if (!isdigit((unsigned char)*v) || *end || n < 1 || n > 100) {
 			snprintf(err, errlen, "--max-attempts: '%s' is not a number from 1 to 100",
 				 v);
 			return false;

@@ -269,6 +269,13 @@ def test_the_command_line_does_what_it_was_told_or_says_why_not(pg, tmp_path):
     assert pg.psql(f'SELECT max_attempts FROM reghook.webhooks WHERE id = {hook_id}').strip() == '4'
     res = cli('webhook', 'set', hook_id, '--max-attempts', '3', '--MAX-ATTEMPTS', '5', code=2)
     assert 'given twice' in res.stderr, res.stderr
+    # Digits only, as ids and --limit take them.
+    for bad in (' 5', '+5', '5 ', '-0', '0x5'):
+        res = cli('webhook', 'set', hook_id, '--max-attempts', bad, code=2)
+        assert f"--max-attempts: '{bad}' is not a number from 1 to 100" in res.stderr, res.stderr
+    for bad in (' 5s', '+5s', '5s '):
+        res = cli('webhook', 'set', hook_id, '--timeout', bad, code=2)
+        assert '--timeout' in res.stderr, res.stderr
     assert pg.psql(f'SELECT max_attempts FROM reghook.webhooks WHERE id = {hook_id}').strip() == '4'
     # An option given twice is said to be, and after -- an argument is an id.
     res = cli('retrigger', '--webhook', hook_id, '--failed', '--since', '1d', '--since', '2d', code=2)
