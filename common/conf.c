@@ -417,7 +417,7 @@ static char *read_value_file(const struct conf_key *k, const char *var, const ch
 	size_t len = fread(text, 1, CONF_VALUE_FILE_MAX + 1, f);
 	const char *why = NULL;
 	if (ferror(f))
-		why = "read error";
+		why = strerror(errno); /* a directory: "Is a directory" */
 	else if (len > CONF_VALUE_FILE_MAX)
 		why = "larger than 64 KiB";
 	else if (memchr(text, '\0', len))

@@ -258,6 +258,12 @@ def test_a_value_file_written_with_a_byte_order_mark(pg, tmp_path):
     secret.write_bytes(b'\xef\xbb\xbf' + pg.url().encode() + b'\r\n')
     proc = run_with_env(['migrate'], {'REGHOOK_DATABASE_URL_FILE': str(secret)})
     assert proc.returncode == 0 and 'schema current' in proc.stdout, proc.stderr
+    # A directory where the file should be (a secret mounted wrong) says so,
+    # not "read error".
+    proc = run_with_env(['migrate'], {'REGHOOK_DATABASE_URL_FILE': str(tmp_path)})
+    assert proc.returncode == 2 and \
+        f'database_url: REGHOOK_DATABASE_URL_FILE: {tmp_path}: Is a directory' in proc.stderr, \
+        proc.stderr
 
 
 def test_config_file_env_and_flags_later_wins(pg, tmp_path):
