@@ -481,7 +481,8 @@ int cli_parse_since(const struct cli_command *cmd, PGconn *conn, const char *sin
 				       "--since '%s': give an age with its unit (90s, 30m, 2h, 7d) "
 				       "or a time (2026-12-01)",
 				       since);
-	if (conf_parse_duration(since, &ms)) {
+	bool is_age = conf_parse_duration(since, &ms);
+	if (is_age) {
 		snprintf(age, sizeof(age), "%lld", ms);
 		param = age;
 		sql = "SELECT now() - make_interval(secs => $1::bigint / 1000.0)";
@@ -494,7 +495,10 @@ int cli_parse_since(const struct cli_command *cmd, PGconn *conn, const char *sin
 		/* A data exception (class 22) is the value's fault; anything else the database's.
 		 */
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-		if (state && strncmp(state, "22", 2) == 0) {
+		if (state && strncmp(state, "22", 2) == 0 && is_age) {
+			rc = cli_usage_error(
+				cmd, "--since '%s': an age too long to count back from now", since);
+		} else if (state && strncmp(state, "22", 2) == 0) {
 			rc = cli_usage_error(
 				cmd, "--since '%s' is neither an age (30m, 2h, 7d) nor a time",
 				since);

@@ -399,6 +399,14 @@ def test_cli_statements_end_at_db_timeout_and_since_needs_a_unit(pg):
     for since in ('20261201', '86400'):
         proc = run_reghook(['deliveries', '--since', since], database_url=pg.url(), check=False)
         assert proc.returncode == 2 and 'give an age with its unit' in proc.stderr, proc.stderr
+    # An age is an age, even one too long to count back: said as such.
+    for since in ('106751991d', '9223372036854775807ms'):
+        proc = run_reghook(['deliveries', '--since', since], database_url=pg.url(), check=False)
+        assert proc.returncode == 2 and \
+            f"--since '{since}': an age too long to count back from now" in proc.stderr, \
+            proc.stderr
+    proc = run_reghook(['deliveries', '--since', 'yesterdy'], database_url=pg.url(), check=False)
+    assert proc.returncode == 2 and 'is neither an age' in proc.stderr, proc.stderr
     run_reghook(['deliveries', '--since', '2026-12-01'], database_url=pg.url())
 
 
