@@ -1280,6 +1280,11 @@ void httpd_free(struct httpd *s)
 	free(s);
 }
 
+const char *httpd_peer(const struct httpd_req *req)
+{
+	return req->conn ? req->conn->peer : "";
+}
+
 const char *httpd_method(const struct httpd_req *req)
 {
 	return req->method ? req->method : "";

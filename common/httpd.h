@@ -103,6 +103,8 @@ void httpd_stop_listening(struct httpd *s);
 void httpd_free(struct httpd *s);
 
 const char *httpd_method(const struct httpd_req *req);
+/* The client's address and port, as the log names it ("" once it has gone). */
+const char *httpd_peer(const struct httpd_req *req);
 /* The path of the request target, without its query. */
 const char *httpd_path(const struct httpd_req *req);
 /* The first field of that name (case-insensitive), or NULL. */

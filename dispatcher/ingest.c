@@ -508,10 +508,16 @@ static bool media_type_ok(const char *ct)
  * looping on it (no token needed) wrote 23,000 lines a second, which
  * pushed the events' lines out of a rate-limited journal.
  */
-static void log_refused(struct ingest *in, bool wrong)
+static void log_refused(struct ingest *in, const struct httpd_req *req, bool wrong)
 {
+	/* Which registry it is, and what mends it: a line alone told neither. */
 	log_limited(&in->refused, REFUSED_LOG_MS, LOG_LEVEL_INFO,
-		    "ingest: POST /events with a %s token refused", wrong ? "wrong" : "missing");
+		    "ingest: POST /events with a %s token refused, from %s: %s",
+		    wrong ? "wrong" : "missing", httpd_peer(req),
+		    wrong ? "a registry posts with its source's token, which 'reghook registry "
+			    "rotate NAME' replaces and prints for its config.yml"
+			  : "a registry's endpoint needs headers: Authorization: [Bearer TOKEN] "
+			    "(reghook registry add prints the block)");
 }
 
 void ingest_handle(struct ingest *in, struct httpd_req *req)
@@ -526,7 +532,7 @@ void ingest_handle(struct ingest *in, struct httpd_req *req)
 		return;
 	}
 	if (!sources_authenticate(in->sources, auth, &source_id, &source_name)) {
-		log_refused(in, auth != NULL);
+		log_refused(in, req, auth != NULL);
 		httpd_add_header(req, "WWW-Authenticate", "Bearer realm=\"reghook\"");
 		httpd_reply_error(req, 401, auth ? "invalid token" : "missing bearer token");
 		return;

@@ -412,8 +412,14 @@ def test_refused_tokens_do_not_flood_the_log(reghook_factory, pg):
     assert len(refused) == 1, refused[:3]
     time.sleep(10)
     assert exchange(reghook.port, http_bytes(None, envelope(event())))[0] == 401
-    wait_until(lambda: 'POST /events with a missing token refused (and 499 more such line(s) '
-               'since the last one)' in reghook.log(), timeout=5, msg='the next line')
+    wait_until(lambda: 'POST /events with a missing token refused' in reghook.log(), timeout=5,
+               msg='the next line')
+    [line] = [line for line in reghook.log().splitlines() if 'missing token refused' in line]
+    # Which client, what mends it, and how many lines were held back.
+    assert 'refused, from 127.0.0.1:' in line and 'Authorization: [Bearer TOKEN]' in line and \
+        line.endswith('(and 499 more such line(s) since the last one)'), line
+    assert 'wrong token refused, from 127.0.0.1:' in refused[0] and \
+        "'reghook registry rotate NAME'" in refused[0], refused[0]
 
 
 ROUNDS = 48  # four quarters of 12
