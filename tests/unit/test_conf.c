@@ -605,7 +605,7 @@ UNIT_TEST(value_file_errors)
 	conf_free(table, N, &s);
 	/* A directory is not a value. */
 	setenv(PREFIX "NAME_FILE", "/", 1);
-	expect_error(argv, "name: " PREFIX "NAME_FILE: /: read error");
+	expect_error(argv, "name: " PREFIX "NAME_FILE: /: Is a directory");
 	/* Both the variable and the file: which one was meant? */
 	setenv(PREFIX "NAME_FILE", path, 1);
 	setenv(PREFIX "NAME", "direct", 1);
