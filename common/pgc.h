@@ -130,7 +130,9 @@ void pgc_reset(struct pgc *c, const char *why);
  * runs (client_connection_check_interval, 14 too): a `reghook migrate`
  * killed or interrupted while it built an index left the statement
  * running to its end, its locks held and the daemons' statements queued
- * behind them. Not on a Windows server, which refuses any value but 0.
+ * behind them. On a Linux server only: elsewhere 14 refuses any value but
+ * 0 (it needs POLLRDHUP; 15 takes kqueue too, Windows neither), and a
+ * refusal would fail every session. version() names the server's platform.
  */
 #define PGC_SESSION_SQL                                                                            \
 	"SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false),"               \
@@ -144,8 +146,7 @@ void pgc_reset(struct pgc *c, const char *why);
 	" CASE WHEN pg_catalog.current_setting('server_version_num')::integer >= 140000"           \
 	" THEN pg_catalog.set_config('idle_session_timeout', '0', false) END,"                     \
 	" CASE WHEN pg_catalog.current_setting('server_version_num')::integer >= 140000"           \
-	" AND pg_catalog.strpos(pg_catalog.version(), 'Visual C++') = 0"                           \
-	" AND pg_catalog.strpos(pg_catalog.version(), 'mingw') = 0"                                \
+	" AND pg_catalog.strpos(pg_catalog.version(), 'linux') > 0"                                \
 	" THEN pg_catalog.set_config('client_connection_check_interval', '1000', false) END"
 
 /*

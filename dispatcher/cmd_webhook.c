@@ -109,10 +109,11 @@ static bool read_file_text(const char *flag, const char *path, size_t max, struc
 	while (text->len <= max && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
 		buf_append(text, chunk, n);
 	bool failed = ferror(f);
+	int saved = errno; /* a directory: "Is a directory" */
 	if (!in)
 		fclose(f);
 	if (failed) {
-		snprintf(err, errlen, "%s: %s: could not be read", flag, path);
+		snprintf(err, errlen, "%s: %s: %s", flag, path, strerror(saved));
 		return false;
 	}
 	return true;

@@ -356,6 +356,11 @@ BEGIN
     IF nullif(webhook_add.url, '') IS NULL THEN
         RAISE EXCEPTION 'url: a webhook needs one' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- A url among the changes replaced the one given (and took its credentials to its host).
+    IF jsonb_typeof(changes) = 'object' AND changes ? 'url' THEN
+        RAISE EXCEPTION 'url: give it as webhook_add''s url argument, not among the changes'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     PERFORM reghook.check_webhook_values(jsonb_build_object('url', bare));
     -- Named after the URL's host, an IPv6 one with its brackets.
     INSERT INTO reghook.webhooks (namespace_id, name, url)

@@ -510,7 +510,11 @@ def test_webhook_fields_past_their_limits_are_refused_through_sql(reghook, pg):
                                  ('x', {}, 'url: not an http:// or https://'),
                                  ('https://x.example/{digest', {}, 'url: a { or }'),
                                  ('https://x.example/', {'tag': None}, 'tag: a JSON string, not null'),
-                                 ('https://x.example/', {'name': None}, 'name: a JSON string, not null')):
+                                 ('https://x.example/', {'name': None}, 'name: a JSON string, not null'),
+                                 # The url argument replaced by one among the changes,
+                                 # its credentials with it.
+                                 ('https://u:pw@x.example/', {'url': 'https://y.example/'},
+                                  "url: give it as webhook_add's url argument")):
         with pytest.raises(psycopg2.Error) as refused:
             conn.cursor().execute('SELECT reghook.webhook_add(%s, %s, %s)',
                                   ('team-a', url, json.dumps(changes)))
