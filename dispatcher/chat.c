@@ -58,6 +58,14 @@ void chat_truncate(const char *s, size_t len, size_t max, struct buf *out)
 	size_t i = 0;
 	for (size_t n = 0; n + 1 < max && i < len; n++)
 		i += seq_len((unsigned char)s[i]);
+	/* An escape (Discord's \_) is not cut from what it escapes: it would
+	 * escape the ellipsis, or show. An even run of backslashes is escaped
+	 * backslashes, kept. */
+	size_t run = 0;
+	while (run < i && s[i - 1 - run] == '\\')
+		run++;
+	if (run % 2)
+		i--;
 	buf_append(out, s, i);
 	buf_puts(out, "\xe2\x80\xa6");
 }

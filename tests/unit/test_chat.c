@@ -259,6 +259,16 @@ UNIT_TEST(truncation_at_the_boundary)
 	struct buf out = BUF_INIT;
 	chat_truncate("\xe2\x82\xac\xe2\x82\xac", 6, 1, &out);
 	UNIT_CHECK_STR(buf_cstr(&out), "\xe2\x80\xa6");
+	/* An escape is not cut from what it escapes; escaped backslashes stay. */
+	buf_reset(&out);
+	chat_truncate("a\\_bcd", 6, 3, &out);
+	UNIT_CHECK_STR(buf_cstr(&out), "a\xe2\x80\xa6");
+	buf_reset(&out);
+	chat_truncate("a\\\\bcd", 6, 4, &out);
+	UNIT_CHECK_STR(buf_cstr(&out), "a\\\\\xe2\x80\xa6");
+	buf_reset(&out);
+	chat_truncate("a\\\\\\_d", 6, 5, &out);
+	UNIT_CHECK_STR(buf_cstr(&out), "a\\\\\xe2\x80\xa6");
 	buf_free(&out);
 }
 
