@@ -42,6 +42,8 @@ struct request {
 	bool truncated;
 	size_t dropped;		 /* body bytes read past body_limit */
 	bool cut;		 /* the transfer ended here once REQUEST_DROP_MAX was dropped */
+	bool headers_ended;	 /* the blank line after the last status line's headers came */
+	bool own_authorization;	 /* the webhook's own headers hold an Authorization */
 	struct buf resp_headers; /* JSON array of the final answer's headers */
 	char retry_after[64];
 
@@ -220,6 +222,11 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
 	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
 		buf_reset(&r->resp_headers);
 		r->retry_after[0] = '\0';
+		r->headers_ended = false;
+		return len;
+	}
+	if ((len == 2 && data[0] == '\r' && data[1] == '\n') || (len == 1 && data[0] == '\n')) {
+		r->headers_ended = true;
 		return len;
 	}
 	const char *colon = memchr(data, ':', len);
@@ -298,9 +305,12 @@ static bool add_custom_headers(struct request *r, const char *json)
 		if (YAJL_IS_ARRAY(pair) && pair->u.array.len == 2 &&
 		    YAJL_IS_STRING(pair->u.array.values[0]) &&
 		    YAJL_IS_STRING(pair->u.array.values[1]) &&
-		    !request_reserved_header(pair->u.array.values[0]->u.string))
+		    !request_reserved_header(pair->u.array.values[0]->u.string)) {
 			add_header(r, pair->u.array.values[0]->u.string,
 				   pair->u.array.values[1]->u.string, true);
+			if (strcasecmp(pair->u.array.values[0]->u.string, "Authorization") == 0)
+				r->own_authorization = true;
+		}
 	}
 	yajl_tree_free(tree);
 	return true;
@@ -459,7 +469,13 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 		add_header(r, "webhook-timestamp", ts, false);
 		add_header(r, "webhook-signature", sig, false);
 	}
-	if (s->username && *s->username) {
+	/*
+	 * Basic authentication unless the webhook has an Authorization of its
+	 * own (rows from before webhook_set refused the two together): libcurl
+	 * sends that one alone, and the history says what went out.
+	 */
+	bool basic = s->username && *s->username && !r->own_authorization;
+	if (basic) {
 		/* curl writes the header itself; history shows it was sent, not its value. */
 		buf_puts(&r->sent_headers, ",[\"Authorization\",\"[redacted]\"]");
 	}
@@ -505,7 +521,7 @@ struct request *request_new(const struct request_spec *s, const struct config *c
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
-	if (s->username && *s->username) {
+	if (basic) {
 		curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
 		curl_easy_setopt(e, CURLOPT_USERNAME, s->username);
 		curl_easy_setopt(e, CURLOPT_PASSWORD, s->password ? s->password : "");
@@ -593,6 +609,14 @@ void request_finish(struct request *r, CURLcode result)
 			snprintf(r->error, sizeof(r->error), "%s",
 				 r->curl_error[0] ? r->curl_error : curl_easy_strerror(result));
 		}
+	} else if (!r->headers_ended) {
+		/* libcurl takes an answer closed within its headers as whole (RFC 9112 section 8:
+		 * incomplete); an endpoint that crashed mid-answer did not take the delivery. */
+		r->outcome = REQUEST_FAILED;
+		r->error_class = "other";
+		snprintf(r->error, sizeof(r->error),
+			 "the answer (HTTP %ld) ended before the end of its headers", r->status);
+		r->status = 0;
 	} else if (r->status >= 200 && r->status < 300) {
 		r->outcome = REQUEST_SUCCEEDED;
 	} else {

@@ -494,11 +494,28 @@ BEGIN
         PERFORM reghook.webhook_set_headers(webhook,
             ARRAY(SELECT jsonb_array_elements_text(c->'headers')));
     END IF;
+    PERFORM reghook.check_webhook_auth(webhook);
 END
 $$;
 COMMENT ON FUNCTION reghook.webhook_set(bigint, jsonb) IS
     'Changes fields of a webhook, given as a JSON object (name url method content_type username password secret '
     'actions repository tag format template timeout_ms max_attempts headers). Contributors.';
+
+-- A webhook's own Authorization header and a user name (basic
+-- authentication) cannot go together: libcurl then sends the header alone,
+-- the password never went out, and the history listed both. Checked once
+-- a change is made, by webhook_set() and webhook_set_headers().
+CREATE OR REPLACE FUNCTION reghook.check_webhook_auth(webhook bigint) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM reghook.webhooks w
+               JOIN reghook.webhook_headers h ON h.webhook_id = w.id
+               WHERE w.id = webhook AND w.username IS NOT NULL AND lower(h.name) = 'authorization') THEN
+        RAISE EXCEPTION 'headers: an Authorization header and a user name (basic authentication) cannot go together; give one of the two'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
 
 -- Replaces a webhook's headers with `headers`, each 'Name: value': at most
 -- 64, each name at most 256 bytes and each value 8192. None may frame the
@@ -554,6 +571,7 @@ BEGIN
         INSERT INTO reghook.webhook_headers (webhook_id, position, name, value)
         VALUES (webhook, pos, btrim(split_part(h, ':', 1), E' \t'), btrim(substr(h, position(':' IN h) + 1), E' \t'));
     END LOOP;
+    PERFORM reghook.check_webhook_auth(webhook);
 END
 $$;
 COMMENT ON FUNCTION reghook.webhook_set_headers(bigint, text[]) IS

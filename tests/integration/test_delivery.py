@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness import DEFAULT_REGISTRY_URL, Response, add_webhook, register, wait_until
+from harness import DEFAULT_REGISTRY_URL, PsqlError, Response, add_webhook, register, wait_until
 from test_receiver import HOLDING_LOCKS, hold_ingest_locks_longer
 
 V1 = 'application/vnd.docker.distribution.events.v1+json'
@@ -251,6 +251,49 @@ def test_custom_headers_basic_auth_and_content_type(reghook, pg, endpoint_factor
     assert int(leaks) == 0
     assert int(pg.psql("SELECT count(*) FROM reghook.deliveries d "
                        f"WHERE d::text LIKE '%{password}%'")) == 0
+
+
+def test_an_authorization_header_and_basic_auth_do_not_go_together(reghook, pg,
+                                                                     endpoint_factory):
+    """With both, libcurl sent the webhook's own Authorization alone: the
+    password never went out, and the history listed two Authorization
+    headers. Refused however the two meet (add, set, headers, credentials
+    in the URL, through SQL too); a webhook stored with both before sends
+    its own header and records exactly what went out."""
+    token = register(reghook, 'team-a')
+    hook = endpoint_factory()
+    why = 'headers: an Authorization header and a user name (basic authentication) cannot go together'
+    res = reghook.run_cli('webhook', 'add', 'team-a', hook.url('/a'), '--header',
+                          'Authorization: Bearer T1', '--username', 'bob', '--password', 'pw',
+                          check=False)
+    assert res.returncode != 0 and why in res.stderr, res.stderr
+    res = reghook.run_cli('webhook', 'add', 'team-a', hook.url('/a').replace('//', '//bob:pw@'),
+                          '--header', 'authorization: Bearer T1', check=False)
+    assert res.returncode != 0 and why in res.stderr, res.stderr
+    assert pg.psql('SELECT count(*) FROM reghook.webhooks').strip() == '0'
+    basic = add_webhook(reghook, 'team-a', hook.url('/b'), '--username', 'bob', '--password', 'pw')
+    bearer = add_webhook(reghook, 'team-a', hook.url('/c'), '--header', 'Authorization: Bearer T1')
+    for args in (['webhook', 'set', basic, '--header', 'AUTHORIZATION: Bearer T1'],
+                 ['webhook', 'set', bearer, '--username', 'bob']):
+        res = reghook.run_cli(*args, check=False)
+        assert res.returncode != 0 and why in res.stderr, (args, res.stderr)
+    for sql in (f"SELECT reghook.webhook_set_headers({basic}, ARRAY['Authorization: x'])",
+                f"""SELECT reghook.webhook_set({bearer}, '{{"username": "bob"}}')"""):
+        with pytest.raises(PsqlError, match='cannot go together'):
+            pg.psql(sql)
+    assert pg.psql(f'SELECT count(*) FROM reghook.webhook_headers WHERE webhook_id = {basic}'
+                   ).strip() == '0'
+    assert pg.psql(f'SELECT username IS NULL FROM reghook.webhooks WHERE id = {bearer}'
+                   ).strip() == 't'
+    # Stored with both before the refusal: its own header goes, and only it is recorded.
+    pg.psql(f"UPDATE reghook.webhooks SET username = 'bob' WHERE id = {bearer}")
+    pg.psql(f'UPDATE reghook.webhooks SET enabled = false WHERE id = {basic}')
+    post(reghook, token, event())
+    [req] = hook.wait_for(1)
+    assert [v for k, v in req.headers if k.lower() == 'authorization'] == ['Bearer T1']
+    [attempt] = wait_attempts(pg, bearer, 1)
+    assert [v for k, v in attempt['request_headers'] if k.lower() == 'authorization'] == \
+        ['[redacted]'], attempt['request_headers']
 
 
 def test_a_header_stored_that_would_frame_the_request_is_not_sent(reghook, pg,

@@ -178,6 +178,22 @@ def tls_answering(ctx):
     return handle
 
 
+def cut_in_headers(server, conn):
+    """Answers a status line and a header, then closes: no blank line ends
+    the headers (an endpoint, or a proxy, that died mid-answer)."""
+    read_request(conn)
+    conn.sendall(b'HTTP/1.1 200 OK\r\nX-A: b\r\n')
+    conn.close()
+
+
+def continue_then_ok(server, conn):
+    """A 100 Continue, then a whole 200."""
+    read_request(conn)
+    conn.sendall(b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n'
+                 b'Connection: close\r\n\r\nok')
+    conn.close()
+
+
 def attempts_of(pg, webhook_id):
     out = pg.psql(f"""SELECT coalesce(json_agg(t ORDER BY t.at), '[]') FROM (
         SELECT delivery_id::text, attempt, response_status, error_class, error_message,
@@ -186,6 +202,35 @@ def attempts_of(pg, webhook_id):
                extract(epoch FROM attempted_at)::float8 AS at
         FROM reghook.delivery_attempts WHERE webhook_id = {int(webhook_id)}) t""")
     return json.loads(out)
+
+
+def test_an_answer_cut_within_its_headers_is_a_failure(reghook_factory, pg):
+    """libcurl takes a 200 whose connection closed before the blank line
+    ending its headers as whole; the delivery was recorded as delivered.
+    RFC 9112 (section 8) calls such an answer incomplete: the attempt fails
+    and the delivery waits for its next one. A 100 Continue before a whole
+    200 is still a success."""
+    daemon = reghook_factory()
+    token = register(daemon, 'team-a')
+    cut, fine = RawServer(cut_in_headers), RawServer(continue_then_ok)
+    try:
+        cut_id = add_webhook(daemon, 'team-a', cut.url('/cut'), '--repository', 'cut')
+        fine_id = add_webhook(daemon, 'team-a', fine.url('/fine'), '--repository', 'fine')
+        for repository in ('team-a/cut', 'team-a/fine'):
+            status, _, out = daemon.post('/events', json.dumps(
+                {'events': [registry_event(repository=repository)]}).encode(),
+                {'Content-Type': V1, 'Authorization': f'Bearer {token}'})
+            assert status == 200, out
+        [a] = wait_until(lambda: attempts_of(pg, cut_id) or None, timeout=30, msg='the attempt')
+        assert (a['error_class'], a['response_status']) == ('other', None), a
+        assert 'ended before the end of its headers' in a['error_message'], a
+        assert pg.psql(f'SELECT status FROM reghook.deliveries WHERE webhook_id = {cut_id}'
+                       ).strip() == 'pending'
+        [b] = wait_until(lambda: attempts_of(pg, fine_id) or None, timeout=30, msg='the attempt')
+        assert (b['error_class'], b['response_status']) == (None, 200), b
+    finally:
+        cut.stop()
+        fine.stop()
 
 
 @pytest.mark.long
