@@ -1505,7 +1505,16 @@ def register(daemon, *namespaces, scope=None, name='main'):
         daemon.run_cli('namespace', 'add', ns, setting_up=True)
     args = ['registry', 'add', name] + (['--namespaces', scope] if scope else [])
     out = daemon.run_cli(*args, setting_up=True).stdout
-    return next(w for w in out.split() if w.startswith('rgh_'))
+    token = next(w for w in out.split() if w.startswith('rgh_'))
+    # A running daemon hears of a new source through a NOTIFY and loads the
+    # sources again: a post in the milliseconds before is refused 401, which
+    # a registry posts again (README, Attaching a registry), and a test
+    # would not. An empty envelope stores nothing.
+    if daemon.proc is not None and daemon.running():
+        wait_until(lambda: daemon.post('/events', b'{"events":[]}', {
+            'Content-Type': 'application/json', 'Authorization': f'Bearer {token}'})[0] != 401,
+                   timeout=15, interval=0.01, msg=f'the daemon to know registry source {name}')
+    return token
 
 
 def add_webhook(daemon, ns, url, *options, enable=True):

@@ -122,7 +122,7 @@ def test_secrets_from_files_or_standard_input_stay_out_of_the_command_line(
     (tmp_path / 'headers').write_text('Authorization: Bearer t0ken\n\nX-Api-Key: k3y\n')
     (tmp_path / 'latin1').write_bytes(b'X-Lat: caf\xe9 {{tag}}\n')
     (tmp_path / 'latin1.json').write_bytes(b'{"t": "caf\xe9 {{tag}}"}\n')
-    out = reghook.run_cli('webhook', 'add', 'team-a', hook.url('/h'), '--username', 'ci',
+    out = reghook.run_cli('webhook', 'add', 'team-a', hook.url('/h'),
                           '--password-file', tmp_path / 'password', '--secret-file', '-',
                           '--header-file', tmp_path / 'headers', input=secret + '\n').stdout
     hook_id = out.split()[1]
