@@ -491,10 +491,12 @@ BEGIN
             secret = CASE WHEN c ? 'secret' THEN excluded.secret ELSE s.secret END;
     END IF;
     IF c ? 'headers' THEN
+        -- It checks the user name and the new headers together.
         PERFORM reghook.webhook_set_headers(webhook,
             ARRAY(SELECT jsonb_array_elements_text(c->'headers')));
+    ELSE
+        PERFORM reghook.check_webhook_auth(webhook);
     END IF;
-    PERFORM reghook.check_webhook_auth(webhook);
 END
 $$;
 COMMENT ON FUNCTION reghook.webhook_set(bigint, jsonb) IS
