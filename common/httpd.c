@@ -91,6 +91,8 @@ struct httpd_conn {
 	bool in_idle;
 	TAILQ_ENTRY(httpd_conn) head_link; /* in srv->heads while CONN_HEAD */
 	bool in_heads;
+	TAILQ_ENTRY(httpd_conn) wait_link; /* in srv->waiting while waiting_on_client() */
+	bool in_waiting;
 	size_t held; /* bytes of its head held (kept and still in its input), in srv->heads_held */
 	struct httpd *srv;
 	evutil_socket_t fd;	 /* owned until bev exists, then bev's */
@@ -142,11 +144,12 @@ struct httpd {
 	SSL_CTX *tls; /* a reference of its own; NULL: plain HTTP */
 	LIST_HEAD(, httpd_conn) conns;
 	int nconns;
-	int max_conns;			/* httpd_set_max_connections; 0: no limit */
-	bool full;			/* the listener is off for want of room */
-	TAILQ_HEAD(, httpd_conn) idle;	/* waiting for a request's first byte, longest first */
-	TAILQ_HEAD(, httpd_conn) heads; /* reading a request's head, longest first */
-	size_t heads_held;		/* bytes of heads held by them (HTTPD_HEADS_MAX) */
+	int max_conns;			  /* httpd_set_max_connections; 0: no limit */
+	bool full;			  /* the listener is off for want of room */
+	TAILQ_HEAD(, httpd_conn) idle;	  /* waiting for a request's first byte, longest first */
+	TAILQ_HEAD(, httpd_conn) heads;	  /* reading a request's head, longest first */
+	TAILQ_HEAD(, httpd_conn) waiting; /* waiting_on_client(), longest first */
+	size_t heads_held;		  /* bytes of heads held by them (HTTPD_HEADS_MAX) */
 	size_t bodies; /* bytes of request bodies received and not yet given back */
 	/*
 	 * Lines about failed TLS handshakes: a quota for each reason (OpenSSL's
@@ -248,6 +251,8 @@ static void conn_free(struct httpd_conn *c)
 		TAILQ_REMOVE(&s->heads, c, head_link);
 		s->heads_held -= c->held;
 	}
+	if (c->in_waiting)
+		TAILQ_REMOVE(&s->waiting, c, wait_link);
 	s->nconns--;
 	if (s->full && s->nconns < s->max_conns)
 		room_again(s);
@@ -270,12 +275,33 @@ static void conn_free(struct httpd_conn *c)
 }
 
 /*
+ * Whether a connection in this state waits for its client to go on, inside
+ * a handshake, a request or an answer: the ones make_room() closes after
+ * the idle ones. (Idle ones wait too, but between requests; one being
+ * handled waits for the handler.)
+ */
+static bool waiting_on_client(enum conn_state state)
+{
+	return state == CONN_HANDSHAKE || state == CONN_HEAD || state == CONN_BODY ||
+	       state == CONN_WRITING || state == CONN_LINGER;
+}
+
+/*
  * Every change of state goes through here, with what the new state needs:
  * reading on or off, and the timer's meaning.
  */
 static void conn_set_state(struct httpd_conn *c, enum conn_state state)
 {
 	c->state = state;
+	/* Its place among the waiting is kept from a head to its body, and from
+	 * an answer to the lingering close after it: the wait is one. */
+	if (c->in_waiting && !waiting_on_client(state)) {
+		TAILQ_REMOVE(&c->srv->waiting, c, wait_link);
+		c->in_waiting = false;
+	} else if (!c->in_waiting && waiting_on_client(state)) {
+		TAILQ_INSERT_TAIL(&c->srv->waiting, c, wait_link);
+		c->in_waiting = true;
+	}
 	bool idle = state == CONN_HELLO || state == CONN_IDLE;
 	if (c->in_idle)
 		TAILQ_REMOVE(&c->srv->idle, c, idle_link);
@@ -1091,8 +1117,10 @@ static bool sent_unread(struct httpd_conn *c)
 /*
  * Room for one more connection under max_conns: the connection waiting
  * longest for a request's first byte is closed to make it (one that sent
- * nothing, or a kept-alive one between requests); with none waiting, no
- * room.
+ * nothing, or a kept-alive one between requests); with none, the one
+ * waiting on its client the longest inside a handshake, a request or an
+ * answer (none of which needs a token); with none of those either (every
+ * connection's request is being handled), no room.
  */
 static bool make_room(struct httpd *s)
 {
@@ -1108,17 +1136,18 @@ static bool make_room(struct httpd *s)
 			break;
 		if (!unread)
 			unread = oldest;
-		/* A bounded look: past it, the heads' turn. */
+		/* A bounded look: past it, the waiting ones' turn. */
 		if (++looked == HTTPD_IDLE_LOOK_MAX) {
 			oldest = NULL;
 			break;
 		}
 	}
-	/* Else the one reading a head the longest: a registry sends its head at
-	 * once, and one byte at a time would keep every other client out. Then
-	 * the one waiting longest to be read. */
+	/* Else the one waiting on its client the longest: a registry sends its
+	 * request at once and reads its answer, and a head or a body sent a byte
+	 * at a time, a handshake begun and left, or an answer left unread would
+	 * keep every other client out. Then the one waiting longest to be read. */
 	if (!oldest)
-		oldest = TAILQ_FIRST(&s->heads);
+		oldest = TAILQ_FIRST(&s->waiting);
 	if (!oldest)
 		oldest = unread;
 	if (!oldest)
@@ -1211,6 +1240,7 @@ struct httpd *httpd_new(struct event_base *base, httpd_handler handle, httpd_ans
 	LIST_INIT(&s->conns);
 	TAILQ_INIT(&s->idle);
 	TAILQ_INIT(&s->heads);
+	TAILQ_INIT(&s->waiting);
 	return s;
 }
 

@@ -8,8 +8,10 @@
  * - the head (request line and fields) within HTTPD_MAX_HEAD bytes (431);
  *   a request line alone within it too (414); unfinished heads of all
  *   connections within HTTPD_HEADS_MAX, past which those reading a head
- *   the longest are closed, as they are, after the idle ones, to make
- *   room for a new connection at the connection limit;
+ *   the longest are closed;
+ * - the connections within the connection limit: a new one closes the one
+ *   idle the longest, or else the one waiting on its client the longest
+ *   inside a TLS handshake, a request's head or body, or an answer;
  * - the body within max_body, refused with 413 as soon as a declared
  *   Content-Length or the chunks so far pass it, without reading the rest;
  * - the bodies of all requests at once within HTTPD_BODIES_MAX (or twice

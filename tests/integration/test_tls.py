@@ -31,7 +31,8 @@ import pytest
 from harness import (add_webhook, free_port, http_request, register, run_reghook,
                      wait_until)
 from test_badinput import GoodClient, envelope, read_rss_kib, rss_grows_in_every_quarter
-from test_http_strict import answers, bad_http_requests
+from test_http_strict import (answers, bad_http_requests, daemon_with_descriptors,
+                              registry_gets_in_past)
 from test_receiver import V1, counts, event, events, post_together
 
 
@@ -366,6 +367,35 @@ def test_plain_http_to_the_tls_port(reghook_factory, pg, pki):
         assert headers['connection'] == 'close'
         assert error == {'error': 'this port speaks HTTPS only: use an https:// URL'}
     assert events(pg) == []
+    assert daemon.get('/healthz')[0] == 200
+
+
+@pytest.mark.parametrize('stall', ['first byte', 'whole hello'])
+def test_handshakes_begun_and_left_cannot_keep_a_registry_out(reghook_factory, pg, pki, stall):
+    """At the connection limit, connections that began a TLS handshake and
+    stopped (a first byte 0x16, or a whole ClientHello; no certificate or
+    token needed) kept every new client out until their client_timeout:
+    they were not among those closed to make room. Now the one waiting on
+    its client the longest is closed, and a registry's post over HTTPS is
+    answered at once."""
+    ctx = client_context(pki.ca.cert)
+    daemon = daemon_with_descriptors(reghook_factory, 400,
+                                     {**pki.serve(pki.server), 'max_in_flight': 16,
+                                      'client_timeout': '60s', 'log_level': 'warn'},
+                                     ssl_context=ctx)
+    token = register(daemon, 'team-a')
+    body = envelope(event(tag='past-handshakes'))
+
+    def post():
+        [(status, _, _)] = tls_raw(
+            daemon.port, ctx,
+            b'POST /events HTTP/1.1\r\nHost: reghook\r\nContent-Type: ' + V1.encode() +
+            b'\r\nAuthorization: Bearer ' + token.encode() + b'\r\nConnection: close' +
+            b'\r\nContent-Length: %d\r\n\r\n' % len(body) + body, timeout=10)
+        return status
+    registry_gets_in_past(daemon.port,
+                          lambda: socket.create_connection(('127.0.0.1', daemon.port), timeout=10),
+                          b'\x16' if stall == 'first byte' else client_hello(), post)
     assert daemon.get('/healthz')[0] == 200
 
 
